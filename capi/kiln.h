@@ -1,0 +1,344 @@
+/*
+ * kiln.h — the public C ABI of kiln, an embeddable LLM runtime.
+ *
+ * This header is the whole public surface: the samples, the bindings and every user go through it.
+ * It is C99, has no dependencies beyond <stddef.h>/<stdint.h>, and is stable: functions and enum
+ * values are only ever added, never renumbered or removed.
+ *
+ * ---------------------------------------------------------------------------------------------
+ * Conventions (read these once; every function below follows them)
+ * ---------------------------------------------------------------------------------------------
+ * Status.   Every fallible call returns a kiln_status. On failure, kiln_last_error() on the same
+ *           thread returns a specific message (what failed, which file/tensor/argument, expected vs
+ *           got). No C++ exception ever crosses this boundary.
+ * Handles.  Opaque pointers. kiln_*_free(NULL) is a no-op. A model may be freed while sessions on
+ *           it are alive: its memory is kept until the last session is freed.
+ * Options.  Passed by pointer, never by value. Each options struct starts with `struct_size`. Fill
+ *           it with kiln_*_options_default(&opts, sizeof opts) and then change the fields you care
+ *           about; NULL options mean defaults. A struct_size the library does not know (a header
+ *           newer or older than the library) is rejected with KILN_ERR_VERSION_MISMATCH and a
+ *           message naming both sizes.
+ * Buffers.  Caller-owned. A call that fills a buffer takes its capacity and always reports the size
+ *           it needed through an out-parameter; when the capacity is too small it returns
+ *           KILN_ERR_BUFFER_TOO_SMALL, changes no state, and one retry with the reported size
+ *           succeeds. Pass a NULL buffer with capacity 0 to ask for the size.
+ * Strings.  UTF-8. Inputs are (pointer, length) pairs where text may contain NUL; returned
+ *           `const char *` are borrowed, with the lifetime written next to the function.
+ * Callbacks.Every callback is a function pointer plus its own `void *user_data`; its comment says
+ *           which thread calls it. Callbacks that return int stop the operation when they return
+ *           non-zero.
+ * Threads.  kiln_runtime: all calls are thread-safe. kiln_model: immutable after loading; every
+ *           call that takes a `const kiln_model *` is thread-safe, and many sessions on one model
+ *           may run on many threads at once. kiln_session: one thread at a time; a second thread
+ *           that enters a session which is in use gets KILN_ERR_BUSY (detected, never undefined
+ *           behaviour). kiln_session_cancel() is the exception: call it from any thread.
+ */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#if defined(KILN_BUILDING_LIBRARY)
+#define KILN_API __declspec(dllexport)
+#else
+#define KILN_API __declspec(dllimport)
+#endif
+#else
+#define KILN_API __attribute__((visibility("default")))
+#endif
+
+/* Bumped only when an existing declaration changes incompatibly (never so far). */
+#define KILN_ABI_VERSION 1
+
+/* ============================================================================================= */
+/* Status codes (values are stable)                                                              */
+/* ============================================================================================= */
+typedef enum kiln_status {
+  KILN_OK = 0,
+  KILN_ERR_INVALID_ARGUMENT = 1, /* NULL handle/pointer, bad option value, bad flag            */
+  KILN_ERR_NOT_FOUND = 2,        /* a file or directory that does not exist                     */
+  KILN_ERR_IO = 3,               /* a file exists but cannot be read or written                 */
+  KILN_ERR_FORMAT = 4,           /* a file is malformed, truncated or lies about its contents   */
+  KILN_ERR_UNSUPPORTED = 5,      /* valid input kiln does not handle (architecture, dtype, ...) */
+  KILN_ERR_OUT_OF_MEMORY = 6,    /* host or device memory exhausted (message gives the bytes)   */
+  KILN_ERR_BUFFER_TOO_SMALL = 7, /* caller buffer too small; the size needed was reported       */
+  KILN_ERR_OUT_OF_RANGE = 8,     /* token id, position or index outside its valid range         */
+  KILN_ERR_CONTEXT_FULL = 9,     /* the session's context cannot hold the tokens given          */
+  KILN_ERR_CANCELLED = 10,       /* kiln_session_cancel() or a callback asked to stop           */
+  KILN_ERR_BACKEND = 11,         /* the compute backend failed (CUDA error, no device, ...)     */
+  KILN_ERR_BUSY = 12,            /* a session used from two threads at once                     */
+  KILN_ERR_VERSION_MISMATCH = 13,/* struct_size or ABI version not known to this library         */
+  KILN_ERR_INTERNAL = 14         /* a bug in kiln: please report the message                    */
+} kiln_status;
+
+/* Stable English name of a status ("KILN_ERR_FORMAT"). Static storage; never NULL. */
+KILN_API const char *kiln_status_name(kiln_status status);
+
+/* The message of the last failed call on this thread ("" when none). Thread-local; valid until the
+ * next kiln call on this thread. */
+KILN_API const char *kiln_last_error(void);
+
+/* The ABI version the library was built with (compare with KILN_ABI_VERSION). */
+KILN_API uint32_t kiln_abi_version(void);
+/* "0.1.0" plus build details. Static storage. */
+KILN_API const char *kiln_version_string(void);
+
+/* ============================================================================================= */
+/* Logging                                                                                       */
+/* ============================================================================================= */
+typedef enum kiln_log_level {
+  KILN_LOG_DEBUG = 0,
+  KILN_LOG_INFO = 1,
+  KILN_LOG_WARN = 2,
+  KILN_LOG_ERROR = 3,
+  KILN_LOG_NONE = 4
+} kiln_log_level;
+
+/* A log sink. `message` is one line without a trailing newline, valid during the call only.
+ * Called on the thread that made the kiln call producing the message, synchronously. */
+typedef void (*kiln_log_fn)(kiln_log_level level, const char *message, void *user_data);
+
+/* The process-wide sink, used by runtimes that have none of their own and by messages that belong
+ * to no runtime. Set it before creating runtimes; setting it while other threads make kiln calls
+ * is safe but those calls may still log to the old sink. NULL restores the default (stderr for
+ * WARN and above). */
+KILN_API kiln_status kiln_set_log_callback(kiln_log_fn fn, void *user_data, kiln_log_level min_level);
+
+/* ============================================================================================= */
+/* Runtime: backend + device + threads                                                           */
+/* ============================================================================================= */
+typedef struct kiln_runtime kiln_runtime;
+typedef struct kiln_model kiln_model;
+typedef struct kiln_session kiln_session;
+typedef struct kiln_trainer kiln_trainer; /* training (see the training issue); not yet exposed */
+
+typedef enum kiln_backend {
+  KILN_BACKEND_AUTO = 0, /* CUDA when built with it and a device is present, else CPU */
+  KILN_BACKEND_CPU = 1,
+  KILN_BACKEND_CUDA = 2
+} kiln_backend;
+
+typedef struct kiln_runtime_options {
+  size_t struct_size;
+  kiln_backend backend;          /* default KILN_BACKEND_AUTO                                  */
+  int32_t device_index;          /* CUDA device ordinal; default 0                             */
+  int32_t n_threads;             /* CPU threads; 0 = number of cores (default)                 */
+  kiln_log_fn log_fn;            /* NULL = the process-wide sink                               */
+  void *log_user_data;
+  kiln_log_level log_level;      /* minimum level delivered; default KILN_LOG_WARN             */
+  uint64_t device_memory_limit;  /* bytes kiln may take on the device; 0 = no cap (default)    */
+} kiln_runtime_options;
+
+KILN_API kiln_status kiln_runtime_options_default(kiln_runtime_options *options, size_t struct_size);
+KILN_API kiln_status kiln_runtime_create(const kiln_runtime_options *options, kiln_runtime **out_runtime);
+/* Models and sessions created from the runtime must be freed first. */
+KILN_API void kiln_runtime_free(kiln_runtime *runtime);
+
+typedef struct kiln_runtime_info {
+  size_t struct_size;
+  kiln_backend backend;          /* the backend actually chosen (never AUTO)                   */
+  int32_t n_threads;             /* CPU threads in use                                         */
+  const char *device_name;       /* "CPU" or the GPU's name; valid while the runtime lives     */
+} kiln_runtime_info;
+
+KILN_API kiln_status kiln_runtime_get_info(const kiln_runtime *runtime, kiln_runtime_info *info);
+
+/* ============================================================================================= */
+/* Model: immutable weights + config + tokenizer, shareable across threads                       */
+/* ============================================================================================= */
+
+/* Progress of a long operation. fraction in [0, 1]; stage is a short label ("weights"), valid
+ * during the call. Called on the thread that called the operation. Return non-zero to cancel: the
+ * operation then returns KILN_ERR_CANCELLED and frees what it took. */
+typedef int (*kiln_progress_fn)(float fraction, const char *stage, void *user_data);
+
+typedef struct kiln_model_load_options {
+  size_t struct_size;
+  kiln_progress_fn progress_fn;  /* optional                                                   */
+  void *progress_user_data;
+} kiln_model_load_options;
+
+KILN_API kiln_status kiln_model_load_options_default(kiln_model_load_options *options, size_t struct_size);
+
+/* Loads a model from `path`: a Hugging Face model directory (config.json, *.safetensors,
+ * tokenizer.json, tokenizer_config.json, generation_config.json). Supported architectures:
+ * LlamaForCausalLM (Llama 2/3), MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,
+ * Phi3ForCausalLM; anything else gives KILN_ERR_UNSUPPORTED naming it. */
+KILN_API kiln_status kiln_model_load(kiln_runtime *runtime, const char *path,
+                                     const kiln_model_load_options *options, kiln_model **out_model);
+KILN_API void kiln_model_free(kiln_model *model);
+
+typedef struct kiln_model_info {
+  size_t struct_size;
+  const char *architecture;      /* e.g. "LlamaForCausalLM"; valid while the model lives       */
+  int32_t vocab_size;            /* rows of the output layer (logits per position)             */
+  int32_t hidden_size;
+  int32_t n_layers;
+  int32_t n_heads;
+  int32_t n_kv_heads;
+  int32_t head_dim;
+  int32_t intermediate_size;
+  int32_t context_length;        /* max_position_embeddings                                    */
+  int64_t n_parameters;
+  int32_t bos_token_id;          /* -1 when the model has none                                 */
+  int32_t eos_token_id;          /* the first end-of-sequence id; -1 when none                 */
+  int32_t add_bos;               /* 1 when tokenizing with KILN_TOKENIZE_ADD_SPECIAL adds BOS  */
+} kiln_model_info;
+
+KILN_API kiln_status kiln_model_get_info(const kiln_model *model, kiln_model_info *info);
+
+/* All ids that end generation (generation_config.json's eos_token_id may be a list). */
+KILN_API kiln_status kiln_model_eos_ids(const kiln_model *model, int32_t *ids, size_t capacity,
+                                        size_t *n_ids);
+
+/* ============================================================================================= */
+/* Tokenizer                                                                                     */
+/* ============================================================================================= */
+enum {
+  /* Add BOS/EOS as the model's tokenizer config says (add_bos_token, add_eos_token). */
+  KILN_TOKENIZE_ADD_SPECIAL = 1u << 0,
+  /* Treat special-token text in the input ("<|im_start|>") as the special token. Off by default:
+   * user content should never be able to inject control tokens. Turn it on for text you wrote. */
+  KILN_TOKENIZE_PARSE_SPECIAL = 1u << 1
+};
+
+/* Text → ids. Fills ids[0..capacity) and sets *n_ids to the count needed. */
+KILN_API kiln_status kiln_tokenize(const kiln_model *model, const char *text, size_t text_len,
+                                   uint32_t flags, int32_t *ids, size_t capacity, size_t *n_ids);
+
+enum {
+  KILN_DETOKENIZE_SKIP_SPECIAL = 1u << 0 /* drop special tokens from the text */
+};
+
+/* Ids → text (not NUL-terminated; *text_len is the byte count needed). Ids out of range give
+ * KILN_ERR_OUT_OF_RANGE. */
+KILN_API kiln_status kiln_detokenize(const kiln_model *model, const int32_t *ids, size_t n_ids,
+                                     uint32_t flags, char *text, size_t capacity, size_t *text_len);
+
+/* The raw bytes one token stands for (may be part of a UTF-8 character). */
+KILN_API kiln_status kiln_token_to_piece(const kiln_model *model, int32_t id, char *piece,
+                                         size_t capacity, size_t *piece_len);
+
+/* ============================================================================================= */
+/* Session: KV cache + sampler + RNG; one thread at a time                                       */
+/* ============================================================================================= */
+typedef struct kiln_session_options {
+  size_t struct_size;
+  int32_t context_length;        /* tokens the KV cache holds; 0 = the model's (capped at 4096) */
+  uint64_t seed;                 /* RNG seed for sampling; default 0xC0FFEE                    */
+} kiln_session_options;
+
+KILN_API kiln_status kiln_session_options_default(kiln_session_options *options, size_t struct_size);
+KILN_API kiln_status kiln_session_create(kiln_model *model, const kiln_session_options *options,
+                                         kiln_session **out_session);
+KILN_API void kiln_session_free(kiln_session *session);
+
+/* Empties the KV cache and re-seeds the RNG with the session's seed. */
+KILN_API kiln_status kiln_session_reset(kiln_session *session);
+
+/* Tokens currently in the KV cache, and its capacity. */
+KILN_API kiln_status kiln_session_position(const kiln_session *session, int32_t *n_past,
+                                           int32_t *context_length);
+
+/* Asks the call running on `session` to stop; safe from any thread, including callbacks. The
+ * running call (or, when none is running, the next call) returns KILN_ERR_CANCELLED; the session
+ * stays usable, and its KV cache holds the tokens processed before the stop. */
+KILN_API kiln_status kiln_session_cancel(kiln_session *session);
+
+typedef enum kiln_logits_mode {
+  KILN_LOGITS_NONE = 0,  /* only fill the KV cache                   */
+  KILN_LOGITS_LAST = 1,  /* logits of the last position: vocab floats */
+  KILN_LOGITS_ALL = 2    /* every position: n_ids × vocab, row-major  */
+} kiln_logits_mode;
+
+/* Runs ids through the model after the tokens already in the KV cache, appending them to it.
+ * Logits are float32; *n_logits is set to the float count needed. With a buffer that is too small
+ * nothing is computed. Ids outside [0, vocab) → KILN_ERR_OUT_OF_RANGE; more ids than the cache
+ * has room for → KILN_ERR_CONTEXT_FULL; in both cases nothing is computed. */
+KILN_API kiln_status kiln_forward(kiln_session *session, const int32_t *ids, size_t n_ids,
+                                  kiln_logits_mode mode, float *logits, size_t capacity,
+                                  size_t *n_logits);
+
+typedef struct kiln_sampling_options {
+  size_t struct_size;
+  float temperature;             /* 0 = greedy (argmax). Default 0.8                           */
+  int32_t top_k;                 /* 0 = off. Default 40                                        */
+  float top_p;                   /* 1 = off. Default 0.95                                      */
+  float min_p;                   /* 0 = off. Default 0.05                                      */
+  float repetition_penalty;      /* 1 = off (CTRL-style, divides positive logits). Default 1   */
+  float presence_penalty;        /* 0 = off. Default 0                                         */
+  float frequency_penalty;       /* 0 = off. Default 0                                         */
+  int32_t penalty_last_n;        /* tokens looked back at for penalties; default 64; -1 = all  */
+} kiln_sampling_options;
+
+KILN_API kiln_status kiln_sampling_options_default(kiln_sampling_options *options, size_t struct_size);
+
+/* Called for every generated token on the thread that called kiln_generate. `text` holds only
+ * complete UTF-8 characters (it may be empty while a multi-byte character is still incomplete) and
+ * is valid during the call. Return non-zero to stop generating (stop reason KILN_STOP_CALLBACK). */
+typedef int (*kiln_token_fn)(const char *text, size_t text_len, int32_t token_id, void *user_data);
+
+typedef enum kiln_stop_reason {
+  KILN_STOP_NONE = 0,
+  KILN_STOP_EOS = 1,             /* the model produced an end-of-sequence id                  */
+  KILN_STOP_MAX_TOKENS = 2,      /* max_tokens generated                                      */
+  KILN_STOP_STRING = 3,          /* a stop string appeared (it is not passed to the callback) */
+  KILN_STOP_CALLBACK = 4,        /* the token callback returned non-zero                      */
+  KILN_STOP_CONTEXT_FULL = 5     /* the KV cache is full                                      */
+} kiln_stop_reason;
+
+typedef struct kiln_generate_options {
+  size_t struct_size;
+  const kiln_sampling_options *sampling; /* NULL = kiln_sampling_options_default            */
+  int32_t max_tokens;            /* default 256                                                */
+  uint32_t tokenize_flags;       /* for a text prompt; default KILN_TOKENIZE_ADD_SPECIAL       */
+  int32_t ignore_eos;            /* 1 = do not stop at EOS ids; default 0                      */
+  const char *const *stop_strings; /* optional array of NUL-terminated UTF-8 strings           */
+  size_t n_stop_strings;
+  kiln_token_fn token_fn;        /* optional streaming callback                               */
+  void *token_user_data;
+  int32_t *output_ids;           /* optional caller buffer for the generated ids              */
+  size_t output_ids_capacity;    /* ids beyond it are generated but not stored                */
+} kiln_generate_options;
+
+KILN_API kiln_status kiln_generate_options_default(kiln_generate_options *options, size_t struct_size);
+
+typedef struct kiln_generate_result {
+  size_t struct_size;
+  int32_t n_prompt_tokens;
+  int32_t n_generated;           /* tokens sampled (including a final EOS)                    */
+  kiln_stop_reason stop_reason;
+  double prefill_seconds;
+  double decode_seconds;
+  double prefill_tokens_per_second;
+  double decode_tokens_per_second;
+} kiln_generate_result;
+
+/* Tokenizes `prompt`, appends it to the session's context (after what the KV cache already holds),
+ * and samples until a stop condition. The context stays in the cache, so calls can continue a
+ * conversation; call kiln_session_reset() to start over. `result` may be NULL; when given, set its
+ * struct_size (sizeof(kiln_generate_result)). A prompt that does not fit the context returns
+ * KILN_ERR_CONTEXT_FULL; filling the cache while generating ends with KILN_STOP_CONTEXT_FULL. */
+KILN_API kiln_status kiln_generate(kiln_session *session, const char *prompt, size_t prompt_len,
+                                   const kiln_generate_options *options, kiln_generate_result *result);
+
+/* The same with a tokenized prompt (may be empty when the cache already holds context). */
+KILN_API kiln_status kiln_generate_ids(kiln_session *session, const int32_t *prompt_ids, size_t n_prompt_ids,
+                                       const kiln_generate_options *options, kiln_generate_result *result);
+
+/* Samples one id from logits (vocab floats) with the session's RNG and the given options. The
+ * penalties look at the tokens already in the session's context. */
+KILN_API kiln_status kiln_sample(kiln_session *session, const float *logits, size_t n_logits,
+                                 const kiln_sampling_options *options, int32_t *out_id);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* KILN_H */

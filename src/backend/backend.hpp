@@ -1,0 +1,66 @@
+// The backend interface: what the engine above (sessions, generation, the C shim) needs from a
+// compute backend. A backend turns a validated model description into a ModelExecutor (weights
+// resident where the backend computes) and runs forward passes over per-session state (KV cache).
+// CPU now; CUDA implements the same interface.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "kiln.h"
+
+namespace kiln {
+
+struct ModelConfig;
+class WeightSet;
+
+// Progress reporting during load: fraction in [0,1] and a stage label. Returns false to cancel (the
+// loader then throws KILN_ERR_CANCELLED after freeing what it took).
+using ProgressFn = std::function<bool(float fraction, const char* stage)>;
+
+// Per-session mutable state owned by a backend (KV cache, scratch buffers).
+class SessionState {
+ public:
+  virtual ~SessionState() = default;
+  virtual int32_t context_length() const = 0;
+};
+
+class ModelExecutor {
+ public:
+  virtual ~ModelExecutor() = default;
+
+  virtual std::unique_ptr<SessionState> create_state(int32_t context_length) const = 0;
+
+  // Runs `ids` at positions start_pos .. start_pos + ids.size() - 1, writing their K/V into the
+  // state's cache. Logits: when `logits` is null none are computed; otherwise all_positions picks
+  // every row ([n × vocab]) or only the last ([vocab]). The caller has checked ids, capacity and
+  // room in the cache. `cancel` (may be null) is polled between layers; when it is set the call
+  // throws KILN_ERR_CANCELLED and the cache holds only the positions before start_pos.
+  virtual void forward(SessionState& state, std::span<const int32_t> ids, int32_t start_pos,
+                       float* logits, bool all_positions,
+                       const std::atomic<bool>* cancel) const = 0;
+
+  virtual int64_t n_parameters() const = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual kiln_backend kind() const = 0;
+  virtual const std::string& device_name() const = 0;
+  virtual int n_threads() const = 0;
+
+  // `weights` stays alive as long as the executor (it may point into the mmap).
+  virtual std::unique_ptr<ModelExecutor> load_model(const ModelConfig& config,
+                                                    std::shared_ptr<const WeightSet> weights,
+                                                    const ProgressFn& progress) const = 0;
+};
+
+// n_threads <= 0: one per core.
+std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+
+}  // namespace kiln

@@ -1,0 +1,72 @@
+// Safetensors reading: https://github.com/huggingface/safetensors (format: 8-byte little-endian
+// header length N, N bytes of JSON {name: {dtype, shape, data_offsets:[begin,end]}, "__metadata__"},
+// then the byte buffer; offsets are relative to the buffer start).
+//
+// Files are memory-mapped read-only; TensorView points into the mapping, so a SafetensorsFile must
+// outlive every view taken from it. Every header is validated against the real file size before
+// any tensor is touched: offsets inside the buffer, end >= begin, byte count == prod(shape) *
+// dtype size, no two tensors overlapping, header length sane.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.hpp"
+
+namespace kiln {
+
+class MappedFile;
+
+struct TensorView {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;  // into the mapping; any alignment
+  size_t nbytes = 0;
+  std::string file;               // the file it lives in, for messages
+
+  int64_t numel() const;
+};
+
+class SafetensorsFile {
+ public:
+  // Throws kiln::Error: KILN_ERR_NOT_FOUND, KILN_ERR_IO, KILN_ERR_FORMAT (every lie named),
+  // KILN_ERR_UNSUPPORTED (a dtype other than F32/F16/BF16, naming tensor and dtype).
+  static std::unique_ptr<SafetensorsFile> open(const std::filesystem::path& path);
+  ~SafetensorsFile();
+
+  const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  SafetensorsFile() = default;
+  std::filesystem::path path_;
+  std::unique_ptr<MappedFile> file_;
+  std::map<std::string, TensorView> tensors_;
+};
+
+// All tensors of a model directory: model.safetensors, or the shards named by
+// model.safetensors.index.json (every shard named there must exist and hold the tensors the index
+// says it holds).
+class WeightSet {
+ public:
+  static std::unique_ptr<WeightSet> open_dir(const std::filesystem::path& model_dir);
+
+  // nullptr when absent.
+  const TensorView* find(const std::string& name) const;
+  // Throws KILN_ERR_FORMAT naming the tensor and the files searched when absent.
+  const TensorView& get(const std::string& name) const;
+  std::vector<std::string> names() const;
+  size_t total_bytes() const;
+
+ private:
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const TensorView*> index_;
+  std::string description_;  // for messages: the files searched
+};
+
+}  // namespace kiln

@@ -1,0 +1,74 @@
+// ModelConfig: everything the engine needs to know about a transformer, read from an HF
+// config.json (+ generation_config.json). Architectures are data (ArchTraits) over one transformer
+// implementation, not one class per model.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+enum class RopeScalingType { None, Linear, Llama3 };
+
+struct RopeScaling {
+  RopeScalingType type = RopeScalingType::None;
+  float factor = 1.0f;
+  // llama3 only (HF transformers' _compute_llama3_parameters).
+  float low_freq_factor = 1.0f;
+  float high_freq_factor = 4.0f;
+  int32_t original_max_position_embeddings = 8192;
+};
+
+// How one HF architecture maps onto the shared transformer. Looked up by config.json's
+// `architectures[0]`.
+struct ArchTraits {
+  const char* hf_name;          // "LlamaForCausalLM"
+  bool qkv_bias;                // Qwen2: q/k/v projections have biases
+  bool qk_norm;                 // Qwen3: per-head RMSNorm on q and k before RoPE
+  bool fused_qkv;               // Phi3: self_attn.qkv_proj holds q, k, v stacked by rows
+  bool fused_gate_up;           // Phi3: mlp.gate_up_proj holds gate then up stacked by rows
+};
+
+// nullptr when the architecture is not supported.
+const ArchTraits* find_arch_traits(const std::string& hf_architecture);
+
+struct ModelConfig {
+  std::string architecture;     // config.json architectures[0]
+  ArchTraits traits{};
+  int32_t vocab_size = 0;
+  int32_t hidden_size = 0;
+  int32_t n_layers = 0;
+  int32_t n_heads = 0;
+  int32_t n_kv_heads = 0;
+  int32_t head_dim = 0;         // explicit head_dim or hidden/heads
+  int32_t intermediate_size = 0;
+  int32_t max_position_embeddings = 0;
+  float rms_norm_eps = 1e-6f;
+  float rope_theta = 10000.0f;
+  float partial_rotary_factor = 1.0f;  // share of head_dim that is rotated (1 for all supported)
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // o_proj bias too (Llama's `attention_bias` flag)
+  bool mlp_bias = false;
+  // Special ids from config.json / generation_config.json (-1 / empty when absent).
+  int32_t bos_token_id = -1;
+  std::vector<int32_t> eos_token_ids;
+};
+
+// Parses <dir>/config.json and, if present, <dir>/generation_config.json. Throws kiln::Error:
+// KILN_ERR_NOT_FOUND (no config.json), KILN_ERR_FORMAT (bad JSON, missing or inconsistent field,
+// naming the field and file), KILN_ERR_UNSUPPORTED (architecture, naming it and listing supported).
+ModelConfig load_model_config(const std::filesystem::path& model_dir);
+
+// The same from JSON text (config_json required, generation_json may be empty). `origin` names the
+// source in messages.
+ModelConfig parse_model_config(const std::string& config_json, const std::string& generation_json,
+                               const std::string& origin);
+
+// RoPE inverse frequencies (head_dim*partial/2 of them) with the scaling applied, exactly as HF
+// transformers computes them (in float64, then rounded to float32).
+std::vector<float> rope_inverse_frequencies(const ModelConfig& config);
+
+}  // namespace kiln
