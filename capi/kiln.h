@@ -281,7 +281,10 @@ KILN_API kiln_status kiln_sampling_options_default(kiln_sampling_options *option
 
 /* Called for every generated token on the thread that called kiln_generate. `text` holds only
  * complete UTF-8 characters (it may be empty while a multi-byte character is still incomplete) and
- * is valid during the call. Return non-zero to stop generating (stop reason KILN_STOP_CALLBACK). */
+ * is valid during the call. Return non-zero to stop generating (stop reason KILN_STOP_CALLBACK).
+ * End-of-sequence tokens are not passed. When generation ends, text still held back (a possible
+ * start of a stop string, or an incomplete character at the very end) comes in one last call with
+ * token_id -1. The concatenation of every `text` is the generated text, minus any stop string. */
 typedef int (*kiln_token_fn)(const char *text, size_t text_len, int32_t token_id, void *user_data);
 
 typedef enum kiln_stop_reason {

@@ -1,0 +1,99 @@
+#include "engine/model.hpp"
+
+#include <chrono>
+#include <system_error>
+
+#include "core/error.hpp"
+#include "engine/runtime.hpp"
+#include "formats/safetensors.hpp"
+
+namespace kiln {
+
+namespace fs = std::filesystem;
+
+const Tokenizer& Model::require_tokenizer() const {
+  if (!tokenizer) {
+    fail(KILN_ERR_UNSUPPORTED,
+         "this model has no tokenizer (its directory has no tokenizer.json); pass token ids instead");
+  }
+  return *tokenizer;
+}
+
+namespace {
+
+void report(const ProgressFn& progress, float fraction, const char* stage) {
+  if (progress && !progress(fraction, stage)) {
+    fail(KILN_ERR_CANCELLED, std::string("model loading cancelled by the progress callback during ") +
+                                 stage);
+  }
+}
+
+// The special ids of a model: the tokenizer config decides BOS insertion; EOS ids are the union of
+// generation_config.json / config.json and the tokenizer's eos_token, so generation stops on any.
+void resolve_special_ids(Model& m) {
+  m.bos_id = m.config.bos_token_id;
+  m.eos_ids = m.config.eos_token_ids;
+  if (m.tokenizer) {
+    m.add_bos = m.tokenizer->adds_bos();
+    if (auto bos = m.tokenizer->bos_id()) m.bos_id = *bos;
+    if (auto eos = m.tokenizer->eos_id()) {
+      bool present = false;
+      for (int32_t id : m.eos_ids) present = present || id == *eos;
+      if (!present) m.eos_ids.push_back(*eos);
+    }
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<const Model> load_model(const Runtime& runtime, const fs::path& path,
+                                        const ProgressFn& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    fail(KILN_ERR_NOT_FOUND, "model path '" + path.string() + "' does not exist");
+  }
+  if (!fs::is_directory(path, ec)) {
+    fail(KILN_ERR_UNSUPPORTED, "model path '" + path.string() +
+                                   "' is a file; kiln loads Hugging Face model directories "
+                                   "(config.json + *.safetensors + tokenizer.json)");
+  }
+
+  auto model = std::make_shared<Model>();
+  report(progress, 0.0f, "config");
+  model->config = load_model_config(path);
+
+  report(progress, 0.01f, "tokenizer");
+  if (fs::exists(path / "tokenizer.json", ec)) {
+    model->tokenizer = Tokenizer::from_files(path / "tokenizer.json", path / "tokenizer_config.json");
+    if (model->tokenizer->vocab_size() > model->config.vocab_size) {
+      fail(KILN_ERR_FORMAT, "tokenizer.json in '" + path.string() + "' has " +
+                                std::to_string(model->tokenizer->vocab_size()) +
+                                " tokens but config.json's vocab_size is " +
+                                std::to_string(model->config.vocab_size));
+    }
+  } else {
+    runtime.logger().warn("'" + path.string() +
+                          "' has no tokenizer.json: only token ids can be used with this model");
+  }
+  resolve_special_ids(*model);
+
+  report(progress, 0.02f, "weights");
+  std::shared_ptr<const WeightSet> weights = WeightSet::open_dir(path);
+  model->weights = weights;
+  ProgressFn weight_progress = [&](float f, const char* stage) {
+    return !progress || progress(0.02f + 0.98f * f, stage);
+  };
+  model->executor = runtime.backend().load_model(model->config, weights, weight_progress);
+  model->n_parameters = model->executor->n_parameters();
+  report(progress, 1.0f, "done");
+
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  runtime.logger().info("loaded " + model->config.architecture + " from '" + path.string() +
+                        "': " + std::to_string(model->n_parameters) + " parameters in " +
+                        std::to_string(secs) + " s");
+  return model;
+}
+
+}  // namespace kiln

@@ -1,0 +1,36 @@
+// Model: an immutable loaded model — config, tokenizer, and the backend's executor holding the
+// weights. Shared (std::shared_ptr) between the model handle and every session on it, so a model
+// handle may be freed before its sessions.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "backend/backend.hpp"
+#include "model/config.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+namespace kiln {
+
+class Runtime;
+class WeightSet;
+
+struct Model {
+  ModelConfig config;
+  std::unique_ptr<Tokenizer> tokenizer;  // null when the directory has no tokenizer.json
+  std::unique_ptr<ModelExecutor> executor;
+  std::shared_ptr<const WeightSet> weights;
+  bool add_bos = false;
+  int32_t bos_id = -1;
+  std::vector<int32_t> eos_ids;
+  int64_t n_parameters = 0;
+
+  const Tokenizer& require_tokenizer() const;
+};
+
+// Loads a model directory. Throws kiln::Error (see kiln_model_load for the statuses).
+std::shared_ptr<const Model> load_model(const Runtime& runtime, const std::filesystem::path& path,
+                                        const ProgressFn& progress);
+
+}  // namespace kiln

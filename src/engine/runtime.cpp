@@ -1,0 +1,46 @@
+#include "engine/runtime.hpp"
+
+#include "core/error.hpp"
+
+namespace kiln {
+
+#if defined(KILN_HAVE_CUDA)
+// Defined by the CUDA backend; returns null when no usable device is present.
+std::unique_ptr<Backend> make_cuda_backend(int device_index, uint64_t memory_limit,
+                                           std::string* why_not);
+#endif
+
+Runtime::Runtime(const RuntimeOptions& options) : logger_(options.log) {
+  switch (options.backend) {
+    case KILN_BACKEND_CPU:
+      backend_ = make_cpu_backend(options.n_threads);
+      break;
+    case KILN_BACKEND_CUDA:
+    case KILN_BACKEND_AUTO: {
+#if defined(KILN_HAVE_CUDA)
+      std::string why_not;
+      backend_ = make_cuda_backend(options.device_index, options.device_memory_limit, &why_not);
+      if (!backend_ && options.backend == KILN_BACKEND_CUDA) {
+        fail(KILN_ERR_BACKEND, "the CUDA backend is not available: " + why_not);
+      }
+      if (!backend_) logger_.info("no CUDA device (" + why_not + "); using the CPU backend");
+#else
+      if (options.backend == KILN_BACKEND_CUDA) {
+        fail(KILN_ERR_UNSUPPORTED,
+             "the CUDA backend was asked for, but this libkiln was built without CUDA "
+             "(configure with -DKILN_CUDA=ON)");
+      }
+#endif
+      if (!backend_) backend_ = make_cpu_backend(options.n_threads);
+      break;
+    }
+    default:
+      fail(KILN_ERR_INVALID_ARGUMENT,
+           "kiln_runtime_options.backend is " + std::to_string(static_cast<int>(options.backend)) +
+               "; expected KILN_BACKEND_AUTO (0), _CPU (1) or _CUDA (2)");
+  }
+  logger_.info("runtime created: backend " + backend_->device_name() + ", " +
+               std::to_string(backend_->n_threads()) + " CPU threads");
+}
+
+}  // namespace kiln

@@ -1,0 +1,31 @@
+// Runtime: the chosen backend plus the logger. Thread-safe: it is only read after creation.
+#pragma once
+
+#include <memory>
+
+#include "backend/backend.hpp"
+#include "engine/log.hpp"
+
+namespace kiln {
+
+struct RuntimeOptions {
+  kiln_backend backend = KILN_BACKEND_AUTO;
+  int device_index = 0;
+  int n_threads = 0;
+  uint64_t device_memory_limit = 0;
+  LogSink log;
+};
+
+class Runtime {
+ public:
+  // Throws KILN_ERR_UNSUPPORTED (CUDA asked for in a build without it) or KILN_ERR_BACKEND.
+  explicit Runtime(const RuntimeOptions& options);
+  const Backend& backend() const { return *backend_; }
+  const Logger& logger() const { return logger_; }
+
+ private:
+  Logger logger_;
+  std::unique_ptr<Backend> backend_;
+};
+
+}  // namespace kiln
