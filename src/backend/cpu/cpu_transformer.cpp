@@ -1,5 +1,6 @@
 #include "backend/cpu/cpu_transformer.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <string>
@@ -86,8 +87,8 @@ CpuTransformer::CpuTransformer(const ModelConfig& config, const TransformerWeigh
                                std::vector<float> inv_freq, int n_threads,
                                std::shared_ptr<const void> keep_alive, const ProgressFn& progress)
     : keep_alive_(std::move(keep_alive)),
-      store_(n_threads),
-      n_threads_(n_threads),
+      store_(std::max(1, n_threads)),
+      n_threads_(std::max(1, n_threads)),
       vocab_(config.vocab_size),
       hidden_(config.hidden_size),
       n_heads_(config.n_heads),

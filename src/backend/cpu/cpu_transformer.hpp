@@ -43,7 +43,7 @@ class CpuTransformer final : public ModelExecutor {
   // against the config (KILN_ERR_FORMAT naming the tensor). `inv_freq` holds the RoPE inverse
   // frequencies (head_dim × partial_rotary_factor / 2 of them). `keep_alive` holds whatever the
   // weights point into (the mmap'd WeightSet). `progress` (may be empty) hears per-layer progress
-  // and may cancel (KILN_ERR_CANCELLED).
+  // and may cancel (KILN_ERR_CANCELLED). n_threads < 1 means 1.
   CpuTransformer(const ModelConfig& config, const TransformerWeights& weights,
                  std::vector<float> inv_freq, int n_threads,
                  std::shared_ptr<const void> keep_alive = {}, const ProgressFn& progress = {});
