@@ -1,0 +1,68 @@
+#include "backend/cpu/f32_weights.hpp"
+
+#include <algorithm>
+#include <new>
+
+#include "core/dtype.hpp"
+#include "core/error.hpp"
+
+namespace kiln::cpu {
+
+namespace {
+
+// Conversion runs in chunks this large so that big tensors (embeddings) use every thread.
+constexpr int64_t kConvertChunk = 1 << 16;
+
+}  // namespace
+
+const float* F32WeightStore::get(const WeightRef& ref) {
+  if (ref.tensor == nullptr) return nullptr;
+  const TensorView& t = *ref.tensor;
+  const Key key{reinterpret_cast<uintptr_t>(ref.tensor), ref.row_begin, ref.rows, ref.cols};
+  if (auto it = blocks_.find(key); it != blocks_.end()) return it->second;
+
+  const int64_t n = ref.rows * ref.cols;
+  const size_t elem = dtype_size(t.dtype);
+  const int64_t first = ref.row_begin * ref.cols;
+  if (ref.row_begin < 0 || ref.rows <= 0 || ref.cols <= 0 ||
+      static_cast<size_t>(first + n) * elem > t.nbytes) {
+    fail(KILN_ERR_FORMAT, "weight block rows [" + std::to_string(ref.row_begin) + ", " +
+                              std::to_string(ref.row_begin + ref.rows) + ") × " +
+                              std::to_string(ref.cols) + " cols lies outside tensor '" + t.name +
+                              "' (" + std::to_string(t.nbytes) + " bytes of " +
+                              std::string(dtype_name(t.dtype)) + ") in " + t.file);
+  }
+  const uint8_t* src = t.data + static_cast<size_t>(first) * elem;
+
+  const float* out = nullptr;
+  if (t.dtype == DType::F32 && reinterpret_cast<uintptr_t>(src) % alignof(float) == 0) {
+    out = reinterpret_cast<const float*>(src);
+  } else {
+    const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+    std::unique_ptr<float[]> buf;
+    try {
+      buf = std::make_unique_for_overwrite<float[]>(static_cast<size_t>(n));
+    } catch (const std::bad_alloc&) {
+      fail(KILN_ERR_OUT_OF_MEMORY, "cannot allocate " + std::to_string(bytes) +
+                                       " bytes to convert tensor '" + t.name + "' from " +
+                                       std::string(dtype_name(t.dtype)) + " to F32");
+    }
+    float* dst = buf.get();
+    const int64_t n_chunks = (n + kConvertChunk - 1) / kConvertChunk;
+#pragma omp parallel for num_threads(n_threads_) schedule(static) if (n_chunks > 1)
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      const int64_t begin = c * kConvertChunk;
+      const int64_t count = std::min(kConvertChunk, n - begin);
+      convert_to_f32(t.dtype, src + static_cast<size_t>(begin) * elem, dst + begin,
+                     static_cast<size_t>(count));
+    }
+    out = dst;
+    owned_.push_back(std::move(buf));
+    owned_bytes_ += bytes;
+  }
+  blocks_.emplace(key, out);
+  n_elements_ += n;
+  return out;
+}
+
+}  // namespace kiln::cpu

@@ -1,0 +1,44 @@
+// F32WeightStore: gives the CPU transformer every weight as contiguous float32. Weights already
+// stored as aligned F32 are used in place (zero-copy into the mmap); F16/BF16 (or misaligned F32)
+// are converted once into owned buffers. The same block asked for twice (tied embeddings) is
+// converted and counted once.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "model/transformer_weights.hpp"
+
+namespace kiln::cpu {
+
+class F32WeightStore {
+ public:
+  explicit F32WeightStore(int n_threads) : n_threads_(n_threads) {}
+  F32WeightStore(const F32WeightStore&) = delete;
+  F32WeightStore& operator=(const F32WeightStore&) = delete;
+
+  // The block `ref` names as float32 ([rows × cols], row-major), or nullptr when ref is absent.
+  // Throws KILN_ERR_FORMAT when the block lies outside its tensor's bytes, KILN_ERR_OUT_OF_MEMORY
+  // when a conversion buffer cannot be allocated.
+  const float* get(const WeightRef& ref);
+
+  // Elements of the distinct blocks handed out so far.
+  int64_t n_elements() const { return n_elements_; }
+  // Bytes this store allocated for conversions.
+  size_t owned_bytes() const { return owned_bytes_; }
+
+ private:
+  // (tensor address, row_begin, rows, cols): identifies a block across WeightRefs.
+  using Key = std::tuple<uintptr_t, int64_t, int64_t, int64_t>;
+  int n_threads_;
+  std::map<Key, const float*> blocks_;
+  std::vector<std::unique_ptr<float[]>> owned_;
+  int64_t n_elements_ = 0;
+  size_t owned_bytes_ = 0;
+};
+
+}  // namespace kiln::cpu

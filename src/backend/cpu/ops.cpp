@@ -1,0 +1,169 @@
+#include "backend/cpu/ops.hpp"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace kiln::cpu {
+
+namespace {
+
+// Elementwise loops below this size run on the calling thread: waking a team costs more than the
+// work. Results do not depend on it (each element is computed the same way either way).
+constexpr int64_t kElementwiseParallelMin = 1 << 14;
+
+// linear() splits W's rows (the output features) into blocks of this fixed size and hands whole
+// blocks to threads. The block size, not the thread count, decides which BLAS call computes each
+// output element, so results are bit-identical for every n_threads.
+constexpr int64_t kLinearBlockRows = 128;
+
+// All parallelism is ours (OpenMP over output blocks); OpenBLAS must not start its own pool inside
+// our threads (oversubscription, and its pthread build serialises concurrent threaded calls).
+// OpenBLAS keeps its thread count process-wide, so it is set once, on first use.
+void make_blas_single_threaded() {
+  static const bool done = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)done;
+}
+
+}  // namespace
+
+void linear(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t k,
+            int64_t n, int n_threads) {
+  make_blas_single_threaded();
+  const int64_t n_blocks = (n + kLinearBlockRows - 1) / kLinearBlockRows;
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const int64_t r0 = b * kLinearBlockRows;
+    const int64_t rows = std::min(kLinearBlockRows, n - r0);
+    if (m == 1) {
+      // y[r0 .. r0+rows) = W[r0 .. r0+rows, :] · x
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(k),
+                  1.0f, w + r0 * k, static_cast<blasint>(k), x, 1, 0.0f, y + r0, 1);
+    } else {
+      // y[:, r0 .. r0+rows) = x · W[r0 .. r0+rows, :]ᵀ
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
+                  static_cast<blasint>(rows), static_cast<blasint>(k), 1.0f, x,
+                  static_cast<blasint>(k), w + r0 * k, static_cast<blasint>(k), 0.0f, y + r0,
+                  static_cast<blasint>(n));
+    }
+    if (bias != nullptr) {
+      for (int64_t i = 0; i < m; ++i) {
+        float* yi = y + i * n + r0;
+        for (int64_t j = 0; j < rows; ++j) yi[j] += bias[r0 + j];
+      }
+    }
+  }
+}
+
+void rms_norm(const float* x, const float* weight, float* out, int64_t rows, int64_t dim, float eps,
+              int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (rows > 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* outr = out + r * dim;
+    // The mean of squares in double: HF computes it in float32, double only removes our own
+    // accumulation error from the comparison.
+    double sum_sq = 0.0;
+    for (int64_t i = 0; i < dim; ++i) sum_sq += static_cast<double>(xr[i]) * xr[i];
+    const float variance = static_cast<float>(sum_sq / static_cast<double>(dim));
+    const float inv_rms = 1.0f / std::sqrt(variance + eps);
+    // HF order: normalise first (hidden * rsqrt(var + eps)), then scale by the weight.
+    for (int64_t i = 0; i < dim; ++i) outr[i] = weight[i] * (xr[i] * inv_rms);
+  }
+}
+
+void rope(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
+          int64_t rot_dim, const float* inv_freq, int n_threads) {
+  const int64_t half = rot_dim / 2;
+  if (half == 0) return;
+#pragma omp parallel num_threads(n_threads) if (n_tokens > 1)
+  {
+    std::vector<float> cos_t(static_cast<size_t>(half));
+    std::vector<float> sin_t(static_cast<size_t>(half));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int64_t i = 0; i < half; ++i) {
+        // HF builds the angle as a float32 product (inv_freq ⊗ position), then takes cos/sin of
+        // that float; cos/sin are evaluated in double and rounded once.
+        const float angle = static_cast<float>(positions[t]) * inv_freq[i];
+        cos_t[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+        sin_t[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+      }
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* v = x + (t * n_heads + h) * head_dim;
+        // rotate_half: out = v * cos + cat(-v[half:], v[:half]) * sin, cos/sin repeated twice.
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = v[i];
+          const float b = v[i + half];
+          v[i] = a * cos_t[i] - b * sin_t[i];
+          v[i + half] = b * cos_t[i] + a * sin_t[i];
+        }
+      }
+    }
+  }
+}
+
+void attention(const float* q, const float* k_cache, const float* v_cache, float* out,
+               int64_t n_tokens, int64_t start_pos, int64_t n_heads, int64_t n_kv_heads,
+               int64_t head_dim, int n_threads) {
+  make_blas_single_threaded();
+  const int64_t group = n_heads / n_kv_heads;
+  const int64_t kv_stride = n_kv_heads * head_dim;  // one cache row (position)
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const int64_t n_items = n_tokens * n_heads;
+#pragma omp parallel num_threads(n_threads) if (n_items > 1)
+  {
+    // Scores of one query row over its keys; at most start_pos + n_tokens of them. Nothing of
+    // size tokens × keys is ever materialised.
+    std::vector<float> scores(static_cast<size_t>(start_pos + n_tokens));
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < n_items; ++item) {
+      const int64_t t = item / n_heads;
+      const int64_t h = item % n_heads;
+      const int64_t kvh = h / group;
+      const int64_t n_keys = start_pos + t + 1;  // causal: keys at positions <= this query's
+      const float* qv = q + item * head_dim;
+      const float* k0 = k_cache + kvh * head_dim;
+      const float* v0 = v_cache + kvh * head_dim;
+      float* o = out + item * head_dim;
+
+      // scores[j] = scale * (K_j · q), K rows strided by one cache row.
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(n_keys),
+                  static_cast<blasint>(head_dim), scale, k0, static_cast<blasint>(kv_stride), qv, 1,
+                  0.0f, scores.data(), 1);
+      float max_score = scores[0];
+      for (int64_t j = 1; j < n_keys; ++j) max_score = std::max(max_score, scores[j]);
+      float sum = 0.0f;
+      for (int64_t j = 0; j < n_keys; ++j) {
+        scores[j] = std::exp(scores[j] - max_score);
+        sum += scores[j];
+      }
+      const float inv_sum = 1.0f / sum;
+      for (int64_t j = 0; j < n_keys; ++j) scores[j] *= inv_sum;
+      // o = Vᵀ · p over the same strided rows.
+      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<blasint>(n_keys),
+                  static_cast<blasint>(head_dim), 1.0f, v0, static_cast<blasint>(kv_stride),
+                  scores.data(), 1, 0.0f, o, 1);
+    }
+  }
+}
+
+void swiglu(const float* gate, const float* up, float* out, int64_t n, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n >= kElementwiseParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void add_inplace(float* dst, const float* src, int64_t n, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n >= kElementwiseParallelMin)
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+}  // namespace kiln::cpu
