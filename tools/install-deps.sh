@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kiln builds with, when any is missing. Idempotent; no downloads
+# besides apt. Usage: tools/install-deps.sh
+set -euo pipefail
+pkgs=(cmake make g++ pkg-config gzip binutils
+      libgtest-dev nlohmann-json3-dev libopenblas-dev libpcre2-dev libutf8proc-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
