@@ -60,13 +60,13 @@ HP = {
     "batch_size": 64,
     "peak_lr": 1e-3,
     "min_lr_fraction": 0.1,
-    "warmup_steps": 200,
-    "max_steps": 4000,
+    "warmup_steps": 100,
+    "max_steps": 2000,
     "weight_decay": 0.1,
     "adam_betas": [0.9, 0.95],
     "adam_eps": 1e-8,
     "grad_clip": 1.0,
-    "residual_dropout": 0.1,
+    "residual_dropout": 0.2,
     "eval_every": 100,
     "patience_evals": 8,
     "time_limit_s": 270,
@@ -131,7 +131,32 @@ def build_tokenizer(chapters, vocab_size, prepend_bos):
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
     assert tok.token_to_id(EOS) == EOS_ID and tok.token_to_id(BOS) == BOS_ID
     assert tok.get_vocab_size() == vocab_size, tok.get_vocab_size()
-    return tok
+    return normalize_bytelevel_flags(tok)
+
+
+def normalize_bytelevel_flags(tok):
+    """The Python constructors leave ByteLevel's add_prefix_space/trim_offsets/use_regex at their
+    defaults in the post-processor and decoder (serialized as true). Set them all to false, the way
+    Qwen2's tokenizer.json has them; they do not change ids (checked by the caller)."""
+    j = json.loads(tok.to_str())
+
+    def fix(node):
+        if isinstance(node, dict):
+            if node.get("type") == "ByteLevel":
+                node.update(add_prefix_space=False, trim_offsets=False, use_regex=False)
+            for v in node.values():
+                fix(v)
+        elif isinstance(node, list):
+            for v in node:
+                fix(v)
+
+    for key in ("pre_tokenizer", "post_processor", "decoder"):
+        fix(j[key])
+    new = Tokenizer.from_str(json.dumps(j))
+    for t in TOKENIZER_CASES:
+        assert new.encode(t).ids == tok.encode(t).ids, t
+        assert new.decode(new.encode(t).ids) == tok.decode(tok.encode(t).ids), t
+    return new
 
 
 def tokenizer_config(add_bos, max_len):
