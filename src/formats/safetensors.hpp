@@ -1,6 +1,6 @@
 // Safetensors reading: https://github.com/huggingface/safetensors (format: 8-byte little-endian
-// header length N, N bytes of JSON {name: {dtype, shape, data_offsets:[begin,end]}, "__metadata__"},
-// then the byte buffer; offsets are relative to the buffer start).
+// header length N, N bytes of JSON {name: {dtype, shape, data_offsets:[begin,end]},
+// "__metadata__"}, then the byte buffer; offsets are relative to the buffer start).
 //
 // Files are memory-mapped read-only; TensorView points into the mapping, so a SafetensorsFile must
 // outlive every view taken from it. Every header is validated against the real file size before
@@ -27,19 +27,22 @@ struct TensorView {
   std::vector<int64_t> shape;
   const uint8_t* data = nullptr;  // into the mapping; any alignment
   size_t nbytes = 0;
-  std::string file;               // the file it lives in, for messages
+  std::string file;  // the file it lives in, for messages
 
   int64_t numel() const;
 };
 
 class SafetensorsFile {
  public:
-  // Throws kiln::Error: KILN_ERR_NOT_FOUND, KILN_ERR_IO, KILN_ERR_FORMAT (every lie named),
-  // KILN_ERR_UNSUPPORTED (a dtype other than F32/F16/BF16, naming tensor and dtype).
+  // Throws kiln::Error: KILN_ERR_NOT_FOUND, KILN_ERR_IO, KILN_ERR_FORMAT (every lie named, with the
+  // file and the tensor). Tensors of other dtypes than F32/F16/BF16 go to unsupported().
   static std::unique_ptr<SafetensorsFile> open(const std::filesystem::path& path);
   ~SafetensorsFile();
 
+  // The F32/F16/BF16 tensors.
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  // The other tensors: name -> safetensors dtype string ("I64", "F8_E4M3", ...).
+  const std::map<std::string, std::string>& unsupported() const { return unsupported_; }
   const std::filesystem::path& path() const { return path_; }
 
  private:
@@ -47,6 +50,7 @@ class SafetensorsFile {
   std::filesystem::path path_;
   std::unique_ptr<MappedFile> file_;
   std::map<std::string, TensorView> tensors_;
+  std::map<std::string, std::string> unsupported_;
 };
 
 // All tensors of a model directory: model.safetensors, or the shards named by
@@ -54,18 +58,27 @@ class SafetensorsFile {
 // says it holds).
 class WeightSet {
  public:
+  // Throws kiln::Error: KILN_ERR_NOT_FOUND (no directory, no weights in it, a shard the index
+  // names is missing), KILN_ERR_FORMAT (a bad file or index, a tensor the index assigns to a shard
+  // that lacks it, a tensor present in two shards), KILN_ERR_IO.
   static std::unique_ptr<WeightSet> open_dir(const std::filesystem::path& model_dir);
 
-  // nullptr when absent.
+  // nullptr when absent. Throws KILN_ERR_UNSUPPORTED (naming tensor, dtype and file) when the
+  // tensor exists with a dtype kiln does not handle: present-but-unusable is never reported as
+  // absent.
   const TensorView* find(const std::string& name) const;
-  // Throws KILN_ERR_FORMAT naming the tensor and the files searched when absent.
+  // As find(), and throws KILN_ERR_FORMAT naming the tensor and the files searched when absent.
   const TensorView& get(const std::string& name) const;
+  // The usable (F32/F16/BF16) tensors, sorted.
   std::vector<std::string> names() const;
+  // Sum of the usable tensors' byte counts.
   size_t total_bytes() const;
 
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView*> index_;
+  // name -> "dtype DT in FILE", for the KILN_ERR_UNSUPPORTED message.
+  std::map<std::string, std::string> unsupported_;
   std::string description_;  // for messages: the files searched
 };
 
