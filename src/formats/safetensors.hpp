@@ -1,6 +1,6 @@
 // Safetensors reading: https://github.com/huggingface/safetensors (format: 8-byte little-endian
-// header length N, N bytes of JSON {name: {dtype, shape, data_offsets:[begin,end]},
-// "__metadata__"}, then the byte buffer; offsets are relative to the buffer start).
+// header length N, N bytes of JSON {name: {dtype, shape, data_offsets:[begin,end]}, "__metadata__"},
+// then the byte buffer; offsets are relative to the buffer start).
 //
 // Files are memory-mapped read-only; TensorView points into the mapping, so a SafetensorsFile must
 // outlive every view taken from it. Every header is validated against the real file size before
@@ -27,7 +27,7 @@ struct TensorView {
   std::vector<int64_t> shape;
   const uint8_t* data = nullptr;  // into the mapping; any alignment
   size_t nbytes = 0;
-  std::string file;  // the file it lives in, for messages
+  std::string file;               // the file it lives in, for messages
 
   int64_t numel() const;
 };

@@ -24,14 +24,14 @@ struct RopeScaling {
 // How one HF architecture maps onto the shared transformer. Looked up by config.json's
 // `architectures[0]`.
 struct ArchTraits {
-  const char* hf_name;  // "LlamaForCausalLM"
-  bool qkv_bias;        // Qwen2: q/k/v projections have biases
-  bool qk_norm;         // Qwen3: per-head RMSNorm on q and k before RoPE
-  bool fused_qkv;       // Phi3: self_attn.qkv_proj holds q, k, v stacked by rows
-  bool fused_gate_up;   // Phi3: mlp.gate_up_proj holds gate then up stacked by rows
+  const char* hf_name;          // "LlamaForCausalLM"
+  bool qkv_bias;                // Qwen2: q/k/v projections have biases
+  bool qk_norm;                 // Qwen3: per-head RMSNorm on q and k before RoPE
+  bool fused_qkv;               // Phi3: self_attn.qkv_proj holds q, k, v stacked by rows
+  bool fused_gate_up;           // Phi3: mlp.gate_up_proj holds gate then up stacked by rows
   // Whether HF's modelling code reads config.json `attention_bias` (Llama, Qwen3). Mistral, Qwen2
-  // and Phi3 hard-code their biases, so the flag is ignored (and ModelConfig::attention_bias
-  // false).
+  // and Phi3 hard-code their biases: there the flag is ignored and ModelConfig::attention_bias
+  // stays false.
   bool honors_attention_bias;
 };
 
@@ -39,14 +39,14 @@ struct ArchTraits {
 const ArchTraits* find_arch_traits(const std::string& hf_architecture);
 
 struct ModelConfig {
-  std::string architecture;  // config.json architectures[0]
+  std::string architecture;     // config.json architectures[0]
   ArchTraits traits{};
   int32_t vocab_size = 0;
   int32_t hidden_size = 0;
   int32_t n_layers = 0;
   int32_t n_heads = 0;
   int32_t n_kv_heads = 0;
-  int32_t head_dim = 0;  // explicit head_dim or hidden/heads
+  int32_t head_dim = 0;         // explicit head_dim or hidden/heads
   int32_t intermediate_size = 0;
   int32_t max_position_embeddings = 0;
   float rms_norm_eps = 1e-6f;
