@@ -6,6 +6,11 @@
 // outlive every view taken from it. Every header is validated against the real file size before
 // any tensor is touched: offsets inside the buffer, end >= begin, byte count == prod(shape) *
 // dtype size, no two tensors overlapping, header length sane.
+//
+// Dtypes kiln does not compute with (I64, F8_E4M3, ...) do not fail the file: such a tensor is
+// validated like any other (byte count checked wherever the dtype's size is known), recorded in
+// unsupported(), and only asking a WeightSet for it throws KILN_ERR_UNSUPPORTED. A checkpoint that
+// carries an unrelated I64 buffer next to its F16 weights therefore still loads.
 #pragma once
 
 #include <cstdint>
