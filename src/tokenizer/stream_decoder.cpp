@@ -84,9 +84,16 @@ std::string StreamDecoder::push(int32_t id) {
     out = text.substr(emitted_bytes_, stable - emitted_bytes_);
     emitted_bytes_ = stable;
   }
-  if (emitted_bytes_ == text.size() && ids_.size() > kMaxWindow && anchor > 0) {
-    ids_.erase(ids_.begin(), ids_.begin() + anchor);
-    emitted_bytes_ = tokenizer_.decode(ids_, skip_special_).size();
+  if (emitted_bytes_ == text.size() && ids_.size() > kMaxWindow) {
+    if (anchor > 0) {
+      ids_.erase(ids_.begin(), ids_.begin() + anchor);
+      emitted_bytes_ = tokenizer_.decode(ids_, skip_special_).size();
+    } else if (anchor < 0 && !trailing_bytes) {
+      // Only skipped special tokens so far: the decoder never sees them, so forgetting them
+      // changes nothing (the next visible token is still the first one).
+      ids_.clear();
+      emitted_bytes_ = 0;
+    }
   }
   return out;
 }

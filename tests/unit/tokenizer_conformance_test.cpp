@@ -214,6 +214,14 @@ TEST_P(TokenizerConformance, StreamDecoderHandlesLongAndRandomSequences) {
     for (int k = 0; k < 200; ++k) seq.push_back(k % 3 == 0 ? any_id(rng) : low_id(rng));
     sequences.push_back(seq);
   }
+  // Special tokens before and between text (skipped or not) must not disturb the first-token rule.
+  const int32_t eos = t.tokenizer->eos_id().value();
+  std::vector<int32_t> with_specials(20, eos);
+  for (size_t i = 100; i < 110; ++i) {
+    with_specials.insert(with_specials.end(), t.corpus[i].ids.begin(), t.corpus[i].ids.end());
+    with_specials.insert(with_specials.end(), 3, eos);
+  }
+  sequences.push_back(with_specials);
   for (const bool skip_special : {false, true}) {
     for (size_t s = 0; s < sequences.size(); ++s) {
       StreamDecoder stream(*t.tokenizer, skip_special);
@@ -321,6 +329,9 @@ TEST(TokenizerPerformance, Qwen3LoadAndEncodeThroughput) {
   std::cout << "[ perf ] qwen3 load " << t.load_seconds * 1000.0 << " ms; encode "
             << text.size() / 1e6 << " MB in " << seconds * 1000.0
             << " ms = " << (text.size() / 1e6) / seconds << " MB/s (" << ids.size() << " ids)\n";
+  for (const std::string name : {"llama3", "mistral", "gptoss"}) {
+    std::cout << "[ perf ] " << name << " load " << loaded(name).load_seconds * 1000.0 << " ms\n";
+  }
   RecordProperty("qwen3_load_ms", static_cast<int>(t.load_seconds * 1000.0));
   RecordProperty("qwen3_encode_kb_per_s", static_cast<int>(text.size() / 1e3 / seconds));
 }
