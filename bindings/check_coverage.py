@@ -49,8 +49,10 @@ def layers(language: str, args: argparse.Namespace) -> tuple[set[str], set[str]]
         return names_in(raw, r"\bpub fn (kiln_\w+)\s*\("), names_in(wrapper, r"\bsys::(kiln_\w+)\s*\(")
     if language == "go":
         files = [f for f in sorted((BINDINGS / "go").glob("*.go")) if not f.name.endswith("_test.go")]
-        # cgo calls the C declarations of kiln.h directly: a C.kiln_x call is both layers at once.
+        # cgo calls the C declarations of kiln.h directly (from Go, or from the C trampoline file):
+        # such a call is both layers at once.
         calls = names_in(files, r"\bC\.(kiln_\w+)\s*\(")
+        calls |= names_in(sorted((BINDINGS / "go").glob("*.c")), r"\b(kiln_\w+)\s*\(")
         return calls, calls
     if language == "csharp":
         files = sorted((BINDINGS / "csharp" / "src").glob("*.cs"))
