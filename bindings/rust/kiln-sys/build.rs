@@ -5,14 +5,22 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const LIBDIRS: [&str; 4] = ["lib", "lib64", "lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu"];
+const LIBDIRS: [&str; 4] = [
+    "lib",
+    "lib64",
+    "lib/x86_64-linux-gnu",
+    "lib/aarch64-linux-gnu",
+];
 
 fn has_lib(dir: &Path) -> bool {
     dir.join("libkiln.so").exists()
 }
 
 fn from_pkg_config() -> Option<PathBuf> {
-    let out = Command::new("pkg-config").args(["--variable=libdir", "kiln"]).output().ok()?;
+    let out = Command::new("pkg-config")
+        .args(["--variable=libdir", "kiln"])
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -30,14 +38,25 @@ fn find_lib_dir() -> Result<PathBuf, String> {
         return if has_lib(&dir) {
             Ok(dir)
         } else {
-            Err(format!("KILN_LIB_DIR={} holds no libkiln.so", dir.display()))
+            Err(format!(
+                "KILN_LIB_DIR={} holds no libkiln.so",
+                dir.display()
+            ))
         };
     }
     if let Ok(prefix) = env::var("KILN_PREFIX") {
         let prefix = PathBuf::from(prefix);
-        return LIBDIRS.iter().map(|d| prefix.join(d)).find(|d| has_lib(d)).ok_or_else(|| {
-            format!("KILN_PREFIX={} holds no libkiln.so under {:?}", prefix.display(), LIBDIRS)
-        });
+        return LIBDIRS
+            .iter()
+            .map(|d| prefix.join(d))
+            .find(|d| has_lib(d))
+            .ok_or_else(|| {
+                format!(
+                    "KILN_PREFIX={} holds no libkiln.so under {:?}",
+                    prefix.display(),
+                    LIBDIRS
+                )
+            });
     }
     from_pkg_config().ok_or_else(|| {
         "libkiln.so not found: set KILN_LIB_DIR (the directory holding libkiln.so) or KILN_PREFIX \

@@ -54,19 +54,31 @@ pub(crate) unsafe extern "C" fn token_trampoline(
     // SAFETY: user_data is the Guarded<TokenFn> the generate call lent kiln for its duration;
     // text holds text_len bytes valid during this call.
     let state = &mut *(user_data as *mut Guarded<TokenFn>);
-    let bytes = if text_len == 0 { &[][..] } else { std::slice::from_raw_parts(text as *const u8, text_len) };
+    let bytes = if text_len == 0 {
+        &[][..]
+    } else {
+        std::slice::from_raw_parts(text as *const u8, text_len)
+    };
     let text = String::from_utf8_lossy(bytes);
     state.run(|f| f(&text, token_id))
 }
 
-pub(crate) unsafe extern "C" fn progress_trampoline(fraction: f32, stage: *const c_char, user_data: *mut c_void) -> c_int {
+pub(crate) unsafe extern "C" fn progress_trampoline(
+    fraction: f32,
+    stage: *const c_char,
+    user_data: *mut c_void,
+) -> c_int {
     // SAFETY: user_data is the Guarded<ProgressFn> Model::load lent kiln; stage is NUL-terminated.
     let state = &mut *(user_data as *mut Guarded<ProgressFn>);
     let stage = CStr::from_ptr(stage).to_string_lossy();
     state.run(|f| f(fraction, &stage))
 }
 
-pub(crate) unsafe extern "C" fn log_trampoline(level: sys::kiln_log_level, message: *const c_char, user_data: *mut c_void) {
+pub(crate) unsafe extern "C" fn log_trampoline(
+    level: sys::kiln_log_level,
+    message: *const c_char,
+    user_data: *mut c_void,
+) {
     // SAFETY: user_data is a Box<LogFn> that outlives every kiln call able to log to it.
     let f = &*(user_data as *const Box<LogFn>);
     let message = CStr::from_ptr(message).to_string_lossy();

@@ -64,7 +64,9 @@ impl Error {
     /// The error for `status` with kiln_last_error(); call on the thread of the failed call.
     pub(crate) fn last(status: sys::kiln_status) -> Self {
         // SAFETY: thread-local string, valid until the next kiln call on this thread; copied now.
-        let message = unsafe { CStr::from_ptr(sys::kiln_last_error()) }.to_string_lossy().into_owned();
+        let message = unsafe { CStr::from_ptr(sys::kiln_last_error()) }
+            .to_string_lossy()
+            .into_owned();
         Error::new(status, message)
     }
 
@@ -80,7 +82,9 @@ impl Error {
     /// The status's stable name ("KILN_ERR_FORMAT").
     pub fn status_name(&self) -> String {
         // SAFETY: static storage, never NULL, for any value (kiln.h).
-        unsafe { CStr::from_ptr(sys::kiln_status_name(self.status)) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(sys::kiln_status_name(self.status)) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     pub fn message(&self) -> &str {

@@ -24,8 +24,13 @@ mod session;
 
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Model, ModelInfo};
-pub use runtime::{reset_log_callback, set_log_callback, Backend, LogLevel, Runtime, RuntimeInfo, RuntimeOptions};
-pub use session::{CancelHandle, GenerateOptions, Generation, LogitsMode, Sampling, Session, SessionOptions, StopReason};
+pub use runtime::{
+    reset_log_callback, set_log_callback, Backend, LogLevel, Runtime, RuntimeInfo, RuntimeOptions,
+};
+pub use session::{
+    CancelHandle, GenerateOptions, Generation, LogitsMode, Sampling, Session, SessionOptions,
+    StopReason,
+};
 
 /// The raw FFI layer, for what the safe API does not cover.
 pub use kiln_sys as sys;
@@ -35,7 +40,9 @@ use std::ffi::CStr;
 /// kiln's version string ("0.1.0" plus build details).
 pub fn version() -> String {
     // SAFETY: static storage, never NULL (kiln.h).
-    unsafe { CStr::from_ptr(sys::kiln_version_string()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(sys::kiln_version_string()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Fails with `ErrorKind::VersionMismatch` when libkiln's ABI is not the one kiln-sys was generated
@@ -48,7 +55,11 @@ pub fn check_abi() -> Result<()> {
     } else {
         Err(Error::new(
             sys::KILN_ERR_VERSION_MISMATCH,
-            format!("libkiln has ABI version {} but these bindings need {}", found, sys::KILN_ABI_VERSION),
+            format!(
+                "libkiln has ABI version {} but these bindings need {}",
+                found,
+                sys::KILN_ABI_VERSION
+            ),
         ))
     }
 }

@@ -52,7 +52,10 @@ pub struct Model {
 fn path_cstring(path: &Path) -> Result<CString> {
     use std::os::unix::ffi::OsStrExt;
     CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        Error::new(sys::KILN_ERR_INVALID_ARGUMENT, format!("model path {:?} contains a NUL byte", path))
+        Error::new(
+            sys::KILN_ERR_INVALID_ARGUMENT,
+            format!("model path {:?} contains a NUL byte", path),
+        )
     })
 }
 
@@ -84,19 +87,32 @@ impl Model {
         result
     }
 
-    fn load_raw(runtime: &Runtime, path: &Path, progress: Option<&mut Guarded<ProgressFn>>) -> Result<Model> {
+    fn load_raw(
+        runtime: &Runtime,
+        path: &Path,
+        progress: Option<&mut Guarded<ProgressFn>>,
+    ) -> Result<Model> {
         let cpath = path_cstring(path)?;
         // SAFETY: zeroed C struct filled by kiln.
         let mut options: sys::kiln_model_load_options = unsafe { std::mem::zeroed() };
-        check(unsafe { sys::kiln_model_load_options_default(&mut options, std::mem::size_of_val(&options)) })?;
+        check(unsafe {
+            sys::kiln_model_load_options_default(&mut options, std::mem::size_of_val(&options))
+        })?;
         if let Some(guard) = progress {
             options.progress_fn = Some(progress_trampoline);
             options.progress_user_data = guard as *mut Guarded<ProgressFn> as *mut c_void;
         }
         let mut raw = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the call; the progress state outlives it.
-        check(unsafe { sys::kiln_model_load(runtime.handle.raw, cpath.as_ptr(), &options, &mut raw) })?;
-        Ok(Model { handle: Arc::new(ModelHandle { raw, _runtime: runtime.handle.clone() }) })
+        check(unsafe {
+            sys::kiln_model_load(runtime.handle.raw, cpath.as_ptr(), &options, &mut raw)
+        })?;
+        Ok(Model {
+            handle: Arc::new(ModelHandle {
+                raw,
+                _runtime: runtime.handle.clone(),
+            }),
+        })
     }
 
     pub fn info(&self) -> Result<ModelInfo> {
@@ -105,7 +121,9 @@ impl Model {
         i.struct_size = std::mem::size_of_val(&i);
         check(unsafe { sys::kiln_model_get_info(self.handle.raw, &mut i) })?;
         // SAFETY: valid while the model lives; copied now.
-        let architecture = unsafe { CStr::from_ptr(i.architecture) }.to_string_lossy().into_owned();
+        let architecture = unsafe { CStr::from_ptr(i.architecture) }
+            .to_string_lossy()
+            .into_owned();
         Ok(ModelInfo {
             architecture,
             vocab_size: i.vocab_size,
@@ -131,16 +149,35 @@ impl Model {
     /// Text to ids. `add_special` adds BOS/EOS as the tokenizer config says; `parse_special` lets
     /// special-token text become the special token (only for text you wrote).
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<i32>> {
-        let flags = (if add_special { sys::KILN_TOKENIZE_ADD_SPECIAL } else { 0 })
-            | (if parse_special { sys::KILN_TOKENIZE_PARSE_SPECIAL } else { 0 });
+        let flags = (if add_special {
+            sys::KILN_TOKENIZE_ADD_SPECIAL
+        } else {
+            0
+        }) | (if parse_special {
+            sys::KILN_TOKENIZE_PARSE_SPECIAL
+        } else {
+            0
+        });
         fill(|buf, cap, n| unsafe {
-            sys::kiln_tokenize(self.handle.raw, text.as_ptr() as *const c_char, text.len(), flags, buf, cap, n)
+            sys::kiln_tokenize(
+                self.handle.raw,
+                text.as_ptr() as *const c_char,
+                text.len(),
+                flags,
+                buf,
+                cap,
+                n,
+            )
         })
     }
 
     /// Ids to the bytes they stand for.
     pub fn detokenize_bytes(&self, ids: &[i32], skip_special: bool) -> Result<Vec<u8>> {
-        let flags = if skip_special { sys::KILN_DETOKENIZE_SKIP_SPECIAL } else { 0 };
+        let flags = if skip_special {
+            sys::KILN_DETOKENIZE_SKIP_SPECIAL
+        } else {
+            0
+        };
         let bytes: Vec<c_char> = fill(|buf, cap, n| unsafe {
             sys::kiln_detokenize(self.handle.raw, ids.as_ptr(), ids.len(), flags, buf, cap, n)
         })?;
@@ -154,8 +191,9 @@ impl Model {
 
     /// The raw bytes of one token (may be part of a UTF-8 character).
     pub fn token_to_piece(&self, id: i32) -> Result<Vec<u8>> {
-        let bytes: Vec<c_char> =
-            fill(|buf, cap, n| unsafe { sys::kiln_token_to_piece(self.handle.raw, id, buf, cap, n) })?;
+        let bytes: Vec<c_char> = fill(|buf, cap, n| unsafe {
+            sys::kiln_token_to_piece(self.handle.raw, id, buf, cap, n)
+        })?;
         Ok(bytes.into_iter().map(|b| b as u8).collect())
     }
 

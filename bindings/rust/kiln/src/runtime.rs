@@ -83,14 +83,19 @@ impl Default for RuntimeOptions {
 impl RuntimeOptions {
     /// The CPU backend with `n_threads` threads (0 = number of cores).
     pub fn cpu(n_threads: i32) -> Self {
-        RuntimeOptions { backend: Backend::Cpu, n_threads, ..Default::default() }
+        RuntimeOptions {
+            backend: Backend::Cpu,
+            n_threads,
+            ..Default::default()
+        }
     }
 }
 
 fn raw_runtime_options() -> sys::kiln_runtime_options {
     // SAFETY: a zeroed C struct is a valid value; kiln fills it.
     let mut raw: sys::kiln_runtime_options = unsafe { std::mem::zeroed() };
-    let status = unsafe { sys::kiln_runtime_options_default(&mut raw, std::mem::size_of_val(&raw)) };
+    let status =
+        unsafe { sys::kiln_runtime_options_default(&mut raw, std::mem::size_of_val(&raw)) };
     debug_assert_eq!(status, sys::KILN_OK);
     raw
 }
@@ -154,7 +159,12 @@ impl Runtime {
         let mut handle = std::ptr::null_mut();
         // SAFETY: options and the out pointer are valid for the call; the sink outlives the runtime.
         check(unsafe { sys::kiln_runtime_create(&raw, &mut handle) })?;
-        Ok(Runtime { handle: Arc::new(RuntimeHandle { raw: handle, _log: log }) })
+        Ok(Runtime {
+            handle: Arc::new(RuntimeHandle {
+                raw: handle,
+                _log: log,
+            }),
+        })
     }
 
     pub fn info(&self) -> Result<RuntimeInfo> {
@@ -162,10 +172,20 @@ impl Runtime {
         let mut info: sys::kiln_runtime_info = unsafe { std::mem::zeroed() };
         info.struct_size = std::mem::size_of_val(&info);
         check(unsafe { sys::kiln_runtime_get_info(self.handle.raw, &mut info) })?;
-        let backend = if info.backend == sys::KILN_BACKEND_CUDA { Backend::Cuda } else { Backend::Cpu };
+        let backend = if info.backend == sys::KILN_BACKEND_CUDA {
+            Backend::Cuda
+        } else {
+            Backend::Cpu
+        };
         // SAFETY: device_name is valid while the runtime lives; copied now.
-        let device_name = unsafe { CStr::from_ptr(info.device_name) }.to_string_lossy().into_owned();
-        Ok(RuntimeInfo { backend, n_threads: info.n_threads, device_name })
+        let device_name = unsafe { CStr::from_ptr(info.device_name) }
+            .to_string_lossy()
+            .into_owned();
+        Ok(RuntimeInfo {
+            backend,
+            n_threads: info.n_threads,
+            device_name,
+        })
     }
 }
 
@@ -188,7 +208,13 @@ where
 {
     let user_data = sink as *const F as *mut c_void;
     // SAFETY: the sink lives for the rest of the process.
-    check(unsafe { sys::kiln_set_log_callback(Some(static_log_trampoline::<F>), user_data, min_level.to_raw()) })
+    check(unsafe {
+        sys::kiln_set_log_callback(
+            Some(static_log_trampoline::<F>),
+            user_data,
+            min_level.to_raw(),
+        )
+    })
 }
 
 /// Restores kiln's default process-wide sink (stderr for warnings and errors).

@@ -23,7 +23,10 @@ impl Default for SessionOptions {
         // SAFETY: zeroed C struct filled by kiln.
         let mut raw: sys::kiln_session_options = unsafe { std::mem::zeroed() };
         unsafe { sys::kiln_session_options_default(&mut raw, std::mem::size_of_val(&raw)) };
-        SessionOptions { context_length: raw.context_length, seed: raw.seed }
+        SessionOptions {
+            context_length: raw.context_length,
+            seed: raw.seed,
+        }
     }
 }
 
@@ -61,7 +64,10 @@ impl Default for Sampling {
 
 impl Sampling {
     pub fn greedy() -> Self {
-        Sampling { temperature: 0.0, ..Default::default() }
+        Sampling {
+            temperature: 0.0,
+            ..Default::default()
+        }
     }
 
     fn to_raw(&self) -> sys::kiln_sampling_options {
@@ -203,7 +209,10 @@ impl Session {
         let mut session = std::ptr::null_mut();
         check(unsafe { sys::kiln_session_create(model.handle.raw, &raw, &mut session) })?;
         Ok(Session {
-            handle: Arc::new(SessionHandle { raw: session, _model: model.handle.clone() }),
+            handle: Arc::new(SessionHandle {
+                raw: session,
+                _model: model.handle.clone(),
+            }),
             _not_sync: PhantomData,
         })
     }
@@ -213,7 +222,9 @@ impl Session {
     }
 
     pub fn cancel_handle(&self) -> CancelHandle {
-        CancelHandle { handle: self.handle.clone() }
+        CancelHandle {
+            handle: self.handle.clone(),
+        }
     }
 
     /// Empties the KV cache and re-seeds the RNG.
@@ -238,7 +249,15 @@ impl Session {
         };
         let mut needed = 0usize;
         let status = unsafe {
-            sys::kiln_forward(self.raw(), ids.as_ptr(), ids.len(), raw_mode, std::ptr::null_mut(), 0, &mut needed)
+            sys::kiln_forward(
+                self.raw(),
+                ids.as_ptr(),
+                ids.len(),
+                raw_mode,
+                std::ptr::null_mut(),
+                0,
+                &mut needed,
+            )
         };
         // With no buffer kiln either ran (LogitsMode::None) or reported the size and ran nothing.
         if status != sys::KILN_ERR_BUFFER_TOO_SMALL {
@@ -247,7 +266,15 @@ impl Session {
         }
         let mut logits = vec![0f32; needed];
         check(unsafe {
-            sys::kiln_forward(self.raw(), ids.as_ptr(), ids.len(), raw_mode, logits.as_mut_ptr(), logits.len(), &mut needed)
+            sys::kiln_forward(
+                self.raw(),
+                ids.as_ptr(),
+                ids.len(),
+                raw_mode,
+                logits.as_mut_ptr(),
+                logits.len(),
+                &mut needed,
+            )
         })?;
         Ok(logits)
     }
@@ -256,7 +283,9 @@ impl Session {
     pub fn sample(&mut self, logits: &[f32], sampling: &Sampling) -> Result<i32> {
         let raw = sampling.to_raw();
         let mut id = -1;
-        check(unsafe { sys::kiln_sample(self.raw(), logits.as_ptr(), logits.len(), &raw, &mut id) })?;
+        check(unsafe {
+            sys::kiln_sample(self.raw(), logits.as_ptr(), logits.len(), &raw, &mut id)
+        })?;
         Ok(id)
     }
 
@@ -293,7 +322,10 @@ impl Session {
             .iter()
             .map(|s| {
                 CString::new(s.as_str()).map_err(|_| {
-                    Error::new(sys::KILN_ERR_INVALID_ARGUMENT, format!("stop string {:?} contains a NUL byte", s))
+                    Error::new(
+                        sys::KILN_ERR_INVALID_ARGUMENT,
+                        format!("stop string {:?} contains a NUL byte", s),
+                    )
                 })
             })
             .collect::<Result<_>>()?;
@@ -310,13 +342,26 @@ impl Session {
 
         // SAFETY: zeroed C struct filled by kiln; every pointer set below outlives the call.
         let mut raw: sys::kiln_generate_options = unsafe { std::mem::zeroed() };
-        check(unsafe { sys::kiln_generate_options_default(&mut raw, std::mem::size_of_val(&raw)) })?;
+        check(unsafe {
+            sys::kiln_generate_options_default(&mut raw, std::mem::size_of_val(&raw))
+        })?;
         raw.sampling = &sampling;
         raw.max_tokens = options.max_tokens;
-        raw.tokenize_flags = (if options.add_special { sys::KILN_TOKENIZE_ADD_SPECIAL } else { 0 })
-            | (if options.parse_special { sys::KILN_TOKENIZE_PARSE_SPECIAL } else { 0 });
+        raw.tokenize_flags = (if options.add_special {
+            sys::KILN_TOKENIZE_ADD_SPECIAL
+        } else {
+            0
+        }) | (if options.parse_special {
+            sys::KILN_TOKENIZE_PARSE_SPECIAL
+        } else {
+            0
+        });
         raw.ignore_eos = options.ignore_eos as i32;
-        raw.stop_strings = if stop_ptrs.is_empty() { std::ptr::null() } else { stop_ptrs.as_ptr() };
+        raw.stop_strings = if stop_ptrs.is_empty() {
+            std::ptr::null()
+        } else {
+            stop_ptrs.as_ptr()
+        };
         raw.n_stop_strings = stop_ptrs.len();
         raw.token_fn = Some(token_trampoline);
         raw.token_user_data = &mut guard as *mut Guarded<TokenFn> as *mut c_void;
@@ -327,11 +372,23 @@ impl Session {
         result.struct_size = std::mem::size_of_val(&result);
         let status = unsafe {
             match prompt {
-                Prompt::Text(t) => sys::kiln_generate(self.raw(), t.as_ptr() as *const c_char, t.len(), &raw, &mut result),
-                Prompt::Ids(p) => sys::kiln_generate_ids(self.raw(), p.as_ptr(), p.len(), &raw, &mut result),
+                Prompt::Text(t) => sys::kiln_generate(
+                    self.raw(),
+                    t.as_ptr() as *const c_char,
+                    t.len(),
+                    &raw,
+                    &mut result,
+                ),
+                Prompt::Ids(p) => {
+                    sys::kiln_generate_ids(self.raw(), p.as_ptr(), p.len(), &raw, &mut result)
+                }
             }
         };
-        let error = if status == sys::KILN_OK { None } else { Some(Error::last(status)) };
+        let error = if status == sys::KILN_OK {
+            None
+        } else {
+            Some(Error::last(status))
+        };
         guard.resume();
         if let Some(e) = error {
             return Err(e);

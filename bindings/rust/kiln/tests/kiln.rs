@@ -1,5 +1,8 @@
 //! Tests of the safe Rust API against the tiny-qwen2 fixture and HF transformers' outputs.
-use kiln::{ErrorKind, GenerateOptions, LogitsMode, Model, Runtime, RuntimeOptions, Sampling, SessionOptions, StopReason};
+use kiln::{
+    ErrorKind, GenerateOptions, LogitsMode, Model, Runtime, RuntimeOptions, Sampling,
+    SessionOptions, StopReason,
+};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,13 +27,18 @@ struct Reference {
 }
 
 fn json_value<'a>(json: &'a str, key: &str) -> &'a str {
-    let at = json.find(&format!("\"{}\":", key)).unwrap_or_else(|| panic!("{} not in hf_ref.json", key));
+    let at = json
+        .find(&format!("\"{}\":", key))
+        .unwrap_or_else(|| panic!("{} not in hf_ref.json", key));
     json[at + key.len() + 3..].trim_start()
 }
 
 fn json_ids(json: &str, key: &str) -> Vec<i32> {
     let v = json_value(json, key);
-    v[1..v.find(']').unwrap()].split(',').map(|s| s.trim().parse().unwrap()).collect()
+    v[1..v.find(']').unwrap()]
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
 }
 
 fn json_string(json: &str, key: &str) -> String {
@@ -56,7 +64,12 @@ fn runtime() -> Runtime {
 }
 
 fn greedy(n: usize) -> GenerateOptions {
-    GenerateOptions { sampling: Sampling::greedy(), max_tokens: n as i32, ignore_eos: true, ..Default::default() }
+    GenerateOptions {
+        sampling: Sampling::greedy(),
+        max_tokens: n as i32,
+        ignore_eos: true,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -69,7 +82,10 @@ fn abi_and_info() {
     let info = model.info().unwrap();
     assert_eq!(info.architecture, "Qwen2ForCausalLM");
     assert_eq!(info.vocab_size, 512);
-    assert!(model.eos_ids().unwrap().contains(&info.eos_token_id.unwrap()));
+    assert!(model
+        .eos_ids()
+        .unwrap()
+        .contains(&info.eos_token_id.unwrap()));
 }
 
 #[test]
@@ -79,8 +95,15 @@ fn tokenize_matches_transformers_and_round_trips() {
     let ids = model.tokenize(&r.prompt_text, true, false).unwrap();
     assert_eq!(ids[..r.prompt_ids.len()], r.prompt_ids[..]);
     assert_eq!(model.detokenize(&ids, false).unwrap(), r.prompt_text);
-    let pieces: Vec<u8> = r.prompt_ids.iter().flat_map(|&id| model.token_to_piece(id).unwrap()).collect();
-    assert_eq!(pieces, model.detokenize_bytes(&r.prompt_ids, false).unwrap());
+    let pieces: Vec<u8> = r
+        .prompt_ids
+        .iter()
+        .flat_map(|&id| model.token_to_piece(id).unwrap())
+        .collect();
+    assert_eq!(
+        pieces,
+        model.detokenize_bytes(&r.prompt_ids, false).unwrap()
+    );
 }
 
 #[test]
@@ -109,7 +132,9 @@ fn forward_and_sample_agree_with_the_reference() {
     let mut s = model.session(&SessionOptions::default()).unwrap();
     let logits = s.forward(&r.prompt_ids, LogitsMode::Last).unwrap();
     assert_eq!(logits.len(), 512);
-    let argmax = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap() as i32;
+    let argmax = (0..logits.len())
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap() as i32;
     assert_eq!(s.sample(&logits, &Sampling::greedy()).unwrap(), argmax);
     assert_eq!(argmax, r.greedy_ids[0]);
     assert_eq!(s.position().unwrap().0, r.prompt_ids.len() as i32);
@@ -153,7 +178,9 @@ fn cancel_handle_stops_generation_from_the_callback() {
     assert_eq!(e.kind(), ErrorKind::Cancelled);
     assert!(n < 100);
     s.reset().unwrap();
-    let g = s.generate_ids(&r.prompt_ids, &greedy(2), |_, _| false).unwrap();
+    let g = s
+        .generate_ids(&r.prompt_ids, &greedy(2), |_, _| false)
+        .unwrap();
     assert_eq!(g.ids, r.greedy_ids[..2]);
 }
 
@@ -171,9 +198,18 @@ fn a_panicking_closure_is_contained_and_resumed() {
     }));
     let payload = caught.unwrap_err();
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"from the callback"));
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "kiln must stop calling after the panic");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "kiln must stop calling after the panic"
+    );
     s.reset().unwrap();
-    assert_eq!(s.generate_ids(&r.prompt_ids, &greedy(2), |_, _| false).unwrap().ids, r.greedy_ids[..2]);
+    assert_eq!(
+        s.generate_ids(&r.prompt_ids, &greedy(2), |_, _| false)
+            .unwrap()
+            .ids,
+        r.greedy_ids[..2]
+    );
 }
 
 #[test]
@@ -185,18 +221,39 @@ fn errors_carry_kiln_status_and_message() {
     assert!(e.message().contains("/no/such/model-dir"), "{}", e);
     let model = Model::load(&rt, tiny()).unwrap();
     let mut s = model.session(&SessionOptions::default()).unwrap();
-    assert_eq!(s.forward(&[100_000], LogitsMode::Last).unwrap_err().kind(), ErrorKind::OutOfRange);
-    let mut small = model.session(&SessionOptions { context_length: 4, ..Default::default() }).unwrap();
-    assert_eq!(small.forward(&[1, 2, 3, 4, 5], LogitsMode::Last).unwrap_err().kind(), ErrorKind::ContextFull);
-    assert_eq!(Runtime::new(&RuntimeOptions::cpu(-3)).err().unwrap().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        s.forward(&[100_000], LogitsMode::Last).unwrap_err().kind(),
+        ErrorKind::OutOfRange
+    );
+    let mut small = model
+        .session(&SessionOptions {
+            context_length: 4,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        small
+            .forward(&[1, 2, 3, 4, 5], LogitsMode::Last)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::ContextFull
+    );
+    assert_eq!(
+        Runtime::new(&RuntimeOptions::cpu(-3)).err().unwrap().kind(),
+        ErrorKind::InvalidArgument
+    );
 }
 
 #[test]
 fn progress_and_log_callbacks() {
     let log = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = log.clone();
-    let opts = RuntimeOptions { log_level: kiln::LogLevel::Debug, ..RuntimeOptions::cpu(1) };
-    let rt = Runtime::with_log(&opts, move |_, m| sink.lock().unwrap().push(m.to_string())).unwrap();
+    let opts = RuntimeOptions {
+        log_level: kiln::LogLevel::Debug,
+        ..RuntimeOptions::cpu(1)
+    };
+    let rt =
+        Runtime::with_log(&opts, move |_, m| sink.lock().unwrap().push(m.to_string())).unwrap();
     let mut fractions = Vec::new();
     Model::load_with_progress(&rt, tiny(), |f, _| {
         fractions.push(f);
@@ -204,8 +261,14 @@ fn progress_and_log_callbacks() {
     })
     .unwrap();
     assert_eq!(*fractions.last().unwrap(), 1.0);
-    assert!(log.lock().unwrap().iter().any(|m| m.contains("loaded Qwen2ForCausalLM")));
-    let e = Model::load_with_progress(&rt, tiny(), |_, _| true).err().unwrap();
+    assert!(log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|m| m.contains("loaded Qwen2ForCausalLM")));
+    let e = Model::load_with_progress(&rt, tiny(), |_, _| true)
+        .err()
+        .unwrap();
     assert_eq!(e.kind(), ErrorKind::Cancelled);
 }
 
@@ -220,7 +283,9 @@ fn two_threads_generate_on_two_sessions_of_one_model() {
                 let r = &r;
                 scope.spawn(move || {
                     let mut s = model.session(&SessionOptions::default()).unwrap();
-                    s.generate_ids(&r.prompt_ids, &greedy(r.greedy_ids.len()), |_, _| false).unwrap().ids
+                    s.generate_ids(&r.prompt_ids, &greedy(r.greedy_ids.len()), |_, _| false)
+                        .unwrap()
+                        .ids
                 })
             })
             .collect();
