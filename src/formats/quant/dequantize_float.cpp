@@ -19,10 +19,12 @@ Block load_block(const uint8_t* src, int64_t index) {
 
 uint16_t load_u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 
-// E2M1 code → value, doubled so that every entry is an integer (ggml's kvalues_mxfp4): sign bit 3,
-// exponent bits 2-1, mantissa bit 0 give 0, 0.5, 1, 1.5, 2, 3, 4, 6; the block scale is halved to
-// match (2^(e-127) / 2).
-constexpr int8_t kE2M1Doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+// E2M1 code → value, doubled so that every entry is an integer (as ggml's kvalues_mxfp4): sign bit
+// 3, exponent bits 2-1, mantissa bit 0 give 0, 0.5, 1, 1.5, 2, 3, 4, 6; the block scale is halved
+// to match (2^(e-127) / 2). Code 8 is -0 (OCP MX v1.0 §5.3.3); ggml's integer table yields +0
+// there, the same value.
+constexpr float kE2M1Doubled[16] = {0.0f,  1.0f,  2.0f,  3.0f,  4.0f,  6.0f,  8.0f,  12.0f,
+                                    -0.0f, -1.0f, -2.0f, -3.0f, -4.0f, -6.0f, -8.0f, -12.0f};
 
 }  // namespace
 

@@ -41,7 +41,8 @@ const GgmlTypeInfo* find_ggml_type(uint32_t id);
 std::string ggml_type_name(uint32_t id);
 
 // Converts n elements (a multiple of the type's block size) stored at `src` (any alignment) to
-// float32, exactly as ggml's dequantize_row_* does: every result is the correctly rounded value
+// float32 as ggml's dequantize_row_* does (MXFP4 code 8 gives -0 per the MX spec, ggml +0): every
+// result is the correctly rounded value
 // of the format's definition.
 void dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t n);
 
