@@ -167,9 +167,12 @@ typedef struct kiln_model_load_options {
 KILN_API kiln_status kiln_model_load_options_default(kiln_model_load_options *options, size_t struct_size);
 
 /* Loads a model from `path`: a Hugging Face model directory (config.json, *.safetensors,
- * tokenizer.json, tokenizer_config.json, generation_config.json). Supported architectures:
- * LlamaForCausalLM (Llama 2/3), MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,
- * Phi3ForCausalLM; anything else gives KILN_ERR_UNSUPPORTED naming it. */
+ * tokenizer.json, tokenizer_config.json, generation_config.json), or a GGUF file (v2/v3, as
+ * llama.cpp writes them; recognised by its magic bytes, with tensor types F32, F16, BF16, Q4_0,
+ * Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K and MXFP4, and a `gpt2` BPE tokenizer). Supported
+ * architectures: LlamaForCausalLM (Llama 2/3), MistralForCausalLM, Qwen2ForCausalLM,
+ * Qwen3ForCausalLM, Phi3ForCausalLM (GGUF: llama, qwen2, qwen3, phi3); anything else gives
+ * KILN_ERR_UNSUPPORTED naming it. Called on one thread; the progress callback runs on it. */
 KILN_API kiln_status kiln_model_load(kiln_runtime *runtime, const char *path,
                                      const kiln_model_load_options *options, kiln_model **out_model);
 KILN_API void kiln_model_free(kiln_model *model);
