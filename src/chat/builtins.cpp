@@ -11,7 +11,9 @@ namespace kiln::chat {
 
 namespace {
 
-bool is_py_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_py_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 std::string strip_chars(const std::string& s, const Value* chars, bool left, bool right) {
   auto strip_this = [&](char c) {
@@ -28,7 +30,8 @@ std::string strip_chars(const std::string& s, const Value* chars, bool left, boo
   return s.substr(b, e - b);
 }
 
-std::string replace_all(const std::string& s, const std::string& from, const std::string& to, int64_t count) {
+std::string replace_all(const std::string& s, const std::string& from, const std::string& to,
+                        int64_t count) {
   if (from.empty()) return s;
   std::string out;
   size_t pos = 0;
@@ -58,7 +61,8 @@ std::string title_case(const std::string& s) {
   bool prev_alpha = false;
   for (char& c : out) {
     const bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-    if (alpha) c = prev_alpha ? static_cast<char>(std::tolower(c)) : static_cast<char>(std::toupper(c));
+    if (alpha)
+      c = prev_alpha ? static_cast<char>(std::tolower(c)) : static_cast<char>(std::toupper(c));
     prev_alpha = alpha;
   }
   return out;
@@ -106,7 +110,8 @@ const Value& arg(const CallArgs& args, size_t i, const char* kw) {
 }
 
 void require_string(Interpreter& in, const Value& v, const char* what, const Expr& at) {
-  if (!v.is_string()) in.runtime_error(at, std::string(what) + " expects a string, got " + v.type_name());
+  if (!v.is_string())
+    in.runtime_error(at, std::string(what) + " expects a string, got " + v.type_name());
 }
 
 int64_t length_of(const Value& v) {
@@ -137,7 +142,8 @@ Value get_attribute_path(const Value& v, const std::string& path) {
   size_t start = 0;
   while (start <= path.size()) {
     const size_t dot = path.find('.', start);
-    const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    const std::string part =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (cur.is_dict()) {
       const Value* next = cur.dict().find(part);
       cur = next ? *next : Value();
@@ -154,8 +160,8 @@ Value get_attribute_path(const Value& v, const std::string& path) {
 }
 
 // select/reject/selectattr/rejectattr: (filter args after the attribute) = test name, test args.
-List select_items(Interpreter& in, const Value& seq, const CallArgs& args, size_t first, const std::string* attr,
-                  bool keep_when, const Expr& at) {
+List select_items(Interpreter& in, const Value& seq, const CallArgs& args, size_t first,
+                  const std::string* attr, bool keep_when, const Expr& at) {
   std::string test = "truthy";
   CallArgs test_args;
   if (first < args.positional.size()) {
@@ -167,7 +173,8 @@ List select_items(Interpreter& in, const Value& seq, const CallArgs& args, size_
   List out;
   for (const Value& item : as_list(seq)) {
     const Value subject = attr ? get_attribute_path(item, *attr) : item;
-    const bool ok = test == "truthy" ? subject.truthy() : apply_test(in, test, subject, test_args, at);
+    const bool ok =
+        test == "truthy" ? subject.truthy() : apply_test(in, test, subject, test_args, at);
     if (ok == keep_when) out.push_back(item);
   }
   return out;
@@ -175,11 +182,13 @@ List select_items(Interpreter& in, const Value& seq, const CallArgs& args, size_
 
 }  // namespace
 
-Value apply_filter(Interpreter& in, const std::string& name, const Value& value, CallArgs& args, const Expr& at) {
+Value apply_filter(Interpreter& in, const std::string& name, const Value& value, CallArgs& args,
+                   const Expr& at) {
   if (name == "trim") {
     require_string(in, value, "trim", at);
     const Value& chars = arg(args, 0, "chars");
-    return Value(strip_chars(value.as_string(), chars.is_undefined() ? nullptr : &chars, true, true));
+    return Value(
+        strip_chars(value.as_string(), chars.is_undefined() ? nullptr : &chars, true, true));
   }
   if (name == "tojson") {
     const Value& indent = arg(args, 0, "indent");
@@ -205,7 +214,8 @@ Value apply_filter(Interpreter& in, const std::string& name, const Value& value,
   if (name == "default" || name == "d") {
     const Value& def = arg(args, 0, "default_value");
     const bool boolean = arg(args, 1, "boolean").truthy();
-    if (value.is_undefined() || (boolean && !value.truthy())) return def.is_undefined() ? Value(std::string()) : def;
+    if (value.is_undefined() || (boolean && !value.truthy()))
+      return def.is_undefined() ? Value(std::string()) : def;
     return value;
   }
   if (name == "join") {
@@ -251,14 +261,16 @@ Value apply_filter(Interpreter& in, const std::string& name, const Value& value,
     const Value& from = arg(args, 0, "old");
     const Value& to = arg(args, 1, "new");
     const Value& count = arg(args, 2, "count");
-    std::string s = replace_all(to_str(value), to_str(from), to_str(to), count.is_int() ? count.as_int() : -1);
+    std::string s =
+        replace_all(to_str(value), to_str(from), to_str(to), count.is_int() ? count.as_int() : -1);
     in.check_size(s.size(), at);
     return Value(std::move(s));
   }
   if (name == "string") return Value(to_str(value));
   if (name == "safe" || name == "e" || name == "escape") {
     if (name == "safe") return value;
-    in.runtime_error(at, "the escape filter is not supported (chat templates render without autoescape)");
+    in.runtime_error(
+        at, "the escape filter is not supported (chat templates render without autoescape)");
   }
   if (name == "int") {
     if (value.is_int()) return value;
@@ -329,11 +341,13 @@ Value apply_filter(Interpreter& in, const std::string& name, const Value& value,
     }
     return Value(std::move(out));
   }
-  fail(KILN_ERR_FORMAT, "chat template uses the filter '" + name + "' (line " + std::to_string(at.line) +
-                            ", column " + std::to_string(at.column) + "), which kiln does not implement");
+  fail(KILN_ERR_FORMAT, "chat template uses the filter '" + name + "' (line " +
+                            std::to_string(at.line) + ", column " + std::to_string(at.column) +
+                            "), which kiln does not implement");
 }
 
-bool apply_test(Interpreter& in, const std::string& name, const Value& value, const CallArgs& args, const Expr& at) {
+bool apply_test(Interpreter& in, const std::string& name, const Value& value, const CallArgs& args,
+                const Expr& at) {
   const Value& other = arg(args, 0, nullptr);
   if (name == "defined") return !value.is_undefined();
   if (name == "undefined") return value.is_undefined();
@@ -349,14 +363,18 @@ bool apply_test(Interpreter& in, const std::string& name, const Value& value, co
   if (name == "true") return value.is_bool() && value.as_bool();
   if (name == "false") return value.is_bool() && !value.as_bool();
   if (name == "callable") return value.is_callable();
-  if (name == "equalto" || name == "eq" || name == "==" || name == "sameas") return equals(value, other);
+  if (name == "equalto" || name == "eq" || name == "==" || name == "sameas")
+    return equals(value, other);
   if (name == "ne" || name == "!=") return !equals(value, other);
-  if (name == "lower") return value.is_string() && ascii_case(value.as_string(), false) == value.as_string();
-  if (name == "upper") return value.is_string() && ascii_case(value.as_string(), true) == value.as_string();
+  if (name == "lower")
+    return value.is_string() && ascii_case(value.as_string(), false) == value.as_string();
+  if (name == "upper")
+    return value.is_string() && ascii_case(value.as_string(), true) == value.as_string();
   if (name == "odd" || name == "even" || name == "divisibleby") {
     if (!value.is_int()) in.runtime_error(at, "test '" + name + "' expects an integer");
     if (name == "divisibleby") {
-      if (!other.is_int() || other.as_int() == 0) in.runtime_error(at, "divisibleby expects a non-zero integer");
+      if (!other.is_int() || other.as_int() == 0)
+        in.runtime_error(at, "divisibleby expects a non-zero integer");
       return value.as_int() % other.as_int() == 0;
     }
     return (value.as_int() % 2 != 0) == (name == "odd");
@@ -368,28 +386,33 @@ bool apply_test(Interpreter& in, const std::string& name, const Value& value, co
       }
       return false;
     }
-    if (other.is_string()) return value.is_string() && other.as_string().find(value.as_string()) != std::string::npos;
-    if (other.is_dict()) return value.is_string() && other.dict().find(value.as_string()) != nullptr;
+    if (other.is_string())
+      return value.is_string() && other.as_string().find(value.as_string()) != std::string::npos;
+    if (other.is_dict())
+      return value.is_string() && other.dict().find(value.as_string()) != nullptr;
     return false;
   }
   if (name == "lt" || name == "gt" || name == "le" || name == "ge") {
-    if (!(value.is_number() && other.is_number())) in.runtime_error(at, "test '" + name + "' expects numbers");
+    if (!(value.is_number() && other.is_number()))
+      in.runtime_error(at, "test '" + name + "' expects numbers");
     const double a = value.as_number(), b = other.as_number();
     return name == "lt" ? a < b : name == "gt" ? a > b : name == "le" ? a <= b : a >= b;
   }
-  fail(KILN_ERR_FORMAT, "chat template uses the test '" + name + "' (line " + std::to_string(at.line) +
-                            ", column " + std::to_string(at.column) + "), which kiln does not implement");
+  fail(KILN_ERR_FORMAT, "chat template uses the test '" + name + "' (line " +
+                            std::to_string(at.line) + ", column " + std::to_string(at.column) +
+                            "), which kiln does not implement");
 }
 
 namespace {
 
-bool string_method(Interpreter& in, const std::string& s, const std::string& name, CallArgs& args, const Expr& at,
-                   Value& out) {
+bool string_method(Interpreter& in, const std::string& s, const std::string& name, CallArgs& args,
+                   const Expr& at, Value& out) {
   const Value& a0 = arg(args, 0, nullptr);
   if (name == "startswith" || name == "endswith") {
     auto check = [&](const std::string& p) {
       if (p.size() > s.size()) return false;
-      return name == "startswith" ? s.compare(0, p.size(), p) == 0 : s.compare(s.size() - p.size(), p.size(), p) == 0;
+      return name == "startswith" ? s.compare(0, p.size(), p) == 0
+                                  : s.compare(s.size() - p.size(), p.size(), p) == 0;
     };
     bool result = false;
     if (a0.is_list()) {
@@ -402,19 +425,22 @@ bool string_method(Interpreter& in, const std::string& s, const std::string& nam
     return true;
   }
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
-    out = Value(strip_chars(s, a0.is_undefined() ? nullptr : &a0, name != "rstrip", name != "lstrip"));
+    out = Value(
+        strip_chars(s, a0.is_undefined() ? nullptr : &a0, name != "rstrip", name != "lstrip"));
     return true;
   }
   if (name == "split") {
     const Value& sep = arg(args, 0, "sep");
     const Value& maxsplit = arg(args, 1, "maxsplit");
     if (sep.is_string() && sep.as_string().empty()) in.runtime_error(at, "split: empty separator");
-    out = Value(split(s, sep.is_undefined() ? nullptr : &sep, maxsplit.is_int() ? maxsplit.as_int() : -1));
+    out = Value(
+        split(s, sep.is_undefined() ? nullptr : &sep, maxsplit.is_int() ? maxsplit.as_int() : -1));
     return true;
   }
   if (name == "replace") {
     const Value& count = arg(args, 2, nullptr);
-    std::string r = replace_all(s, to_str(a0), to_str(arg(args, 1, nullptr)), count.is_int() ? count.as_int() : -1);
+    std::string r = replace_all(s, to_str(a0), to_str(arg(args, 1, nullptr)),
+                                count.is_int() ? count.as_int() : -1);
     in.check_size(r.size(), at);
     out = Value(std::move(r));
     return true;
@@ -436,8 +462,9 @@ bool string_method(Interpreter& in, const std::string& s, const std::string& nam
   if (name == "find") {
     require_string(in, a0, "find", at);
     const size_t pos = s.find(a0.as_string());
-    out = Value(pos == std::string::npos ? int64_t{-1}
-                                         : static_cast<int64_t>(code_points(s.substr(0, pos)).size()));
+    out = Value(pos == std::string::npos
+                    ? int64_t{-1}
+                    : static_cast<int64_t>(code_points(s.substr(0, pos)).size()));
     return true;
   }
   if (name == "join") {
@@ -457,8 +484,8 @@ bool string_method(Interpreter& in, const std::string& s, const std::string& nam
 
 }  // namespace
 
-bool call_method(Interpreter& in, const Value& obj, const std::string& name, CallArgs& args, const Expr& at,
-                 Value& result) {
+bool call_method(Interpreter& in, const Value& obj, const std::string& name, CallArgs& args,
+                 const Expr& at, Value& result) {
   if (obj.is_string()) return string_method(in, obj.as_string(), name, args, at, result);
   if (obj.is_dict() && !obj.dict().is_namespace) {
     const Dict& d = obj.dict();
@@ -519,7 +546,9 @@ void add_globals(Dict& context) {
   });
   add("range", [](Interpreter& in, CallArgs& args) -> Value {
     int64_t start = 0, stop = 0, step = 1;
-    auto geti = [&](size_t i) { return args.positional[i].is_int() ? args.positional[i].as_int() : int64_t{0}; };
+    auto geti = [&](size_t i) {
+      return args.positional[i].is_int() ? args.positional[i].as_int() : int64_t{0};
+    };
     if (args.positional.size() == 1) {
       stop = geti(0);
     } else if (args.positional.size() >= 2) {
@@ -528,7 +557,8 @@ void add_globals(Dict& context) {
       if (args.positional.size() >= 3) step = geti(2);
     }
     if (step == 0) fail(KILN_ERR_INVALID_ARGUMENT, "chat template: range() step must not be zero");
-    const int64_t span = step > 0 ? (stop - start + step - 1) / step : (start - stop - step - 1) / -step;
+    const int64_t span =
+        step > 0 ? (stop - start + step - 1) / step : (start - stop - step - 1) / -step;
     if (span > static_cast<int64_t>(in.limits().max_steps)) {
       fail(KILN_ERR_OUT_OF_RANGE, "chat template: range() of " + std::to_string(span) +
                                       " items exceeds the evaluation budget of " +

@@ -37,8 +37,8 @@ struct ChatRequest {
 
 // The chat-template part of tokenizer_config.json.
 struct ChatTemplateConfig {
-  std::string chat_template;                 // the selected template ("" if none)
-  std::vector<std::string> template_names;   // names when chat_template is a list
+  std::string chat_template;                // the selected template ("" if none)
+  std::vector<std::string> template_names;  // names when chat_template is a list
   std::optional<std::string> bos_token;
   std::optional<std::string> eos_token;
 };
@@ -65,7 +65,7 @@ struct RenderedTokens {
 // parsed, no BOS/EOS added: the template writes them) and the assistant segments get mask 1.
 // A template that moves, drops or splits assistant content (so the sentinels do not pair up, or
 // the texts differ) gives KILN_ERR_UNSUPPORTED naming the message.
-RenderedTokens render_conversation_tokens(const ChatTemplateConfig& config, const ChatRequest& request,
-                                          const Tokenizer& tokenizer);
+RenderedTokens render_conversation_tokens(const ChatTemplateConfig& config,
+                                          const ChatRequest& request, const Tokenizer& tokenizer);
 
 }  // namespace kiln::chat

@@ -9,7 +9,8 @@
 
 namespace kiln::chat {
 
-Interpreter::Interpreter(const RenderLimits& limits, std::time_t now) : limits_(limits), now_(now) {}
+Interpreter::Interpreter(const RenderLimits& limits, std::time_t now)
+    : limits_(limits), now_(now) {}
 
 std::string Interpreter::render(const TemplateAst& ast, const Dict& context) {
   Scope root;
@@ -22,22 +23,24 @@ std::string Interpreter::render(const TemplateAst& ast, const Dict& context) {
 }
 
 void Interpreter::runtime_error(const Expr& at, const std::string& what) const {
-  fail(KILN_ERR_INVALID_ARGUMENT, "chat template error at line " + std::to_string(at.line) + ", column " +
-                                      std::to_string(at.column) + ": " + what);
+  fail(KILN_ERR_INVALID_ARGUMENT, "chat template error at line " + std::to_string(at.line) +
+                                      ", column " + std::to_string(at.column) + ": " + what);
 }
 
 void Interpreter::step(int line) {
   if (++steps_ > limits_.max_steps) {
-    fail(KILN_ERR_OUT_OF_RANGE, "chat template exceeded its budget of " + std::to_string(limits_.max_steps) +
-                                    " evaluation steps (at line " + std::to_string(line) +
-                                    "); a runaway loop? raise max_steps if the template is legitimate");
+    fail(KILN_ERR_OUT_OF_RANGE,
+         "chat template exceeded its budget of " + std::to_string(limits_.max_steps) +
+             " evaluation steps (at line " + std::to_string(line) +
+             "); a runaway loop? raise max_steps if the template is legitimate");
   }
 }
 
 void Interpreter::check_size(size_t bytes, const Expr& at) const {
   if (bytes > limits_.max_output_bytes) {
     fail(KILN_ERR_OUT_OF_RANGE, "chat template built a value of " + std::to_string(bytes) +
-                                    " bytes at line " + std::to_string(at.line) + ", over the output budget of " +
+                                    " bytes at line " + std::to_string(at.line) +
+                                    ", over the output budget of " +
                                     std::to_string(limits_.max_output_bytes) + " bytes");
   }
 }
@@ -128,8 +131,8 @@ List iterate(const Value& v) {
 
 void Interpreter::exec_for(const Node& node, Scope& scope, std::string& out) {
   const Value iterable = eval(*node.expr, scope);
-  if (!iterable.is_list() && !iterable.is_dict() && !iterable.is_string() && !iterable.is_undefined() &&
-      !iterable.is_none()) {
+  if (!iterable.is_list() && !iterable.is_dict() && !iterable.is_string() &&
+      !iterable.is_undefined() && !iterable.is_none()) {
     runtime_error(*node.expr, std::string("'") + iterable.type_name() + "' object is not iterable");
   }
   if (iterable.is_none()) runtime_error(*node.expr, "'NoneType' object is not iterable");
@@ -239,13 +242,15 @@ Value Interpreter::make_macro(const Node& node) {
 
 CallArgs Interpreter::eval_args(const Expr& e, Scope& scope, size_t first_arg) {
   CallArgs args;
-  for (size_t i = first_arg; i < e.args.size(); ++i) args.positional.push_back(eval(*e.args[i], scope));
+  for (size_t i = first_arg; i < e.args.size(); ++i)
+    args.positional.push_back(eval(*e.args[i], scope));
   for (const auto& [k, v] : e.kwargs) args.keyword.emplace_back(k, eval(*v, scope));
   return args;
 }
 
 Value Interpreter::call_value(const Value& callee, CallArgs& args, const Expr& at) {
-  if (!callee.is_callable()) runtime_error(at, std::string("'") + callee.type_name() + "' object is not callable");
+  if (!callee.is_callable())
+    runtime_error(at, std::string("'") + callee.type_name() + "' object is not callable");
   return callee.callable().call(*this, args);
 }
 
@@ -325,7 +330,8 @@ Value Interpreter::eval_call(const Expr& e, Scope& scope) {
     if (call_method(*this, obj, callee.name, args, e, result)) return result;
     const Value fn = eval_attr(obj, callee.name);
     if (fn.is_undefined()) {
-      runtime_error(e, std::string("'") + obj.type_name() + "' object has no method '" + callee.name + "'");
+      runtime_error(
+          e, std::string("'") + obj.type_name() + "' object has no method '" + callee.name + "'");
     }
     return call_value(fn, args, e);
   }
@@ -372,11 +378,12 @@ Value Interpreter::eval_index(const Value& obj, const Value& key, const Expr& at
     return Value(std::string(cps[static_cast<size_t>(i)]));
   }
   if (obj.is_undefined() || obj.is_none() || key.is_string()) return Value();
-  runtime_error(at, std::string("'") + obj.type_name() + "' object is not subscriptable by " + key.type_name());
+  runtime_error(at, std::string("'") + obj.type_name() + "' object is not subscriptable by " +
+                        key.type_name());
 }
 
-Value Interpreter::eval_slice(const Value& obj, const Value& start_v, const Value& stop_v, const Value& step_v,
-                              const Expr& at) {
+Value Interpreter::eval_slice(const Value& obj, const Value& start_v, const Value& stop_v,
+                              const Value& step_v, const Expr& at) {
   auto as_opt = [&](const Value& v, const char* what) -> std::optional<int64_t> {
     if (v.is_none() || v.is_undefined()) return std::nullopt;
     if (!v.is_int()) runtime_error(at, std::string("slice ") + what + " must be an integer");
@@ -437,7 +444,8 @@ bool contains(const Value& container, const Value& item) {
     }
     return false;
   }
-  if (container.is_dict()) return item.is_string() && container.dict().find(item.as_string()) != nullptr;
+  if (container.is_dict())
+    return item.is_string() && container.dict().find(item.as_string()) != nullptr;
   return false;
 }
 
@@ -470,8 +478,8 @@ Value Interpreter::eval_binary(const Expr& e, Scope& scope) {
     } else if (a.is_string() && b.is_string()) {
       cmp = a.as_string().compare(b.as_string());
     } else {
-      runtime_error(e, "'" + op + "' not supported between instances of '" + a.type_name() + "' and '" +
-                           b.type_name() + "'");
+      runtime_error(e, "'" + op + "' not supported between instances of '" + a.type_name() +
+                           "' and '" + b.type_name() + "'");
     }
     if (op == "<") return Value(cmp < 0);
     if (op == ">") return Value(cmp > 0);
@@ -529,7 +537,8 @@ Value Interpreter::eval_binary(const Expr& e, Scope& scope) {
     for (int64_t k = 0; k < count; ++k) list.insert(list.end(), a.list().begin(), a.list().end());
     return Value(std::move(list));
   }
-  runtime_error(e, "unsupported operand type(s) for " + op + ": '" + a.type_name() + "' and '" + b.type_name() + "'");
+  runtime_error(e, "unsupported operand type(s) for " + op + ": '" + a.type_name() + "' and '" +
+                       b.type_name() + "'");
 }
 
 }  // namespace kiln::chat

@@ -16,9 +16,9 @@
 namespace kiln::chat {
 
 struct RenderLimits {
-  uint64_t max_steps = 5'000'000;         // expression and statement evaluations
-  size_t max_output_bytes = 16u << 20;    // bytes written to any output buffer, in total
-  int max_call_depth = 64;                // nested macro calls
+  uint64_t max_steps = 5'000'000;       // expression and statement evaluations
+  size_t max_output_bytes = 16u << 20;  // bytes written to any output buffer, in total
+  int max_call_depth = 64;              // nested macro calls
 };
 
 class Interpreter {
@@ -52,7 +52,8 @@ class Interpreter {
   Value eval_call(const Expr& e, Scope& scope);
   Value eval_attr(const Value& obj, const std::string& name);
   Value eval_index(const Value& obj, const Value& key, const Expr& at);
-  Value eval_slice(const Value& obj, const Value& start, const Value& stop, const Value& step, const Expr& at);
+  Value eval_slice(const Value& obj, const Value& start, const Value& stop, const Value& step,
+                   const Expr& at);
   CallArgs eval_args(const Expr& e, Scope& scope, size_t first_arg);
 
   Value lookup(const std::string& name, Scope& scope) const;

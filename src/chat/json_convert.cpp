@@ -52,13 +52,27 @@ void append_json_string(std::string& out, const std::string& s) {
   out += '"';
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -86,7 +100,10 @@ void append_json(std::string& out, const Value& v, std::optional<int> indent, in
     out += std::to_string(v.as_int());
   } else if (v.is_float()) {
     const double d = v.as_float();
-    out += d != d ? "NaN" : d > 1.7976931348623157e308 ? "Infinity" : d < -1.7976931348623157e308 ? "-Infinity" : float_repr(d);
+    out += d != d                        ? "NaN"
+           : d > 1.7976931348623157e308  ? "Infinity"
+           : d < -1.7976931348623157e308 ? "-Infinity"
+                                         : float_repr(d);
   } else if (v.is_string()) {
     append_json_string(out, v.as_string());
   } else if (v.is_list()) {
@@ -122,7 +139,8 @@ void append_json(std::string& out, const Value& v, std::optional<int> indent, in
     if (indent) newline(depth);
     out += '}';
   } else {
-    fail(KILN_ERR_INVALID_ARGUMENT, "tojson: a " + std::string(v.type_name()) + " is not JSON serializable");
+    fail(KILN_ERR_INVALID_ARGUMENT,
+         "tojson: a " + std::string(v.type_name()) + " is not JSON serializable");
   }
 }
 

@@ -8,7 +8,9 @@ namespace kiln::chat {
 
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 std::string normalize_newlines(std::string_view source) {
   std::string out;
@@ -58,7 +60,8 @@ class Lexer {
           const size_t from = nl == std::string::npos ? 0 : nl + 1;
           if (nl != std::string::npos || line_start) {
             bool blank = true;
-            for (size_t k = from; k < text.size(); ++k) blank = blank && (text[k] == ' ' || text[k] == '\t');
+            for (size_t k = from; k < text.size(); ++k)
+              blank = blank && (text[k] == ' ' || text[k] == '\t');
             if (blank) text.erase(from);
           }
         }
@@ -76,7 +79,8 @@ class Lexer {
         ends_with_strip = close > pos && src_[close - 1] == '-';
         text_start = close + 2;
       } else {
-        push(kind == '{' ? TokenType::VarBegin : TokenType::BlockBegin, kind == '{' ? "{{" : "{%", tag);
+        push(kind == '{' ? TokenType::VarBegin : TokenType::BlockBegin, kind == '{' ? "{{" : "{%",
+             tag);
         pos = lex_expression(pos, kind == '{' ? '}' : '%', ends_with_strip, tag);
         text_start = pos;
         if (kind == '%' && is_raw_block()) text_start = lex_raw(text_start);
@@ -116,8 +120,8 @@ class Lexer {
   [[noreturn]] void error(size_t offset, const std::string& what) const {
     int line, col;
     line_col(offset, line, col);
-    fail(KILN_ERR_FORMAT, "chat template syntax error at line " + std::to_string(line) + ", column " +
-                              std::to_string(col) + ": " + what);
+    fail(KILN_ERR_FORMAT, "chat template syntax error at line " + std::to_string(line) +
+                              ", column " + std::to_string(col) + ": " + what);
   }
 
   void push(TokenType type, std::string value, size_t offset) {
@@ -143,7 +147,8 @@ class Lexer {
       }
       const char c = src_[pos];
       // Closing delimiter, with optional whitespace-control modifier.
-      if ((c == '-' || c == '+') && pos + 2 < src_.size() && src_[pos + 1] == closer && src_[pos + 2] == '}') {
+      if ((c == '-' || c == '+') && pos + 2 < src_.size() && src_[pos + 1] == closer &&
+          src_[pos + 2] == '}') {
         ends_with_strip = c == '-';
         push(closer == '}' ? TokenType::VarEnd : TokenType::BlockEnd, "", pos);
         return pos + 3;
@@ -154,14 +159,19 @@ class Lexer {
       }
       if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
         size_t end = pos;
-        while (end < src_.size() && (std::isalnum(static_cast<unsigned char>(src_[end])) || src_[end] == '_')) ++end;
+        while (end < src_.size() &&
+               (std::isalnum(static_cast<unsigned char>(src_[end])) || src_[end] == '_'))
+          ++end;
         push(TokenType::Name, src_.substr(pos, end - pos), pos);
         pos = end;
       } else if (std::isdigit(static_cast<unsigned char>(c))) {
         size_t end = pos;
         bool is_float = false;
-        while (end < src_.size() && (std::isdigit(static_cast<unsigned char>(src_[end])) || src_[end] == '_')) ++end;
-        if (end + 1 < src_.size() && src_[end] == '.' && std::isdigit(static_cast<unsigned char>(src_[end + 1]))) {
+        while (end < src_.size() &&
+               (std::isdigit(static_cast<unsigned char>(src_[end])) || src_[end] == '_'))
+          ++end;
+        if (end + 1 < src_.size() && src_[end] == '.' &&
+            std::isdigit(static_cast<unsigned char>(src_[end + 1]))) {
           is_float = true;
           ++end;
           while (end < src_.size() && std::isdigit(static_cast<unsigned char>(src_[end]))) ++end;
@@ -184,8 +194,9 @@ class Lexer {
       } else if (c == '\'' || c == '"') {
         pos = lex_string(pos);
       } else {
-        static const char* const kOps[] = {"**", "//", "==", "!=", "<=", ">=", "(", ")", "[", "]", "{", "}",
-                                           ".",  ",",  ":",  "|",  "+",  "-",  "*", "/", "%", "~", "=", "<", ">"};
+        static const char* const kOps[] = {"**", "//", "==", "!=", "<=", ">=", "(", ")", "[",
+                                           "]",  "{",  "}",  ".",  ",",  ":",  "|", "+", "-",
+                                           "*",  "/",  "%",  "~",  "=",  "<",  ">"};
         bool matched = false;
         for (const char* op : kOps) {
           const std::string_view sv(op);
@@ -215,13 +226,27 @@ class Lexer {
         const char e = src_[pos + 1];
         pos += 2;
         switch (e) {
-          case 'n': out += '\n'; break;
-          case 't': out += '\t'; break;
-          case 'r': out += '\r'; break;
-          case '\\': out += '\\'; break;
-          case '\'': out += '\''; break;
-          case '"': out += '"'; break;
-          case '0': out += '\0'; break;
+          case 'n':
+            out += '\n';
+            break;
+          case 't':
+            out += '\t';
+            break;
+          case 'r':
+            out += '\r';
+            break;
+          case '\\':
+            out += '\\';
+            break;
+          case '\'':
+            out += '\'';
+            break;
+          case '"':
+            out += '"';
+            break;
+          case '0':
+            out += '\0';
+            break;
           case 'x':
           case 'u':
           case 'U': {
@@ -266,8 +291,9 @@ class Lexer {
   // True when the block just lexed is "{% raw %}".
   bool is_raw_block() const {
     const size_t n = tokens_.size();
-    return n >= 3 && tokens_[n - 1].type == TokenType::BlockEnd && tokens_[n - 2].type == TokenType::Name &&
-           tokens_[n - 2].value == "raw" && tokens_[n - 3].type == TokenType::BlockBegin;
+    return n >= 3 && tokens_[n - 1].type == TokenType::BlockEnd &&
+           tokens_[n - 2].type == TokenType::Name && tokens_[n - 2].value == "raw" &&
+           tokens_[n - 3].type == TokenType::BlockBegin;
   }
 
   // Emits the verbatim text up to "{% endraw %}" and drops the raw block's tokens.
@@ -303,6 +329,8 @@ class Lexer {
 
 }  // namespace
 
-std::vector<Token> tokenize_template(std::string_view source) { return Lexer(normalize_newlines(source)).run(); }
+std::vector<Token> tokenize_template(std::string_view source) {
+  return Lexer(normalize_newlines(source)).run();
+}
 
 }  // namespace kiln::chat

@@ -24,7 +24,7 @@ enum class TokenType {
   String,      // string literal (value = decoded text)
   Integer,
   Float,
-  Operator,    // ( ) [ ] { } . , : | + - * / // % ** ~ = == != < > <= >=
+  Operator,  // ( ) [ ] { } . , : | + - * / // % ** ~ = == != < > <= >=
   End
 };
 

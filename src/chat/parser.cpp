@@ -26,7 +26,9 @@ class Parser {
 
  private:
   // ---- token helpers ----
-  const Token& peek(size_t ahead = 0) const { return toks_[std::min(pos_ + ahead, toks_.size() - 1)]; }
+  const Token& peek(size_t ahead = 0) const {
+    return toks_[std::min(pos_ + ahead, toks_.size() - 1)];
+  }
   const Token& next() {
     const Token& t = toks_[pos_];
     if (pos_ + 1 < toks_.size()) ++pos_;
@@ -49,7 +51,8 @@ class Parser {
     return true;
   }
   void expect_op(const char* op) {
-    if (!accept_op(op)) error(peek(), std::string("expected '") + op + "', got " + describe(peek()));
+    if (!accept_op(op))
+      error(peek(), std::string("expected '") + op + "', got " + describe(peek()));
   }
   std::string expect_identifier() {
     if (peek().type != TokenType::Name) error(peek(), "expected a name, got " + describe(peek()));
@@ -61,19 +64,25 @@ class Parser {
   }
   static std::string describe(const Token& t) {
     switch (t.type) {
-      case TokenType::End: return "end of template";
-      case TokenType::VarEnd: return "'}}'";
-      case TokenType::BlockEnd: return "'%}'";
-      case TokenType::String: return "string '" + t.value + "'";
-      default: return "'" + t.value + "'";
+      case TokenType::End:
+        return "end of template";
+      case TokenType::VarEnd:
+        return "'}}'";
+      case TokenType::BlockEnd:
+        return "'%}'";
+      case TokenType::String:
+        return "string '" + t.value + "'";
+      default:
+        return "'" + t.value + "'";
     }
   }
   [[noreturn]] void error(const Token& at, const std::string& what) const {
-    fail(KILN_ERR_FORMAT, "chat template syntax error at line " + std::to_string(at.line) + ", column " +
-                              std::to_string(at.column) + ": " + what);
+    fail(KILN_ERR_FORMAT, "chat template syntax error at line " + std::to_string(at.line) +
+                              ", column " + std::to_string(at.column) + ": " + what);
   }
   void enter(const Token& at) {
-    if (++depth_ > kMaxNesting) error(at, "nesting deeper than " + std::to_string(kMaxNesting) + " levels");
+    if (++depth_ > kMaxNesting)
+      error(at, "nesting deeper than " + std::to_string(kMaxNesting) + " levels");
   }
   void leave() { --depth_; }
 
@@ -86,7 +95,13 @@ class Parser {
     while (true) {
       const Token& t = peek();
       if (t.type == TokenType::End) {
-        if (!stops.empty()) error(t, "unexpected end of template: missing '{% " + *stops.begin() + " %}'");
+        if (!stops.empty()) {
+          std::string closer = *stops.begin();
+          for (const std::string& s : stops) {
+            if (s.rfind("end", 0) == 0) closer = s;
+          }
+          error(t, "unexpected end of template: missing '{% " + closer + " %}'");
+        }
         return body;
       }
       if (t.type == TokenType::Text) {
@@ -98,7 +113,8 @@ class Parser {
         next();
         auto node = make_node(NodeKind::Output, t);
         node->expr = parse_expression();
-        if (peek().type != TokenType::VarEnd) error(peek(), "expected '}}', got " + describe(peek()));
+        if (peek().type != TokenType::VarEnd)
+          error(peek(), "expected '}}', got " + describe(peek()));
         next();
         body.push_back(std::move(node));
       } else if (t.type == TokenType::BlockBegin) {
@@ -218,7 +234,8 @@ class Parser {
       expect_block_end();
       return node;
     }
-    if (!node->attr.empty() || node->targets.size() != 1) error(peek(), "a block set takes one plain name");
+    if (!node->attr.empty() || node->targets.size() != 1)
+      error(peek(), "a block set takes one plain name");
     expect_block_end();
     node->kind = NodeKind::SetBlock;
     std::string stop;
@@ -329,8 +346,8 @@ class Parser {
       const Token at = peek();
       std::string op;
       if (at.type == TokenType::Operator &&
-          (at.value == "==" || at.value == "!=" || at.value == "<" || at.value == ">" || at.value == "<=" ||
-           at.value == ">=")) {
+          (at.value == "==" || at.value == "!=" || at.value == "<" || at.value == ">" ||
+           at.value == "<=" || at.value == ">=")) {
         op = at.value;
         next();
       } else if (is_name("in")) {
@@ -406,7 +423,8 @@ class Parser {
       case TokenType::String: {
         auto e = make_expr(ExprKind::Literal, t);
         std::string s = t.value;
-        while (peek().type == TokenType::String) s += next().value;  // adjacent literals concatenate
+        while (peek().type == TokenType::String)
+          s += next().value;  // adjacent literals concatenate
         e->literal = Value(std::move(s));
         return e;
       }
@@ -576,7 +594,8 @@ class Parser {
   // Jinja's "is divisibleby 3" form: a bare argument that is not an operator keyword.
   bool starts_test_argument() const {
     const Token& t = peek();
-    if (t.type == TokenType::String || t.type == TokenType::Integer || t.type == TokenType::Float) return true;
+    if (t.type == TokenType::String || t.type == TokenType::Integer || t.type == TokenType::Float)
+      return true;
     if (t.type != TokenType::Name) return false;
     static const std::set<std::string> kStop = {"else", "or", "and", "if", "in", "is", "not"};
     return !kStop.count(t.value);
@@ -589,6 +608,8 @@ class Parser {
 
 }  // namespace
 
-TemplateAst parse_template(std::string_view source) { return Parser(tokenize_template(source)).run(); }
+TemplateAst parse_template(std::string_view source) {
+  return Parser(tokenize_template(source)).run();
+}
 
 }  // namespace kiln::chat

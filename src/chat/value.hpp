@@ -45,9 +45,9 @@ struct None {};
 
 class Value {
  public:
-  using Storage = std::variant<Undefined, None, bool, int64_t, double, std::string,
-                               std::shared_ptr<List>, std::shared_ptr<Dict>,
-                               std::shared_ptr<const Callable>>;
+  using Storage =
+      std::variant<Undefined, None, bool, int64_t, double, std::string, std::shared_ptr<List>,
+                   std::shared_ptr<Dict>, std::shared_ptr<const Callable>>;
 
   Value() : v_(Undefined{}) {}
   Value(None n) : v_(n) {}

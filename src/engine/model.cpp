@@ -61,6 +61,7 @@ std::shared_ptr<const Model> load_model(const Runtime& runtime, const fs::path& 
 
   auto model = std::make_shared<Model>();
   report(progress, 0.0f, "config");
+  model->directory = path;
   model->config = load_model_config(path);
 
   report(progress, 0.01f, "tokenizer");

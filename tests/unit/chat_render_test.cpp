@@ -22,7 +22,8 @@ ChatRequest request_from(const json& conv, std::time_t now) {
   for (const auto& m : conv["messages"]) {
     ChatMessage msg;
     msg.role = m["role"].get<std::string>();
-    if (m.contains("content") && !m["content"].is_null()) msg.content = m["content"].get<std::string>();
+    if (m.contains("content") && !m["content"].is_null())
+      msg.content = m["content"].get<std::string>();
     if (m.contains("tool_calls")) msg.tool_calls_json = m["tool_calls"].dump();
     json extra = json::object();
     for (const auto& [k, v] : m.items()) {
@@ -71,14 +72,16 @@ TEST(ChatRender, EveryTemplateAndConversationMatchesHf) {
           ADD_FAILURE() << "HF raised '" << want["error"] << "' but kiln rendered";
         } catch (const Error& e) {
           EXPECT_EQ(e.status(), KILN_ERR_INVALID_ARGUMENT);
-          EXPECT_NE(std::string(e.what()).find(want["error"].get<std::string>()), std::string::npos) << e.what();
+          EXPECT_NE(std::string(e.what()).find(want["error"].get<std::string>()), std::string::npos)
+              << e.what();
           ++matched;
         }
       }
     }
   }
   EXPECT_EQ(matched, total);
-  std::printf("chat templates: %d of %d template x conversation renders match HF\n", matched, total);
+  std::printf("chat templates: %d of %d template x conversation renders match HF\n", matched,
+              total);
 }
 
 }  // namespace
