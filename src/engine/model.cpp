@@ -61,6 +61,7 @@ void load_hf_directory(const Runtime& runtime, const fs::path& path, const Progr
                        Model& model) {
   std::error_code ec;
   report(progress, 0.0f, "config");
+  model.directory = path;
   model.config = load_model_config(path);
 
   report(progress, 0.01f, "tokenizer");
