@@ -45,17 +45,18 @@ KILN_API kiln_status kiln_runtime_create(const kiln_runtime_options* options,
       fail(KILN_ERR_INVALID_ARGUMENT, "kiln_runtime_options.device_index is " +
                                           std::to_string(o.device_index) + "; expected >= 0");
     }
-    if (o.log_level < KILN_LOG_DEBUG || o.log_level > KILN_LOG_NONE) {
-      fail(KILN_ERR_INVALID_ARGUMENT, "kiln_runtime_options.log_level is out of range");
-    }
+    const kiln_log_level log_level = kiln::capi::checked_enum(
+        o.log_level, KILN_LOG_DEBUG, KILN_LOG_NONE, "kiln_runtime_options.log_level");
+    const kiln_backend backend = kiln::capi::checked_enum(
+        o.backend, KILN_BACKEND_AUTO, KILN_BACKEND_CUDA, "kiln_runtime_options.backend");
     kiln::RuntimeOptions ro;
-    ro.backend = o.backend;
+    ro.backend = backend;
     ro.device_index = o.device_index;
     ro.n_threads = o.n_threads;
     ro.device_memory_limit = o.device_memory_limit;
     ro.log.fn = o.log_fn;
     ro.log.user_data = o.log_user_data;
-    ro.log.min_level = o.log_level;
+    ro.log.min_level = log_level;
     auto rt = std::make_unique<kiln_runtime>();
     rt->impl = std::make_unique<kiln::Runtime>(ro);
     *out_runtime = rt.release();

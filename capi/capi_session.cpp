@@ -180,14 +180,12 @@ KILN_API kiln_status kiln_forward(kiln_session* session, const int32_t* ids, siz
     kiln::Session::Guard guard(*session->impl);
     const size_t vocab = static_cast<size_t>(session->impl->model().config.vocab_size);
     size_t needed = 0;
+    mode = kiln::capi::checked_enum(mode, KILN_LOGITS_NONE, KILN_LOGITS_ALL,
+                                    "mode (KILN_LOGITS_NONE, _LAST or _ALL)");
     switch (mode) {
       case KILN_LOGITS_NONE: needed = 0; break;
       case KILN_LOGITS_LAST: needed = n_ids > 0 ? vocab : 0; break;
       case KILN_LOGITS_ALL: needed = n_ids * vocab; break;
-      default:
-        fail(KILN_ERR_INVALID_ARGUMENT,
-             "mode is " + std::to_string(static_cast<int>(mode)) +
-                 "; expected KILN_LOGITS_NONE (0), KILN_LOGITS_LAST (1) or KILN_LOGITS_ALL (2)");
     }
     if (n_logits) *n_logits = needed;
     if (needed > capacity) {

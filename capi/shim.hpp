@@ -54,6 +54,29 @@ kiln_status guarded(F&& body) noexcept {
   }
 }
 
+// The integer a caller passed for an enum parameter or field. A C caller may pass any int; reading
+// it through memcpy keeps an out-of-range value from being undefined behaviour in C++, so it can be
+// rejected with a message instead.
+template <typename E>
+int raw_enum(const E& e) {
+  static_assert(sizeof(E) == sizeof(int), "kiln.h enums are int-sized");
+  int v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+
+// Returns the enum when its raw value lies in [lo, hi], else throws KILN_ERR_INVALID_ARGUMENT.
+template <typename E>
+E checked_enum(const E& e, int lo, int hi, const char* what) {
+  const int v = raw_enum(e);
+  if (v < lo || v > hi) {
+    fail(KILN_ERR_INVALID_ARGUMENT, std::string(what) + " is " + std::to_string(v) +
+                                        "; expected " + std::to_string(lo) + ".." +
+                                        std::to_string(hi));
+  }
+  return static_cast<E>(v);
+}
+
 template <typename T>
 void require_non_null(const T* p, const char* what) {
   if (!p) fail(KILN_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL");

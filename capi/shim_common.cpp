@@ -47,7 +47,8 @@ KILN_API const char* kiln_version_string(void) {
 }
 
 KILN_API const char* kiln_status_name(kiln_status status) {
-  switch (status) {
+  // Read as an int: a C caller may pass any value.
+  switch (kiln::capi::raw_enum(status)) {
     case KILN_OK: return "KILN_OK";
     case KILN_ERR_INVALID_ARGUMENT: return "KILN_ERR_INVALID_ARGUMENT";
     case KILN_ERR_NOT_FOUND: return "KILN_ERR_NOT_FOUND";
@@ -70,11 +71,7 @@ KILN_API const char* kiln_status_name(kiln_status status) {
 KILN_API kiln_status kiln_set_log_callback(kiln_log_fn fn, void* user_data,
                                            kiln_log_level min_level) {
   return guarded([&] {
-    if (min_level < KILN_LOG_DEBUG || min_level > KILN_LOG_NONE) {
-      kiln::fail(KILN_ERR_INVALID_ARGUMENT,
-                 "min_level is " + std::to_string(static_cast<int>(min_level)) +
-                     "; expected KILN_LOG_DEBUG (0) .. KILN_LOG_NONE (4)");
-    }
+    min_level = kiln::capi::checked_enum(min_level, KILN_LOG_DEBUG, KILN_LOG_NONE, "min_level");
     kiln::LogSink sink;
     sink.fn = fn;
     sink.user_data = user_data;

@@ -190,7 +190,7 @@ TEST_F(BadInput, NullHandlesAndBuffers) {
   int32_t id = 1;
   EXPECT_EQ(kiln_forward(s.get(), nullptr, 3, KILN_LOGITS_NONE, nullptr, 0, &n),
             KILN_ERR_INVALID_ARGUMENT);
-  EXPECT_EQ(kiln_forward(s.get(), &id, 1, static_cast<kiln_logits_mode>(7), nullptr, 0, &n),
+  EXPECT_EQ(kiln_forward(s.get(), &id, 1, static_cast<kiln_logits_mode>(3), nullptr, 0, &n),
             KILN_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(kiln_tokenize(model.get(), nullptr, 5, 0, nullptr, 0, &n), KILN_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(kiln_tokenize(model.get(), "a", 1, 0x80, nullptr, 0, &n), KILN_ERR_INVALID_ARGUMENT);
