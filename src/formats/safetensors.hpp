@@ -6,6 +6,11 @@
 // outlive every view taken from it. Every header is validated against the real file size before
 // any tensor is touched: offsets inside the buffer, end >= begin, byte count == prod(shape) *
 // dtype size, no two tensors overlapping, header length sane.
+//
+// Dtypes kiln does not compute with (I64, F8_E4M3, ...) do not fail the file: such a tensor is
+// validated like any other (byte count checked wherever the dtype's size is known), recorded in
+// unsupported(), and only asking a WeightSet for it throws KILN_ERR_UNSUPPORTED. A checkpoint that
+// carries an unrelated I64 buffer next to its F16 weights therefore still loads.
 #pragma once
 
 #include <cstdint>
@@ -34,12 +39,15 @@ struct TensorView {
 
 class SafetensorsFile {
  public:
-  // Throws kiln::Error: KILN_ERR_NOT_FOUND, KILN_ERR_IO, KILN_ERR_FORMAT (every lie named),
-  // KILN_ERR_UNSUPPORTED (a dtype other than F32/F16/BF16, naming tensor and dtype).
+  // Throws kiln::Error: KILN_ERR_NOT_FOUND, KILN_ERR_IO, KILN_ERR_FORMAT (every lie named, with the
+  // file and the tensor). Tensors of other dtypes than F32/F16/BF16 go to unsupported().
   static std::unique_ptr<SafetensorsFile> open(const std::filesystem::path& path);
   ~SafetensorsFile();
 
+  // The F32/F16/BF16 tensors.
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  // The other tensors: name -> safetensors dtype string ("I64", "F8_E4M3", ...).
+  const std::map<std::string, std::string>& unsupported() const { return unsupported_; }
   const std::filesystem::path& path() const { return path_; }
 
  private:
@@ -47,6 +55,7 @@ class SafetensorsFile {
   std::filesystem::path path_;
   std::unique_ptr<MappedFile> file_;
   std::map<std::string, TensorView> tensors_;
+  std::map<std::string, std::string> unsupported_;
 };
 
 // All tensors of a model directory: model.safetensors, or the shards named by
@@ -54,18 +63,27 @@ class SafetensorsFile {
 // says it holds).
 class WeightSet {
  public:
+  // Throws kiln::Error: KILN_ERR_NOT_FOUND (no directory, no weights in it, a shard the index
+  // names is missing), KILN_ERR_FORMAT (a bad file or index, a tensor the index assigns to a shard
+  // that lacks it, a tensor present in two shards), KILN_ERR_IO.
   static std::unique_ptr<WeightSet> open_dir(const std::filesystem::path& model_dir);
 
-  // nullptr when absent.
+  // nullptr when absent. Throws KILN_ERR_UNSUPPORTED (naming tensor, dtype and file) when the
+  // tensor exists with a dtype kiln does not handle: present-but-unusable is never reported as
+  // absent.
   const TensorView* find(const std::string& name) const;
-  // Throws KILN_ERR_FORMAT naming the tensor and the files searched when absent.
+  // As find(), and throws KILN_ERR_FORMAT naming the tensor and the files searched when absent.
   const TensorView& get(const std::string& name) const;
+  // The usable (F32/F16/BF16) tensors, sorted.
   std::vector<std::string> names() const;
+  // Sum of the usable tensors' byte counts.
   size_t total_bytes() const;
 
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView*> index_;
+  // name -> "dtype DT in FILE", for the KILN_ERR_UNSUPPORTED message.
+  std::map<std::string, std::string> unsupported_;
   std::string description_;  // for messages: the files searched
 };
 

@@ -29,6 +29,10 @@ struct ArchTraits {
   bool qk_norm;                 // Qwen3: per-head RMSNorm on q and k before RoPE
   bool fused_qkv;               // Phi3: self_attn.qkv_proj holds q, k, v stacked by rows
   bool fused_gate_up;           // Phi3: mlp.gate_up_proj holds gate then up stacked by rows
+  // Whether HF's modelling code reads config.json `attention_bias` (Llama, Qwen3). Mistral, Qwen2
+  // and Phi3 hard-code their biases: there the flag is ignored and ModelConfig::attention_bias
+  // stays false.
+  bool honors_attention_bias;
 };
 
 // nullptr when the architecture is not supported.

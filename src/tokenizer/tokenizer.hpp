@@ -53,7 +53,8 @@ class StreamDecoder {
  public:
   StreamDecoder(const Tokenizer& tokenizer, bool skip_special);
   std::string push(int32_t id);
-  // Whatever is still held (an incomplete UTF-8 tail is emitted as U+FFFD per byte).
+  // Whatever is still held, rendered exactly as decode() renders it (an incomplete UTF-8 tail
+  // becomes U+FFFD). Ends the stream: the decoder is reset for a new sequence.
   std::string flush();
 
  private:

@@ -11,6 +11,7 @@ struct ParityCase {
   std::string name;
   fs::path dir;
 };
+void PrintTo(const ParityCase& c, std::ostream* os) { *os << c.name; }
 
 std::vector<ParityCase> parity_cases() {
   std::vector<ParityCase> cases;

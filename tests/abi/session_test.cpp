@@ -42,15 +42,15 @@ int collect(const char* text, size_t len, int32_t id, void* ud) {
   return (c->stop_after >= 0 && int(c->ids.size()) >= c->stop_after) ? 1 : 0;
 }
 
-struct Run {
+struct GenRun {
   kiln_status status;
   kiln_generate_result result;
   Collected got;
 };
 
-Run generate(kiln_session* s, const std::string& prompt, float temperature, int max_tokens,
+GenRun generate(kiln_session* s, const std::string& prompt, float temperature, int max_tokens,
              std::vector<const char*> stops = {}, Collected seed_collect = {}) {
-  Run r{};
+  GenRun r{};
   r.got = std::move(seed_collect);
   kiln_sampling_options so;
   kiln_sampling_options_default(&so, sizeof so);
@@ -89,22 +89,22 @@ TEST_F(SessionTest, SameSeedSameTokensDifferentSeedDifferentTokens) {
   auto a = make_session(model_.get(), 0, 42);
   auto b = make_session(model_.get(), 0, 42);
   auto c = make_session(model_.get(), 0, 43);
-  Run ra = generate(a.get(), "The quick brown fox", 1.0f, 24);
-  Run rb = generate(b.get(), "The quick brown fox", 1.0f, 24);
-  Run rc = generate(c.get(), "The quick brown fox", 1.0f, 24);
+  GenRun ra = generate(a.get(), "The quick brown fox", 1.0f, 24);
+  GenRun rb = generate(b.get(), "The quick brown fox", 1.0f, 24);
+  GenRun rc = generate(c.get(), "The quick brown fox", 1.0f, 24);
   ASSERT_EQ(ra.status, KILN_OK) << kiln_last_error();
   ASSERT_EQ(ra.got.ids.size(), 24u);
   EXPECT_EQ(ra.got.ids, rb.got.ids);
   EXPECT_NE(ra.got.ids, rc.got.ids);
   // reset re-seeds: the same session repeats itself.
   KILN_ASSERT_OK(kiln_session_reset(a.get()));
-  Run ra2 = generate(a.get(), "The quick brown fox", 1.0f, 24);
+  GenRun ra2 = generate(a.get(), "The quick brown fox", 1.0f, 24);
   EXPECT_EQ(ra.got.ids, ra2.got.ids);
 }
 
 TEST_F(SessionTest, StreamedTextIsValidUtf8AndEqualsDetokenizedIds) {
   auto s = make_session(model_.get(), 0, 7);
-  Run r = generate(s.get(), "Hello world", 1.0f, 40);
+  GenRun r = generate(s.get(), "Hello world", 1.0f, 40);
   ASSERT_EQ(r.status, KILN_OK) << kiln_last_error();
   EXPECT_TRUE(valid_utf8(r.got.text));
   std::string decoded(4096, '\0');
@@ -121,7 +121,7 @@ TEST_F(SessionTest, StreamedTextIsValidUtf8AndEqualsDetokenizedIds) {
 
 TEST_F(SessionTest, StopStringEndsGenerationAndIsNotEmitted) {
   auto s = make_session(model_.get());
-  Run full = generate(s.get(), "The quick brown fox", 0.0f, 24);
+  GenRun full = generate(s.get(), "The quick brown fox", 0.0f, 24);
   ASSERT_EQ(full.status, KILN_OK);
   ASSERT_GE(full.got.text.size(), 8u);
   // A stop string taken from the middle of the greedy text.
@@ -129,7 +129,7 @@ TEST_F(SessionTest, StopStringEndsGenerationAndIsNotEmitted) {
   const std::string stop = full.got.text.substr(at, 3);
   const size_t first = full.got.text.find(stop);
   KILN_ASSERT_OK(kiln_session_reset(s.get()));
-  Run cut = generate(s.get(), "The quick brown fox", 0.0f, 24, {stop.c_str()});
+  GenRun cut = generate(s.get(), "The quick brown fox", 0.0f, 24, {stop.c_str()});
   ASSERT_EQ(cut.status, KILN_OK) << kiln_last_error();
   EXPECT_EQ(cut.result.stop_reason, KILN_STOP_STRING);
   EXPECT_EQ(cut.got.text, full.got.text.substr(0, first));
@@ -139,7 +139,7 @@ TEST_F(SessionTest, CallbackStopAndMaxTokens) {
   auto s = make_session(model_.get());
   Collected c;
   c.stop_after = 5;
-  Run r = generate(s.get(), "Hello", 1.0f, 50, {}, c);
+  GenRun r = generate(s.get(), "Hello", 1.0f, 50, {}, c);
   ASSERT_EQ(r.status, KILN_OK);
   EXPECT_EQ(r.result.stop_reason, KILN_STOP_CALLBACK);
   EXPECT_EQ(r.result.n_generated, 5);
@@ -150,7 +150,7 @@ TEST_F(SessionTest, ContextFullIsReportedAndSessionStaysUsable) {
   int32_t pos = 0, ctx = 0;
   KILN_ASSERT_OK(kiln_session_position(s.get(), &pos, &ctx));
   EXPECT_EQ(ctx, 12);
-  Run r = generate(s.get(), "Hello", 1.0f, 100);
+  GenRun r = generate(s.get(), "Hello", 1.0f, 100);
   ASSERT_EQ(r.status, KILN_OK) << kiln_last_error();
   EXPECT_EQ(r.result.stop_reason, KILN_STOP_CONTEXT_FULL);
   KILN_ASSERT_OK(kiln_session_position(s.get(), &pos, &ctx));
@@ -169,7 +169,7 @@ TEST_F(SessionTest, CancelStopsTheRunningCallAndLeavesTheSessionUsable) {
   auto s = make_session(model_.get());
   Collected c;
   c.cancel_target = s.get();
-  Run r = generate(s.get(), "Hello", 1.0f, 50, {}, c);
+  GenRun r = generate(s.get(), "Hello", 1.0f, 50, {}, c);
   EXPECT_EQ(r.status, KILN_ERR_CANCELLED);
   EXPECT_EQ(r.got.ids.size(), 3u);
   // Cancel before a call: that call is cancelled, the one after runs.
@@ -184,14 +184,14 @@ TEST_F(SessionTest, UsingASessionFromTwoPlacesAtOnceIsDetected) {
   auto s = make_session(model_.get());
   Collected c;
   c.reenter = s.get();
-  Run r = generate(s.get(), "Hello", 1.0f, 3, {}, c);
+  GenRun r = generate(s.get(), "Hello", 1.0f, 3, {}, c);
   ASSERT_EQ(r.status, KILN_OK);
   EXPECT_EQ(r.got.reenter_status, KILN_ERR_BUSY);
 }
 
 TEST_F(SessionTest, ManySessionsOnOneModelFromManyThreadsAgreeWithOneThread) {
   auto ref = make_session(model_.get(), 0, 9);
-  Run expected = generate(ref.get(), "The quick brown fox", 1.0f, 16);
+  GenRun expected = generate(ref.get(), "The quick brown fox", 1.0f, 16);
   ASSERT_EQ(expected.status, KILN_OK);
   std::vector<std::thread> threads;
   std::atomic<int> mismatches{0};
@@ -200,7 +200,7 @@ TEST_F(SessionTest, ManySessionsOnOneModelFromManyThreadsAgreeWithOneThread) {
       auto s = make_session(model_.get(), 0, 9);
       for (int k = 0; k < 3; ++k) {
         kiln_session_reset(s.get());
-        Run r = generate(s.get(), "The quick brown fox", 1.0f, 16);
+        GenRun r = generate(s.get(), "The quick brown fox", 1.0f, 16);
         if (r.status != KILN_OK || r.got.ids != expected.got.ids) ++mismatches;
       }
     });
@@ -212,7 +212,7 @@ TEST_F(SessionTest, ManySessionsOnOneModelFromManyThreadsAgreeWithOneThread) {
 TEST_F(SessionTest, ModelHandleMayBeFreedBeforeItsSessions) {
   auto s = make_session(model_.get());
   model_.reset();
-  Run r = generate(s.get(), "Hello", 0.0f, 4);
+  GenRun r = generate(s.get(), "Hello", 0.0f, 4);
   EXPECT_EQ(r.status, KILN_OK) << kiln_last_error();
   EXPECT_EQ(r.result.n_generated, 4);
 }

@@ -14,10 +14,15 @@ namespace {
 // work. Results do not depend on it (each element is computed the same way either way).
 constexpr int64_t kElementwiseParallelMin = 1 << 14;
 
-// linear() splits W's rows (the output features) into blocks of this fixed size and hands whole
-// blocks to threads. The block size, not the thread count, decides which BLAS call computes each
-// output element, so results are bit-identical for every n_threads.
-constexpr int64_t kLinearBlockRows = 128;
+// linear() cuts the output into fixed tiles — kLinearTileRows output features × kLinearTileTokens
+// tokens — and hands whole tiles to threads. The tiling, not the thread count, decides which BLAS
+// call computes each output element, so results are bit-identical for every n_threads. Tiling the
+// tokens too keeps all threads busy on narrow projections (k/v of GQA models have few rows).
+constexpr int64_t kLinearTileRows = 128;
+constexpr int64_t kLinearTileTokens = 64;
+// For one token (decode) the work is a matrix-vector product bound by reading W: finer row
+// blocks spread those bytes over more threads.
+constexpr int64_t kGemvBlockRows = 64;
 
 // All parallelism is ours (OpenMP over output blocks); OpenBLAS must not start its own pool inside
 // our threads (oversubscription, and its pthread build serialises concurrent threaded calls).
@@ -35,27 +40,41 @@ void make_blas_single_threaded() {
 void linear(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t k,
             int64_t n, int n_threads) {
   make_blas_single_threaded();
-  const int64_t n_blocks = (n + kLinearBlockRows - 1) / kLinearBlockRows;
+  const auto add_bias = [&](int64_t t0, int64_t tokens, int64_t r0, int64_t rows) {
+    if (bias == nullptr) return;
+    for (int64_t i = t0; i < t0 + tokens; ++i) {
+      float* yi = y + i * n + r0;
+      for (int64_t j = 0; j < rows; ++j) yi[j] += bias[r0 + j];
+    }
+  };
+  if (m == 1) {
+    const int64_t n_blocks = (n + kGemvBlockRows - 1) / kGemvBlockRows;
 #pragma omp parallel for num_threads(n_threads) schedule(static)
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const int64_t r0 = b * kLinearBlockRows;
-    const int64_t rows = std::min(kLinearBlockRows, n - r0);
-    if (m == 1) {
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int64_t r0 = b * kGemvBlockRows;
+      const int64_t rows = std::min(kGemvBlockRows, n - r0);
       // y[r0 .. r0+rows) = W[r0 .. r0+rows, :] · x
       cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(k),
                   1.0f, w + r0 * k, static_cast<blasint>(k), x, 1, 0.0f, y + r0, 1);
-    } else {
-      // y[:, r0 .. r0+rows) = x · W[r0 .. r0+rows, :]ᵀ
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
-                  static_cast<blasint>(rows), static_cast<blasint>(k), 1.0f, x,
-                  static_cast<blasint>(k), w + r0 * k, static_cast<blasint>(k), 0.0f, y + r0,
-                  static_cast<blasint>(n));
+      add_bias(0, 1, r0, rows);
     }
-    if (bias != nullptr) {
-      for (int64_t i = 0; i < m; ++i) {
-        float* yi = y + i * n + r0;
-        for (int64_t j = 0; j < rows; ++j) yi[j] += bias[r0 + j];
-      }
+    return;
+  }
+  const int64_t row_tiles = (n + kLinearTileRows - 1) / kLinearTileRows;
+  const int64_t token_tiles = (m + kLinearTileTokens - 1) / kLinearTileTokens;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic) collapse(2)
+  for (int64_t rt = 0; rt < row_tiles; ++rt) {
+    for (int64_t tt = 0; tt < token_tiles; ++tt) {
+      const int64_t r0 = rt * kLinearTileRows;
+      const int64_t rows = std::min(kLinearTileRows, n - r0);
+      const int64_t t0 = tt * kLinearTileTokens;
+      const int64_t tokens = std::min(kLinearTileTokens, m - t0);
+      // y[t0.., r0 .. r0+rows) = x[t0..] · W[r0 .. r0+rows, :]ᵀ
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(tokens),
+                  static_cast<blasint>(rows), static_cast<blasint>(k), 1.0f, x + t0 * k,
+                  static_cast<blasint>(k), w + r0 * k, static_cast<blasint>(k), 0.0f,
+                  y + t0 * n + r0, static_cast<blasint>(n));
+      add_bias(t0, tokens, r0, rows);
     }
   }
 }

@@ -1,0 +1,254 @@
+#include "tokenizer/bpe_model.hpp"
+
+#include <cstdio>
+#include <queue>
+
+#include "core/error.hpp"
+#include "tokenizer/utf8.hpp"
+
+namespace kiln::tok {
+
+namespace {
+
+std::string byte_token_name(unsigned byte) {
+  char name[8];
+  std::snprintf(name, sizeof(name), "<0x%02X>", byte);
+  return name;
+}
+
+// One symbol of the word being merged, in a doubly linked list over a vector (HF
+// models/bpe/word.rs).
+struct Symbol {
+  int32_t id;
+  int32_t prev;
+  int32_t next;
+  bool alive;
+};
+
+struct CandidateMerge {
+  int32_t rank;
+  int32_t pos;
+  int32_t merged_id;
+  // std::priority_queue is a max-heap: "less" = higher rank, then later position, so the lowest
+  // rank, leftmost merge comes out first.
+  bool operator<(const CandidateMerge& other) const {
+    if (rank != other.rank) return rank > other.rank;
+    return pos > other.pos;
+  }
+};
+
+}  // namespace
+
+BpeModel BpeModel::from_json(const Json& model, const std::string& path) {
+  const std::string type = json_string_or(model, "type", path, "BPE");
+  if (type != "BPE") {
+    fail(KILN_ERR_UNSUPPORTED, "tokenizer model type \"" + type + "\" at " + path +
+                                   ".type is not supported (only BPE is)");
+  }
+  if (model.contains("dropout") && !model["dropout"].is_null()) {
+    const Json& dropout = model["dropout"];
+    if (!dropout.is_number() || dropout.get<double>() != 0.0) {
+      fail(KILN_ERR_UNSUPPORTED, "tokenizer " + path + ".dropout " + dropout.dump() +
+                                     ": BPE dropout is a training feature kiln does not apply");
+    }
+  }
+  BpeModel bpe;
+  bpe.load_vocab(json_require(model, "vocab", path), path + ".vocab");
+  bpe.continuing_subword_prefix_ = json_string_or(model, "continuing_subword_prefix", path, "");
+  bpe.end_of_word_suffix_ = json_string_or(model, "end_of_word_suffix", path, "");
+  bpe.fuse_unk_ = json_bool_or(model, "fuse_unk", path, false);
+  bpe.byte_fallback_ = json_bool_or(model, "byte_fallback", path, false);
+  bpe.ignore_merges_ = json_bool_or(model, "ignore_merges", path, false);
+  if (const auto unk = json_optional_string(model, "unk_token", path)) {
+    const auto id = bpe.token_to_id(*unk);
+    if (!id) {
+      fail(KILN_ERR_FORMAT,
+           "tokenizer " + path + ".unk_token \"" + *unk + "\" is not in the vocabulary");
+    }
+    bpe.unk_id_ = *id;
+  }
+  bpe.load_merges(json_require(model, "merges", path), path + ".merges");
+  return bpe;
+}
+
+void BpeModel::load_vocab(const Json& vocab, const std::string& path) {
+  if (!vocab.is_object()) json_format_error(path, "an object of token → id", vocab);
+  vocab_.reserve(vocab.size());
+  int32_t max_id = -1;
+  for (const auto& [token, value] : vocab.items()) {
+    if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
+        value.get<int64_t>() > INT32_MAX) {
+      json_format_error(path + "[\"" + token + "\"]", "a non-negative 32-bit id", value);
+    }
+    const auto id = static_cast<int32_t>(value.get<int64_t>());
+    vocab_.emplace(token, id);
+    max_id = std::max(max_id, id);
+  }
+  id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());
+  has_token_.assign(static_cast<size_t>(max_id + 1), false);
+  for (const auto& [token, id] : vocab_) {
+    id_to_token_[id] = token;
+    has_token_[id] = true;
+    size_t len = 0;
+    const auto cp = decode_utf8_at(token, 0, len);
+    if (cp && len == token.size()) char_ids_.emplace(*cp, id);
+  }
+  for (unsigned b = 0; b < 256; ++b) {
+    const auto id = token_to_id(byte_token_name(b));
+    byte_fallback_ids_[b] = id ? *id : -1;
+  }
+}
+
+void BpeModel::load_merges(const Json& merges, const std::string& path) {
+  if (!merges.is_array()) json_format_error(path, "an array", merges);
+  merges_ = MergeTable(merges.size());
+  const size_t prefix_len = continuing_subword_prefix_.size();
+  std::string merged;
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    const Json& entry = merges[rank];
+    std::string_view left, right;
+    std::string joined;
+    if (entry.is_string()) {  // "left right"
+      const std::string& text = entry.get_ref<const std::string&>();
+      const size_t space = text.find(' ');
+      if (space == std::string::npos || text.find(' ', space + 1) != std::string::npos) {
+        json_format_error(path + "[" + std::to_string(rank) + "]",
+                          "two tokens separated by one space", entry);
+      }
+      left = std::string_view(text).substr(0, space);
+      right = std::string_view(text).substr(space + 1);
+    } else if (entry.is_array() && entry.size() == 2 && entry[0].is_string() &&
+               entry[1].is_string()) {  // ["left", "right"]
+      left = entry[0].get_ref<const std::string&>();
+      right = entry[1].get_ref<const std::string&>();
+    } else {
+      json_format_error(path + "[" + std::to_string(rank) + "]",
+                        "\"left right\" or [\"left\", \"right\"]", entry);
+    }
+    const auto left_id = token_to_id(left);
+    const auto right_id = token_to_id(right);
+    // The merged token drops the right part's continuing-subword prefix (HF models/bpe/model.rs).
+    merged.assign(left);
+    merged.append(right.substr(std::min(prefix_len, right.size())));
+    const auto merged_id = token_to_id(merged);
+    if (!left_id || !right_id || !merged_id) {
+      const std::string missing = !left_id    ? std::string(left)
+                                  : !right_id ? std::string(right)
+                                              : merged;
+      fail(KILN_ERR_FORMAT, "tokenizer " + path + "[" + std::to_string(rank) + "]: token \"" +
+                                missing + "\" is not in the vocabulary");
+    }
+    merges_.insert(*left_id, *right_id, {static_cast<int32_t>(rank), *merged_id});
+  }
+}
+
+std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {
+  const auto it = vocab_.find(token);
+  if (it == vocab_.end()) return std::nullopt;
+  return it->second;
+}
+
+const std::string* BpeModel::id_to_token(int32_t id) const {
+  if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size() || !has_token_[id]) return nullptr;
+  return &id_to_token_[id];
+}
+
+void BpeModel::add_initial_symbols(std::string_view word, std::vector<int32_t>& symbols) const {
+  // HF Word construction: one symbol per character; unknown characters go to byte fallback, then
+  // to unk (consecutive unks fused when fuse_unk), or are dropped when there is no unk token.
+  const bool plain = continuing_subword_prefix_.empty() && end_of_word_suffix_.empty();
+  bool pending_unk = false;
+  std::string affixed;
+  size_t pos = 0;
+  while (pos < word.size()) {
+    size_t len = 1;
+    const char32_t cp = decode_utf8_at(word, pos, len).value_or(0xFFFD);
+    const std::string_view ch = word.substr(pos, len);
+    std::optional<int32_t> id;
+    if (plain) {
+      const auto it = char_ids_.find(cp);
+      if (it != char_ids_.end()) id = it->second;
+    } else {
+      affixed.clear();
+      if (pos > 0) affixed += continuing_subword_prefix_;
+      affixed += ch;
+      if (pos + len == word.size()) affixed += end_of_word_suffix_;
+      id = token_to_id(affixed);
+    }
+    pos += len;
+    if (id) {
+      if (pending_unk) symbols.push_back(*unk_id_);
+      pending_unk = false;
+      symbols.push_back(*id);
+      continue;
+    }
+    if (byte_fallback_) {
+      bool all_bytes = true;
+      for (char c : ch) all_bytes = all_bytes && byte_fallback_ids_[static_cast<uint8_t>(c)] >= 0;
+      if (all_bytes) {
+        for (char c : ch) symbols.push_back(byte_fallback_ids_[static_cast<uint8_t>(c)]);
+        continue;
+      }
+    }
+    if (unk_id_) {
+      if (pending_unk && !fuse_unk_) symbols.push_back(*unk_id_);
+      pending_unk = true;
+    }
+  }
+  if (pending_unk) symbols.push_back(*unk_id_);
+}
+
+void BpeModel::encode_word(std::string_view word, std::vector<int32_t>& out) const {
+  if (word.empty()) return;
+  if (ignore_merges_) {
+    if (const auto id = token_to_id(word)) {
+      out.push_back(*id);
+      return;
+    }
+  }
+  std::vector<int32_t> initial;
+  initial.reserve(word.size());
+  add_initial_symbols(word, initial);
+  if (initial.size() <= 1) {
+    out.insert(out.end(), initial.begin(), initial.end());
+    return;
+  }
+
+  const auto n = static_cast<int32_t>(initial.size());
+  std::vector<Symbol> symbols(initial.size());
+  for (int32_t i = 0; i < n; ++i) {
+    symbols[i] = {initial[i], i - 1, i + 1 < n ? i + 1 : -1, true};
+  }
+  std::vector<CandidateMerge> storage;
+  storage.reserve(initial.size() * 2);
+  std::priority_queue<CandidateMerge> queue(std::less<CandidateMerge>(), std::move(storage));
+  const auto consider = [&](int32_t pos) {
+    const int32_t next = symbols[pos].next;
+    if (next < 0) return;
+    if (const auto merge = merges_.find(symbols[pos].id, symbols[next].id)) {
+      queue.push({merge->rank, pos, merge->merged_id});
+    }
+  };
+  for (int32_t i = 0; i + 1 < n; ++i) consider(i);
+
+  while (!queue.empty()) {
+    const CandidateMerge top = queue.top();
+    queue.pop();
+    Symbol& left = symbols[top.pos];
+    if (!left.alive || left.next < 0) continue;
+    const Symbol& right = symbols[left.next];
+    // Stale entry: one side has been merged since this candidate was queued.
+    const auto current = merges_.find(left.id, right.id);
+    if (!current || current->merged_id != top.merged_id) continue;
+    const int32_t right_pos = left.next;
+    left.id = top.merged_id;
+    left.next = right.next;
+    symbols[right_pos].alive = false;
+    if (left.next >= 0) symbols[left.next].prev = top.pos;
+    if (left.prev >= 0) consider(left.prev);
+    consider(top.pos);
+  }
+  for (int32_t i = 0; i >= 0; i = symbols[i].next) out.push_back(symbols[i].id);
+}
+
+}  // namespace kiln::tok
