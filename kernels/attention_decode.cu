@@ -59,9 +59,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   for (int tile = key_begin + warp * 32; tile < key_end; tile += kWarps * 32) {
     const int key = tile + lane;
-    const float score = key < key_end
-                            ? dot_key(q_s, k_cache + key * kv_stride + kv_head * D, D)
-                            : -INFINITY;
+    const float score =
+        key < key_end ? dot_key(q_s, k_cache + key * kv_stride + kv_head * D, D) : -INFINITY;
     const float m_new = fmaxf(m, detail::warp_max(score));  // finite: lane 0's key is valid
     const float p = exp2f(score - m_new);
     const float correction = exp2f(m - m_new);
@@ -149,8 +148,8 @@ void launch(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
       q, k_cache, v_cache, out, partials, n_keys, n_heads, group, D, n_splits, scale_log2);
   check_launch("attention_decode_kernel");
   if (n_splits > 1) {
-    attention_decode_merge_kernel<<<static_cast<unsigned>(n_heads), 128, 0, stream>>>(
-        partials, out, D, n_splits);
+    attention_decode_merge_kernel<<<static_cast<unsigned>(n_heads), 128, 0, stream>>>(partials, out,
+                                                                                      D, n_splits);
     check_launch("attention_decode_merge_kernel");
   }
 }
@@ -164,13 +163,12 @@ int64_t decode_partials_floats(int32_t n_heads, int32_t head_dim, int64_t max_ke
 void attention_decode(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
                       int64_t n_keys, int32_t n_heads, int32_t n_kv_heads, int32_t head_dim,
                       float* partials, cudaStream_t stream) {
-  if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > kMaxAttentionHeadDim ||
-      n_kv_heads <= 0 || n_heads % n_kv_heads != 0) {
-    fail(KILN_ERR_UNSUPPORTED, "CUDA decode attention: head_dim " + std::to_string(head_dim) +
-                                   " (must be a multiple of 8, at most " +
-                                   std::to_string(kMaxAttentionHeadDim) + "), " +
-                                   std::to_string(n_heads) + " heads over " +
-                                   std::to_string(n_kv_heads) + " KV heads");
+  if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > kMaxAttentionHeadDim || n_kv_heads <= 0 ||
+      n_heads % n_kv_heads != 0) {
+    fail(KILN_ERR_UNSUPPORTED,
+         "CUDA decode attention: head_dim " + std::to_string(head_dim) +
+             " (must be a multiple of 8, at most " + std::to_string(kMaxAttentionHeadDim) + "), " +
+             std::to_string(n_heads) + " heads over " + std::to_string(n_kv_heads) + " KV heads");
   }
   if (n_keys <= 0) return;
   const int group = n_heads / n_kv_heads;

@@ -151,13 +151,12 @@ void launch(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
 void attention_prefill(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
                        int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
                        int32_t head_dim, cudaStream_t stream) {
-  if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > kMaxAttentionHeadDim ||
-      n_kv_heads <= 0 || n_heads % n_kv_heads != 0) {
-    fail(KILN_ERR_UNSUPPORTED, "CUDA prefill attention: head_dim " + std::to_string(head_dim) +
-                                   " (must be a multiple of 8, at most " +
-                                   std::to_string(kMaxAttentionHeadDim) + "), " +
-                                   std::to_string(n_heads) + " heads over " +
-                                   std::to_string(n_kv_heads) + " KV heads");
+  if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > kMaxAttentionHeadDim || n_kv_heads <= 0 ||
+      n_heads % n_kv_heads != 0) {
+    fail(KILN_ERR_UNSUPPORTED,
+         "CUDA prefill attention: head_dim " + std::to_string(head_dim) +
+             " (must be a multiple of 8, at most " + std::to_string(kMaxAttentionHeadDim) + "), " +
+             std::to_string(n_heads) + " heads over " + std::to_string(n_kv_heads) + " KV heads");
   }
   if (n_tokens == 0) return;
   const int group = n_heads / n_kv_heads;

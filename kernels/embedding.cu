@@ -20,7 +20,7 @@ void embedding_gather(const int32_t* ids, const bf16* table, float* out, int64_t
                       int64_t dim, cudaStream_t stream) {
   if (n_tokens == 0) return;
   embedding_gather_kernel<<<static_cast<unsigned>(n_tokens), 256, 0, stream>>>(ids, table, out,
-                                                                                dim);
+                                                                               dim);
   check_launch("embedding_gather_kernel");
 }
 

@@ -41,8 +41,8 @@ void expect_bf16_close(const std::vector<float>& got, const std::vector<double>&
   EXPECT_EQ(bad, 0u) << what << ": elements out of tolerance";
 }
 
-void expect_f32_close(const std::vector<float>& got, const std::vector<double>& want,
-                      double rel, double abs_slack, const char* what) {
+void expect_f32_close(const std::vector<float>& got, const std::vector<double>& want, double rel,
+                      double abs_slack, const char* what) {
   ASSERT_EQ(got.size(), want.size());
   size_t bad = 0;
   for (size_t i = 0; i < got.size(); ++i) {
@@ -99,8 +99,8 @@ TEST_F(CudaKernels, RmsNormMatchesTheDefinition) {
     DeviceArray<float> d_x(x), d_w(w);
     DeviceArray<bf16> d_out(rows * dim);
     rms_norm(d_x.get(), nullptr, d_w.get(), d_out.get(), rows, dim, 1e-5f, nullptr);
-    expect_bf16_close(from_bf16(d_out.download()), rms_norm_reference(x, w, rows, dim, 1e-5),
-                      1e-5, "rms_norm");
+    expect_bf16_close(from_bf16(d_out.download()), rms_norm_reference(x, w, rows, dim, 1e-5), 1e-5,
+                      "rms_norm");
     EXPECT_EQ(d_x.download(), x) << "without a residual the input must not change";
   }
 }
@@ -184,8 +184,11 @@ struct QkvCase {
 };
 
 TEST_F(CudaKernels, QkvRopeMatchesTheHfMath) {
-  const QkvCase cases[] = {{false, false, 64, 64}, {true, false, 40, 40}, {false, true, 32, 32},
-                           {true, true, 48, 24},   {false, false, 256, 128}};
+  const QkvCase cases[] = {{false, false, 64, 64},
+                           {true, false, 40, 40},
+                           {false, true, 32, 32},
+                           {true, true, 48, 24},
+                           {false, false, 256, 128}};
   for (const QkvCase& c : cases) {
     SCOPED_TRACE("head_dim " + std::to_string(c.head_dim) + " rot " + std::to_string(c.rot_dim) +
                  (c.bias ? " bias" : "") + (c.qk_norm ? " qk_norm" : ""));
@@ -233,16 +236,21 @@ TEST_F(CudaKernels, QkvRopeMatchesTheHfMath) {
           v = r;
         }
         for (int64_t d = 0; d < D; ++d) {
-          if (is_q) want_q[t * q_dim + head * D + d] = v[d];
-          else if (is_k) want_k[t * kv_dim + (head - s.n_heads) * D + d] = v[d];
-          else want_v[t * kv_dim + (head - s.n_heads - s.n_kv_heads) * D + d] = v[d];
+          if (is_q)
+            want_q[t * q_dim + head * D + d] = v[d];
+          else if (is_k)
+            want_k[t * kv_dim + (head - s.n_heads) * D + d] = v[d];
+          else
+            want_v[t * kv_dim + (head - s.n_heads - s.n_kv_heads) * D + d] = v[d];
         }
       }
     }
     expect_f32_close(d_q.download(), want_q, 2e-5, 2e-5, "q");
     const auto k_all = from_bf16(d_k.download()), v_all = from_bf16(d_v.download());
-    const std::vector<float> k_rows(k_all.begin() + start * kv_dim, k_all.begin() + (start + n) * kv_dim);
-    const std::vector<float> v_rows(v_all.begin() + start * kv_dim, v_all.begin() + (start + n) * kv_dim);
+    const std::vector<float> k_rows(k_all.begin() + start * kv_dim,
+                                    k_all.begin() + (start + n) * kv_dim);
+    const std::vector<float> v_rows(v_all.begin() + start * kv_dim,
+                                    v_all.begin() + (start + n) * kv_dim);
     expect_bf16_close(k_rows, want_k, 2e-5, "k cache");
     expect_bf16_close(v_rows, want_v, 1e-6, "v cache");
     // Rows outside start .. start+n-1 stay as they were (poison).
@@ -306,8 +314,8 @@ void run_attention_case(const AttnCase& c, std::mt19937& rng, bool decode) {
   DeviceArray<bf16> d_k(k), d_v(v), d_out(c.n_tokens * c.n_heads * D);
   if (decode) {
     DeviceArray<float> partials(decode_partials_floats(c.n_heads, c.head_dim, n_keys));
-    attention_decode(d_q.get(), d_k.get(), d_v.get(), d_out.get(), n_keys, c.n_heads,
-                     c.n_kv_heads, c.head_dim, partials.get(), nullptr);
+    attention_decode(d_q.get(), d_k.get(), d_v.get(), d_out.get(), n_keys, c.n_heads, c.n_kv_heads,
+                     c.head_dim, partials.get(), nullptr);
     expect_bf16_close(from_bf16(d_out.download()), want, 1e-4, "attention_decode");
   } else {
     attention_prefill(d_q.get(), d_k.get(), d_v.get(), d_out.get(), c.n_tokens, c.start_pos,
@@ -317,9 +325,9 @@ void run_attention_case(const AttnCase& c, std::mt19937& rng, bool decode) {
 }
 
 TEST_F(CudaKernels, PrefillAttentionMatchesCausalSoftmaxAttention) {
-  const AttnCase cases[] = {{37, 0, 6, 2, 64},  {19, 45, 4, 4, 128}, {5, 3, 8, 1, 256},
-                            {50, 0, 4, 2, 16},  {33, 7, 4, 2, 32},   {17, 70, 6, 3, 96},
-                            {1, 0, 2, 1, 64},   {130, 0, 14, 2, 64}};
+  const AttnCase cases[] = {{37, 0, 6, 2, 64}, {19, 45, 4, 4, 128}, {5, 3, 8, 1, 256},
+                            {50, 0, 4, 2, 16}, {33, 7, 4, 2, 32},   {17, 70, 6, 3, 96},
+                            {1, 0, 2, 1, 64},  {130, 0, 14, 2, 64}};
   for (const AttnCase& c : cases) run_attention_case(c, rng, false);
 }
 

@@ -26,10 +26,10 @@ inline std::string why_no_cuda_device() {
 }
 
 // CI machines have no GPU: these tests run on the GPU machine (tools/gpu/run_gpu_checks.sh).
-#define KILN_SKIP_WITHOUT_CUDA()                                                              \
-  do {                                                                                        \
-    const std::string why = ::kiln::cuda::test::why_no_cuda_device();                         \
-    if (!why.empty()) GTEST_SKIP() << "no CUDA device (" << why << "): GPU-only test";        \
+#define KILN_SKIP_WITHOUT_CUDA()                                                       \
+  do {                                                                                 \
+    const std::string why = ::kiln::cuda::test::why_no_cuda_device();                  \
+    if (!why.empty()) GTEST_SKIP() << "no CUDA device (" << why << "): GPU-only test"; \
   } while (0)
 
 #define ASSERT_CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call

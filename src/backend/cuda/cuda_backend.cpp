@@ -31,9 +31,8 @@ class CudaBackend final : public Backend {
                                             const ProgressFn& progress) const override {
     const TransformerWeights resolved = resolve_transformer_weights(config, *weights);
     // The weights are copied to the device; the executor keeps nothing of the WeightSet.
-    return std::make_unique<cuda::CudaTransformer>(config, resolved,
-                                                   rope_inverse_frequencies(config), allocator_,
-                                                   progress);
+    return std::make_unique<cuda::CudaTransformer>(
+        config, resolved, rope_inverse_frequencies(config), allocator_, progress);
   }
 
  private:
@@ -64,8 +63,8 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, uint64_t memory_lim
   }
   if (count == 0) return refuse("no CUDA device found");
   if (device_index < 0 || device_index >= count) {
-    return refuse("device index " + std::to_string(device_index) + " is out of range: " +
-                  std::to_string(count) + " CUDA device(s) present");
+    return refuse("device index " + std::to_string(device_index) +
+                  " is out of range: " + std::to_string(count) + " CUDA device(s) present");
   }
   cudaDeviceProp prop{};
   status = cudaGetDeviceProperties(&prop, device_index);
@@ -75,8 +74,8 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, uint64_t memory_lim
                   ") failed: " + cudaGetErrorString(status));
   }
   if (prop.major < 8) {
-    return refuse(std::string(prop.name) + " has compute capability " +
-                  std::to_string(prop.major) + "." + std::to_string(prop.minor) +
+    return refuse(std::string(prop.name) + " has compute capability " + std::to_string(prop.major) +
+                  "." + std::to_string(prop.minor) +
                   "; the CUDA backend needs 8.0 or newer (BF16)");
   }
   std::string name = std::string("CUDA: ") + prop.name + " (device " +

@@ -38,8 +38,7 @@ void expect_shape(const WeightRef& ref, int64_t rows, int64_t cols, const char* 
 }
 
 bool same_block(const WeightRef& a, const WeightRef& b) {
-  return a.tensor == b.tensor && a.row_begin == b.row_begin && a.rows == b.rows &&
-         a.cols == b.cols;
+  return a.tensor == b.tensor && a.row_begin == b.row_begin && a.rows == b.rows && a.cols == b.cols;
 }
 
 int64_t elements(const WeightRef& ref) { return ref.tensor ? ref.rows * ref.cols : 0; }
@@ -69,12 +68,12 @@ CudaSessionState::CudaSessionState(std::shared_ptr<DeviceAllocator> allocator,
   const std::string ctx = " for a context of " + std::to_string(context_length) + " tokens";
   k_cache_ = allocator_->allocate(cache_bytes, "the KV cache (K)" + ctx);
   v_cache_ = allocator_->allocate(cache_bytes, "the KV cache (V)" + ctx);
-  decode_partials_ = allocator_->allocate(
-      static_cast<size_t>(decode_partials_floats(static_cast<int32_t>(dims.n_heads),
-                                                 static_cast<int32_t>(dims.head_dim),
-                                                 context_length)) *
-          sizeof(float),
-      "decode attention partial results" + ctx);
+  decode_partials_ =
+      allocator_->allocate(static_cast<size_t>(decode_partials_floats(
+                               static_cast<int32_t>(dims.n_heads),
+                               static_cast<int32_t>(dims.head_dim), context_length)) *
+                               sizeof(float),
+                           "decode attention partial results" + ctx);
   logits_host_ = PinnedBuffer(static_cast<size_t>(dims.vocab) * sizeof(float), "logits");
 }
 
@@ -137,9 +136,10 @@ void CudaTransformer::validate(const ModelConfig& config, const TransformerWeigh
                               std::to_string(d.n_kv_heads));
   }
   if (d.head_dim % 8 != 0 || d.head_dim > kMaxAttentionHeadDim) {
-    fail(KILN_ERR_UNSUPPORTED, "the CUDA backend needs head_dim to be a multiple of 8 and at most " +
-                                   std::to_string(kMaxAttentionHeadDim) + "; model " +
-                                   config.architecture + " has " + std::to_string(d.head_dim));
+    fail(KILN_ERR_UNSUPPORTED,
+         "the CUDA backend needs head_dim to be a multiple of 8 and at most " +
+             std::to_string(kMaxAttentionHeadDim) + "; model " + config.architecture + " has " +
+             std::to_string(d.head_dim));
   }
   if (static_cast<int32_t>(w.layers.size()) != d.n_layers) {
     fail(KILN_ERR_FORMAT, "weights hold " + std::to_string(w.layers.size()) +
@@ -171,9 +171,7 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
                                  const std::vector<float>& inv_freq,
                                  std::shared_ptr<DeviceAllocator> allocator,
                                  const ProgressFn& progress)
-    : allocator_(std::move(allocator)),
-      eps_(config.rms_norm_eps),
-      qk_norm_(config.traits.qk_norm) {
+    : allocator_(std::move(allocator)), eps_(config.rms_norm_eps), qk_norm_(config.traits.qk_norm) {
   dims_.vocab = config.vocab_size;
   dims_.hidden = config.hidden_size;
   dims_.n_heads = config.n_heads;
@@ -181,8 +179,8 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
   dims_.head_dim = config.head_dim;
   dims_.intermediate = config.intermediate_size;
   dims_.n_layers = config.n_layers;
-  dims_.rot_dim = static_cast<int64_t>(static_cast<float>(dims_.head_dim) *
-                                       config.partial_rotary_factor);
+  dims_.rot_dim =
+      static_cast<int64_t>(static_cast<float>(dims_.head_dim) * config.partial_rotary_factor);
   dims_.rot_dim -= dims_.rot_dim % 2;
   if (static_cast<int64_t>(inv_freq.size()) * 2 != dims_.rot_dim) {
     fail(KILN_ERR_INTERNAL, "RoPE: " + std::to_string(inv_freq.size()) +
@@ -194,9 +192,8 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
   const bool tied = same_block(w.embed, w.lm_head);
   int64_t total = elements(w.embed) + elements(w.final_norm) + (tied ? 0 : elements(w.lm_head));
   for (const LayerWeights& l : w.layers) {
-    for (const WeightRef* r : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv,
-                               &l.bo, &l.q_norm, &l.k_norm, &l.ffn_norm, &l.w_gate, &l.w_up,
-                               &l.w_down}) {
+    for (const WeightRef* r : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.bo,
+                               &l.q_norm, &l.k_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
       if (r == &l.q_norm || r == &l.k_norm) {
         if (qk_norm_) total += elements(*r);
       } else {

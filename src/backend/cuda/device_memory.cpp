@@ -54,8 +54,8 @@ DeviceBuffer DeviceAllocator::allocate(size_t bytes, const std::string& what) {
       fail(KILN_ERR_OUT_OF_MEMORY,
            "out of device memory: " + what + " asked for " + std::to_string(bytes) + " bytes, " +
                std::to_string(used > limit_ ? 0 : limit_ - used) +
-               " available under the device memory cap of " + std::to_string(limit_) +
-               " bytes (" + std::to_string(used) + " in use)");
+               " available under the device memory cap of " + std::to_string(limit_) + " bytes (" +
+               std::to_string(used) + " in use)");
     }
   } while (!in_use_.compare_exchange_weak(used, used + bytes));
 
@@ -68,11 +68,10 @@ DeviceBuffer DeviceAllocator::allocate(size_t bytes, const std::string& what) {
     if (status == cudaErrorMemoryAllocation) {
       size_t free_bytes = 0, total_bytes = 0;
       (void)cudaMemGetInfo(&free_bytes, &total_bytes);
-      fail(KILN_ERR_OUT_OF_MEMORY, "out of device memory: " + what + " asked for " +
-                                       std::to_string(bytes) + " bytes, " +
-                                       std::to_string(free_bytes) + " available on the device (" +
-                                       device_name_ + ", " + std::to_string(total_bytes) +
-                                       " bytes in all)");
+      fail(KILN_ERR_OUT_OF_MEMORY,
+           "out of device memory: " + what + " asked for " + std::to_string(bytes) + " bytes, " +
+               std::to_string(free_bytes) + " available on the device (" + device_name_ + ", " +
+               std::to_string(total_bytes) + " bytes in all)");
     }
     check(status, "cudaMalloc");
   }

@@ -36,8 +36,8 @@ void swiglu(const float* gate_up, bf16* out, int64_t rows, int64_t dim, cudaStre
 // kv_dim = n_kv_heads·head_dim); token t sits at position start_pos + t. Per head vector, in this
 // order: + bias (nullable; [q_dim + 2·kv_dim]), per-head RMSNorm for q and k heads (q_norm / k_norm
 // nullable, [head_dim], Qwen3), RoPE in the rotate_half layout on the first rot_dim elements of q
-// and k heads (angle = position · inv_freq[i], float32 product as HF). Writes q to q_out [n_tokens ×
-// q_dim] (float32) and k, v as BF16 into the caches' rows start_pos + t ([ctx × kv_dim]).
+// and k heads (angle = position · inv_freq[i], float32 product as HF). Writes q to q_out [n_tokens
+// × q_dim] (float32) and k, v as BF16 into the caches' rows start_pos + t ([ctx × kv_dim]).
 struct QkvShape {
   int32_t n_heads, n_kv_heads, head_dim, rot_dim;
 };

@@ -138,8 +138,8 @@ DeviceBuffer WeightUploader::upload_host_f32(const std::vector<float>& values,
                                              const std::string& what) {
   DeviceBuffer buffer = allocator_.allocate(values.size() * sizeof(float), what);
   // Synchronous: the host vector dies with this call (and these vectors are small).
-  KILN_CUDA_CHECK(
-      cudaMemcpy(buffer.get(), values.data(), values.size() * sizeof(float), cudaMemcpyHostToDevice));
+  KILN_CUDA_CHECK(cudaMemcpy(buffer.get(), values.data(), values.size() * sizeof(float),
+                             cudaMemcpyHostToDevice));
   return buffer;
 }
 
