@@ -17,7 +17,9 @@ namespace {
 
 constexpr int kWarps = 4;
 
-int64_t n_splits_for(int64_t n_keys) { return (n_keys + kDecodeSplitKeys - 1) / kDecodeSplitKeys; }
+__host__ __device__ int64_t n_splits_for(int64_t n_keys) {
+  return (n_keys + kDecodeSplitKeys - 1) / kDecodeSplitKeys;
+}
 
 // Dot product of the pre-scaled query (shared) with one BF16 key row, 8 elements per load.
 __device__ __forceinline__ float dot_key(const float* q_s, const bf16* key, int D) {
@@ -37,8 +39,8 @@ __device__ __forceinline__ float dot_key(const float* q_s, const bf16* key, int 
 template <int kChunks>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_decode_kernel(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
-                            float* partials, int n_keys, int n_heads, int group, int D,
-                            int n_splits, float scale_log2) {
+                            float* partials, const int32_t* position, int n_heads, int group, int D,
+                            float scale_log2) {
   __shared__ float q_s[kMaxAttentionHeadDim];
   __shared__ float m_w[kWarps], l_w[kWarps];
   __shared__ float acc_w[kWarps][kMaxAttentionHeadDim];
@@ -47,6 +49,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int kv_head = h / group;
   const int64_t kv_stride = static_cast<int64_t>(n_heads / group) * D;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int n_keys = *position + 1;
+  const int n_splits = static_cast<int>(n_splits_for(n_keys));
+  if (split >= n_splits) return;  // the grid covers the whole context; these keys are not in use
   const int key_begin = split * kDecodeSplitKeys;
   const int key_end = min(key_begin + kDecodeSplitKeys, n_keys);
 
@@ -120,7 +125,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // Merges the per-chunk states of each head: out = Σ a_s·2^(m_s − M) / Σ l_s·2^(m_s − M).
 __global__ void attention_decode_merge_kernel(const float* partials, bf16* out, int D,
-                                              int n_splits) {
+                                              const int32_t* position) {
+  const int n_splits = static_cast<int>(n_splits_for(*position + 1));
+  if (n_splits == 1) return;  // the attention kernel wrote the output itself
   const int h = blockIdx.x;
   const float* base = partials + static_cast<int64_t>(h) * n_splits * (D + 2);
   float m_all = -INFINITY;
@@ -139,17 +146,18 @@ __global__ void attention_decode_merge_kernel(const float* partials, bf16* out, 
 }
 
 template <int kChunks>
-void launch(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out, int n_keys,
-            int n_heads, int group, int D, float* partials, cudaStream_t stream) {
-  const int n_splits = static_cast<int>(n_splits_for(n_keys));
+void launch(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+            const int32_t* position, int64_t max_keys, int n_heads, int group, int D,
+            float* partials, cudaStream_t stream) {
+  const auto max_splits = static_cast<unsigned>(n_splits_for(max_keys));
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(D));
-  const dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(n_splits));
+  const dim3 grid(static_cast<unsigned>(n_heads), max_splits);
   attention_decode_kernel<kChunks><<<grid, kWarps * 32, 0, stream>>>(
-      q, k_cache, v_cache, out, partials, n_keys, n_heads, group, D, n_splits, scale_log2);
+      q, k_cache, v_cache, out, partials, position, n_heads, group, D, scale_log2);
   check_launch("attention_decode_kernel");
-  if (n_splits > 1) {
+  if (max_splits > 1) {
     attention_decode_merge_kernel<<<static_cast<unsigned>(n_heads), 128, 0, stream>>>(partials, out,
-                                                                                      D, n_splits);
+                                                                                      D, position);
     check_launch("attention_decode_merge_kernel");
   }
 }
@@ -161,8 +169,8 @@ int64_t decode_partials_floats(int32_t n_heads, int32_t head_dim, int64_t max_ke
 }
 
 void attention_decode(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
-                      int64_t n_keys, int32_t n_heads, int32_t n_kv_heads, int32_t head_dim,
-                      float* partials, cudaStream_t stream) {
+                      const int32_t* position, int64_t max_keys, int32_t n_heads,
+                      int32_t n_kv_heads, int32_t head_dim, float* partials, cudaStream_t stream) {
   if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > kMaxAttentionHeadDim || n_kv_heads <= 0 ||
       n_heads % n_kv_heads != 0) {
     fail(KILN_ERR_UNSUPPORTED,
@@ -170,15 +178,17 @@ void attention_decode(const float* q, const bf16* k_cache, const bf16* v_cache, 
              " (must be a multiple of 8, at most " + std::to_string(kMaxAttentionHeadDim) + "), " +
              std::to_string(n_heads) + " heads over " + std::to_string(n_kv_heads) + " KV heads");
   }
-  if (n_keys <= 0) return;
+  if (max_keys <= 0) return;
   const int group = n_heads / n_kv_heads;
-  const auto keys = static_cast<int>(n_keys);
   if (head_dim <= 64) {
-    launch<2>(q, k_cache, v_cache, out, keys, n_heads, group, head_dim, partials, stream);
+    launch<2>(q, k_cache, v_cache, out, position, max_keys, n_heads, group, head_dim, partials,
+              stream);
   } else if (head_dim <= 128) {
-    launch<4>(q, k_cache, v_cache, out, keys, n_heads, group, head_dim, partials, stream);
+    launch<4>(q, k_cache, v_cache, out, position, max_keys, n_heads, group, head_dim, partials,
+              stream);
   } else {
-    launch<8>(q, k_cache, v_cache, out, keys, n_heads, group, head_dim, partials, stream);
+    launch<8>(q, k_cache, v_cache, out, position, max_keys, n_heads, group, head_dim, partials,
+              stream);
   }
 }
 

@@ -16,7 +16,7 @@ namespace {
 // heads (the order of the fused projection's output row); blockIdx.y: the token.
 __global__ void qkv_rope_kernel(const float* qkv, const float* bias, const float* q_norm,
                                 const float* k_norm, float eps, const float* inv_freq,
-                                int32_t start_pos, QkvShape s, float* q_out, bf16* k_cache,
+                                const int32_t* start_pos, QkvShape s, float* q_out, bf16* k_cache,
                                 bf16* v_cache) {
   __shared__ float vec[kMaxAttentionHeadDim];
   const int head = blockIdx.x;
@@ -42,7 +42,7 @@ __global__ void qkv_rope_kernel(const float* qkv, const float* bias, const float
   }
   __syncwarp();  // RoPE reads the partner element, written by another lane
 
-  const int32_t pos = start_pos + static_cast<int32_t>(t);
+  const int32_t pos = *start_pos + static_cast<int32_t>(t);
   const int half = s.rot_dim / 2;
   const int64_t kv_dim = static_cast<int64_t>(s.n_kv_heads) * D;
   for (int d = lane; d < D; d += 32) {
@@ -72,8 +72,8 @@ __global__ void qkv_rope_kernel(const float* qkv, const float* bias, const float
 }  // namespace
 
 void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const float* k_norm,
-              float eps, const float* inv_freq, int32_t start_pos, int64_t n_tokens, QkvShape shape,
-              float* q_out, bf16* k_cache, bf16* v_cache, cudaStream_t stream) {
+              float eps, const float* inv_freq, const int32_t* start_pos, int64_t n_tokens,
+              QkvShape shape, float* q_out, bf16* k_cache, bf16* v_cache, cudaStream_t stream) {
   if (shape.head_dim <= 0 || shape.head_dim > kMaxAttentionHeadDim || shape.rot_dim % 2 != 0 ||
       shape.rot_dim > shape.head_dim) {
     fail(KILN_ERR_UNSUPPORTED, "CUDA qkv/RoPE kernel: head_dim " + std::to_string(shape.head_dim) +

@@ -207,8 +207,9 @@ TEST_F(CudaKernels, QkvRopeMatchesTheHfMath) {
     DeviceArray<float> d_qkv(qkv), d_bias(bias), d_qn(qn), d_kn(kn), d_freq(inv_freq);
     DeviceArray<float> d_q(n * q_dim);
     DeviceArray<bf16> d_k(ctx * kv_dim), d_v(ctx * kv_dim);
+    DeviceArray<int32_t> d_start(std::vector<int32_t>{start});
     qkv_rope(d_qkv.get(), c.bias ? d_bias.get() : nullptr, c.qk_norm ? d_qn.get() : nullptr,
-             c.qk_norm ? d_kn.get() : nullptr, 1e-6f, d_freq.get(), start, n, s, d_q.get(),
+             c.qk_norm ? d_kn.get() : nullptr, 1e-6f, d_freq.get(), d_start.get(), n, s, d_q.get(),
              d_k.get(), d_v.get(), nullptr);
 
     std::vector<double> want_q(n * q_dim), want_k(n * kv_dim), want_v(n * kv_dim);
@@ -299,7 +300,8 @@ std::vector<double> attention_reference(const std::vector<float>& q, const std::
   return out;
 }
 
-void run_attention_case(const AttnCase& c, std::mt19937& rng, bool decode) {
+void run_attention_case(const AttnCase& c, std::mt19937& rng, bool decode,
+                        int64_t extra_context = 0) {
   SCOPED_TRACE("tokens " + std::to_string(c.n_tokens) + " start " + std::to_string(c.start_pos) +
                " heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads) +
                " head_dim " + std::to_string(c.head_dim));
@@ -313,9 +315,12 @@ void run_attention_case(const AttnCase& c, std::mt19937& rng, bool decode) {
   DeviceArray<float> d_q(q);
   DeviceArray<bf16> d_k(k), d_v(v), d_out(c.n_tokens * c.n_heads * D);
   if (decode) {
-    DeviceArray<float> partials(decode_partials_floats(c.n_heads, c.head_dim, n_keys));
-    attention_decode(d_q.get(), d_k.get(), d_v.get(), d_out.get(), n_keys, c.n_heads, c.n_kv_heads,
-                     c.head_dim, partials.get(), nullptr);
+    // The grid is sized for a context longer than the keys in use (as in a replayed graph).
+    const int64_t max_keys = n_keys + extra_context;
+    DeviceArray<float> partials(decode_partials_floats(c.n_heads, c.head_dim, max_keys));
+    DeviceArray<int32_t> position(std::vector<int32_t>{static_cast<int32_t>(c.start_pos)});
+    attention_decode(d_q.get(), d_k.get(), d_v.get(), d_out.get(), position.get(), max_keys,
+                     c.n_heads, c.n_kv_heads, c.head_dim, partials.get(), nullptr);
     expect_bf16_close(from_bf16(d_out.download()), want, 1e-4, "attention_decode");
   } else {
     attention_prefill(d_q.get(), d_k.get(), d_v.get(), d_out.get(), c.n_tokens, c.start_pos,
@@ -335,6 +340,7 @@ TEST_F(CudaKernels, DecodeAttentionMatchesAcrossSplitBoundaries) {
   // n_keys around and well past the split size (256) exercise the merge of partial states.
   for (const int64_t n_keys : {1, 31, 256, 257, 1000, 3001}) {
     run_attention_case({1, n_keys - 1, 14, 2, 64}, rng, true);
+    run_attention_case({1, n_keys - 1, 14, 2, 64}, rng, true, 700);  // unused splits in the grid
   }
   run_attention_case({1, 599, 4, 4, 128}, rng, true);
   run_attention_case({1, 40, 4, 2, 16}, rng, true);
@@ -345,8 +351,9 @@ TEST_F(CudaKernels, AttentionRejectsUnsupportedHeadDims) {
   DeviceArray<float> q(64);
   EXPECT_THROW(attention_prefill(q.get(), nullptr, nullptr, nullptr, 1, 0, 2, 1, 20, nullptr),
                std::exception);
-  EXPECT_THROW(attention_decode(q.get(), nullptr, nullptr, nullptr, 1, 2, 1, 264, nullptr, nullptr),
-               std::exception);
+  EXPECT_THROW(
+      attention_decode(q.get(), nullptr, nullptr, nullptr, nullptr, 1, 2, 1, 264, nullptr, nullptr),
+      std::exception);
 }
 
 }  // namespace

@@ -275,6 +275,40 @@ TEST_F(CudaExecutor, ChunkedPrefillMatchesOnePrefill) {
   EXPECT_LE(relative_l2(last.data(), whole.data(), V), 1e-5);
 }
 
+// Decode steps with logits replay a captured CUDA graph; without logits they run eagerly; a batch
+// larger than any before reallocates the activations and must drop the captured graph.
+TEST_F(CudaExecutor, CapturedDecodeStepMatchesEagerStepsAndSurvivesBufferGrowth) {
+  TestModel m(Variant{"graph", true});
+  const CudaTransformer gpu(m.config, m.weights, m.inv_freq, uncapped());
+  const int32_t V = m.config.vocab_size;
+  const auto ids = random_ids(60, V, 21);
+  auto step = [&](SessionState& s, size_t t, float* out) {
+    gpu.forward(s, std::span(ids).subspan(t, 1), static_cast<int32_t>(t), out, false, nullptr);
+  };
+  // Reference: the whole sequence as one prefill.
+  auto whole = gpu.create_state(64);
+  std::vector<float> want(V);
+  gpu.forward(*whole, ids, 0, want.data(), false, nullptr);
+
+  auto s = gpu.create_state(64);
+  std::vector<float> got(V, NAN);
+  gpu.forward(*s, std::span(ids).first(10), 0, nullptr, false, nullptr);
+  for (size_t t = 10; t < 13; ++t) step(*s, t, got.data());  // captured, then replayed
+  for (size_t t = 13; t < 15; ++t) step(*s, t, nullptr);     // eager, no logits
+  gpu.forward(*s, std::span(ids).subspan(15, 40), 15, nullptr, false, nullptr);  // grows buffers
+  for (size_t t = 55; t < 60; ++t) step(*s, t, got.data());  // recaptured at new addresses
+  EXPECT_LE(relative_l2(got.data(), want.data(), V), 1e-2);
+  // The same calls on a fresh session (capturing its own graphs) give the same logits.
+  auto s2 = gpu.create_state(64);
+  std::vector<float> again(V, NAN);
+  gpu.forward(*s2, std::span(ids).first(10), 0, nullptr, false, nullptr);
+  for (size_t t = 10; t < 13; ++t) step(*s2, t, again.data());
+  for (size_t t = 13; t < 15; ++t) step(*s2, t, nullptr);
+  gpu.forward(*s2, std::span(ids).subspan(15, 40), 15, nullptr, false, nullptr);
+  for (size_t t = 55; t < 60; ++t) step(*s2, t, again.data());
+  EXPECT_LE(relative_l2(again.data(), got.data(), V), 1e-6);
+}
+
 TEST_F(CudaExecutor, LoadUnderATinyCapFailsCleanlyThenLoadsWithoutACap) {
   TestModel m(Variant{"oom"});
   auto capped = DeviceAllocator::create(0, 4096, "test GPU");

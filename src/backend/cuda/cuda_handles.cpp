@@ -40,3 +40,36 @@ CublasHandle::~CublasHandle() {
 }
 
 }  // namespace kiln::cuda
+
+namespace kiln::cuda {
+
+void GraphExec::end_capture(cudaStream_t stream) {
+  reset();
+  KILN_CUDA_CHECK(cudaStreamEndCapture(stream, &graph_));
+  const cudaError_t status = cudaGraphInstantiate(&exec_, graph_, 0);
+  if (status != cudaSuccess) {
+    exec_ = nullptr;
+    reset();
+    check(status, "cudaGraphInstantiate");
+  }
+}
+
+void GraphExec::abandon_capture(cudaStream_t stream) noexcept {
+  cudaGraph_t partial = nullptr;
+  (void)cudaStreamEndCapture(stream, &partial);
+  if (partial != nullptr) (void)cudaGraphDestroy(partial);
+  (void)cudaGetLastError();
+}
+
+void GraphExec::launch(cudaStream_t stream) const {
+  KILN_CUDA_CHECK(cudaGraphLaunch(exec_, stream));
+}
+
+void GraphExec::reset() noexcept {
+  if (exec_ != nullptr) (void)cudaGraphExecDestroy(exec_);
+  if (graph_ != nullptr) (void)cudaGraphDestroy(graph_);
+  exec_ = nullptr;
+  graph_ = nullptr;
+}
+
+}  // namespace kiln::cuda

@@ -57,3 +57,30 @@ class CublasHandle {
 };
 
 }  // namespace kiln::cuda
+
+namespace kiln::cuda {
+
+// A captured and instantiated CUDA graph (the decode step), replayed with one launch.
+class GraphExec {
+ public:
+  GraphExec() = default;
+  GraphExec(GraphExec&&) = delete;
+  GraphExec& operator=(GraphExec&&) = delete;
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+  ~GraphExec() { reset(); }
+
+  bool ready() const { return exec_ != nullptr; }
+  // Ends the capture begun on `stream` and instantiates it. On failure nothing is kept.
+  void end_capture(cudaStream_t stream);
+  // Ends a capture that failed half-way, dropping it (no throw; used while unwinding).
+  static void abandon_capture(cudaStream_t stream) noexcept;
+  void launch(cudaStream_t stream) const;
+  void reset() noexcept;
+
+ private:
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+}  // namespace kiln::cuda

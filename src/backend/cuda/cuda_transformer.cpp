@@ -19,6 +19,8 @@ namespace {
 constexpr int64_t kLogitRowsPerPass = 64;
 // Activation buffers grow in steps of this many tokens.
 constexpr int64_t kTokenGranule = 16;
+// A cuBLAS workspace of our own per session: graph capture must not see cuBLAS allocate.
+constexpr size_t kCublasWorkspaceBytes = size_t{4} << 20;
 
 std::string describe(const WeightRef& ref) {
   return ref.tensor ? "'" + ref.tensor->name + "' in " + ref.tensor->file : "(absent)";
@@ -75,6 +77,9 @@ CudaSessionState::CudaSessionState(std::shared_ptr<DeviceAllocator> allocator,
                                sizeof(float),
                            "decode attention partial results" + ctx);
   logits_host_ = PinnedBuffer(static_cast<size_t>(dims.vocab) * sizeof(float), "logits");
+  cublas_workspace_ = allocator_->allocate(kCublasWorkspaceBytes, "the cuBLAS workspace" + ctx);
+  KILN_CUDA_CHECK(
+      cublasSetWorkspace(cublas_.get(), cublas_workspace_.get(), cublas_workspace_.size()));
 }
 
 CudaSessionState::~CudaSessionState() {
@@ -90,6 +95,7 @@ bf16* CudaSessionState::v_cache(int32_t layer) const {
 }
 
 void CudaSessionState::reserve(int64_t n_tokens, int64_t logit_rows) {
+  if (n_tokens > token_capacity_ || logit_rows > logit_row_capacity_) decode_step_.reset();
   if (n_tokens > token_capacity_) {
     const int64_t cap = (n_tokens + kTokenGranule - 1) / kTokenGranule * kTokenGranule;
     token_capacity_ = 0;  // stays 0 if an allocation below throws
@@ -101,7 +107,7 @@ void CudaSessionState::reserve(int64_t n_tokens, int64_t logit_rows) {
       *b = DeviceBuffer();
     }
     ids_host_ = PinnedBuffer();
-    ids_ = allocator_->allocate(n * sizeof(int32_t), "token ids" + what);
+    ids_ = allocator_->allocate((n + 1) * sizeof(int32_t), "token ids" + what);
     x_ = allocator_->allocate(n * d.hidden * sizeof(float), "the residual stream" + what);
     normed_ = allocator_->allocate(n * d.hidden * sizeof(bf16), "normalised activations" + what);
     qkv_ = allocator_->allocate(n * d.qkv_dim() * sizeof(float), "q/k/v projections" + what);
@@ -109,7 +115,7 @@ void CudaSessionState::reserve(int64_t n_tokens, int64_t logit_rows) {
     attn_ = allocator_->allocate(n * d.q_dim() * sizeof(bf16), "attention outputs" + what);
     gate_up_ = allocator_->allocate(n * 2 * d.intermediate * sizeof(float), "gate/up" + what);
     act_ = allocator_->allocate(n * d.intermediate * sizeof(bf16), "SwiGLU outputs" + what);
-    ids_host_ = PinnedBuffer(n * sizeof(int32_t), "token ids");
+    ids_host_ = PinnedBuffer((n + 1) * sizeof(int32_t), "token ids");
     token_capacity_ = cap;
   }
   if (logit_rows > logit_row_capacity_) {
@@ -278,10 +284,57 @@ void CudaTransformer::forward(SessionState& base_state, std::span<const int32_t>
   }
 
   use_device(allocator_->device());
-  const ModelDims& d = dims_;
+  const int64_t V = dims_.vocab;
   const int64_t logit_rows =
       logits == nullptr ? 0 : (all_positions ? std::min(n, kLogitRowsPerPass) : 1);
   s->reserve(n, logit_rows);
+  // The pinned staging is free: the previous forward on this session ended synchronised.
+  int32_t* staged = s->ids_host_.as<int32_t>();
+  staged[0] = start_pos;
+  std::memcpy(staged + 1, ids.data(), static_cast<size_t>(n) * sizeof(int32_t));
+  const cudaStream_t stream = s->stream_.get();
+
+  if (n == 1 && logits != nullptr) {
+    // Decode: one graph launch replays the captured step (copy-in, layers, head, copy-out).
+    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+      fail(KILN_ERR_CANCELLED, "forward pass cancelled");
+    }
+    if (!s->decode_step_.ready()) {
+      KILN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      try {
+        enqueue_layers(*s, 1, start_pos, nullptr);
+        compute_logits(*s, 0, 1, s->logits_host_.as<float>());
+      } catch (...) {
+        GraphExec::abandon_capture(stream);
+        throw;
+      }
+      s->decode_step_.end_capture(stream);
+    }
+    s->decode_step_.launch(stream);
+    s->stream_.synchronize();
+    std::memcpy(logits, s->logits_host_.as<float>(), static_cast<size_t>(V) * sizeof(float));
+    return;
+  }
+
+  enqueue_layers(*s, n, start_pos, cancel);
+  if (logits != nullptr && all_positions) {
+    for (int64_t r0 = 0; r0 < n; r0 += kLogitRowsPerPass) {
+      compute_logits(*s, r0, std::min(kLogitRowsPerPass, n - r0), logits + r0 * V);
+    }
+    s->stream_.synchronize();
+  } else if (logits != nullptr) {
+    compute_logits(*s, n - 1, 1, s->logits_host_.as<float>());
+    s->stream_.synchronize();
+    std::memcpy(logits, s->logits_host_.as<float>(), static_cast<size_t>(V) * sizeof(float));
+  } else {
+    s->stream_.synchronize();
+  }
+}
+
+void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t start_pos,
+                                     const std::atomic<bool>* cancel) const {
+  CudaSessionState* s = &state;
+  const ModelDims& d = dims_;
   const cudaStream_t stream = s->stream_.get();
   const cublasHandle_t blas = s->cublas_.get();
   const QkvShape shape{static_cast<int32_t>(d.n_heads), static_cast<int32_t>(d.n_kv_heads),
@@ -289,12 +342,10 @@ void CudaTransformer::forward(SessionState& base_state, std::span<const int32_t>
   float* x = ptr<float>(s->x_);
   bf16* normed = ptr<bf16>(s->normed_);
 
-  // The pinned ids buffer is free: the previous forward on this session ended synchronised.
-  std::memcpy(s->ids_host_.as<int32_t>(), ids.data(), static_cast<size_t>(n) * sizeof(int32_t));
   KILN_CUDA_CHECK(cudaMemcpyAsync(s->ids_.get(), s->ids_host_.as<int32_t>(),
-                                  static_cast<size_t>(n) * sizeof(int32_t), cudaMemcpyHostToDevice,
-                                  stream));
-  embedding_gather(ptr<int32_t>(s->ids_), ptr<bf16>(embed_), x, n, d.hidden, stream);
+                                  static_cast<size_t>(n + 1) * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, stream));
+  embedding_gather(s->token_ids(), ptr<bf16>(embed_), x, n, d.hidden, stream);
 
   for (int32_t li = 0; li < d.n_layers; ++li) {
     if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
@@ -309,11 +360,11 @@ void CudaTransformer::forward(SessionState& base_state, std::span<const int32_t>
     linear_bf16(blas, normed, ptr<bf16>(L.wqkv), ptr<float>(s->qkv_), n, d.hidden, d.qkv_dim(),
                 0.0f);
     qkv_rope(ptr<float>(s->qkv_), ptr<float>(L.bqkv), ptr<float>(L.q_norm), ptr<float>(L.k_norm),
-             eps_, ptr<float>(inv_freq_), start_pos, n, shape, ptr<float>(s->q_), k_cache, v_cache,
-             stream);
+             eps_, ptr<float>(inv_freq_), s->position(), n, shape, ptr<float>(s->q_), k_cache,
+             v_cache, stream);
     if (n == 1) {
-      attention_decode(ptr<float>(s->q_), k_cache, v_cache, ptr<bf16>(s->attn_), start_pos + 1,
-                       shape.n_heads, shape.n_kv_heads, shape.head_dim,
+      attention_decode(ptr<float>(s->q_), k_cache, v_cache, ptr<bf16>(s->attn_), s->position(),
+                       s->context_length(), shape.n_heads, shape.n_kv_heads, shape.head_dim,
                        ptr<float>(s->decode_partials_), stream);
     } else {
       attention_prefill(ptr<float>(s->q_), k_cache, v_cache, ptr<bf16>(s->attn_), n, start_pos,
@@ -333,19 +384,6 @@ void CudaTransformer::forward(SessionState& base_state, std::span<const int32_t>
   if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
     s->stream_.synchronize();
     fail(KILN_ERR_CANCELLED, "forward pass cancelled");
-  }
-
-  if (logits != nullptr && all_positions) {
-    for (int64_t r0 = 0; r0 < n; r0 += kLogitRowsPerPass) {
-      compute_logits(*s, r0, std::min(kLogitRowsPerPass, n - r0), logits + r0 * d.vocab);
-    }
-    s->stream_.synchronize();
-  } else if (logits != nullptr) {
-    compute_logits(*s, n - 1, 1, s->logits_host_.as<float>());
-    s->stream_.synchronize();
-    std::memcpy(logits, s->logits_host_.as<float>(), static_cast<size_t>(d.vocab) * sizeof(float));
-  } else {
-    s->stream_.synchronize();
   }
 }
 

@@ -27,7 +27,10 @@ struct ModelDims {
 };
 
 // A session's device state: KV cache ([n_layers][context][kv_dim] BF16 for K and for V), its
-// stream and cuBLAS handle, and activation buffers sized for the largest batch seen so far.
+// stream and cuBLAS handle (with its own workspace, so that its calls can be captured), activation
+// buffers sized for the largest batch seen so far, and the captured decode step: a one-token
+// forward with logits is recorded once as a CUDA graph (every pointer it uses is fixed, the
+// position is read from device memory) and replayed for each following token.
 class CudaSessionState final : public SessionState {
  public:
   // Throws KILN_ERR_OUT_OF_MEMORY (naming the KV cache and its bytes) when it does not fit.
@@ -38,8 +41,12 @@ class CudaSessionState final : public SessionState {
 
  private:
   friend class CudaTransformer;
-  // Grows the activation buffers to hold `n_tokens` rows and `logit_rows` rows of logits.
+  // Grows the activation buffers to hold `n_tokens` rows and `logit_rows` rows of logits (which
+  // drops the captured decode step: its pointers would be stale).
   void reserve(int64_t n_tokens, int64_t logit_rows);
+  // Device copy of [start_pos, ids...]: the position, then the batch's token ids.
+  int32_t* position() const { return ids_.as<int32_t>(); }
+  int32_t* token_ids() const { return ids_.as<int32_t>() + 1; }
   bf16* k_cache(int32_t layer) const;
   bf16* v_cache(int32_t layer) const;
 
@@ -48,10 +55,11 @@ class CudaSessionState final : public SessionState {
   int32_t context_length_;
   Stream stream_;
   CublasHandle cublas_;
-  DeviceBuffer k_cache_, v_cache_, decode_partials_;
+  DeviceBuffer k_cache_, v_cache_, decode_partials_, cublas_workspace_;
   int64_t token_capacity_ = 0, logit_row_capacity_ = 0;
   DeviceBuffer ids_, x_, normed_, qkv_, q_, attn_, gate_up_, act_, logits_;
   PinnedBuffer ids_host_, logits_host_;
+  GraphExec decode_step_;
 };
 
 class CudaTransformer final : public ModelExecutor {
@@ -73,6 +81,9 @@ class CudaTransformer final : public ModelExecutor {
     DeviceBuffer attn_norm, wqkv, bqkv, wo, bo, q_norm, k_norm, ffn_norm, w_gate_up, w_down;
   };
   void validate(const ModelConfig& config, const TransformerWeights& w) const;
+  // Enqueues the copy of the staged [start_pos, ids] and the embedding and layers for n tokens.
+  void enqueue_layers(CudaSessionState& s, int64_t n, int32_t start_pos,
+                      const std::atomic<bool>* cancel) const;
   // The final norm and the head over `rows` rows of x starting at row `first_row`, into `out`.
   void compute_logits(CudaSessionState& s, int64_t first_row, int64_t rows, float* out) const;
 

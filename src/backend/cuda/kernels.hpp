@@ -33,17 +33,19 @@ void swiglu(const float* gate_up, bf16* out, int64_t rows, int64_t dim, cudaStre
 
 // kernels/qkv_rope.cu — the step between the fused q/k/v projection and attention. qkv is
 // [n_tokens × (q_dim + 2·kv_dim)] (q heads, then k heads, then v heads; q_dim = n_heads·head_dim,
-// kv_dim = n_kv_heads·head_dim); token t sits at position start_pos + t. Per head vector, in this
-// order: + bias (nullable; [q_dim + 2·kv_dim]), per-head RMSNorm for q and k heads (q_norm / k_norm
-// nullable, [head_dim], Qwen3), RoPE in the rotate_half layout on the first rot_dim elements of q
-// and k heads (angle = position · inv_freq[i], float32 product as HF). Writes q to q_out [n_tokens
-// × q_dim] (float32) and k, v as BF16 into the caches' rows start_pos + t ([ctx × kv_dim]).
+// kv_dim = n_kv_heads·head_dim); token t sits at position *start_pos + t. start_pos is read from
+// device memory so that a captured decode step (CUDA graph) replays at any position. Per head
+// vector, in this order: + bias (nullable; [q_dim + 2·kv_dim]), per-head RMSNorm for q and k heads
+// (q_norm / k_norm nullable, [head_dim], Qwen3), RoPE in the rotate_half layout on the first
+// rot_dim elements of q and k heads (angle = position · inv_freq[i], float32 product as HF). Writes
+// q to q_out [n_tokens × q_dim] (float32) and k, v as BF16 into the caches' rows start_pos + t
+// ([ctx × kv_dim]).
 struct QkvShape {
   int32_t n_heads, n_kv_heads, head_dim, rot_dim;
 };
 void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const float* k_norm,
-              float eps, const float* inv_freq, int32_t start_pos, int64_t n_tokens, QkvShape shape,
-              float* q_out, bf16* k_cache, bf16* v_cache, cudaStream_t stream);
+              float eps, const float* inv_freq, const int32_t* start_pos, int64_t n_tokens,
+              QkvShape shape, float* q_out, bf16* k_cache, bf16* v_cache, cudaStream_t stream);
 
 // Largest head_dim the attention kernels take (register tiles of head_dim / 32 per lane).
 constexpr int kMaxAttentionHeadDim = 256;
@@ -58,14 +60,16 @@ void attention_prefill(const float* q, const bf16* k_cache, const bf16* v_cache,
                        int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
                        int32_t head_dim, cudaStream_t stream);
 
-// kernels/attention_decode.cu — the same for one query over n_keys cache rows, the keys split into
+// kernels/attention_decode.cu — the same for one query at position *position (device memory, so a
+// captured CUDA graph replays at any position) over cache rows 0 .. *position, the keys split into
 // chunks of kDecodeSplitKeys processed by separate blocks (so a long context fills the GPU) whose
-// partial softmax states are merged by a second kernel. `partials` must hold
-// decode_partials_floats(n_heads, head_dim, n_keys) floats.
+// partial softmax states are merged by a second kernel. The grid is sized for `max_keys` (the
+// session's context); blocks past the keys in use return at once. `partials` must hold
+// decode_partials_floats(n_heads, head_dim, max_keys) floats.
 constexpr int kDecodeSplitKeys = 256;
 int64_t decode_partials_floats(int32_t n_heads, int32_t head_dim, int64_t max_keys);
 void attention_decode(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
-                      int64_t n_keys, int32_t n_heads, int32_t n_kv_heads, int32_t head_dim,
-                      float* partials, cudaStream_t stream);
+                      const int32_t* position, int64_t max_keys, int32_t n_heads,
+                      int32_t n_kv_heads, int32_t head_dim, float* partials, cudaStream_t stream);
 
 }  // namespace kiln::cuda
