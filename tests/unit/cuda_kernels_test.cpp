@@ -151,8 +151,10 @@ TEST_F(CudaKernels, SwiGluOfTheFusedGateUpRows) {
 
 TEST_F(CudaKernels, LinearBf16MatchesTheProductOfTheRoundedInputs) {
   CublasHandle handle(nullptr);
-  for (const int64_t m : {1, 7, 33}) {
-    const int64_t k = 100, n = 77;
+  // m = 1 runs the gemv kernel (16-byte path when k % 8 == 0, scalar otherwise), m > 1 cuBLAS.
+  const int64_t shapes[][3] = {{1, 100, 77}, {1, 896, 1153}, {1, 4864, 301},
+                               {7, 100, 77}, {33, 100, 77},  {5, 896, 130}};
+  for (const auto& [m, k, n] : shapes) {
     const auto x = to_bf16(random_normal(m * k, rng));
     const auto w = to_bf16(random_normal(n * k, rng));
     const auto y0 = random_normal(m * n, rng);

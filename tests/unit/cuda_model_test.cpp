@@ -332,10 +332,11 @@ TEST_F(CudaExecutor, LoadUnderATinyCapFailsCleanlyThenLoadsWithoutACap) {
 
 TEST_F(CudaExecutor, SessionThatDoesNotFitFailsAndASmallerOneWorks) {
   TestModel m(Variant{"oom_session"});
-  auto allocator = DeviceAllocator::create(0, 1 << 20, "test GPU");  // 1 MiB
+  // 8 MiB: the model (~0.3 MB), a session's 4 MiB cuBLAS workspace and a small cache fit.
+  auto allocator = DeviceAllocator::create(0, 8 << 20, "test GPU");
   const CudaTransformer gpu(m.config, m.weights, m.inv_freq, allocator);
   const uint64_t model_bytes = allocator->in_use();
-  // K and V of 3 layers × 32 values × 2 bytes = 384 bytes per token: 100k tokens do not fit.
+  // K and V of 3 layers × 32 values × 2 bytes = 384 bytes per token: 100k tokens (38 MB) do not.
   try {
     (void)gpu.create_state(100000);
     FAIL() << "a KV cache over the cap was allocated";

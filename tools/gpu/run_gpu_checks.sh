@@ -49,6 +49,17 @@ tail -1 "$out/make_model.log"
 PYTHONUNBUFFERED=1 timeout 300 python3 "$here/hf_gpu_peer.py" "$model" 512 128 --static 2>&1 |
   grep -v Warning | tee "$out/bench_hf.log"
 
+if [ "${KILN_GPU_PROFILE:-0}" = 1 ]; then
+  # Per-kernel durations of one layer's worth of launches in pp512 and in decode (graph nodes).
+  for mode in "-p 512 -n 0" "-p 0 -n 6"; do
+    echo "=== ncu: kiln-bench $mode"
+    timeout 150 ncu --launch-skip 300 --launch-count 24 --section SpeedOfLight \
+      "$pack/bin/kiln-bench" --backend cuda -m "$model" $mode -r 1 > "$out/ncu.log" 2>&1
+    grep -E "^  [a-zA-Z_].*\(|Duration|Memory Throughput|Compute \(SM\) Throughput" "$out/ncu.log" |
+      paste - - - - | sed -E 's/ +/ /g' | cut -c1-200
+  done
+fi
+
 python3 - "$out" "$model" <<'PY'
 import json, os, re, sys
 out, model = sys.argv[1], sys.argv[2]

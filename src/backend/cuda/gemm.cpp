@@ -17,6 +17,12 @@ void linear_bf16(cublasHandle_t handle, const bf16* x, const bf16* w, float* y, 
                                    std::to_string(n) + " exceeds cuBLAS's 32-bit dimensions");
   }
   if (m == 0) return;
+  if (m == 1) {
+    cudaStream_t stream = nullptr;
+    KILN_CUDA_CHECK(cublasGetStream(handle, &stream));
+    gemv_bf16(x, w, y, k, n, beta, stream);
+    return;
+  }
   const float alpha = 1.0f;
   // cuBLAS is column-major: the row-major y[m × n] is the column-major yᵀ [n × m] = W·xᵀ, where
   // the row-major W [n × k] read column-major is Wᵀ [k × n] (so op T) and x likewise xᵀ [k × m].

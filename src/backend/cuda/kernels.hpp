@@ -47,6 +47,11 @@ void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const fl
               float eps, const float* inv_freq, const int32_t* start_pos, int64_t n_tokens,
               QkvShape shape, float* q_out, bf16* k_cache, bf16* v_cache, cudaStream_t stream);
 
+// kernels/gemv.cu — y[n] = W[n × k] · x[k] + beta · y (W row-major BF16, x BF16, y float32; y is
+// not read when beta = 0): the one-token case of linear_bf16 (gemm.hpp), which dispatches to it.
+void gemv_bf16(const bf16* x, const bf16* w, float* y, int64_t k, int64_t n, float beta,
+               cudaStream_t stream);
+
 // Largest head_dim the attention kernels take (register tiles of head_dim / 32 per lane).
 constexpr int kMaxAttentionHeadDim = 256;
 
