@@ -177,6 +177,47 @@ TEST_F(CudaKernels, LinearBf16MatchesTheProductOfTheRoundedInputs) {
   }
 }
 
+// The decode step's fused RMSNorm + one-row product (plain and SwiGLU forms) against the norm
+// (rounded to BF16 as rms_norm() rounds it) followed by the product, in float64.
+TEST_F(CudaKernels, FusedRmsNormGemvMatchesNormThenProduct) {
+  for (const int64_t k : {72, 100, 896}) {  // 100: the scalar path
+    const int64_t n = 203, inter = 101;
+    const auto x = random_normal(k, rng, 2.0f);
+    const auto norm_w = random_normal(k, rng);
+    const auto w = to_bf16(random_normal(n * k, rng));
+    const auto wf = from_bf16(w);
+    const auto y0 = random_normal(n, rng);
+    // The normalised input as the kernel rounds it: float32 math, then BF16.
+    double ss = 0;
+    for (float v : x) ss += double(v) * v;
+    std::vector<float> xn(k);
+    const float inv_rms = 1.0f / std::sqrt(static_cast<float>(ss / double(k)) + 1e-6f);
+    for (int64_t i = 0; i < k; ++i) xn[i] = round_to_bf16(norm_w[i] * (x[i] * inv_rms));
+    auto dot = [&](int64_t row) {
+      double s = 0;
+      for (int64_t i = 0; i < k; ++i) s += double(wf[row * k + i]) * xn[i];
+      return s;
+    };
+    DeviceArray<float> d_x(x), d_nw(norm_w), d_y(n);
+    DeviceArray<bf16> d_w(w), d_act(inter);
+    d_y.upload(y0);
+    rms_norm_gemv_bf16(d_x.get(), d_nw.get(), 1e-6f, d_w.get(), d_y.get(), k, n, 1.0f, nullptr);
+    std::vector<double> want(n);
+    for (int64_t r = 0; r < n; ++r) want[r] = y0[r] + dot(r);
+    // inv_rms may differ from the float32 reference by an ulp, moving a BF16 rounding of xn.
+    expect_f32_close(d_y.download(), want, 1e-3, 2e-2, "rms_norm_gemv");
+
+    rms_norm_gemv_swiglu_bf16(d_x.get(), d_nw.get(), 1e-6f, d_w.get(), d_act.get(), k, inter,
+                              nullptr);
+    std::vector<double> want_act(inter);
+    for (int64_t i = 0; i < inter; ++i) {
+      const double g = dot(i), u = dot(inter + i);
+      want_act[i] = g / (1.0 + std::exp(-g)) * u;
+    }
+    expect_bf16_close(from_bf16(d_act.download()), want_act, 2e-2, "rms_norm_gemv_swiglu");
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // q/k/v preparation: bias, per-head RMSNorm, RoPE, cache writes.
 

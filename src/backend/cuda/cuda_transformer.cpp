@@ -356,9 +356,16 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
     bf16* k_cache = s->k_cache(li);
     bf16* v_cache = s->v_cache(li);
 
-    rms_norm(x, nullptr, ptr<float>(L.attn_norm), normed, n, d.hidden, eps_, stream);
-    linear_bf16(blas, normed, ptr<bf16>(L.wqkv), ptr<float>(s->qkv_), n, d.hidden, d.qkv_dim(),
-                0.0f);
+    // One token: each norm is fused into the product after it (fewer launches in the decode step).
+    const bool fuse_norms = n == 1 && rms_norm_gemv_supported(d.hidden);
+    if (fuse_norms) {
+      rms_norm_gemv_bf16(x, ptr<float>(L.attn_norm), eps_, ptr<bf16>(L.wqkv), ptr<float>(s->qkv_),
+                         d.hidden, d.qkv_dim(), 0.0f, stream);
+    } else {
+      rms_norm(x, nullptr, ptr<float>(L.attn_norm), normed, n, d.hidden, eps_, stream);
+      linear_bf16(blas, normed, ptr<bf16>(L.wqkv), ptr<float>(s->qkv_), n, d.hidden, d.qkv_dim(),
+                  0.0f);
+    }
     qkv_rope(ptr<float>(s->qkv_), ptr<float>(L.bqkv), ptr<float>(L.q_norm), ptr<float>(L.k_norm),
              eps_, ptr<float>(inv_freq_), s->position(), n, shape, ptr<float>(s->q_), k_cache,
              v_cache, stream);
@@ -374,10 +381,15 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
     linear_bf16(blas, ptr<bf16>(s->attn_), ptr<bf16>(L.wo), x, n, d.q_dim(), d.hidden, 1.0f);
     if (L.bo) bias_add(x, ptr<float>(L.bo), n, d.hidden, stream);
 
-    rms_norm(x, nullptr, ptr<float>(L.ffn_norm), normed, n, d.hidden, eps_, stream);
-    linear_bf16(blas, normed, ptr<bf16>(L.w_gate_up), ptr<float>(s->gate_up_), n, d.hidden,
-                2 * d.intermediate, 0.0f);
-    swiglu(ptr<float>(s->gate_up_), ptr<bf16>(s->act_), n, d.intermediate, stream);
+    if (fuse_norms) {
+      rms_norm_gemv_swiglu_bf16(x, ptr<float>(L.ffn_norm), eps_, ptr<bf16>(L.w_gate_up),
+                                ptr<bf16>(s->act_), d.hidden, d.intermediate, stream);
+    } else {
+      rms_norm(x, nullptr, ptr<float>(L.ffn_norm), normed, n, d.hidden, eps_, stream);
+      linear_bf16(blas, normed, ptr<bf16>(L.w_gate_up), ptr<float>(s->gate_up_), n, d.hidden,
+                  2 * d.intermediate, 0.0f);
+      swiglu(ptr<float>(s->gate_up_), ptr<bf16>(s->act_), n, d.intermediate, stream);
+    }
     linear_bf16(blas, ptr<bf16>(s->act_), ptr<bf16>(L.w_down), x, n, d.intermediate, d.hidden,
                 1.0f);
   }

@@ -52,6 +52,18 @@ void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const fl
 void gemv_bf16(const bf16* x, const bf16* w, float* y, int64_t k, int64_t n, float beta,
                cudaStream_t stream);
 
+// kernels/gemv.cu — the decode step's RMSNorm fused into the one-row product after it: y[n] =
+// W[n × k] · bf16(norm_w ⊙ x / rms(x)) + beta · y, with x float32 [k] and the normalised vector
+// rounded exactly as rms_norm() rounds it. The swiglu form takes the fused gate/up matrix
+// [2·inter × k] and writes out[i] = bf16(silu(gate_i) · up_i) for i < inter. Both need
+// rms_norm_gemv_supported(k) (the normalised x is staged in 48 KB of shared memory).
+bool rms_norm_gemv_supported(int64_t k);
+void rms_norm_gemv_bf16(const float* x, const float* norm_w, float eps, const bf16* w, float* y,
+                        int64_t k, int64_t n, float beta, cudaStream_t stream);
+void rms_norm_gemv_swiglu_bf16(const float* x, const float* norm_w, float eps,
+                               const bf16* w_gate_up, bf16* out, int64_t k, int64_t inter,
+                               cudaStream_t stream);
+
 // Largest head_dim the attention kernels take (register tiles of head_dim / 32 per lane).
 constexpr int kMaxAttentionHeadDim = 256;
 
