@@ -167,9 +167,12 @@ typedef struct kiln_model_load_options {
 KILN_API kiln_status kiln_model_load_options_default(kiln_model_load_options *options, size_t struct_size);
 
 /* Loads a model from `path`: a Hugging Face model directory (config.json, *.safetensors,
- * tokenizer.json, tokenizer_config.json, generation_config.json). Supported architectures:
- * LlamaForCausalLM (Llama 2/3), MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,
- * Phi3ForCausalLM; anything else gives KILN_ERR_UNSUPPORTED naming it. */
+ * tokenizer.json, tokenizer_config.json, generation_config.json), or a GGUF file (v2/v3, as
+ * llama.cpp writes them; recognised by its magic bytes, with tensor types F32, F16, BF16, Q4_0,
+ * Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K and MXFP4, and a `gpt2` BPE tokenizer). Supported
+ * architectures: LlamaForCausalLM (Llama 2/3), MistralForCausalLM, Qwen2ForCausalLM,
+ * Qwen3ForCausalLM, Phi3ForCausalLM (GGUF: llama, qwen2, qwen3, phi3); anything else gives
+ * KILN_ERR_UNSUPPORTED naming it. Called on one thread; the progress callback runs on it. */
 KILN_API kiln_status kiln_model_load(kiln_runtime *runtime, const char *path,
                                      const kiln_model_load_options *options, kiln_model **out_model);
 KILN_API void kiln_model_free(kiln_model *model);
@@ -339,6 +342,56 @@ KILN_API kiln_status kiln_generate_ids(kiln_session *session, const int32_t *pro
  * penalties look at the tokens already in the session's context. */
 KILN_API kiln_status kiln_sample(kiln_session *session, const float *logits, size_t n_logits,
                                  const kiln_sampling_options *options, int32_t *out_id);
+
+/* ============================================================================================= */
+/* Chat templates                                                                                */
+/* ============================================================================================= */
+/* A conversation message. Strings are NUL-terminated UTF-8 and only read during the call. */
+typedef struct kiln_chat_message {
+  const char *role;              /* "system", "user", "assistant", "tool", ...                */
+  const char *content;           /* NULL = no content (the template sees None)                */
+  const char *tool_calls_json;   /* NULL, or a JSON array: message.tool_calls                  */
+  const char *extra_json;        /* NULL, or a JSON object merged into the message
+                                  * (tool_call_id, name, reasoning_content, thinking, ...)      */
+} kiln_chat_message;
+
+typedef struct kiln_chat_options {
+  size_t struct_size;
+  int32_t add_generation_prompt; /* 1 = end with the assistant header. Default 1              */
+  const char *tools_json;        /* NULL, or a JSON array of tool definitions: `tools`         */
+  const char *extra_context_json;/* NULL, or a JSON object of extra template variables
+                                  * (enable_thinking, reasoning_effort, date_string, ...)      */
+  const char *template_override; /* NULL = the model's chat_template from tokenizer_config.json;
+                                  * else a Jinja template string used instead                  */
+  const char *template_name;     /* NULL = "default" when the config lists named templates     */
+  int64_t now_unix_seconds;      /* clock of strftime_now() (local time); 0 = now. Default 0   */
+  uint64_t max_steps;            /* evaluation budget; exceeded → KILN_ERR_OUT_OF_RANGE.
+                                  * Default 5,000,000                                          */
+  size_t max_output_bytes;       /* output budget; exceeded → KILN_ERR_OUT_OF_RANGE. 16 MiB   */
+} kiln_chat_options;
+
+KILN_API kiln_status kiln_chat_options_default(kiln_chat_options *options, size_t struct_size);
+
+/* Renders a conversation with the model's chat template exactly as HF transformers'
+ * apply_chat_template(tokenize=False) does (Jinja2 with trim_blocks and lstrip_blocks; bos_token and
+ * eos_token from tokenizer_config.json). The text is not NUL-terminated; *text_len is the byte
+ * count needed. Errors: KILN_ERR_INVALID_ARGUMENT for bad JSON, a model without a template, or the
+ * template's raise_exception() (its message is in kiln_last_error()); KILN_ERR_FORMAT for a template
+ * syntax error (with line and column) or a filter/test kiln lacks; KILN_ERR_OUT_OF_RANGE when a
+ * budget is exceeded. Thread-safe (the model is only read). */
+KILN_API kiln_status kiln_chat_render(const kiln_model *model, const kiln_chat_message *messages,
+                                      size_t n_messages, const kiln_chat_options *options, char *text,
+                                      size_t capacity, size_t *text_len);
+
+/* Renders and tokenizes for training: ids[i] with mask[i] = 1 when the token comes from an
+ * assistant message's content (the template's headers and end-of-turn tokens get 0). Both buffers
+ * hold `capacity` entries; *n_ids is the count needed. Each span (template text, assistant content)
+ * is tokenized on its own with special tokens parsed and no BOS/EOS added, as nanochat's
+ * render_conversation does. A template that rewrites assistant content so that it cannot be located
+ * gives KILN_ERR_UNSUPPORTED. Thread-safe. */
+KILN_API kiln_status kiln_chat_render_tokens(const kiln_model *model, const kiln_chat_message *messages,
+                                             size_t n_messages, const kiln_chat_options *options,
+                                             int32_t *ids, uint8_t *mask, size_t capacity, size_t *n_ids);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -1,10 +1,15 @@
 #include "engine/model.hpp"
 
 #include <chrono>
+#include <fstream>
+#include <string_view>
 #include <system_error>
 
 #include "core/error.hpp"
 #include "engine/runtime.hpp"
+#include "formats/gguf.hpp"
+#include "formats/gguf_model.hpp"
+#include "formats/gguf_tokenizer.hpp"
 #include "formats/safetensors.hpp"
 
 namespace kiln {
@@ -14,7 +19,8 @@ namespace fs = std::filesystem;
 const Tokenizer& Model::require_tokenizer() const {
   if (!tokenizer) {
     fail(KILN_ERR_UNSUPPORTED,
-         "this model has no tokenizer (its directory has no tokenizer.json); pass token ids instead");
+         "this model has no tokenizer (its directory has no tokenizer.json); pass token ids "
+         "instead");
   }
   return *tokenizer;
 }
@@ -23,8 +29,8 @@ namespace {
 
 void report(const ProgressFn& progress, float fraction, const char* stage) {
   if (progress && !progress(fraction, stage)) {
-    fail(KILN_ERR_CANCELLED, std::string("model loading cancelled by the progress callback during ") +
-                                 stage);
+    fail(KILN_ERR_CANCELLED,
+         std::string("model loading cancelled by the progress callback during ") + stage);
   }
 }
 
@@ -44,6 +50,78 @@ void resolve_special_ids(Model& m) {
   }
 }
 
+// Progress of a sub-stage mapped onto [begin, begin + span] of the whole load.
+ProgressFn sub_progress(const ProgressFn& progress, float begin, float span) {
+  return [progress, begin, span](float f, const char* stage) {
+    return !progress || progress(begin + span * f, stage);
+  };
+}
+
+void load_hf_directory(const Runtime& runtime, const fs::path& path, const ProgressFn& progress,
+                       Model& model) {
+  std::error_code ec;
+  report(progress, 0.0f, "config");
+  model.directory = path;
+  model.config = load_model_config(path);
+
+  report(progress, 0.01f, "tokenizer");
+  if (fs::exists(path / "tokenizer.json", ec)) {
+    model.tokenizer =
+        Tokenizer::from_files(path / "tokenizer.json", path / "tokenizer_config.json");
+    if (model.tokenizer->vocab_size() > model.config.vocab_size) {
+      fail(KILN_ERR_FORMAT, "tokenizer.json in '" + path.string() + "' has " +
+                                std::to_string(model.tokenizer->vocab_size()) +
+                                " tokens but config.json's vocab_size is " +
+                                std::to_string(model.config.vocab_size));
+    }
+  } else {
+    runtime.logger().warn("'" + path.string() +
+                          "' has no tokenizer.json: only token ids can be used with this model");
+  }
+  resolve_special_ids(model);
+
+  report(progress, 0.02f, "weights");
+  std::shared_ptr<const WeightSet> weights = WeightSet::open_dir(path);
+  model.weights = weights;
+  model.executor =
+      runtime.backend().load_model(model.config, weights, sub_progress(progress, 0.02f, 0.98f));
+}
+
+bool has_gguf_magic(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  return in.read(magic, 4) && std::string_view(magic, 4) == "GGUF";
+}
+
+// A GGUF file: config, tokenizer and weights all come from the one file; the weights are
+// dequantised to float32 at load (formats/gguf_model.hpp), after which the file is unmapped.
+void load_gguf(const Runtime& runtime, const fs::path& path, const ProgressFn& progress,
+               Model& model) {
+  report(progress, 0.0f, "config");
+  const auto file = GgufFile::open(path);
+  model.config = gguf_model_config(*file);
+
+  report(progress, 0.01f, "tokenizer");
+  model.tokenizer = gguf_tokenizer(*file);
+  if (!model.tokenizer) {
+    runtime.logger().warn("'" + path.string() +
+                          "' has no tokenizer.ggml.model: only token ids can be used with it");
+  } else if (model.tokenizer->vocab_size() > model.config.vocab_size) {
+    fail(KILN_ERR_FORMAT, "the tokenizer in '" + path.string() + "' has " +
+                              std::to_string(model.tokenizer->vocab_size()) +
+                              " tokens but token_embd.weight has " +
+                              std::to_string(model.config.vocab_size) + " rows");
+  }
+  resolve_special_ids(model);
+
+  report(progress, 0.02f, "weights");
+  std::shared_ptr<const WeightSet> weights =
+      gguf_weights(*file, model.config, sub_progress(progress, 0.02f, 0.48f));
+  model.weights = weights;
+  model.executor =
+      runtime.backend().load_model(model.config, weights, sub_progress(progress, 0.5f, 0.5f));
+}
+
 }  // namespace
 
 std::shared_ptr<const Model> load_model(const Runtime& runtime, const fs::path& path,
@@ -53,43 +131,21 @@ std::shared_ptr<const Model> load_model(const Runtime& runtime, const fs::path& 
   if (!fs::exists(path, ec)) {
     fail(KILN_ERR_NOT_FOUND, "model path '" + path.string() + "' does not exist");
   }
-  if (!fs::is_directory(path, ec)) {
-    fail(KILN_ERR_UNSUPPORTED, "model path '" + path.string() +
-                                   "' is a file; kiln loads Hugging Face model directories "
-                                   "(config.json + *.safetensors + tokenizer.json)");
-  }
-
   auto model = std::make_shared<Model>();
-  report(progress, 0.0f, "config");
-  model->config = load_model_config(path);
-
-  report(progress, 0.01f, "tokenizer");
-  if (fs::exists(path / "tokenizer.json", ec)) {
-    model->tokenizer = Tokenizer::from_files(path / "tokenizer.json", path / "tokenizer_config.json");
-    if (model->tokenizer->vocab_size() > model->config.vocab_size) {
-      fail(KILN_ERR_FORMAT, "tokenizer.json in '" + path.string() + "' has " +
-                                std::to_string(model->tokenizer->vocab_size()) +
-                                " tokens but config.json's vocab_size is " +
-                                std::to_string(model->config.vocab_size));
-    }
+  if (fs::is_directory(path, ec)) {
+    load_hf_directory(runtime, path, progress, *model);
+  } else if (has_gguf_magic(path)) {
+    load_gguf(runtime, path, progress, *model);
   } else {
-    runtime.logger().warn("'" + path.string() +
-                          "' has no tokenizer.json: only token ids can be used with this model");
+    fail(KILN_ERR_UNSUPPORTED, "model path '" + path.string() +
+                                   "' is a file but not a GGUF file; kiln loads GGUF files and "
+                                   "Hugging Face model directories (config.json + *.safetensors "
+                                   "+ tokenizer.json)");
   }
-  resolve_special_ids(*model);
-
-  report(progress, 0.02f, "weights");
-  std::shared_ptr<const WeightSet> weights = WeightSet::open_dir(path);
-  model->weights = weights;
-  ProgressFn weight_progress = [&](float f, const char* stage) {
-    return !progress || progress(0.02f + 0.98f * f, stage);
-  };
-  model->executor = runtime.backend().load_model(model->config, weights, weight_progress);
   model->n_parameters = model->executor->n_parameters();
   report(progress, 1.0f, "done");
 
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   runtime.logger().info("loaded " + model->config.architecture + " from '" + path.string() +
                         "': " + std::to_string(model->n_parameters) + " parameters in " +
                         std::to_string(secs) + " s");

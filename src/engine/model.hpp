@@ -25,6 +25,7 @@ struct Model {
   int32_t bos_id = -1;
   std::vector<int32_t> eos_ids;
   int64_t n_parameters = 0;
+  std::filesystem::path directory;  // where it was loaded from (chat templates read tokenizer_config.json)
 
   const Tokenizer& require_tokenizer() const;
 };

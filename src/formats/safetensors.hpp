@@ -68,6 +68,17 @@ class WeightSet {
   // that lacks it, a tensor present in two shards), KILN_ERR_IO.
   static std::unique_ptr<WeightSet> open_dir(const std::filesystem::path& model_dir);
 
+  // A float32 tensor held in memory (a GGUF tensor dequantised at load), under its HF name.
+  struct OwnedF32Tensor {
+    std::string name;
+    std::vector<int64_t> shape;
+    std::vector<float> values;  // prod(shape) of them
+  };
+  // A set that owns its tensors. `origin` (the source file) appears in messages. Throws
+  // KILN_ERR_FORMAT on a duplicate name or a value count that disagrees with the shape.
+  static std::unique_ptr<WeightSet> from_owned(std::vector<OwnedF32Tensor> tensors,
+                                               const std::string& origin);
+
   // nullptr when absent. Throws KILN_ERR_UNSUPPORTED (naming tensor, dtype and file) when the
   // tensor exists with a dtype kiln does not handle: present-but-unusable is never reported as
   // absent.
@@ -81,6 +92,11 @@ class WeightSet {
 
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  struct OwnedView {
+    OwnedF32Tensor tensor;
+    TensorView view;  // points into tensor.values
+  };
+  std::vector<std::unique_ptr<OwnedView>> owned_;
   std::map<std::string, const TensorView*> index_;
   // name -> "dtype DT in FILE", for the KILN_ERR_UNSUPPORTED message.
   std::map<std::string, std::string> unsupported_;

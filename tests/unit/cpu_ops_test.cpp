@@ -84,6 +84,38 @@ TEST(CpuOpsLinear, ThreadCountDoesNotChangeBits) {
   }
 }
 
+
+// BF16 weights kept as BF16: the reference widens each weight exactly (bits << 16) in float64 math.
+TEST(CpuOpsLinear, Bf16WeightsMatchFloat64ReferenceAndThreadCounts) {
+  struct Shape {
+    int64_t m, k, n;
+  };
+  for (const Shape s : {Shape{1, 13, 5}, Shape{1, 67, 300}, Shape{1, 256, 33}, Shape{5, 67, 71},
+                        Shape{70, 129, 257}}) {
+    SCOPED_TRACE(testing::Message() << "m=" << s.m << " k=" << s.k << " n=" << s.n);
+    const auto x = random_floats(static_cast<size_t>(s.m * s.k), 11);
+    const auto wf = random_floats(static_cast<size_t>(s.n * s.k), 12);
+    const auto bias = random_floats(static_cast<size_t>(s.n), 13);
+    std::vector<uint16_t> wb(wf.size());
+    std::vector<float> widened(wf.size());
+    for (size_t i = 0; i < wf.size(); ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &wf[i], 4);
+      wb[i] = static_cast<uint16_t>(bits >> 16);  // truncation: any BF16 value will do
+      const uint32_t back = static_cast<uint32_t>(wb[i]) << 16;
+      std::memcpy(&widened[i], &back, 4);
+    }
+    const auto ref = to_float(reference_linear(x, widened, bias.data(), s.m, s.k, s.n));
+    Matrix w;
+    w.bf16 = wb.data();
+    std::vector<float> y1(ref.size(), std::numeric_limits<float>::quiet_NaN()), y2 = y1;
+    linear(x.data(), w, bias.data(), y1.data(), s.m, s.k, s.n, 1);
+    linear(x.data(), w, bias.data(), y2.data(), s.m, s.k, s.n, 2);
+    EXPECT_LE(relative_l2(y1.data(), ref.data(), ref.size()), kTolerance);
+    EXPECT_TRUE(bit_identical(y1, y2));
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // rms_norm
 

@@ -125,9 +125,9 @@ CpuTransformer::CpuTransformer(const ModelConfig& config, const TransformerWeigh
   expect_shape(w.embed, vocab_, hidden_, "embed_tokens");
   expect_shape(w.final_norm, hidden_, 1, "final norm");
   expect_shape(w.lm_head, vocab_, hidden_, "lm_head");
-  embed_ = store_.get(w.embed);
+  embed_ = store_.matrix(w.embed);
   final_norm_ = store_.get(w.final_norm);
-  lm_head_ = store_.get(w.lm_head);
+  lm_head_ = store_.matrix(w.lm_head);
 
   layers_.reserve(w.layers.size());
   for (size_t i = 0; i < w.layers.size(); ++i) {
@@ -148,10 +148,11 @@ CpuTransformer::CpuTransformer(const ModelConfig& config, const TransformerWeigh
     expect_shape(l.w_up, intermediate_, hidden_, "up_proj");
     expect_shape(l.w_down, hidden_, intermediate_, "down_proj");
     layers_.push_back(Layer{
-        store_.get(l.attn_norm), store_.get(l.wq), store_.get(l.wk), store_.get(l.wv),
-        store_.get(l.wo), store_.get(l.bq), store_.get(l.bk), store_.get(l.bv), store_.get(l.bo),
-        qk_norm_ ? store_.get(l.q_norm) : nullptr, qk_norm_ ? store_.get(l.k_norm) : nullptr,
-        store_.get(l.ffn_norm), store_.get(l.w_gate), store_.get(l.w_up), store_.get(l.w_down)});
+        store_.get(l.attn_norm), store_.matrix(l.wq), store_.matrix(l.wk), store_.matrix(l.wv),
+        store_.matrix(l.wo), store_.get(l.bq), store_.get(l.bk), store_.get(l.bv),
+        store_.get(l.bo), qk_norm_ ? store_.get(l.q_norm) : nullptr,
+        qk_norm_ ? store_.get(l.k_norm) : nullptr, store_.get(l.ffn_norm),
+        store_.matrix(l.w_gate), store_.matrix(l.w_up), store_.matrix(l.w_down)});
     if (progress &&
         !progress(static_cast<float>(i + 1) / static_cast<float>(n_layers_), "preparing weights")) {
       fail(KILN_ERR_CANCELLED, "model load cancelled by the progress callback");
@@ -198,7 +199,7 @@ void CpuTransformer::forward(SessionState& base_state, std::span<const int32_t> 
   float* up = gate + n * I;
 
   for (int64_t t = 0; t < n; ++t) {
-    std::memcpy(x + t * H, embed_ + ids[t] * H, static_cast<size_t>(H) * sizeof(float));
+    matrix_row(embed_, ids[t], H, x + t * H);
   }
   std::vector<int32_t> positions(static_cast<size_t>(n));
   for (int64_t t = 0; t < n; ++t) positions[t] = start_pos + static_cast<int32_t>(t);

@@ -10,6 +10,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/cpu/f32_weights.hpp"
+#include "backend/cpu/ops.hpp"
 #include "model/config.hpp"
 #include "model/transformer_weights.hpp"
 
@@ -55,8 +56,10 @@ class CpuTransformer final : public ModelExecutor {
 
  private:
   struct Layer {
-    const float *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo, *q_norm, *k_norm, *ffn_norm,
-        *w_gate, *w_up, *w_down;
+    const float* attn_norm;
+    Matrix wq, wk, wv, wo;
+    const float *bq, *bk, *bv, *bo, *q_norm, *k_norm, *ffn_norm;
+    Matrix w_gate, w_up, w_down;
   };
 
   std::shared_ptr<const void> keep_alive_;
@@ -67,9 +70,9 @@ class CpuTransformer final : public ModelExecutor {
   float eps_;
   bool qk_norm_;
   std::vector<float> inv_freq_;
-  const float* embed_ = nullptr;
+  Matrix embed_;
   const float* final_norm_ = nullptr;
-  const float* lm_head_ = nullptr;
+  Matrix lm_head_;
   std::vector<Layer> layers_;
   int64_t n_parameters_ = 0;
 };

@@ -15,6 +15,25 @@ constexpr int64_t kConvertChunk = 1 << 16;
 
 }  // namespace
 
+Matrix F32WeightStore::matrix(const WeightRef& ref) {
+  Matrix m;
+  if (ref.tensor == nullptr) return m;
+  const TensorView& t = *ref.tensor;
+  const uint8_t* src = t.data + static_cast<size_t>(ref.row_begin * ref.cols) * 2;
+  const bool inside = ref.row_begin >= 0 && ref.rows > 0 && ref.cols > 0 &&
+                      static_cast<size_t>((ref.row_begin + ref.rows) * ref.cols) * 2 <= t.nbytes;
+  if (t.dtype != DType::BF16 || !inside ||
+      reinterpret_cast<uintptr_t>(src) % alignof(uint16_t) != 0) {
+    m.f32 = get(ref);  // converts, or reports the block outside its tensor
+    return m;
+  }
+  const Key key{reinterpret_cast<uintptr_t>(ref.tensor), ref.row_begin, ref.rows, ref.cols};
+  auto [it, added] = bf16_blocks_.emplace(key, reinterpret_cast<const uint16_t*>(src));
+  if (added) n_elements_ += ref.rows * ref.cols;
+  m.bf16 = it->second;
+  return m;
+}
+
 const float* F32WeightStore::get(const WeightRef& ref) {
   if (ref.tensor == nullptr) return nullptr;
   const TensorView& t = *ref.tensor;

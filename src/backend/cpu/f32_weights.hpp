@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backend/cpu/ops.hpp"
 #include "model/transformer_weights.hpp"
 
 namespace kiln::cpu {
@@ -26,6 +27,10 @@ class F32WeightStore {
   // when a conversion buffer cannot be allocated.
   const float* get(const WeightRef& ref);
 
+  // A 2-D weight for matrix products: BF16 tensors stay BF16 in place (half the bytes to stream
+  // per token); everything else comes from get().
+  Matrix matrix(const WeightRef& ref);
+
   // Elements of the distinct blocks handed out so far.
   int64_t n_elements() const { return n_elements_; }
   // Bytes this store allocated for conversions.
@@ -36,6 +41,7 @@ class F32WeightStore {
   using Key = std::tuple<uintptr_t, int64_t, int64_t, int64_t>;
   int n_threads_;
   std::map<Key, const float*> blocks_;
+  std::map<Key, const uint16_t*> bf16_blocks_;
   std::vector<std::unique_ptr<float[]>> owned_;
   int64_t n_elements_ = 0;
   size_t owned_bytes_ = 0;

@@ -1,9 +1,12 @@
 #include "backend/cpu/ops.hpp"
 
+#include "backend/cpu/bf16_matmul.hpp"
+
 #include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace kiln::cpu {
@@ -76,6 +79,26 @@ void linear(const float* x, const float* w, const float* bias, float* y, int64_t
                   y + t0 * n + r0, static_cast<blasint>(n));
       add_bias(t0, tokens, r0, rows);
     }
+  }
+}
+
+void linear(const float* x, const Matrix& w, const float* bias, float* y, int64_t m, int64_t k,
+            int64_t n, int n_threads) {
+  if (w.f32 != nullptr) {
+    linear(x, w.f32, bias, y, m, k, n, n_threads);
+  } else if (m == 1) {
+    gemv_bf16(x, w.bf16, bias, y, k, n, n_threads);
+  } else {
+    make_blas_single_threaded();
+    gemm_bf16(x, w.bf16, bias, y, m, k, n, n_threads);
+  }
+}
+
+void matrix_row(const Matrix& w, int64_t row, int64_t k, float* dst) {
+  if (w.f32 != nullptr) {
+    std::memcpy(dst, w.f32 + row * k, static_cast<size_t>(k) * sizeof(float));
+  } else {
+    widen_bf16(w.bf16 + row * k, dst, k);
   }
 }
 

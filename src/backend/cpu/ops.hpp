@@ -7,6 +7,20 @@
 
 namespace kiln::cpu {
 
+// A weight matrix as the CPU backend keeps it: float32, or BF16 straight from the file (exactly one
+// of the two pointers is set).
+struct Matrix {
+  const float* f32 = nullptr;
+  const uint16_t* bf16 = nullptr;
+};
+
+// y[m×n] = x[m×k] · Wᵀ for either storage of W (see linear() below for the float32 contract).
+void linear(const float* x, const Matrix& w, const float* bias, float* y, int64_t m, int64_t k,
+            int64_t n, int n_threads);
+
+// Row `row` of W (k elements) as float32 into dst.
+void matrix_row(const Matrix& w, int64_t row, int64_t k, float* dst);
+
 // y[m×n] = x[m×k] · Wᵀ, W stored row-major [n×k] (the HF nn.Linear layout), plus bias[n] if not
 // null. Uses OpenBLAS sgemm (m > 1) or sgemv (m == 1).
 void linear(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t k,

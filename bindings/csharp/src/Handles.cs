@@ -1,0 +1,61 @@
+// SafeHandles of kiln's handles. A child handle holds a reference on its parent's SafeHandle, so
+// a runtime is freed only after its models and sessions, whatever order Dispose or the finalizer
+// thread gets to them (kiln.h requires that order).
+using System;
+using System.Runtime.InteropServices;
+
+namespace Kiln
+{
+    internal sealed class RuntimeHandle : SafeHandle
+    {
+        // The runtime's log sink: kiln holds its function pointer until kiln_runtime_free.
+        internal Native.LogFn Log;
+
+        internal RuntimeHandle() : base(IntPtr.Zero, true) { }
+        internal RuntimeHandle(IntPtr raw) : base(IntPtr.Zero, true) { SetHandle(raw); }
+        public override bool IsInvalid { get { return handle == IntPtr.Zero; } }
+
+        protected override bool ReleaseHandle()
+        {
+            Native.kiln_runtime_free(handle);
+            Log = null;
+            return true;
+        }
+    }
+
+    /// <summary>A child handle that keeps its parent handle open until it is released.</summary>
+    internal abstract class ChildHandle : SafeHandle
+    {
+        private SafeHandle parent;
+
+        protected ChildHandle() : base(IntPtr.Zero, true) { }
+        public override bool IsInvalid { get { return handle == IntPtr.Zero; } }
+
+        internal void Adopt(IntPtr raw, SafeHandle parentHandle)
+        {
+            bool added = false;
+            parentHandle.DangerousAddRef(ref added);
+            parent = parentHandle;
+            SetHandle(raw);
+        }
+
+        protected abstract void Free(IntPtr raw);
+
+        protected override bool ReleaseHandle()
+        {
+            Free(handle);
+            parent.DangerousRelease();
+            return true;
+        }
+    }
+
+    internal sealed class ModelHandle : ChildHandle
+    {
+        protected override void Free(IntPtr raw) { Native.kiln_model_free(raw); }
+    }
+
+    internal sealed class SessionHandle : ChildHandle
+    {
+        protected override void Free(IntPtr raw) { Native.kiln_session_free(raw); }
+    }
+}

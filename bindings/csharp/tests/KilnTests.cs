@@ -1,0 +1,240 @@
+// Tests of the C# binding against the tiny-qwen2 fixture and HF transformers' outputs. A console
+// program (no test framework ships with Debian's mono): prints one line per test, exits 1 on failure.
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using System.Text.RegularExpressions;
+using System.Threading;
+using Kiln;
+
+static class KilnTests
+{
+    static string Tiny;
+    static string PromptText, GreedyText;
+    static int[] PromptIds, GreedyIds;
+
+    static int[] JsonIds(string json, string key)
+    {
+        var m = Regex.Match(json, "\"" + key + "\":\\s*\\[([^\\]]*)\\]");
+        return m.Groups[1].Value.Split(',').Select(s => int.Parse(s.Trim())).ToArray();
+    }
+
+    static string JsonString(string json, string key)
+    {
+        return Regex.Match(json, "\"" + key + "\":\\s*\"([^\"\\\\]*)\"").Groups[1].Value;
+    }
+
+    static void Check(bool ok, string what) { if (!ok) throw new Exception("check failed: " + what); }
+
+    static void Equal<T>(IEnumerable<T> got, IEnumerable<T> want, string what)
+    {
+        Check(got.SequenceEqual(want), what + ": got [" + string.Join(",", got) + "], want [" + string.Join(",", want) + "]");
+    }
+
+    static T Throws<T>(Action a) where T : Exception
+    {
+        try { a(); } catch (T e) { return e; }
+        throw new Exception("expected " + typeof(T).Name);
+    }
+
+    // One thread: the CI machine has two cores shared with the rest of the test suite.
+    static Runtime Cpu() { return new Runtime(Backend.Cpu, 1); }
+
+    static GenerateOptions Greedy(int n)
+    {
+        return new GenerateOptions { Sampling = Sampling.Greedy(), MaxTokens = n, IgnoreEos = true };
+    }
+
+    static void InfoAndAbi()
+    {
+        Library.CheckAbi();
+        Check(Library.Version.Contains("0.1.0"), "version");
+        using (var rt = Cpu())
+        using (var m = rt.LoadModel(Tiny))
+        {
+            Check(rt.Info.Backend == Backend.Cpu, "backend");
+            var info = m.Info;
+            Check(info.Architecture == "Qwen2ForCausalLM" && info.VocabSize == 512, "model info");
+            Check(m.EosIds.Contains(info.EosTokenId), "eos ids");
+        }
+    }
+
+    static void TokenizeRoundTrip()
+    {
+        using (var rt = Cpu())
+        using (var m = rt.LoadModel(Tiny))
+        {
+            var ids = m.Tokenize(PromptText);
+            Equal(ids.Take(PromptIds.Length), PromptIds, "ids");
+            Check(m.Detokenize(ids) == PromptText, "round trip");
+            Equal(PromptIds.SelectMany(m.TokenToPiece), m.DetokenizeBytes(PromptIds), "pieces");
+        }
+    }
+
+    static void GreedyEqualsTransformersAndStreamConcatenates()
+    {
+        using (var rt = Cpu())
+        using (var m = rt.LoadModel(Tiny))
+        using (var s = m.CreateSession())
+        {
+            var g = s.Complete(PromptIds, Greedy(GreedyIds.Length));
+            Equal(g.Ids, GreedyIds, "greedy ids");
+            Check(g.StopReason == StopReason.MaxTokens && g.Text == GreedyText, "greedy text " + g.Text);
+            s.Reset();
+            var pieces = s.Generate(PromptIds, Greedy(GreedyIds.Length)).ToList();
+            Check(pieces.Count > 1 && string.Concat(pieces) == m.Detokenize(s.LastResult.Ids), "stream");
+            Equal(s.LastResult.Ids, GreedyIds, "streamed ids");
+        }
+    }
+
+    static void ForwardAndSample()
+    {
+        using (var rt = Cpu())
+        using (var m = rt.LoadModel(Tiny))
+        using (var s = m.CreateSession())
+        {
+            var logits = s.Forward(PromptIds);
+            Check(logits.Length == 512, "logits length");
+            int argmax = Array.IndexOf(logits, logits.Max());
+            Check(s.Sample(logits, Sampling.Greedy()) == argmax && argmax == GreedyIds[0], "sample");
+            int capacity;
+            Check(s.Position(out capacity) == PromptIds.Length, "position");
+        }
+    }
+
+    static void StopAfterNPieces()
+    {
+        using (var rt = Cpu())
+        using (var m = rt.LoadModel(Tiny))
+        using (var s = m.CreateSession())
+        {
+            int n = 0;
+            var g = s.Complete(PromptIds, Greedy(100), (p, id) => ++n == 3);
+            Check(g.StopReason == StopReason.Callback && g.NGenerated == 3, "callback stop");
+            s.Reset();
+            var got = new List<string>();
+            foreach (var piece in s.Generate(PromptIds, Greedy(200)))
+            {
+                got.Add(piece);
+                if (got.Count == 3) break;
+            }
+            Check(s.LastResult.StopReason == StopReason.Callback && s.LastResult.NGenerated < 200, "stream break");
+            Equal(s.LastResult.Ids.Take(3), GreedyIds.Take(3), "ids before the break");
+        }
+    }
+
+    static void ThrowingCallbackIsContained()
+    {
+        using (var rt = Cpu())
+        using (var m = rt.LoadModel(Tiny))
+        using (var s = m.CreateSession())
+        {
+            int calls = 0;
+            var e = Throws<InvalidOperationException>(() =>
+                s.Complete(PromptIds, Greedy(8), (p, id) => { calls++; throw new InvalidOperationException("from the callback"); }));
+            Check(e.Message == "from the callback" && calls == 1, "rethrown once");
+            Throws<DivideByZeroException>(() => rt.LoadModel(Tiny, (f, stage) => { throw new DivideByZeroException(); }));
+            s.Reset();
+            Equal(s.Complete(PromptIds, Greedy(2)).Ids, GreedyIds.Take(2), "usable after");
+        }
+    }
+
+    static void ErrorsCarryKilnMessages()
+    {
+        using (var rt = Cpu())
+        using (var m = rt.LoadModel(Tiny))
+        {
+            var e = Throws<KilnException>(() => rt.LoadModel("/no/such/model-dir"));
+            Check(e.Status == Status.NotFound && e.StatusName == "KILN_ERR_NOT_FOUND", "status");
+            Check(e.KilnMessage.Contains("/no/such/model-dir"), "message " + e.KilnMessage);
+            using (var s = m.CreateSession())
+                Check(Throws<KilnException>(() => s.Forward(new[] { 100000 })).Status == Status.OutOfRange, "range");
+            using (var small = m.CreateSession(4))
+                Check(Throws<KilnException>(() => small.Forward(new[] { 1, 2, 3, 4, 5 })).Status == Status.ContextFull, "full");
+            Check(Throws<KilnException>(() => new Runtime(Backend.Cpu, -3)).Status == Status.InvalidArgument, "threads");
+            Check(Throws<KilnException>(() => rt.LoadModel(Tiny, (f, stage) => true)).Status == Status.Cancelled, "cancel load");
+            var closed = m.CreateSession();
+            closed.Dispose();
+            Throws<ObjectDisposedException>(() => closed.Reset());
+        }
+    }
+
+    static void LogCallbacks()
+    {
+        var lines = new List<string>();
+        using (var rt = new Runtime(Backend.Cpu, 1, (level, msg) => { lock (lines) lines.Add(msg); }, LogLevel.Debug))
+            rt.LoadModel(Tiny).Dispose();
+        Check(lines.Any(l => l.Contains("loaded Qwen2ForCausalLM")), "runtime log");
+        var global = new List<string>();
+        Library.SetLogCallback((level, msg) => { lock (global) global.Add(msg); }, LogLevel.Debug);
+        using (new Runtime(Backend.Cpu, 1, null, LogLevel.Debug)) { }
+        Library.SetLogCallback(null, LogLevel.Warn);
+        Check(global.Any(l => l.Contains("runtime created")), "process log");
+    }
+
+    static void TwoThreadsTwoSessions()
+    {
+        using (var rt = Cpu())
+        using (var m = rt.LoadModel(Tiny))
+        {
+            var results = new int[2][];
+            var threads = Enumerable.Range(0, 2).Select(i => new Thread(() =>
+            {
+                using (var s = m.CreateSession())
+                    results[i] = s.Complete(PromptIds, Greedy(GreedyIds.Length)).Ids;
+            })).ToList();
+            threads.ForEach(t => t.Start());
+            threads.ForEach(t => t.Join());
+            Equal(results[0], GreedyIds, "thread 0");
+            Equal(results[1], GreedyIds, "thread 1");
+        }
+    }
+
+    static void ManyHandlesAreFreed()
+    {
+        // Disposed and finalized handles: the runtime is freed last, whatever the order (SafeHandle
+        // references), and nothing crashes when the finalizer thread frees them.
+        for (int i = 0; i < 30; i++)
+        {
+            var rt = Cpu();
+            var m = rt.LoadModel(Tiny);
+            var s = m.CreateSession();
+            rt.Dispose();  // first: kiln must still not see the runtime freed before its children
+            Check(s.Complete(PromptIds, Greedy(1)).Ids[0] == GreedyIds[0], "child outlives disposed runtime");
+            if (i % 2 == 0) { s.Dispose(); m.Dispose(); }
+        }
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+    }
+
+    static int Main()
+    {
+        string src = Environment.GetEnvironmentVariable("KILN_SOURCE_DIR") ?? "../../..";
+        Tiny = Path.Combine(src, "tests", "fixtures", "tiny-qwen2");
+        string json = File.ReadAllText(Path.Combine(Tiny, "hf_ref.json"));
+        PromptText = JsonString(json, "prompt_text");
+        GreedyText = JsonString(json, "greedy_continuation_text");
+        PromptIds = JsonIds(json, "token_ids");
+        GreedyIds = JsonIds(json, "greedy_continuation_ids");
+
+        var tests = new Dictionary<string, Action>
+        {
+            { "InfoAndAbi", InfoAndAbi }, { "TokenizeRoundTrip", TokenizeRoundTrip },
+            { "GreedyEqualsTransformersAndStreamConcatenates", GreedyEqualsTransformersAndStreamConcatenates },
+            { "ForwardAndSample", ForwardAndSample }, { "StopAfterNPieces", StopAfterNPieces },
+            { "ThrowingCallbackIsContained", ThrowingCallbackIsContained },
+            { "ErrorsCarryKilnMessages", ErrorsCarryKilnMessages }, { "LogCallbacks", LogCallbacks },
+            { "TwoThreadsTwoSessions", TwoThreadsTwoSessions }, { "ManyHandlesAreFreed", ManyHandlesAreFreed },
+        };
+        int failed = 0;
+        foreach (var t in tests)
+        {
+            try { t.Value(); Console.WriteLine("PASS " + t.Key); }
+            catch (Exception e) { failed++; Console.WriteLine("FAIL " + t.Key + ": " + e); }
+        }
+        Console.WriteLine("{0} passed, {1} failed", tests.Count - failed, failed);
+        return failed == 0 ? 0 : 1;
+    }
+}

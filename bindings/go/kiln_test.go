@@ -1,0 +1,398 @@
+package kiln
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type reference struct {
+	PromptText string  `json:"prompt_text"`
+	TokenIDs   []int32 `json:"token_ids"`
+	GreedyIDs  []int32 `json:"greedy_continuation_ids"`
+	GreedyText string  `json:"greedy_continuation_text"`
+	VocabSize  int32   `json:"vocab_size"`
+}
+
+func tinyDir() string {
+	src := os.Getenv("KILN_SOURCE_DIR")
+	if src == "" {
+		src = "../.."
+	}
+	return filepath.Join(src, "tests", "fixtures", "tiny-qwen2")
+}
+
+func loadReference(t *testing.T) reference {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(tinyDir(), "hf_ref.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r reference
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// fixture is a CPU runtime (one thread: CI shares two cores) with tiny-qwen2 loaded.
+func fixture(t *testing.T) (*Runtime, *Model) {
+	t.Helper()
+	rt, err := NewRuntime(RuntimeOptions{Backend: BackendCPU, NThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := rt.LoadModel(tinyDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = m.Close()
+		runtime.GC()
+		_ = rt.Close()
+	})
+	return rt, m
+}
+
+func greedy(n int) GenerateOptions {
+	o := DefaultGenerateOptions()
+	o.Sampling.Temperature = 0
+	o.MaxTokens = int32(n)
+	o.IgnoreEOS = true
+	return o
+}
+
+func newSession(t *testing.T, m *Model) *Session {
+	t.Helper()
+	s, err := m.NewSession(SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestInfoAndABI(t *testing.T) {
+	if err := CheckABI(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(Version(), "0.1.0") {
+		t.Errorf("version %q", Version())
+	}
+	rt, m := fixture(t)
+	info, err := m.Info()
+	if err != nil || info.Architecture != "Qwen2ForCausalLM" || info.VocabSize != 512 {
+		t.Fatalf("info %+v, %v", info, err)
+	}
+	eos, err := m.EOSIDs()
+	if err != nil || len(eos) == 0 || eos[0] != info.EOSTokenID {
+		t.Errorf("eos %v, %v", eos, err)
+	}
+	ri, err := rt.Info()
+	if err != nil || ri.Backend != BackendCPU {
+		t.Errorf("runtime info %+v, %v", ri, err)
+	}
+}
+
+func TestTokenizeMatchesTransformersAndRoundTrips(t *testing.T) {
+	ref := loadReference(t)
+	_, m := fixture(t)
+	ids, err := m.Tokenize(ref.PromptText, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ids[:len(ref.TokenIDs)], ref.TokenIDs) {
+		t.Errorf("ids %v, want prefix %v", ids, ref.TokenIDs)
+	}
+	if text, _ := m.Detokenize(ids, false); text != ref.PromptText {
+		t.Errorf("round trip %q", text)
+	}
+	var pieces []byte
+	for _, id := range ref.TokenIDs {
+		p, err := m.TokenToPiece(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pieces = append(pieces, p...)
+	}
+	if want, _ := m.DetokenizeBytes(ref.TokenIDs, false); string(pieces) != string(want) {
+		t.Errorf("pieces %q, detokenized %q", pieces, want)
+	}
+}
+
+func TestGreedyGenerationEqualsTransformersAndPiecesConcatenate(t *testing.T) {
+	ref := loadReference(t)
+	_, m := fixture(t)
+	s := newSession(t, m)
+	var pieces []string
+	g, err := s.GenerateIDs(context.Background(), ref.TokenIDs, greedy(len(ref.GreedyIDs)),
+		func(p string, _ int32) error { pieces = append(pieces, p); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(g.IDs, ref.GreedyIDs) || g.StopReason != StopMaxTokens || g.Text != ref.GreedyText {
+		t.Errorf("got %+v, want ids %v text %q", g, ref.GreedyIDs, ref.GreedyText)
+	}
+	if text, _ := m.Detokenize(g.IDs, false); strings.Join(pieces, "") != text || len(pieces) < 2 {
+		t.Errorf("pieces %q, detokenized %q", pieces, text)
+	}
+}
+
+func TestForwardAndSampleAgree(t *testing.T) {
+	ref := loadReference(t)
+	_, m := fixture(t)
+	s := newSession(t, m)
+	logits, err := s.Forward(ref.TokenIDs, LogitsLast)
+	if err != nil || len(logits) != int(ref.VocabSize) {
+		t.Fatalf("%d logits, %v", len(logits), err)
+	}
+	best := 0
+	for i, v := range logits {
+		if v > logits[best] {
+			best = i
+		}
+	}
+	greedySampling := DefaultSampling()
+	greedySampling.Temperature = 0
+	id, err := s.Sample(logits, greedySampling)
+	if err != nil || id != int32(best) || id != ref.GreedyIDs[0] {
+		t.Errorf("sample %d (%v), argmax %d, reference %d", id, err, best, ref.GreedyIDs[0])
+	}
+	if n, _, _ := s.Position(); n != int32(len(ref.TokenIDs)) {
+		t.Errorf("position %d", n)
+	}
+	if err := s.Reset(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStopAfterNPiecesWithErrStopAndWithContext(t *testing.T) {
+	ref := loadReference(t)
+	_, m := fixture(t)
+	s := newSession(t, m)
+	n := 0
+	g, err := s.GenerateIDs(context.Background(), ref.TokenIDs, greedy(100), func(string, int32) error {
+		n++
+		if n == 3 {
+			return ErrStop
+		}
+		return nil
+	})
+	if err != nil || g.StopReason != StopCallback || g.NGenerated != 3 || !reflect.DeepEqual(g.IDs, ref.GreedyIDs[:3]) {
+		t.Fatalf("ErrStop: %+v, %v", g, err)
+	}
+
+	_ = s.Reset()
+	ctx, cancel := context.WithCancel(context.Background())
+	n = 0
+	_, err = s.GenerateIDs(ctx, ref.TokenIDs, greedy(100), func(string, int32) error {
+		n++
+		if n == 2 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || n != 2 {
+		t.Fatalf("context: err %v after %d pieces", err, n)
+	}
+	_ = s.Reset()
+	g, err = s.GenerateIDs(context.Background(), ref.TokenIDs, greedy(2), nil)
+	if err != nil || !reflect.DeepEqual(g.IDs, ref.GreedyIDs[:2]) {
+		t.Fatalf("session unusable after cancel: %+v, %v", g, err)
+	}
+}
+
+func TestCancelFromAnotherGoroutine(t *testing.T) {
+	ref := loadReference(t)
+	_, m := fixture(t)
+	s := newSession(t, m)
+	started := make(chan struct{})
+	var once sync.Once
+	done := make(chan error)
+	go func() {
+		_, err := s.GenerateIDs(context.Background(), ref.TokenIDs, greedy(4000), func(string, int32) error {
+			once.Do(func() { close(started) })
+			time.Sleep(time.Millisecond)
+			return nil
+		})
+		done <- err
+	}()
+	<-started
+	if err := s.Cancel(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, &Error{Status: StatusCancelled}) {
+		t.Fatalf("want a cancelled error, got %v", err)
+	}
+}
+
+func TestPanickingCallbackIsContainedAndReported(t *testing.T) {
+	ref := loadReference(t)
+	_, m := fixture(t)
+	s := newSession(t, m)
+	calls := 0
+	_, err := s.GenerateIDs(context.Background(), ref.TokenIDs, greedy(8), func(string, int32) error {
+		calls++
+		panic("from the callback")
+	})
+	if err == nil || !strings.Contains(err.Error(), "from the callback") || calls != 1 {
+		t.Fatalf("err %v after %d calls", err, calls)
+	}
+	_ = s.Reset()
+	if g, err := s.GenerateIDs(context.Background(), ref.TokenIDs, greedy(2), nil); err != nil || !reflect.DeepEqual(g.IDs, ref.GreedyIDs[:2]) {
+		t.Fatalf("session unusable: %+v %v", g, err)
+	}
+}
+
+func TestErrorsCarryKilnStatusAndMessage(t *testing.T) {
+	rt, m := fixture(t)
+	_, err := rt.LoadModel("/no/such/model-dir", nil)
+	var ke *Error
+	if !errors.As(err, &ke) || ke.Status != StatusNotFound || ke.StatusName() != "KILN_ERR_NOT_FOUND" ||
+		!strings.Contains(ke.Message, "/no/such/model-dir") {
+		t.Fatalf("got %v", err)
+	}
+	s := newSession(t, m)
+	if _, err := s.Forward([]int32{100000}, LogitsLast); !errors.Is(err, &Error{Status: StatusOutOfRange}) {
+		t.Errorf("out of range: %v", err)
+	}
+	small, err := m.NewSession(SessionOptions{ContextLength: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	if _, err := small.Forward([]int32{1, 2, 3, 4, 5}, LogitsLast); !errors.Is(err, &Error{Status: StatusContextFull}) {
+		t.Errorf("context full: %v", err)
+	}
+	if _, err := NewRuntime(RuntimeOptions{Backend: BackendCPU, NThreads: -3}); !errors.Is(err, &Error{Status: StatusInvalidArgument}) {
+		t.Errorf("bad threads: %v", err)
+	}
+	if err := rt.Close(); !errors.Is(err, &Error{Status: StatusInvalidArgument}) {
+		t.Errorf("closing a runtime with open models must fail, got %v", err)
+	}
+	_ = s.Close()
+	if _, err := s.Forward([]int32{1}, LogitsLast); err == nil {
+		t.Error("a closed session must fail")
+	}
+}
+
+func TestProgressAndLogCallbacks(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	rt, err := NewRuntime(RuntimeOptions{Backend: BackendCPU, NThreads: 1, LogLevel: LogDebug,
+		Log: func(_ LogLevel, msg string) { mu.Lock(); lines = append(lines, msg); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	var fractions []float32
+	m, err := rt.LoadModel(tinyDir(), func(f float32, _ string) bool { fractions = append(fractions, f); return false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	if len(fractions) == 0 || fractions[len(fractions)-1] != 1 {
+		t.Errorf("fractions %v", fractions)
+	}
+	if !strings.Contains(strings.Join(lines, "\n"), "loaded Qwen2ForCausalLM") {
+		t.Errorf("log %q", lines)
+	}
+	if _, err := rt.LoadModel(tinyDir(), func(float32, string) bool { return true }); !errors.Is(err, &Error{Status: StatusCancelled}) {
+		t.Errorf("cancelled load: %v", err)
+	}
+	if _, err := rt.LoadModel(tinyDir(), func(float32, string) bool { panic("progress boom") }); err == nil || !strings.Contains(err.Error(), "progress boom") {
+		t.Errorf("panicking progress: %v", err)
+	}
+
+	var global []string
+	if err := SetLogCallback(func(_ LogLevel, msg string) { mu.Lock(); global = append(global, msg); mu.Unlock() }, LogDebug); err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewRuntime(RuntimeOptions{Backend: BackendCPU, NThreads: 1, LogLevel: LogDebug})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	_ = SetLogCallback(nil, LogWarn)
+	if !strings.Contains(strings.Join(global, "\n"), "runtime created") {
+		t.Errorf("process-wide log %q", global)
+	}
+}
+
+func TestTwoGoroutinesGenerateOnTwoSessionsOfOneModel(t *testing.T) {
+	ref := loadReference(t)
+	_, m := fixture(t)
+	var wg sync.WaitGroup
+	results := make([][]int32, 2)
+	errs := make([]error, 2)
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s, err := m.NewSession(SessionOptions{})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer s.Close()
+			g, err := s.GenerateIDs(context.Background(), ref.TokenIDs, greedy(len(ref.GreedyIDs)), nil)
+			if err == nil {
+				results[i] = g.IDs
+			}
+			errs[i] = err
+		}(i)
+	}
+	wg.Wait()
+	for i := range results {
+		if errs[i] != nil || !reflect.DeepEqual(results[i], ref.GreedyIDs) {
+			t.Errorf("goroutine %d: %v %v", i, results[i], errs[i])
+		}
+	}
+}
+
+func openChildren(rt *Runtime) int {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.children
+}
+
+func TestManyHandlesClosedOrCollectedAreFreed(t *testing.T) {
+	rt, m := fixture(t)
+	base := openChildren(rt)
+	for i := 0; i < 50; i++ {
+		s, err := m.NewSession(SessionOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		extra, err := rt.LoadModel(tinyDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra.Close()
+	}
+	if got := openChildren(rt); got != base {
+		t.Fatalf("explicit Close left %d handles open", got-base)
+	}
+	for i := 0; i < 50; i++ {
+		if _, err := m.NewSession(SessionOptions{}); err != nil { // dropped: the finalizer frees it
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for openChildren(rt) != base && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := openChildren(rt); got != base {
+		t.Fatalf("finalizers left %d sessions unfreed", got-base)
+	}
+}

@@ -1,0 +1,335 @@
+/*
+ * kiln.i — the SWIG interface over capi/kiln.h.
+ *
+ * Every declaration comes from kiln.h through %include below: nothing is copied here, so a function
+ * added to the header appears in the generated module on the next build (bindings/check_coverage.py
+ * fails the build's tests when one is not reachable). What this file adds is how kiln.h's C
+ * conventions map onto the target language:
+ *   - (pointer, length) input strings take a str or bytes;
+ *   - (pointer, length) input arrays and caller buffers take objects with the buffer protocol
+ *     (array.array, bytearray, memoryview, numpy arrays), None meaning (NULL, 0);
+ *   - out-parameters (handles, counts, ids) are returned after the status: [status, out...];
+ *   - options_default(options, struct_size) fills struct_size from the options type itself, and the
+ *     struct proxies' constructors set struct_size, so callers never spell a sizeof;
+ *   - callbacks (token stream, progress, log) are C trampolines that take the target language's
+ *     callable as user_data and call back into it.
+ * The thin idiomatic layer of each language (bindings/<language>/) sits on top of this module.
+ *
+ * Python: generated with -threads, so every wrapped call releases the GIL while it runs in kiln
+ * (two Python threads can generate on two sessions at once) and the trampolines take the GIL back
+ * (PyGILState_Ensure) whichever thread kiln calls them on.
+ */
+%module(threads = "1") kiln_c
+
+%{
+#include <stdlib.h>
+#include <string.h>
+#include "kiln.h"
+%}
+
+%include <stdint.i>
+%include <typemaps.i>
+
+/* SWIG's parser does not know GCC attributes; KILN_API only carries visibility. */
+#define __attribute__(x)
+
+#ifdef SWIGPYTHON
+
+%{
+/* Views `obj` as a C-contiguous buffer of `itemsize`-byte items whose struct format letter is one
+ * of `formats` (e.g. "iI" for 32-bit ids); sets a Python TypeError naming `what` otherwise. */
+static int kiln_py_get_buffer(PyObject *obj, Py_buffer *view, size_t itemsize, const char *formats,
+                              int writable, const char *what) {
+  int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+  if (PyObject_GetBuffer(obj, view, flags) != 0) {
+    PyErr_Format(PyExc_TypeError, "%s: expected a %sC-contiguous buffer (e.g. array.array('%c')), got %s",
+                 what, writable ? "writable " : "", formats[0], Py_TYPE(obj)->tp_name);
+    return -1;
+  }
+  const char *fmt = view->format ? view->format : "B";
+  if (*fmt == '@' || *fmt == '=' || *fmt == '<') ++fmt;
+  if ((size_t)view->itemsize != itemsize || fmt[0] == '\0' || fmt[1] != '\0' || !strchr(formats, fmt[0])) {
+    PyErr_Format(PyExc_TypeError, "%s: expected items of format '%c' (%zu bytes), got format '%s' (%zd bytes)",
+                 what, formats[0], itemsize, view->format ? view->format : "B", view->itemsize);
+    PyBuffer_Release(view);
+    return -1;
+  }
+  return 0;
+}
+
+/* Calls a Python callable from any thread. On an exception the callback counts as asking to stop:
+ * the exception is reported through sys.unraisablehook (never propagated into kiln). */
+static int kiln_py_call_stop(PyObject *callable, PyObject *args) {
+  int stop = 1;
+  if (args) {
+    PyObject *r = PyObject_CallObject(callable, args);
+    Py_DECREF(args);
+    if (r) {
+      stop = PyObject_IsTrue(r);
+      Py_DECREF(r);
+      if (stop >= 0) return stop;
+      stop = 1;
+    }
+  }
+  PyErr_WriteUnraisable(callable);
+  return stop;
+}
+
+static int kiln_py_token_trampoline(const char *text, size_t text_len, int32_t token_id, void *user_data) {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  PyObject *args = Py_BuildValue("(Ni)", PyUnicode_DecodeUTF8(text, (Py_ssize_t)text_len, "replace"),
+                                 (int)token_id);
+  int stop = kiln_py_call_stop((PyObject *)user_data, args);
+  PyGILState_Release(gil);
+  return stop;
+}
+
+static int kiln_py_progress_trampoline(float fraction, const char *stage, void *user_data) {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  PyObject *args = Py_BuildValue("(dN)", (double)fraction, PyUnicode_DecodeUTF8(stage, (Py_ssize_t)strlen(stage), "replace"));
+  int stop = kiln_py_call_stop((PyObject *)user_data, args);
+  PyGILState_Release(gil);
+  return stop;
+}
+
+static void kiln_py_log_trampoline(kiln_log_level level, const char *message, void *user_data) {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  PyObject *args = Py_BuildValue("(iN)", (int)level, PyUnicode_DecodeUTF8(message, (Py_ssize_t)strlen(message), "replace"));
+  PyObject *r = args ? PyObject_CallObject((PyObject *)user_data, args) : NULL;
+  Py_XDECREF(args);
+  if (r) Py_DECREF(r); else PyErr_WriteUnraisable((PyObject *)user_data);
+  PyGILState_Release(gil);
+}
+
+/* The process-wide log sink's callable: kiln keeps the C pointer for the life of the process, so
+ * the module keeps the one strong reference that makes the pointer valid. */
+static PyObject *kiln_py_global_log_callable = NULL;
+%}
+
+/* ---- input strings: (pointer, length) from str (UTF-8) or bytes ---- */
+%typemap(in) (const char *text, size_t text_len), (const char *prompt, size_t prompt_len) {
+  Py_ssize_t n = 0;
+  char *s = NULL;
+  if (PyUnicode_Check($input)) {
+    s = (char *)PyUnicode_AsUTF8AndSize($input, &n);
+    if (!s) SWIG_fail;
+  } else if (PyBytes_Check($input)) {
+    if (PyBytes_AsStringAndSize($input, &s, &n) != 0) SWIG_fail;
+  } else {
+    PyErr_Format(PyExc_TypeError, "$symname: expected str or bytes, got %s", Py_TYPE($input)->tp_name);
+    SWIG_fail;
+  }
+  $1 = s;
+  $2 = (size_t)n;
+}
+%typemap(typecheck) (const char *text, size_t text_len), (const char *prompt, size_t prompt_len) {
+  $1 = PyUnicode_Check($input) || PyBytes_Check($input);
+}
+
+/* ---- read-only arrays: (pointer, count) from a buffer ---- */
+%define KILN_PY_IN_ARRAY(TYPE, PTR, COUNT, FORMATS)
+%typemap(in) (const TYPE *PTR, size_t COUNT) (Py_buffer view, int have_view = 0) {
+  if ($input == Py_None) {
+    $1 = NULL;
+    $2 = 0;
+  } else {
+    if (kiln_py_get_buffer($input, &view, sizeof(TYPE), FORMATS, 0, "$symname: PTR") != 0) SWIG_fail;
+    have_view = 1;
+    $1 = (TYPE *)view.buf;
+    $2 = (size_t)(view.len / (Py_ssize_t)sizeof(TYPE));
+  }
+}
+%typemap(freearg) (const TYPE *PTR, size_t COUNT) {
+  if (have_view$argnum) PyBuffer_Release(&view$argnum);
+}
+%enddef
+KILN_PY_IN_ARRAY(int32_t, ids, n_ids, "iI")
+KILN_PY_IN_ARRAY(int32_t, prompt_ids, n_prompt_ids, "iI")
+KILN_PY_IN_ARRAY(float, logits, n_logits, "f")
+
+/* ---- caller buffers: (pointer, capacity) from a writable buffer or None ---- */
+%define KILN_PY_OUT_BUFFER(TYPE, PTR, FORMATS)
+%typemap(in) (TYPE *PTR, size_t capacity) (Py_buffer view, int have_view = 0) {
+  if ($input == Py_None) {
+    $1 = NULL;
+    $2 = 0;
+  } else {
+    if (kiln_py_get_buffer($input, &view, sizeof(TYPE), FORMATS, 1, "$symname: PTR") != 0) SWIG_fail;
+    have_view = 1;
+    $1 = (TYPE *)view.buf;
+    $2 = (size_t)(view.len / (Py_ssize_t)sizeof(TYPE));
+  }
+}
+%typemap(freearg) (TYPE *PTR, size_t capacity) {
+  if (have_view$argnum) PyBuffer_Release(&view$argnum);
+}
+%enddef
+KILN_PY_OUT_BUFFER(int32_t, ids, "iI")
+KILN_PY_OUT_BUFFER(float, logits, "f")
+KILN_PY_OUT_BUFFER(char, text, "Bbc")
+KILN_PY_OUT_BUFFER(char, piece, "Bbc")
+
+/* ---- scalar out-parameters: returned after the status ---- */
+%typemap(in, numinputs = 0) size_t *n_ids (size_t tmp = 0), size_t *text_len (size_t tmp = 0),
+    size_t *piece_len (size_t tmp = 0), size_t *n_logits (size_t tmp = 0) {
+  $1 = &tmp;
+}
+%typemap(argout) size_t *n_ids, size_t *text_len, size_t *piece_len, size_t *n_logits {
+  $result = SWIG_Python_AppendOutput($result, PyLong_FromSize_t(*$1));
+}
+%apply int32_t *OUTPUT { int32_t *n_past, int32_t *context_length, int32_t *out_id };
+
+/* ---- handle out-parameters ---- */
+%define KILN_PY_OUT_HANDLE(TYPE, NAME)
+%typemap(in, numinputs = 0) TYPE **NAME (TYPE *tmp = NULL) {
+  $1 = &tmp;
+}
+%typemap(argout) TYPE **NAME {
+  $result = SWIG_Python_AppendOutput($result, SWIG_NewPointerObj(*$1, $*1_descriptor, 0));
+}
+%enddef
+KILN_PY_OUT_HANDLE(kiln_runtime, out_runtime)
+KILN_PY_OUT_HANDLE(kiln_model, out_model)
+KILN_PY_OUT_HANDLE(kiln_session, out_session)
+
+/* ---- the process-wide log sink: a callable (or None) plus its minimum level ---- */
+%typemap(in) (kiln_log_fn fn, void *user_data) {
+  if ($input == Py_None) {
+    $1 = NULL;
+    $2 = NULL;
+  } else if (PyCallable_Check($input)) {
+    $1 = kiln_py_log_trampoline;
+    $2 = $input;
+  } else {
+    PyErr_SetString(PyExc_TypeError, "kiln_set_log_callback: expected a callable(level, message) or None");
+    SWIG_fail;
+  }
+}
+%typemap(argout) (kiln_log_fn fn, void *user_data) {
+  /* Hold the new sink's callable only once kiln took it, then drop the old one. */
+  if (PyLong_Check($result) && PyLong_AsLong($result) == KILN_OK) {
+    PyObject *old = kiln_py_global_log_callable;
+    kiln_py_global_log_callable = $input == Py_None ? NULL : $input;
+    Py_XINCREF(kiln_py_global_log_callable);
+    Py_XDECREF(old);
+  }
+}
+
+/* Callback fields of the options structs are set through these helpers (a struct field can only
+ * hold a C function pointer). The callable is borrowed: the caller keeps it alive while kiln may
+ * call it (the idiomatic layer holds it on the Runtime/the generate call). */
+%inline %{
+void kiln_py_generate_options_set_token_callback(kiln_generate_options *options, PyObject *callback) {
+  options->token_fn = callback == Py_None ? NULL : kiln_py_token_trampoline;
+  options->token_user_data = callback == Py_None ? NULL : callback;
+}
+void kiln_py_model_load_options_set_progress_callback(kiln_model_load_options *options, PyObject *callback) {
+  options->progress_fn = callback == Py_None ? NULL : kiln_py_progress_trampoline;
+  options->progress_user_data = callback == Py_None ? NULL : callback;
+}
+void kiln_py_runtime_options_set_log_callback(kiln_runtime_options *options, PyObject *callback) {
+  options->log_fn = callback == Py_None ? NULL : kiln_py_log_trampoline;
+  options->log_user_data = callback == Py_None ? NULL : callback;
+}
+%}
+
+/* generate options' output_ids: a writable int32 buffer the caller keeps alive during the call. */
+%typemap(in) (int32_t *output_ids, size_t output_ids_capacity) (Py_buffer view) {
+  if ($input == Py_None) {
+    $1 = NULL;
+    $2 = 0;
+  } else {
+    if (kiln_py_get_buffer($input, &view, sizeof(int32_t), "iI", 1, "output_ids") != 0) SWIG_fail;
+    $1 = (int32_t *)view.buf;
+    $2 = (size_t)(view.len / (Py_ssize_t)sizeof(int32_t));
+    PyBuffer_Release(&view); /* the pointer stays valid while the caller keeps the buffer alive */
+  }
+}
+%inline %{
+void kiln_py_generate_options_set_output_ids(kiln_generate_options *options, int32_t *output_ids,
+                                             size_t output_ids_capacity) {
+  options->output_ids = output_ids;
+  options->output_ids_capacity = output_ids_capacity;
+}
+%}
+
+/* generate options' stop strings: an owned array of NUL-terminated copies. */
+%inline %{
+typedef struct kiln_py_strings {
+  char **items;
+  size_t n;
+} kiln_py_strings;
+void kiln_py_generate_options_set_stop_strings(kiln_generate_options *options, const kiln_py_strings *strings) {
+  options->stop_strings = strings ? (const char *const *)strings->items : NULL;
+  options->n_stop_strings = strings ? strings->n : 0;
+}
+%}
+%exception kiln_py_strings::kiln_py_strings {
+  $action
+  if (!result) SWIG_fail;
+}
+%extend kiln_py_strings {
+  kiln_py_strings(PyObject *sequence) {
+    PyObject *seq = PySequence_Fast(sequence, "kiln_py_strings: expected a sequence of str");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    kiln_py_strings *s = (kiln_py_strings *)calloc(1, sizeof *s);
+    s->items = (char **)calloc((size_t)n + 1, sizeof(char *));
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      Py_ssize_t len = 0;
+      const char *utf8 = PyUnicode_AsUTF8AndSize(PySequence_Fast_GET_ITEM(seq, i), &len);
+      if (!utf8) {
+        for (size_t j = 0; j < s->n; ++j) free(s->items[j]);
+        free(s->items);
+        free(s);
+        Py_DECREF(seq);
+        return NULL;
+      }
+      s->items[i] = (char *)malloc((size_t)len + 1);
+      memcpy(s->items[i], utf8, (size_t)len + 1);
+      s->n = (size_t)i + 1;
+    }
+    Py_DECREF(seq);
+    return s;
+  }
+  ~kiln_py_strings() {
+    for (size_t i = 0; i < $self->n; ++i) free($self->items[i]);
+    free($self->items);
+    free($self);
+  }
+}
+
+#endif /* SWIGPYTHON */
+
+/* ---- options_default(options, struct_size): struct_size is the options type's own size ---- */
+%define KILN_STRUCT(TYPE)
+%typemap(in, numinputs = 1) (TYPE *options, size_t struct_size) {
+  if (SWIG_ConvertPtr($input, (void **)&$1, $1_descriptor, 0) != 0 || !$1) {
+    SWIG_exception_fail(SWIG_TypeError, "$symname: expected a " #TYPE);
+  }
+  $2 = sizeof(TYPE);
+}
+/* A new proxy starts zeroed with struct_size set, ready for kiln_*_get_info or *_default. */
+%extend TYPE {
+  TYPE() {
+    TYPE *p = (TYPE *)calloc(1, sizeof(TYPE));
+    p->struct_size = sizeof(TYPE);
+    return p;
+  }
+  ~TYPE() { free($self); }
+}
+%enddef
+KILN_STRUCT(kiln_runtime_options)
+KILN_STRUCT(kiln_runtime_info)
+KILN_STRUCT(kiln_model_load_options)
+KILN_STRUCT(kiln_model_info)
+KILN_STRUCT(kiln_session_options)
+KILN_STRUCT(kiln_sampling_options)
+KILN_STRUCT(kiln_generate_options)
+KILN_STRUCT(kiln_generate_result)
+
+/* Borrowed strings inside info structs are read-only. */
+%immutable kiln_runtime_info::device_name;
+%immutable kiln_model_info::architecture;
+
+%include "kiln.h"

@@ -1,0 +1,152 @@
+"""kiln.Model: immutable weights, config and tokenizer; thread-safe, shared by sessions."""
+
+from __future__ import annotations
+
+import array
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Union
+
+from ._callbacks import GuardedCallback
+from ._errors import Error, check, check_out
+from ._native import c
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+    from ._session import Session
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    architecture: str
+    vocab_size: int
+    hidden_size: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    context_length: int
+    n_parameters: int
+    bos_token_id: int
+    eos_token_id: int
+    add_bos: bool
+
+
+def ids_array(ids: Iterable[int]) -> "array.array[int]":
+    """Token ids as a contiguous int32 buffer (what kiln.h's const int32_t* takes)."""
+    if isinstance(ids, array.array) and ids.typecode == "i" and ids.itemsize == 4:
+        return ids
+    return array.array("i", ids)
+
+
+def fill(call: Callable[[Any], list], make: Callable[[int], Any]) -> Any:  # type: ignore[type-arg]
+    """kiln.h's buffer protocol: ask for the size with no buffer, then fill one of that size."""
+    result = call(None)
+    if result[0] != c.KILN_ERR_BUFFER_TOO_SMALL:
+        check(result[0])
+    buffer = make(result[1])
+    check(call(buffer)[0])
+    return buffer
+
+
+class Model:
+    """A loaded model. Prefer ``Runtime.load_model``. Close it (or use ``with``) to free it;
+    sessions made from it stay usable after it is closed (kiln keeps the weights for them)."""
+
+    _close_order = 1
+
+    def __init__(
+        self,
+        runtime: "Runtime",
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        progress: Optional[Callable[[float, str], Any]] = None,
+    ) -> None:
+        self._handle = None
+        self._runtime = runtime
+        options = c.kiln_model_load_options()
+        check(c.kiln_model_load_options_default(options))
+        guard = GuardedCallback(progress) if progress is not None else None
+        if guard is not None:
+            c.kiln_py_model_load_options_set_progress_callback(options, guard)
+        result = c.kiln_model_load(runtime.handle, os.fspath(path), options)
+        if guard is not None:
+            guard.reraise()
+        self._handle = check_out(result)
+        runtime._adopt(self)
+
+    @property
+    def handle(self) -> Any:
+        """The raw kiln_model* (SWIG pointer); raises kiln.Error once closed."""
+        if self._handle is None:
+            raise Error(c.KILN_ERR_INVALID_ARGUMENT, "the kiln.Model is closed")
+        return self._handle
+
+    @property
+    def runtime(self) -> "Runtime":
+        return self._runtime
+
+    @property
+    def info(self) -> ModelInfo:
+        i = c.kiln_model_info()
+        check(c.kiln_model_get_info(self.handle, i))
+        return ModelInfo(
+            i.architecture, i.vocab_size, i.hidden_size, i.n_layers, i.n_heads, i.n_kv_heads,
+            i.head_dim, i.intermediate_size, i.context_length, i.n_parameters, i.bos_token_id,
+            i.eos_token_id, bool(i.add_bos),
+        )
+
+    @property
+    def eos_ids(self) -> List[int]:
+        """Every id that ends generation."""
+        return list(fill(lambda buf: c.kiln_model_eos_ids(self.handle, buf),
+                         lambda n: array.array("i", bytes(4 * n))))
+
+    def tokenize(self, text: Union[str, bytes], *, add_special: bool = True,
+                 parse_special: bool = False) -> List[int]:
+        """Text to ids. ``add_special`` adds BOS/EOS as the tokenizer config says;
+        ``parse_special`` lets special-token text in ``text`` become the special token."""
+        flags = (c.KILN_TOKENIZE_ADD_SPECIAL if add_special else 0) | (
+            c.KILN_TOKENIZE_PARSE_SPECIAL if parse_special else 0)
+        return list(fill(lambda buf: c.kiln_tokenize(self.handle, text, flags, buf),
+                         lambda n: array.array("i", bytes(4 * n))))
+
+    def detokenize(self, ids: Iterable[int], *, skip_special: bool = False) -> str:
+        """Ids to text (invalid UTF-8 from partial tokens is replaced with U+FFFD)."""
+        return self.detokenize_bytes(ids, skip_special=skip_special).decode("utf-8", "replace")
+
+    def detokenize_bytes(self, ids: Iterable[int], *, skip_special: bool = False) -> bytes:
+        """Ids to the exact bytes they stand for."""
+        buf = ids_array(ids)
+        flags = c.KILN_DETOKENIZE_SKIP_SPECIAL if skip_special else 0
+        return bytes(fill(lambda out: c.kiln_detokenize(self.handle, buf, flags, out), bytearray))
+
+    def token_to_piece(self, token_id: int) -> bytes:
+        """The raw bytes of one token (may be part of a UTF-8 character)."""
+        return bytes(fill(lambda out: c.kiln_token_to_piece(self.handle, token_id, out), bytearray))
+
+    def session(self, *, context_length: int = 0, seed: Optional[int] = None) -> "Session":
+        """A new session (KV cache + sampler). ``context_length`` 0 = the model's (capped at 4096)."""
+        from ._session import Session
+
+        return Session(self, context_length=context_length, seed=seed)
+
+    def close(self) -> None:
+        """Frees the model (idempotent)."""
+        if self._handle is not None:
+            c.kiln_model_free(self._handle)
+            self._handle = None
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()

@@ -1,0 +1,326 @@
+//! Tests of the safe Rust API against the tiny-qwen2 fixture and HF transformers' outputs.
+use kiln::{
+    ErrorKind, GenerateOptions, LogitsMode, Model, Runtime, RuntimeOptions, Sampling,
+    SessionOptions, StopReason,
+};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+fn source_dir() -> PathBuf {
+    match std::env::var("KILN_SOURCE_DIR") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.."),
+    }
+}
+
+fn tiny() -> PathBuf {
+    source_dir().join("tests/fixtures/tiny-qwen2")
+}
+
+/// The reference file's fields this test needs (hf_ref.json is plain, flat JSON).
+struct Reference {
+    prompt_text: String,
+    prompt_ids: Vec<i32>,
+    greedy_ids: Vec<i32>,
+    greedy_text: String,
+}
+
+fn json_value<'a>(json: &'a str, key: &str) -> &'a str {
+    let at = json
+        .find(&format!("\"{}\":", key))
+        .unwrap_or_else(|| panic!("{} not in hf_ref.json", key));
+    json[at + key.len() + 3..].trim_start()
+}
+
+fn json_ids(json: &str, key: &str) -> Vec<i32> {
+    let v = json_value(json, key);
+    v[1..v.find(']').unwrap()]
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
+}
+
+fn json_string(json: &str, key: &str) -> String {
+    let v = &json_value(json, key)[1..];
+    let s = &v[..v.find('"').unwrap()];
+    assert!(!s.contains('\\'), "escapes are not handled by this reader");
+    s.to_string()
+}
+
+fn reference() -> Reference {
+    let json = std::fs::read_to_string(tiny().join("hf_ref.json")).unwrap();
+    Reference {
+        prompt_text: json_string(&json, "prompt_text"),
+        prompt_ids: json_ids(&json, "token_ids"),
+        greedy_ids: json_ids(&json, "greedy_continuation_ids"),
+        greedy_text: json_string(&json, "greedy_continuation_text"),
+    }
+}
+
+fn runtime() -> Runtime {
+    // One thread: the CI machine has two cores shared with the rest of the test suite.
+    Runtime::new(&RuntimeOptions::cpu(1)).unwrap()
+}
+
+fn greedy(n: usize) -> GenerateOptions {
+    GenerateOptions {
+        sampling: Sampling::greedy(),
+        max_tokens: n as i32,
+        ignore_eos: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn abi_and_info() {
+    kiln::check_abi().unwrap();
+    assert!(kiln::version().contains("0.1.0"));
+    let rt = runtime();
+    assert_eq!(rt.info().unwrap().backend, kiln::Backend::Cpu);
+    let model = Model::load(&rt, tiny()).unwrap();
+    let info = model.info().unwrap();
+    assert_eq!(info.architecture, "Qwen2ForCausalLM");
+    assert_eq!(info.vocab_size, 512);
+    assert!(model
+        .eos_ids()
+        .unwrap()
+        .contains(&info.eos_token_id.unwrap()));
+}
+
+#[test]
+fn tokenize_matches_transformers_and_round_trips() {
+    let r = reference();
+    let model = Model::load(&runtime(), tiny()).unwrap();
+    let ids = model.tokenize(&r.prompt_text, true, false).unwrap();
+    assert_eq!(ids[..r.prompt_ids.len()], r.prompt_ids[..]);
+    assert_eq!(model.detokenize(&ids, false).unwrap(), r.prompt_text);
+    let pieces: Vec<u8> = r
+        .prompt_ids
+        .iter()
+        .flat_map(|&id| model.token_to_piece(id).unwrap())
+        .collect();
+    assert_eq!(
+        pieces,
+        model.detokenize_bytes(&r.prompt_ids, false).unwrap()
+    );
+}
+
+#[test]
+fn greedy_generation_equals_transformers_and_pieces_concatenate() {
+    let r = reference();
+    let model = Model::load(&runtime(), tiny()).unwrap();
+    let mut session = model.session(&SessionOptions::default()).unwrap();
+    let mut pieces = Vec::new();
+    let g = session
+        .generate_ids(&r.prompt_ids, &greedy(r.greedy_ids.len()), |p, _| {
+            pieces.push(p.to_string());
+            false
+        })
+        .unwrap();
+    assert_eq!(g.ids, r.greedy_ids);
+    assert_eq!(g.stop_reason, StopReason::MaxTokens);
+    assert_eq!(g.text, r.greedy_text);
+    assert_eq!(pieces.concat(), model.detokenize(&g.ids, false).unwrap());
+    assert!(pieces.len() > 1);
+}
+
+#[test]
+fn forward_and_sample_agree_with_the_reference() {
+    let r = reference();
+    let model = Model::load(&runtime(), tiny()).unwrap();
+    let mut s = model.session(&SessionOptions::default()).unwrap();
+    let logits = s.forward(&r.prompt_ids, LogitsMode::Last).unwrap();
+    assert_eq!(logits.len(), 512);
+    let argmax = (0..logits.len())
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap() as i32;
+    assert_eq!(s.sample(&logits, &Sampling::greedy()).unwrap(), argmax);
+    assert_eq!(argmax, r.greedy_ids[0]);
+    assert_eq!(s.position().unwrap().0, r.prompt_ids.len() as i32);
+    s.reset().unwrap();
+    assert_eq!(s.position().unwrap().0, 0);
+}
+
+#[test]
+fn a_closure_returning_true_stops_after_n_pieces() {
+    let r = reference();
+    let model = Model::load(&runtime(), tiny()).unwrap();
+    let mut s = model.session(&SessionOptions::default()).unwrap();
+    let mut n = 0;
+    let g = s
+        .generate_ids(&r.prompt_ids, &greedy(100), |_, _| {
+            n += 1;
+            n == 3
+        })
+        .unwrap();
+    assert_eq!(g.stop_reason, StopReason::Callback);
+    assert_eq!(g.n_generated, 3);
+    assert_eq!(g.ids, r.greedy_ids[..3]);
+}
+
+#[test]
+fn cancel_handle_stops_generation_from_the_callback() {
+    let r = reference();
+    let model = Model::load(&runtime(), tiny()).unwrap();
+    let mut s = model.session(&SessionOptions::default()).unwrap();
+    let cancel = s.cancel_handle();
+    let mut n = 0;
+    let e = s
+        .generate_ids(&r.prompt_ids, &greedy(100), |_, _| {
+            n += 1;
+            if n == 2 {
+                cancel.cancel().unwrap();
+            }
+            false
+        })
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    assert!(n < 100);
+    s.reset().unwrap();
+    let g = s
+        .generate_ids(&r.prompt_ids, &greedy(2), |_, _| false)
+        .unwrap();
+    assert_eq!(g.ids, r.greedy_ids[..2]);
+}
+
+#[test]
+fn a_panicking_closure_is_contained_and_resumed() {
+    let r = reference();
+    let model = Model::load(&runtime(), tiny()).unwrap();
+    let mut s = model.session(&SessionOptions::default()).unwrap();
+    let calls = AtomicUsize::new(0);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = s.generate_ids(&r.prompt_ids, &greedy(8), |_, _| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            panic!("from the callback")
+        });
+    }));
+    let payload = caught.unwrap_err();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"from the callback"));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "kiln must stop calling after the panic"
+    );
+    s.reset().unwrap();
+    assert_eq!(
+        s.generate_ids(&r.prompt_ids, &greedy(2), |_, _| false)
+            .unwrap()
+            .ids,
+        r.greedy_ids[..2]
+    );
+}
+
+#[test]
+fn errors_carry_kiln_status_and_message() {
+    let rt = runtime();
+    let e = Model::load(&rt, "/no/such/model-dir").err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(e.status_name(), "KILN_ERR_NOT_FOUND");
+    assert!(e.message().contains("/no/such/model-dir"), "{}", e);
+    let model = Model::load(&rt, tiny()).unwrap();
+    let mut s = model.session(&SessionOptions::default()).unwrap();
+    assert_eq!(
+        s.forward(&[100_000], LogitsMode::Last).unwrap_err().kind(),
+        ErrorKind::OutOfRange
+    );
+    let mut small = model
+        .session(&SessionOptions {
+            context_length: 4,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        small
+            .forward(&[1, 2, 3, 4, 5], LogitsMode::Last)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::ContextFull
+    );
+    assert_eq!(
+        Runtime::new(&RuntimeOptions::cpu(-3)).err().unwrap().kind(),
+        ErrorKind::InvalidArgument
+    );
+}
+
+#[test]
+fn progress_and_log_callbacks() {
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = log.clone();
+    let opts = RuntimeOptions {
+        log_level: kiln::LogLevel::Debug,
+        ..RuntimeOptions::cpu(1)
+    };
+    let rt =
+        Runtime::with_log(&opts, move |_, m| sink.lock().unwrap().push(m.to_string())).unwrap();
+    let mut fractions = Vec::new();
+    Model::load_with_progress(&rt, tiny(), |f, _| {
+        fractions.push(f);
+        false
+    })
+    .unwrap();
+    assert_eq!(*fractions.last().unwrap(), 1.0);
+    assert!(log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|m| m.contains("loaded Qwen2ForCausalLM")));
+    let e = Model::load_with_progress(&rt, tiny(), |_, _| true)
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+}
+
+#[test]
+fn two_threads_generate_on_two_sessions_of_one_model() {
+    let r = reference();
+    let model = Model::load(&runtime(), tiny()).unwrap();
+    let results: Vec<Vec<i32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let model = model.clone();
+                let r = &r;
+                scope.spawn(move || {
+                    let mut s = model.session(&SessionOptions::default()).unwrap();
+                    s.generate_ids(&r.prompt_ids, &greedy(r.greedy_ids.len()), |_, _| false)
+                        .unwrap()
+                        .ids
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results, vec![r.greedy_ids.clone(), r.greedy_ids.clone()]);
+}
+
+#[repr(C)]
+struct MallInfo2 {
+    fields: [usize; 10],
+}
+extern "C" {
+    fn mallinfo2() -> MallInfo2;
+}
+
+/// Bytes the C heap has handed out (glibc: arena in use + mmap chunks), untouched pages included.
+fn malloc_in_use() -> usize {
+    let m = unsafe { mallinfo2() };
+    m.fields[7] + m.fields[4]
+}
+
+#[test]
+fn many_handles_dropped_in_a_loop_do_not_leak() {
+    let rt = runtime();
+    let model = Model::load(&rt, tiny()).unwrap();
+    drop(model.session(&SessionOptions::default()).unwrap());
+    let before = malloc_in_use();
+    for _ in 0..40 {
+        let s = model.session(&SessionOptions::default()).unwrap();
+        drop(s);
+        drop(Model::load(&rt, tiny()).unwrap());
+    }
+    let growth = malloc_in_use().saturating_sub(before);
+    // One leaked session alone holds its whole KV cache (megabytes for this model). Other tests
+    // run on other threads meanwhile, so the bound leaves room for their live allocations.
+    assert!(growth < 48 << 20, "C heap grew by {} bytes", growth);
+}

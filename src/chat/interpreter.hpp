@@ -1,0 +1,72 @@
+// Interpreter: evaluates a TemplateAst against a context, with Jinja2's scoping (for-loop bodies
+// and macros get their own scope; if-blocks do not; namespace() objects carry state out of loops)
+// and with budgets, so a hostile template cannot hang or exhaust memory: evaluation steps, output
+// bytes and call depth are capped (KILN_ERR_OUT_OF_RANGE naming the limit and the line).
+#pragma once
+
+#include <cstdint>
+#include <ctime>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "chat/ast.hpp"
+#include "chat/value.hpp"
+
+namespace kiln::chat {
+
+struct RenderLimits {
+  uint64_t max_steps = 5'000'000;       // expression and statement evaluations
+  size_t max_output_bytes = 16u << 20;  // bytes written to any output buffer, in total
+  int max_call_depth = 64;              // nested macro calls
+};
+
+class Interpreter {
+ public:
+  Interpreter(const RenderLimits& limits, std::time_t now);
+
+  std::string render(const TemplateAst& ast, const Dict& context);
+
+  // Used by builtins.
+  std::time_t now() const { return now_; }
+  const RenderLimits& limits() const { return limits_; }
+  void check_size(size_t bytes, const Expr& at) const;
+  Value call_value(const Value& callee, CallArgs& args, const Expr& at);
+  [[noreturn]] void runtime_error(const Expr& at, const std::string& what) const;
+
+ private:
+  struct Scope {
+    std::unordered_map<std::string, Value> vars;
+    Scope* parent = nullptr;
+  };
+  enum class Flow { Normal, Break, Continue };
+
+  Flow exec_body(const Body& body, Scope& scope, std::string& out);
+  Flow exec(const Node& node, Scope& scope, std::string& out);
+  void exec_for(const Node& node, Scope& scope, std::string& out);
+  void exec_set(const Node& node, Scope& scope);
+  Value make_macro(const Node& node);
+
+  Value eval(const Expr& e, Scope& scope);
+  Value eval_binary(const Expr& e, Scope& scope);
+  Value eval_call(const Expr& e, Scope& scope);
+  Value eval_attr(const Value& obj, const std::string& name);
+  Value eval_index(const Value& obj, const Value& key, const Expr& at);
+  Value eval_slice(const Value& obj, const Value& start, const Value& stop, const Value& step,
+                   const Expr& at);
+  CallArgs eval_args(const Expr& e, Scope& scope, size_t first_arg);
+
+  Value lookup(const std::string& name, Scope& scope) const;
+  void step(int line);
+  void append(std::string& out, const std::string& text, int line);
+
+  RenderLimits limits_;
+  std::time_t now_;
+  uint64_t steps_ = 0;
+  size_t output_bytes_ = 0;
+  int call_depth_ = 0;
+  Scope* root_ = nullptr;
+  std::vector<std::shared_ptr<const Node>> keep_alive_;
+};
+
+}  // namespace kiln::chat
