@@ -1,0 +1,195 @@
+// Attention for one new token (decode) over a long KV cache: the keys are split into chunks of
+// kDecodeSplitKeys, one block per (head, chunk), so that even a single query fills the GPU. Each
+// block's four warps take 32-key tiles of the chunk (one key per lane for the scores, 16-byte
+// loads of the BF16 key rows), keep online-softmax states that the block merges, and either write
+// the output (one chunk) or their partial state (running max, sum, unnormalised accumulator) for
+// the merge kernel.
+#include <string>
+
+#include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/kernels.hpp"
+#include "common.cuh"
+#include "core/error.hpp"
+
+namespace kiln::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;
+
+__host__ __device__ int64_t n_splits_for(int64_t n_keys) {
+  return (n_keys + kDecodeSplitKeys - 1) / kDecodeSplitKeys;
+}
+
+// Dot product of the pre-scaled query (shared) with one BF16 key row, 8 elements per load.
+__device__ __forceinline__ float dot_key(const float* q_s, const bf16* key, int D) {
+  float s = 0.0f;
+  for (int d = 0; d < D; d += 8) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(key + d);
+    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 k2 = __bfloat1622float2(pairs[i]);
+      s += q_s[d + 2 * i] * k2.x + q_s[d + 2 * i + 1] * k2.y;
+    }
+  }
+  return s;
+}
+
+template <int kChunks>
+__global__ void __launch_bounds__(kWarps * 32)
+    attention_decode_kernel(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+                            float* partials, const int32_t* position, int n_heads, int group, int D,
+                            float scale_log2) {
+  __shared__ float q_s[kMaxAttentionHeadDim];
+  __shared__ float m_w[kWarps], l_w[kWarps];
+  __shared__ float acc_w[kWarps][kMaxAttentionHeadDim];
+
+  const int h = blockIdx.x, split = blockIdx.y;
+  const int kv_head = h / group;
+  const int64_t kv_stride = static_cast<int64_t>(n_heads / group) * D;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int n_keys = *position + 1;
+  const int n_splits = static_cast<int>(n_splits_for(n_keys));
+  if (split >= n_splits) return;  // the grid covers the whole context; these keys are not in use
+  const int key_begin = split * kDecodeSplitKeys;
+  const int key_end = min(key_begin + kDecodeSplitKeys, n_keys);
+
+  for (int d = threadIdx.x; d < D; d += blockDim.x) q_s[d] = q[h * D + d] * scale_log2;
+  __syncthreads();
+
+  float m = -INFINITY, l = 0.0f, acc[kChunks];
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) acc[c] = 0.0f;
+
+  for (int tile = key_begin + warp * 32; tile < key_end; tile += kWarps * 32) {
+    const int key = tile + lane;
+    const float score =
+        key < key_end ? dot_key(q_s, k_cache + key * kv_stride + kv_head * D, D) : -INFINITY;
+    const float m_new = fmaxf(m, detail::warp_max(score));  // finite: lane 0's key is valid
+    const float p = exp2f(score - m_new);
+    const float correction = exp2f(m - m_new);
+    l = l * correction + detail::warp_sum(p);
+    m = m_new;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) acc[c] *= correction;
+    const int n_valid = min(32, key_end - tile);
+    for (int j = 0; j < n_valid; ++j) {
+      const float pj = __shfl_sync(0xffffffffu, p, j);
+      const bf16* v_row = v_cache + (tile + j) * kv_stride + kv_head * D;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        const int d = lane + 32 * c;
+        if (d < D) acc[c] += pj * __bfloat162float(v_row[d]);
+      }
+    }
+  }
+
+  if (lane == 0) {
+    m_w[warp] = m;
+    l_w[warp] = l;
+  }
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int d = lane + 32 * c;
+    if (d < D) acc_w[warp][d] = acc[c];
+  }
+  __syncthreads();
+
+  // Merge the warps' states: a warp that saw no key has m = -inf and weight exp2(-inf) = 0.
+  float m_all = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, m_w[w]);
+  float weight[kWarps], l_all = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    weight[w] = exp2f(m_w[w] - m_all);
+    l_all += l_w[w] * weight[w];
+  }
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float a = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) a += acc_w[w][d] * weight[w];
+    if (n_splits == 1) {
+      out[h * D + d] = __float2bfloat16(a / l_all);
+    } else {
+      partials[(static_cast<int64_t>(h) * n_splits + split) * (D + 2) + d] = a;
+    }
+  }
+  if (n_splits > 1 && threadIdx.x == 0) {
+    float* state = partials + (static_cast<int64_t>(h) * n_splits + split) * (D + 2);
+    state[D] = m_all;
+    state[D + 1] = l_all;
+  }
+}
+
+// Merges the per-chunk states of each head: out = Σ a_s·2^(m_s − M) / Σ l_s·2^(m_s − M).
+__global__ void attention_decode_merge_kernel(const float* partials, bf16* out, int D,
+                                              const int32_t* position) {
+  const int n_splits = static_cast<int>(n_splits_for(*position + 1));
+  if (n_splits == 1) return;  // the attention kernel wrote the output itself
+  const int h = blockIdx.x;
+  const float* base = partials + static_cast<int64_t>(h) * n_splits * (D + 2);
+  float m_all = -INFINITY;
+  for (int s = 0; s < n_splits; ++s) m_all = fmaxf(m_all, base[s * (D + 2) + D]);
+  float l_all = 0.0f;
+  for (int s = 0; s < n_splits; ++s) {
+    l_all += base[s * (D + 2) + D + 1] * exp2f(base[s * (D + 2) + D] - m_all);
+  }
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float a = 0.0f;
+    for (int s = 0; s < n_splits; ++s) {
+      a += base[s * (D + 2) + d] * exp2f(base[s * (D + 2) + D] - m_all);
+    }
+    out[h * D + d] = __float2bfloat16(a / l_all);
+  }
+}
+
+template <int kChunks>
+void launch(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+            const int32_t* position, int64_t max_keys, int n_heads, int group, int D,
+            float* partials, cudaStream_t stream) {
+  const auto max_splits = static_cast<unsigned>(n_splits_for(max_keys));
+  const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(D));
+  const dim3 grid(static_cast<unsigned>(n_heads), max_splits);
+  attention_decode_kernel<kChunks><<<grid, kWarps * 32, 0, stream>>>(
+      q, k_cache, v_cache, out, partials, position, n_heads, group, D, scale_log2);
+  check_launch("attention_decode_kernel");
+  if (max_splits > 1) {
+    attention_decode_merge_kernel<<<static_cast<unsigned>(n_heads), 128, 0, stream>>>(partials, out,
+                                                                                      D, position);
+    check_launch("attention_decode_merge_kernel");
+  }
+}
+
+}  // namespace
+
+int64_t decode_partials_floats(int32_t n_heads, int32_t head_dim, int64_t max_keys) {
+  return static_cast<int64_t>(n_heads) * n_splits_for(max_keys) * (head_dim + 2);
+}
+
+void attention_decode(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+                      const int32_t* position, int64_t max_keys, int32_t n_heads,
+                      int32_t n_kv_heads, int32_t head_dim, float* partials, cudaStream_t stream) {
+  if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > kMaxAttentionHeadDim || n_kv_heads <= 0 ||
+      n_heads % n_kv_heads != 0) {
+    fail(KILN_ERR_UNSUPPORTED,
+         "CUDA decode attention: head_dim " + std::to_string(head_dim) +
+             " (must be a multiple of 8, at most " + std::to_string(kMaxAttentionHeadDim) + "), " +
+             std::to_string(n_heads) + " heads over " + std::to_string(n_kv_heads) + " KV heads");
+  }
+  if (max_keys <= 0) return;
+  const int group = n_heads / n_kv_heads;
+  if (head_dim <= 64) {
+    launch<2>(q, k_cache, v_cache, out, position, max_keys, n_heads, group, head_dim, partials,
+              stream);
+  } else if (head_dim <= 128) {
+    launch<4>(q, k_cache, v_cache, out, position, max_keys, n_heads, group, head_dim, partials,
+              stream);
+  } else {
+    launch<8>(q, k_cache, v_cache, out, position, max_keys, n_heads, group, head_dim, partials,
+              stream);
+  }
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,90 @@
+// The CUDA Backend: picks the device, owns the capped device allocator that every model and
+// session on it draws from, and builds CudaTransformers.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "backend/backend.hpp"
+#include "backend/cuda/cuda_transformer.hpp"
+#include "backend/cuda/device_memory.hpp"
+#include "model/config.hpp"
+#include "model/transformer_weights.hpp"
+
+namespace kiln {
+
+namespace {
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(std::shared_ptr<cuda::DeviceAllocator> allocator, std::string device_name)
+      : allocator_(std::move(allocator)), device_name_(std::move(device_name)) {}
+
+  kiln_backend kind() const override { return KILN_BACKEND_CUDA; }
+  const std::string& device_name() const override { return device_name_; }
+  // The host side of a forward pass is one thread enqueueing work.
+  int n_threads() const override { return 1; }
+
+  std::unique_ptr<ModelExecutor> load_model(const ModelConfig& config,
+                                            std::shared_ptr<const WeightSet> weights,
+                                            const ProgressFn& progress) const override {
+    const TransformerWeights resolved = resolve_transformer_weights(config, *weights);
+    // The weights are copied to the device; the executor keeps nothing of the WeightSet.
+    return std::make_unique<cuda::CudaTransformer>(
+        config, resolved, rope_inverse_frequencies(config), allocator_, progress);
+  }
+
+ private:
+  std::shared_ptr<cuda::DeviceAllocator> allocator_;
+  std::string device_name_;
+};
+
+std::string gib(size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", static_cast<double>(bytes) / (1024.0 * 1024 * 1024));
+  return buf;
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(int device_index, uint64_t memory_limit,
+                                           std::string* why_not) {
+  auto refuse = [&](const std::string& why) -> std::unique_ptr<Backend> {
+    if (why_not != nullptr) *why_not = why;
+    return nullptr;
+  };
+  int count = 0;
+  cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();
+    return refuse(std::string("no usable CUDA driver or device (cudaGetDeviceCount: ") +
+                  cudaGetErrorString(status) + ")");
+  }
+  if (count == 0) return refuse("no CUDA device found");
+  if (device_index < 0 || device_index >= count) {
+    return refuse("device index " + std::to_string(device_index) +
+                  " is out of range: " + std::to_string(count) + " CUDA device(s) present");
+  }
+  cudaDeviceProp prop{};
+  status = cudaGetDeviceProperties(&prop, device_index);
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();
+    return refuse(std::string("cudaGetDeviceProperties(") + std::to_string(device_index) +
+                  ") failed: " + cudaGetErrorString(status));
+  }
+  if (prop.major < 8) {
+    return refuse(std::string(prop.name) + " has compute capability " + std::to_string(prop.major) +
+                  "." + std::to_string(prop.minor) +
+                  "; the CUDA backend needs 8.0 or newer (BF16)");
+  }
+  std::string name = std::string("CUDA: ") + prop.name + " (device " +
+                     std::to_string(device_index) + ", sm_" + std::to_string(prop.major) +
+                     std::to_string(prop.minor) + ", " + gib(prop.totalGlobalMem);
+  if (memory_limit != 0) name += ", capped at " + std::to_string(memory_limit) + " bytes";
+  name += ")";
+  auto allocator = cuda::DeviceAllocator::create(device_index, memory_limit, prop.name);
+  return std::make_unique<CudaBackend>(std::move(allocator), std::move(name));
+}
+
+}  // namespace kiln

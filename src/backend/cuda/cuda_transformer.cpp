@@ -1,0 +1,402 @@
+#include "backend/cuda/cuda_transformer.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/gemm.hpp"
+#include "backend/cuda/kernels.hpp"
+#include "backend/cuda/weight_upload.hpp"
+#include "core/error.hpp"
+
+namespace kiln::cuda {
+
+namespace {
+
+// Logits of many rows (all_positions) are computed this many rows at a time, so that a long
+// prompt does not need a [tokens × vocab] device buffer.
+constexpr int64_t kLogitRowsPerPass = 64;
+// Activation buffers grow in steps of this many tokens.
+constexpr int64_t kTokenGranule = 16;
+// A cuBLAS workspace of our own per session: graph capture must not see cuBLAS allocate.
+constexpr size_t kCublasWorkspaceBytes = size_t{4} << 20;
+
+std::string describe(const WeightRef& ref) {
+  return ref.tensor ? "'" + ref.tensor->name + "' in " + ref.tensor->file : "(absent)";
+}
+
+void expect_shape(const WeightRef& ref, int64_t rows, int64_t cols, const char* role,
+                  bool optional = false) {
+  if (ref.tensor == nullptr) {
+    if (optional) return;
+    fail(KILN_ERR_FORMAT, std::string("missing weight for ") + role);
+  }
+  if (ref.rows != rows || ref.cols != cols) {
+    fail(KILN_ERR_FORMAT, std::string("weight ") + role + " " + describe(ref) + ": expected [" +
+                              std::to_string(rows) + " × " + std::to_string(cols) + "], got [" +
+                              std::to_string(ref.rows) + " × " + std::to_string(ref.cols) + "]");
+  }
+}
+
+bool same_block(const WeightRef& a, const WeightRef& b) {
+  return a.tensor == b.tensor && a.row_begin == b.row_begin && a.rows == b.rows && a.cols == b.cols;
+}
+
+int64_t elements(const WeightRef& ref) { return ref.tensor ? ref.rows * ref.cols : 0; }
+
+template <typename T>
+T* ptr(const DeviceBuffer& b) {
+  return b.as<T>();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// CudaSessionState
+
+CudaSessionState::CudaSessionState(std::shared_ptr<DeviceAllocator> allocator,
+                                   const ModelDims& dims, int32_t context_length)
+    : allocator_(std::move(allocator)),
+      dims_(dims),
+      context_length_(context_length),
+      cublas_(stream_.get()) {
+  if (context_length <= 0) {
+    fail(KILN_ERR_INVALID_ARGUMENT,
+         "context length must be positive, got " + std::to_string(context_length));
+  }
+  const size_t cache_bytes = static_cast<size_t>(dims.n_layers) * context_length *
+                             static_cast<size_t>(dims.kv_dim()) * sizeof(bf16);
+  const std::string ctx = " for a context of " + std::to_string(context_length) + " tokens";
+  k_cache_ = allocator_->allocate(cache_bytes, "the KV cache (K)" + ctx);
+  v_cache_ = allocator_->allocate(cache_bytes, "the KV cache (V)" + ctx);
+  decode_partials_ =
+      allocator_->allocate(static_cast<size_t>(decode_partials_floats(
+                               static_cast<int32_t>(dims.n_heads),
+                               static_cast<int32_t>(dims.head_dim), context_length)) *
+                               sizeof(float),
+                           "decode attention partial results" + ctx);
+  logits_host_ = PinnedBuffer(static_cast<size_t>(dims.vocab) * sizeof(float), "logits");
+  cublas_workspace_ = allocator_->allocate(kCublasWorkspaceBytes, "the cuBLAS workspace" + ctx);
+  KILN_CUDA_CHECK(
+      cublasSetWorkspace(cublas_.get(), cublas_workspace_.get(), cublas_workspace_.size()));
+}
+
+CudaSessionState::~CudaSessionState() {
+  // Work still queued may use the buffers freed below.
+  (void)cudaStreamSynchronize(stream_.get());
+}
+
+bf16* CudaSessionState::k_cache(int32_t layer) const {
+  return k_cache_.as<bf16>() + static_cast<size_t>(layer) * context_length_ * dims_.kv_dim();
+}
+bf16* CudaSessionState::v_cache(int32_t layer) const {
+  return v_cache_.as<bf16>() + static_cast<size_t>(layer) * context_length_ * dims_.kv_dim();
+}
+
+void CudaSessionState::reserve(int64_t n_tokens, int64_t logit_rows) {
+  if (n_tokens > token_capacity_ || logit_rows > logit_row_capacity_) decode_step_.reset();
+  if (n_tokens > token_capacity_) {
+    const int64_t cap = (n_tokens + kTokenGranule - 1) / kTokenGranule * kTokenGranule;
+    token_capacity_ = 0;  // stays 0 if an allocation below throws
+    const auto n = static_cast<size_t>(cap);
+    const ModelDims& d = dims_;
+    const std::string what = " for a batch of " + std::to_string(cap) + " tokens";
+    // Free the old buffers first so that growing never needs both at once.
+    for (DeviceBuffer* b : {&ids_, &x_, &normed_, &qkv_, &q_, &attn_, &gate_up_, &act_}) {
+      *b = DeviceBuffer();
+    }
+    ids_host_ = PinnedBuffer();
+    ids_ = allocator_->allocate((n + 1) * sizeof(int32_t), "token ids" + what);
+    x_ = allocator_->allocate(n * d.hidden * sizeof(float), "the residual stream" + what);
+    normed_ = allocator_->allocate(n * d.hidden * sizeof(bf16), "normalised activations" + what);
+    qkv_ = allocator_->allocate(n * d.qkv_dim() * sizeof(float), "q/k/v projections" + what);
+    q_ = allocator_->allocate(n * d.q_dim() * sizeof(float), "queries" + what);
+    attn_ = allocator_->allocate(n * d.q_dim() * sizeof(bf16), "attention outputs" + what);
+    gate_up_ = allocator_->allocate(n * 2 * d.intermediate * sizeof(float), "gate/up" + what);
+    act_ = allocator_->allocate(n * d.intermediate * sizeof(bf16), "SwiGLU outputs" + what);
+    ids_host_ = PinnedBuffer((n + 1) * sizeof(int32_t), "token ids");
+    token_capacity_ = cap;
+  }
+  if (logit_rows > logit_row_capacity_) {
+    logit_row_capacity_ = 0;
+    logits_ = DeviceBuffer();
+    logits_ = allocator_->allocate(static_cast<size_t>(logit_rows) * dims_.vocab * sizeof(float),
+                                   "logits of " + std::to_string(logit_rows) + " rows");
+    logit_row_capacity_ = logit_rows;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CudaTransformer
+
+void CudaTransformer::validate(const ModelConfig& config, const TransformerWeights& w) const {
+  const ModelDims& d = dims_;
+  if (config.mlp_bias) {
+    fail(KILN_ERR_UNSUPPORTED,
+         "mlp_bias = true is not supported (model " + config.architecture + ")");
+  }
+  if (d.n_heads <= 0 || d.n_kv_heads <= 0 || d.n_heads % d.n_kv_heads != 0) {
+    fail(KILN_ERR_FORMAT, "num_attention_heads " + std::to_string(d.n_heads) +
+                              " is not a positive multiple of num_key_value_heads " +
+                              std::to_string(d.n_kv_heads));
+  }
+  if (d.head_dim % 8 != 0 || d.head_dim > kMaxAttentionHeadDim) {
+    fail(KILN_ERR_UNSUPPORTED,
+         "the CUDA backend needs head_dim to be a multiple of 8 and at most " +
+             std::to_string(kMaxAttentionHeadDim) + "; model " + config.architecture + " has " +
+             std::to_string(d.head_dim));
+  }
+  if (static_cast<int32_t>(w.layers.size()) != d.n_layers) {
+    fail(KILN_ERR_FORMAT, "weights hold " + std::to_string(w.layers.size()) +
+                              " layers, config says " + std::to_string(d.n_layers));
+  }
+  expect_shape(w.embed, d.vocab, d.hidden, "embed_tokens");
+  expect_shape(w.final_norm, d.hidden, 1, "final norm");
+  expect_shape(w.lm_head, d.vocab, d.hidden, "lm_head");
+  for (const LayerWeights& l : w.layers) {
+    expect_shape(l.attn_norm, d.hidden, 1, "input_layernorm");
+    expect_shape(l.wq, d.q_dim(), d.hidden, "q_proj");
+    expect_shape(l.wk, d.kv_dim(), d.hidden, "k_proj");
+    expect_shape(l.wv, d.kv_dim(), d.hidden, "v_proj");
+    expect_shape(l.wo, d.hidden, d.q_dim(), "o_proj");
+    expect_shape(l.bq, d.q_dim(), 1, "q_proj bias", true);
+    expect_shape(l.bk, d.kv_dim(), 1, "k_proj bias", true);
+    expect_shape(l.bv, d.kv_dim(), 1, "v_proj bias", true);
+    expect_shape(l.bo, d.hidden, 1, "o_proj bias", true);
+    expect_shape(l.q_norm, d.head_dim, 1, "q_norm", !qk_norm_);
+    expect_shape(l.k_norm, d.head_dim, 1, "k_norm", !qk_norm_);
+    expect_shape(l.ffn_norm, d.hidden, 1, "post_attention_layernorm");
+    expect_shape(l.w_gate, d.intermediate, d.hidden, "gate_proj");
+    expect_shape(l.w_up, d.intermediate, d.hidden, "up_proj");
+    expect_shape(l.w_down, d.hidden, d.intermediate, "down_proj");
+  }
+}
+
+CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWeights& w,
+                                 const std::vector<float>& inv_freq,
+                                 std::shared_ptr<DeviceAllocator> allocator,
+                                 const ProgressFn& progress)
+    : allocator_(std::move(allocator)), eps_(config.rms_norm_eps), qk_norm_(config.traits.qk_norm) {
+  dims_.vocab = config.vocab_size;
+  dims_.hidden = config.hidden_size;
+  dims_.n_heads = config.n_heads;
+  dims_.n_kv_heads = config.n_kv_heads;
+  dims_.head_dim = config.head_dim;
+  dims_.intermediate = config.intermediate_size;
+  dims_.n_layers = config.n_layers;
+  dims_.rot_dim =
+      static_cast<int64_t>(static_cast<float>(dims_.head_dim) * config.partial_rotary_factor);
+  dims_.rot_dim -= dims_.rot_dim % 2;
+  if (static_cast<int64_t>(inv_freq.size()) * 2 != dims_.rot_dim) {
+    fail(KILN_ERR_INTERNAL, "RoPE: " + std::to_string(inv_freq.size()) +
+                                " inverse frequencies for a rotary dimension of " +
+                                std::to_string(dims_.rot_dim));
+  }
+  validate(config, w);
+
+  const bool tied = same_block(w.embed, w.lm_head);
+  int64_t total = elements(w.embed) + elements(w.final_norm) + (tied ? 0 : elements(w.lm_head));
+  for (const LayerWeights& l : w.layers) {
+    for (const WeightRef* r : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.bo,
+                               &l.q_norm, &l.k_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
+      if (r == &l.q_norm || r == &l.k_norm) {
+        if (qk_norm_) total += elements(*r);
+      } else {
+        total += elements(*r);
+      }
+    }
+  }
+  n_parameters_ = total;
+
+  use_device(allocator_->device());
+  WeightUploader up(*allocator_, progress, total);
+  embed_ = up.upload_bf16({&w.embed}, "embed_tokens");
+  lm_head_ptr_ = embed_.as<bf16>();
+  if (!tied) {
+    lm_head_ = up.upload_bf16({&w.lm_head}, "lm_head");
+    lm_head_ptr_ = lm_head_.as<bf16>();
+  }
+  final_norm_ = up.upload_f32({&w.final_norm}, {0}, "final norm");
+  inv_freq_ = up.upload_host_f32(inv_freq, "RoPE inverse frequencies");
+
+  layers_.reserve(w.layers.size());
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const LayerWeights& l = w.layers[i];
+    const std::string at = " of layer " + std::to_string(i);
+    Layer L;
+    L.attn_norm = up.upload_f32({&l.attn_norm}, {0}, "input_layernorm" + at);
+    L.wqkv = up.upload_bf16({&l.wq, &l.wk, &l.wv}, "q/k/v_proj" + at);
+    if (l.bq.tensor || l.bk.tensor || l.bv.tensor) {
+      L.bqkv = up.upload_f32({&l.bq, &l.bk, &l.bv}, {dims_.q_dim(), dims_.kv_dim(), dims_.kv_dim()},
+                             "q/k/v_proj bias" + at);
+    }
+    L.wo = up.upload_bf16({&l.wo}, "o_proj" + at);
+    if (l.bo.tensor) L.bo = up.upload_f32({&l.bo}, {0}, "o_proj bias" + at);
+    if (qk_norm_) {
+      L.q_norm = up.upload_f32({&l.q_norm}, {0}, "q_norm" + at);
+      L.k_norm = up.upload_f32({&l.k_norm}, {0}, "k_norm" + at);
+    }
+    L.ffn_norm = up.upload_f32({&l.ffn_norm}, {0}, "post_attention_layernorm" + at);
+    L.w_gate_up = up.upload_bf16({&l.w_gate, &l.w_up}, "gate/up_proj" + at);
+    L.w_down = up.upload_bf16({&l.w_down}, "down_proj" + at);
+    layers_.push_back(std::move(L));
+  }
+  up.finish();
+}
+
+std::unique_ptr<SessionState> CudaTransformer::create_state(int32_t context_length) const {
+  use_device(allocator_->device());
+  return std::make_unique<CudaSessionState>(allocator_, dims_, context_length);
+}
+
+void CudaTransformer::compute_logits(CudaSessionState& s, int64_t first_row, int64_t rows,
+                                     float* out) const {
+  const cudaStream_t stream = s.stream_.get();
+  rms_norm(ptr<float>(s.x_) + first_row * dims_.hidden, nullptr, ptr<float>(final_norm_),
+           ptr<bf16>(s.normed_), rows, dims_.hidden, eps_, stream);
+  linear_bf16(s.cublas_.get(), ptr<bf16>(s.normed_), lm_head_ptr_, ptr<float>(s.logits_), rows,
+              dims_.hidden, dims_.vocab, 0.0f);
+  KILN_CUDA_CHECK(cudaMemcpyAsync(out, s.logits_.get(),
+                                  static_cast<size_t>(rows * dims_.vocab) * sizeof(float),
+                                  cudaMemcpyDeviceToHost, stream));
+}
+
+void CudaTransformer::forward(SessionState& base_state, std::span<const int32_t> ids,
+                              int32_t start_pos, float* logits, bool all_positions,
+                              const std::atomic<bool>* cancel) const {
+  auto* s = dynamic_cast<CudaSessionState*>(&base_state);
+  if (s == nullptr) fail(KILN_ERR_INTERNAL, "CUDA forward given another backend's state");
+  const auto n = static_cast<int64_t>(ids.size());
+  if (n == 0) return;
+  // The caller has validated these; checked again because a slip would corrupt device memory.
+  if (start_pos < 0 || start_pos + n > s->context_length()) {
+    fail(KILN_ERR_CONTEXT_FULL,
+         "positions " + std::to_string(start_pos) + ".." + std::to_string(start_pos + n - 1) +
+             " do not fit a context of " + std::to_string(s->context_length()));
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    if (ids[t] < 0 || ids[t] >= dims_.vocab) {
+      fail(KILN_ERR_OUT_OF_RANGE, "token id " + std::to_string(ids[t]) + " at index " +
+                                      std::to_string(t) + " outside [0, " +
+                                      std::to_string(dims_.vocab) + ")");
+    }
+  }
+
+  use_device(allocator_->device());
+  const int64_t V = dims_.vocab;
+  const int64_t logit_rows =
+      logits == nullptr ? 0 : (all_positions ? std::min(n, kLogitRowsPerPass) : 1);
+  s->reserve(n, logit_rows);
+  // The pinned staging is free: the previous forward on this session ended synchronised.
+  int32_t* staged = s->ids_host_.as<int32_t>();
+  staged[0] = start_pos;
+  std::memcpy(staged + 1, ids.data(), static_cast<size_t>(n) * sizeof(int32_t));
+  const cudaStream_t stream = s->stream_.get();
+
+  if (n == 1 && logits != nullptr) {
+    // Decode: one graph launch replays the captured step (copy-in, layers, head, copy-out).
+    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+      fail(KILN_ERR_CANCELLED, "forward pass cancelled");
+    }
+    if (!s->decode_step_.ready()) {
+      KILN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      try {
+        enqueue_layers(*s, 1, start_pos, nullptr);
+        compute_logits(*s, 0, 1, s->logits_host_.as<float>());
+      } catch (...) {
+        GraphExec::abandon_capture(stream);
+        throw;
+      }
+      s->decode_step_.end_capture(stream);
+    }
+    s->decode_step_.launch(stream);
+    s->stream_.synchronize();
+    std::memcpy(logits, s->logits_host_.as<float>(), static_cast<size_t>(V) * sizeof(float));
+    return;
+  }
+
+  enqueue_layers(*s, n, start_pos, cancel);
+  if (logits != nullptr && all_positions) {
+    for (int64_t r0 = 0; r0 < n; r0 += kLogitRowsPerPass) {
+      compute_logits(*s, r0, std::min(kLogitRowsPerPass, n - r0), logits + r0 * V);
+    }
+    s->stream_.synchronize();
+  } else if (logits != nullptr) {
+    compute_logits(*s, n - 1, 1, s->logits_host_.as<float>());
+    s->stream_.synchronize();
+    std::memcpy(logits, s->logits_host_.as<float>(), static_cast<size_t>(V) * sizeof(float));
+  } else {
+    s->stream_.synchronize();
+  }
+}
+
+void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t start_pos,
+                                     const std::atomic<bool>* cancel) const {
+  CudaSessionState* s = &state;
+  const ModelDims& d = dims_;
+  const cudaStream_t stream = s->stream_.get();
+  const cublasHandle_t blas = s->cublas_.get();
+  const QkvShape shape{static_cast<int32_t>(d.n_heads), static_cast<int32_t>(d.n_kv_heads),
+                       static_cast<int32_t>(d.head_dim), static_cast<int32_t>(d.rot_dim)};
+  float* x = ptr<float>(s->x_);
+  bf16* normed = ptr<bf16>(s->normed_);
+
+  KILN_CUDA_CHECK(cudaMemcpyAsync(s->ids_.get(), s->ids_host_.as<int32_t>(),
+                                  static_cast<size_t>(n + 1) * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, stream));
+  embedding_gather(s->token_ids(), ptr<bf16>(embed_), x, n, d.hidden, stream);
+
+  for (int32_t li = 0; li < d.n_layers; ++li) {
+    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+      s->stream_.synchronize();
+      fail(KILN_ERR_CANCELLED, "forward pass cancelled");
+    }
+    const Layer& L = layers_[li];
+    bf16* k_cache = s->k_cache(li);
+    bf16* v_cache = s->v_cache(li);
+
+    // One token: each norm is fused into the product after it (fewer launches in the decode step).
+    const bool fuse_norms = n == 1 && rms_norm_gemv_supported(d.hidden);
+    if (fuse_norms) {
+      rms_norm_gemv_bf16(x, ptr<float>(L.attn_norm), eps_, ptr<bf16>(L.wqkv), ptr<float>(s->qkv_),
+                         d.hidden, d.qkv_dim(), 0.0f, stream);
+    } else {
+      rms_norm(x, nullptr, ptr<float>(L.attn_norm), normed, n, d.hidden, eps_, stream);
+      linear_bf16(blas, normed, ptr<bf16>(L.wqkv), ptr<float>(s->qkv_), n, d.hidden, d.qkv_dim(),
+                  0.0f);
+    }
+    qkv_rope(ptr<float>(s->qkv_), ptr<float>(L.bqkv), ptr<float>(L.q_norm), ptr<float>(L.k_norm),
+             eps_, ptr<float>(inv_freq_), s->position(), n, shape, ptr<float>(s->q_), k_cache,
+             v_cache, stream);
+    if (n == 1) {
+      attention_decode(ptr<float>(s->q_), k_cache, v_cache, ptr<bf16>(s->attn_), s->position(),
+                       s->context_length(), shape.n_heads, shape.n_kv_heads, shape.head_dim,
+                       ptr<float>(s->decode_partials_), stream);
+    } else {
+      attention_prefill(ptr<float>(s->q_), k_cache, v_cache, ptr<bf16>(s->attn_), n, start_pos,
+                        shape.n_heads, shape.n_kv_heads, shape.head_dim, stream);
+    }
+    // The residual adds happen in the products' epilogues (beta = 1 accumulates into x).
+    linear_bf16(blas, ptr<bf16>(s->attn_), ptr<bf16>(L.wo), x, n, d.q_dim(), d.hidden, 1.0f);
+    if (L.bo) bias_add(x, ptr<float>(L.bo), n, d.hidden, stream);
+
+    if (fuse_norms) {
+      rms_norm_gemv_swiglu_bf16(x, ptr<float>(L.ffn_norm), eps_, ptr<bf16>(L.w_gate_up),
+                                ptr<bf16>(s->act_), d.hidden, d.intermediate, stream);
+    } else {
+      rms_norm(x, nullptr, ptr<float>(L.ffn_norm), normed, n, d.hidden, eps_, stream);
+      linear_bf16(blas, normed, ptr<bf16>(L.w_gate_up), ptr<float>(s->gate_up_), n, d.hidden,
+                  2 * d.intermediate, 0.0f);
+      swiglu(ptr<float>(s->gate_up_), ptr<bf16>(s->act_), n, d.intermediate, stream);
+    }
+    linear_bf16(blas, ptr<bf16>(s->act_), ptr<bf16>(L.w_down), x, n, d.intermediate, d.hidden,
+                1.0f);
+  }
+  if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+    s->stream_.synchronize();
+    fail(KILN_ERR_CANCELLED, "forward pass cancelled");
+  }
+}
+
+}  // namespace kiln::cuda

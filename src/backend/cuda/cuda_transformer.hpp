@@ -1,0 +1,100 @@
+// The CUDA executor: the same HF Llama-family decoder as cpu::CpuTransformer (Llama, Qwen2 with
+// qkv bias, Qwen3 with q/k norm, Phi3 with fused projections), with the weights resident in device
+// memory as BF16 (norm weights and biases float32), activations in float32, matrix products in
+// cuBLAS (BF16 in, float32 accumulate) and the KV cache in BF16 on the device. Each session owns a
+// CUDA stream and a cuBLAS handle, so sessions on one model may run from different threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "backend/cuda/cuda_handles.hpp"
+#include "backend/cuda/device_memory.hpp"
+#include "backend/cuda/kernels.hpp"
+#include "model/config.hpp"
+#include "model/transformer_weights.hpp"
+
+namespace kiln::cuda {
+
+struct ModelDims {
+  int64_t vocab, hidden, n_heads, n_kv_heads, head_dim, intermediate, rot_dim;
+  int32_t n_layers;
+  int64_t q_dim() const { return n_heads * head_dim; }
+  int64_t kv_dim() const { return n_kv_heads * head_dim; }
+  int64_t qkv_dim() const { return q_dim() + 2 * kv_dim(); }
+};
+
+// A session's device state: KV cache ([n_layers][context][kv_dim] BF16 for K and for V), its
+// stream and cuBLAS handle (with its own workspace, so that its calls can be captured), activation
+// buffers sized for the largest batch seen so far, and the captured decode step: a one-token
+// forward with logits is recorded once as a CUDA graph (every pointer it uses is fixed, the
+// position is read from device memory) and replayed for each following token.
+class CudaSessionState final : public SessionState {
+ public:
+  // Throws KILN_ERR_OUT_OF_MEMORY (naming the KV cache and its bytes) when it does not fit.
+  CudaSessionState(std::shared_ptr<DeviceAllocator> allocator, const ModelDims& dims,
+                   int32_t context_length);
+  ~CudaSessionState() override;
+  int32_t context_length() const override { return context_length_; }
+
+ private:
+  friend class CudaTransformer;
+  // Grows the activation buffers to hold `n_tokens` rows and `logit_rows` rows of logits (which
+  // drops the captured decode step: its pointers would be stale).
+  void reserve(int64_t n_tokens, int64_t logit_rows);
+  // Device copy of [start_pos, ids...]: the position, then the batch's token ids.
+  int32_t* position() const { return ids_.as<int32_t>(); }
+  int32_t* token_ids() const { return ids_.as<int32_t>() + 1; }
+  bf16* k_cache(int32_t layer) const;
+  bf16* v_cache(int32_t layer) const;
+
+  std::shared_ptr<DeviceAllocator> allocator_;
+  ModelDims dims_;
+  int32_t context_length_;
+  Stream stream_;
+  CublasHandle cublas_;
+  DeviceBuffer k_cache_, v_cache_, decode_partials_, cublas_workspace_;
+  int64_t token_capacity_ = 0, logit_row_capacity_ = 0;
+  DeviceBuffer ids_, x_, normed_, qkv_, q_, attn_, gate_up_, act_, logits_;
+  PinnedBuffer ids_host_, logits_host_;
+  GraphExec decode_step_;
+};
+
+class CudaTransformer final : public ModelExecutor {
+ public:
+  // Validates every weight shape against the config (KILN_ERR_FORMAT naming the tensor) and
+  // uploads them (KILN_ERR_OUT_OF_MEMORY under the allocator's cap or the device's memory, with
+  // every partial allocation freed). `inv_freq`: the RoPE inverse frequencies.
+  CudaTransformer(const ModelConfig& config, const TransformerWeights& weights,
+                  const std::vector<float>& inv_freq, std::shared_ptr<DeviceAllocator> allocator,
+                  const ProgressFn& progress = {});
+
+  std::unique_ptr<SessionState> create_state(int32_t context_length) const override;
+  void forward(SessionState& state, std::span<const int32_t> ids, int32_t start_pos, float* logits,
+               bool all_positions, const std::atomic<bool>* cancel) const override;
+  int64_t n_parameters() const override { return n_parameters_; }
+
+ private:
+  struct Layer {
+    DeviceBuffer attn_norm, wqkv, bqkv, wo, bo, q_norm, k_norm, ffn_norm, w_gate_up, w_down;
+  };
+  void validate(const ModelConfig& config, const TransformerWeights& w) const;
+  // Enqueues the copy of the staged [start_pos, ids] and the embedding and layers for n tokens.
+  void enqueue_layers(CudaSessionState& s, int64_t n, int32_t start_pos,
+                      const std::atomic<bool>* cancel) const;
+  // The final norm and the head over `rows` rows of x starting at row `first_row`, into `out`.
+  void compute_logits(CudaSessionState& s, int64_t first_row, int64_t rows, float* out) const;
+
+  std::shared_ptr<DeviceAllocator> allocator_;
+  ModelDims dims_{};
+  float eps_;
+  bool qk_norm_;
+  DeviceBuffer embed_, final_norm_, lm_head_, inv_freq_;
+  const bf16* lm_head_ptr_ = nullptr;  // embed_ when tied
+  std::vector<Layer> layers_;
+  int64_t n_parameters_ = 0;
+};
+
+}  // namespace kiln::cuda

@@ -1,0 +1,19 @@
+// Matrix products of the CUDA backend through cuBLAS: BF16 inputs, float32 accumulation and
+// output. The layout is that of HF nn.Linear: y = x · Wᵀ with W stored row-major [n × k].
+#pragma once
+
+#include <cublas_v2.h>
+
+#include <cstdint>
+
+#include "backend/cuda/kernels.hpp"
+
+namespace kiln::cuda {
+
+// y[m × n] = x[m × k] · Wᵀ + beta · y (beta = 1 accumulates into y: the residual add of o_proj and
+// down_proj happens inside the product's epilogue instead of a separate pass). One row (m = 1,
+// decode) goes to the gemv_bf16 kernel on the handle's stream, the rest to cublasGemmEx.
+void linear_bf16(cublasHandle_t handle, const bf16* x, const bf16* w, float* y, int64_t m,
+                 int64_t k, int64_t n, float beta);
+
+}  // namespace kiln::cuda

@@ -1,0 +1,92 @@
+// Host-side entry points of the CUDA kernels in kernels/*.cu (one file per family). Each enqueues
+// its work on `stream` and checks the launch (KILN_ERR_BACKEND on failure); none synchronises.
+// Layouts are row-major. Activations are float32; inputs of matrix products are BF16 (the
+// producers write them in BF16 directly, so no separate conversion pass exists); weights are BF16,
+// norm weights and biases float32. Shapes are validated by the caller (CudaTransformer).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace kiln::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// kernels/embedding.cu — out[t, :] = float(table[ids[t], :]); ids already validated in [0, vocab).
+void embedding_gather(const int32_t* ids, const bf16* table, float* out, int64_t n_tokens,
+                      int64_t dim, cudaStream_t stream);
+
+// kernels/rms_norm.cu — HF LlamaRMSNorm per row of `dim`: out = weight * (x / sqrt(mean(x²) +
+// eps)), written as BF16 (it feeds a matrix product). When `residual` is not null, x += residual
+// first and the sum is written back to x (the fused residual-add variant).
+void rms_norm(float* x, const float* residual, const float* weight, bf16* out, int64_t rows,
+              int64_t dim, float eps, cudaStream_t stream);
+
+// kernels/bias_add.cu — x[r, c] += bias[c] for rows × cols.
+void bias_add(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
+
+// kernels/swiglu.cu — gate_up is [rows × 2·dim] (gate in the first dim columns, up in the second,
+// the fused gate/up projection's output); out[r, i] = silu(gate) · up as BF16.
+void swiglu(const float* gate_up, bf16* out, int64_t rows, int64_t dim, cudaStream_t stream);
+
+// kernels/qkv_rope.cu — the step between the fused q/k/v projection and attention. qkv is
+// [n_tokens × (q_dim + 2·kv_dim)] (q heads, then k heads, then v heads; q_dim = n_heads·head_dim,
+// kv_dim = n_kv_heads·head_dim); token t sits at position *start_pos + t. start_pos is read from
+// device memory so that a captured decode step (CUDA graph) replays at any position. Per head
+// vector, in this order: + bias (nullable; [q_dim + 2·kv_dim]), per-head RMSNorm for q and k heads
+// (q_norm / k_norm nullable, [head_dim], Qwen3), RoPE in the rotate_half layout on the first
+// rot_dim elements of q and k heads (angle = position · inv_freq[i], float32 product as HF). Writes
+// q to q_out [n_tokens × q_dim] (float32) and k, v as BF16 into the caches' rows start_pos + t
+// ([ctx × kv_dim]).
+struct QkvShape {
+  int32_t n_heads, n_kv_heads, head_dim, rot_dim;
+};
+void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const float* k_norm,
+              float eps, const float* inv_freq, const int32_t* start_pos, int64_t n_tokens,
+              QkvShape shape, float* q_out, bf16* k_cache, bf16* v_cache, cudaStream_t stream);
+
+// kernels/gemv.cu — y[n] = W[n × k] · x[k] + beta · y (W row-major BF16, x BF16, y float32; y is
+// not read when beta = 0): the one-token case of linear_bf16 (gemm.hpp), which dispatches to it.
+void gemv_bf16(const bf16* x, const bf16* w, float* y, int64_t k, int64_t n, float beta,
+               cudaStream_t stream);
+
+// kernels/gemv.cu — the decode step's RMSNorm fused into the one-row product after it: y[n] =
+// W[n × k] · bf16(norm_w ⊙ x / rms(x)) + beta · y, with x float32 [k] and the normalised vector
+// rounded exactly as rms_norm() rounds it. The swiglu form takes the fused gate/up matrix
+// [2·inter × k] and writes out[i] = bf16(silu(gate_i) · up_i) for i < inter. Both need
+// rms_norm_gemv_supported(k) (the normalised x is staged in 48 KB of shared memory).
+bool rms_norm_gemv_supported(int64_t k);
+void rms_norm_gemv_bf16(const float* x, const float* norm_w, float eps, const bf16* w, float* y,
+                        int64_t k, int64_t n, float beta, cudaStream_t stream);
+void rms_norm_gemv_swiglu_bf16(const float* x, const float* norm_w, float eps,
+                               const bf16* w_gate_up, bf16* out, int64_t k, int64_t inter,
+                               cudaStream_t stream);
+
+// Largest head_dim the attention kernels take (register tiles of head_dim / 32 per lane).
+constexpr int kMaxAttentionHeadDim = 256;
+
+// kernels/attention_prefill.cu — causal grouped-query attention for n_tokens queries at positions
+// start_pos .. start_pos + n_tokens - 1 over cache rows 0 .. start_pos + n_tokens - 1, flash style:
+// keys in tiles through shared memory with an online softmax, nothing of size tokens × keys kept.
+// q: [n_tokens × n_heads × head_dim] float32; caches [ctx × n_kv_heads × head_dim] BF16; query head
+// h reads kv head h / (n_heads / n_kv_heads); scale 1/sqrt(head_dim). out: [n_tokens × n_heads ×
+// head_dim] BF16. head_dim must be a multiple of 8 and at most kMaxAttentionHeadDim.
+void attention_prefill(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+                       int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
+                       int32_t head_dim, cudaStream_t stream);
+
+// kernels/attention_decode.cu — the same for one query at position *position (device memory, so a
+// captured CUDA graph replays at any position) over cache rows 0 .. *position, the keys split into
+// chunks of kDecodeSplitKeys processed by separate blocks (so a long context fills the GPU) whose
+// partial softmax states are merged by a second kernel. The grid is sized for `max_keys` (the
+// session's context); blocks past the keys in use return at once. `partials` must hold
+// decode_partials_floats(n_heads, head_dim, max_keys) floats.
+constexpr int kDecodeSplitKeys = 256;
+int64_t decode_partials_floats(int32_t n_heads, int32_t head_dim, int64_t max_keys);
+void attention_decode(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+                      const int32_t* position, int64_t max_keys, int32_t n_heads,
+                      int32_t n_kv_heads, int32_t head_dim, float* partials, cudaStream_t stream);
+
+}  // namespace kiln::cuda

@@ -1,0 +1,55 @@
+// Moves model weights from the (memory-mapped) safetensors into device memory once, at load:
+// matrices as BF16 (converted from F32/F16 on the host where stored so), streamed in chunks through
+// two page-locked staging buffers so that conversion of one chunk overlaps the copy of the other;
+// small vectors (norm weights, biases) as float32. Progress is reported per uploaded block and may
+// cancel the load (KILN_ERR_CANCELLED; every buffer taken so far is freed by its owner).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "backend/cuda/cuda_handles.hpp"
+#include "backend/cuda/device_memory.hpp"
+#include "model/transformer_weights.hpp"
+
+namespace kiln::cuda {
+
+class WeightUploader {
+ public:
+  // `total_elements`: what all upload calls together will move, for the progress fraction.
+  WeightUploader(DeviceAllocator& allocator, const ProgressFn& progress, int64_t total_elements);
+
+  // The blocks stacked by rows into one BF16 device matrix (q/k/v into one fused projection,
+  // gate/up likewise). Every part must have the same number of columns.
+  DeviceBuffer upload_bf16(const std::vector<const WeightRef*>& parts, const std::string& what);
+
+  // The blocks concatenated as one float32 vector; an absent part (null tensor) contributes
+  // `absent_sizes[i]` zeros (a fused bias where only some projections have one).
+  DeviceBuffer upload_f32(const std::vector<const WeightRef*>& parts,
+                          const std::vector<int64_t>& absent_sizes, const std::string& what);
+
+  // A host vector as a float32 device vector (RoPE frequencies).
+  DeviceBuffer upload_host_f32(const std::vector<float>& values, const std::string& what);
+
+  // Waits for the copies in flight; call before using what was uploaded.
+  void finish();
+
+ private:
+  void advance(int64_t elements, const std::string& what);
+
+  DeviceAllocator& allocator_;
+  const ProgressFn& progress_;
+  int64_t total_elements_;
+  int64_t done_elements_ = 0;
+  Stream stream_;
+  PinnedBuffer staging_[2];
+  Event staging_free_[2];
+  int next_staging_ = 0;
+};
+
+// The elements of a block; throws KILN_ERR_FORMAT when the block lies outside its tensor's bytes.
+int64_t checked_block_elements(const WeightRef& ref);
+
+}  // namespace kiln::cuda

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Packs the CUDA build (build-gpu/: the CUDA test binaries, kiln-bench, libkiln.so) with the
+# non-CUDA shared libraries they need into one archive for the GPU machine, which cannot install
+# packages. cuBLAS (hundreds of MB) is not carried: the GPU machine has it under its CUDA install.
+# usage: tools/gpu/pack_cuda_build.sh DEST_DIR   (writes DEST_DIR/cuda-build.tar.xz)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+dest=$(realpath "$1")
+stage=$(mktemp -d)
+mkdir -p "$stage/cuda-build/bin" "$stage/cuda-build/lib" "$dest"
+cp build-gpu/tests/cuda_kernels_test build-gpu/tests/cuda_model_test \
+   build-gpu/tests/cuda_hf_parity_test build-gpu/bin/kiln-bench "$stage/cuda-build/bin/"
+cp -L build-gpu/libkiln.so.0 "$stage/cuda-build/lib/"
+for bin in "$stage"/cuda-build/bin/* build-gpu/libkiln.so.0; do
+  ldd "$bin" | awk '/=> \// {print $3}'
+done | sort -u | grep -E "openblas|gfortran|quadmath|pcre2|utf8proc|gomp|gtest|cudart" |
+  while read -r lib; do cp -L "$lib" "$stage/cuda-build/lib/"; done
+tar -C "$stage" -cJf "$dest/cuda-build.tar.xz" cuda-build
+rm -rf "$stage"
+du -h "$dest/cuda-build.tar.xz"

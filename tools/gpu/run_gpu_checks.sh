@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# On the GPU machine, build-free: unpacks the CUDA build made by pack_cuda_build.sh, runs the CUDA
+# test binaries (kernels, executor, HF parity; compute-sanitizer memcheck on the kernel tests) and
+# the benchmark — kiln's CUDA backend (kiln-bench pp512/tg128) next to HF transformers BF16 on the
+# same GPU in the same run — on the Qwen2.5-0.5B-shaped model, then prints a table with ratios
+# and the memory-bound decode limit. Logs go to $OUT (or ./gpu-out).
+#
+# usage: run_gpu_checks.sh ARCHIVE [BUILD_SOURCE_DIR]
+#   ARCHIVE           cuda-build.tar.xz from pack_cuda_build.sh
+#   BUILD_SOURCE_DIR  the source path the binaries were built from (their fixture paths point
+#                     there); linked to this checkout when it does not exist here
+set -uo pipefail
+root=$(pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+out=${OUT:-$root/gpu-out}
+mkdir -p "$out"
+archive=$1
+build_src=${2:-/work/wt-cuda}
+work=/tmp/kiln-gpu
+rm -rf "$work" && mkdir -p "$work" && tar -C "$work" -xJf "$archive"
+pack=$work/cuda-build
+if [ ! -e "$build_src/tests/fixtures" ]; then
+  mkdir -p "$(dirname "$build_src")" && ln -sfn "$root" "$build_src"
+fi
+
+torch_libs=$(python3 -c 'import glob, os, nvidia; print(":".join(sorted(glob.glob(os.path.join(os.path.dirname(nvidia.__path__[0]), "nvidia", "*", "lib")))))' 2>/dev/null)
+export LD_LIBRARY_PATH="$pack/lib:/usr/local/cuda/lib64:${torch_libs}:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
+if ldd "$pack"/bin/* | grep "not found"; then echo "missing libraries (above)"; fi
+
+status=0
+for t in cuda_kernels_test cuda_model_test cuda_hf_parity_test; do
+  echo "=== $t"
+  "$pack/bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1 || status=1
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[ parity|^\[  FAILED" "$out/$t.log" | head -40
+done
+echo "=== compute-sanitizer memcheck: cuda_kernels_test"
+timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$pack/bin/cuda_kernels_test" \
+  > "$out/memcheck.log" 2>&1
+echo "memcheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/memcheck.log") clean summaries)"
+tail -2 "$out/memcheck.log"
+
+echo "=== benchmark: Qwen2.5-0.5B shape"
+model=/tmp/qwen05b
+python3 "$root/tools/bench/make_qwen05b_shape.py" "$model" > "$out/make_model.log" 2>&1 ||
+  python3 "$here/make_qwen05b_shape.py" "$model" >> "$out/make_model.log" 2>&1
+tail -1 "$out/make_model.log"
+"$pack/bin/kiln-bench" --backend cuda -m "$model" -p 512 -n 128 -r 5 2>&1 | tee "$out/bench_kiln.log"
+PYTHONUNBUFFERED=1 timeout 300 python3 "$here/hf_gpu_peer.py" "$model" 512 128 --static 2>&1 |
+  grep -v Warning | tee "$out/bench_hf.log"
+
+if [ "${KILN_GPU_PROFILE:-0}" = 1 ]; then
+  # Per-kernel durations of one layer's worth of launches in pp512 and in decode (graph nodes).
+  for mode in "-p 512 -n 0" "-p 0 -n 6"; do
+    echo "=== ncu: kiln-bench $mode"
+    timeout 150 ncu --launch-skip 300 --launch-count 24 --section SpeedOfLight \
+      "$pack/bin/kiln-bench" --backend cuda -m "$model" $mode -r 1 > "$out/ncu.log" 2>&1
+    grep -E "^  [a-zA-Z_].*\(|Duration|Memory Throughput|Compute \(SM\) Throughput" "$out/ncu.log" |
+      paste - - - - | sed -E 's/ +/ /g' | cut -c1-200
+  done
+fi
+
+python3 - "$out" "$model" <<'PY'
+import json, os, re, sys
+out, model = sys.argv[1], sys.argv[2]
+def grab(path, pat):
+    try:
+        m = re.search(pat, open(os.path.join(out, path)).read())
+        return float(m.group(1)) if m else None
+    except OSError:
+        return None
+kp = grab("bench_kiln.log", r"pp512\s+([\d.]+)")
+kt = grab("bench_kiln.log", r"tg128\s+([\d.]+)")
+hp = grab("bench_hf.log", r"hf_eager_pp ([\d.]+)")
+ht = grab("bench_hf.log", r"hf_eager_tg ([\d.]+)")
+hs = grab("bench_hf.log", r"hf_static_tg ([\d.]+)")
+bw = grab("bench_hf.log", r"copy_bw_Bps ([\d.e+]+)")
+cfg = json.load(open(os.path.join(model, "config.json")))
+weight_bytes = sum(os.path.getsize(os.path.join(model, f)) for f in os.listdir(model) if f.endswith(".safetensors"))
+kv_dim = cfg["num_key_value_heads"] * cfg["hidden_size"] // cfg["num_attention_heads"]
+kv_bytes = 2 * cfg["num_hidden_layers"] * kv_dim * 2 * 64  # BF16 K+V read per step, mean context 64
+limit = bw / (weight_bytes + kv_bytes) if bw else None
+llama = {"pp": 67000.0, "tg": 737.0}  # shared/peers.md, F16 + flash attn, same H100 model
+def f(x, d=1): return "n/a" if x is None else f"{x:,.{d}f}"
+def r(a, b): return "n/a" if a is None or b is None else f"{a / b:.2f}x"
+rows = [
+  ("pp512 tok/s", kp, hp, None, llama["pp"], None),
+  ("tg128 tok/s", kt, ht, hs, llama["tg"], limit),
+]
+print("\n| test | kiln CUDA | HF eager (same run) | HF static+compile (same run) | llama.cpp F16 FA (peers.md) | kiln/HF eager | kiln/HF static | kiln/llama.cpp | memory-bound limit | kiln % of limit |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for name, k, h, s, l, lim in rows:
+    print(f"| {name} | {f(k)} | {f(h)} | {f(s)} | {f(l,0)} | {r(k,h)} | {r(k,s)} | {r(k,l)} | {f(lim,0)} | "
+          + ("n/a" if lim is None or k is None else f"{100 * k / lim:.1f} %") + " |")
+print(f"\nweights {weight_bytes:,} bytes; copy bandwidth {f(bw and bw / 1e12, 3)} TB/s (read + write)")
+PY
+exit $status
