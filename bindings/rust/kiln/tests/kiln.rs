@@ -1,8 +1,7 @@
 //! Tests of the safe Rust API against the tiny-qwen2 fixture and HF transformers' outputs.
 use kiln::{
-    ChatMessage, ChatOptions, ErrorKind, GenerateOptions, LogitsMode, Model, Runtime, RuntimeOptions,
-    Sampling,
-    SessionOptions, StopReason,
+    ChatMessage, ChatOptions, ErrorKind, GenerateOptions, LogitsMode, Model, Runtime,
+    RuntimeOptions, Sampling, SessionOptions, StopReason,
 };
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
