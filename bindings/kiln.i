@@ -425,5 +425,10 @@ KILN_STRUCT(kiln_generate_result)
 /* Borrowed strings inside info structs are read-only. */
 %immutable kiln_runtime_info::device_name;
 %immutable kiln_model_info::architecture;
+/* Python passes messages as tuples (the typemap above); a proxy's setters would leak copies. */
+%immutable kiln_chat_message::role;
+%immutable kiln_chat_message::content;
+%immutable kiln_chat_message::tool_calls_json;
+%immutable kiln_chat_message::extra_json;
 
 %include "kiln.h"
