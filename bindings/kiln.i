@@ -299,6 +299,67 @@ void kiln_py_generate_options_set_stop_strings(kiln_generate_options *options, c
   }
 }
 
+/* ---- chat messages: a sequence of (role, content, tool_calls_json, extra_json) tuples, each
+ * item a str or None (the idiomatic layer builds them from dicts). The UTF-8 pointers are the str
+ * objects' own, valid while the sequence (held until freearg) holds them. ---- */
+%typemap(in) (const kiln_chat_message *messages, size_t n_messages) (PyObject *seq = NULL) {
+  seq = PySequence_Fast($input, "$symname: messages must be a sequence of 4-tuples");
+  if (!seq) SWIG_fail;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  $1 = (kiln_chat_message *)calloc((size_t)n + 1, sizeof(kiln_chat_message));
+  $2 = (size_t)n;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 4) {
+      PyErr_Format(PyExc_TypeError, "$symname: message %zd: expected a (role, content, tool_calls_json, extra_json) tuple", i);
+      SWIG_fail;
+    }
+    const char **fields[4] = {&$1[i].role, &$1[i].content, &$1[i].tool_calls_json, &$1[i].extra_json};
+    for (int f = 0; f < 4; ++f) {
+      PyObject *value = PyTuple_GET_ITEM(item, f);
+      if (value == Py_None) continue;
+      if (!PyUnicode_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "$symname: message %zd field %d: expected str or None, got %s", i, f, Py_TYPE(value)->tp_name);
+        SWIG_fail;
+      }
+      *fields[f] = PyUnicode_AsUTF8(value);
+      if (!*fields[f]) SWIG_fail;
+    }
+  }
+}
+%typemap(freearg) (const kiln_chat_message *messages, size_t n_messages) {
+  free((kiln_chat_message *)$1);
+  Py_XDECREF(seq$argnum);
+}
+
+/* ---- render_tokens' ids and mask: two writable buffers of the same length, or None and None ---- */
+%typemap(in) (int32_t *ids, uint8_t *mask, size_t capacity) (Py_buffer ids_view, Py_buffer mask_view, int have_ids = 0, int have_mask = 0) {
+  PyObject *ids_obj = NULL, *mask_obj = NULL;
+  if (!PyArg_ParseTuple($input, "OO:$symname buffers", &ids_obj, &mask_obj)) SWIG_fail;
+  if (ids_obj == Py_None && mask_obj == Py_None) {
+    $1 = NULL;
+    $2 = NULL;
+    $3 = 0;
+  } else {
+    if (kiln_py_get_buffer(ids_obj, &ids_view, sizeof(int32_t), "iI", 1, "$symname: ids") != 0) SWIG_fail;
+    have_ids = 1;
+    if (kiln_py_get_buffer(mask_obj, &mask_view, sizeof(uint8_t), "Bb", 1, "$symname: mask") != 0) SWIG_fail;
+    have_mask = 1;
+    if (ids_view.len / (Py_ssize_t)sizeof(int32_t) != mask_view.len) {
+      PyErr_Format(PyExc_ValueError, "$symname: ids holds %zd entries but mask %zd; they must match",
+                   ids_view.len / (Py_ssize_t)sizeof(int32_t), mask_view.len);
+      SWIG_fail;
+    }
+    $1 = (int32_t *)ids_view.buf;
+    $2 = (uint8_t *)mask_view.buf;
+    $3 = (size_t)mask_view.len;
+  }
+}
+%typemap(freearg) (int32_t *ids, uint8_t *mask, size_t capacity) {
+  if (have_ids$argnum) PyBuffer_Release(&ids_view$argnum);
+  if (have_mask$argnum) PyBuffer_Release(&mask_view$argnum);
+}
+
 #endif /* SWIGPYTHON */
 
 /* ---- options_default(options, struct_size): struct_size is the options type's own size ---- */
@@ -328,8 +389,46 @@ KILN_STRUCT(kiln_sampling_options)
 KILN_STRUCT(kiln_generate_options)
 KILN_STRUCT(kiln_generate_result)
 
+/* kiln_chat_options owns copies of the strings set on it (a Python str's buffer would not outlive
+ * the assignment): a set frees the previous copy, the destructor frees them all. Set them after
+ * kiln_chat_options_default, which writes NULLs over them. */
+%typemap(in, numinputs = 1) (kiln_chat_options *options, size_t struct_size) {
+  if (SWIG_ConvertPtr($input, (void **)&$1, $1_descriptor, 0) != 0 || !$1) {
+    SWIG_exception_fail(SWIG_TypeError, "$symname: expected a kiln_chat_options");
+  }
+  $2 = sizeof(kiln_chat_options);
+}
+%typemap(memberin) const char *tools_json, const char *extra_context_json,
+    const char *template_override, const char *template_name {
+  free((char *)$1);
+  $1 = NULL;
+  if ($input) {
+    size_t size = strlen($input) + 1;
+    $1 = (const char *)memcpy(malloc(size), $input, size);
+  }
+}
+%extend kiln_chat_options {
+  kiln_chat_options() {
+    kiln_chat_options *p = (kiln_chat_options *)calloc(1, sizeof(kiln_chat_options));
+    p->struct_size = sizeof(kiln_chat_options);
+    return p;
+  }
+  ~kiln_chat_options() {
+    free((char *)$self->tools_json);
+    free((char *)$self->extra_context_json);
+    free((char *)$self->template_override);
+    free((char *)$self->template_name);
+    free($self);
+  }
+}
+
 /* Borrowed strings inside info structs are read-only. */
 %immutable kiln_runtime_info::device_name;
 %immutable kiln_model_info::architecture;
+/* Python passes messages as tuples (the typemap above); a proxy's setters would leak copies. */
+%immutable kiln_chat_message::role;
+%immutable kiln_chat_message::content;
+%immutable kiln_chat_message::tool_calls_json;
+%immutable kiln_chat_message::extra_json;
 
 %include "kiln.h"

@@ -396,3 +396,75 @@ func TestManyHandlesClosedOrCollectedAreFreed(t *testing.T) {
 		t.Fatalf("finalizers left %d sessions unfreed", got-base)
 	}
 }
+
+func chatFixtures() string {
+	return filepath.Join(filepath.Dir(tinyDir()), "chat")
+}
+
+// hfChatRender is HF transformers' apply_chat_template(tokenize=False) text for a fixture
+// conversation (tests/fixtures/chat/expected/hf_renders.json).
+func hfChatRender(t *testing.T, template, conversation string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(chatFixtures(), "expected", "hf_renders.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Renders map[string]map[string]struct {
+			Text string `json:"text"`
+		} `json:"renders"`
+	}
+	if err := json.Unmarshal(data, &file); err != nil {
+		t.Fatal(err)
+	}
+	render, ok := file.Renders[template][conversation]
+	if !ok {
+		t.Fatalf("no render %s/%s in hf_renders.json", template, conversation)
+	}
+	return render.Text
+}
+
+func qwen3Template(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(chatFixtures(), "templates", "qwen3.jinja"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func TestChatRenderMatchesTransformers(t *testing.T) {
+	_, m := fixture(t)
+	messages := []ChatMessage{Message("system", "You are a terse assistant."), Message("user", "What is 2+2?")}
+	text, err := m.ChatRender(messages, &ChatOptions{TemplateOverride: qwen3Template(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := hfChatRender(t, "qwen3", "system_user_gen"); text != want {
+		t.Fatalf("ChatRender = %q, HF rendered %q", text, want)
+	}
+}
+
+func TestChatRenderTokensMasksTheAssistantReply(t *testing.T) {
+	_, m := fixture(t)
+	messages := []ChatMessage{Message("user", "Hi"), Message("assistant", "Hello there")}
+	ids, mask, err := m.ChatRenderTokens(messages, &ChatOptions{NoGenerationPrompt: true, TemplateOverride: qwen3Template(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != len(mask) || len(ids) == 0 {
+		t.Fatalf("%d ids but %d mask entries", len(ids), len(mask))
+	}
+	var masked []int32
+	for i, id := range ids {
+		if mask[i] == 1 {
+			masked = append(masked, id)
+		}
+	}
+	if len(masked) == 0 {
+		t.Fatal("no token is masked as assistant content")
+	}
+	if text, err := m.Detokenize(masked, false); err != nil || text != "Hello there" {
+		t.Fatalf("masked tokens detokenize to %q (%v), want the assistant's content", text, err)
+	}
+}

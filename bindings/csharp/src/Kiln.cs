@@ -104,7 +104,7 @@ namespace Kiln
         public bool AddBos;
     }
 
-    public sealed class Model : IDisposable
+    public sealed partial class Model : IDisposable
     {
         internal readonly ModelHandle Handle = new ModelHandle();
 

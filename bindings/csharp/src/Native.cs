@@ -77,6 +77,20 @@ namespace Kiln
             public double decode_tokens_per_second;
         }
 
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct ChatMessage
+        {
+            public IntPtr role; public IntPtr content; public IntPtr tool_calls_json; public IntPtr extra_json;
+        }
+
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct ChatOptions
+        {
+            public UIntPtr struct_size; public int add_generation_prompt; public IntPtr tools_json;
+            public IntPtr extra_context_json; public IntPtr template_override; public IntPtr template_name;
+            public long now_unix_seconds; public ulong max_steps; public UIntPtr max_output_bytes;
+        }
+
         internal static UIntPtr SizeOf<T>() { return (UIntPtr)Marshal.SizeOf(typeof(T)); }
 
         [DllImport(Lib)] internal static extern IntPtr kiln_status_name(int status);
@@ -113,5 +127,9 @@ namespace Kiln
         [DllImport(Lib)] internal static extern int kiln_generate(SessionHandle session, byte[] prompt, UIntPtr promptLen, ref GenerateOptions options, ref GenerateResult result);
         [DllImport(Lib)] internal static extern int kiln_generate_ids(SessionHandle session, int[] promptIds, UIntPtr nPromptIds, ref GenerateOptions options, ref GenerateResult result);
         [DllImport(Lib)] internal static extern int kiln_sample(SessionHandle session, float[] logits, UIntPtr nLogits, ref SamplingOptions options, out int id);
+
+        [DllImport(Lib)] internal static extern int kiln_chat_options_default(ref ChatOptions options, UIntPtr structSize);
+        [DllImport(Lib)] internal static extern int kiln_chat_render(ModelHandle model, ChatMessage[] messages, UIntPtr nMessages, ref ChatOptions options, byte[] text, UIntPtr capacity, out UIntPtr textLen);
+        [DllImport(Lib)] internal static extern int kiln_chat_render_tokens(ModelHandle model, ChatMessage[] messages, UIntPtr nMessages, ref ChatOptions options, int[] ids, byte[] mask, UIntPtr capacity, out UIntPtr nIds);
     }
 }

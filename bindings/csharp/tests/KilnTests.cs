@@ -209,10 +209,65 @@ static class KilnTests
         GC.Collect();
     }
 
+    static string ChatFixtures;
+
+    // HF transformers' apply_chat_template(tokenize=False) text for a fixture conversation.
+    static string HfChatRender(string template, string conversation)
+    {
+        string json = File.ReadAllText(Path.Combine(ChatFixtures, "expected", "hf_renders.json"));
+        int at = json.IndexOf("\"renders\":");
+        foreach (var key in new[] { template, conversation })
+        {
+            at = json.IndexOf("\"" + key + "\":", at);
+            Check(at >= 0, key + " in hf_renders.json");
+        }
+        var m = new Regex("\"text\":\\s*\"((?:[^\"\\\\]|\\\\.)*)\"").Match(json, at);
+        Check(m.Success, "text of " + template + "/" + conversation);
+        return Regex.Unescape(m.Groups[1].Value); // JSON's string escapes are a subset of these
+    }
+
+    static ChatOptions Qwen3Options(bool addGenerationPrompt)
+    {
+        return new ChatOptions
+        {
+            AddGenerationPrompt = addGenerationPrompt,
+            TemplateOverride = File.ReadAllText(Path.Combine(ChatFixtures, "templates", "qwen3.jinja")),
+        };
+    }
+
+    static void ChatRenderMatchesTransformers()
+    {
+        using (var rt = Cpu())
+        using (var m = rt.LoadModel(Tiny))
+        {
+            var messages = new[] { new ChatMessage("system", "You are a terse assistant."), new ChatMessage("user", "What is 2+2?") };
+            string text = m.ChatRender(messages, Qwen3Options(true));
+            string want = HfChatRender("qwen3", "system_user_gen");
+            Check(text == want, "ChatRender: got " + text + ", HF rendered " + want);
+        }
+    }
+
+    static void ChatRenderTokensMasksTheAssistantReply()
+    {
+        using (var rt = Cpu())
+        using (var m = rt.LoadModel(Tiny))
+        {
+            var messages = new[] { new ChatMessage("user", "Hi"), new ChatMessage("assistant", "Hello there") };
+            int[] ids;
+            byte[] mask;
+            m.ChatRenderTokens(messages, Qwen3Options(false), out ids, out mask);
+            Check(ids.Length == mask.Length, "ids and mask lengths");
+            Check(mask.Contains((byte)1), "a token masked as assistant content");
+            var masked = ids.Where((id, i) => mask[i] == 1).ToArray();
+            Check(m.Detokenize(masked) == "Hello there", "masked tokens are the assistant's content");
+        }
+    }
+
     static int Main()
     {
         string src = Environment.GetEnvironmentVariable("KILN_SOURCE_DIR") ?? "../../..";
         Tiny = Path.Combine(src, "tests", "fixtures", "tiny-qwen2");
+        ChatFixtures = Path.Combine(src, "tests", "fixtures", "chat");
         string json = File.ReadAllText(Path.Combine(Tiny, "hf_ref.json"));
         PromptText = JsonString(json, "prompt_text");
         GreedyText = JsonString(json, "greedy_continuation_text");
@@ -227,6 +282,8 @@ static class KilnTests
             { "ThrowingCallbackIsContained", ThrowingCallbackIsContained },
             { "ErrorsCarryKilnMessages", ErrorsCarryKilnMessages }, { "LogCallbacks", LogCallbacks },
             { "TwoThreadsTwoSessions", TwoThreadsTwoSessions }, { "ManyHandlesAreFreed", ManyHandlesAreFreed },
+            { "ChatRenderMatchesTransformers", ChatRenderMatchesTransformers },
+            { "ChatRenderTokensMasksTheAssistantReply", ChatRenderTokensMasksTheAssistantReply },
         };
         int failed = 0;
         foreach (var t in tests)

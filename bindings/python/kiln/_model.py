@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import array
+import json
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._callbacks import GuardedCallback
 from ._errors import Error, check, check_out
@@ -48,6 +49,21 @@ def fill(call: Callable[[Any], list], make: Callable[[int], Any]) -> Any:  # typ
     buffer = make(result[1])
     check(call(buffer)[0])
     return buffer
+
+
+def chat_message_tuple(message: Mapping[str, Any]) -> Tuple[str, Optional[str], Optional[str], Optional[str]]:
+    """One message dict as kiln_chat_message's fields: ``role`` and ``content`` (None = no content)
+    as they are, ``tool_calls`` as JSON, every other key merged into the message via extra_json."""
+    if "role" not in message:
+        raise Error(c.KILN_ERR_INVALID_ARGUMENT, f"chat message {dict(message)!r} has no 'role'")
+    extra = {k: v for k, v in message.items() if k not in ("role", "content", "tool_calls")}
+    tool_calls = message.get("tool_calls")
+    return (
+        message["role"],
+        message.get("content"),
+        None if tool_calls is None else json.dumps(tool_calls),
+        json.dumps(extra) if extra else None,
+    )
 
 
 class Model:
@@ -125,6 +141,62 @@ class Model:
     def token_to_piece(self, token_id: int) -> bytes:
         """The raw bytes of one token (may be part of a UTF-8 character)."""
         return bytes(fill(lambda out: c.kiln_token_to_piece(self.handle, token_id, out), bytearray))
+
+    def _chat_options(self, add_generation_prompt: bool, tools: Optional[Sequence[Any]],
+                      extra_context: Optional[Mapping[str, Any]], template: Optional[str],
+                      template_name: Optional[str], now: int, max_steps: Optional[int],
+                      max_output_bytes: Optional[int]) -> Any:
+        options = c.kiln_chat_options()
+        check(c.kiln_chat_options_default(options))
+        options.add_generation_prompt = 1 if add_generation_prompt else 0
+        if tools is not None:
+            options.tools_json = json.dumps(list(tools))
+        if extra_context:
+            options.extra_context_json = json.dumps(dict(extra_context))
+        options.template_override = template
+        options.template_name = template_name
+        options.now_unix_seconds = now
+        if max_steps is not None:
+            options.max_steps = max_steps
+        if max_output_bytes is not None:
+            options.max_output_bytes = max_output_bytes
+        return options
+
+    def chat_render(self, messages: Iterable[Mapping[str, Any]], *, add_generation_prompt: bool = True,
+                    tools: Optional[Sequence[Any]] = None,
+                    extra_context: Optional[Mapping[str, Any]] = None, template: Optional[str] = None,
+                    template_name: Optional[str] = None, now: int = 0,
+                    max_steps: Optional[int] = None, max_output_bytes: Optional[int] = None) -> str:
+        """Renders ``messages`` (dicts with ``role``, ``content`` and optionally ``tool_calls`` and
+        any other keys the template reads) with the model's chat template, as HF's
+        ``apply_chat_template(tokenize=False)`` does. ``tools`` become the template's ``tools``,
+        ``extra_context`` its extra variables (``enable_thinking``, ...); ``template`` replaces the
+        model's template; ``now`` (Unix seconds, 0 = now) is strftime_now()'s clock."""
+        msgs = [chat_message_tuple(m) for m in messages]
+        options = self._chat_options(add_generation_prompt, tools, extra_context, template,
+                                     template_name, now, max_steps, max_output_bytes)
+        text = fill(lambda out: c.kiln_chat_render(self.handle, msgs, options, out), bytearray)
+        return bytes(text).decode("utf-8")
+
+    def chat_render_tokens(self, messages: Iterable[Mapping[str, Any]], *,
+                           add_generation_prompt: bool = True, tools: Optional[Sequence[Any]] = None,
+                           extra_context: Optional[Mapping[str, Any]] = None,
+                           template: Optional[str] = None, template_name: Optional[str] = None,
+                           now: int = 0, max_steps: Optional[int] = None,
+                           max_output_bytes: Optional[int] = None) -> Tuple[List[int], List[int]]:
+        """Renders and tokenizes for training: ``(ids, mask)`` of equal length, ``mask[i]`` 1 where
+        the token comes from an assistant message's content. Arguments as in ``chat_render``."""
+        msgs = [chat_message_tuple(m) for m in messages]
+        options = self._chat_options(add_generation_prompt, tools, extra_context, template,
+                                     template_name, now, max_steps, max_output_bytes)
+        result = c.kiln_chat_render_tokens(self.handle, msgs, options, (None, None))
+        if result[0] != c.KILN_ERR_BUFFER_TOO_SMALL:
+            check(result[0])
+        ids = array.array("i", bytes(4 * result[1]))
+        mask = bytearray(result[1])
+        result = c.kiln_chat_render_tokens(self.handle, msgs, options, (ids, mask))
+        check(result[0])
+        return list(ids[: result[1]]), list(mask[: result[1]])
 
     def session(self, *, context_length: int = 0, seed: Optional[int] = None) -> "Session":
         """A new session (KV cache + sampler). ``context_length`` 0 = the model's (capped at 4096)."""

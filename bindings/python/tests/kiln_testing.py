@@ -45,3 +45,17 @@ def malloc_in_use() -> int:
     Unlike RSS this counts memory never touched, such as a session's untouched KV cache."""
     info = _libc.mallinfo2()
     return int(info.uordblks + info.hblkhd)
+
+
+CHAT_FIXTURES = SOURCE_DIR / "tests" / "fixtures" / "chat"
+
+
+def qwen3_chat_template() -> str:
+    """Qwen3's real chat template (tests/fixtures/chat/templates/SOURCES.md says where from)."""
+    return (CHAT_FIXTURES / "templates" / "qwen3.jinja").read_text()
+
+
+def hf_chat_render(template: str, conversation: str) -> str:
+    """HF transformers' apply_chat_template(tokenize=False) text for a fixture conversation."""
+    renders = json.loads((CHAT_FIXTURES / "expected" / "hf_renders.json").read_text())
+    return renders["renders"][template][conversation]["text"]

@@ -7,7 +7,8 @@ import threading
 import unittest
 
 import kiln
-from kiln_testing import TINY_QWEN2, malloc_in_use, rel_l2, tiny_logits, tiny_reference
+from kiln_testing import (TINY_QWEN2, hf_chat_render, malloc_in_use, qwen3_chat_template, rel_l2,
+                          tiny_logits, tiny_reference)
 
 REF = tiny_reference()
 
@@ -47,6 +48,21 @@ class ModelTest(unittest.TestCase):
         self.assertEqual(self.model.detokenize(REF["token_ids"]), REF["prompt_decoded"])
         pieces = b"".join(self.model.token_to_piece(i) for i in REF["token_ids"])
         self.assertEqual(pieces.decode(), REF["prompt_decoded"])
+
+    def test_chat_render_matches_transformers(self):
+        messages = [{"role": "system", "content": "You are a terse assistant."},
+                    {"role": "user", "content": "What is 2+2?"}]
+        text = self.model.chat_render(messages, add_generation_prompt=True,
+                                      template=qwen3_chat_template())
+        self.assertEqual(text, hf_chat_render("qwen3", "system_user_gen"))
+
+    def test_chat_render_tokens_masks_the_assistant_reply(self):
+        messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]
+        ids, mask = self.model.chat_render_tokens(messages, add_generation_prompt=False,
+                                                  template=qwen3_chat_template())
+        self.assertEqual(len(ids), len(mask))
+        self.assertIn(1, mask)
+        self.assertEqual(self.model.detokenize([i for i, m in zip(ids, mask) if m]), "Hello there")
 
     def test_forward_logits_match_transformers(self):
         with self.model.session() as s:

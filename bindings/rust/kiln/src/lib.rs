@@ -17,11 +17,13 @@
 //! its `CancelHandle` may be used from any thread.
 
 mod callbacks;
+mod chat;
 mod error;
 mod model;
 mod runtime;
 mod session;
 
+pub use chat::{ChatMessage, ChatOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Model, ModelInfo};
 pub use runtime::{

@@ -1,7 +1,7 @@
 //! Tests of the safe Rust API against the tiny-qwen2 fixture and HF transformers' outputs.
 use kiln::{
-    ErrorKind, GenerateOptions, LogitsMode, Model, Runtime, RuntimeOptions, Sampling,
-    SessionOptions, StopReason,
+    ChatMessage, ChatOptions, ErrorKind, GenerateOptions, LogitsMode, Model, Runtime,
+    RuntimeOptions, Sampling, SessionOptions, StopReason,
 };
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -323,4 +323,88 @@ fn many_handles_dropped_in_a_loop_do_not_leak() {
     // One leaked session alone holds its whole KV cache (megabytes for this model). Other tests
     // run on other threads meanwhile, so the bound leaves room for their live allocations.
     assert!(growth < 48 << 20, "C heap grew by {} bytes", growth);
+}
+
+fn chat_fixtures() -> PathBuf {
+    source_dir().join("tests/fixtures/chat")
+}
+
+/// HF's apply_chat_template text for `conversation` under `template` in hf_renders.json (objects
+/// nested renders → template → conversation → "text"; the one JSON string is unescaped here).
+fn hf_chat_render(template: &str, conversation: &str) -> String {
+    let json = std::fs::read_to_string(chat_fixtures().join("expected/hf_renders.json")).unwrap();
+    let mut at = json.find("\"renders\":").unwrap();
+    for key in [template, conversation, "text"] {
+        at += json[at..]
+            .find(&format!("\"{}\":", key))
+            .unwrap_or_else(|| panic!("{} not in hf_renders.json", key));
+    }
+    let mut chars = json[at..].chars().skip_while(|&c| c != ':').skip(1);
+    assert_eq!(chars.by_ref().find(|c| !c.is_whitespace()), Some('"'));
+    let mut out = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return out,
+            '\\' => match chars.next().unwrap() {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'r' => out.push('\r'),
+                'b' => out.push('\u{8}'),
+                'f' => out.push('\u{c}'),
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap());
+                }
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    panic!("unterminated string in hf_renders.json")
+}
+
+fn qwen3_template_options(add_generation_prompt: bool) -> ChatOptions {
+    ChatOptions {
+        add_generation_prompt,
+        template_override: Some(
+            std::fs::read_to_string(chat_fixtures().join("templates/qwen3.jinja")).unwrap(),
+        ),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn chat_render_matches_transformers() {
+    let rt = runtime();
+    let model = Model::load(&rt, tiny()).unwrap();
+    let messages = [
+        ChatMessage::new("system", "You are a terse assistant."),
+        ChatMessage::new("user", "What is 2+2?"),
+    ];
+    let text = model
+        .chat_render(&messages, &qwen3_template_options(true))
+        .unwrap();
+    assert_eq!(text, hf_chat_render("qwen3", "system_user_gen"));
+}
+
+#[test]
+fn chat_render_tokens_masks_the_assistant_reply() {
+    let rt = runtime();
+    let model = Model::load(&rt, tiny()).unwrap();
+    let messages = [
+        ChatMessage::new("user", "Hi"),
+        ChatMessage::new("assistant", "Hello there"),
+    ];
+    let (ids, mask) = model
+        .chat_render_tokens(&messages, &qwen3_template_options(false))
+        .unwrap();
+    assert_eq!(ids.len(), mask.len());
+    assert!(mask.contains(&1));
+    let masked: Vec<i32> = ids
+        .iter()
+        .zip(&mask)
+        .filter(|(_, &m)| m == 1)
+        .map(|(&id, _)| id)
+        .collect();
+    assert_eq!(model.detokenize(&masked, false).unwrap(), "Hello there");
 }
