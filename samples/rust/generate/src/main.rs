@@ -22,12 +22,20 @@ fn usage() -> String {
 fn generate(model_path: &str) -> Result<(), kiln::Error> {
     let runtime = kiln::Runtime::new(&kiln::RuntimeOptions::cpu(0))?;
     let model = kiln::Model::load(&runtime, model_path)?;
-    let mut session = model.session(&kiln::SessionOptions { seed: SEED, ..Default::default() })?;
-    let options = kiln::GenerateOptions { max_tokens: MAX_TOKENS, ..Default::default() };
+    let mut session = model.session(&kiln::SessionOptions {
+        seed: SEED,
+        ..Default::default()
+    })?;
+    let options = kiln::GenerateOptions {
+        max_tokens: MAX_TOKENS,
+        ..Default::default()
+    };
     let mut stdout = std::io::stdout();
     let generation = session.generate(PROMPT, &options, |piece, _id| {
         // A closed stdout (`generate | head`) stops generation instead of failing every token.
-        write!(stdout, "{}", piece).and_then(|_| stdout.flush()).is_err()
+        write!(stdout, "{}", piece)
+            .and_then(|_| stdout.flush())
+            .is_err()
     })?;
     println!();
     let tokens_per_second = if generation.decode_seconds > 0.0 {
@@ -35,7 +43,10 @@ fn generate(model_path: &str) -> Result<(), kiln::Error> {
     } else {
         0.0
     };
-    eprintln!("{} tokens, {:.1} tok/s", generation.n_generated, tokens_per_second);
+    eprintln!(
+        "{} tokens, {:.1} tok/s",
+        generation.n_generated, tokens_per_second
+    );
     Ok(())
 }
 
