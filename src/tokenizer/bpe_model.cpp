@@ -2,7 +2,6 @@
 
 #include <cstdio>
 #include <queue>
-#include <span>
 
 #include "core/error.hpp"
 #include "tokenizer/utf8.hpp"
@@ -200,13 +199,7 @@ void BpeModel::add_initial_symbols(std::string_view word, std::vector<int32_t>& 
 }
 
 void BpeModel::encode_word(std::string_view word, std::vector<int32_t>& out) const {
-  if (word.empty() || cache_->find(word, out)) return;
-  const size_t start = out.size();
-  merge_word(word, out);
-  cache_->insert(word, std::span<const int32_t>(out).subspan(start));
-}
-
-void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) const {
+  if (word.empty()) return;
   if (ignore_merges_) {
     if (const auto id = token_to_id(word)) {
       out.push_back(*id);

@@ -3,7 +3,6 @@
 
 #include <array>
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,7 +11,6 @@
 
 #include "tokenizer/json_fields.hpp"
 #include "tokenizer/merge_table.hpp"
-#include "tokenizer/word_cache.hpp"
 
 namespace kiln::tok {
 
@@ -41,7 +39,6 @@ class BpeModel {
   void load_vocab(const Json& vocab, const std::string& path);
   void load_merges(const Json& merges, const std::string& path);
   void add_initial_symbols(std::string_view word, std::vector<int32_t>& symbols) const;
-  void merge_word(std::string_view word, std::vector<int32_t>& out) const;
 
   TokenIdMap vocab_;
   std::vector<std::string> id_to_token_;
@@ -56,9 +53,6 @@ class BpeModel {
   bool fuse_unk_ = false;
   bool byte_fallback_ = false;
   bool ignore_merges_ = false;
-  // Results of merge_word for recent words. Filling it does not change what encode_word returns,
-  // so encode_word stays logically const (and thread-safe: the cache locks).
-  std::unique_ptr<WordCache> cache_ = std::make_unique<WordCache>();
 };
 
 }  // namespace kiln::tok
