@@ -1,11 +1,11 @@
 // kiln_model_* and tokenizer entry points.
 #include <algorithm>
-#include <cstdio>
 #include <vector>
 
 #include "shim.hpp"
 
 using kiln::fail;
+using kiln::capi::check_flags;
 using kiln::capi::copy_out;
 using kiln::capi::guarded;
 using kiln::capi::require_non_null;
@@ -15,17 +15,6 @@ kiln_model_load_options load_defaults() {
   kiln_model_load_options o{};
   o.struct_size = sizeof o;
   return o;
-}
-
-void check_flags(uint32_t flags, uint32_t known, const char* what) {
-  if (flags & ~known) {
-    fail(KILN_ERR_INVALID_ARGUMENT, std::string(what) + " has unknown bits set: 0x" +
-                                        [](uint32_t v) {
-                                          char buf[16];
-                                          std::snprintf(buf, sizeof buf, "%x", v);
-                                          return std::string(buf);
-                                        }(flags & ~known));
-  }
 }
 }  // namespace
 
@@ -57,6 +46,7 @@ KILN_API kiln_status kiln_model_load(kiln_runtime* runtime, const char* path,
     auto model = std::make_unique<kiln_model>();
     model->impl = kiln::load_model(*runtime->impl, path, progress);
     model->runtime = runtime->impl.get();
+    model->tokenizer.impl = model->impl->tokenizer.get();
     *out_model = model.release();
   });
 }

@@ -393,6 +393,37 @@ KILN_API kiln_status kiln_chat_render_tokens(const kiln_model *model, const kiln
                                              size_t n_messages, const kiln_chat_options *options,
                                              int32_t *ids, uint8_t *mask, size_t capacity, size_t *n_ids);
 
+/* ============================================================================================= */
+/* Standalone tokenizer: a tokenizer.json without a model                                        */
+/* ============================================================================================= */
+/* Immutable once loaded: every function below only reads it, so one handle may be used from many
+ * threads at once. The same flags as kiln_tokenize / kiln_detokenize apply. */
+typedef struct kiln_tokenizer kiln_tokenizer;
+
+/* Loads a tokenizer from `path`: a directory holding tokenizer.json (and, optionally,
+ * tokenizer_config.json for add_bos_token/add_eos_token), or a tokenizer.json file itself (then a
+ * tokenizer_config.json next to it is read when present). KILN_ERR_NOT_FOUND when there is no
+ * tokenizer.json; KILN_ERR_FORMAT / KILN_ERR_UNSUPPORTED as for kiln_model_load. */
+KILN_API kiln_status kiln_tokenizer_load(const char *path, kiln_tokenizer **out_tokenizer);
+/* Frees a handle from kiln_tokenizer_load (NULL is fine). Never pass kiln_model_tokenizer's. */
+KILN_API void kiln_tokenizer_free(kiln_tokenizer *tokenizer);
+
+/* Text → ids; as kiln_tokenize. Text that is not valid UTF-8 gives KILN_ERR_INVALID_ARGUMENT
+ * naming the byte offset. */
+KILN_API kiln_status kiln_tokenizer_encode(const kiln_tokenizer *tokenizer, const char *text,
+                                           size_t text_len, uint32_t flags, int32_t *ids,
+                                           size_t capacity, size_t *n_ids);
+/* Ids → text; as kiln_detokenize (invalid UTF-8 in the decoded bytes becomes U+FFFD). */
+KILN_API kiln_status kiln_tokenizer_decode(const kiln_tokenizer *tokenizer, const int32_t *ids,
+                                           size_t n_ids, uint32_t flags, char *text,
+                                           size_t capacity, size_t *text_len);
+/* Number of ids (max id + 1, added tokens included); 0 for NULL. */
+KILN_API int32_t kiln_tokenizer_vocab_size(const kiln_tokenizer *tokenizer);
+
+/* The model's tokenizer, borrowed: valid while the model lives, not to be freed. NULL when the
+ * model has none (or model is NULL). */
+KILN_API const kiln_tokenizer *kiln_model_tokenizer(const kiln_model *model);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -15,13 +15,21 @@
 #include "engine/runtime.hpp"
 #include "engine/session.hpp"
 #include "kiln.h"
+#include "tokenizer/tokenizer.hpp"
 
 struct kiln_runtime {
   std::unique_ptr<kiln::Runtime> impl;
 };
+// A tokenizer handle either owns its tokenizer (kiln_tokenizer_load) or borrows a model's
+// (kiln_model_tokenizer); impl points at it in both cases.
+struct kiln_tokenizer {
+  std::unique_ptr<const kiln::Tokenizer> owned;
+  const kiln::Tokenizer* impl = nullptr;
+};
 struct kiln_model {
   std::shared_ptr<const kiln::Model> impl;
   const kiln::Runtime* runtime = nullptr;
+  kiln_tokenizer tokenizer;  // borrows impl->tokenizer (impl null when the model has none)
 };
 struct kiln_session {
   std::unique_ptr<kiln::Session> impl;
@@ -70,9 +78,8 @@ template <typename E>
 E checked_enum(const E& e, int lo, int hi, const char* what) {
   const int v = raw_enum(e);
   if (v < lo || v > hi) {
-    fail(KILN_ERR_INVALID_ARGUMENT, std::string(what) + " is " + std::to_string(v) +
-                                        "; expected " + std::to_string(lo) + ".." +
-                                        std::to_string(hi));
+    fail(KILN_ERR_INVALID_ARGUMENT, std::string(what) + " is " + std::to_string(v) + "; expected " +
+                                        std::to_string(lo) + ".." + std::to_string(hi));
   }
   return static_cast<E>(v);
 }
@@ -109,6 +116,9 @@ void init_options(T* opts, size_t struct_size, const char* type_name, const T& d
   *opts = defaults;
   opts->struct_size = sizeof(T);
 }
+
+// Throws KILN_ERR_INVALID_ARGUMENT naming `what` when flags has bits outside `known`.
+void check_flags(uint32_t flags, uint32_t known, const char* what);
 
 // Copies into a caller buffer with the "report the size needed" rule.
 void copy_out(const void* src, size_t n_elems, size_t elem_size, void* dst, size_t capacity,

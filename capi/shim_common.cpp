@@ -1,4 +1,5 @@
 // Process-level entry points: errors, versions, status names, the global log sink.
+#include <cstdio>
 #include <string>
 
 #include "shim.hpp"
@@ -25,6 +26,14 @@ void copy_out(const void* src, size_t n_elems, size_t elem_size, void* dst, size
   if (n_elems > 0) {
     require_non_null(dst, what);
     std::memcpy(dst, src, n_elems * elem_size);
+  }
+}
+
+void check_flags(uint32_t flags, uint32_t known, const char* what) {
+  if (flags & ~known) {
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "%x", flags & ~known);
+    fail(KILN_ERR_INVALID_ARGUMENT, std::string(what) + " has unknown bits set: 0x" + hex);
   }
 }
 

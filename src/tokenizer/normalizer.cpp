@@ -14,6 +14,12 @@ namespace kiln::tok {
 
 namespace {
 
+bool is_ascii(std::string_view text) {
+  unsigned char any_high = 0;
+  for (const char c : text) any_high |= static_cast<unsigned char>(c);
+  return any_high < 0x80;
+}
+
 // Unicode normalization forms (UAX #15) through utf8proc. The explicit length (no
 // UTF8PROC_NULLTERM) keeps embedded U+0000 characters.
 class UnicodeFormNormalizer final : public Normalizer {
@@ -21,7 +27,10 @@ class UnicodeFormNormalizer final : public Normalizer {
   UnicodeFormNormalizer(std::string name, utf8proc_option_t options)
       : name_(std::move(name)), options_(options) {}
   std::string normalize(std::string_view text) const override {
-    if (text.empty()) return {};
+    // ASCII is invariant under all four forms (no ASCII character has a canonical or
+    // compatibility decomposition, or combines; UAX #15 section 9 "Detecting Normalization
+    // Forms"), and code or English prose is mostly ASCII: skip utf8proc's full decompose/compose.
+    if (is_ascii(text)) return std::string(text);
     utf8proc_uint8_t* raw = nullptr;
     const utf8proc_ssize_t length =
         utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),

