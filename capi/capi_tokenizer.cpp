@@ -82,12 +82,27 @@ KILN_API kiln_status kiln_tokenizer_decode(const kiln_tokenizer* tokenizer, cons
   });
 }
 
-KILN_API int32_t kiln_tokenizer_vocab_size(const kiln_tokenizer* tokenizer) {
-  return tokenizer && tokenizer->impl ? tokenizer->impl->vocab_size() : 0;
+KILN_API kiln_status kiln_tokenizer_vocab_size(const kiln_tokenizer* tokenizer,
+                                               int32_t* out_size) {
+  return guarded([&] {
+    require_non_null(tokenizer, "tokenizer");
+    require_non_null(out_size, "out_size");
+    *out_size = tokenizer->impl ? tokenizer->impl->vocab_size() : 0;
+  });
 }
 
-KILN_API const kiln_tokenizer* kiln_model_tokenizer(const kiln_model* model) {
-  return model && model->tokenizer.impl ? &model->tokenizer : nullptr;
+KILN_API kiln_status kiln_model_tokenizer(const kiln_model* model,
+                                          const kiln_tokenizer** out_tokenizer) {
+  return guarded([&] {
+    require_non_null(out_tokenizer, "out_tokenizer");
+    *out_tokenizer = nullptr;
+    require_non_null(model, "model");
+    if (!model->tokenizer.impl) {
+      kiln::fail(KILN_ERR_UNSUPPORTED,
+                 "this model has no tokenizer (its directory has no tokenizer.json)");
+    }
+    *out_tokenizer = &model->tokenizer;
+  });
 }
 
 }  // extern "C"

@@ -417,12 +417,13 @@ KILN_API kiln_status kiln_tokenizer_encode(const kiln_tokenizer *tokenizer, cons
 KILN_API kiln_status kiln_tokenizer_decode(const kiln_tokenizer *tokenizer, const int32_t *ids,
                                            size_t n_ids, uint32_t flags, char *text,
                                            size_t capacity, size_t *text_len);
-/* Number of ids (max id + 1, added tokens included); 0 for NULL. */
-KILN_API int32_t kiln_tokenizer_vocab_size(const kiln_tokenizer *tokenizer);
+/* Number of ids (max id + 1, added tokens included). */
+KILN_API kiln_status kiln_tokenizer_vocab_size(const kiln_tokenizer *tokenizer, int32_t *out_size);
 
-/* The model's tokenizer, borrowed: valid while the model lives, not to be freed. NULL when the
- * model has none (or model is NULL). */
-KILN_API const kiln_tokenizer *kiln_model_tokenizer(const kiln_model *model);
+/* The model's tokenizer, borrowed: valid while the model lives, not to be freed. A model without
+ * a tokenizer gives KILN_ERR_UNSUPPORTED (and sets *out_tokenizer to NULL). */
+KILN_API kiln_status kiln_model_tokenizer(const kiln_model *model,
+                                          const kiln_tokenizer **out_tokenizer);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -208,12 +208,14 @@ static int run_bench(const kiln_tokenizer* tok, double load_s, const char* path,
     }
   }
   seconds = now_seconds() - start;
+  int32_t vocab = 0;
+  if (rc == 0 && sample_check(kiln_tokenizer_vocab_size(tok, &vocab), "vocab size")) rc = 1;
   if (rc == 0) {
     printf(
         "{\"load_s\": %.4f, \"bytes\": %zu, \"lines\": %zu, \"tokens\": %zu, \"encode_s\": %.4f, "
         "\"mb_per_s\": %.3f, \"vocab_size\": %d}\n",
         load_s, size * (size_t)repeat, n_lines, n_tokens, seconds,
-        (double)size * (double)repeat / 1e6 / seconds, (int)kiln_tokenizer_vocab_size(tok));
+        (double)size * (double)repeat / 1e6 / seconds, (int)vocab);
   }
   if (out) fclose(out);
   free(ids);

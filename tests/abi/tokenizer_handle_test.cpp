@@ -79,6 +79,12 @@ std::vector<Row> reference_rows(const std::string& name) {
   return rows;
 }
 
+int32_t vocab_size(const kiln_tokenizer* t) {
+  int32_t size = -1;
+  EXPECT_EQ(kiln_tokenizer_vocab_size(t, &size), KILN_OK) << kiln_last_error();
+  return size;
+}
+
 TEST(TokenizerHandle, DirectoryAndFileLoadTheSameTokenizerAndMatchHf) {
   for (const std::string name : {"qwen3", "mistral"}) {
     const fs::path dir = unpacked_dir(name);
@@ -94,8 +100,7 @@ TEST(TokenizerHandle, DirectoryAndFileLoadTheSameTokenizerAndMatchHf) {
           << name << " line " << i;
       ASSERT_EQ(decode(from_dir.get(), rows[i].ids, 0), rows[i].decoded) << name << " line " << i;
     }
-    EXPECT_EQ(kiln_tokenizer_vocab_size(from_dir.get()),
-              kiln_tokenizer_vocab_size(from_file.get()));
+    EXPECT_EQ(vocab_size(from_dir.get()), vocab_size(from_file.get()));
   }
 }
 
@@ -106,8 +111,10 @@ TEST(TokenizerHandle, VocabSizeCountsAddedTokens) {
   for (const auto& [token, id] : j["model"]["vocab"].items())
     max_id = std::max(max_id, id.get<int32_t>());
   for (const auto& added : j["added_tokens"]) max_id = std::max(max_id, added["id"].get<int32_t>());
-  EXPECT_EQ(kiln_tokenizer_vocab_size(t.get()), max_id + 1);
-  EXPECT_EQ(kiln_tokenizer_vocab_size(nullptr), 0);
+  EXPECT_EQ(vocab_size(t.get()), max_id + 1);
+  int32_t size = -1;
+  EXPECT_EQ(kiln_tokenizer_vocab_size(nullptr, &size), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_tokenizer_vocab_size(t.get(), nullptr), KILN_ERR_INVALID_ARGUMENT);
 }
 
 TEST(TokenizerHandle, SpecialTextIsPlainUnlessAskedFor) {
@@ -149,7 +156,7 @@ TEST(TokenizerHandle, ErrorsAreSpecific) {
   EXPECT_EQ(kiln_tokenizer_encode(tok.get(), "a\xff", 2, 0, nullptr, 0, &n),
             KILN_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(kiln_last_error()).find("UTF-8"), std::string::npos);
-  const int32_t bad = kiln_tokenizer_vocab_size(tok.get());
+  const int32_t bad = vocab_size(tok.get());
   EXPECT_EQ(kiln_tokenizer_decode(tok.get(), &bad, 1, 0, nullptr, 0, &n), KILN_ERR_OUT_OF_RANGE);
   EXPECT_EQ(kiln_tokenizer_decode(tok.get(), nullptr, 1, 0, nullptr, 0, &n),
             KILN_ERR_INVALID_ARGUMENT);
@@ -184,13 +191,18 @@ TEST(TokenizerHandle, OneHandleServesManyThreads) {
 }
 
 TEST(TokenizerHandle, ModelTokenizerIsBorrowedAndAgreesWithKilnTokenize) {
-  EXPECT_EQ(kiln_model_tokenizer(nullptr), nullptr);
+  const kiln_tokenizer* none = reinterpret_cast<const kiln_tokenizer*>(0x1);
+  EXPECT_EQ(kiln_model_tokenizer(nullptr, &none), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(none, nullptr);
   RuntimePtr rt = make_cpu_runtime();
   ModelPtr model = load(rt.get(), source_dir() / "models" / "kjv-tiny");
   ASSERT_TRUE(model);
-  const kiln_tokenizer* t = kiln_model_tokenizer(model.get());
+  const kiln_tokenizer* t = nullptr;
+  KILN_ASSERT_OK(kiln_model_tokenizer(model.get(), &t));
   ASSERT_NE(t, nullptr);
-  EXPECT_EQ(kiln_model_tokenizer(model.get()), t);  // the same borrowed handle every time
+  const kiln_tokenizer* again = nullptr;
+  KILN_ASSERT_OK(kiln_model_tokenizer(model.get(), &again));
+  EXPECT_EQ(again, t);  // the same borrowed handle every time
   const std::string text = "In the beginning God created the heaven and the earth.";
   for (uint32_t flags : {0u, unsigned(KILN_TOKENIZE_ADD_SPECIAL)}) {
     size_t n = 0;
