@@ -18,9 +18,11 @@ namespace {
 using test::GgufWriter;
 namespace fs = std::filesystem;
 
+// GgufFile::parse does not copy: `bytes` must outlive the result (never pass a temporary).
 std::unique_ptr<GgufFile> parse(const std::string& bytes) {
   return GgufFile::parse(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "t.gguf");
 }
+std::unique_ptr<GgufFile> parse(std::string&&) = delete;
 
 // Status and message of the error parsing `bytes` throws (fails the test when none is thrown).
 std::pair<kiln_status, std::string> parse_error(const std::string& bytes) {
@@ -71,7 +73,8 @@ TEST(GgufReader, ReadsEveryValueTypeAndNestedArrays) {
   const std::string inner3 = GgufWriter::array(2, {GgufWriter::pod<uint16_t>(3)});
   w.kv("nested", 9, GgufWriter::array(9, {inner1, inner2, inner3}));
   w.kv_strings("strings", {"a", "", "c d"});
-  const auto f = parse(w.build());
+  const std::string bytes = w.build();
+  const auto f = parse(bytes);
 
   EXPECT_EQ(f->version(), 3u);
   EXPECT_EQ(f->metadata().size(), 14u);
@@ -136,7 +139,8 @@ TEST(GgufReader, HonoursGeneralAlignment) {
   w.kv_u32("general.alignment", 64);
   w.tensor("a", {4}, 0, std::string(16, '\x05'));
   w.tensor("b", {4}, 0, std::string(16, '\x06'));
-  const auto f = parse(w.build());
+  const std::string bytes = w.build();
+  const auto f = parse(bytes);
   EXPECT_EQ(f->alignment(), 64u);
   EXPECT_EQ(f->find_tensor("b")->offset, 64u);
   EXPECT_EQ(f->find_tensor("b")->data[0], 6);
@@ -184,7 +188,8 @@ TEST(GgufReaderErrors, UnknownVersions) {
   EXPECT_GGUF_ERROR(big_endian.build(), KILN_ERR_UNSUPPORTED, "big-endian");
   GgufWriter v2 = small_file();
   v2.version = 2;
-  EXPECT_EQ(parse(v2.build())->version(), 2u);
+  const std::string v2_bytes = v2.build();
+  EXPECT_EQ(parse(v2_bytes)->version(), 2u);
 }
 
 // Every proper prefix of a valid file is refused as malformed: no read past the end, no crash.
