@@ -132,7 +132,11 @@ fn standalone_and_model_tokenizers_match_transformers() {
     assert_eq!(borrowed.vocab_size().unwrap(), 512);
     drop(borrowed); // frees nothing: the model's tokenizer is still there
     assert_eq!(
-        model.tokenizer().unwrap().decode(&r.prompt_ids, false).unwrap(),
+        model
+            .tokenizer()
+            .unwrap()
+            .decode(&r.prompt_ids, false)
+            .unwrap(),
         PHRASE
     );
 
