@@ -177,7 +177,7 @@ KILN_PY_OUT_BUFFER(char, piece, "Bbc")
 %typemap(argout) size_t *n_ids, size_t *text_len, size_t *piece_len, size_t *n_logits {
   $result = SWIG_Python_AppendOutput($result, PyLong_FromSize_t(*$1));
 }
-%apply int32_t *OUTPUT { int32_t *n_past, int32_t *context_length, int32_t *out_id };
+%apply int32_t *OUTPUT { int32_t *n_past, int32_t *context_length, int32_t *out_id, int32_t *out_size };
 
 /* ---- handle out-parameters ---- */
 %define KILN_PY_OUT_HANDLE(TYPE, NAME)
@@ -185,12 +185,15 @@ KILN_PY_OUT_BUFFER(char, piece, "Bbc")
   $1 = &tmp;
 }
 %typemap(argout) TYPE **NAME {
-  $result = SWIG_Python_AppendOutput($result, SWIG_NewPointerObj(*$1, $*1_descriptor, 0));
+  $result = SWIG_Python_AppendOutput($result, SWIG_NewPointerObj((void *)*$1, $*1_descriptor, 0));
 }
 %enddef
 KILN_PY_OUT_HANDLE(kiln_runtime, out_runtime)
 KILN_PY_OUT_HANDLE(kiln_model, out_model)
 KILN_PY_OUT_HANDLE(kiln_session, out_session)
+KILN_PY_OUT_HANDLE(kiln_tokenizer, out_tokenizer)
+/* kiln_model_tokenizer's borrowed handle: the same proxy type (SWIG drops the const), never owned. */
+KILN_PY_OUT_HANDLE(const kiln_tokenizer, out_tokenizer)
 
 /* ---- the process-wide log sink: a callable (or None) plus its minimum level ---- */
 %typemap(in) (kiln_log_fn fn, void *user_data) {

@@ -128,6 +128,71 @@ func TestTokenizeMatchesTransformersAndRoundTrips(t *testing.T) {
 	}
 }
 
+// tokenizerPhrase is the prefix of prompt_text whose HF ids are exactly hf_ref.json's token_ids
+// (its prompt_decoded).
+const tokenizerPhrase = "The quick brown fox jumps over"
+
+func checkTokenizer(t *testing.T, tok *Tokenizer, ref reference) {
+	t.Helper()
+	if text, err := tok.Decode(ref.TokenIDs, false); err != nil || text != tokenizerPhrase {
+		t.Errorf("decode(token_ids) = %q, %v; want %q", text, err, tokenizerPhrase)
+	}
+	ids, err := tok.Encode(tokenizerPhrase, false, false)
+	if err != nil || !reflect.DeepEqual(ids, ref.TokenIDs) {
+		t.Errorf("encode = %v, %v; want %v", ids, err, ref.TokenIDs)
+	}
+	if text, err := tok.Decode(ids, false); err != nil || text != tokenizerPhrase {
+		t.Errorf("round trip %q, %v", text, err)
+	}
+	if n, err := tok.VocabSize(); err != nil || n != ref.VocabSize || n != 512 {
+		t.Errorf("vocab size %d, %v; want %d", n, err, ref.VocabSize)
+	}
+}
+
+func TestStandaloneAndModelTokenizersMatchTransformers(t *testing.T) {
+	ref := loadReference(t)
+	if !strings.HasPrefix(ref.PromptText, tokenizerPhrase) {
+		t.Fatalf("prompt_text %q does not start with %q", ref.PromptText, tokenizerPhrase)
+	}
+	tok, err := LoadTokenizer(tinyDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tok.Owned() {
+		t.Error("a loaded tokenizer is owned")
+	}
+	checkTokenizer(t, tok, ref)
+	_ = tok.Close()
+	_ = tok.Close() // idempotent
+	if _, err := tok.Encode(tokenizerPhrase, false, false); err == nil {
+		t.Error("encode on a closed tokenizer succeeded")
+	}
+
+	_, m := fixture(t)
+	borrowed, err := m.Tokenizer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if borrowed.Owned() {
+		t.Error("a model's tokenizer is borrowed")
+	}
+	checkTokenizer(t, borrowed, ref)
+	_ = borrowed.Close() // detaches only: the model's tokenizer still works
+	again, err := m.Tokenizer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTokenizer(t, again, ref)
+	_ = m.Close()
+	if _, err := again.VocabSize(); !errors.Is(err, &Error{Status: StatusInvalidArgument}) {
+		t.Errorf("a borrowed tokenizer of a closed model gave %v", err)
+	}
+
+	if _, err := LoadTokenizer(filepath.Join(tinyDir(), "no-such-dir")); !errors.Is(err, &Error{Status: StatusNotFound}) {
+		t.Errorf("missing tokenizer.json gave %v", err)
+	}
+}
+
 func TestGreedyGenerationEqualsTransformersAndPiecesConcatenate(t *testing.T) {
 	ref := loadReference(t)
 	_, m := fixture(t)

@@ -114,6 +114,13 @@ namespace Kiln
         [DllImport(Lib)] internal static extern int kiln_detokenize(ModelHandle model, int[] ids, UIntPtr nIds, uint flags, byte[] text, UIntPtr capacity, out UIntPtr textLen);
         [DllImport(Lib)] internal static extern int kiln_token_to_piece(ModelHandle model, int id, byte[] piece, UIntPtr capacity, out UIntPtr pieceLen);
 
+        [DllImport(Lib)] internal static extern int kiln_tokenizer_load(byte[] path, out IntPtr tokenizer);
+        [DllImport(Lib)] internal static extern void kiln_tokenizer_free(IntPtr tokenizer);
+        [DllImport(Lib)] internal static extern int kiln_tokenizer_encode(TokenizerHandle tokenizer, byte[] text, UIntPtr textLen, uint flags, int[] ids, UIntPtr capacity, out UIntPtr nIds);
+        [DllImport(Lib)] internal static extern int kiln_tokenizer_decode(TokenizerHandle tokenizer, int[] ids, UIntPtr nIds, uint flags, byte[] text, UIntPtr capacity, out UIntPtr textLen);
+        [DllImport(Lib)] internal static extern int kiln_tokenizer_vocab_size(TokenizerHandle tokenizer, out int size);
+        [DllImport(Lib)] internal static extern int kiln_model_tokenizer(ModelHandle model, out IntPtr tokenizer);
+
         [DllImport(Lib)] internal static extern int kiln_session_options_default(ref SessionOptions options, UIntPtr structSize);
         [DllImport(Lib)] internal static extern int kiln_session_create(ModelHandle model, ref SessionOptions options, out IntPtr session);
         [DllImport(Lib)] internal static extern void kiln_session_free(IntPtr session);

@@ -72,6 +72,41 @@ static class KilnTests
         }
     }
 
+    // hf_ref.json's token_ids are HF's ids of exactly this prefix of prompt_text (its prompt_decoded).
+    const string Phrase = "The quick brown fox jumps over";
+
+    static void CheckTokenizer(Tokenizer tok, string who)
+    {
+        Check(tok.Decode(PromptIds) == Phrase, who + ": decode(token_ids)");
+        var ids = tok.Encode(Phrase);
+        Equal(ids, PromptIds, who + ": encode");
+        Check(tok.Decode(ids) == Phrase, who + ": round trip");
+        Check(tok.VocabSize == 512, who + ": vocab size " + tok.VocabSize);
+    }
+
+    static void StandaloneAndModelTokenizersMatchTransformers()
+    {
+        Check(PromptText.StartsWith(Phrase, StringComparison.Ordinal), "prompt_text starts with the phrase");
+        var tok = Tokenizer.Load(Tiny);
+        Check(tok.Owned, "a loaded tokenizer is owned");
+        CheckTokenizer(tok, "standalone");
+        tok.Dispose();
+        tok.Dispose(); // idempotent
+        Throws<ObjectDisposedException>(() => tok.Encode(Phrase));
+
+        using (var rt = Cpu())
+        {
+            var m = rt.LoadModel(Tiny);
+            var borrowed = m.Tokenizer;
+            Check(!borrowed.Owned, "a model's tokenizer is borrowed");
+            m.Dispose(); // the borrowed tokenizer keeps the model's handle alive
+            CheckTokenizer(borrowed, "model");
+            borrowed.Dispose();
+        }
+        Check(Throws<KilnException>(() => Tokenizer.Load(Path.Combine(Tiny, "no-such-dir"))).Status == Status.NotFound,
+              "missing tokenizer.json");
+    }
+
     static void GreedyEqualsTransformersAndStreamConcatenates()
     {
         using (var rt = Cpu())
@@ -277,6 +312,7 @@ static class KilnTests
         var tests = new Dictionary<string, Action>
         {
             { "InfoAndAbi", InfoAndAbi }, { "TokenizeRoundTrip", TokenizeRoundTrip },
+            { "StandaloneAndModelTokenizersMatchTransformers", StandaloneAndModelTokenizersMatchTransformers },
             { "GreedyEqualsTransformersAndStreamConcatenates", GreedyEqualsTransformersAndStreamConcatenates },
             { "ForwardAndSample", ForwardAndSample }, { "StopAfterNPieces", StopAfterNPieces },
             { "ThrowingCallbackIsContained", ThrowingCallbackIsContained },

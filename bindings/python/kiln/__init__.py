@@ -17,6 +17,7 @@ from ._model import Model, ModelInfo
 from ._native import c as raw
 from ._runtime import Backend, LogLevel, Runtime, RuntimeInfo, set_log_callback, version
 from ._session import GenerateResult, LogitsMode, Session, StopReason
+from ._tokenizer import Tokenizer
 
 ABI_VERSION: int = raw.KILN_ABI_VERSION
 
@@ -25,5 +26,5 @@ __all__ = [
     "ContextFullError", "Error", "FormatError", "GenerateResult", "IOError_", "InternalError",
     "InvalidArgumentError", "LogLevel", "LogitsMode", "Model", "ModelInfo", "NotFoundError",
     "OutOfMemoryError", "OutOfRangeError", "Runtime", "RuntimeInfo", "Session", "StopReason",
-    "UnsupportedError", "VersionMismatchError", "raw", "set_log_callback", "version",
+    "Tokenizer", "UnsupportedError", "VersionMismatchError", "raw", "set_log_callback", "version",
 ]

@@ -15,6 +15,7 @@ from ._native import c
 if TYPE_CHECKING:
     from ._runtime import Runtime
     from ._session import Session
+    from ._tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,14 @@ class Model:
         """Every id that ends generation."""
         return list(fill(lambda buf: c.kiln_model_eos_ids(self.handle, buf),
                          lambda n: array.array("i", bytes(4 * n))))
+
+    @property
+    def tokenizer(self) -> "Tokenizer":
+        """The model's tokenizer, borrowed: it keeps this Model alive and is unusable once the
+        model is closed. Raises kiln.UnsupportedError for a model without one."""
+        from ._tokenizer import Tokenizer
+
+        return Tokenizer._borrow(self)
 
     def tokenize(self, text: Union[str, bytes], *, add_special: bool = True,
                  parse_special: bool = False) -> List[int]:

@@ -227,6 +227,40 @@ class LifetimeTest(unittest.TestCase):
             self.assertLess(growth, 2 << 20, f"C heap grew by {growth} bytes")
 
 
+class TokenizerTest(unittest.TestCase):
+    # hf_ref.json's token_ids are HF's ids of exactly this prefix of prompt_text (its prompt_decoded).
+    PHRASE = "The quick brown fox jumps over"
+
+    def test_standalone_and_model_tokenizers_match_transformers(self):
+        self.assertTrue(REF["prompt_text"].startswith(self.PHRASE))
+        with kiln.Tokenizer.load(TINY_QWEN2) as tok:
+            self.assertEqual(tok.decode(REF["token_ids"]), self.PHRASE)
+            ids = tok.encode(self.PHRASE)
+            self.assertEqual(ids, REF["token_ids"])
+            self.assertEqual(tok.decode(ids), self.PHRASE)
+            self.assertEqual(tok.vocab_size, REF["vocab_size"])
+        self.assertTrue(tok.closed)
+        with self.assertRaises(kiln.Error):
+            tok.encode(self.PHRASE)
+        tok.close()  # idempotent
+
+        with cpu_runtime() as rt:
+            model = rt.load_model(TINY_QWEN2)
+            borrowed = model.tokenizer
+            del model  # the borrowed tokenizer keeps the Model alive
+            gc.collect()
+            self.assertFalse(borrowed.owned)
+            self.assertEqual(borrowed.encode(self.PHRASE), REF["token_ids"])
+            self.assertEqual(borrowed.vocab_size, REF["vocab_size"])
+            borrowed.close()  # detaches without freeing the model's tokenizer
+            self.assertEqual(rt.load_model(TINY_QWEN2).tokenizer.decode(REF["token_ids"]), self.PHRASE)
+        self.assertTrue(borrowed.closed)
+
+    def test_a_missing_tokenizer_json_raises_not_found(self):
+        with self.assertRaises(kiln.NotFoundError):
+            kiln.Tokenizer.load(TINY_QWEN2 / "no-such-dir")
+
+
 class CallbackTest(unittest.TestCase):
     def test_progress_callback_sees_the_load_and_can_cancel_it(self):
         with cpu_runtime() as rt:

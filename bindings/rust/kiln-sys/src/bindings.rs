@@ -1782,3 +1782,51 @@ extern "C" {
         n_ids: *mut usize,
     ) -> kiln_status;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct kiln_tokenizer {
+    _unused: [u8; 0],
+}
+extern "C" {
+    pub fn kiln_tokenizer_load(
+        path: *const ::std::os::raw::c_char,
+        out_tokenizer: *mut *mut kiln_tokenizer,
+    ) -> kiln_status;
+}
+extern "C" {
+    pub fn kiln_tokenizer_free(tokenizer: *mut kiln_tokenizer);
+}
+extern "C" {
+    pub fn kiln_tokenizer_encode(
+        tokenizer: *const kiln_tokenizer,
+        text: *const ::std::os::raw::c_char,
+        text_len: usize,
+        flags: u32,
+        ids: *mut i32,
+        capacity: usize,
+        n_ids: *mut usize,
+    ) -> kiln_status;
+}
+extern "C" {
+    pub fn kiln_tokenizer_decode(
+        tokenizer: *const kiln_tokenizer,
+        ids: *const i32,
+        n_ids: usize,
+        flags: u32,
+        text: *mut ::std::os::raw::c_char,
+        capacity: usize,
+        text_len: *mut usize,
+    ) -> kiln_status;
+}
+extern "C" {
+    pub fn kiln_tokenizer_vocab_size(
+        tokenizer: *const kiln_tokenizer,
+        out_size: *mut i32,
+    ) -> kiln_status;
+}
+extern "C" {
+    pub fn kiln_model_tokenizer(
+        model: *const kiln_model,
+        out_tokenizer: *mut *const kiln_tokenizer,
+    ) -> kiln_status;
+}

@@ -22,6 +22,7 @@ mod error;
 mod model;
 mod runtime;
 mod session;
+mod tokenizer;
 
 pub use chat::{ChatMessage, ChatOptions};
 pub use error::{Error, ErrorKind, Result};
@@ -33,6 +34,7 @@ pub use session::{
     CancelHandle, GenerateOptions, Generation, LogitsMode, Sampling, Session, SessionOptions,
     StopReason,
 };
+pub use tokenizer::{Tokenizer, TokenizerRef};
 
 /// The raw FFI layer, for what the safe API does not cover.
 pub use kiln_sys as sys;

@@ -4,6 +4,7 @@ use crate::error::{check, fill, Error, Result};
 use crate::runtime::{Runtime, RuntimeHandle};
 use crate::session::{Session, SessionOptions};
 use crate::sys;
+use crate::tokenizer::{Tokenizer, TokenizerRef};
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_void};
 use std::path::Path;
@@ -195,6 +196,12 @@ impl Model {
             sys::kiln_token_to_piece(self.handle.raw, id, buf, cap, n)
         })?;
         Ok(bytes.into_iter().map(|b| b as u8).collect())
+    }
+
+    /// The model's tokenizer, borrowed for as long as `self` is; ErrorKind::Unsupported for a
+    /// model without one.
+    pub fn tokenizer(&self) -> Result<TokenizerRef<'_>> {
+        Tokenizer::borrow_from(self)
     }
 
     /// A new session on this model.

@@ -1,7 +1,7 @@
 //! Tests of the safe Rust API against the tiny-qwen2 fixture and HF transformers' outputs.
 use kiln::{
     ChatMessage, ChatOptions, ErrorKind, GenerateOptions, LogitsMode, Model, Runtime,
-    RuntimeOptions, Sampling, SessionOptions, StopReason,
+    RuntimeOptions, Sampling, SessionOptions, StopReason, Tokenizer,
 };
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -104,6 +104,44 @@ fn tokenize_matches_transformers_and_round_trips() {
         pieces,
         model.detokenize_bytes(&r.prompt_ids, false).unwrap()
     );
+}
+
+/// hf_ref.json's token_ids are HF's ids of exactly this prefix of prompt_text (its prompt_decoded).
+const PHRASE: &str = "The quick brown fox jumps over";
+
+fn assert_send_sync<T: Send + Sync>() {}
+
+#[test]
+fn standalone_and_model_tokenizers_match_transformers() {
+    assert_send_sync::<Tokenizer>();
+    let r = reference();
+    assert!(r.prompt_text.starts_with(PHRASE));
+    let tok = Tokenizer::load(tiny()).unwrap();
+    assert!(tok.is_owned());
+    assert_eq!(tok.decode(&r.prompt_ids, false).unwrap(), PHRASE);
+    let ids = tok.encode(PHRASE, false, false).unwrap();
+    assert_eq!(ids, r.prompt_ids);
+    assert_eq!(tok.decode(&ids, false).unwrap(), PHRASE);
+    assert_eq!(tok.vocab_size().unwrap(), 512);
+    drop(tok);
+
+    let model = Model::load(&runtime(), tiny()).unwrap();
+    let borrowed = model.tokenizer().unwrap();
+    assert!(!borrowed.is_owned());
+    assert_eq!(borrowed.encode(PHRASE, false, false).unwrap(), r.prompt_ids);
+    assert_eq!(borrowed.vocab_size().unwrap(), 512);
+    drop(borrowed); // frees nothing: the model's tokenizer is still there
+    assert_eq!(
+        model
+            .tokenizer()
+            .unwrap()
+            .decode(&r.prompt_ids, false)
+            .unwrap(),
+        PHRASE
+    );
+
+    let e = Tokenizer::load(tiny().join("no-such-dir")).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
 }
 
 #[test]

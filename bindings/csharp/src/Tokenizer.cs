@@ -1,0 +1,108 @@
+// Kiln.Tokenizer: a tokenizer.json on its own (no weights), or a model's own tokenizer.
+using System;
+using System.Runtime.InteropServices;
+
+namespace Kiln
+{
+    /// <summary>A kiln_tokenizer. An owned one (kiln_tokenizer_load) is freed on release; a model's
+    /// borrowed one frees nothing but holds a reference on the model's handle, so the model is freed
+    /// only after every tokenizer borrowed from it is released.</summary>
+    internal sealed class TokenizerHandle : SafeHandle
+    {
+        private SafeHandle model; // null when owned
+
+        internal TokenizerHandle(IntPtr raw, SafeHandle modelHandle) : base(IntPtr.Zero, true)
+        {
+            if (modelHandle != null)
+            {
+                bool added = false;
+                modelHandle.DangerousAddRef(ref added);
+                model = modelHandle;
+            }
+            SetHandle(raw);
+        }
+
+        internal bool Owned { get { return model == null; } }
+        public override bool IsInvalid { get { return handle == IntPtr.Zero; } }
+
+        protected override bool ReleaseHandle()
+        {
+            if (model == null) Native.kiln_tokenizer_free(handle);
+            else model.DangerousRelease();
+            return true;
+        }
+    }
+
+    /// <summary>Text to ids and back. Immutable once loaded, so one Tokenizer may be used from many
+    /// threads. <see cref="Load"/> owns its handle (Dispose frees it); <see cref="Model.Tokenizer"/>
+    /// borrows the model's and keeps the model alive until it is disposed too.</summary>
+    public sealed class Tokenizer : IDisposable
+    {
+        internal readonly TokenizerHandle Handle;
+
+        private Tokenizer(TokenizerHandle handle) { Handle = handle; }
+
+        /// <summary>Loads a directory holding tokenizer.json (tokenizer_config.json is read too when
+        /// present), or a tokenizer.json file itself.</summary>
+        public static Tokenizer Load(string path)
+        {
+            IntPtr raw;
+            KilnException.Check(Native.kiln_tokenizer_load(Utf8.CString(path), out raw));
+            return new Tokenizer(new TokenizerHandle(raw, null));
+        }
+
+        internal static Tokenizer Borrow(ModelHandle model)
+        {
+            IntPtr raw;
+            KilnException.Check(Native.kiln_model_tokenizer(model, out raw));
+            return new Tokenizer(new TokenizerHandle(raw, model));
+        }
+
+        /// <summary>True for Load's (freed by Dispose), false for a model's borrowed one.</summary>
+        public bool Owned { get { return Handle.Owned; } }
+
+        /// <summary>Number of ids (max id + 1, added tokens included).</summary>
+        public int VocabSize
+        {
+            get
+            {
+                int size;
+                KilnException.Check(Native.kiln_tokenizer_vocab_size(Handle, out size));
+                return size;
+            }
+        }
+
+        /// <summary>Text to ids; addSpecial adds BOS/EOS as tokenizer_config.json says, parseSpecial
+        /// lets special-token text become the special token (only for text you wrote).</summary>
+        public int[] Encode(string text, bool addSpecial = false, bool parseSpecial = false)
+        {
+            var bytes = Utf8.Bytes(text);
+            uint flags = (addSpecial ? 1u : 0u) | (parseSpecial ? 2u : 0u);
+            return Buffers.Fill<int>((int[] b, UIntPtr c, out UIntPtr n) =>
+                Native.kiln_tokenizer_encode(Handle, bytes, (UIntPtr)bytes.Length, flags, b, c, out n));
+        }
+
+        /// <summary>Ids to the bytes they stand for.</summary>
+        public byte[] DecodeBytes(int[] ids, bool skipSpecial = false)
+        {
+            uint flags = skipSpecial ? 1u : 0u;
+            return Buffers.Fill<byte>((byte[] b, UIntPtr c, out UIntPtr n) =>
+                Native.kiln_tokenizer_decode(Handle, ids, (UIntPtr)ids.Length, flags, b, c, out n));
+        }
+
+        /// <summary>Ids to text (invalid UTF-8 from partial tokens becomes U+FFFD).</summary>
+        public string Decode(int[] ids, bool skipSpecial = false)
+        {
+            return System.Text.Encoding.UTF8.GetString(DecodeBytes(ids, skipSpecial));
+        }
+
+        public void Dispose() { Handle.Dispose(); }
+    }
+
+    public sealed partial class Model
+    {
+        /// <summary>The model's tokenizer, borrowed: it keeps the model's handle alive until it is
+        /// disposed. Throws KilnException (Unsupported) for a model without one.</summary>
+        public Tokenizer Tokenizer { get { return Tokenizer.Borrow(Handle); } }
+    }
+}

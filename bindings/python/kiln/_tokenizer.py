@@ -1,0 +1,92 @@
+"""kiln.Tokenizer: a tokenizer.json on its own (no weights), or a model's own tokenizer."""
+
+from __future__ import annotations
+
+import array
+import os
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Union
+
+from ._errors import Error, check, check_out
+from ._model import fill, ids_array
+from ._native import c
+
+if TYPE_CHECKING:
+    from ._model import Model
+
+
+class Tokenizer:
+    """Text to ids and back. Immutable once loaded, so one Tokenizer may be used from many threads.
+
+    ``Tokenizer.load(path)`` owns its handle: close it (or use ``with``) to free it.
+    ``model.tokenizer`` borrows the model's: it keeps the Model object alive, frees nothing, and
+    raises kiln.Error once the model is closed (kiln frees the handle with the model)."""
+
+    def __init__(self, handle: Any, *, model: Optional["Model"] = None) -> None:
+        self._handle = handle
+        self._model = model
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "Tokenizer":
+        """Loads a directory holding tokenizer.json (tokenizer_config.json is read too when
+        present), or a tokenizer.json file itself."""
+        return cls(check_out(c.kiln_tokenizer_load(os.fspath(path))))
+
+    @classmethod
+    def _borrow(cls, model: "Model") -> "Tokenizer":
+        return cls(check_out(c.kiln_model_tokenizer(model.handle)), model=model)
+
+    @property
+    def handle(self) -> Any:
+        """The raw kiln_tokenizer* (SWIG pointer); raises kiln.Error once closed."""
+        if self._model is not None and self._model.closed:
+            raise Error(c.KILN_ERR_INVALID_ARGUMENT, "the kiln.Model this tokenizer belongs to is closed")
+        if self._handle is None:
+            raise Error(c.KILN_ERR_INVALID_ARGUMENT, "the kiln.Tokenizer is closed")
+        return self._handle
+
+    @property
+    def owned(self) -> bool:
+        """True for Tokenizer.load's (freed by close), False for a model's borrowed one."""
+        return self._model is None
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids (max id + 1, added tokens included)."""
+        return check_out(c.kiln_tokenizer_vocab_size(self.handle))
+
+    def encode(self, text: Union[str, bytes], add_special: bool = False,
+               parse_special: bool = False) -> List[int]:
+        """Text to ids. ``add_special`` adds BOS/EOS as tokenizer_config.json says;
+        ``parse_special`` lets special-token text in ``text`` become the special token."""
+        flags = (c.KILN_TOKENIZE_ADD_SPECIAL if add_special else 0) | (
+            c.KILN_TOKENIZE_PARSE_SPECIAL if parse_special else 0)
+        handle = self.handle
+        return list(fill(lambda buf: c.kiln_tokenizer_encode(handle, text, flags, buf),
+                         lambda n: array.array("i", bytes(4 * n))))
+
+    def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
+        """Ids to text (invalid UTF-8 from partial tokens becomes U+FFFD)."""
+        buf = ids_array(ids)
+        flags = c.KILN_DETOKENIZE_SKIP_SPECIAL if skip_special else 0
+        handle = self.handle
+        text = fill(lambda out: c.kiln_tokenizer_decode(handle, buf, flags, out), bytearray)
+        return bytes(text).decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """Frees a loaded tokenizer (idempotent); a borrowed one is only detached."""
+        if self._handle is not None and self._model is None:
+            c.kiln_tokenizer_free(self._handle)
+        self._handle = None
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None or (self._model is not None and self._model.closed)
+
+    def __enter__(self) -> "Tokenizer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
