@@ -241,8 +241,9 @@ TEST_P(TokenizerProperty, OneMegabyteWithoutSpacesAndLongRuns) {
     ASSERT_FALSE(ids.empty());
     ASSERT_EQ(tok.decode(ids, false), expected_round_trip(name, s))
         << name << ": input of " << s.size() << " bytes starting '" << s.substr(0, 8) << "'";
-    // Linear-ish time: a quadratic merge loop would take minutes on a 1 MB word.
-    EXPECT_LT(seconds, 3.0) << name << ": " << s.size() << " bytes took " << seconds << " s";
+    // Linear-ish time: a quadratic merge loop would take minutes on a 1 MB word. The bound leaves
+    // room for sanitizer builds and a loaded 2-core CI machine (Release takes well under 1 s).
+    EXPECT_LT(seconds, 30.0) << name << ": " << s.size() << " bytes took " << seconds << " s";
   }
 }
 
