@@ -61,6 +61,35 @@ put("fuzz_gguf", "q4_0_q8_0.gguf", gguf(kvs[:3], [("q4", [32], 2, q4_0), ("q8", 
 put("fuzz_gguf", "v2_no_tensors.gguf", gguf(kvs, [], version=2))
 put("fuzz_gguf", "empty.gguf", gguf([], []))
 
+# The real tiny-qwen2 GGUF's metadata (architecture keys, tokenizer.ggml.*) with its tensors
+# dropped, so the config and tokenizer derivation run from the first seed.
+SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def skip_value(b, pos, vtype):
+    if vtype in SCALAR:
+        return pos + SCALAR[vtype]
+    if vtype == 8:
+        return pos + 8 + struct.unpack_from("<Q", b, pos)[0]
+    etype, n = struct.unpack_from("<IQ", b, pos)
+    pos += 12
+    for _ in range(n):
+        pos = skip_value(b, pos, etype)
+    return pos
+
+
+raw = (FIX / "gguf" / "tiny-qwen2" / "tiny-qwen2-q8_0.gguf").read_bytes()
+_, _, n_kv = struct.unpack_from("<IQQ", raw, 4)
+pos, meta = 24, []
+for _ in range(n_kv):
+    start = pos
+    pos += 8 + struct.unpack_from("<Q", raw, pos)[0]
+    vtype = struct.unpack_from("<I", raw, pos)[0]
+    pos = skip_value(raw, pos + 4, vtype)
+    meta.append(raw[start:pos])
+put("fuzz_gguf", "tiny-qwen2-metadata.gguf",
+    b"GGUF" + struct.pack("<IQQ", 3, 0, n_kv) + b"".join(meta))
+
 
 # ---- safetensors: u64 header length | JSON header | buffer ----
 def safetensors(tensors, metadata=None):

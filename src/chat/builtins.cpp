@@ -1,6 +1,7 @@
 #include "chat/builtins.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 
@@ -148,8 +149,10 @@ Value get_attribute_path(const Value& v, const std::string& path) {
       const Value* next = cur.dict().find(part);
       cur = next ? *next : Value();
     } else if (cur.is_list() && !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit)) {
-      const size_t i = std::stoul(part);
-      cur = i < cur.list().size() ? cur.list()[i] : Value();
+      // An index too large for size_t is past the end like any other (std::stoul would throw).
+      size_t i = 0;
+      const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), i);
+      cur = ec == std::errc() && i < cur.list().size() ? cur.list()[i] : Value();
     } else {
       return Value();
     }

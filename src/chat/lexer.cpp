@@ -252,7 +252,21 @@ class Lexer {
           case 'U': {
             const size_t n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
             if (pos + n > src_.size()) error(pos, "truncated escape in string literal");
-            const uint32_t cp = static_cast<uint32_t>(std::stoul(src_.substr(pos, n), nullptr, 16));
+            // Exactly n hex digits, as Python requires ("truncated \xXX escape" otherwise), and
+            // a Unicode scalar value, so the rendered text stays valid UTF-8.
+            uint32_t cp = 0;
+            for (size_t i = 0; i < n; ++i) {
+              const int digit = hex_digit(src_[pos + i]);
+              if (digit < 0) {
+                error(pos, std::string("\\") + e + " escape needs " + std::to_string(n) +
+                               " hex digits, got '" + std::string(src_.substr(pos, n)) + "'");
+              }
+              cp = cp * 16 + static_cast<uint32_t>(digit);
+            }
+            if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+              error(pos, "escape \\" + std::string(1, e) + std::string(src_.substr(pos, n)) +
+                             " is not a Unicode scalar value");
+            }
             append_utf8(out, cp);
             pos += n;
             break;
@@ -268,6 +282,13 @@ class Lexer {
     }
     push(TokenType::String, std::move(out), start);
     return pos + 1;
+  }
+
+  static int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
   }
 
   static void append_utf8(std::string& out, uint32_t cp) {
