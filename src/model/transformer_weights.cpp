@@ -160,4 +160,18 @@ TransformerWeights resolve_transformer_weights(const ModelConfig& config,
   return Resolver(config, weights).resolve();
 }
 
+void expect_weight_shape(const WeightRef& ref, int64_t rows, int64_t cols, const char* role,
+                         bool optional) {
+  if (ref.tensor == nullptr) {
+    if (optional) return;
+    fail(KILN_ERR_FORMAT, std::string("missing weight for ") + role);
+  }
+  if (ref.rows != rows || ref.cols != cols) {
+    fail(KILN_ERR_FORMAT, std::string("weight ") + role + " '" + ref.tensor->name + "' in " +
+                              ref.tensor->file + ": expected [" + std::to_string(rows) + " × " +
+                              std::to_string(cols) + "], got [" + std::to_string(ref.rows) +
+                              " × " + std::to_string(ref.cols) + "]");
+  }
+}
+
 }  // namespace kiln

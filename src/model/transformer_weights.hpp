@@ -48,4 +48,10 @@ struct TransformerWeights {
 // needed tensor in a dtype other than F32/F16/BF16; mlp_bias, which no supported model uses).
 TransformerWeights resolve_transformer_weights(const ModelConfig& config, const WeightSet& weights);
 
+// A backend's check of one block it is about to use: it must be [rows × cols] (a 1-D weight is
+// [numel × 1]); an absent weight is allowed only when `optional`. Throws KILN_ERR_FORMAT naming
+// the role, tensor and file.
+void expect_weight_shape(const WeightRef& ref, int64_t rows, int64_t cols, const char* role,
+                         bool optional = false);
+
 }  // namespace kiln

@@ -12,25 +12,6 @@ namespace kiln::cpu {
 
 namespace {
 
-std::string describe(const WeightRef& ref) {
-  return ref.tensor ? "'" + ref.tensor->name + "' in " + ref.tensor->file : "(absent)";
-}
-
-// The block must be [rows × cols]; a 1-D weight is [numel × 1]. Absent is allowed only when
-// `optional`.
-void expect_shape(const WeightRef& ref, int64_t rows, int64_t cols, const char* role,
-                  bool optional = false) {
-  if (ref.tensor == nullptr) {
-    if (optional) return;
-    fail(KILN_ERR_FORMAT, std::string("missing weight for ") + role);
-  }
-  if (ref.rows != rows || ref.cols != cols) {
-    fail(KILN_ERR_FORMAT, std::string("weight ") + role + " " + describe(ref) + ": expected [" +
-                              std::to_string(rows) + " × " + std::to_string(cols) + "], got [" +
-                              std::to_string(ref.rows) + " × " + std::to_string(ref.cols) + "]");
-  }
-}
-
 std::unique_ptr<float[]> allocate_floats(size_t n, const char* what) {
   try {
     return std::make_unique_for_overwrite<float[]>(n);
@@ -122,9 +103,9 @@ CpuTransformer::CpuTransformer(const ModelConfig& config, const TransformerWeigh
 
   const int64_t q_dim = n_heads_ * head_dim_;
   const int64_t kv_dim = n_kv_heads_ * head_dim_;
-  expect_shape(w.embed, vocab_, hidden_, "embed_tokens");
-  expect_shape(w.final_norm, hidden_, 1, "final norm");
-  expect_shape(w.lm_head, vocab_, hidden_, "lm_head");
+  expect_weight_shape(w.embed, vocab_, hidden_, "embed_tokens");
+  expect_weight_shape(w.final_norm, hidden_, 1, "final norm");
+  expect_weight_shape(w.lm_head, vocab_, hidden_, "lm_head");
   embed_ = store_.matrix(w.embed);
   final_norm_ = store_.get(w.final_norm);
   lm_head_ = store_.matrix(w.lm_head);
@@ -132,21 +113,21 @@ CpuTransformer::CpuTransformer(const ModelConfig& config, const TransformerWeigh
   layers_.reserve(w.layers.size());
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const LayerWeights& l = w.layers[i];
-    expect_shape(l.attn_norm, hidden_, 1, "input_layernorm");
-    expect_shape(l.wq, q_dim, hidden_, "q_proj");
-    expect_shape(l.wk, kv_dim, hidden_, "k_proj");
-    expect_shape(l.wv, kv_dim, hidden_, "v_proj");
-    expect_shape(l.wo, hidden_, q_dim, "o_proj");
-    expect_shape(l.bq, q_dim, 1, "q_proj bias", true);
-    expect_shape(l.bk, kv_dim, 1, "k_proj bias", true);
-    expect_shape(l.bv, kv_dim, 1, "v_proj bias", true);
-    expect_shape(l.bo, hidden_, 1, "o_proj bias", true);
-    expect_shape(l.q_norm, head_dim_, 1, "q_norm", !qk_norm_);
-    expect_shape(l.k_norm, head_dim_, 1, "k_norm", !qk_norm_);
-    expect_shape(l.ffn_norm, hidden_, 1, "post_attention_layernorm");
-    expect_shape(l.w_gate, intermediate_, hidden_, "gate_proj");
-    expect_shape(l.w_up, intermediate_, hidden_, "up_proj");
-    expect_shape(l.w_down, hidden_, intermediate_, "down_proj");
+    expect_weight_shape(l.attn_norm, hidden_, 1, "input_layernorm");
+    expect_weight_shape(l.wq, q_dim, hidden_, "q_proj");
+    expect_weight_shape(l.wk, kv_dim, hidden_, "k_proj");
+    expect_weight_shape(l.wv, kv_dim, hidden_, "v_proj");
+    expect_weight_shape(l.wo, hidden_, q_dim, "o_proj");
+    expect_weight_shape(l.bq, q_dim, 1, "q_proj bias", true);
+    expect_weight_shape(l.bk, kv_dim, 1, "k_proj bias", true);
+    expect_weight_shape(l.bv, kv_dim, 1, "v_proj bias", true);
+    expect_weight_shape(l.bo, hidden_, 1, "o_proj bias", true);
+    expect_weight_shape(l.q_norm, head_dim_, 1, "q_norm", !qk_norm_);
+    expect_weight_shape(l.k_norm, head_dim_, 1, "k_norm", !qk_norm_);
+    expect_weight_shape(l.ffn_norm, hidden_, 1, "post_attention_layernorm");
+    expect_weight_shape(l.w_gate, intermediate_, hidden_, "gate_proj");
+    expect_weight_shape(l.w_up, intermediate_, hidden_, "up_proj");
+    expect_weight_shape(l.w_down, hidden_, intermediate_, "down_proj");
     layers_.push_back(Layer{
         store_.get(l.attn_norm), store_.matrix(l.wq), store_.matrix(l.wk), store_.matrix(l.wv),
         store_.matrix(l.wo), store_.get(l.bq), store_.get(l.bk), store_.get(l.bv),

@@ -22,23 +22,6 @@ constexpr int64_t kTokenGranule = 16;
 // A cuBLAS workspace of our own per session: graph capture must not see cuBLAS allocate.
 constexpr size_t kCublasWorkspaceBytes = size_t{4} << 20;
 
-std::string describe(const WeightRef& ref) {
-  return ref.tensor ? "'" + ref.tensor->name + "' in " + ref.tensor->file : "(absent)";
-}
-
-void expect_shape(const WeightRef& ref, int64_t rows, int64_t cols, const char* role,
-                  bool optional = false) {
-  if (ref.tensor == nullptr) {
-    if (optional) return;
-    fail(KILN_ERR_FORMAT, std::string("missing weight for ") + role);
-  }
-  if (ref.rows != rows || ref.cols != cols) {
-    fail(KILN_ERR_FORMAT, std::string("weight ") + role + " " + describe(ref) + ": expected [" +
-                              std::to_string(rows) + " × " + std::to_string(cols) + "], got [" +
-                              std::to_string(ref.rows) + " × " + std::to_string(ref.cols) + "]");
-  }
-}
-
 bool same_block(const WeightRef& a, const WeightRef& b) {
   return a.tensor == b.tensor && a.row_begin == b.row_begin && a.rows == b.rows && a.cols == b.cols;
 }
@@ -151,25 +134,25 @@ void CudaTransformer::validate(const ModelConfig& config, const TransformerWeigh
     fail(KILN_ERR_FORMAT, "weights hold " + std::to_string(w.layers.size()) +
                               " layers, config says " + std::to_string(d.n_layers));
   }
-  expect_shape(w.embed, d.vocab, d.hidden, "embed_tokens");
-  expect_shape(w.final_norm, d.hidden, 1, "final norm");
-  expect_shape(w.lm_head, d.vocab, d.hidden, "lm_head");
+  expect_weight_shape(w.embed, d.vocab, d.hidden, "embed_tokens");
+  expect_weight_shape(w.final_norm, d.hidden, 1, "final norm");
+  expect_weight_shape(w.lm_head, d.vocab, d.hidden, "lm_head");
   for (const LayerWeights& l : w.layers) {
-    expect_shape(l.attn_norm, d.hidden, 1, "input_layernorm");
-    expect_shape(l.wq, d.q_dim(), d.hidden, "q_proj");
-    expect_shape(l.wk, d.kv_dim(), d.hidden, "k_proj");
-    expect_shape(l.wv, d.kv_dim(), d.hidden, "v_proj");
-    expect_shape(l.wo, d.hidden, d.q_dim(), "o_proj");
-    expect_shape(l.bq, d.q_dim(), 1, "q_proj bias", true);
-    expect_shape(l.bk, d.kv_dim(), 1, "k_proj bias", true);
-    expect_shape(l.bv, d.kv_dim(), 1, "v_proj bias", true);
-    expect_shape(l.bo, d.hidden, 1, "o_proj bias", true);
-    expect_shape(l.q_norm, d.head_dim, 1, "q_norm", !qk_norm_);
-    expect_shape(l.k_norm, d.head_dim, 1, "k_norm", !qk_norm_);
-    expect_shape(l.ffn_norm, d.hidden, 1, "post_attention_layernorm");
-    expect_shape(l.w_gate, d.intermediate, d.hidden, "gate_proj");
-    expect_shape(l.w_up, d.intermediate, d.hidden, "up_proj");
-    expect_shape(l.w_down, d.hidden, d.intermediate, "down_proj");
+    expect_weight_shape(l.attn_norm, d.hidden, 1, "input_layernorm");
+    expect_weight_shape(l.wq, d.q_dim(), d.hidden, "q_proj");
+    expect_weight_shape(l.wk, d.kv_dim(), d.hidden, "k_proj");
+    expect_weight_shape(l.wv, d.kv_dim(), d.hidden, "v_proj");
+    expect_weight_shape(l.wo, d.hidden, d.q_dim(), "o_proj");
+    expect_weight_shape(l.bq, d.q_dim(), 1, "q_proj bias", true);
+    expect_weight_shape(l.bk, d.kv_dim(), 1, "k_proj bias", true);
+    expect_weight_shape(l.bv, d.kv_dim(), 1, "v_proj bias", true);
+    expect_weight_shape(l.bo, d.hidden, 1, "o_proj bias", true);
+    expect_weight_shape(l.q_norm, d.head_dim, 1, "q_norm", !qk_norm_);
+    expect_weight_shape(l.k_norm, d.head_dim, 1, "k_norm", !qk_norm_);
+    expect_weight_shape(l.ffn_norm, d.hidden, 1, "post_attention_layernorm");
+    expect_weight_shape(l.w_gate, d.intermediate, d.hidden, "gate_proj");
+    expect_weight_shape(l.w_up, d.intermediate, d.hidden, "up_proj");
+    expect_weight_shape(l.w_down, d.hidden, d.intermediate, "down_proj");
   }
 }
 
