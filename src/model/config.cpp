@@ -110,6 +110,7 @@ ModelConfig parse_config(const std::string& config_json, const std::string& conf
                                    " is not supported; supported: " + supported_architectures());
   }
   c.traits = *traits;
+  if (traits->qk_norm) c.qk_norm = QkNormKind::BeforeRopeWeighted;
 
   c.vocab_size = f.positive_int("vocab_size");
   c.hidden_size = f.positive_int("hidden_size");

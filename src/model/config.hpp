@@ -12,6 +12,29 @@ namespace kiln {
 
 enum class RopeScalingType { None, Linear, Llama3 };
 
+// The structural choices that separate the transformer families kiln runs and trains. The Llama
+// family (Llama, Mistral, Qwen2/3, Phi3) is the default of every field; GPT-2 and NanoChat
+// (karpathy/nanochat as ported to transformers' NanoChatForCausalLM) set the others.
+enum class NormKind {
+  RmsNorm,          // x / rms(x) * weight (Llama family)
+  RmsNormNoWeight,  // x / rms(x), no parameters (NanoChat)
+  LayerNorm,        // (x - mean) / std * weight + bias (GPT-2)
+};
+enum class MlpKind {
+  SwiGLU,       // down(silu(gate(x)) * up(x)) (Llama family)
+  GeluTanh,     // proj(gelu_tanh(fc(x) + b) ) + b (GPT-2 "gelu_new")
+  ReluSquared,  // proj(relu(fc(x))^2) (NanoChat)
+};
+enum class PositionKind {
+  Rope,     // rotary embeddings on q and k (rotate-half layout)
+  Learned,  // a learned [max_positions, hidden] table added to the token embedding (GPT-2)
+};
+enum class QkNormKind {
+  None,
+  BeforeRopeWeighted,  // Qwen3: per-head RMSNorm with a [head_dim] weight, then RoPE
+  AfterRopeNoWeight,   // NanoChat: RoPE, then a parameter-free per-head RMSNorm
+};
+
 struct RopeScaling {
   RopeScalingType type = RopeScalingType::None;
   float factor = 1.0f;
@@ -59,6 +82,17 @@ struct ModelConfig {
   // Special ids from config.json / generation_config.json (-1 / empty when absent).
   int32_t bos_token_id = -1;
   std::vector<int32_t> eos_token_ids;
+
+  // Structure (defaults = Llama family; see the enums above).
+  NormKind norm = NormKind::RmsNorm;
+  MlpKind mlp = MlpKind::SwiGLU;
+  PositionKind positions = PositionKind::Rope;
+  QkNormKind qk_norm = QkNormKind::None;  // BeforeRopeWeighted when traits.qk_norm
+  bool embed_norm = false;      // NanoChat: the norm is applied to the token embedding too
+  float logit_softcap = 0.0f;   // > 0: logits = softcap * tanh(logits / softcap) (NanoChat)
+  // Multi-token prediction (training): extra future-token heads after the trunk, each one
+  // transformer layer, sharing the final norm and unembedding (Meta's MTP layout). 0 = none.
+  int32_t n_mtp_heads = 0;
 };
 
 // Parses <dir>/config.json and, if present, <dir>/generation_config.json. Throws kiln::Error:
