@@ -11,6 +11,7 @@ using kiln::capi::check_struct_size;
 using kiln::capi::checked_enum;
 using kiln::capi::copy_out;
 using kiln::capi::guarded;
+using kiln::capi::raw_enum;
 using kiln::capi::require_non_null;
 
 namespace {
@@ -23,26 +24,25 @@ kiln_model_create_options create_defaults() {
 }
 
 kiln_trainer_options trainer_defaults() {
-  const kiln::TrainerOptions d;
   kiln_trainer_options o{};
   o.struct_size = sizeof o;
   o.optimizer = KILN_OPTIMIZER_ADAMW;
-  o.learning_rate = d.learning_rate;
-  o.beta1 = d.beta1;
-  o.beta2 = d.beta2;
-  o.epsilon = d.epsilon;
-  o.weight_decay = d.weight_decay;
-  o.muon_learning_rate = d.muon_learning_rate;
-  o.muon_momentum = d.muon_momentum;
-  o.muon_ns_steps = d.muon_ns_steps;
+  o.learning_rate = 3e-4f;
+  o.beta1 = 0.9f;
+  o.beta2 = 0.95f;
+  o.epsilon = 1e-8f;
+  o.weight_decay = 0.1f;
+  o.muon_learning_rate = 0.02f;
+  o.muon_momentum = 0.95f;
+  o.muon_ns_steps = 5;
   o.schedule = KILN_LR_CONSTANT;
-  o.warmup_steps = d.warmup_steps;
-  o.total_steps = d.total_steps;
-  o.min_lr_ratio = d.min_lr_ratio;
-  o.decay_fraction = d.decay_fraction;
-  o.grad_accum_steps = d.grad_accum_steps;
-  o.max_grad_norm = d.max_grad_norm;
-  o.seed = d.seed;
+  o.warmup_steps = 0;
+  o.total_steps = 0;
+  o.min_lr_ratio = 0.0f;
+  o.decay_fraction = 0.2f;
+  o.grad_accum_steps = 1;
+  o.max_grad_norm = 1.0f;
+  o.seed = 1337;
   o.n_mtp_heads = 0;
   for (int k = 0; k < KILN_MAX_MTP_HEADS; ++k) o.mtp_loss_weights[k] = 1.0f;
   return o;
@@ -50,52 +50,51 @@ kiln_trainer_options trainer_defaults() {
 
 kiln::TrainerOptions to_engine(const kiln_trainer_options& o) {
   kiln::TrainerOptions t;
-  t.optimizer = checked_enum(o.optimizer, KILN_OPTIMIZER_ADAMW, KILN_OPTIMIZER_MUON,
-                             "kiln_trainer_options.optimizer") == KILN_OPTIMIZER_MUON
-                    ? kiln::OptimizerKind::Muon
-                    : kiln::OptimizerKind::AdamW;
-  t.learning_rate = o.learning_rate;
-  t.beta1 = o.beta1;
-  t.beta2 = o.beta2;
-  t.epsilon = o.epsilon;
-  t.weight_decay = o.weight_decay;
-  t.muon_learning_rate = o.muon_learning_rate;
-  t.muon_momentum = o.muon_momentum;
-  t.muon_ns_steps = o.muon_ns_steps;
+  kiln::OptimizerOptions& opt = t.optimizer;
+  opt.kind = checked_enum(o.optimizer, KILN_OPTIMIZER_ADAMW, KILN_OPTIMIZER_MUON,
+                          "kiln_trainer_options.optimizer") == KILN_OPTIMIZER_MUON
+                 ? kiln::OptimizerKind::Muon
+                 : kiln::OptimizerKind::AdamW;
+  opt.lr = o.learning_rate;
+  opt.beta1 = o.beta1;
+  opt.beta2 = o.beta2;
+  opt.eps = o.epsilon;
+  opt.weight_decay = o.weight_decay;
+  opt.muon.lr = o.muon_learning_rate;
+  opt.muon.momentum = o.muon_momentum;
+  opt.muon.ns_steps = o.muon_ns_steps;
   if (o.n_param_groups > 0) require_non_null(o.param_groups, "kiln_trainer_options.param_groups");
   for (size_t i = 0; i < o.n_param_groups; ++i) {
     const kiln_param_group& g = o.param_groups[i];
-    if (g.pattern == nullptr) {
-      fail(KILN_ERR_INVALID_ARGUMENT,
-           "kiln_trainer_options.param_groups[" + std::to_string(i) + "].pattern is NULL");
-    }
-    t.param_groups.push_back({g.pattern, g.lr_scale, g.weight_decay});
+    const std::string what = "kiln_trainer_options.param_groups[" + std::to_string(i) + "].role";
+    const int role =
+        raw_enum(checked_enum(g.role, KILN_PARAM_MATRIX, KILN_PARAM_BIAS, what.c_str()));
+    kiln::ParamGroup& group = opt.groups[static_cast<size_t>(role)];
+    if (g.learning_rate >= 0) group.lr = g.learning_rate;
+    if (g.weight_decay >= 0) group.weight_decay = g.weight_decay;
   }
+  kiln::LrSchedule& s = t.schedule;
   switch (checked_enum(o.schedule, KILN_LR_CONSTANT, KILN_LR_WARMUP_STABLE_DECAY,
                        "kiln_trainer_options.schedule")) {
-    case KILN_LR_CONSTANT:
-      t.schedule = kiln::LrScheduleKind::Constant;
-      break;
-    case KILN_LR_WARMUP_COSINE:
-      t.schedule = kiln::LrScheduleKind::WarmupCosine;
-      break;
-    case KILN_LR_WARMUP_LINEAR:
-      t.schedule = kiln::LrScheduleKind::WarmupLinear;
-      break;
-    case KILN_LR_WARMUP_STABLE_DECAY:
-      t.schedule = kiln::LrScheduleKind::WarmupStableDecay;
-      break;
+    case KILN_LR_CONSTANT: s.kind = kiln::ScheduleKind::Constant; break;
+    case KILN_LR_WARMUP_COSINE: s.kind = kiln::ScheduleKind::WarmupCosine; break;
+    case KILN_LR_WARMUP_LINEAR: s.kind = kiln::ScheduleKind::WarmupLinear; break;
+    case KILN_LR_WARMUP_STABLE_DECAY: s.kind = kiln::ScheduleKind::WarmupStableDecay; break;
   }
-  t.warmup_steps = o.warmup_steps;
-  t.total_steps = o.total_steps;
-  t.min_lr_ratio = o.min_lr_ratio;
-  t.decay_fraction = o.decay_fraction;
+  s.warmup_steps = o.warmup_steps;
+  s.total_steps = o.total_steps;
+  s.min_lr_ratio = o.min_lr_ratio;
+  s.decay_fraction = o.decay_fraction;
   t.grad_accum_steps = o.grad_accum_steps;
-  t.max_grad_norm = o.max_grad_norm;
+  t.clip_norm = o.max_grad_norm;
   t.seed = o.seed;
-  t.n_mtp_heads = o.n_mtp_heads;
-  for (int k = 0; k < KILN_MAX_MTP_HEADS; ++k) t.mtp_loss_weights[k] = o.mtp_loss_weights[k];
-  t.validate();
+  if (o.n_mtp_heads < 0 || o.n_mtp_heads > KILN_MAX_MTP_HEADS) {
+    fail(KILN_ERR_INVALID_ARGUMENT, "kiln_trainer_options.n_mtp_heads is " +
+                                        std::to_string(o.n_mtp_heads) + "; expected 0.." +
+                                        std::to_string(KILN_MAX_MTP_HEADS));
+  }
+  t.mtp_weights.assign(o.mtp_loss_weights, o.mtp_loss_weights + o.n_mtp_heads);
+  kiln::validate_trainer_options(t);
   return t;
 }
 
@@ -242,7 +241,7 @@ KILN_API kiln_status kiln_trainer_get_info(const kiln_trainer* trainer, kiln_tra
     const kiln::Trainer& t = *trainer->impl;
     info->step = t.step();
     info->n_parameters = t.n_parameters();
-    info->n_mtp_heads = t.options().n_mtp_heads;
+    info->n_mtp_heads = static_cast<int32_t>(t.options().mtp_weights.size());
     info->architecture = t.config().architecture.c_str();
   });
 }

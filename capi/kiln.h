@@ -445,14 +445,24 @@ typedef enum kiln_lr_schedule {
                                   * decay_fraction of total_steps                              */
 } kiln_lr_schedule;
 
-/* A parameter group: the tensors whose canonical name (docs/training.md; e.g.
- * "model.layers.3.mlp.up_proj.weight") matches `pattern` (a glob: '*' matches any run of
- * characters) get their learning rate scaled and, when weight_decay >= 0, their own decay. The
- * first matching group wins. */
+/* The kinds of trainable tensor (docs/training.md lists which tensor is which). */
+typedef enum kiln_param_role {
+  KILN_PARAM_MATRIX = 0,         /* 2-D weights inside blocks (attention, MLP)                 */
+  KILN_PARAM_EMBEDDING = 1,      /* the token embedding (also the head when tied)             */
+  KILN_PARAM_POSITION = 2,       /* learned positions (GPT-2)                                  */
+  KILN_PARAM_HEAD = 3,           /* an untied lm_head                                          */
+  KILN_PARAM_NORM = 4,           /* norm weights                                               */
+  KILN_PARAM_BIAS = 5            /* biases                                                     */
+} kiln_param_role;
+
+/* A parameter group, as torch's: the AdamW-updated tensors of `role` get their own learning rate
+ * and/or weight decay (nanochat, for one, trains embeddings and the head at other rates). A later
+ * group for the same role replaces an earlier one. In Muon mode, matrices follow the muon_*
+ * options instead. */
 typedef struct kiln_param_group {
-  const char *pattern;
-  float lr_scale;                /* multiplies the learning rate of its optimizer              */
-  float weight_decay;            /* < 0 = keep the default for that tensor                     */
+  kiln_param_role role;
+  float learning_rate;           /* < 0 = the trainer's learning_rate (0 freezes the tensors)  */
+  float weight_decay;            /* < 0 = the default for the role                             */
 } kiln_param_group;
 
 #define KILN_MAX_MTP_HEADS 8

@@ -16,46 +16,18 @@
 
 #include "backend/backend.hpp"
 #include "model/config.hpp"
+#include "train/trainer_options.hpp"
 
 namespace kiln {
 
 struct Model;
 class Runtime;
 
-enum class OptimizerKind { AdamW, Muon };
-enum class LrScheduleKind { Constant, WarmupCosine, WarmupLinear, WarmupStableDecay };
-
-struct ParamGroupRule {
-  std::string pattern;  // glob over canonical names ('*' = any run of characters)
-  float lr_scale = 1.0f;
-  float weight_decay = -1.0f;  // < 0: the tensor's default
-};
-
 constexpr int kMaxMtpHeads = 8;
 
-struct TrainerOptions {
-  OptimizerKind optimizer = OptimizerKind::AdamW;
-  float learning_rate = 3e-4f;
-  float beta1 = 0.9f, beta2 = 0.95f, epsilon = 1e-8f;
-  float weight_decay = 0.1f;
-  float muon_learning_rate = 0.02f;
-  float muon_momentum = 0.95f;
-  int32_t muon_ns_steps = 5;
-  std::vector<ParamGroupRule> param_groups;
-  LrScheduleKind schedule = LrScheduleKind::Constant;
-  int64_t warmup_steps = 0;
-  int64_t total_steps = 0;
-  float min_lr_ratio = 0.0f;
-  float decay_fraction = 0.2f;
-  int32_t grad_accum_steps = 1;
-  float max_grad_norm = 1.0f;
-  uint64_t seed = 1337;
-  int32_t n_mtp_heads = 0;
-  std::array<float, kMaxMtpHeads> mtp_loss_weights{1, 1, 1, 1, 1, 1, 1, 1};
-
-  // Throws KILN_ERR_INVALID_ARGUMENT naming the first bad field.
-  void validate() const;
-};
+// Checks what the optimizer, the schedule and the step loop need (KILN_ERR_INVALID_ARGUMENT
+// naming the first bad field).
+void validate_trainer_options(const TrainerOptions& options);
 
 struct BatchView {
   int32_t rows = 0, cols = 0;  // B, T
