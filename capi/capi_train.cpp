@@ -76,10 +76,18 @@ kiln::TrainerOptions to_engine(const kiln_trainer_options& o) {
   kiln::LrSchedule& s = t.schedule;
   switch (checked_enum(o.schedule, KILN_LR_CONSTANT, KILN_LR_WARMUP_STABLE_DECAY,
                        "kiln_trainer_options.schedule")) {
-    case KILN_LR_CONSTANT: s.kind = kiln::ScheduleKind::Constant; break;
-    case KILN_LR_WARMUP_COSINE: s.kind = kiln::ScheduleKind::WarmupCosine; break;
-    case KILN_LR_WARMUP_LINEAR: s.kind = kiln::ScheduleKind::WarmupLinear; break;
-    case KILN_LR_WARMUP_STABLE_DECAY: s.kind = kiln::ScheduleKind::WarmupStableDecay; break;
+    case KILN_LR_CONSTANT:
+      s.kind = kiln::ScheduleKind::Constant;
+      break;
+    case KILN_LR_WARMUP_COSINE:
+      s.kind = kiln::ScheduleKind::WarmupCosine;
+      break;
+    case KILN_LR_WARMUP_LINEAR:
+      s.kind = kiln::ScheduleKind::WarmupLinear;
+      break;
+    case KILN_LR_WARMUP_STABLE_DECAY:
+      s.kind = kiln::ScheduleKind::WarmupStableDecay;
+      break;
   }
   s.warmup_steps = o.warmup_steps;
   s.total_steps = o.total_steps;

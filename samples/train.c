@@ -202,7 +202,8 @@ static int save_checkpoint(kiln_trainer* trainer, const char* dir, const token_c
 typedef struct args {
   const char *preset, *model_dir, *resume_dir, *tokenizer_dir, *data, *val, *save_dir, *export_dir,
       *log_path, *plot_path, *optimizer, *schedule;
-  long steps, batch, seq, accum, warmup, mtp, seed, eval_every, eval_batches, save_every, threads;
+  long steps, total_steps, batch, seq, accum, warmup, mtp, seed, eval_every, eval_batches,
+      save_every, threads;
   float lr, wd, clip;
   int quiet;
 } args;
@@ -246,6 +247,8 @@ static int parse_args(int argc, char** argv, args* a) {
       a->schedule = v;
     else if (!strcmp(k, "--steps"))
       bad = sample_parse_long(v, 1, 1L << 40, &a->steps);
+    else if (!strcmp(k, "--total-steps"))
+      bad = sample_parse_long(v, 1, 1L << 40, &a->total_steps);
     else if (!strcmp(k, "--batch"))
       bad = sample_parse_long(v, 1, 1 << 20, &a->batch);
     else if (!strcmp(k, "--seq"))
@@ -306,8 +309,8 @@ static int configure(const args* a, kiln_trainer_options* o) {
   o->grad_accum_steps = (int32_t)a->accum;
   o->seed = (uint64_t)a->seed;
   o->n_mtp_heads = (int32_t)a->mtp;
-  o->total_steps = a->steps;
-  o->warmup_steps = a->warmup >= 0 ? a->warmup : a->steps / 20;
+  o->total_steps = a->total_steps > 0 ? a->total_steps : a->steps;
+  o->warmup_steps = a->warmup >= 0 ? a->warmup : o->total_steps / 20;
   if (!strcmp(a->optimizer, "adamw"))
     o->optimizer = KILN_OPTIMIZER_ADAMW;
   else if (!strcmp(a->optimizer, "muon"))

@@ -8,11 +8,13 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <utility>
 
 #include "core/error.hpp"
 #include "engine/model.hpp"
 #include "engine/model_factory.hpp"
+#include "model/config_writer.hpp"
 #include "train/checkpoint/checkpoint.hpp"
 #include "train/hf_export.hpp"
 #include "train/import.hpp"
@@ -28,8 +30,8 @@ void validate_trainer_options(const TrainerOptions& o) {
   validate_optimizer_options(o.optimizer);
   validate_schedule(o.schedule);
   if (o.grad_accum_steps < 1) {
-    fail(KILN_ERR_INVALID_ARGUMENT, "grad_accum_steps is " + std::to_string(o.grad_accum_steps) +
-                                        "; it must be >= 1");
+    fail(KILN_ERR_INVALID_ARGUMENT,
+         "grad_accum_steps is " + std::to_string(o.grad_accum_steps) + "; it must be >= 1");
   }
   if (!(o.clip_norm >= 0.0f) || !std::isfinite(o.clip_norm)) {
     fail(KILN_ERR_INVALID_ARGUMENT, "max_grad_norm is " + std::to_string(o.clip_norm) +
@@ -49,8 +51,9 @@ void validate_trainer_options(const TrainerOptions& o) {
 
 Trainer::Guard::Guard(const Trainer& t) : t_(t) {
   if (t_.busy_.exchange(true)) {
-    fail(KILN_ERR_BUSY, "this trainer is in use by another thread; a trainer is used by one "
-                        "thread at a time");
+    fail(KILN_ERR_BUSY,
+         "this trainer is in use by another thread; a trainer is used by one "
+         "thread at a time");
   }
 }
 Trainer::Guard::~Guard() { t_.busy_.store(false); }
@@ -79,7 +82,7 @@ std::vector<WeightSet::OwnedF32Tensor> to_owned(std::vector<HfTensor> tensors) {
 }  // namespace
 
 std::vector<WeightSet::OwnedF32Tensor> initial_hf_tensors(const ModelConfig& config,
-                                                           uint64_t seed) {
+                                                          uint64_t seed) {
   ModelConfig c = config;
   c.n_mtp_heads = 0;
   const ParamLayout layout = train::make_param_layout(c);
@@ -133,8 +136,7 @@ class CpuTrainer final : public Trainer {
     }
     report(1.0f, "optimizer");
     throw_if_cancelled();
-    const double norm =
-        clip_grad_norm(layout_, grads_.data(), options_.clip_norm, n_threads());
+    const double norm = clip_grad_norm(layout_, grads_.data(), options_.clip_norm, n_threads());
     if (!std::isfinite(norm)) {
       fail(KILN_ERR_OUT_OF_RANGE,
            "the gradient norm of step " + std::to_string(step_ + 1) +
@@ -222,10 +224,9 @@ class CpuTrainer final : public Trainer {
     ModelTexts texts = texts_;
     texts.config_json = config_json();
     const auto values = plain_values();
-    return model_from_tensors(runtime, texts,
-                              to_owned(hf_tensors(plain_config(), plain_layout(), values.data())),
-                              "a snapshot of a " + config_.architecture + " trainer at step " +
-                                  std::to_string(step_));
+    return model_from_tensors(
+        runtime, texts, to_owned(hf_tensors(plain_config(), plain_layout(), values.data())),
+        "a snapshot of a " + config_.architecture + " trainer at step " + std::to_string(step_));
   }
 
   const ModelConfig& config() const override { return config_; }
@@ -305,7 +306,7 @@ class CpuTrainer final : public Trainer {
   }
 
   template <class F>
-  auto run_cancellable(F&& f) {
+  std::invoke_result_t<F> run_cancellable(F&& f) {
     try {
       throw_if_cancelled();
       return f();
@@ -353,10 +354,8 @@ class CpuTrainer final : public Trainer {
     return r;
   }
 
-  static double tokens_per_second(const BatchView& b,
-                                  std::chrono::steady_clock::time_point t0) {
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  static double tokens_per_second(const BatchView& b, std::chrono::steady_clock::time_point t0) {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return s > 0 ? static_cast<double>(b.rows) * b.cols / s : 0.0;
   }
 
@@ -390,7 +389,8 @@ class CpuTrainer final : public Trainer {
   }
 
   std::string config_json() const {
-    return texts_.config_json.empty() ? model_config_to_json(plain_config()) : texts_.config_json;
+    return texts_.config_json.empty() ? model_config_to_json(plain_config(), DType::F32)
+                                      : texts_.config_json;
   }
 
   ModelConfig config_;

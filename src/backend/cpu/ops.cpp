@@ -1,13 +1,13 @@
 #include "backend/cpu/ops.hpp"
 
-#include "backend/cpu/bf16_matmul.hpp"
-
 #include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
+
+#include "backend/cpu/bf16_matmul.hpp"
 
 namespace kiln::cpu {
 
