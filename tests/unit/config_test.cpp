@@ -183,13 +183,17 @@ TEST(ModelConfig, DefaultsForOptionalFields) {
 }
 
 TEST(ModelConfig, ArchitectureTableLookup) {
-  for (const char* name : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                           "Qwen3ForCausalLM", "Phi3ForCausalLM"}) {
+  for (const char* name :
+       {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+        "Phi3ForCausalLM", "GPT2LMHeadModel", "NanoChatForCausalLM"}) {
     const ArchTraits* t = find_arch_traits(name);
     ASSERT_NE(t, nullptr) << name;
     EXPECT_STREQ(t->hf_name, name);
   }
-  EXPECT_EQ(find_arch_traits("GPT2LMHeadModel"), nullptr);
+  EXPECT_EQ(find_arch_traits("GPT2LMHeadModel")->family, ArchFamily::Gpt2);
+  EXPECT_EQ(find_arch_traits("NanoChatForCausalLM")->family, ArchFamily::NanoChat);
+  EXPECT_EQ(find_arch_traits("Phi3ForCausalLM")->family, ArchFamily::Llama);
+  EXPECT_EQ(find_arch_traits("GPTNeoXForCausalLM"), nullptr);
   EXPECT_EQ(find_arch_traits("llamaforcausallm"), nullptr);
 }
 
@@ -455,10 +459,11 @@ TEST(ModelConfig, RejectsUnderivableHeadDim) {
 
 TEST(ModelConfig, RejectsUnknownArchitectureListingSupportedOnes) {
   json j = llama_config();
-  j["architectures"] = {"GPT2LMHeadModel"};
-  expect_config_error(j, KILN_ERR_UNSUPPORTED,
-                      {"GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM",
-                       "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"});
+  j["architectures"] = {"GPTNeoXForCausalLM"};
+  expect_config_error(
+      j, KILN_ERR_UNSUPPORTED,
+      {"GPTNeoXForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+       "Qwen3ForCausalLM", "Phi3ForCausalLM", "GPT2LMHeadModel", "NanoChatForCausalLM"});
   j["architectures"] = json::array();
   expect_config_error(j, KILN_ERR_FORMAT, {"architectures"});
   j.erase("architectures");
