@@ -74,6 +74,7 @@ struct ForwardOutputs {
   std::span<T> final_hidden;  // [rows × seq][hidden]: the main head after the final norm
 };
 
+// Not thread-safe: a graph reuses its activation buffers, so one call at a time per graph.
 template <class T>
 class TrainGraph {
  public:
