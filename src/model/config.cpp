@@ -252,6 +252,16 @@ ModelConfig parse_config(const std::string& config_json, const std::string& conf
       break;
   }
 
+  // pad_token_id only matters for training (ModelConfig::padding_idx); an id outside the
+  // vocabulary (some configs carry another tokenizer's) is ignored rather than refused.
+  if (c.traits.family != ArchFamily::Gpt2) {
+    const json* pad = f.find("pad_token_id");
+    if (pad != nullptr && pad->is_number_integer()) {
+      const int64_t id = pad->get<int64_t>();
+      if (id >= 0 && id < c.vocab_size) c.padding_idx = static_cast<int32_t>(id);
+    }
+  }
+
   c.bos_token_id = -1;
   const auto bos = token_ids(f, "bos_token_id", c.vocab_size);
   if (bos.size() > 1) f.bad("bos_token_id", "must be a single id");

@@ -107,6 +107,10 @@ struct ModelConfig {
   // Multi-token prediction (training): extra future-token heads after the trunk, each one
   // transformer layer, sharing the final norm and unembedding (Meta's MTP layout). 0 = none.
   int32_t n_mtp_heads = 0;
+  // The embedding row that gets no gradient from the lookup: transformers builds its token
+  // embedding as nn.Embedding(..., padding_idx=config.pad_token_id) for the Llama family and
+  // NanoChat (GPT-2 has none). -1 = none.
+  int32_t padding_idx = -1;
 };
 
 // Parses <dir>/config.json and, if present, <dir>/generation_config.json. Throws kiln::Error:

@@ -87,7 +87,7 @@ json llama_family(const ModelConfig& c, const char* model_type) {
             {"rope_scaling", rope_scaling(c)},
             {"hidden_act", "silu"},
             {"tie_word_embeddings", c.tie_word_embeddings},
-            {"pad_token_id", nullptr},
+            {"pad_token_id", c.padding_idx >= 0 ? json(c.padding_idx) : json(nullptr)},
             {"use_cache", true}};
   if (phi3) {
     // Phi3Attention derives head_dim from hidden_size / num_attention_heads.
@@ -157,7 +157,7 @@ json nanochat(const ModelConfig& c) {
              c.logit_softcap > 0.0f ? json(decimal(c.logit_softcap)) : json(nullptr)},
             {"attention_bias", c.attention_bias},
             {"tie_word_embeddings", c.tie_word_embeddings},
-            {"pad_token_id", nullptr},
+            {"pad_token_id", c.padding_idx >= 0 ? json(c.padding_idx) : json(nullptr)},
             {"use_cache", true}};
   // NanoChatAttention reads head_dim when present, else hidden_size / num_attention_heads.
   if (int64_t{c.head_dim} * c.n_heads != c.hidden_size) j["head_dim"] = c.head_dim;

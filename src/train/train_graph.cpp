@@ -545,7 +545,7 @@ struct TrainGraph<T>::Impl {
       d_embed = d_next.data();
     }
     if (off_pos >= 0) positions_backward<T>(d_embed, g + off_pos, rows, S, H, nt);
-    embedding_backward<T>(d_embed, batch.inputs.data(), g + off_embed, n, H, nt);
+    embedding_backward<T>(d_embed, batch.inputs.data(), g + off_embed, n, H, nt, c.padding_idx);
     return losses;
   }
 

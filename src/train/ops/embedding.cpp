@@ -22,12 +22,13 @@ void embedding_forward(const T* table, const int32_t* ids, T* out, int64_t rows,
 
 template <class T>
 void embedding_backward(const T* dout, const int32_t* ids, T* dtable, int64_t rows, int64_t dim,
-                        int n_threads) {
+                        int n_threads, int32_t padding_idx) {
   const int64_t blocks = (dim + kColumnBlock - 1) / kColumnBlock;
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (blocks > 1)
   for (int64_t bl = 0; bl < blocks; ++bl) {
     const int64_t j0 = bl * kColumnBlock, j1 = std::min(dim, j0 + kColumnBlock);
     for (int64_t r = 0; r < rows; ++r) {
+      if (ids[r] == padding_idx) continue;
       T* dst = dtable + static_cast<int64_t>(ids[r]) * dim;
       const T* src = dout + r * dim;
       for (int64_t j = j0; j < j1; ++j) dst[j] += src[j];
@@ -59,10 +60,11 @@ void positions_backward(const T* dx, T* dtable, int64_t batch, int64_t seq, int6
   }
 }
 
-#define KILN_INSTANTIATE(T)                                                                 \
-  template void embedding_forward<T>(const T*, const int32_t*, T*, int64_t, int64_t, int);  \
-  template void embedding_backward<T>(const T*, const int32_t*, T*, int64_t, int64_t, int); \
-  template void positions_forward<T>(const T*, T*, int64_t, int64_t, int64_t, int);         \
+#define KILN_INSTANTIATE(T)                                                                \
+  template void embedding_forward<T>(const T*, const int32_t*, T*, int64_t, int64_t, int); \
+  template void embedding_backward<T>(const T*, const int32_t*, T*, int64_t, int64_t, int, \
+                                      int32_t);                                            \
+  template void positions_forward<T>(const T*, T*, int64_t, int64_t, int64_t, int);        \
   template void positions_backward<T>(const T*, T*, int64_t, int64_t, int64_t, int);
 KILN_INSTANTIATE(float)
 KILN_INSTANTIATE(double)

@@ -11,9 +11,12 @@ namespace kiln::train {
 template <class T>
 void embedding_forward(const T* table, const int32_t* ids, T* out, int64_t rows, int64_t dim,
                        int n_threads);
+// dtable[ids[r]] += dout[r], except for ids equal to padding_idx (-1 = none): as torch's
+// nn.Embedding(padding_idx=...), which transformers builds from config.json's pad_token_id, that
+// row gets no gradient from the lookup.
 template <class T>
 void embedding_backward(const T* dout, const int32_t* ids, T* dtable, int64_t rows, int64_t dim,
-                        int n_threads);
+                        int n_threads, int32_t padding_idx = -1);
 
 // x[b, t] += table[t]
 template <class T>
