@@ -12,12 +12,15 @@ void kiln_go_trainer_options_set_progress(kiln_trainer_options* options, uintptr
 }
 
 kiln_status kiln_go_trainer_set_progress(kiln_trainer* trainer, uintptr_t handle) {
-  return kiln_trainer_set_progress(trainer, handle ? kiln_go_progress_trampoline : NULL, (void*)handle);
+  return kiln_trainer_set_progress(trainer, handle ? kiln_go_progress_trampoline : NULL,
+                                   (void*)handle);
 }
 
 kiln_status kiln_go_train(kiln_trainer* trainer, int evaluate, int32_t batch_size, int32_t seq_len,
                           const int32_t* inputs, const int32_t* targets, const uint8_t* loss_mask,
                           const float* loss_weights, kiln_train_result* result) {
-  kiln_batch batch = {sizeof(kiln_batch), batch_size, seq_len, inputs, targets, loss_mask, loss_weights};
-  return evaluate ? kiln_eval_loss(trainer, &batch, result) : kiln_train_step(trainer, &batch, result);
+  kiln_batch batch = {sizeof(kiln_batch), batch_size,  seq_len, inputs, targets,
+                      loss_mask,          loss_weights};
+  return evaluate ? kiln_eval_loss(trainer, &batch, result)
+                  : kiln_train_step(trainer, &batch, result);
 }
