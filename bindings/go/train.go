@@ -473,7 +473,7 @@ func (t *Trainer) run(ctx context.Context, b Batch, evaluate bool) (TrainResult,
 		if err != nil { // closed
 			return TrainResult{}, err
 		}
-		if t.retryAfterStaleCancel(ctx, status, fired, callbackErr, attempt) {
+		if t.retryAfterStaleCancel(ctx, status == C.KILN_ERR_CANCELLED, fired, callbackErr, attempt) {
 			continue
 		}
 		switch {
@@ -492,11 +492,11 @@ func (t *Trainer) run(ctx context.Context, b Batch, evaluate bool) (TrainResult,
 // no step runs is kept for the next step. So a context cancelled just as its step ended may
 // cancel the following step. Such a step (cancelled, but not by its own context, its progress
 // callback or Cancel) is run once more: a cancelled step changed nothing.
-func (t *Trainer) retryAfterStaleCancel(ctx context.Context, status C.kiln_status, fired bool,
+func (t *Trainer) retryAfterStaleCancel(ctx context.Context, cancelled, fired bool,
 	callbackErr error, attempt int) bool {
 	t.cancelMu.Lock()
 	defer t.cancelMu.Unlock()
-	if status != C.KILN_ERR_CANCELLED {
+	if !cancelled {
 		if fired {
 			t.stale = true // this step ended before kiln saw the request: it is still pending
 		}

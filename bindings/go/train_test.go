@@ -185,6 +185,43 @@ func TestNewTrainerOnAClosedModelFails(t *testing.T) {
 	}
 }
 
+func TestAStaleContextCancelIsRetriedOnceAndOthersAreNot(t *testing.T) {
+	tr := &Trainer{}
+	ctx := context.Background()
+	// Step 1 finished although its context's watcher called kiln_trainer_cancel: kiln keeps it.
+	if tr.retryAfterStaleCancel(ctx, false, true, nil, 0) || !tr.stale {
+		t.Fatal("a cancel that reached kiln after its step must be remembered as pending")
+	}
+	// Step 2 is cancelled by that request alone: run it again, once.
+	if !tr.retryAfterStaleCancel(ctx, true, false, nil, 0) || tr.stale {
+		t.Fatal("a step cancelled only by a stale request must be retried")
+	}
+	if tr.retryAfterStaleCancel(ctx, true, false, nil, 0) {
+		t.Fatal("without a pending request a cancelled step is not retried")
+	}
+	// The step's own reasons win: Cancel(), its progress callback, its context, a second attempt.
+	for name, setup := range map[string]func(){
+		"Cancel":   func() { tr.explicit = true },
+		"progress": func() { tr.userAsked = true },
+	} {
+		tr.stale, tr.explicit, tr.userAsked = true, false, false
+		setup()
+		if tr.retryAfterStaleCancel(ctx, true, false, nil, 0) {
+			t.Errorf("%s: must not be retried", name)
+		}
+	}
+	tr.stale, tr.userAsked = true, false
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if tr.retryAfterStaleCancel(done, true, true, nil, 0) {
+		t.Error("a step cancelled by its own context must not be retried")
+	}
+	tr.stale = true
+	if tr.retryAfterStaleCancel(ctx, true, false, nil, 1) {
+		t.Error("only one retry")
+	}
+}
+
 // llamaParameterCount is a tied-embedding Llama's parameter count, from the architecture.
 func llamaParameterCount(vocab int64) int64 {
 	const h, f, heads, kvHeads, layers = 32, 64, 4, 4, 2
