@@ -113,7 +113,7 @@ def create_model(runtime: "Runtime", config: Union[Mapping[str, Any], str, bytes
     return Model._adopt_handle(runtime, handle)
 
 
-_KINDS = {  # name: (array typecode, numpy dtype name, what kiln.h calls it)
+_KINDS = {  # kind: (array.array typecode, numpy dtype name)
     "ids": ("i", "int32"),
     "mask": ("B", "uint8"),
     "weights": ("f", "float32"),
