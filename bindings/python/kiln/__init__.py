@@ -18,6 +18,8 @@ from ._native import c as raw
 from ._runtime import Backend, LogLevel, Runtime, RuntimeInfo, set_log_callback, version
 from ._session import GenerateResult, LogitsMode, Session, StopReason
 from ._tokenizer import Tokenizer
+from ._trainer import (MAX_MTP_HEADS, LrSchedule, Optimizer, ParamGroup, Trainer, TrainerInfo,
+                       TrainerOutput, TrainResult)
 
 ABI_VERSION: int = raw.KILN_ABI_VERSION
 
@@ -27,4 +29,7 @@ __all__ = [
     "InvalidArgumentError", "LogLevel", "LogitsMode", "Model", "ModelInfo", "NotFoundError",
     "OutOfMemoryError", "OutOfRangeError", "Runtime", "RuntimeInfo", "Session", "StopReason",
     "Tokenizer", "UnsupportedError", "VersionMismatchError", "raw", "set_log_callback", "version",
+    # training
+    "LrSchedule", "MAX_MTP_HEADS", "Optimizer", "ParamGroup", "TrainResult", "Trainer", "TrainerInfo",
+    "TrainerOutput",
 ]
