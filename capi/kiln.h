@@ -490,8 +490,10 @@ typedef struct kiln_trainer_options {
   uint64_t seed;                 /* trainer RNG (MTP head init); default 1337                  */
   int32_t n_mtp_heads;           /* extra future-token heads, 0..KILN_MAX_MTP_HEADS; default 0 */
   float mtp_loss_weights[KILN_MAX_MTP_HEADS]; /* weight of head k's loss; default 1 each       */
-  kiln_progress_fn progress_fn;  /* optional: called during each step (stage "forward",
-                                  * "backward", "optimizer"); non-zero cancels the step        */
+  kiln_progress_fn progress_fn;  /* optional: called during each step: stage "forward" before
+                                  * each micro-batch's forward + backward pass (fraction = the
+                                  * share of micro-batches done), "optimizer" before the update
+                                  * (fraction 1); non-zero cancels the step                    */
   void *progress_user_data;
 } kiln_trainer_options;
 

@@ -127,7 +127,7 @@ class CpuTrainer final : public Trainer {
     std::fill(grads_.begin(), grads_.end(), 0.0f);
     std::vector<train::HeadLoss> total(static_cast<size_t>(graph_->n_heads()));
     for (size_t m = 0; m < micro.size(); ++m) {
-      report(static_cast<float>(m) / static_cast<float>(micro.size()), "forward+backward");
+      report(static_cast<float>(m) / static_cast<float>(micro.size()), "forward");
       auto losses = run_cancellable([&] {
         return graph_->forward_backward(values_, grads_, micro[m], normalisers,
                                         options_.mtp_weights, &cancel_);
