@@ -23,6 +23,7 @@ mod model;
 mod runtime;
 mod session;
 mod tokenizer;
+mod tokenizer_train;
 
 pub use chat::{ChatMessage, ChatOptions};
 pub use error::{Error, ErrorKind, Result};
@@ -35,6 +36,7 @@ pub use session::{
     StopReason,
 };
 pub use tokenizer::{Tokenizer, TokenizerRef};
+pub use tokenizer_train::TrainOptions;
 
 /// The raw FFI layer, for what the safe API does not cover.
 pub use kiln_sys as sys;
