@@ -154,6 +154,13 @@ WordCounts count_words(const std::vector<std::filesystem::path>& files,
     if (worker_error) std::rethrow_exception(worker_error);
     if (stop) fail(KILN_ERR_CANCELLED, "tokenizer training cancelled by the progress callback");
     done_before += text.size();
+    // The other threads may have taken the last blocks: report the whole file as done.
+    if (options.progress) {
+      const float fraction = total_bytes ? static_cast<float>(done_before) / total_bytes : 1.0f;
+      if (!options.progress(std::min(fraction, 1.0f), "count")) {
+        fail(KILN_ERR_CANCELLED, "tokenizer training cancelled by the progress callback");
+      }
+    }
   }
 
   WordCounts total;

@@ -16,8 +16,8 @@ const Json& field_or_null(const Json& object, const char* key) {
 }
 }  // namespace
 
-HfTokenizer::HfTokenizer(const Json& tokenizer, const Json& config)
-    : model_(BpeModel::from_json(json_require(tokenizer, "model", "tokenizer"), "model")),
+HfTokenizer::HfTokenizer(const Json& tokenizer, const Json& config, const BpeTables* tables)
+    : model_(BpeModel::from_json(json_require(tokenizer, "model", "tokenizer"), "model", tables)),
       added_(AddedVocabulary::from_json(field_or_null(tokenizer, "added_tokens"), "added_tokens")),
       normalizer_(make_normalizer(field_or_null(tokenizer, "normalizer"), "normalizer")),
       pre_tokenizer_(
@@ -124,8 +124,8 @@ std::vector<int32_t> HfTokenizer::encode(std::string_view text, bool add_special
   return ids;
 }
 
-const std::string* HfTokenizer::token_string(int32_t id) const {
-  if (const AddedToken* added = added_.find_by_id(id)) return &added->content;
+std::optional<std::string_view> HfTokenizer::token_string(int32_t id) const {
+  if (const AddedToken* added = added_.find_by_id(id)) return added->content;
   return model_.id_to_token(id);
 }
 
@@ -137,7 +137,7 @@ std::string HfTokenizer::decode(std::span<const int32_t> ids, bool skip_special)
     if (skip_special && is_special(id)) continue;
     // An id inside the range that names no token (a hole in the vocabulary) decodes to nothing,
     // as in HF.
-    if (const std::string* token = token_string(id)) tokens.push_back(*token);
+    if (const auto token = token_string(id)) tokens.emplace_back(*token);
   }
   if (!decoder_) {  // HF joins raw tokens with spaces when there is no decoder
     std::string out;
@@ -151,9 +151,9 @@ std::string HfTokenizer::decode(std::span<const int32_t> ids, bool skip_special)
 
 std::string HfTokenizer::token_bytes(int32_t id) const {
   check_id(id, "tokenizer token_bytes");
-  const std::string* token = token_string(id);
+  const auto token = token_string(id);
   if (!token) return {};
-  return decoder_ ? decoder_->decode_mid_token(*token) : *token;
+  return decoder_ ? decoder_->decode_mid_token(std::string(*token)) : std::string(*token);
 }
 
 std::optional<int32_t> HfTokenizer::token_to_id(std::string_view token) const {

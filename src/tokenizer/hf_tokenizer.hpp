@@ -20,8 +20,9 @@ namespace kiln::tok {
 
 class HfTokenizer final : public Tokenizer {
  public:
-  // `config` is tokenizer_config.json (null when absent).
-  HfTokenizer(const Json& tokenizer, const Json& config);
+  // `config` is tokenizer_config.json (null when absent). `tables`, when given, holds
+  // model.vocab and model.merges already read (see BpeModel::from_json).
+  HfTokenizer(const Json& tokenizer, const Json& config, const BpeTables* tables = nullptr);
 
   std::vector<int32_t> encode(std::string_view text, bool add_special,
                               bool parse_special) const override;
@@ -37,7 +38,7 @@ class HfTokenizer final : public Tokenizer {
  private:
   void encode_text(const Segment& segment, bool parse_special, std::vector<int32_t>& out) const;
   void check_id(int32_t id, const char* what) const;
-  const std::string* token_string(int32_t id) const;
+  std::optional<std::string_view> token_string(int32_t id) const;
   std::optional<int32_t> config_token_id(const Json& config, const char* key) const;
 
   BpeModel model_;

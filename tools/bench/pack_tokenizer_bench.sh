@@ -14,7 +14,7 @@ rm -rf "$DEST" && mkdir -p "$DEST/bin" "$DEST/lib" "$DEST/tok"
 cp "$BUILD/bin/kiln-tokenize" "$DEST/bin/"
 cp -L "$BUILD/libkiln.so.0" "$DEST/lib/"
 for lib in $(ldd "$BUILD/libkiln.so.0" | awk '/=> \// {print $3}' |
-             grep -E "openblas|gfortran|quadmath|pcre2|utf8proc|gomp|blas|lapack"); do
+             grep -E "openblas|gfortran|quadmath|pcre2|utf8proc|simdjson|gomp|blas|lapack"); do
   cp -L "$lib" "$DEST/lib/"
 done
 for name in qwen3 llama3; do
