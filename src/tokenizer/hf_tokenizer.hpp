@@ -26,6 +26,8 @@ class HfTokenizer final : public Tokenizer {
 
   std::vector<int32_t> encode(std::string_view text, bool add_special,
                               bool parse_special) const override;
+  std::vector<int32_t> encode_threaded(std::string_view text, bool add_special, bool parse_special,
+                                       int n_threads) const override;
   std::string decode(std::span<const int32_t> ids, bool skip_special) const override;
   std::string token_bytes(int32_t id) const override;
   int32_t vocab_size() const override { return vocab_size_; }
@@ -34,6 +36,8 @@ class HfTokenizer final : public Tokenizer {
   std::optional<int32_t> bos_id() const override { return bos_id_; }
   std::optional<int32_t> eos_id() const override { return eos_id_; }
   bool adds_bos() const override;
+  // Does encode_threaded cut plain text at line starts (see is_line_start)?
+  bool cuts_at_line_starts() const { return line_splittable_; }
 
  private:
   void encode_text(const Segment& segment, bool parse_special, std::vector<int32_t>& out) const;
@@ -50,6 +54,8 @@ class HfTokenizer final : public Tokenizer {
   std::optional<int32_t> bos_id_;
   std::optional<int32_t> eos_id_;
   int32_t vocab_size_ = 0;
+  // Normalizer and pre-tokenizer allow cutting the text at line starts (encode_threaded).
+  bool line_splittable_ = false;
 };
 
 }  // namespace kiln::tok
