@@ -1877,59 +1877,66 @@ pub const KILN_LR_WARMUP_COSINE: kiln_lr_schedule = 1;
 pub const KILN_LR_WARMUP_LINEAR: kiln_lr_schedule = 2;
 pub const KILN_LR_WARMUP_STABLE_DECAY: kiln_lr_schedule = 3;
 pub type kiln_lr_schedule = ::std::os::raw::c_uint;
+pub const KILN_PARAM_MATRIX: kiln_param_role = 0;
+pub const KILN_PARAM_EMBEDDING: kiln_param_role = 1;
+pub const KILN_PARAM_POSITION: kiln_param_role = 2;
+pub const KILN_PARAM_HEAD: kiln_param_role = 3;
+pub const KILN_PARAM_NORM: kiln_param_role = 4;
+pub const KILN_PARAM_BIAS: kiln_param_role = 5;
+pub type kiln_param_role = ::std::os::raw::c_uint;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct kiln_param_group {
-    pub pattern: *const ::std::os::raw::c_char,
-    pub lr_scale: f32,
+    pub role: kiln_param_role,
+    pub learning_rate: f32,
     pub weight_decay: f32,
 }
 #[test]
 fn bindgen_test_layout_kiln_param_group() {
     assert_eq!(
         ::std::mem::size_of::<kiln_param_group>(),
-        16usize,
+        12usize,
         concat!("Size of: ", stringify!(kiln_param_group))
     );
     assert_eq!(
         ::std::mem::align_of::<kiln_param_group>(),
-        8usize,
+        4usize,
         concat!("Alignment of ", stringify!(kiln_param_group))
     );
-    fn test_field_pattern() {
+    fn test_field_role() {
         assert_eq!(
             unsafe {
                 let uninit = ::std::mem::MaybeUninit::<kiln_param_group>::uninit();
                 let ptr = uninit.as_ptr();
-                ::std::ptr::addr_of!((*ptr).pattern) as usize - ptr as usize
+                ::std::ptr::addr_of!((*ptr).role) as usize - ptr as usize
             },
             0usize,
             concat!(
                 "Offset of field: ",
                 stringify!(kiln_param_group),
                 "::",
-                stringify!(pattern)
+                stringify!(role)
             )
         );
     }
-    test_field_pattern();
-    fn test_field_lr_scale() {
+    test_field_role();
+    fn test_field_learning_rate() {
         assert_eq!(
             unsafe {
                 let uninit = ::std::mem::MaybeUninit::<kiln_param_group>::uninit();
                 let ptr = uninit.as_ptr();
-                ::std::ptr::addr_of!((*ptr).lr_scale) as usize - ptr as usize
+                ::std::ptr::addr_of!((*ptr).learning_rate) as usize - ptr as usize
             },
-            8usize,
+            4usize,
             concat!(
                 "Offset of field: ",
                 stringify!(kiln_param_group),
                 "::",
-                stringify!(lr_scale)
+                stringify!(learning_rate)
             )
         );
     }
-    test_field_lr_scale();
+    test_field_learning_rate();
     fn test_field_weight_decay() {
         assert_eq!(
             unsafe {
@@ -1937,7 +1944,7 @@ fn bindgen_test_layout_kiln_param_group() {
                 let ptr = uninit.as_ptr();
                 ::std::ptr::addr_of!((*ptr).weight_decay) as usize - ptr as usize
             },
-            12usize,
+            8usize,
             concat!(
                 "Offset of field: ",
                 stringify!(kiln_param_group),

@@ -38,7 +38,7 @@ pub use session::{
 };
 pub use tokenizer::{Tokenizer, TokenizerRef};
 pub use train::{
-    Batch, LrSchedule, ModelCreateOptions, Optimizer, ParamGroup, TrainResult, Trainer,
+    Batch, LrSchedule, ModelCreateOptions, Optimizer, ParamGroup, ParamRole, TrainResult, Trainer,
     TrainerCancelHandle, TrainerInfo, TrainerOptions, TrainerOutput, MAX_MTP_HEADS,
 };
 
