@@ -200,8 +200,9 @@ class Trainer:
 
     ``progress(fraction, stage)`` is called during every step: stage "forward" before each
     micro-batch's forward + backward pass (fraction = the share of micro-batches done), then
-    "optimizer" before the update (fraction 1); returning True cancels the step (kiln.CancelledError, nothing changed) and an
-    exception it raises cancels the step and is re-raised by it.
+    "optimizer" before the update (fraction 1); returning True cancels the step
+    (kiln.CancelledError, nothing changed) and an exception it raises cancels the step and is
+    re-raised by it.
 
     Use as a context manager or call close(); closing the runtime closes its trainers first."""
 

@@ -287,7 +287,8 @@ class TrainingTest(unittest.TestCase):
         # Two micro-batches: kiln.h promises "forward" before each one's forward + backward pass
         # (fraction = the share done) and "optimizer" before the update (fraction 1).
         stages = []
-        trainer = self.trainer(grad_accum_steps=2, progress=lambda fraction, stage: stages.append((stage, fraction)))
+        trainer = self.trainer(grad_accum_steps=2,
+                               progress=lambda fraction, stage: stages.append((stage, fraction)))
         trainer.step(self.inputs, self.targets)
         self.assertEqual(stages, [("forward", 0.0), ("forward", 0.5), ("optimizer", 1.0)])
         before = trainer.eval_loss(self.inputs, self.targets).loss
