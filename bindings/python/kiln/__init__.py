@@ -18,8 +18,8 @@ from ._native import c as raw
 from ._runtime import Backend, LogLevel, Runtime, RuntimeInfo, set_log_callback, version
 from ._session import GenerateResult, LogitsMode, Session, StopReason
 from ._tokenizer import Tokenizer
-from ._trainer import (MAX_MTP_HEADS, LrSchedule, Optimizer, ParamGroup, Trainer, TrainerInfo,
-                       TrainerOutput, TrainResult)
+from ._trainer import (MAX_MTP_HEADS, LrSchedule, Optimizer, ParamGroup, ParamRole, Trainer,
+                       TrainerInfo, TrainerOutput, TrainResult)
 
 ABI_VERSION: int = raw.KILN_ABI_VERSION
 
@@ -30,6 +30,6 @@ __all__ = [
     "OutOfMemoryError", "OutOfRangeError", "Runtime", "RuntimeInfo", "Session", "StopReason",
     "Tokenizer", "UnsupportedError", "VersionMismatchError", "raw", "set_log_callback", "version",
     # training
-    "LrSchedule", "MAX_MTP_HEADS", "Optimizer", "ParamGroup", "TrainResult", "Trainer", "TrainerInfo",
-    "TrainerOutput",
+    "LrSchedule", "MAX_MTP_HEADS", "Optimizer", "ParamGroup", "ParamRole", "TrainResult", "Trainer",
+    "TrainerInfo", "TrainerOutput",
 ]

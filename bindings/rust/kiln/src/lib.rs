@@ -39,7 +39,7 @@ pub use session::{
 };
 pub use tokenizer::{Tokenizer, TokenizerRef};
 pub use train::{
-    Batch, LrSchedule, ModelCreateOptions, Optimizer, ParamGroup, TrainResult, Trainer,
+    Batch, LrSchedule, ModelCreateOptions, Optimizer, ParamGroup, ParamRole, TrainResult, Trainer,
     TrainerCancelHandle, TrainerInfo, TrainerOptions, TrainerOutput, MAX_MTP_HEADS,
 };
 pub use tokenizer_train::TrainOptions;
