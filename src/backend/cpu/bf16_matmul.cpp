@@ -6,6 +6,8 @@
 #include <cstring>
 #include <memory>
 
+#include "backend/cpu/team_scratch.hpp"
+
 namespace kiln::cpu {
 
 namespace {
@@ -60,18 +62,19 @@ void gemv_bf16(const float* x, const uint16_t* w, const float* bias, float* y, i
 void gemm_bf16(const float* x, const uint16_t* w, const float* bias, float* y, int64_t m, int64_t k,
                int64_t n, int n_threads) {
   const int64_t n_blocks = (n + kGemmRows - 1) / kGemmRows;
+  // One widened block of W per thread, reused for every block the thread takes.
+  const TeamScratch scratch(n_threads, static_cast<size_t>(kGemmRows * k));
 #pragma omp parallel num_threads(n_threads)
   {
-    // One widened block of W per thread, reused for every block the thread takes.
-    std::unique_ptr<float[]> wf(new float[static_cast<size_t>(kGemmRows * k)]);
+    float* const wf = scratch.mine();
 #pragma omp for schedule(dynamic)
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t r0 = b * kGemmRows;
       const int64_t rows = std::min(kGemmRows, n - r0);
-      widen_bf16(w + r0 * k, wf.get(), rows * k);
+      widen_bf16(w + r0 * k, wf, rows * k);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
                   static_cast<blasint>(rows), static_cast<blasint>(k), 1.0f, x,
-                  static_cast<blasint>(k), wf.get(), static_cast<blasint>(k), 0.0f, y + r0,
+                  static_cast<blasint>(k), wf, static_cast<blasint>(k), 0.0f, y + r0,
                   static_cast<blasint>(n));
       if (bias) {
         for (int64_t i = 0; i < m; ++i) {
