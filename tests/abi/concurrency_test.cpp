@@ -19,6 +19,12 @@ namespace {
 // team per caller oversubscribes the 2-core CI machine, where spinning teams slow the test 10x.
 // session_test covers sessions on threads with OpenMP teams.)
 constexpr int kKilnThreads = 1;
+// TSan slows kiln's arithmetic about 30x; the rounds of the longest test are cut to stay in budget.
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
 
 fs::path kjv_tiny() { return source_dir() / "models" / "kjv-tiny"; }
 
@@ -79,7 +85,7 @@ TEST_F(Concurrency, ManySessionsOnManyThreadsMatchOneThread) {
       {"The LORD is my shepherd", 3, 1.0f}, {"Blessed are", 4, 0.7f},
       {"And it came to pass", 5, 0.0f},     {"Let there be light", 6, 1.2f},
   };
-  constexpr int kTokens = 12, kThreads = 8, kSessionsPerThread = 2, kRounds = 3;
+  constexpr int kTokens = 12, kThreads = 8, kSessionsPerThread = 2, kRounds = kSanitized ? 1 : 3;
   std::vector<std::vector<int32_t>> expected;
   for (const Job& j : jobs) {
     SessionPtr s = make_session(model_.get(), 128, j.seed);
@@ -222,7 +228,8 @@ TEST_F(Concurrency, CancelFromAnotherThreadStopsPrefillAndTheSessionContinues) {
   // A prompt of 480 ids is two prefill chunks; another thread keeps cancelling until the call
   // returns. Wherever the cancel lands (before the first layer or between layers), the call
   // returns KILN_ERR_CANCELLED with whole chunks in the cache, and feeding the rest of the prompt
-  // then gives the logits of an uncancelled run.
+  // then gives the logits of an uncancelled run. (A delayed first cancel may come too late on a
+  // loaded machine: then the call completes, and must have the uncancelled logits.)
   constexpr size_t kPrompt = 480;
   SessionPtr s = make_session(model_.get(), 512, 7);
   std::vector<int32_t> prompt(kPrompt);
@@ -237,11 +244,11 @@ TEST_F(Concurrency, CancelFromAnotherThreadStopsPrefillAndTheSessionContinues) {
                                 expected.data(), expected.size(), &n));
     uncancelled = std::chrono::steady_clock::now() - t0;
   }
-  // The first cancel comes at once, then after about a third and three quarters of an
-  // uncancelled run (so that, timing permitting, it lands in the first and in the second chunk).
-  const double delay_fraction[3] = {0.0, 0.3, 0.75};
+  // The first cancel comes at once, then after about a quarter and a half of an uncancelled
+  // run (so that, timing permitting, it lands in the first and in the second chunk).
+  const double delay_fraction[3] = {0.0, 0.25, 0.5};
 
-  int landed_inside = 0;
+  int landed_inside = 0, cancelled = 0;
   for (int trial = 0; trial < 3; ++trial) {
     std::atomic<bool> done{false};
     std::thread canceller([&] {
@@ -255,11 +262,19 @@ TEST_F(Concurrency, CancelFromAnotherThreadStopsPrefillAndTheSessionContinues) {
                                         got.data(), got.size(), &n);
     done.store(true);
     canceller.join();
-    EXPECT_EQ(st, KILN_ERR_CANCELLED) << kiln_last_error();
     int32_t n_past = -1;
     KILN_ASSERT_OK(kiln_session_position(s.get(), &n_past, nullptr));
-    EXPECT_TRUE(n_past == 0 || n_past == 256) << n_past;
-    landed_inside += n_past > 0;
+    if (st == KILN_OK) {
+      EXPECT_EQ(n_past, static_cast<int32_t>(kPrompt));
+      EXPECT_LT(rel_l2(got, expected), 1e-5);
+      KILN_ASSERT_OK(kiln_session_reset(s.get()));
+      n_past = 0;
+    } else {
+      EXPECT_EQ(st, KILN_ERR_CANCELLED) << kiln_last_error();
+      EXPECT_TRUE(n_past == 0 || n_past == 256) << n_past;
+      ++cancelled;
+      landed_inside += n_past > 0;
+    }
     // The canceller may have cancelled once more after the call returned, and a cancel that comes
     // when no call runs stops the next call. Cancel once more and let an empty call take it, so
     // the flag is known to be clear and the cache is untouched.
@@ -272,8 +287,9 @@ TEST_F(Concurrency, CancelFromAnotherThreadStopsPrefillAndTheSessionContinues) {
     EXPECT_LT(rel_l2(got, expected), 1e-5);
     KILN_ASSERT_OK(kiln_session_reset(s.get()));
   }
-  std::printf("[concurrency] prefill cancels that landed after the first chunk: %d of 3\n",
-              landed_inside);
+  EXPECT_GE(cancelled, 1) << "no prefill was cancelled";
+  std::printf("[concurrency] prefills cancelled: %d of 3, %d of them after the first chunk\n",
+              cancelled, landed_inside);
 }
 
 TEST_F(Concurrency, ModelHandleFreedWhileOtherThreadsGenerate) {
@@ -287,7 +303,7 @@ TEST_F(Concurrency, ModelHandleFreedWhileOtherThreadsGenerate) {
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       ++started;
-      for (int k = 0; k < 3; ++k) {
+      for (int k = 0; k < (kSanitized ? 1 : 3); ++k) {
         const GenRun r = generate(sessions[static_cast<size_t>(t)].get(), "And God said", 1.0f, 10);
         if (r.status != KILN_OK || r.ids != expected.ids) ++bad;
       }

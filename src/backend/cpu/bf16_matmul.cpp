@@ -8,6 +8,15 @@
 
 #include "backend/cpu/team_scratch.hpp"
 
+// The hot loops are compiled twice (AVX2 and baseline) and picked at load time through an ifunc.
+// Under ThreadSanitizer the ifunc resolver is instrumented and runs during relocation, before the
+// TSan runtime is initialised, and the process crashes at load: TSan builds use the baseline only.
+#if defined(__SANITIZE_THREAD__)
+#define KILN_CPU_CLONES
+#else
+#define KILN_CPU_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#endif
+
 namespace kiln::cpu {
 
 namespace {
@@ -27,9 +36,7 @@ inline float widen(uint16_t h) {
 // One dot product of a BF16 row with a float32 vector. Eight independent partial sums let the
 // compiler vectorise (one 256-bit register per partial-sum set on AVX2 machines, through the
 // clone GCC emits for them); the final reduction order is fixed.
-__attribute__((target_clones("arch=haswell", "default"))) float dot_bf16(const uint16_t* w,
-                                                                         const float* x,
-                                                                         int64_t k) {
+KILN_CPU_CLONES float dot_bf16(const uint16_t* w, const float* x, int64_t k) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= k; i += 8) {
@@ -42,8 +49,7 @@ __attribute__((target_clones("arch=haswell", "default"))) float dot_bf16(const u
 
 }  // namespace
 
-__attribute__((target_clones("arch=haswell", "default"))) void widen_bf16(const uint16_t* src,
-                                                                         float* dst, int64_t k) {
+KILN_CPU_CLONES void widen_bf16(const uint16_t* src, float* dst, int64_t k) {
   for (int64_t i = 0; i < k; ++i) dst[i] = widen(src[i]);
 }
 
