@@ -8,6 +8,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "core/error.hpp"
@@ -43,9 +44,11 @@ struct kiln_trainer {
 
 namespace kiln::capi {
 
-void set_last_error(const std::string& message);
-void clear_last_error();
-const char* last_error();
+// The thread's error message. Recording it never throws: when memory is too short to copy the
+// message, a fixed one is kept instead (the status still says what happened).
+void set_last_error(std::string_view message, std::string_view detail = {}) noexcept;
+void clear_last_error() noexcept;
+const char* last_error() noexcept;
 
 template <typename F>
 kiln_status guarded(F&& body) noexcept {
@@ -60,7 +63,7 @@ kiln_status guarded(F&& body) noexcept {
     set_last_error("out of host memory");
     return KILN_ERR_OUT_OF_MEMORY;
   } catch (const std::exception& e) {
-    set_last_error(std::string("internal error: ") + e.what());
+    set_last_error("internal error: ", e.what());
     return KILN_ERR_INTERNAL;
   } catch (...) {
     set_last_error("internal error: unknown exception");

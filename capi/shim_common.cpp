@@ -8,11 +8,25 @@ namespace kiln::capi {
 
 namespace {
 thread_local std::string t_last_error;
-}
+// Set instead of t_last_error when copying a message failed for want of memory.
+thread_local const char* t_fixed_error = nullptr;
+}  // namespace
 
-void set_last_error(const std::string& message) { t_last_error = message; }
-void clear_last_error() { t_last_error.clear(); }
-const char* last_error() { return t_last_error.c_str(); }
+void set_last_error(std::string_view message, std::string_view detail) noexcept {
+  try {
+    t_fixed_error = nullptr;
+    t_last_error.assign(message);
+    t_last_error.append(detail);
+  } catch (...) {
+    t_last_error.clear();
+    t_fixed_error = "out of host memory (the error message could not be stored)";
+  }
+}
+void clear_last_error() noexcept {
+  t_last_error.clear();
+  t_fixed_error = nullptr;
+}
+const char* last_error() noexcept { return t_fixed_error ? t_fixed_error : t_last_error.c_str(); }
 
 void copy_out(const void* src, size_t n_elems, size_t elem_size, void* dst, size_t capacity,
               size_t* needed, const char* what) {

@@ -7,7 +7,9 @@ pkgs=(cmake make g++ pkg-config gzip binutils
       flatbuffers-compiler libflatbuffers-dev
       # language bindings (bindings/README.md): Python through SWIG, Rust, Go, C# on mono
       swig python3-dev python3-pip python3-setuptools python3-wheel
-      cargo rustc bindgen golang-go mono-mcs mono-runtime)
+      cargo rustc bindgen golang-go mono-mcs mono-runtime
+      # .ci/run's valgrind job (tools/valgrind-samples.sh)
+      valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

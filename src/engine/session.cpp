@@ -85,11 +85,22 @@ void Session::forward(std::span<const int32_t> ids, float* logits, bool all_posi
   const size_t vocab = static_cast<size_t>(model_->config.vocab_size);
   for (size_t off = 0; off < ids.size(); off += kPrefillChunk) {
     auto chunk = ids.subspan(off, std::min(kPrefillChunk, ids.size() - off));
-    model_->executor->forward(*state_, chunk, n_past(), logits + off * vocab, true, &cancel_);
+    run_backend(chunk, logits + off * vocab, true);
     tokens_.insert(tokens_.end(), chunk.begin(), chunk.end());
   }
   // A cancel that arrived after the last layer check still belongs to this call.
   throw_if_cancelled();
+}
+
+// The backend answers a cancel request by throwing KILN_ERR_CANCELLED; the request is then
+// consumed, so that the call after the cancelled one runs (kiln.h: the running call is stopped).
+void Session::run_backend(std::span<const int32_t> chunk, float* logits, bool all_positions) {
+  try {
+    model_->executor->forward(*state_, chunk, n_past(), logits, all_positions, &cancel_);
+  } catch (const Error& e) {
+    if (e.status() == KILN_ERR_CANCELLED) cancel_.store(false);
+    throw;
+  }
 }
 
 // Runs ids in chunks; only the last chunk computes logits (of its last row).
@@ -97,8 +108,7 @@ void Session::forward_chunked(std::span<const int32_t> ids, float* logits_last_r
   for (size_t off = 0; off < ids.size(); off += kPrefillChunk) {
     auto chunk = ids.subspan(off, std::min(kPrefillChunk, ids.size() - off));
     const bool last = off + chunk.size() == ids.size();
-    model_->executor->forward(*state_, chunk, n_past(), last ? logits_last_row : nullptr, false,
-                              &cancel_);
+    run_backend(chunk, last ? logits_last_row : nullptr, false);
     tokens_.insert(tokens_.end(), chunk.begin(), chunk.end());
   }
   throw_if_cancelled();

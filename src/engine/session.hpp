@@ -71,6 +71,7 @@ class Session {
   void check_ids(std::span<const int32_t> ids) const;
   void throw_if_cancelled();
   void forward_chunked(std::span<const int32_t> ids, float* logits_last_row);
+  void run_backend(std::span<const int32_t> chunk, float* logits, bool all_positions);
 
   std::shared_ptr<const Model> model_;
   std::unique_ptr<SessionState> state_;

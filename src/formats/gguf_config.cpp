@@ -51,7 +51,9 @@ std::string gguf_hf_architecture(const GgufFile& f) {
 std::string gguf_config_json(const GgufFile& f) {
   const std::string hf = gguf_hf_architecture(f);
   const std::string p = *f.get_string("general.architecture") + ".";
-  json c;
+  // Objects made up front: nlohmann::json 3.11's operator[] on a null value marks it an object
+  // before allocating one, so a failed allocation there leaves a value whose destructor crashes.
+  json c = json::object();
   c["architectures"] = json::array({hf});
   c["max_position_embeddings"] = require_integer(f, p + "context_length");
   const int64_t hidden = require_integer(f, p + "embedding_length");
@@ -76,7 +78,7 @@ std::string gguf_config_json(const GgufFile& f) {
     }
   }
 
-  json rope;
+  json rope = json::object();
   rope["rope_theta"] = f.get_number(p + "rope.freq_base").value_or(10000.0);
   if (const auto dims = f.get_integer(p + "rope.dimension_count"); dims && head_dim > 0) {
     rope["partial_rotary_factor"] = static_cast<double>(*dims) / static_cast<double>(head_dim);

@@ -6,6 +6,17 @@
 #include <cstring>
 #include <memory>
 
+#include "backend/cpu/team_scratch.hpp"
+
+// The hot loops are compiled twice (AVX2 and baseline) and picked at load time through an ifunc.
+// Under ThreadSanitizer the ifunc resolver is instrumented and runs during relocation, before the
+// TSan runtime is initialised, and the process crashes at load: TSan builds use the baseline only.
+#if defined(__SANITIZE_THREAD__)
+#define KILN_CPU_CLONES
+#else
+#define KILN_CPU_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#endif
+
 namespace kiln::cpu {
 
 namespace {
@@ -25,9 +36,7 @@ inline float widen(uint16_t h) {
 // One dot product of a BF16 row with a float32 vector. Eight independent partial sums let the
 // compiler vectorise (one 256-bit register per partial-sum set on AVX2 machines, through the
 // clone GCC emits for them); the final reduction order is fixed.
-__attribute__((target_clones("arch=haswell", "default"))) float dot_bf16(const uint16_t* w,
-                                                                         const float* x,
-                                                                         int64_t k) {
+KILN_CPU_CLONES float dot_bf16(const uint16_t* w, const float* x, int64_t k) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= k; i += 8) {
@@ -40,8 +49,7 @@ __attribute__((target_clones("arch=haswell", "default"))) float dot_bf16(const u
 
 }  // namespace
 
-__attribute__((target_clones("arch=haswell", "default"))) void widen_bf16(const uint16_t* src,
-                                                                          float* dst, int64_t k) {
+KILN_CPU_CLONES void widen_bf16(const uint16_t* src, float* dst, int64_t k) {
   for (int64_t i = 0; i < k; ++i) dst[i] = widen(src[i]);
 }
 
@@ -60,18 +68,19 @@ void gemv_bf16(const float* x, const uint16_t* w, const float* bias, float* y, i
 void gemm_bf16(const float* x, const uint16_t* w, const float* bias, float* y, int64_t m, int64_t k,
                int64_t n, int n_threads) {
   const int64_t n_blocks = (n + kGemmRows - 1) / kGemmRows;
+  // One widened block of W per thread, reused for every block the thread takes.
+  const TeamScratch scratch(n_threads, static_cast<size_t>(kGemmRows * k));
 #pragma omp parallel num_threads(n_threads)
   {
-    // One widened block of W per thread, reused for every block the thread takes.
-    std::unique_ptr<float[]> wf(new float[static_cast<size_t>(kGemmRows * k)]);
+    float* const wf = scratch.mine();
 #pragma omp for schedule(dynamic)
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t r0 = b * kGemmRows;
       const int64_t rows = std::min(kGemmRows, n - r0);
-      widen_bf16(w + r0 * k, wf.get(), rows * k);
+      widen_bf16(w + r0 * k, wf, rows * k);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
                   static_cast<blasint>(rows), static_cast<blasint>(k), 1.0f, x,
-                  static_cast<blasint>(k), wf.get(), static_cast<blasint>(k), 0.0f, y + r0,
+                  static_cast<blasint>(k), wf, static_cast<blasint>(k), 0.0f, y + r0,
                   static_cast<blasint>(n));
       if (bias) {
         for (int64_t i = 0; i < m; ++i) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/bf16_matmul.hpp"
+#include "backend/cpu/team_scratch.hpp"
 
 namespace kiln::cpu {
 
@@ -151,10 +152,11 @@ void rope(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
           int64_t rot_dim, const float* inv_freq, int n_threads) {
   const int64_t half = rot_dim / 2;
   if (half == 0) return;
+  const TeamScratch scratch(n_threads, static_cast<size_t>(2 * half));
 #pragma omp parallel num_threads(n_threads) if (n_tokens > 1)
   {
-    std::vector<float> cos_t(static_cast<size_t>(half));
-    std::vector<float> sin_t(static_cast<size_t>(half));
+    float* const cos_t = scratch.mine();
+    float* const sin_t = cos_t + half;
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < n_tokens; ++t) {
       for (int64_t i = 0; i < half; ++i) {
@@ -186,11 +188,12 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
   const int64_t kv_stride = n_kv_heads * head_dim;  // one cache row (position)
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const int64_t n_items = n_tokens * n_heads;
+  // Scores of one query row over its keys; at most start_pos + n_tokens of them. Nothing of
+  // size tokens × keys is ever materialised.
+  const TeamScratch scratch(n_threads, static_cast<size_t>(start_pos + n_tokens));
 #pragma omp parallel num_threads(n_threads) if (n_items > 1)
   {
-    // Scores of one query row over its keys; at most start_pos + n_tokens of them. Nothing of
-    // size tokens × keys is ever materialised.
-    std::vector<float> scores(static_cast<size_t>(start_pos + n_tokens));
+    float* const scores = scratch.mine();
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < n_items; ++item) {
       const int64_t t = item / n_heads;
@@ -205,7 +208,7 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
       // scores[j] = scale * (K_j · q), K rows strided by one cache row.
       cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(n_keys),
                   static_cast<blasint>(head_dim), scale, k0, static_cast<blasint>(kv_stride), qv, 1,
-                  0.0f, scores.data(), 1);
+                  0.0f, scores, 1);
       float max_score = scores[0];
       for (int64_t j = 1; j < n_keys; ++j) max_score = std::max(max_score, scores[j]);
       float sum = 0.0f;
@@ -218,7 +221,7 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
       // o = Vᵀ · p over the same strided rows.
       cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<blasint>(n_keys),
                   static_cast<blasint>(head_dim), 1.0f, v0, static_cast<blasint>(kv_stride),
-                  scores.data(), 1, 0.0f, o, 1);
+                  scores, 1, 0.0f, o, 1);
     }
   }
 }
