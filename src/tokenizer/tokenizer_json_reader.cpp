@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <climits>
+#include <new>
 
 #include "core/error.hpp"
 
@@ -94,8 +95,13 @@ bool read_merges(dom::element merges, BpeTables& tables) {
 TokenizerJsonReader::TokenizerJsonReader(std::string_view text, const std::string& what)
     : parser_(std::make_unique<Parser>()) {
   const simdjson::padded_string padded(text);
+  // simdjson reports a failed allocation as a value, not an exception: it must not read as
+  // "not valid JSON".
+  if (padded.size() != text.size()) throw std::bad_alloc();
   dom::element root;
-  if (parser_->parser.parse(padded).get(root)) {
+  const simdjson::error_code parsed = parser_->parser.parse(padded).get(root);
+  if (parsed == simdjson::MEMALLOC) throw std::bad_alloc();
+  if (parsed) {
     // Error path only: nlohmann says where the text stops being JSON.
     try {
       const Json parsed = Json::parse(text);
