@@ -147,12 +147,12 @@ class Resolver {
 
 const uint8_t* WeightRef::data() const {
   if (tensor == nullptr) return nullptr;
-  return tensor->data + static_cast<size_t>(row_begin * cols) * dtype_size(tensor->dtype);
+  return tensor->data + tensor->byte_offset(row_begin * cols);
 }
 
 size_t WeightRef::nbytes() const {
   if (tensor == nullptr) return 0;
-  return static_cast<size_t>(rows * cols) * dtype_size(tensor->dtype);
+  return tensor->byte_offset(rows * cols);
 }
 
 TransformerWeights resolve_transformer_weights(const ModelConfig& config,
@@ -169,8 +169,8 @@ void expect_weight_shape(const WeightRef& ref, int64_t rows, int64_t cols, const
   if (ref.rows != rows || ref.cols != cols) {
     fail(KILN_ERR_FORMAT, std::string("weight ") + role + " '" + ref.tensor->name + "' in " +
                               ref.tensor->file + ": expected [" + std::to_string(rows) + " × " +
-                              std::to_string(cols) + "], got [" + std::to_string(ref.rows) +
-                              " × " + std::to_string(ref.cols) + "]");
+                              std::to_string(cols) + "], got [" + std::to_string(ref.rows) + " × " +
+                              std::to_string(ref.cols) + "]");
   }
 }
 

@@ -41,7 +41,7 @@ __attribute__((target_clones("arch=haswell", "default"))) float dot_bf16(const u
 }  // namespace
 
 __attribute__((target_clones("arch=haswell", "default"))) void widen_bf16(const uint16_t* src,
-                                                                         float* dst, int64_t k) {
+                                                                          float* dst, int64_t k) {
   for (int64_t i = 0; i < k; ++i) dst[i] = widen(src[i]);
 }
 

@@ -128,12 +128,12 @@ CpuTransformer::CpuTransformer(const ModelConfig& config, const TransformerWeigh
     expect_weight_shape(l.w_gate, intermediate_, hidden_, "gate_proj");
     expect_weight_shape(l.w_up, intermediate_, hidden_, "up_proj");
     expect_weight_shape(l.w_down, hidden_, intermediate_, "down_proj");
-    layers_.push_back(Layer{
-        store_.get(l.attn_norm), store_.matrix(l.wq), store_.matrix(l.wk), store_.matrix(l.wv),
-        store_.matrix(l.wo), store_.get(l.bq), store_.get(l.bk), store_.get(l.bv),
-        store_.get(l.bo), qk_norm_ ? store_.get(l.q_norm) : nullptr,
-        qk_norm_ ? store_.get(l.k_norm) : nullptr, store_.get(l.ffn_norm),
-        store_.matrix(l.w_gate), store_.matrix(l.w_up), store_.matrix(l.w_down)});
+    layers_.push_back(
+        Layer{store_.get(l.attn_norm), store_.matrix(l.wq), store_.matrix(l.wk),
+              store_.matrix(l.wv), store_.matrix(l.wo), store_.get(l.bq), store_.get(l.bk),
+              store_.get(l.bv), store_.get(l.bo), qk_norm_ ? store_.get(l.q_norm) : nullptr,
+              qk_norm_ ? store_.get(l.k_norm) : nullptr, store_.get(l.ffn_norm),
+              store_.matrix(l.w_gate), store_.matrix(l.w_up), store_.matrix(l.w_down)});
     if (progress &&
         !progress(static_cast<float>(i + 1) / static_cast<float>(n_layers_), "preparing weights")) {
       fail(KILN_ERR_CANCELLED, "model load cancelled by the progress callback");
