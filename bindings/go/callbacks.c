@@ -32,3 +32,8 @@ void kiln_go_set_log_callback(kiln_runtime_options* options, uintptr_t handle) {
 kiln_status kiln_go_set_global_log_callback(uintptr_t handle, kiln_log_level min_level) {
   return kiln_set_log_callback(handle ? kiln_go_log_trampoline : NULL, (void*)handle, min_level);
 }
+
+void kiln_go_set_quantize_progress_callback(kiln_quantize_options* options, uintptr_t handle) {
+  options->progress_fn = kiln_go_progress_trampoline;
+  options->progress_user_data = (void*)handle;
+}

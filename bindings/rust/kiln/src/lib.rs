@@ -20,6 +20,7 @@ mod callbacks;
 mod chat;
 mod error;
 mod model;
+mod quantize;
 mod runtime;
 mod session;
 mod tokenizer;
@@ -27,6 +28,7 @@ mod tokenizer;
 pub use chat::{ChatMessage, ChatOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Model, ModelInfo};
+pub use quantize::QuantizeType;
 pub use runtime::{
     reset_log_callback, set_log_callback, Backend, LogLevel, Runtime, RuntimeInfo, RuntimeOptions,
 };
