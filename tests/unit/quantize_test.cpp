@@ -26,8 +26,8 @@ std::vector<float> weights_like(int64_t n, std::mt19937& rng) {
   std::normal_distribution<float> normal(0.0f, 0.02f);
   std::vector<float> x(static_cast<size_t>(n));
   for (auto& v : x) v = normal(rng);
-  for (int64_t i = 0; i < n; i += 211) x[static_cast<size_t>(i)] *= 15.0f;  // outliers
-  for (int64_t i = 0; i < 32; ++i) x[static_cast<size_t>(n - 1 - i)] = 0.0f;  // a zero block
+  for (int64_t i = 0; i < n; i += 211) x[static_cast<size_t>(i)] *= 15.0f;         // outliers
+  for (int64_t i = 0; i < 32; ++i) x[static_cast<size_t>(n - 1 - i)] = 0.0f;       // a zero block
   for (int64_t i = 256; i < 288 && i < n; ++i) x[static_cast<size_t>(i)] = 0.01f;  // one sign
   return x;
 }
@@ -125,8 +125,8 @@ TEST(Quantiser, FloatToHalfRoundsToNearestEven) {
     if (h < 0x7BFF) {
       EXPECT_LE(err, std::fabs(value(h + 1) - f)) << f;
     }
-    if (h > 0 && h < 0x7BFF && (err == std::fabs(value(h - 1) - f) ||
-                                err == std::fabs(value(h + 1) - f))) {
+    if (h > 0 && h < 0x7BFF &&
+        (err == std::fabs(value(h - 1) - f) || err == std::fabs(value(h + 1) - f))) {
       EXPECT_EQ(h & 1, 0) << f;  // a tie went to the even neighbour
     }
   }
@@ -165,8 +165,8 @@ TEST(QuantizeModel, WrittenFileReadsBackWithTheHfHyperParametersAndLlamaCppsType
     const GgufTensor* t = f->find_tensor(r.name);
     ASSERT_NE(t, nullptr) << r.name;
     EXPECT_EQ(t->dims, r.dims) << r.name;
-    EXPECT_EQ(t->type, r.type) << r.name << ": kiln " << static_cast<int>(t->type)
-                               << ", llama.cpp " << static_cast<int>(r.type);
+    EXPECT_EQ(t->type, r.type) << r.name << ": kiln " << static_cast<int>(t->type) << ", llama.cpp "
+                               << static_cast<int>(r.type);
     EXPECT_EQ(t->offset % 32, 0u) << r.name;
   }
 }
