@@ -271,6 +271,8 @@ void kiln_py_generate_options_set_stop_strings(kiln_generate_options *options, c
   options->n_stop_strings = strings ? strings->n : 0;
 }
 %}
+/* The constructor calls the Python C API: it must keep the GIL (-threads releases it otherwise). */
+%nothread kiln_py_strings::kiln_py_strings;
 %exception kiln_py_strings::kiln_py_strings {
   $action
   if (!result) SWIG_fail;
@@ -438,5 +440,8 @@ KILN_STRUCT(kiln_generate_result)
 %immutable kiln_chat_message::content;
 %immutable kiln_chat_message::tool_calls_json;
 %immutable kiln_chat_message::extra_json;
+
+/* The training section's mappings (their own file: one job per file). */
+%include "kiln_train.i"
 
 %include "kiln.h"

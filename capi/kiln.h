@@ -116,7 +116,7 @@ KILN_API kiln_status kiln_set_log_callback(kiln_log_fn fn, void *user_data, kiln
 typedef struct kiln_runtime kiln_runtime;
 typedef struct kiln_model kiln_model;
 typedef struct kiln_session kiln_session;
-typedef struct kiln_trainer kiln_trainer; /* training (see the training issue); not yet exposed */
+typedef struct kiln_trainer kiln_trainer; /* training: see "Training" below */
 
 typedef enum kiln_backend {
   KILN_BACKEND_AUTO = 0, /* CUDA when built with it and a device is present, else CPU */
@@ -424,6 +424,209 @@ KILN_API kiln_status kiln_chat_render(const kiln_model *model, const kiln_chat_m
 KILN_API kiln_status kiln_chat_render_tokens(const kiln_model *model, const kiln_chat_message *messages,
                                              size_t n_messages, const kiln_chat_options *options,
                                              int32_t *ids, uint8_t *mask, size_t capacity, size_t *n_ids);
+
+/* ============================================================================================= */
+/* Training: fresh models, train steps, evaluation, checkpoints, export                          */
+/* ============================================================================================= */
+/* Semantics of batches, masks and weights (also docs/training.md):
+ *   A batch is B rows × T positions. targets[b*T + t] is the id the model should predict after
+ *   reading inputs[b*T + 0..t]; -1 means "no target here". The step's loss is
+ *       loss = Σ w_i · CE_i / Σ w_i     over the counted positions i,
+ *   a position being counted when its target is >= 0 and its loss_mask byte (when given) is not 0;
+ *   w_i is loss_weights[i] (1 when no weights are given; must be finite and >= 0). Masked positions
+ *   contribute nothing; a weight scales its position's share. The normalisation spans the whole
+ *   step, so grad_accum_steps changes memory use, not the gradient. A step whose counted weight
+ *   is 0 gives KILN_ERR_INVALID_ARGUMENT.
+ * Threads. A kiln_trainer is used by one thread at a time (a second thread gets KILN_ERR_BUSY);
+ *   kiln_trainer_cancel() may be called from any thread. The model a trainer was created from is
+ *   only read at creation: the trainer owns its own float32 copy of the weights, so sessions on the
+ *   original model are unaffected. kiln_trainer_snapshot() hands out the current weights as a new
+ *   model for generation.
+ * Device. This version trains on the CPU in float32 (OpenMP + OpenBLAS), whatever the runtime's
+ *   backend; results are bit-identical across runs for the same inputs, seed and thread count. */
+
+/* A fresh model from a Hugging Face style config.json text (architectures[0] must be one kiln
+ * trains: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,
+ * Phi3ForCausalLM, GPT2LMHeadModel, NanoChatForCausalLM), its weights initialised from `seed` the
+ * way the family's reference code does it (docs/training.md). */
+typedef struct kiln_model_create_options {
+  size_t struct_size;
+  uint64_t seed;                 /* initialisation seed; default 1337                          */
+  const char *tokenizer_path;    /* optional: a tokenizer.json file or a directory holding one
+                                  * (and tokenizer_config.json); NULL = no tokenizer (ids only) */
+} kiln_model_create_options;
+
+KILN_API kiln_status kiln_model_create_options_default(kiln_model_create_options *options,
+                                                       size_t struct_size);
+KILN_API kiln_status kiln_model_create(kiln_runtime *runtime, const char *config_json,
+                                       size_t config_json_len,
+                                       const kiln_model_create_options *options,
+                                       kiln_model **out_model);
+
+typedef enum kiln_optimizer {
+  KILN_OPTIMIZER_ADAMW = 0,      /* AdamW (decoupled weight decay) on every tensor             */
+  KILN_OPTIMIZER_MUON = 1        /* nanochat's recipe: Muon on the 2-D matrices inside blocks,
+                                  * AdamW on embeddings, head, norms and biases                 */
+} kiln_optimizer;
+
+typedef enum kiln_lr_schedule {
+  KILN_LR_CONSTANT = 0,
+  KILN_LR_WARMUP_COSINE = 1,     /* linear warmup, then cosine down to min_lr_ratio · lr       */
+  KILN_LR_WARMUP_LINEAR = 2,     /* linear warmup, then linear down to min_lr_ratio · lr       */
+  KILN_LR_WARMUP_STABLE_DECAY = 3/* warmup, constant, then linear decay over the last
+                                  * decay_fraction of total_steps                              */
+} kiln_lr_schedule;
+
+/* The kinds of trainable tensor (docs/training.md lists which tensor is which). */
+typedef enum kiln_param_role {
+  KILN_PARAM_MATRIX = 0,         /* 2-D weights inside blocks (attention, MLP)                 */
+  KILN_PARAM_EMBEDDING = 1,      /* the token embedding (also the head when tied)             */
+  KILN_PARAM_POSITION = 2,       /* learned positions (GPT-2)                                  */
+  KILN_PARAM_HEAD = 3,           /* an untied lm_head                                          */
+  KILN_PARAM_NORM = 4,           /* norm weights                                               */
+  KILN_PARAM_BIAS = 5            /* biases                                                     */
+} kiln_param_role;
+
+/* A parameter group, as torch's: the AdamW-updated tensors of `role` get their own learning rate
+ * and/or weight decay (nanochat, for one, trains embeddings and the head at other rates). A later
+ * group for the same role replaces an earlier one. In Muon mode, matrices follow the muon_*
+ * options instead. */
+typedef struct kiln_param_group {
+  kiln_param_role role;
+  float learning_rate;           /* < 0 = the trainer's learning_rate (0 freezes the tensors)  */
+  float weight_decay;            /* < 0 = the default for the role                             */
+} kiln_param_group;
+
+#define KILN_MAX_MTP_HEADS 8
+
+typedef struct kiln_trainer_options {
+  size_t struct_size;
+  kiln_optimizer optimizer;      /* default KILN_OPTIMIZER_ADAMW                               */
+  float learning_rate;           /* peak LR of AdamW-updated tensors; default 3e-4             */
+  float beta1, beta2;            /* default 0.9, 0.95                                          */
+  float epsilon;                 /* default 1e-8                                               */
+  float weight_decay;            /* decoupled; default 0.1, applied to matrices and an untied
+                                  * head only (norms, biases, embeddings: 0) unless a group says */
+  float muon_learning_rate;      /* Muon's LR for block matrices; default 0.02                 */
+  float muon_momentum;           /* default 0.95 (Nesterov)                                    */
+  int32_t muon_ns_steps;         /* Newton-Schulz iterations; default 5                        */
+  const kiln_param_group *param_groups; /* optional; copied at creation                       */
+  size_t n_param_groups;
+  kiln_lr_schedule schedule;     /* default KILN_LR_CONSTANT                                   */
+  int64_t warmup_steps;          /* default 0                                                  */
+  int64_t total_steps;           /* needed by the decaying schedules; default 0                */
+  float min_lr_ratio;            /* floor of the decay, as a fraction of the peak; default 0   */
+  float decay_fraction;          /* WSD: share of total_steps spent decaying; default 0.2      */
+  int32_t grad_accum_steps;      /* micro-batches per step (must divide the batch's rows); 1   */
+  float max_grad_norm;           /* global-norm clipping; 0 = off; default 1.0                 */
+  uint64_t seed;                 /* trainer RNG (MTP head init); default 1337                  */
+  int32_t n_mtp_heads;           /* extra future-token heads, 0..KILN_MAX_MTP_HEADS; default 0 */
+  float mtp_loss_weights[KILN_MAX_MTP_HEADS]; /* weight of head k's loss; default 1 each       */
+  kiln_progress_fn progress_fn;  /* optional: called during each step: stage "forward" before
+                                  * each micro-batch's forward + backward pass (fraction = the
+                                  * share of micro-batches done), "optimizer" before the update
+                                  * (fraction 1); non-zero cancels the step                    */
+  void *progress_user_data;
+} kiln_trainer_options;
+
+KILN_API kiln_status kiln_trainer_options_default(kiln_trainer_options *options, size_t struct_size);
+
+/* A trainer over a float32 copy of `model`'s weights (the model may be freed afterwards). Errors:
+ * KILN_ERR_UNSUPPORTED for a model kiln cannot train (a quantised GGUF, an architecture without a
+ * backward pass), KILN_ERR_INVALID_ARGUMENT for a bad option (named), KILN_ERR_OUT_OF_MEMORY with
+ * the bytes asked for (weights, gradients and optimizer state take 4× the float32 weights with
+ * AdamW). */
+KILN_API kiln_status kiln_trainer_create(const kiln_model *model, const kiln_trainer_options *options,
+                                         kiln_trainer **out_trainer);
+KILN_API void kiln_trainer_free(kiln_trainer *trainer);
+
+typedef struct kiln_batch {
+  size_t struct_size;            /* sizeof(kiln_batch)                                         */
+  int32_t batch_size;            /* B rows                                                     */
+  int32_t seq_len;               /* T positions per row (<= the model's context length)        */
+  const int32_t *inputs;         /* [B*T] token ids                                            */
+  const int32_t *targets;        /* [B*T] ids to predict, -1 = none                             */
+  const uint8_t *loss_mask;      /* optional [B*T]: 0 = do not count this position             */
+  const float *loss_weights;     /* optional [B*T]: per-position weight (see above)            */
+} kiln_batch;
+
+typedef struct kiln_train_result {
+  size_t struct_size;            /* sizeof(kiln_train_result)                                  */
+  double loss;                   /* the main (next-token) head's loss, normalised as above     */
+  double objective;              /* what was minimised: loss + Σ mtp weight · head loss        */
+  double mtp_losses[KILN_MAX_MTP_HEADS]; /* each extra head's loss (0 beyond n_mtp_heads)      */
+  int64_t n_tokens;              /* counted positions of the main head                         */
+  double weight_sum;             /* Σ w_i over them                                            */
+  double grad_norm;              /* global gradient norm before clipping (0 for evaluation)    */
+  double learning_rate;          /* peak-scaled LR used by this step (AdamW groups)            */
+  double tokens_per_second;      /* B*T over the step's wall time                              */
+  int64_t step;                  /* optimizer steps taken so far, this one included            */
+} kiln_train_result;
+
+/* One optimizer step on `batch`: forward, backward, clipping, the LR schedule and the update.
+ * `result` may be NULL. On any error (bad ids → KILN_ERR_OUT_OF_RANGE naming the position,
+ * KILN_ERR_CANCELLED, ...) the weights and optimizer state are unchanged. */
+KILN_API kiln_status kiln_train_step(kiln_trainer *trainer, const kiln_batch *batch,
+                                     kiln_train_result *result);
+/* The loss on `batch` without updating anything (grad_norm = 0, step unchanged). */
+KILN_API kiln_status kiln_eval_loss(kiln_trainer *trainer, const kiln_batch *batch,
+                                    kiln_train_result *result);
+/* Asks the running step of `trainer` to stop (it returns KILN_ERR_CANCELLED, nothing changed).
+ * Any thread; a request made while no step runs applies to the next one. */
+KILN_API kiln_status kiln_trainer_cancel(kiln_trainer *trainer);
+
+typedef struct kiln_trainer_info {
+  size_t struct_size;
+  int64_t step;                  /* optimizer steps taken                                      */
+  int64_t n_parameters;          /* trainable parameters, MTP heads included                   */
+  int32_t n_mtp_heads;
+  const char *architecture;      /* valid while the trainer lives                              */
+} kiln_trainer_info;
+
+KILN_API kiln_status kiln_trainer_get_info(const kiln_trainer *trainer, kiln_trainer_info *info);
+
+typedef enum kiln_trainer_output {
+  KILN_TRAINER_OUTPUT_LOGITS = 0,/* [1 + n_mtp_heads][B*T][vocab]: main head first             */
+  KILN_TRAINER_OUTPUT_HIDDEN = 1 /* [B*T][hidden]: the trunk's output (input of the last layer
+                                  * and of every MTP head)                                     */
+} kiln_trainer_output;
+
+/* Runs the current weights on inputs [B*T] and writes `what` into out[0..capacity) floats;
+ * *n_out is the count needed. */
+KILN_API kiln_status kiln_trainer_forward(kiln_trainer *trainer, const int32_t *inputs,
+                                          int32_t batch_size, int32_t seq_len,
+                                          kiln_trainer_output what, float *out, size_t capacity,
+                                          size_t *n_out);
+
+/* The current weights as a new model (its own handle, free it with kiln_model_free), for
+ * generation on the runtime's backend. MTP heads are not part of it. */
+KILN_API kiln_status kiln_trainer_snapshot(const kiln_trainer *trainer, kiln_model **out_model);
+
+/* Opaque bytes saved with checkpoints for the caller's data loader (cursor, shuffling RNG, ...).
+ * Copied; at most 1 MiB. */
+KILN_API kiln_status kiln_trainer_set_data_state(kiln_trainer *trainer, const void *data, size_t size);
+KILN_API kiln_status kiln_trainer_get_data_state(const kiln_trainer *trainer, void *data,
+                                                 size_t capacity, size_t *size);
+
+/* Writes a checkpoint file: weights, optimizer moments, step, schedule, options, RNG state, data
+ * state, config and tokenizer (schemas/checkpoint.fbs; docs/training.md). Atomic: written to a
+ * temporary file beside `path`, flushed to disk, then renamed over it, so a crash leaves the
+ * previous checkpoint intact. */
+KILN_API kiln_status kiln_checkpoint_save(const kiln_trainer *trainer, const char *path);
+/* Recreates a trainer from a checkpoint, ready to continue exactly where it was saved (same
+ * options; the progress callback is not saved: pass `progress_fn` again through
+ * kiln_trainer_set_progress if wanted). Every size and offset is verified before use:
+ * KILN_ERR_FORMAT names what is wrong. */
+KILN_API kiln_status kiln_checkpoint_load(kiln_runtime *runtime, const char *path,
+                                          kiln_trainer **out_trainer);
+/* Replaces the step progress callback (NULL to remove). */
+KILN_API kiln_status kiln_trainer_set_progress(kiln_trainer *trainer, kiln_progress_fn fn,
+                                               void *user_data);
+
+/* Writes the current weights as a Hugging Face model directory (model.safetensors in float32,
+ * config.json, and the tokenizer files when the model has them) that transformers loads. The
+ * directory is created if needed; files are replaced atomically. MTP heads are not exported. */
+KILN_API kiln_status kiln_trainer_export_hf(const kiln_trainer *trainer, const char *directory);
 
 /* ============================================================================================= */
 /* Standalone tokenizer: a tokenizer.json without a model                                        */

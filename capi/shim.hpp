@@ -16,6 +16,7 @@
 #include "engine/session.hpp"
 #include "kiln.h"
 #include "tokenizer/tokenizer.hpp"
+#include "train/trainer.hpp"
 
 struct kiln_runtime {
   std::unique_ptr<kiln::Runtime> impl;
@@ -33,6 +34,10 @@ struct kiln_model {
 };
 struct kiln_session {
   std::unique_ptr<kiln::Session> impl;
+};
+struct kiln_trainer {
+  std::unique_ptr<kiln::Trainer> impl;
+  const kiln::Runtime* runtime = nullptr;
 };
 
 namespace kiln::capi {

@@ -58,21 +58,36 @@ KILN_API const char* kiln_version_string(void) {
 KILN_API const char* kiln_status_name(kiln_status status) {
   // Read as an int: a C caller may pass any value.
   switch (kiln::capi::raw_enum(status)) {
-    case KILN_OK: return "KILN_OK";
-    case KILN_ERR_INVALID_ARGUMENT: return "KILN_ERR_INVALID_ARGUMENT";
-    case KILN_ERR_NOT_FOUND: return "KILN_ERR_NOT_FOUND";
-    case KILN_ERR_IO: return "KILN_ERR_IO";
-    case KILN_ERR_FORMAT: return "KILN_ERR_FORMAT";
-    case KILN_ERR_UNSUPPORTED: return "KILN_ERR_UNSUPPORTED";
-    case KILN_ERR_OUT_OF_MEMORY: return "KILN_ERR_OUT_OF_MEMORY";
-    case KILN_ERR_BUFFER_TOO_SMALL: return "KILN_ERR_BUFFER_TOO_SMALL";
-    case KILN_ERR_OUT_OF_RANGE: return "KILN_ERR_OUT_OF_RANGE";
-    case KILN_ERR_CONTEXT_FULL: return "KILN_ERR_CONTEXT_FULL";
-    case KILN_ERR_CANCELLED: return "KILN_ERR_CANCELLED";
-    case KILN_ERR_BACKEND: return "KILN_ERR_BACKEND";
-    case KILN_ERR_BUSY: return "KILN_ERR_BUSY";
-    case KILN_ERR_VERSION_MISMATCH: return "KILN_ERR_VERSION_MISMATCH";
-    case KILN_ERR_INTERNAL: return "KILN_ERR_INTERNAL";
+    case KILN_OK:
+      return "KILN_OK";
+    case KILN_ERR_INVALID_ARGUMENT:
+      return "KILN_ERR_INVALID_ARGUMENT";
+    case KILN_ERR_NOT_FOUND:
+      return "KILN_ERR_NOT_FOUND";
+    case KILN_ERR_IO:
+      return "KILN_ERR_IO";
+    case KILN_ERR_FORMAT:
+      return "KILN_ERR_FORMAT";
+    case KILN_ERR_UNSUPPORTED:
+      return "KILN_ERR_UNSUPPORTED";
+    case KILN_ERR_OUT_OF_MEMORY:
+      return "KILN_ERR_OUT_OF_MEMORY";
+    case KILN_ERR_BUFFER_TOO_SMALL:
+      return "KILN_ERR_BUFFER_TOO_SMALL";
+    case KILN_ERR_OUT_OF_RANGE:
+      return "KILN_ERR_OUT_OF_RANGE";
+    case KILN_ERR_CONTEXT_FULL:
+      return "KILN_ERR_CONTEXT_FULL";
+    case KILN_ERR_CANCELLED:
+      return "KILN_ERR_CANCELLED";
+    case KILN_ERR_BACKEND:
+      return "KILN_ERR_BACKEND";
+    case KILN_ERR_BUSY:
+      return "KILN_ERR_BUSY";
+    case KILN_ERR_VERSION_MISMATCH:
+      return "KILN_ERR_VERSION_MISMATCH";
+    case KILN_ERR_INTERNAL:
+      return "KILN_ERR_INTERNAL";
   }
   return "KILN_ERR_UNKNOWN";
 }

@@ -7,13 +7,13 @@
 #include <string.h>
 #include <unistd.h>
 
-int sample_check(kiln_status status, const char *what) {
+int sample_check(kiln_status status, const char* what) {
   if (status == KILN_OK) return 0;
   fprintf(stderr, "%s failed: %s: %s\n", what, kiln_status_name(status), kiln_last_error());
   return 1;
 }
 
-int sample_progress_bar(float fraction, const char *stage, void *user_data) {
+int sample_progress_bar(float fraction, const char* stage, void* user_data) {
   (void)user_data;
   if (!isatty(fileno(stderr))) return 0;
   const int width = 30;
@@ -27,16 +27,20 @@ int sample_progress_bar(float fraction, const char *stage, void *user_data) {
   return 0;
 }
 
-int sample_parse_backend(const char *name, kiln_backend *out) {
-  if (strcmp(name, "auto") == 0) *out = KILN_BACKEND_AUTO;
-  else if (strcmp(name, "cpu") == 0) *out = KILN_BACKEND_CPU;
-  else if (strcmp(name, "cuda") == 0) *out = KILN_BACKEND_CUDA;
-  else return 1;
+int sample_parse_backend(const char* name, kiln_backend* out) {
+  if (strcmp(name, "auto") == 0)
+    *out = KILN_BACKEND_AUTO;
+  else if (strcmp(name, "cpu") == 0)
+    *out = KILN_BACKEND_CPU;
+  else if (strcmp(name, "cuda") == 0)
+    *out = KILN_BACKEND_CUDA;
+  else
+    return 1;
   return 0;
 }
 
-int sample_parse_long(const char *text, long min, long max, long *out) {
-  char *end = NULL;
+int sample_parse_long(const char* text, long min, long max, long* out) {
+  char* end = NULL;
   errno = 0;
   long v = strtol(text, &end, 10);
   if (errno != 0 || end == text || *end != '\0' || v < min || v > max) return 1;
@@ -44,8 +48,8 @@ int sample_parse_long(const char *text, long min, long max, long *out) {
   return 0;
 }
 
-int sample_parse_float(const char *text, float *out) {
-  char *end = NULL;
+int sample_parse_float(const char* text, float* out) {
+  char* end = NULL;
   errno = 0;
   float v = strtof(text, &end);
   if (errno != 0 || end == text || *end != '\0') return 1;
@@ -53,13 +57,13 @@ int sample_parse_float(const char *text, float *out) {
   return 0;
 }
 
-int sample_parse_ids(const char *text, int32_t **ids, size_t *n_ids) {
+int sample_parse_ids(const char* text, int32_t** ids, size_t* n_ids) {
   size_t cap = 16, n = 0;
-  int32_t *buf = malloc(cap * sizeof *buf);
+  int32_t* buf = malloc(cap * sizeof *buf);
   if (!buf) return 1;
-  const char *p = text;
+  const char* p = text;
   while (*p) {
-    char *end = NULL;
+    char* end = NULL;
     errno = 0;
     long v = strtol(p, &end, 10);
     if (errno != 0 || end == p || v < INT32_MIN || v > INT32_MAX) {
@@ -68,7 +72,7 @@ int sample_parse_ids(const char *text, int32_t **ids, size_t *n_ids) {
     }
     if (n == cap) {
       cap *= 2;
-      int32_t *grown = realloc(buf, cap * sizeof *buf);
+      int32_t* grown = realloc(buf, cap * sizeof *buf);
       if (!grown) {
         free(buf);
         return 1;
@@ -77,7 +81,8 @@ int sample_parse_ids(const char *text, int32_t **ids, size_t *n_ids) {
     }
     buf[n++] = (int32_t)v;
     p = end;
-    if (*p == ',') ++p;
+    if (*p == ',')
+      ++p;
     else if (*p != '\0') {
       free(buf);
       return 1;

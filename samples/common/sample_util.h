@@ -8,20 +8,20 @@
 #include "kiln.h"
 
 /* Prints "name: STATUS: message" to stderr and returns 1 when status is not KILN_OK. */
-int sample_check(kiln_status status, const char *what);
+int sample_check(kiln_status status, const char* what);
 
 /* A load-progress callback that draws a progress bar on stderr (only when stderr is a TTY, so
  * logs stay clean). user_data is unused. */
-int sample_progress_bar(float fraction, const char *stage, void *user_data);
+int sample_progress_bar(float fraction, const char* stage, void* user_data);
 
 /* Parses a backend name: "auto", "cpu" or "cuda". Returns 0 on success. */
-int sample_parse_backend(const char *name, kiln_backend *out);
+int sample_parse_backend(const char* name, kiln_backend* out);
 
 /* Parses "1,2,3" into a malloc'd array; returns 0 on success (caller frees *ids). */
-int sample_parse_ids(const char *text, int32_t **ids, size_t *n_ids);
+int sample_parse_ids(const char* text, int32_t** ids, size_t* n_ids);
 
 /* Parses an integer / float argument with range checking; returns 0 on success. */
-int sample_parse_long(const char *text, long min, long max, long *out);
-int sample_parse_float(const char *text, float *out);
+int sample_parse_long(const char* text, long min, long max, long* out);
+int sample_parse_float(const char* text, float* out);
 
 #endif

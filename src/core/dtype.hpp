@@ -48,6 +48,16 @@ inline float bf16_to_f32(uint16_t h) {
   return f;
 }
 
+// binary32 → bfloat16, rounding to nearest with ties to even (as torch's .to(torch.bfloat16)); a
+// NaN stays a (quiet) NaN.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  const uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+
 // IEEE 754 binary16 → binary32, exact for every input (subnormals, inf, NaN included).
 inline float f16_to_f32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;

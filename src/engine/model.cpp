@@ -11,6 +11,7 @@
 #include "formats/gguf_model.hpp"
 #include "formats/gguf_tokenizer.hpp"
 #include "formats/safetensors.hpp"
+#include "util/mapped_file.hpp"
 
 namespace kiln {
 
@@ -34,6 +35,8 @@ void report(const ProgressFn& progress, float fraction, const char* stage) {
   }
 }
 
+}  // namespace
+
 // The special ids of a model: the tokenizer config decides BOS insertion; EOS ids are the union of
 // generation_config.json / config.json and the tokenizer's eos_token, so generation stops on any.
 void resolve_special_ids(Model& m) {
@@ -50,6 +53,8 @@ void resolve_special_ids(Model& m) {
   }
 }
 
+namespace {
+
 // Progress of a sub-stage mapped onto [begin, begin + span] of the whole load.
 ProgressFn sub_progress(const ProgressFn& progress, float begin, float span) {
   return [progress, begin, span](float f, const char* stage) {
@@ -63,9 +68,14 @@ void load_hf_directory(const Runtime& runtime, const fs::path& path, const Progr
   report(progress, 0.0f, "config");
   model.directory = path;
   model.config = load_model_config(path);
+  model.config_json = read_text_file(path / "config.json");
 
   report(progress, 0.01f, "tokenizer");
   if (fs::exists(path / "tokenizer.json", ec)) {
+    model.tokenizer_json = read_text_file(path / "tokenizer.json");
+    if (fs::exists(path / "tokenizer_config.json", ec)) {
+      model.tokenizer_config_json = read_text_file(path / "tokenizer_config.json");
+    }
     model.tokenizer =
         Tokenizer::from_files(path / "tokenizer.json", path / "tokenizer_config.json");
     if (model.tokenizer->vocab_size() > model.config.vocab_size) {

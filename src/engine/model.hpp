@@ -26,9 +26,17 @@ struct Model {
   std::vector<int32_t> eos_ids;
   int64_t n_parameters = 0;
   std::filesystem::path directory;  // where it was loaded from (chat templates read tokenizer_config.json)
+  // The texts the model was built from, kept so training can checkpoint and export it: config.json
+  // (empty for GGUF), tokenizer.json and tokenizer_config.json (empty when absent).
+  std::string config_json;
+  std::string tokenizer_json;
+  std::string tokenizer_config_json;
 
   const Tokenizer& require_tokenizer() const;
 };
+
+// Sets bos_id, eos_ids and add_bos from the config and the tokenizer.
+void resolve_special_ids(Model& model);
 
 // Loads a model directory. Throws kiln::Error (see kiln_model_load for the statuses).
 std::shared_ptr<const Model> load_model(const Runtime& runtime, const std::filesystem::path& path,

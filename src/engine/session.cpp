@@ -40,7 +40,8 @@ Session::Session(std::shared_ptr<const Model> model, int32_t context_length, uin
   if (model_max > 0 && context_length > model_max) {
     fail(KILN_ERR_OUT_OF_RANGE, "kiln_session_options.context_length is " +
                                     std::to_string(context_length) + " but the model supports " +
-                                    std::to_string(model_max) + " positions (max_position_embeddings)");
+                                    std::to_string(model_max) +
+                                    " positions (max_position_embeddings)");
   }
   state_ = model_->executor->create_state(context_length);
 }
@@ -66,11 +67,11 @@ void Session::check_ids(std::span<const int32_t> ids) const {
   }
   const size_t room = static_cast<size_t>(context_length() - n_past());
   if (ids.size() > room) {
-    fail(KILN_ERR_CONTEXT_FULL, std::to_string(ids.size()) + " tokens do not fit: the context holds " +
-                                    std::to_string(n_past()) + " of " +
-                                    std::to_string(context_length()) +
-                                    " positions (kiln_session_reset() empties it; a larger "
-                                    "context_length gives more room)");
+    fail(KILN_ERR_CONTEXT_FULL,
+         std::to_string(ids.size()) + " tokens do not fit: the context holds " +
+             std::to_string(n_past()) + " of " + std::to_string(context_length()) +
+             " positions (kiln_session_reset() empties it; a larger "
+             "context_length gives more room)");
   }
 }
 
@@ -109,8 +110,8 @@ int32_t Session::sample(std::span<float> logits, const SamplingParams& params) {
 
 GenerateStats Session::generate(std::span<const int32_t> prompt, const GenerateParams& params) {
   if (params.max_tokens < 0) {
-    fail(KILN_ERR_INVALID_ARGUMENT,
-         "kiln_generate_options.max_tokens is " + std::to_string(params.max_tokens) + "; expected >= 0");
+    fail(KILN_ERR_INVALID_ARGUMENT, "kiln_generate_options.max_tokens is " +
+                                        std::to_string(params.max_tokens) + "; expected >= 0");
   }
   if (prompt.empty() && n_past() == 0) {
     fail(KILN_ERR_INVALID_ARGUMENT,

@@ -97,6 +97,7 @@ void read_rope(const ConfigFields& f, ModelConfig& c) {
 // transformers modeling_rope_utils: _compute_default_rope_parameters, then
 // _compute_linear_scaling_rope_parameters or _compute_llama3_parameters.
 std::vector<float> rope_inverse_frequencies(const ModelConfig& c) {
+  if (c.positions != PositionKind::Rope) return {};
   const int dim = static_cast<int>(c.head_dim * static_cast<double>(c.partial_rotary_factor));
   const double base = c.rope_theta;
   const RopeScaling& s = c.rope_scaling;

@@ -15,7 +15,8 @@ void PrintTo(const ParityCase& c, std::ostream* os) { *os << c.name; }
 
 std::vector<ParityCase> parity_cases() {
   std::vector<ParityCase> cases;
-  for (const char* arch : {"llama3", "llama2", "mistral", "qwen2", "qwen3", "phi3"}) {
+  for (const char* arch :
+       {"llama3", "llama2", "mistral", "qwen2", "qwen3", "phi3", "gpt2", "nanochat"}) {
     cases.push_back({arch, fixtures() / "hf" / arch});
   }
   cases.push_back({"tiny_qwen2_shared", fixtures() / "tiny-qwen2"});
@@ -122,7 +123,8 @@ TEST(ParityTokenizer, TinyQwen2PromptIdsMatchHf) {
   ASSERT_TRUE(model);
   std::vector<int32_t> ids(256);
   size_t n = 0;
-  KILN_ASSERT_OK(kiln_tokenize(model.get(), text.data(), text.size(), 0, ids.data(), ids.size(), &n));
+  KILN_ASSERT_OK(
+      kiln_tokenize(model.get(), text.data(), text.size(), 0, ids.data(), ids.size(), &n));
   ASSERT_GE(n, expected.size());
   ids.resize(expected.size());
   EXPECT_EQ(ids, expected);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "core/error.hpp"
 #include "test_support.hpp"
@@ -183,14 +184,183 @@ TEST(ModelConfig, DefaultsForOptionalFields) {
 }
 
 TEST(ModelConfig, ArchitectureTableLookup) {
-  for (const char* name : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                           "Qwen3ForCausalLM", "Phi3ForCausalLM"}) {
+  for (const char* name :
+       {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+        "Phi3ForCausalLM", "GPT2LMHeadModel", "NanoChatForCausalLM"}) {
     const ArchTraits* t = find_arch_traits(name);
     ASSERT_NE(t, nullptr) << name;
     EXPECT_STREQ(t->hf_name, name);
   }
-  EXPECT_EQ(find_arch_traits("GPT2LMHeadModel"), nullptr);
+  EXPECT_EQ(find_arch_traits("GPT2LMHeadModel")->family, ArchFamily::Gpt2);
+  EXPECT_EQ(find_arch_traits("NanoChatForCausalLM")->family, ArchFamily::NanoChat);
+  EXPECT_EQ(find_arch_traits("Phi3ForCausalLM")->family, ArchFamily::Llama);
+  EXPECT_EQ(find_arch_traits("GPTNeoXForCausalLM"), nullptr);
   EXPECT_EQ(find_arch_traits("llamaforcausallm"), nullptr);
+}
+
+TEST(ModelConfig, LlamaFamilyKeepsTheDefaultStructure) {
+  for (const char* arch : {"LlamaForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"}) {
+    json j = llama_config();
+    j["architectures"] = {arch};
+    const ModelConfig c = parse(j);
+    EXPECT_EQ(c.norm, NormKind::RmsNorm) << arch;
+    EXPECT_EQ(c.mlp, MlpKind::SwiGLU) << arch;
+    EXPECT_EQ(c.positions, PositionKind::Rope) << arch;
+    EXPECT_EQ(c.qk_norm, c.traits.qk_norm ? QkNormKind::BeforeRopeWeighted : QkNormKind::None);
+    EXPECT_FALSE(c.embed_norm || c.rope_reversed) << arch;
+    EXPECT_EQ(c.logit_softcap, 0.0f) << arch;
+  }
+}
+
+// Shaped like openai-community/gpt2's config.json (same keys; small sizes).
+json gpt2_config() {
+  return json::parse(R"({
+    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
+    "attn_pdrop": 0.1, "bos_token_id": 50, "embd_pdrop": 0.1, "eos_token_id": 50,
+    "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",
+    "n_ctx": 128, "n_embd": 96, "n_head": 12, "n_layer": 3, "n_positions": 128,
+    "resid_pdrop": 0.1, "summary_activation": null, "summary_first_dropout": 0.1,
+    "summary_proj_to_labels": true, "summary_type": "cls_index", "summary_use_proj": true,
+    "vocab_size": 64})");
+}
+
+TEST(ModelConfig, ParsesGpt2) {
+  const ModelConfig c = parse(gpt2_config());
+  EXPECT_EQ(c.traits.family, ArchFamily::Gpt2);
+  EXPECT_EQ(c.vocab_size, 64);
+  EXPECT_EQ(c.hidden_size, 96);
+  EXPECT_EQ(c.n_layers, 3);
+  EXPECT_EQ(c.n_heads, 12);
+  EXPECT_EQ(c.n_kv_heads, 12);
+  EXPECT_EQ(c.head_dim, 8);
+  EXPECT_EQ(c.intermediate_size, 4 * 96);  // n_inner absent: 4 × n_embd
+  EXPECT_EQ(c.max_position_embeddings, 128);
+  EXPECT_FLOAT_EQ(c.rms_norm_eps, 1e-5f);
+  EXPECT_TRUE(c.tie_word_embeddings);  // GPT2Config's default
+  EXPECT_TRUE(c.attention_bias);
+  EXPECT_TRUE(c.mlp_bias);
+  EXPECT_EQ(c.norm, NormKind::LayerNorm);
+  EXPECT_EQ(c.mlp, MlpKind::GeluTanh);
+  EXPECT_EQ(c.positions, PositionKind::Learned);
+  EXPECT_EQ(c.qk_norm, QkNormKind::None);
+  EXPECT_FALSE(c.embed_norm || c.rope_reversed);
+  EXPECT_EQ(c.logit_softcap, 0.0f);
+  EXPECT_TRUE(rope_inverse_frequencies(c).empty());
+  EXPECT_EQ(c.bos_token_id, 50);
+  EXPECT_EQ(c.eos_token_ids, std::vector<int32_t>{50});
+}
+
+TEST(ModelConfig, Gpt2OptionalKeysAndGenericNames) {
+  json j = gpt2_config();
+  j["n_inner"] = 200;
+  j["tie_word_embeddings"] = false;
+  j["activation_function"] = "gelu_pytorch_tanh";
+  j.erase("layer_norm_epsilon");
+  ModelConfig c = parse(j);
+  EXPECT_EQ(c.intermediate_size, 200);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_FLOAT_EQ(c.rms_norm_eps, 1e-5f);  // GPT2Config's default
+  EXPECT_EQ(c.mlp, MlpKind::GeluTanh);
+
+  j["n_inner"] = nullptr;  // null: 4 × n_embd, as GPT2Block reads it
+  EXPECT_EQ(parse(j).intermediate_size, 4 * 96);
+
+  // GPT2Config's attribute_map: hidden_size & co. name the same fields.
+  json generic = gpt2_config();
+  const std::pair<const char*, const char*> renames[] = {
+      {"n_embd", "hidden_size"},
+      {"n_head", "num_attention_heads"},
+      {"n_layer", "num_hidden_layers"},
+      {"n_positions", "max_position_embeddings"}};
+  for (const auto& [from, to] : renames) {
+    generic[to] = generic[from];
+    generic.erase(from);
+  }
+  c = parse(generic);
+  EXPECT_EQ(c.hidden_size, 96);
+  EXPECT_EQ(c.n_heads, 12);
+  EXPECT_EQ(c.n_layers, 3);
+  EXPECT_EQ(c.max_position_embeddings, 128);
+}
+
+TEST(ModelConfig, Gpt2VariantsKilnDoesNotRunAreUnsupported) {
+  json j = gpt2_config();
+  j["activation_function"] = "relu";
+  expect_config_error(j, KILN_ERR_UNSUPPORTED, {"activation_function", "relu", "gelu_new"});
+  j = gpt2_config();
+  j["scale_attn_by_inverse_layer_idx"] = true;
+  expect_config_error(j, KILN_ERR_UNSUPPORTED, {"scale_attn_by_inverse_layer_idx"});
+  j = gpt2_config();
+  j["scale_attn_weights"] = false;
+  expect_config_error(j, KILN_ERR_UNSUPPORTED, {"scale_attn_weights"});
+  j = gpt2_config();
+  j["add_cross_attention"] = true;
+  expect_config_error(j, KILN_ERR_UNSUPPORTED, {"add_cross_attention"});
+  j = gpt2_config();
+  j["n_head"] = 7;
+  expect_config_error(j, KILN_ERR_FORMAT, {"n_head", "7", "n_embd", "96"});
+  j = gpt2_config();
+  j["layer_norm_epsilon"] = 0;
+  expect_config_error(j, KILN_ERR_FORMAT, {"layer_norm_epsilon", "positive"});
+  j = gpt2_config();
+  j.erase("n_embd");
+  expect_config_error(j, KILN_ERR_FORMAT, {"n_embd", "missing"});
+}
+
+// Shaped like karpathy/nanochat-d32 converted by transformers (same keys; small sizes).
+json nanochat_config() {
+  return json::parse(R"({
+    "architectures": ["NanoChatForCausalLM"], "attention_bias": false,
+    "attention_dropout": 0.0, "bos_token_id": 60, "dtype": "bfloat16", "eos_token_id": 61,
+    "final_logit_softcapping": 15.0, "hidden_act": "relu2", "hidden_size": 128,
+    "initializer_range": 0.02, "intermediate_size": 512, "max_position_embeddings": 2048,
+    "model_type": "nanochat", "num_attention_heads": 2, "num_hidden_layers": 3,
+    "num_key_value_heads": 2, "pad_token_id": 61, "rms_norm_eps": 1e-06,
+    "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+    "tie_word_embeddings": false, "use_cache": true, "vocab_size": 64})");
+}
+
+TEST(ModelConfig, ParsesNanoChat) {
+  const ModelConfig c = parse(nanochat_config());
+  EXPECT_EQ(c.traits.family, ArchFamily::NanoChat);
+  EXPECT_EQ(c.hidden_size, 128);
+  EXPECT_EQ(c.n_layers, 3);
+  EXPECT_EQ(c.n_heads, 2);
+  EXPECT_EQ(c.n_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.intermediate_size, 512);
+  EXPECT_FLOAT_EQ(c.rms_norm_eps, 1e-6f);
+  EXPECT_FALSE(c.tie_word_embeddings || c.attention_bias || c.mlp_bias);
+  EXPECT_EQ(c.norm, NormKind::RmsNormNoWeight);
+  EXPECT_EQ(c.mlp, MlpKind::ReluSquared);
+  EXPECT_EQ(c.positions, PositionKind::Rope);
+  EXPECT_EQ(c.qk_norm, QkNormKind::AfterRopeNoWeight);
+  EXPECT_TRUE(c.embed_norm);
+  EXPECT_TRUE(c.rope_reversed);
+  EXPECT_EQ(c.logit_softcap, 15.0f);
+  EXPECT_EQ(c.rope_theta, 10000.0f);
+  // HF's inv_freq (positive): the reversed rotation is the executor's business.
+  const auto inv = rope_inverse_frequencies(c);
+  ASSERT_EQ(inv.size(), 32u);
+  EXPECT_EQ(inv[0], 1.0f);
+  EXPECT_FLOAT_EQ(inv[1], static_cast<float>(std::pow(10000.0, -2.0 / 64)));
+}
+
+TEST(ModelConfig, NanoChatSoftcapDefaultsAndNull) {
+  json j = nanochat_config();
+  j["final_logit_softcapping"] = 30;
+  EXPECT_EQ(parse(j).logit_softcap, 30.0f);
+  j.erase("final_logit_softcapping");
+  EXPECT_EQ(parse(j).logit_softcap, 15.0f);  // NanoChatConfig's default
+  j["final_logit_softcapping"] = nullptr;
+  EXPECT_EQ(parse(j).logit_softcap, 0.0f);  // explicitly off
+  j["final_logit_softcapping"] = -1;
+  expect_config_error(j, KILN_ERR_FORMAT, {"final_logit_softcapping", "positive"});
+  j = nanochat_config();
+  j.erase("rms_norm_eps");
+  EXPECT_FLOAT_EQ(parse(j).rms_norm_eps, 1e-6f);
+  j["hidden_act"] = "silu";
+  expect_config_error(j, KILN_ERR_UNSUPPORTED, {"hidden_act", "silu", "relu2"});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -455,10 +625,11 @@ TEST(ModelConfig, RejectsUnderivableHeadDim) {
 
 TEST(ModelConfig, RejectsUnknownArchitectureListingSupportedOnes) {
   json j = llama_config();
-  j["architectures"] = {"GPT2LMHeadModel"};
-  expect_config_error(j, KILN_ERR_UNSUPPORTED,
-                      {"GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM",
-                       "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"});
+  j["architectures"] = {"GPTNeoXForCausalLM"};
+  expect_config_error(
+      j, KILN_ERR_UNSUPPORTED,
+      {"GPTNeoXForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+       "Qwen3ForCausalLM", "Phi3ForCausalLM", "GPT2LMHeadModel", "NanoChatForCausalLM"});
   j["architectures"] = json::array();
   expect_config_error(j, KILN_ERR_FORMAT, {"architectures"});
   j.erase("architectures");

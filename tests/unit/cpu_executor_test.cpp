@@ -103,6 +103,7 @@ struct TestModel {
   explicit TestModel(const Variant& v, uint32_t seed = 1234) {
     config.architecture = "TestForCausalLM";
     config.traits = ArchTraits{"TestForCausalLM", true, v.qk_norm, v.fused, v.fused, true};
+    config.qk_norm = v.qk_norm ? QkNormKind::BeforeRopeWeighted : QkNormKind::None;
     config.vocab_size = 37;
     config.hidden_size = 48;
     config.n_layers = 2;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numbers>
 #include <random>
 #include <vector>
 
@@ -83,7 +84,6 @@ TEST(CpuOpsLinear, ThreadCountDoesNotChangeBits) {
     EXPECT_TRUE(bit_identical(y1, y2)) << "m=" << m;
   }
 }
-
 
 // BF16 weights kept as BF16: the reference widens each weight exactly (bits << 16) in float64 math.
 TEST(CpuOpsLinear, Bf16WeightsMatchFloat64ReferenceAndThreadCounts) {
@@ -307,6 +307,74 @@ TEST(CpuOpsElementwise, SwigluAndAddMatchReference) {
     auto dst = g;
     add_inplace(dst.data(), u.data(), n, 2);
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(dst[i], g[i] + u[i]);
+  }
+}
+
+TEST(CpuOpsRmsNorm, NullWeightIsTheParameterFreeNorm) {
+  const int64_t rows = 4, dim = 37;
+  auto x = random_floats(rows * dim, 21, -3.0f, 3.0f);
+  const std::vector<float> ones(dim, 1.0f);
+  auto ref = to_float(reference_rms_norm(x, ones, rows, dim, 1e-6f));
+  std::vector<float> out(x.size());
+  rms_norm(x.data(), nullptr, out.data(), rows, dim, 1e-6f, 2);
+  EXPECT_LE(relative_l2(out.data(), ref.data(), out.size()), kTolerance);
+}
+
+// torch.nn.LayerNorm: biased variance, eps inside the square root, then weight and bias.
+TEST(CpuOpsLayerNorm, MatchesFloat64ReferenceAndWorksInPlace) {
+  for (int64_t dim : {1, 7, 64, 1001}) {
+    for (float eps : {1e-5f, 0.5f}) {
+      const int64_t rows = 5;
+      SCOPED_TRACE(testing::Message() << "dim=" << dim << " eps=" << eps);
+      // An offset mean, so that a missing mean subtraction shows.
+      auto x = random_floats(rows * dim, 22, -1.0f, 5.0f);
+      auto w = random_floats(dim, 23, 0.5f, 1.5f);
+      auto b = random_floats(dim, 24, -0.5f, 0.5f);
+      std::vector<float> ref(x.size());
+      for (int64_t r = 0; r < rows; ++r) {
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < dim; ++i) mean += x[r * dim + i];
+        mean /= static_cast<double>(dim);
+        for (int64_t i = 0; i < dim; ++i) var += std::pow(x[r * dim + i] - mean, 2);
+        var /= static_cast<double>(dim);
+        for (int64_t i = 0; i < dim; ++i) {
+          ref[r * dim + i] =
+              static_cast<float>((x[r * dim + i] - mean) / std::sqrt(var + eps) * w[i] + b[i]);
+        }
+      }
+      std::vector<float> out(x.size());
+      layer_norm(x.data(), w.data(), b.data(), out.data(), rows, dim, eps, 2);
+      for (size_t i = 0; i < out.size(); ++i) {
+        EXPECT_NEAR(out[i], ref[i], 1e-5 * (1.0 + std::fabs(ref[i])));
+      }
+      std::vector<float> in_place = x;
+      layer_norm(in_place.data(), w.data(), b.data(), in_place.data(), rows, dim, eps, 1);
+      EXPECT_TRUE(bit_identical(in_place, out));
+    }
+  }
+}
+
+TEST(CpuOpsElementwise, GeluTanhReluSquaredAndSoftcapMatchReference) {
+  for (int64_t n : {1, 17, 40001}) {  // the largest crosses the parallel threshold
+    SCOPED_TRACE(n);
+    const auto x = random_floats(n, 25, -8.0f, 8.0f);
+    std::vector<float> gelu(n), relu2(n), capped(n);
+    const double k = std::sqrt(2.0 / std::numbers::pi);
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = x[i];
+      gelu[i] = static_cast<float>(0.5 * v * (1.0 + std::tanh(k * (v + 0.044715 * v * v * v))));
+      relu2[i] = static_cast<float>(v > 0 ? v * v : 0.0);
+      capped[i] = static_cast<float>(3.0 * std::tanh(v / 3.0));
+    }
+    auto out = x;
+    gelu_tanh(out.data(), n, 2);
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(out[i], gelu[i], 1e-6 * (1 + std::fabs(gelu[i])));
+    out = x;
+    relu_squared(out.data(), n, 2);
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(out[i], relu2[i], 1e-6 * (1 + relu2[i]));
+    out = x;
+    softcap(out.data(), n, 3.0f, 2);
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(out[i], capped[i], 1e-6);
   }
 }
 

@@ -98,6 +98,7 @@ struct TestModel {
   explicit TestModel(const Variant& v, uint32_t seed = 77) {
     config.architecture = "TestForCausalLM";
     config.traits = ArchTraits{"TestForCausalLM", v.qkv_bias, v.qk_norm, v.fused, v.fused, true};
+    config.qk_norm = v.qk_norm ? QkNormKind::BeforeRopeWeighted : QkNormKind::None;
     config.vocab_size = 61;
     config.hidden_size = 72;
     config.n_layers = 3;

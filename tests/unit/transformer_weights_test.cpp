@@ -425,5 +425,163 @@ TEST(TransformerWeights, MlpBiasIsUnsupported) {
                {"mlp_bias"});
 }
 
+// ---------------------------------------------------------------------------------------------
+// GPT-2 and NanoChat
+
+json gpt2_config_json(bool tied = true) {
+  return {{"architectures", {"GPT2LMHeadModel"}},
+          {"vocab_size", kVocab},
+          {"n_embd", kHidden},
+          {"n_layer", kLayers},
+          {"n_head", kHeads},
+          {"n_inner", kInter},
+          {"n_positions", 32},
+          {"tie_word_embeddings", tied}};
+}
+
+// GPT2LMHeadModel's tensors (modeling_gpt2.py: Conv1D weights are [in, out]), with the
+// attn.bias causal-mask buffers older checkpoints carry.
+std::vector<Tensor> gpt2_tensors(const std::string& prefix, bool with_lm_head = false) {
+  std::vector<Tensor> t = {{prefix + "wte.weight", {kVocab, kHidden}},
+                           {prefix + "wpe.weight", {32, kHidden}},
+                           {prefix + "ln_f.weight", {kHidden}},
+                           {prefix + "ln_f.bias", {kHidden}}};
+  if (with_lm_head) t.push_back({"lm_head.weight", {kVocab, kHidden}});
+  for (int64_t i = 0; i < kLayers; ++i) {
+    const std::string p = prefix + "h." + std::to_string(i) + ".";
+    t.push_back({p + "ln_1.weight", {kHidden}});
+    t.push_back({p + "ln_1.bias", {kHidden}});
+    t.push_back({p + "attn.c_attn.weight", {kHidden, 3 * kHidden}});
+    t.push_back({p + "attn.c_attn.bias", {3 * kHidden}});
+    t.push_back({p + "attn.c_proj.weight", {kHidden, kHidden}});
+    t.push_back({p + "attn.c_proj.bias", {kHidden}});
+    t.push_back({p + "attn.bias", {1, 1, 32, 32}});
+    t.push_back({p + "ln_2.weight", {kHidden}});
+    t.push_back({p + "ln_2.bias", {kHidden}});
+    t.push_back({p + "mlp.c_fc.weight", {kHidden, kInter}});
+    t.push_back({p + "mlp.c_fc.bias", {kInter}});
+    t.push_back({p + "mlp.c_proj.weight", {kInter, kHidden}});
+    t.push_back({p + "mlp.c_proj.bias", {kHidden}});
+  }
+  return t;
+}
+
+// A transposed block of `name`: output features [row_begin, row_begin + rows) of a stored
+// [cols, *] tensor.
+void expect_conv1d(const WeightRef& ref, const WeightSet& w, const std::string& name,
+                   int64_t row_begin, int64_t rows, int64_t cols) {
+  ASSERT_TRUE(ref.present()) << name;
+  EXPECT_EQ(ref.tensor, &w.get(name)) << name;
+  EXPECT_TRUE(ref.transposed) << name;
+  EXPECT_EQ(ref.row_begin, row_begin) << name;
+  EXPECT_EQ(ref.rows, rows) << name;
+  EXPECT_EQ(ref.cols, cols) << name;
+}
+
+TEST(TransformerWeights, ResolvesGpt2WithAndWithoutTheTransformerPrefix) {
+  for (const std::string prefix : {"transformer.", ""}) {
+    SCOPED_TRACE(prefix);
+    const ModelConfig c = make_config(gpt2_config_json());
+    const Loaded m = load(c, write_model(gpt2_tensors(prefix)));
+    const WeightSet& w = *m.weights;
+    const TransformerWeights& t = m.resolved;
+    expect_ref(t.embed, w, prefix + "wte.weight", kVocab, kHidden);
+    expect_ref(t.lm_head, w, prefix + "wte.weight", kVocab, kHidden);  // tied, none stored
+    expect_ref(t.positions, w, prefix + "wpe.weight", 32, kHidden);
+    expect_ref(t.final_norm, w, prefix + "ln_f.weight", kHidden, 1);
+    expect_ref(t.final_norm_bias, w, prefix + "ln_f.bias", kHidden, 1);
+    ASSERT_EQ(t.layers.size(), 2u);
+    for (int i = 0; i < 2; ++i) {
+      const std::string p = prefix + "h." + std::to_string(i) + ".";
+      const LayerWeights& l = t.layers[static_cast<size_t>(i)];
+      expect_ref(l.attn_norm, w, p + "ln_1.weight", kHidden, 1);
+      expect_ref(l.attn_norm_bias, w, p + "ln_1.bias", kHidden, 1);
+      expect_ref(l.ffn_norm, w, p + "ln_2.weight", kHidden, 1);
+      expect_ref(l.ffn_norm_bias, w, p + "ln_2.bias", kHidden, 1);
+      // c_attn's output columns are q | k | v, hidden each.
+      expect_conv1d(l.wq, w, p + "attn.c_attn.weight", 0, kHidden, kHidden);
+      expect_conv1d(l.wk, w, p + "attn.c_attn.weight", kHidden, kHidden, kHidden);
+      expect_conv1d(l.wv, w, p + "attn.c_attn.weight", 2 * kHidden, kHidden, kHidden);
+      EXPECT_EQ(first_value(l.bq), 0.0f);  // 1-D tensors hold their index
+      EXPECT_EQ(first_value(l.bk), static_cast<float>(kHidden));
+      EXPECT_EQ(first_value(l.bv), static_cast<float>(2 * kHidden));
+      expect_conv1d(l.wo, w, p + "attn.c_proj.weight", 0, kHidden, kHidden);
+      expect_ref(l.bo, w, p + "attn.c_proj.bias", kHidden, 1);
+      expect_conv1d(l.w_up, w, p + "mlp.c_fc.weight", 0, kInter, kHidden);
+      expect_ref(l.b_up, w, p + "mlp.c_fc.bias", kInter, 1);
+      expect_conv1d(l.w_down, w, p + "mlp.c_proj.weight", 0, kHidden, kInter);
+      expect_ref(l.b_down, w, p + "mlp.c_proj.bias", kHidden, 1);
+      for (const WeightRef* absent : {&l.w_gate, &l.q_norm, &l.k_norm}) {
+        EXPECT_FALSE(absent->present());
+      }
+    }
+  }
+}
+
+TEST(TransformerWeights, Gpt2UntiedHeadAndShapeErrors) {
+  const Loaded m =
+      load(make_config(gpt2_config_json(false)), write_model(gpt2_tensors("transformer.", true)));
+  expect_ref(m.resolved.lm_head, *m.weights, "lm_head.weight", kVocab, kHidden);
+
+  const auto no_head = WeightSet::open_dir(write_model(gpt2_tensors("transformer.")));
+  expect_error([&] { resolve_transformer_weights(make_config(gpt2_config_json(false)), *no_head); },
+               KILN_ERR_FORMAT, {"lm_head.weight", "tie_word_embeddings is false"});
+
+  // An nn.Linear-shaped c_fc ([out, in]) is not GPT-2's Conv1D layout.
+  auto tensors = gpt2_tensors("transformer.");
+  set_shape(tensors, "transformer.h.1.mlp.c_fc.weight", {kInter, kHidden});
+  const auto linear = WeightSet::open_dir(write_model(tensors));
+  expect_error(
+      [&] { resolve_transformer_weights(make_config(gpt2_config_json()), *linear); },
+      KILN_ERR_FORMAT,
+      {"transformer.h.1.mlp.c_fc.weight", "[12, 8]", "expected [8, 12]", "intermediate_size=12"});
+
+  tensors = gpt2_tensors("");
+  remove_tensor(tensors, "wpe.weight");
+  const auto no_positions = WeightSet::open_dir(write_model(tensors));
+  expect_error([&] { resolve_transformer_weights(make_config(gpt2_config_json()), *no_positions); },
+               KILN_ERR_FORMAT, {"wpe.weight", "not found"});
+}
+
+std::vector<Tensor> nanochat_tensors() {
+  std::vector<Tensor> t = {{"model.embed_tokens.weight", {kVocab, kHidden}},
+                           {"lm_head.weight", {kVocab, kHidden}}};
+  for (int64_t i = 0; i < kLayers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    t.push_back({p + "self_attn.q_proj.weight", {kHeads * 4, kHidden}});
+    t.push_back({p + "self_attn.k_proj.weight", {kKvHeads * 4, kHidden}});
+    t.push_back({p + "self_attn.v_proj.weight", {kKvHeads * 4, kHidden}});
+    t.push_back({p + "self_attn.o_proj.weight", {kHidden, kHeads * 4}});
+    t.push_back({p + "mlp.fc1.weight", {kInter, kHidden}});
+    t.push_back({p + "mlp.fc2.weight", {kHidden, kInter}});
+  }
+  return t;
+}
+
+TEST(TransformerWeights, ResolvesNanoChatWithoutNormWeights) {
+  json j = config_json("NanoChatForCausalLM", 4);
+  j["hidden_act"] = "relu2";
+  const Loaded m = load(make_config(j), write_model(nanochat_tensors()));
+  const WeightSet& w = *m.weights;
+  const TransformerWeights& t = m.resolved;
+  expect_ref(t.embed, w, "model.embed_tokens.weight", kVocab, kHidden);
+  expect_ref(t.lm_head, w, "lm_head.weight", kVocab, kHidden);
+  EXPECT_FALSE(t.final_norm.present() || t.final_norm_bias.present() || t.positions.present());
+  for (int i = 0; i < 2; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const LayerWeights& l = t.layers[static_cast<size_t>(i)];
+    expect_ref(l.wq, w, p + "self_attn.q_proj.weight", 8, kHidden);
+    expect_ref(l.wk, w, p + "self_attn.k_proj.weight", 4, kHidden);
+    expect_ref(l.wv, w, p + "self_attn.v_proj.weight", 4, kHidden);
+    expect_ref(l.wo, w, p + "self_attn.o_proj.weight", kHidden, 8);
+    expect_ref(l.w_up, w, p + "mlp.fc1.weight", kInter, kHidden);
+    expect_ref(l.w_down, w, p + "mlp.fc2.weight", kHidden, kInter);
+    for (const WeightRef* absent : {&l.attn_norm, &l.ffn_norm, &l.q_norm, &l.k_norm, &l.w_gate,
+                                    &l.bq, &l.bo, &l.b_up, &l.b_down}) {
+      EXPECT_FALSE(absent->present());
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kiln

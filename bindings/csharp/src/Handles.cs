@@ -31,6 +31,9 @@ namespace Kiln
         protected ChildHandle() : base(IntPtr.Zero, true) { }
         public override bool IsInvalid { get { return handle == IntPtr.Zero; } }
 
+        /// <summary>The handle this one keeps open (a model's or a trainer's runtime).</summary>
+        internal SafeHandle Parent { get { return parent; } }
+
         internal void Adopt(IntPtr raw, SafeHandle parentHandle)
         {
             bool added = false;

@@ -7,7 +7,7 @@ using System.Runtime.InteropServices;
 
 namespace Kiln
 {
-    internal static class Native
+    internal static partial class Native
     {
         private const string Lib = "kiln";
         internal const uint AbiVersion = 1; // KILN_ABI_VERSION of the kiln.h these mirror

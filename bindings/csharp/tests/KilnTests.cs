@@ -338,6 +338,7 @@ static class KilnTests
             { "ChatRenderMatchesTransformers", ChatRenderMatchesTransformers },
             { "ChatRenderTokensMasksTheAssistantReply", ChatRenderTokensMasksTheAssistantReply },
         };
+        foreach (var t in TrainingTests.All(src)) tests.Add(t.Key, t.Value);
         int failed = 0;
         foreach (var t in tests)
         {

@@ -19,6 +19,8 @@ from ._runtime import (Backend, LogLevel, QuantizeType, Runtime, RuntimeInfo, se
                        version)
 from ._session import GenerateResult, LogitsMode, Session, StopReason
 from ._tokenizer import Tokenizer
+from ._trainer import (MAX_MTP_HEADS, LrSchedule, Optimizer, ParamGroup, Trainer, TrainerInfo,
+                       TrainerOutput, TrainResult)
 
 ABI_VERSION: int = raw.KILN_ABI_VERSION
 
@@ -27,5 +29,9 @@ __all__ = [
     "ContextFullError", "Error", "FormatError", "GenerateResult", "IOError_", "InternalError",
     "InvalidArgumentError", "LogLevel", "LogitsMode", "Model", "ModelInfo", "NotFoundError",
     "OutOfMemoryError", "OutOfRangeError", "QuantizeType", "Runtime", "RuntimeInfo", "Session",
-    "StopReason", "Tokenizer", "UnsupportedError", "VersionMismatchError", "raw", "set_log_callback", "version",
+    "StopReason", "Tokenizer", "UnsupportedError", "VersionMismatchError", "raw", "set_log_callback",
+    "version",
+    # training
+    "LrSchedule", "MAX_MTP_HEADS", "Optimizer", "ParamGroup", "TrainResult", "Trainer", "TrainerInfo",
+    "TrainerOutput",
 ]

@@ -93,6 +93,26 @@ class Model:
         self._handle = check_out(result)
         runtime._adopt(self)
 
+    @classmethod
+    def create(cls, runtime: "Runtime", config: Union[Mapping[str, Any], str, bytes, "os.PathLike[str]"], *,
+               seed: Optional[int] = None,
+               tokenizer: Union[str, "os.PathLike[str]", None] = None) -> "Model":
+        """A fresh model for training, its weights initialised from ``seed`` as the family's
+        reference code does: ``config`` is a Hugging Face style config (a dict, JSON text, or the
+        path of a config.json), ``tokenizer`` a tokenizer.json or a directory holding one."""
+        from ._trainer import create_model
+
+        return create_model(runtime, config, seed=seed, tokenizer=tokenizer)
+
+    @classmethod
+    def _adopt_handle(cls, runtime: "Runtime", handle: Any) -> "Model":
+        """Wraps a kiln_model* that kiln made (kiln_model_create, kiln_trainer_snapshot)."""
+        model = cls.__new__(cls)
+        model._handle = handle
+        model._runtime = runtime
+        runtime._adopt(model)
+        return model
+
     @property
     def handle(self) -> Any:
         """The raw kiln_model* (SWIG pointer); raises kiln.Error once closed."""

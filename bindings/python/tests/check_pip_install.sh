@@ -10,7 +10,7 @@ trap 'rm -rf "$work"' EXIT
 cmake --install "$build" --prefix "$work/prefix" > /dev/null
 # pip builds in the project directory: build a copy, so the source tree stays clean.
 mkdir -p "$work/bindings"
-cp "$src/bindings/kiln.i" "$work/bindings/"
+cp "$src/bindings/"*.i "$work/bindings/"
 cp -r "$src/bindings/python" "$work/bindings/python"
 rm -rf "$work/bindings/python/build" "$work/bindings/python/"*.egg-info
 KILN_PREFIX="$work/prefix" "$python" -m pip install -q --no-build-isolation --no-index \

@@ -78,9 +78,14 @@ CpuTransformer::CpuTransformer(const ModelConfig& config, const TransformerWeigh
       intermediate_(config.intermediate_size),
       n_layers_(config.n_layers),
       eps_(config.rms_norm_eps),
-      qk_norm_(config.traits.qk_norm),
+      norm_kind_(config.norm),
+      mlp_kind_(config.mlp),
+      qk_norm_(config.qk_norm),
+      embed_norm_(config.embed_norm),
+      logit_softcap_(config.logit_softcap),
+      max_positions_(config.max_position_embeddings),
       inv_freq_(std::move(inv_freq)) {
-  if (config.mlp_bias) {
+  if (config.mlp_bias && mlp_kind_ == MlpKind::SwiGLU) {
     fail(KILN_ERR_UNSUPPORTED,
          "mlp_bias = true is not supported (model " + config.architecture + ")");
   }
@@ -89,12 +94,21 @@ CpuTransformer::CpuTransformer(const ModelConfig& config, const TransformerWeigh
                               " is not a positive multiple of num_key_value_heads " +
                               std::to_string(n_kv_heads_));
   }
-  rot_dim_ = static_cast<int64_t>(static_cast<float>(head_dim_) * config.partial_rotary_factor);
-  rot_dim_ -= rot_dim_ % 2;
+  if (config.positions == PositionKind::Rope) {
+    rot_dim_ = static_cast<int64_t>(static_cast<float>(head_dim_) * config.partial_rotary_factor);
+    rot_dim_ -= rot_dim_ % 2;
+  } else {
+    rot_dim_ = 0;
+  }
   if (static_cast<int64_t>(inv_freq_.size()) * 2 != rot_dim_) {
     fail(KILN_ERR_INTERNAL, "RoPE: " + std::to_string(inv_freq_.size()) +
                                 " inverse frequencies for a rotary dimension of " +
                                 std::to_string(rot_dim_));
+  }
+  // Rotating by -angle is rotating by angle with the frequencies negated: cos is even and sin odd,
+  // so the float angle, its cosine and its sine come out exactly negated where needed.
+  if (config.rope_reversed) {
+    for (float& f : inv_freq_) f = -f;
   }
   if (static_cast<int32_t>(w.layers.size()) != n_layers_) {
     fail(KILN_ERR_FORMAT, "weights hold " + std::to_string(w.layers.size()) +
@@ -103,17 +117,32 @@ CpuTransformer::CpuTransformer(const ModelConfig& config, const TransformerWeigh
 
   const int64_t q_dim = n_heads_ * head_dim_;
   const int64_t kv_dim = n_kv_heads_ * head_dim_;
+  const bool norm_weights = norm_kind_ != NormKind::RmsNormNoWeight;
+  const bool norm_biases = norm_kind_ == NormKind::LayerNorm;
+  const bool weighted_qk_norm = qk_norm_ == QkNormKind::BeforeRopeWeighted;
+  const bool gated = mlp_kind_ == MlpKind::SwiGLU;
+  const bool learned_positions = config.positions == PositionKind::Learned;
   expect_weight_shape(w.embed, vocab_, hidden_, "embed_tokens");
-  expect_weight_shape(w.final_norm, hidden_, 1, "final norm");
+  expect_weight_shape(w.positions, max_positions_, hidden_, "position embeddings",
+                      !learned_positions);
+  expect_weight_shape(w.final_norm, hidden_, 1, "final norm", !norm_weights);
+  expect_weight_shape(w.final_norm_bias, hidden_, 1, "final norm bias", !norm_biases);
   expect_weight_shape(w.lm_head, vocab_, hidden_, "lm_head");
   embed_ = store_.matrix(w.embed);
-  final_norm_ = store_.get(w.final_norm);
+  if (learned_positions) positions_ = store_.get(w.positions);
+  if (norm_weights) final_norm_ = store_.get(w.final_norm);
+  if (norm_biases) final_norm_bias_ = store_.get(w.final_norm_bias);
   lm_head_ = store_.matrix(w.lm_head);
 
+  // A weight the structure has no use for is never taken (so it is neither converted nor counted).
+  const auto take = [&](const WeightRef& ref, bool used) {
+    return used ? store_.get(ref) : nullptr;
+  };
   layers_.reserve(w.layers.size());
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const LayerWeights& l = w.layers[i];
-    expect_weight_shape(l.attn_norm, hidden_, 1, "input_layernorm");
+    expect_weight_shape(l.attn_norm, hidden_, 1, "input_layernorm", !norm_weights);
+    expect_weight_shape(l.attn_norm_bias, hidden_, 1, "input_layernorm bias", !norm_biases);
     expect_weight_shape(l.wq, q_dim, hidden_, "q_proj");
     expect_weight_shape(l.wk, kv_dim, hidden_, "k_proj");
     expect_weight_shape(l.wv, kv_dim, hidden_, "v_proj");
@@ -122,24 +151,38 @@ CpuTransformer::CpuTransformer(const ModelConfig& config, const TransformerWeigh
     expect_weight_shape(l.bk, kv_dim, 1, "k_proj bias", true);
     expect_weight_shape(l.bv, kv_dim, 1, "v_proj bias", true);
     expect_weight_shape(l.bo, hidden_, 1, "o_proj bias", true);
-    expect_weight_shape(l.q_norm, head_dim_, 1, "q_norm", !qk_norm_);
-    expect_weight_shape(l.k_norm, head_dim_, 1, "k_norm", !qk_norm_);
-    expect_weight_shape(l.ffn_norm, hidden_, 1, "post_attention_layernorm");
-    expect_weight_shape(l.w_gate, intermediate_, hidden_, "gate_proj");
+    expect_weight_shape(l.q_norm, head_dim_, 1, "q_norm", !weighted_qk_norm);
+    expect_weight_shape(l.k_norm, head_dim_, 1, "k_norm", !weighted_qk_norm);
+    expect_weight_shape(l.ffn_norm, hidden_, 1, "post_attention_layernorm", !norm_weights);
+    expect_weight_shape(l.ffn_norm_bias, hidden_, 1, "post_attention_layernorm bias", !norm_biases);
+    expect_weight_shape(l.w_gate, intermediate_, hidden_, "gate_proj", !gated);
     expect_weight_shape(l.w_up, intermediate_, hidden_, "up_proj");
     expect_weight_shape(l.w_down, hidden_, intermediate_, "down_proj");
+    expect_weight_shape(l.b_up, intermediate_, 1, "up_proj bias", true);
+    expect_weight_shape(l.b_down, hidden_, 1, "down_proj bias", true);
     layers_.push_back(
-        Layer{store_.get(l.attn_norm), store_.matrix(l.wq), store_.matrix(l.wk),
+        Layer{take(l.attn_norm, norm_weights), store_.matrix(l.wq), store_.matrix(l.wk),
               store_.matrix(l.wv), store_.matrix(l.wo), store_.get(l.bq), store_.get(l.bk),
-              store_.get(l.bv), store_.get(l.bo), qk_norm_ ? store_.get(l.q_norm) : nullptr,
-              qk_norm_ ? store_.get(l.k_norm) : nullptr, store_.get(l.ffn_norm),
-              store_.matrix(l.w_gate), store_.matrix(l.w_up), store_.matrix(l.w_down)});
+              store_.get(l.bv), store_.get(l.bo), take(l.q_norm, weighted_qk_norm),
+              take(l.k_norm, weighted_qk_norm), take(l.ffn_norm, norm_weights),
+              gated ? store_.matrix(l.w_gate) : Matrix{}, store_.matrix(l.w_up),
+              store_.matrix(l.w_down), take(l.attn_norm_bias, norm_biases),
+              take(l.ffn_norm_bias, norm_biases), store_.get(l.b_up), store_.get(l.b_down)});
     if (progress &&
         !progress(static_cast<float>(i + 1) / static_cast<float>(n_layers_), "preparing weights")) {
       fail(KILN_ERR_CANCELLED, "model load cancelled by the progress callback");
     }
   }
   n_parameters_ = store_.n_elements();
+}
+
+void CpuTransformer::norm(const float* x, const float* weight, const float* bias, float* out,
+                          int64_t rows) const {
+  if (norm_kind_ == NormKind::LayerNorm) {
+    layer_norm(x, weight, bias, out, rows, hidden_, eps_, n_threads_);
+  } else {
+    rms_norm(x, weight, out, rows, hidden_, eps_, n_threads_);  // weight null: RmsNormNoWeight
+  }
 }
 
 std::unique_ptr<SessionState> CpuTransformer::create_state(int32_t context_length) const {
@@ -182,6 +225,16 @@ void CpuTransformer::forward(SessionState& base_state, std::span<const int32_t> 
   for (int64_t t = 0; t < n; ++t) {
     matrix_row(embed_, ids[t], H, x + t * H);
   }
+  if (positions_ != nullptr) {
+    if (start_pos + n > max_positions_) {
+      fail(KILN_ERR_CONTEXT_FULL, "positions " + std::to_string(start_pos) + ".." +
+                                      std::to_string(start_pos + n - 1) +
+                                      " are past the learned position table (" +
+                                      std::to_string(max_positions_) + " positions)");
+    }
+    add_inplace(x, positions_ + start_pos * H, n * H, nt);  // rows start_pos.. are contiguous
+  }
+  if (embed_norm_) norm(x, nullptr, nullptr, x, n);
   std::vector<int32_t> positions(static_cast<size_t>(n));
   for (int64_t t = 0; t < n; ++t) positions[t] = start_pos + static_cast<int32_t>(t);
 
@@ -194,25 +247,43 @@ void CpuTransformer::forward(SessionState& base_state, std::span<const int32_t> 
     float* k_new = k_layer + start_pos * kv_dim;
     float* v_new = v_layer + start_pos * kv_dim;
 
-    rms_norm(x, L.attn_norm, h, n, H, eps_, nt);
+    norm(x, L.attn_norm, L.attn_norm_bias, h, n);
     linear(h, L.wq, L.bq, q, n, H, q_dim, nt);
     linear(h, L.wk, L.bk, k_new, n, H, kv_dim, nt);
     linear(h, L.wv, L.bv, v_new, n, H, kv_dim, nt);
-    if (qk_norm_) {  // Qwen3: RMSNorm over each head vector, before RoPE
+    if (qk_norm_ == QkNormKind::BeforeRopeWeighted) {  // Qwen3: RMSNorm per head, before RoPE
       rms_norm(q, L.q_norm, q, n * n_heads_, head_dim_, eps_, nt);
       rms_norm(k_new, L.k_norm, k_new, n * n_kv_heads_, head_dim_, eps_, nt);
     }
-    rope(q, positions.data(), n, n_heads_, head_dim_, rot_dim_, inv_freq_.data(), nt);
-    rope(k_new, positions.data(), n, n_kv_heads_, head_dim_, rot_dim_, inv_freq_.data(), nt);
+    if (rot_dim_ > 0) {
+      rope(q, positions.data(), n, n_heads_, head_dim_, rot_dim_, inv_freq_.data(), nt);
+      rope(k_new, positions.data(), n, n_kv_heads_, head_dim_, rot_dim_, inv_freq_.data(), nt);
+    }
+    if (qk_norm_ == QkNormKind::AfterRopeNoWeight) {  // NanoChat: RoPE, then a plain RMSNorm
+      rms_norm(q, nullptr, q, n * n_heads_, head_dim_, eps_, nt);
+      rms_norm(k_new, nullptr, k_new, n * n_kv_heads_, head_dim_, eps_, nt);
+    }
     attention(q, k_layer, v_layer, attn, n, start_pos, n_heads_, n_kv_heads_, head_dim_, nt);
     linear(attn, L.wo, L.bo, h, n, q_dim, H, nt);
     add_inplace(x, h, n * H, nt);
 
-    rms_norm(x, L.ffn_norm, h, n, H, eps_, nt);
-    linear(h, L.w_gate, nullptr, gate, n, H, I, nt);
-    linear(h, L.w_up, nullptr, up, n, H, I, nt);
-    swiglu(gate, up, gate, n * I, nt);
-    linear(gate, L.w_down, nullptr, h, n, I, H, nt);
+    norm(x, L.ffn_norm, L.ffn_norm_bias, h, n);
+    switch (mlp_kind_) {
+      case MlpKind::SwiGLU:
+        linear(h, L.w_gate, nullptr, gate, n, H, I, nt);
+        linear(h, L.w_up, nullptr, up, n, H, I, nt);
+        swiglu(gate, up, gate, n * I, nt);
+        break;
+      case MlpKind::GeluTanh:
+        linear(h, L.w_up, L.b_up, gate, n, H, I, nt);
+        gelu_tanh(gate, n * I, nt);
+        break;
+      case MlpKind::ReluSquared:
+        linear(h, L.w_up, L.b_up, gate, n, H, I, nt);
+        relu_squared(gate, n * I, nt);
+        break;
+    }
+    linear(gate, L.w_down, L.b_down, h, n, I, H, nt);
     add_inplace(x, h, n * H, nt);
   }
   check_cancel(cancel);
@@ -221,8 +292,9 @@ void CpuTransformer::forward(SessionState& base_state, std::span<const int32_t> 
   // Only the rows whose logits were asked for go through the final norm and the head.
   const int64_t rows = all_positions ? n : 1;
   const float* last = all_positions ? x : x + (n - 1) * H;
-  rms_norm(last, final_norm_, h, rows, H, eps_, nt);
+  norm(last, final_norm_, final_norm_bias_, h, rows);
   linear(h, lm_head_, nullptr, logits, rows, H, vocab_, nt);
+  if (logit_softcap_ > 0.0f) softcap(logits, rows * vocab_, logit_softcap_, nt);
 }
 
 }  // namespace kiln::cpu

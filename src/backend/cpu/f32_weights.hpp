@@ -1,8 +1,9 @@
 // F32WeightStore: gives the CPU transformer every weight as contiguous float32. Weights already
 // stored as aligned F32 are used in place (zero-copy into the mmap); F16/BF16 (or misaligned F32)
 // and GGUF block formats are converted once into owned buffers — except matrices, which matrix()
-// hands out in place when stored as BF16 or in a block format with an integer dot kernel. The same
-// block asked for twice (tied embeddings) is converted and counted once.
+// hands out in place when stored as BF16 or in a block format with an integer dot kernel — and
+// transposed (Conv1D) blocks are copied into nn.Linear orientation. The same block asked for twice
+// (tied embeddings) is converted and counted once.
 #pragma once
 
 #include <cstdint>
@@ -41,8 +42,15 @@ class F32WeightStore {
   size_t in_place_bytes() const { return in_place_bytes_; }
 
  private:
-  // (tensor address, row_begin, rows, cols): identifies a block across WeightRefs.
-  using Key = std::tuple<uintptr_t, int64_t, int64_t, int64_t>;
+  // A non-transposed block: zero-copy or converted.
+  const float* block(const WeightRef& ref);
+  // A transposed block, copied into [rows × cols] row-major float32.
+  const float* transposed_copy(const WeightRef& ref);
+  // An owned float buffer of n elements (KILN_ERR_OUT_OF_MEMORY naming tensor t).
+  float* allocate(int64_t n, const TensorView& t);
+
+  // (tensor address, row_begin, rows, cols, transposed): identifies a block across WeightRefs.
+  using Key = std::tuple<uintptr_t, int64_t, int64_t, int64_t, bool>;
   int n_threads_;
   std::map<Key, const float*> blocks_;
   std::map<Key, const uint16_t*> bf16_blocks_;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numbers>
 #include <vector>
 
 #include "backend/cpu/bf16_matmul.hpp"
@@ -129,7 +130,34 @@ void rms_norm(const float* x, const float* weight, float* out, int64_t rows, int
     const float variance = static_cast<float>(sum_sq / static_cast<double>(dim));
     const float inv_rms = 1.0f / std::sqrt(variance + eps);
     // HF order: normalise first (hidden * rsqrt(var + eps)), then scale by the weight.
-    for (int64_t i = 0; i < dim; ++i) outr[i] = weight[i] * (xr[i] * inv_rms);
+    if (weight != nullptr) {
+      for (int64_t i = 0; i < dim; ++i) outr[i] = weight[i] * (xr[i] * inv_rms);
+    } else {
+      for (int64_t i = 0; i < dim; ++i) outr[i] = xr[i] * inv_rms;
+    }
+  }
+}
+
+void layer_norm(const float* x, const float* weight, const float* bias, float* out, int64_t rows,
+                int64_t dim, float eps, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (rows > 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* outr = out + r * dim;
+    // Mean and variance in double (torch accumulates float32 with its own summation order; double
+    // only removes our share of the rounding from the comparison).
+    double sum = 0.0;
+    for (int64_t i = 0; i < dim; ++i) sum += xr[i];
+    const double mean = sum / static_cast<double>(dim);
+    double sum_sq = 0.0;
+    for (int64_t i = 0; i < dim; ++i) {
+      const double d = xr[i] - mean;
+      sum_sq += d * d;
+    }
+    const float inv_std =
+        static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(dim) + eps));
+    const auto mean_f = static_cast<float>(mean);
+    for (int64_t i = 0; i < dim; ++i) outr[i] = (xr[i] - mean_f) * inv_std * weight[i] + bias[i];
   }
 }
 
@@ -215,6 +243,28 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n, int n_thr
     const float g = gate[i];
     out[i] = g / (1.0f + std::exp(-g)) * up[i];
   }
+}
+
+void gelu_tanh(float* x, int64_t n, int n_threads) {
+  const auto k = static_cast<float>(std::sqrt(2.0 / std::numbers::pi));
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n >= kElementwiseParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    x[i] = 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
+  }
+}
+
+void relu_squared(float* x, int64_t n, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n >= kElementwiseParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float r = std::max(x[i], 0.0f);
+    x[i] = r * r;
+  }
+}
+
+void softcap(float* x, int64_t n, float cap, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n >= kElementwiseParallelMin)
+  for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] / cap);
 }
 
 void add_inplace(float* dst, const float* src, int64_t n, int n_threads) {

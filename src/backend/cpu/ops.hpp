@@ -30,9 +30,15 @@ void linear(const float* x, const float* w, const float* bias, float* y, int64_t
             int64_t n, int n_threads);
 
 // out[i] = x[i] / sqrt(mean(x²) + eps) * weight[i], per row of `dim` (HF LlamaRMSNorm: compute in
-// float32, multiply by weight after normalising). In place allowed (out == x).
+// float32, multiply by weight after normalising). weight == nullptr: no scaling (NanoChat's
+// parameter-free RMSNorm). In place allowed (out == x).
 void rms_norm(const float* x, const float* weight, float* out, int64_t rows, int64_t dim, float eps,
               int n_threads);
+
+// torch.nn.LayerNorm: out[i] = (x[i] - mean) / sqrt(var + eps) * weight[i] + bias[i], per row of
+// `dim`, var the biased variance. In place allowed (out == x).
+void layer_norm(const float* x, const float* weight, const float* bias, float* out, int64_t rows,
+                int64_t dim, float eps, int n_threads);
 
 // Rotary embedding in the HF "rotate_half" layout: for each head vector v (head_dim), pairs
 // (v[i], v[i + rot/2]) for i < rot/2 are rotated by angle pos * inv_freq[i]; elements past `rot`
@@ -51,6 +57,16 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
 
 // out[i] = silu(gate[i]) * up[i]  (SwiGLU), n elements; out may alias gate.
 void swiglu(const float* gate, const float* up, float* out, int64_t n, int n_threads);
+
+// x[i] = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (transformers' NewGELUActivation, "gelu_new"),
+// in place over n elements.
+void gelu_tanh(float* x, int64_t n, int n_threads);
+
+// x[i] = max(x[i], 0)² (transformers' ReLUSquaredActivation, "relu2"), in place.
+void relu_squared(float* x, int64_t n, int n_threads);
+
+// x[i] = cap · tanh(x[i] / cap) (final logit soft-capping), in place.
+void softcap(float* x, int64_t n, float cap, int n_threads);
 
 // dst[i] += src[i]
 void add_inplace(float* dst, const float* src, int64_t n, int n_threads);

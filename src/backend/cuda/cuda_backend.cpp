@@ -9,6 +9,7 @@
 #include "backend/backend.hpp"
 #include "backend/cuda/cuda_transformer.hpp"
 #include "backend/cuda/device_memory.hpp"
+#include "backend/cuda_structure.hpp"
 #include "model/config.hpp"
 #include "model/transformer_weights.hpp"
 
@@ -29,6 +30,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<ModelExecutor> load_model(const ModelConfig& config,
                                             std::shared_ptr<const WeightSet> weights,
                                             const ProgressFn& progress) const override {
+    require_cuda_structure(config);  // before resolving: name what is missing, not a tensor
     const TransformerWeights resolved = resolve_transformer_weights(config, *weights);
     // The weights are copied to the device; the executor keeps nothing of the WeightSet.
     return std::make_unique<cuda::CudaTransformer>(

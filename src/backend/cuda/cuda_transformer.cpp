@@ -8,6 +8,7 @@
 #include "backend/cuda/gemm.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/weight_upload.hpp"
+#include "backend/cuda_structure.hpp"
 #include "core/error.hpp"
 
 namespace kiln::cuda {
@@ -160,7 +161,10 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
                                  const std::vector<float>& inv_freq,
                                  std::shared_ptr<DeviceAllocator> allocator,
                                  const ProgressFn& progress)
-    : allocator_(std::move(allocator)), eps_(config.rms_norm_eps), qk_norm_(config.traits.qk_norm) {
+    : allocator_(std::move(allocator)),
+      eps_(config.rms_norm_eps),
+      qk_norm_(config.qk_norm == QkNormKind::BeforeRopeWeighted) {
+  require_cuda_structure(config);
   dims_.vocab = config.vocab_size;
   dims_.hidden = config.hidden_size;
   dims_.n_heads = config.n_heads;

@@ -14,7 +14,8 @@
 //! Ownership follows kiln.h: a `Model` keeps its `Runtime` alive and a `Session` its `Model`, so
 //! handles are freed (on `Drop`) in the order kiln requires. Threading follows kiln.h too: `Runtime`
 //! and `Model` are `Send + Sync`; a `Session` is `Send` but not `Sync` (one thread at a time), and
-//! its `CancelHandle` may be used from any thread.
+//! its `CancelHandle` may be used from any thread. The same holds for a `Trainer` (training: see
+//! `Model::create` and `Trainer`) and its `TrainerCancelHandle`.
 
 mod callbacks;
 mod chat;
@@ -24,6 +25,7 @@ mod quantize;
 mod runtime;
 mod session;
 mod tokenizer;
+mod train;
 
 pub use chat::{ChatMessage, ChatOptions};
 pub use error::{Error, ErrorKind, Result};
@@ -37,6 +39,10 @@ pub use session::{
     StopReason,
 };
 pub use tokenizer::{Tokenizer, TokenizerRef};
+pub use train::{
+    Batch, LrSchedule, ModelCreateOptions, Optimizer, ParamGroup, TrainResult, Trainer,
+    TrainerCancelHandle, TrainerInfo, TrainerOptions, TrainerOutput, MAX_MTP_HEADS,
+};
 
 /// The raw FFI layer, for what the safe API does not cover.
 pub use kiln_sys as sys;

@@ -37,6 +37,20 @@ pub(crate) struct ModelHandle {
 unsafe impl Send for ModelHandle {}
 unsafe impl Sync for ModelHandle {}
 
+impl ModelHandle {
+    /// Wraps a kiln_model* kiln made on `runtime` (kiln_model_create, kiln_trainer_snapshot).
+    pub(crate) fn new(raw: *mut sys::kiln_model, runtime: Arc<RuntimeHandle>) -> Self {
+        ModelHandle {
+            raw,
+            _runtime: runtime,
+        }
+    }
+
+    pub(crate) fn runtime(&self) -> &Arc<RuntimeHandle> {
+        &self._runtime
+    }
+}
+
 impl Drop for ModelHandle {
     fn drop(&mut self) {
         // SAFETY: sessions hold their own Arc, so no wrapper uses the model after this.
