@@ -308,6 +308,30 @@ void kiln_py_generate_options_set_stop_strings(kiln_generate_options *options, c
   }
 }
 
+/* kiln_tokenizer_train's file list: a kiln_py_strings (the idiomatic layer builds it). */
+%typemap(in) (const char *const *files, size_t n_files) {
+  kiln_py_strings *strings = NULL;
+  if (SWIG_ConvertPtr($input, (void **)&strings, $descriptor(kiln_py_strings *), 0) != 0 || !strings) {
+    SWIG_exception_fail(SWIG_TypeError, "$symname: files must be a kiln_py_strings");
+  }
+  $1 = ($1_ltype)strings->items;
+  $2 = strings->n;
+}
+/* Training options' special tokens and progress callback, borrowed like the generate options'
+ * stop strings: the caller keeps the kiln_py_strings and the callable alive during the call. */
+%inline %{
+void kiln_py_tokenizer_train_options_set_special_tokens(kiln_tokenizer_train_options *options,
+                                                        const kiln_py_strings *strings) {
+  options->special_tokens = strings ? (const char *const *)strings->items : NULL;
+  options->n_special_tokens = strings ? strings->n : 0;
+}
+void kiln_py_tokenizer_train_options_set_progress_callback(kiln_tokenizer_train_options *options,
+                                                           PyObject *callback) {
+  options->progress_fn = callback == Py_None ? NULL : kiln_py_progress_trampoline;
+  options->progress_user_data = callback == Py_None ? NULL : callback;
+}
+%}
+
 /* ---- chat messages: a sequence of (role, content, tool_calls_json, extra_json) tuples, each
  * item a str or None (the idiomatic layer builds them from dicts). The UTF-8 pointers are the str
  * objects' own, valid while the sequence (held until freearg) holds them. ---- */
@@ -431,6 +455,36 @@ KILN_STRUCT(kiln_generate_result)
     free($self);
   }
 }
+
+/* kiln_tokenizer_train_options owns a copy of its pattern, as kiln_chat_options does of its
+ * strings (set it after kiln_tokenizer_train_options_default, which writes NULL over it). */
+%typemap(in, numinputs = 1) (kiln_tokenizer_train_options *options, size_t struct_size) {
+  if (SWIG_ConvertPtr($input, (void **)&$1, $1_descriptor, 0) != 0 || !$1) {
+    SWIG_exception_fail(SWIG_TypeError, "$symname: expected a kiln_tokenizer_train_options");
+  }
+  $2 = sizeof(kiln_tokenizer_train_options);
+}
+%typemap(memberin) const char *pattern {
+  free((char *)$1);
+  $1 = NULL;
+  if ($input) {
+    size_t size = strlen($input) + 1;
+    $1 = (const char *)memcpy(malloc(size), $input, size);
+  }
+}
+%extend kiln_tokenizer_train_options {
+  kiln_tokenizer_train_options() {
+    kiln_tokenizer_train_options *p =
+        (kiln_tokenizer_train_options *)calloc(1, sizeof(kiln_tokenizer_train_options));
+    p->struct_size = sizeof(kiln_tokenizer_train_options);
+    return p;
+  }
+  ~kiln_tokenizer_train_options() {
+    free((char *)$self->pattern);
+    free($self);
+  }
+}
+%immutable kiln_tokenizer_train_options::special_tokens;
 
 /* Borrowed strings inside info structs are read-only. */
 %immutable kiln_runtime_info::device_name;

@@ -189,8 +189,8 @@ PyObject *kiln_py_train_result_mtp_losses(const kiln_train_result *result) {
 }
 %}
 
-/* Parameter groups: an owned array built from a sequence of (pattern, lr_scale, weight_decay), the
- * patterns copied; it must outlive the kiln_trainer_create call (kiln copies it there). */
+/* Parameter groups: an owned array built from a sequence of (role, learning_rate, weight_decay)
+ * (negative numbers: not set); it must outlive the kiln_trainer_create call (kiln copies it there). */
 %inline %{
 typedef struct kiln_py_param_groups {
   kiln_param_group *items;
@@ -208,27 +208,23 @@ void kiln_py_trainer_options_set_param_groups(kiln_trainer_options *options, con
 }
 %extend kiln_py_param_groups {
   kiln_py_param_groups(PyObject *sequence) {
-    PyObject *seq = PySequence_Fast(sequence, "param_groups: expected a sequence of (pattern, lr_scale, weight_decay)");
+    PyObject *seq = PySequence_Fast(sequence, "param_groups: expected a sequence of (role, learning_rate, weight_decay)");
     if (!seq) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     kiln_py_param_groups *g = (kiln_py_param_groups *)calloc(1, sizeof *g);
     g->items = (kiln_param_group *)calloc((size_t)n + 1, sizeof(kiln_param_group));
     for (Py_ssize_t i = 0; i < n; ++i) {
-      const char *pattern = NULL;
-      Py_ssize_t len = 0;
-      double lr_scale = 0, weight_decay = 0;
-      if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "s#dd:param group", &pattern, &len, &lr_scale, &weight_decay)) {
-        for (size_t j = 0; j < g->n; ++j) free((char *)g->items[j].pattern);
+      int role = 0;
+      double learning_rate = 0, weight_decay = 0;
+      if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "idd:param group", &role, &learning_rate, &weight_decay)) {
         free(g->items);
         free(g);
         Py_DECREF(seq);
         return NULL;
       }
-      char *copy = (char *)malloc((size_t)len + 1);
-      memcpy(copy, pattern, (size_t)len);
-      copy[len] = '\0';
-      g->items[i].pattern = copy;
-      g->items[i].lr_scale = (float)lr_scale;
+      /* An out-of-range role reaches kiln, which rejects it naming param_groups[i].role. */
+      g->items[i].role = (kiln_param_role)role;
+      g->items[i].learning_rate = (float)learning_rate;
       g->items[i].weight_decay = (float)weight_decay;
       g->n = (size_t)i + 1;
     }
@@ -236,7 +232,6 @@ void kiln_py_trainer_options_set_param_groups(kiln_trainer_options *options, con
     return g;
   }
   ~kiln_py_param_groups() {
-    for (size_t i = 0; i < $self->n; ++i) free((char *)$self->items[i].pattern);
     free($self->items);
     free($self);
   }
@@ -278,6 +273,5 @@ KILN_STRUCT(kiln_train_result)
 
 /* Borrowed strings are read-only; array members are set through the helpers above. */
 %immutable kiln_trainer_info::architecture;
-%immutable kiln_param_group::pattern;
 %immutable kiln_trainer_options::mtp_loss_weights;
 %immutable kiln_train_result::mtp_losses;

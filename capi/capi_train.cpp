@@ -69,6 +69,10 @@ kiln::TrainerOptions to_engine(const kiln_trainer_options& o) {
     const std::string what = "kiln_trainer_options.param_groups[" + std::to_string(i) + "].role";
     const int role =
         raw_enum(checked_enum(g.role, KILN_PARAM_MATRIX, KILN_PARAM_BIAS, what.c_str()));
+    if (std::isnan(g.learning_rate) || std::isnan(g.weight_decay)) {
+      fail(KILN_ERR_INVALID_ARGUMENT, "kiln_trainer_options.param_groups[" + std::to_string(i) +
+                                          "] has a NaN learning_rate or weight_decay");
+    }
     kiln::ParamGroup& group = opt.groups[static_cast<size_t>(role)];
     if (g.learning_rate >= 0) group.lr = g.learning_rate;
     if (g.weight_decay >= 0) group.weight_decay = g.weight_decay;

@@ -224,10 +224,10 @@ KILN_API kiln_status kiln_quantize_options_default(kiln_quantize_options *option
  * into a GGUF v3 file at `dst` of options->type: general.architecture, the <arch>.* hyper-
  * parameters, tokenizer.ggml.* from the source's tokenizer (byte-level BPE), general.alignment
  * 32, norms and biases in F32. `dst` is written atomically (a temporary file next to it, fsync,
- * rename): on any error it is left as it was. Errors: KILN_ERR_NOT_FOUND (src missing),
- * KILN_ERR_INVALID_ARGUMENT (a type outside kiln_quantize_type), KILN_ERR_FORMAT /
- * KILN_ERR_UNSUPPORTED (a source kiln cannot read or convert, named), KILN_ERR_IO (dst not
- * writable, with the reason), KILN_ERR_CANCELLED. Runs on the calling thread (which the progress
+ * rename): on any error it is left as it was. Errors: KILN_ERR_NOT_FOUND (src, or dst's
+ * directory, missing), KILN_ERR_INVALID_ARGUMENT (a type outside kiln_quantize_type),
+ * KILN_ERR_FORMAT / KILN_ERR_UNSUPPORTED (a source kiln cannot read or convert, named),
+ * KILN_ERR_IO (dst not writable or a directory, with the reason), KILN_ERR_CANCELLED. Runs on the calling thread (which the progress
  * callback is called on) plus n_threads workers. */
 KILN_API kiln_status kiln_model_quantize(kiln_runtime *runtime, const char *src, const char *dst,
                                          const kiln_quantize_options *options);
@@ -659,6 +659,56 @@ KILN_API kiln_status kiln_tokenizer_vocab_size(const kiln_tokenizer *tokenizer, 
  * a tokenizer gives KILN_ERR_UNSUPPORTED (and sets *out_tokenizer to NULL). */
 KILN_API kiln_status kiln_model_tokenizer(const kiln_model *model,
                                           const kiln_tokenizer **out_tokenizer);
+
+/* ============================================================================================= */
+/* Training a byte-level BPE tokenizer                                                           */
+/* ============================================================================================= */
+/* The pre-tokenizer regex used when kiln_tokenizer_train_options.pattern is NULL: Llama 3's, the
+ * GPT-4 (cl100k) style split that nanochat also trains with. */
+#define KILN_TOKENIZER_DEFAULT_PATTERN                                                           \
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+" \
+  "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
+typedef struct kiln_tokenizer_train_options {
+  size_t struct_size;
+  int32_t vocab_size;            /* ids of the result: 256 byte tokens + merged tokens + special
+                                  * tokens. Default 32768. Fewer when no pair is frequent enough */
+  const char *pattern;           /* pre-tokenizer regex (PCRE2/Oniguruma syntax, UTF-8, NUL-
+                                  * terminated); NULL = KILN_TOKENIZER_DEFAULT_PATTERN (default) */
+  const char *const *special_tokens; /* optional NUL-terminated UTF-8 strings; they get the ids
+                                  * after the learned ones, in this order, and their text in the
+                                  * training files is not counted                               */
+  size_t n_special_tokens;
+  int32_t n_threads;             /* threads counting words; 0 = number of cores (default)      */
+  int32_t min_frequency;         /* pairs seen fewer times are never merged; default 2         */
+  kiln_progress_fn progress_fn;  /* optional; stages "count", "merge", "done"                  */
+  void *progress_user_data;
+} kiln_tokenizer_train_options;
+
+KILN_API kiln_status kiln_tokenizer_train_options_default(kiln_tokenizer_train_options *options,
+                                                          size_t struct_size);
+
+/* Trains a byte-level BPE tokenizer (GPT-2 / Llama 3 style) on UTF-8 text files and returns it
+ * loaded, as kiln_tokenizer_load would from the tokenizer.json that kiln_tokenizer_save writes:
+ * Split(pattern, Isolated) + ByteLevel pre-tokenizer, BPE model, ByteLevel decoder, no BOS/EOS.
+ * Ids 0..255 are the bytes; each step merges the most frequent adjacent pair (counted over the
+ * pre-token words of all files), ties going to the pair with the smallest (left id, right id), so
+ * the result depends only on the files and options, never on n_threads. Each file is cut into
+ * blocks of about 1 MiB that end after a newline; no word spans two blocks. Errors:
+ * KILN_ERR_INVALID_ARGUMENT (vocab_size too small, duplicate or empty special tokens, a file that
+ * is not UTF-8, naming the byte), KILN_ERR_NOT_FOUND / KILN_ERR_IO (files), KILN_ERR_FORMAT (a
+ * pattern that does not compile), KILN_ERR_CANCELLED (the progress callback returned non-zero).
+ * The progress callback runs on the calling thread; the counting threads are kiln's own. Free the
+ * result with kiln_tokenizer_free. */
+KILN_API kiln_status kiln_tokenizer_train(const char *const *files, size_t n_files,
+                                          const kiln_tokenizer_train_options *options,
+                                          kiln_tokenizer **out_tokenizer);
+
+/* Writes the tokenizer.json of a tokenizer from kiln_tokenizer_train. `path` ending in ".json" is
+ * the file to write; any other path is a directory (created when missing) that receives
+ * tokenizer.json. The write is atomic: the file is either the old one or the complete new one. A
+ * tokenizer that was loaded rather than trained gives KILN_ERR_UNSUPPORTED (copy its file). */
+KILN_API kiln_status kiln_tokenizer_save(const kiln_tokenizer *tokenizer, const char *path);
 
 #ifdef __cplusplus
 } /* extern "C" */

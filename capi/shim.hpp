@@ -26,6 +26,7 @@ struct kiln_runtime {
 struct kiln_tokenizer {
   std::unique_ptr<const kiln::Tokenizer> owned;
   const kiln::Tokenizer* impl = nullptr;
+  std::string trained_json;  // the tokenizer.json of a kiln_tokenizer_train result, else empty
 };
 struct kiln_model {
   std::shared_ptr<const kiln::Model> impl;

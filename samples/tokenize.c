@@ -16,6 +16,8 @@ static void usage(FILE* out) {
       "usage: kiln-tokenize [encode] -t DIR --jsonl IN.jsonl [--special]\n"
       "       kiln-tokenize decode -t DIR --jsonl IN.jsonl [--skip-special]\n"
       "       kiln-tokenize bench -t DIR --text FILE [--special] [--repeat N] [--ids-out FILE]\n"
+      "       kiln-tokenize train --vocab N --out DIR [--special-token TOKEN]... [--pattern RE]\n"
+      "                     [--threads N] [--min-frequency N] [--quiet] FILE...\n"
       "\n"
       "encode  reads lines {\"id\": n, \"text\": \"...\"} and prints {\"id\": n, \"ids\": [...]}.\n"
       "        No BOS/EOS is added. With --special, special-token text in the input (such as\n"
@@ -26,6 +28,13 @@ static void usage(FILE* out) {
       "bench   encodes FILE line by line (split on '\\n', the newline excluded) on\n"
       "        one thread and prints the load time and the throughput in MB/s; --ids-out\n"
       "        writes every line's ids as int32 (native endian) followed by -1.\n"
+      "train   trains a byte-level BPE tokenizer (GPT-2 / Llama 3 style) on the UTF-8 text\n"
+      "        FILEs and writes DIR/tokenizer.json, loadable by kiln and HF tokenizers.\n"
+      "        --vocab counts the 256 byte tokens, the merges and the special tokens (which\n"
+      "        get the last ids, in the order given). --pattern is the pre-tokenizer regex\n"
+      "        (default: Llama 3's). --threads counts words on N threads (default: all\n"
+      "        cores); --min-frequency stops before merging a pair seen fewer times\n"
+      "        (default 2). A progress bar goes to stderr unless --quiet.\n"
       "\n"
       "  -t, --tokenizer DIR   a directory with tokenizer.json (+ tokenizer_config.json), or a\n"
       "                        tokenizer.json file\n"
@@ -223,12 +232,79 @@ static int run_bench(const kiln_tokenizer* tok, double load_s, const char* path,
   return rc;
 }
 
+#define MAX_LIST_ARGS 1024 /* training files, special tokens */
+
+/* A one-line progress bar on stderr, redrawn when the stage or the percentage changes. */
+typedef struct progress_bar {
+  char stage[16];
+  int percent;
+  double start;
+} progress_bar;
+
+static int draw_progress(float fraction, const char* stage, void* user_data) {
+  progress_bar* bar = (progress_bar*)user_data;
+  int percent = (int)(fraction * 100.0f + 0.5f), filled, i;
+  if (percent == bar->percent && strncmp(stage, bar->stage, sizeof bar->stage) == 0) return 0;
+  if (bar->percent >= 0 && strncmp(stage, bar->stage, sizeof bar->stage) != 0) fputc('\n', stderr);
+  snprintf(bar->stage, sizeof bar->stage, "%s", stage);
+  bar->percent = percent;
+  filled = percent * 40 / 100;
+  fprintf(stderr, "\r%-6s [", stage);
+  for (i = 0; i < 40; ++i) fputc(i < filled ? '#' : '.', stderr);
+  fprintf(stderr, "] %3d%%  %.1f s", percent, now_seconds() - bar->start);
+  fflush(stderr);
+  return 0;
+}
+
+static int run_train(const char* const* files, size_t n_files, long vocab, const char* out_dir,
+                     const char* const* specials, size_t n_specials, const char* pattern,
+                     long threads, long min_frequency, int quiet) {
+  kiln_tokenizer_train_options opts;
+  kiln_tokenizer* tok = NULL;
+  progress_bar bar;
+  int32_t size = 0;
+  double start = now_seconds();
+  if (sample_check(kiln_tokenizer_train_options_default(&opts, sizeof opts), "train options"))
+    return 1;
+  opts.vocab_size = (int32_t)vocab;
+  opts.pattern = pattern;
+  opts.special_tokens = specials;
+  opts.n_special_tokens = n_specials;
+  opts.n_threads = (int32_t)threads;
+  opts.min_frequency = (int32_t)min_frequency;
+  memset(&bar, 0, sizeof bar);
+  bar.percent = -1;
+  bar.start = start;
+  if (!quiet) {
+    opts.progress_fn = draw_progress;
+    opts.progress_user_data = &bar;
+  }
+  if (sample_check(kiln_tokenizer_train(files, n_files, &opts, &tok), "kiln_tokenizer_train")) {
+    if (!quiet) fputc('\n', stderr);
+    return 1;
+  }
+  if (!quiet) fputc('\n', stderr);
+  if (sample_check(kiln_tokenizer_save(tok, out_dir), "kiln_tokenizer_save") ||
+      sample_check(kiln_tokenizer_vocab_size(tok, &size), "vocab size")) {
+    kiln_tokenizer_free(tok);
+    return 1;
+  }
+  printf("{\"vocab_size\": %d, \"out\": ", (int)size);
+  json_write_string(stdout, out_dir, strlen(out_dir));
+  printf(", \"seconds\": %.2f}\n", now_seconds() - start);
+  kiln_tokenizer_free(tok);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const char *command = "encode", *tok_path = NULL, *jsonl = NULL, *text_path = NULL,
              *ids_out = NULL;
   uint32_t encode_flags = 0, decode_flags = 0;
-  long repeat = 1;
-  int i = 1, rc;
+  long repeat = 1, vocab = 0, threads = 0, min_frequency = 2;
+  const char *out_dir = NULL, *pattern = NULL;
+  const char *train_files[MAX_LIST_ARGS], *specials[MAX_LIST_ARGS];
+  size_t n_train_files = 0, n_specials = 0;
+  int i = 1, rc, quiet = 0;
   kiln_tokenizer* tok = NULL;
   double load_start, load_s;
   FILE* in;
@@ -237,8 +313,8 @@ int main(int argc, char** argv) {
     command = argv[1];
     i = 2;
     if (strcmp(command, "encode") != 0 && strcmp(command, "decode") != 0 &&
-        strcmp(command, "bench") != 0) {
-      fprintf(stderr, "unknown command '%s' (expected encode, decode or bench)\n", command);
+        strcmp(command, "bench") != 0 && strcmp(command, "train") != 0) {
+      fprintf(stderr, "unknown command '%s' (expected encode, decode, bench or train)\n", command);
       usage(stderr);
       return 2;
     }
@@ -262,6 +338,39 @@ int main(int argc, char** argv) {
         fprintf(stderr, "--repeat expects an integer in 1..1000, got '%s'\n", argv[i]);
         return 2;
       }
+    } else if (strcmp(a, "--vocab") == 0 && has_value) {
+      if (sample_parse_long(argv[++i], 257, 16777216, &vocab)) {
+        fprintf(stderr, "--vocab expects an integer in 257..16777216, got '%s'\n", argv[i]);
+        return 2;
+      }
+    } else if (strcmp(a, "--threads") == 0 && has_value) {
+      if (sample_parse_long(argv[++i], 0, 4096, &threads)) {
+        fprintf(stderr, "--threads expects an integer in 0..4096, got '%s'\n", argv[i]);
+        return 2;
+      }
+    } else if (strcmp(a, "--min-frequency") == 0 && has_value) {
+      if (sample_parse_long(argv[++i], 1, 2147483647L, &min_frequency)) {
+        fprintf(stderr, "--min-frequency expects a positive integer, got '%s'\n", argv[i]);
+        return 2;
+      }
+    } else if (strcmp(a, "--out") == 0 && has_value) {
+      out_dir = argv[++i];
+    } else if (strcmp(a, "--pattern") == 0 && has_value) {
+      pattern = argv[++i];
+    } else if (strcmp(a, "--special-token") == 0 && has_value) {
+      if (n_specials == MAX_LIST_ARGS) {
+        fprintf(stderr, "at most %d --special-token arguments\n", MAX_LIST_ARGS);
+        return 2;
+      }
+      specials[n_specials++] = argv[++i];
+    } else if (strcmp(a, "--quiet") == 0) {
+      quiet = 1;
+    } else if (strcmp(command, "train") == 0 && a[0] != '-') {
+      if (n_train_files == MAX_LIST_ARGS) {
+        fprintf(stderr, "at most %d training files\n", MAX_LIST_ARGS);
+        return 2;
+      }
+      train_files[n_train_files++] = a;
     } else if (strcmp(a, "--special") == 0) {
       encode_flags |= KILN_TOKENIZE_PARSE_SPECIAL;
     } else if (strcmp(a, "--skip-special") == 0) {
@@ -271,6 +380,17 @@ int main(int argc, char** argv) {
       usage(stderr);
       return 2;
     }
+  }
+  if (strcmp(command, "train") == 0) {
+    if (!vocab || !out_dir || n_train_files == 0) {
+      fprintf(stderr, "train needs --vocab N, --out DIR and at least one FILE\n");
+      usage(stderr);
+      rc = 2;
+    } else {
+      rc = run_train(train_files, n_train_files, vocab, out_dir, specials, n_specials, pattern,
+                     threads, min_frequency, quiet);
+    }
+    return rc;
   }
   if (!tok_path) {
     fprintf(stderr, "missing -t TOKENIZER_DIR\n");

@@ -455,6 +455,7 @@ int main(int argc, char** argv) {
             tinfo.architecture, (long long)tinfo.n_parameters, train.n, (long long)tinfo.step,
             a.steps);
   }
+  const int64_t tinfo_total = a.total_steps > 0 ? a.total_steps : a.steps;
   const double t_start = now_seconds();
   const long first = (long)tinfo.step;
   for (long step = first + 1; step <= a.steps; ++step) {
@@ -478,7 +479,9 @@ int main(int argc, char** argv) {
       const double eta = elapsed / (double)(step - first) * (double)(a.steps - step);
       progress_line(tty, step, a.steps, r.loss, r.learning_rate, r.tokens_per_second, eta);
     }
-    if ((a.eval_every > 0 && step % a.eval_every == 0) || step == a.steps) {
+    /* Validation on the eval_every grid and at the schedule's end, not where a run is cut short,
+     * so that an interrupted and resumed run logs exactly what an uninterrupted one does. */
+    if ((a.eval_every > 0 && step % a.eval_every == 0) || step == (long)tinfo_total) {
       double vl;
       if (validate(trainer, &val, (int32_t)a.batch, (int32_t)a.seq, a.eval_batches, inputs, targets,
                    &vl)) {

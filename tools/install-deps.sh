@@ -3,7 +3,7 @@
 # besides apt. Usage: tools/install-deps.sh
 set -euo pipefail
 pkgs=(cmake make g++ pkg-config gzip binutils
-      libgtest-dev nlohmann-json3-dev libopenblas-dev libpcre2-dev libutf8proc-dev
+      libgtest-dev nlohmann-json3-dev libopenblas-dev libpcre2-dev libutf8proc-dev libsimdjson-dev
       flatbuffers-compiler libflatbuffers-dev
       # language bindings (bindings/README.md): Python through SWIG, Rust, Go, C# on mono
       swig python3-dev python3-pip python3-setuptools python3-wheel

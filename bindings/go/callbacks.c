@@ -37,3 +37,8 @@ void kiln_go_set_quantize_progress_callback(kiln_quantize_options* options, uint
   options->progress_fn = kiln_go_progress_trampoline;
   options->progress_user_data = (void*)handle;
 }
+
+void kiln_go_set_train_progress_callback(kiln_tokenizer_train_options* options, uintptr_t handle) {
+  options->progress_fn = kiln_go_progress_trampoline;
+  options->progress_user_data = (void*)handle;
+}

@@ -559,3 +559,59 @@ func TestQuantizeWritesAGgufThatReloads(t *testing.T) {
 		t.Errorf("missing source: %v", err)
 	}
 }
+
+func TestTrainTokenizerSaveAndReload(t *testing.T) {
+	dir := t.TempDir()
+	corpus := filepath.Join(dir, "corpus.txt")
+	if err := os.WriteFile(corpus, []byte(strings.Repeat("low lower lowest newer newest wider widest\n", 50)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stages []string
+	tok, err := TrainTokenizer([]string{corpus}, TrainOptions{
+		VocabSize:     300,
+		SpecialTokens: []string{"<|end|>"},
+		Progress:      func(f float32, stage string) bool { stages = append(stages, stage); return false },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	if len(stages) == 0 || stages[len(stages)-1] != "done" {
+		t.Errorf("progress stages %v", stages)
+	}
+	text := "lowest wider 🙂 新"
+	ids, err := tok.Encode(text, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back, _ := tok.Decode(ids, false); back != text {
+		t.Errorf("round trip: %q", back)
+	}
+	// "low", " lowest" and " wider" are training words seen 50 times: one token each.
+	if words, _ := tok.Encode("low lowest wider", false, false); len(words) != 3 {
+		t.Errorf("training words: %v", words)
+	}
+	size, _ := tok.VocabSize()
+	if special, _ := tok.Encode("<|end|>", false, true); !reflect.DeepEqual(special, []int32{size - 1}) {
+		t.Errorf("special token ids %v, vocab size %d", special, size)
+	}
+	if err := tok.Save(filepath.Join(dir, "out")); err != nil {
+		t.Fatal(err)
+	}
+	again, err := LoadTokenizer(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if reloaded, _ := again.Encode(text, false, false); !reflect.DeepEqual(reloaded, ids) {
+		t.Errorf("reloaded ids %v, trained %v", reloaded, ids)
+	}
+	var kerr *Error
+	_, err = TrainTokenizer([]string{corpus}, TrainOptions{VocabSize: 300, Progress: func(float32, string) bool { return true }})
+	if !errors.As(err, &kerr) || kerr.Status != StatusCancelled {
+		t.Errorf("cancel: %v", err)
+	}
+	if err := again.Save(filepath.Join(dir, "copy")); !errors.As(err, &kerr) || kerr.Status != StatusUnsupported {
+		t.Errorf("saving a loaded tokenizer: %v", err)
+	}
+}

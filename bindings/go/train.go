@@ -87,12 +87,26 @@ const (
 	LRWarmupStableDecay LRSchedule = LRSchedule(C.KILN_LR_WARMUP_STABLE_DECAY)
 )
 
-// ParamGroup scales the learning rate (and, when WeightDecay is not nil, sets the decay) of the
-// tensors whose canonical name matches the glob Pattern. The first matching group wins.
+// ParamRole is a kind of trainable tensor (kiln.h's kiln_param_role).
+type ParamRole int
+
+const (
+	ParamMatrix    ParamRole = ParamRole(C.KILN_PARAM_MATRIX)    // 2-D weights inside blocks (attention, MLP)
+	ParamEmbedding ParamRole = ParamRole(C.KILN_PARAM_EMBEDDING) // the token embedding (also the head when tied)
+	ParamPosition  ParamRole = ParamRole(C.KILN_PARAM_POSITION)  // learned positions (GPT-2)
+	ParamHead      ParamRole = ParamRole(C.KILN_PARAM_HEAD)      // an untied lm_head
+	ParamNorm      ParamRole = ParamRole(C.KILN_PARAM_NORM)      // norm weights
+	ParamBias      ParamRole = ParamRole(C.KILN_PARAM_BIAS)      // biases
+)
+
+// ParamGroup gives the AdamW-updated tensors of Role their own learning rate (nil = the trainer's
+// LearningRate; 0 freezes them) and/or weight decay (nil = the role's default), as torch's
+// parameter groups. A later group for the same role replaces an earlier one; in Muon mode the
+// matrices follow the Muon options instead.
 type ParamGroup struct {
-	Pattern     string
-	LRScale     float32
-	WeightDecay *float32
+	Role         ParamRole
+	LearningRate *float32
+	WeightDecay  *float32
 }
 
 // TrainerOptions configures NewTrainer. Start from DefaultTrainerOptions(): a zero field means zero
@@ -117,8 +131,9 @@ type TrainerOptions struct {
 	Seed             uint64
 	NMTPHeads        int32
 	MTPLossWeights   [MaxMTPHeads]float32
-	// Progress, when not nil, is called during every step (stages "forward", "backward",
-	// "optimizer"); returning true cancels the step. A panic in it cancels the step and is
+	// Progress, when not nil, is called during every step: stage "forward" before each
+	// micro-batch's forward + backward pass (fraction = the share of micro-batches done), then
+	// "optimizer" before the update (fraction 1); returning true cancels the step. A panic in it cancels the step and is
 	// returned by Step.
 	Progress func(fraction float32, stage string) bool
 }
@@ -143,9 +158,25 @@ func DefaultTrainerOptions() TrainerOptions {
 
 // cTrainerOptions is the C memory one NewTrainer call lends kiln (kiln copies it at creation).
 type cTrainerOptions struct {
-	options  *C.kiln_trainer_options
-	groups   *C.kiln_param_group
-	patterns []*C.char
+	options *C.kiln_trainer_options
+	groups  *C.kiln_param_group
+}
+
+// checkParamGroups rejects a negative or NaN LearningRate/WeightDecay: kiln reads those as "not
+// set", which here is nil, so one given is a mistake rather than a silent fallback.
+func checkParamGroups(groups []ParamGroup) error {
+	for i, g := range groups {
+		for _, f := range []struct {
+			name  string
+			value *float32
+		}{{"LearningRate", g.LearningRate}, {"WeightDecay", g.WeightDecay}} {
+			if f.value != nil && !(*f.value >= 0) {
+				return &Error{Status: StatusInvalidArgument,
+					Message: fmt.Sprintf("kiln.TrainerOptions.ParamGroups[%d].%s is %g; expected >= 0 or nil", i, f.name, *f.value)}
+			}
+		}
+	}
+	return nil
 }
 
 func newCTrainerOptions(t TrainerOptions) *cTrainerOptions {
@@ -173,10 +204,11 @@ func newCTrainerOptions(t TrainerOptions) *cTrainerOptions {
 		c.groups = (*C.kiln_param_group)(C.calloc(C.size_t(n), C.sizeof_kiln_param_group))
 		groups := unsafe.Slice(c.groups, n)
 		for i, g := range t.ParamGroups {
-			pattern := C.CString(g.Pattern)
-			c.patterns = append(c.patterns, pattern)
-			groups[i].pattern = pattern
-			groups[i].lr_scale = C.float(g.LRScale)
+			groups[i].role = C.kiln_param_role(g.Role)
+			groups[i].learning_rate = -1 // kiln reads a negative value as "not set"
+			if g.LearningRate != nil {
+				groups[i].learning_rate = C.float(*g.LearningRate)
+			}
 			groups[i].weight_decay = -1
 			if g.WeightDecay != nil {
 				groups[i].weight_decay = C.float(*g.WeightDecay)
@@ -189,9 +221,6 @@ func newCTrainerOptions(t TrainerOptions) *cTrainerOptions {
 }
 
 func (c *cTrainerOptions) free() {
-	for _, p := range c.patterns {
-		C.free(unsafe.Pointer(p))
-	}
 	C.free(unsafe.Pointer(c.groups))
 	C.free(unsafe.Pointer(c.options))
 }
@@ -312,6 +341,9 @@ func (t *Trainer) progressState(fn func(float32, string) bool) *progressState {
 
 // NewTrainer creates a trainer over a float32 copy of the model's weights.
 func NewTrainer(m *Model, opts TrainerOptions) (*Trainer, error) {
+	if err := checkParamGroups(opts.ParamGroups); err != nil {
+		return nil, err
+	}
 	c := newCTrainerOptions(opts)
 	defer c.free()
 	t := &Trainer{rt: m.rt}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -317,19 +318,25 @@ func TestAllZeroMaskIsInvalidArgument(t *testing.T) {
 
 func TestProgressCallbackAndContextCancelTheStep(t *testing.T) {
 	f := newTrainFixture(t)
+	// Two micro-batches: kiln.h promises "forward" before each one's forward + backward pass
+	// (fraction = the share done) and "optimizer" before the update (fraction 1).
 	var stages []string
 	tr := f.trainer(t, func(o *TrainerOptions) {
-		o.Progress = func(_ float32, stage string) bool { stages = append(stages, stage); return false }
+		o.GradAccumSteps = 2
+		o.Progress = func(fraction float32, stage string) bool {
+			stages = append(stages, fmt.Sprintf("%s@%g", stage, fraction))
+			return false
+		}
 	})
 	mustStep(t, tr, f.batch)
-	if len(stages) == 0 || stages[0] != "forward" {
-		t.Errorf("stages %v", stages)
+	if got := strings.Join(stages, " "); got != "forward@0 forward@0.5 optimizer@1" {
+		t.Errorf("stages %q", got)
 	}
 	before, err := tr.EvalLoss(context.Background(), f.batch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.SetProgress(func(_ float32, stage string) bool { return stage == "backward" }); err != nil {
+	if err := tr.SetProgress(func(_ float32, stage string) bool { return stage == "optimizer" }); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tr.Step(context.Background(), f.batch); !errors.Is(err, &Error{Status: StatusCancelled}) || stepCount(t, tr) != 1 {
@@ -367,6 +374,54 @@ func TestProgressCallbackAndContextCancelTheStep(t *testing.T) {
 	}
 	if r := mustStep(t, tr, f.batch); r.Step != 2 {
 		t.Errorf("step after the cancels: %+v", r)
+	}
+}
+
+var allRoles = []ParamRole{ParamMatrix, ParamEmbedding, ParamPosition, ParamHead, ParamNorm, ParamBias}
+
+func frozenGroups() []ParamGroup {
+	zero := float32(0)
+	groups := make([]ParamGroup, 0, len(allRoles))
+	for _, r := range allRoles {
+		groups = append(groups, ParamGroup{Role: r, LearningRate: &zero})
+	}
+	return groups
+}
+
+func TestParamGroupsFreezeAndTrainRoles(t *testing.T) {
+	f := newTrainFixture(t)
+	// A learning rate of 0 freezes a role (kiln.h): with every role frozen a step sees a gradient
+	// but changes no weight, decay included.
+	frozen := f.trainer(t, func(o *TrainerOptions) {
+		o.ParamGroups = frozenGroups()
+		o.WeightDecay = 0.5
+	})
+	before, err := frozen.EvalLoss(context.Background(), f.batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := mustStep(t, frozen, f.batch); r.GradNorm <= 0 {
+		t.Errorf("frozen step %+v", r)
+	}
+	if after, _ := frozen.EvalLoss(context.Background(), f.batch); after.Loss != before.Loss {
+		t.Errorf("frozen weights moved: loss %v -> %v", before.Loss, after.Loss)
+	}
+	// Thawing the norms alone (a later group for a role replaces an earlier one) trains them.
+	lr := float32(1e-2)
+	norms := f.trainer(t, func(o *TrainerOptions) {
+		o.ParamGroups = append(frozenGroups(), ParamGroup{Role: ParamNorm, LearningRate: &lr})
+	})
+	mustStep(t, norms, f.batch)
+	if after, _ := norms.EvalLoss(context.Background(), f.batch); !(after.Loss < before.Loss) {
+		t.Errorf("training the norms alone: loss %v -> %v", before.Loss, after.Loss)
+	}
+	// kiln reads a negative number as "not set"; here that is nil, so a negative value is an error.
+	negative := float32(-0.1)
+	opts := DefaultTrainerOptions()
+	opts.ParamGroups = []ParamGroup{{Role: ParamBias, WeightDecay: &negative}}
+	if _, err := NewTrainer(f.model(t), opts); !errors.Is(err, &Error{Status: StatusInvalidArgument}) ||
+		!strings.Contains(err.Error(), "ParamGroups[0].WeightDecay is -0.1") {
+		t.Errorf("negative weight decay: %v", err)
 	}
 }
 

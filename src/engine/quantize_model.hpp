@@ -20,10 +20,10 @@ namespace kiln {
 
 enum class QuantizeTarget { F16, Q8_0, Q4_K_M };
 
-// Throws kiln::Error: KILN_ERR_NOT_FOUND (src missing), KILN_ERR_FORMAT / KILN_ERR_UNSUPPORTED
-// (a source kiln cannot read or an architecture, tokenizer or RoPE scaling the writer does not
-// handle, named), KILN_ERR_IO (dst cannot be written, with the OS reason), KILN_ERR_CANCELLED.
-// The destination is written atomically: on any error it is left as it was.
+// Throws kiln::Error: KILN_ERR_NOT_FOUND (src, or dst's directory, missing), KILN_ERR_FORMAT /
+// KILN_ERR_UNSUPPORTED (a source kiln cannot read or an architecture, tokenizer or RoPE scaling the
+// writer does not handle, named), KILN_ERR_IO (dst cannot be written, with the OS reason),
+// KILN_ERR_CANCELLED. The destination is written atomically: on any error it is left as it was.
 void quantize_model(const std::filesystem::path& src, const std::filesystem::path& dst,
                     QuantizeTarget target, int n_threads, const ProgressFn& progress);
 

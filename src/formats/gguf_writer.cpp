@@ -1,12 +1,9 @@
 #include "formats/gguf_writer.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 
 #include "core/error.hpp"
+#include "util/atomic_file.hpp"
 
 namespace kiln {
 
@@ -96,68 +93,6 @@ void put_value(std::string& out, const GgufValue& v, const std::string& key) {
 
 uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
 
-std::string os_error() { return std::strerror(errno); }
-
-// The temporary file: removed on destruction unless committed.
-class TempFile {
- public:
-  explicit TempFile(const fs::path& dst)
-      : dst_(dst), path_(dst.string() + ".tmp-" + std::to_string(::getpid())) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) {
-      fail(KILN_ERR_IO,
-           "cannot create " + path_.string() + " (to write " + dst.string() + "): " + os_error());
-    }
-  }
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) {
-      std::error_code ec;
-      fs::remove(path_, ec);
-    }
-  }
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-
-  void write(const void* data, size_t n) {
-    const auto* p = static_cast<const uint8_t*>(data);
-    while (n > 0) {
-      const ssize_t w = ::write(fd_, p, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        fail(KILN_ERR_IO, "cannot write " + path_.string() + ": " + os_error());
-      }
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-  }
-
-  // fsync, close, rename over the destination, fsync the directory.
-  void commit() {
-    if (::fsync(fd_) != 0) fail(KILN_ERR_IO, "cannot fsync " + path_.string() + ": " + os_error());
-    const int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) fail(KILN_ERR_IO, "cannot close " + path_.string() + ": " + os_error());
-    if (::rename(path_.c_str(), dst_.c_str()) != 0) {
-      fail(KILN_ERR_IO,
-           "cannot rename " + path_.string() + " to " + dst_.string() + ": " + os_error());
-    }
-    committed_ = true;
-    fs::path dir = dst_.parent_path();
-    if (dir.empty()) dir = ".";
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);  // best effort: the rename is done; a failure here is not the caller's error
-      ::close(dfd);
-    }
-  }
-
- private:
-  fs::path dst_, path_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
-
 }  // namespace
 
 GgufValue gguf_string(std::string s) { return {GgufValueType::STRING, std::move(s)}; }
@@ -227,14 +162,12 @@ void write_gguf(const fs::path& dst, const GgufMetadata& metadata,
   }
   header.resize(align_up(header.size(), alignment), '\0');
 
-  TempFile file(dst);
+  AtomicFileWriter file(dst);
   file.write(header.data(), header.size());
+  const uint64_t data_start = file.position();
   std::vector<uint8_t> data;
-  const std::string padding(alignment, '\0');
-  uint64_t written = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const uint64_t at = align_up(written, alignment);
-    file.write(padding.data(), at - written);
+    file.pad_to(data_start + align_up(file.position() - data_start, alignment));
     data.clear();
     produce(i, data);
     if (data.size() != sizes[i]) {
@@ -243,7 +176,6 @@ void write_gguf(const fs::path& dst, const GgufMetadata& metadata,
                                   std::to_string(sizes[i]));
     }
     file.write(data.data(), data.size());
-    written = at + data.size();
     if (progress &&
         !progress(static_cast<float>(i + 1) / static_cast<float>(tensors.size()), "writing")) {
       fail(KILN_ERR_CANCELLED, "writing " + dst.string() + " cancelled by the progress callback");

@@ -1,8 +1,7 @@
 // GGUF writing (GGUF spec, docs/gguf.md "File Structure", version 3, little-endian): header,
 // metadata pairs in the order given, tensor infos, padding to `general.alignment`, then each
-// tensor's data at an aligned offset. The file is produced atomically: written to a temporary
-// file next to the destination, fsync'd, renamed over it, and the directory fsync'd, so a crash
-// or an error never leaves a partial file under the destination name.
+// tensor's data at an aligned offset. The file is produced atomically (util/atomic_file.hpp): a
+// crash or an error never leaves a partial file under the destination name.
 #pragma once
 
 #include <cstdint>
@@ -39,9 +38,10 @@ struct GgufTensorPlan {
 using GgufTensorProducer = std::function<void(size_t index, std::vector<uint8_t>& out)>;
 
 // Writes `dst`. `general.alignment` is taken from `metadata` when present (a power of two), else
-// 32 and not written. Throws KILN_ERR_IO naming the path and the OS reason (directory missing or
-// not writable, disk full), KILN_ERR_CANCELLED when `progress` returns false, KILN_ERR_INTERNAL
-// when a producer returns the wrong number of bytes; the destination is then untouched.
+// 32 and not written. Throws KILN_ERR_NOT_FOUND (the directory does not exist), KILN_ERR_IO naming
+// the path and the OS reason (not writable, disk full, a directory in the way), KILN_ERR_CANCELLED
+// when `progress` returns false, KILN_ERR_INTERNAL when a producer returns the wrong number of
+// bytes; the destination is then untouched.
 void write_gguf(const std::filesystem::path& dst, const GgufMetadata& metadata,
                 const std::vector<GgufTensorPlan>& tensors, const GgufTensorProducer& produce,
                 const ProgressFn& progress);

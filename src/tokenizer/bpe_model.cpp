@@ -39,7 +39,7 @@ struct CandidateMerge {
 
 }  // namespace
 
-BpeModel BpeModel::from_json(const Json& model, const std::string& path) {
+BpeModel BpeModel::from_json(const Json& model, const std::string& path, const BpeTables* tables) {
   const std::string type = json_string_or(model, "type", path, "BPE");
   if (type != "BPE") {
     fail(KILN_ERR_UNSUPPORTED, "tokenizer model type \"" + type + "\" at " + path +
@@ -52,8 +52,13 @@ BpeModel BpeModel::from_json(const Json& model, const std::string& path) {
                                      ": BPE dropout is a training feature kiln does not apply");
     }
   }
+  BpeTables from_model;
+  if (!tables) {
+    from_model = tables_from_json(model, path);
+    tables = &from_model;
+  }
   BpeModel bpe;
-  bpe.load_vocab(json_require(model, "vocab", path), path + ".vocab");
+  bpe.load_vocab(*tables);
   bpe.continuing_subword_prefix_ = json_string_or(model, "continuing_subword_prefix", path, "");
   bpe.end_of_word_suffix_ = json_string_or(model, "end_of_word_suffix", path, "");
   bpe.fuse_unk_ = json_bool_or(model, "fuse_unk", path, false);
@@ -67,31 +72,63 @@ BpeModel BpeModel::from_json(const Json& model, const std::string& path) {
     }
     bpe.unk_id_ = *id;
   }
-  bpe.load_merges(json_require(model, "merges", path), path + ".merges");
+  bpe.load_merges(*tables, path + ".merges");
   return bpe;
 }
 
-void BpeModel::load_vocab(const Json& vocab, const std::string& path) {
-  if (!vocab.is_object()) json_format_error(path, "an object of token → id", vocab);
-  vocab_.reserve(vocab.size());
-  int32_t max_id = -1;
+// Checks model.vocab and model.merges of a parsed JSON object and lists them (views into `model`).
+BpeTables BpeModel::tables_from_json(const Json& model, const std::string& path) {
+  BpeTables tables;
+  const Json& vocab = json_require(model, "vocab", path);
+  const std::string vocab_path = path + ".vocab";
+  if (!vocab.is_object()) json_format_error(vocab_path, "an object of token → id", vocab);
+  tables.vocab.reserve(vocab.size());
   for (const auto& [token, value] : vocab.items()) {
     if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
         value.get<int64_t>() > INT32_MAX) {
-      json_format_error(path + "[\"" + token + "\"]", "a non-negative 32-bit id", value);
+      json_format_error(vocab_path + "[\"" + token + "\"]", "a non-negative 32-bit id", value);
     }
-    const auto id = static_cast<int32_t>(value.get<int64_t>());
-    vocab_.emplace(token, id);
-    max_id = std::max(max_id, id);
+    // items() hands out keys by reference into the object, which outlives the tables.
+    tables.vocab.emplace_back(std::string_view(token), static_cast<int32_t>(value.get<int64_t>()));
+    tables.vocab_bytes += token.size();
   }
-  id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());
-  has_token_.assign(static_cast<size_t>(max_id + 1), false);
-  for (const auto& [token, id] : vocab_) {
-    id_to_token_[id] = token;
-    has_token_[id] = true;
+  const Json& merges = json_require(model, "merges", path);
+  const std::string merges_path = path + ".merges";
+  if (!merges.is_array()) json_format_error(merges_path, "an array", merges);
+  tables.merges.reserve(merges.size());
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    const Json& entry = merges[rank];
+    if (entry.is_string()) {  // "left right"
+      const std::string& text = entry.get_ref<const std::string&>();
+      const size_t space = text.find(' ');
+      if (space == std::string::npos || text.find(' ', space + 1) != std::string::npos) {
+        json_format_error(merges_path + "[" + std::to_string(rank) + "]",
+                          "two tokens separated by one space", entry);
+      }
+      tables.merges.emplace_back(std::string_view(text).substr(0, space),
+                                 std::string_view(text).substr(space + 1));
+    } else if (entry.is_array() && entry.size() == 2 && entry[0].is_string() &&
+               entry[1].is_string()) {  // ["left", "right"]
+      tables.merges.emplace_back(entry[0].get_ref<const std::string&>(),
+                                 entry[1].get_ref<const std::string&>());
+    } else {
+      json_format_error(merges_path + "[" + std::to_string(rank) + "]",
+                        "\"left right\" or [\"left\", \"right\"]", entry);
+    }
+  }
+  return tables;
+}
+
+void BpeModel::load_vocab(const BpeTables& tables) {
+  vocab_.reserve(tables.vocab.size(), tables.vocab_bytes);
+  for (const auto& [token, id] : tables.vocab) vocab_.insert(token, id);
+  vocab_.index_ids();
+  for (int32_t id = 0; id <= vocab_.max_id(); ++id) {
+    const auto token = vocab_.token(id);
+    if (!token) continue;
     size_t len = 0;
-    const auto cp = decode_utf8_at(token, 0, len);
-    if (cp && len == token.size()) char_ids_.emplace(*cp, id);
+    const auto cp = decode_utf8_at(*token, 0, len);
+    if (cp && len == token->size()) char_ids_.emplace(*cp, id);
   }
   for (unsigned b = 0; b < 256; ++b) {
     const auto id = token_to_id(byte_token_name(b));
@@ -99,58 +136,46 @@ void BpeModel::load_vocab(const Json& vocab, const std::string& path) {
   }
 }
 
-void BpeModel::load_merges(const Json& merges, const std::string& path) {
-  if (!merges.is_array()) json_format_error(path, "an array", merges);
-  merges_ = MergeTable(merges.size());
+void BpeModel::load_merges(const BpeTables& tables, const std::string& path) {
+  merges_ = MergeTable(tables.merges.size());
   const size_t prefix_len = continuing_subword_prefix_.size();
-  std::string merged;
-  for (size_t rank = 0; rank < merges.size(); ++rank) {
-    const Json& entry = merges[rank];
-    std::string_view left, right;
-    std::string joined;
-    if (entry.is_string()) {  // "left right"
-      const std::string& text = entry.get_ref<const std::string&>();
-      const size_t space = text.find(' ');
-      if (space == std::string::npos || text.find(' ', space + 1) != std::string::npos) {
-        json_format_error(path + "[" + std::to_string(rank) + "]",
-                          "two tokens separated by one space", entry);
+  // Merges are resolved in groups so that TokenIndex::find_many can overlap the lookups' cache
+  // misses: keys[3k], [3k + 1], [3k + 2] are merge k's left, right and merged token.
+  constexpr size_t kGroup = 128;
+  std::string merged[kGroup];
+  std::string_view keys[3 * kGroup];
+  int32_t ids[3 * kGroup];
+  for (size_t base = 0; base < tables.merges.size(); base += kGroup) {
+    const size_t n = std::min(kGroup, tables.merges.size() - base);
+    for (size_t k = 0; k < n; ++k) {
+      const auto [left, right] = tables.merges[base + k];
+      // The merged token drops the right part's continuing-subword prefix (HF
+      // models/bpe/model.rs).
+      merged[k].assign(left);
+      merged[k].append(right.substr(std::min(prefix_len, right.size())));
+      keys[3 * k] = left;
+      keys[3 * k + 1] = right;
+      keys[3 * k + 2] = merged[k];
+    }
+    vocab_.find_many(keys, 3 * n, ids);
+    for (size_t k = 0; k < n; ++k) merges_.prefetch(ids[3 * k], ids[3 * k + 1]);
+    for (size_t k = 0; k < n; ++k) {
+      const int32_t left_id = ids[3 * k], right_id = ids[3 * k + 1], merged_id = ids[3 * k + 2];
+      if (left_id < 0 || right_id < 0 || merged_id < 0) {
+        const size_t rank = base + k;
+        const std::string missing = std::string(left_id < 0    ? keys[3 * k]
+                                                : right_id < 0 ? keys[3 * k + 1]
+                                                               : merged[k]);
+        fail(KILN_ERR_FORMAT, "tokenizer " + path + "[" + std::to_string(rank) + "]: token \"" +
+                                  missing + "\" is not in the vocabulary");
       }
-      left = std::string_view(text).substr(0, space);
-      right = std::string_view(text).substr(space + 1);
-    } else if (entry.is_array() && entry.size() == 2 && entry[0].is_string() &&
-               entry[1].is_string()) {  // ["left", "right"]
-      left = entry[0].get_ref<const std::string&>();
-      right = entry[1].get_ref<const std::string&>();
-    } else {
-      json_format_error(path + "[" + std::to_string(rank) + "]",
-                        "\"left right\" or [\"left\", \"right\"]", entry);
+      merges_.insert(left_id, right_id, {static_cast<int32_t>(base + k), merged_id});
     }
-    const auto left_id = token_to_id(left);
-    const auto right_id = token_to_id(right);
-    // The merged token drops the right part's continuing-subword prefix (HF models/bpe/model.rs).
-    merged.assign(left);
-    merged.append(right.substr(std::min(prefix_len, right.size())));
-    const auto merged_id = token_to_id(merged);
-    if (!left_id || !right_id || !merged_id) {
-      const std::string missing = !left_id    ? std::string(left)
-                                  : !right_id ? std::string(right)
-                                              : merged;
-      fail(KILN_ERR_FORMAT, "tokenizer " + path + "[" + std::to_string(rank) + "]: token \"" +
-                                missing + "\" is not in the vocabulary");
-    }
-    merges_.insert(*left_id, *right_id, {static_cast<int32_t>(rank), *merged_id});
   }
 }
 
 std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {
-  const auto it = vocab_.find(token);
-  if (it == vocab_.end()) return std::nullopt;
-  return it->second;
-}
-
-const std::string* BpeModel::id_to_token(int32_t id) const {
-  if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size() || !has_token_[id]) return nullptr;
-  return &id_to_token_[id];
+  return vocab_.find(token);
 }
 
 void BpeModel::add_initial_symbols(std::string_view word, std::vector<int32_t>& symbols) const {

@@ -11,6 +11,7 @@
 
 #include "tokenizer/json_fields.hpp"
 #include "tokenizer/merge_table.hpp"
+#include "tokenizer/token_index.hpp"
 
 namespace kiln::tok {
 
@@ -21,28 +22,38 @@ struct StringHash {
 };
 using TokenIdMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
+// model.vocab and model.merges, already read and checked by a JSON reader (views into its
+// buffers, valid during BpeModel::from_json). Entries are in file order.
+struct BpeTables {
+  std::vector<std::pair<std::string_view, int32_t>> vocab;
+  std::vector<std::pair<std::string_view, std::string_view>> merges;
+  size_t vocab_bytes = 0;  // sum of the token lengths
+};
+
 class BpeModel {
  public:
   // Reads tokenizer.json's "model" object. Throws KILN_ERR_UNSUPPORTED for a non-BPE type and
-  // KILN_ERR_FORMAT for malformed vocab or merges (naming the entry).
-  static BpeModel from_json(const Json& model, const std::string& path);
+  // KILN_ERR_FORMAT for malformed vocab or merges (naming the entry). With `tables`, vocab and
+  // merges come from there and model's own "vocab"/"merges" members are not read.
+  static BpeModel from_json(const Json& model, const std::string& path,
+                            const BpeTables* tables = nullptr);
 
   // Appends the ids of one pre-tokenized word.
   void encode_word(std::string_view word, std::vector<int32_t>& out) const;
 
   std::optional<int32_t> token_to_id(std::string_view token) const;
-  const std::string* id_to_token(int32_t id) const;  // null for ids the vocabulary lacks
-  int32_t max_id() const { return static_cast<int32_t>(id_to_token_.size()) - 1; }
+  // nullopt for ids the vocabulary lacks; valid while the model lives.
+  std::optional<std::string_view> id_to_token(int32_t id) const { return vocab_.token(id); }
+  int32_t max_id() const { return vocab_.max_id(); }
 
  private:
   BpeModel() = default;
-  void load_vocab(const Json& vocab, const std::string& path);
-  void load_merges(const Json& merges, const std::string& path);
+  static BpeTables tables_from_json(const Json& model, const std::string& path);
+  void load_vocab(const BpeTables& tables);
+  void load_merges(const BpeTables& tables, const std::string& path);
   void add_initial_symbols(std::string_view word, std::vector<int32_t>& symbols) const;
 
-  TokenIdMap vocab_;
-  std::vector<std::string> id_to_token_;
-  std::vector<bool> has_token_;
+  TokenIndex vocab_;
   MergeTable merges_;
   // Ids of the vocabulary's single-character tokens, the starting symbols of every word.
   std::unordered_map<char32_t, int32_t> char_ids_;

@@ -1,6 +1,9 @@
 #include "tokenizer/hf_tokenizer.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <thread>
 
 #include "core/error.hpp"
 #include "tokenizer/utf8.hpp"
@@ -16,14 +19,16 @@ const Json& field_or_null(const Json& object, const char* key) {
 }
 }  // namespace
 
-HfTokenizer::HfTokenizer(const Json& tokenizer, const Json& config)
-    : model_(BpeModel::from_json(json_require(tokenizer, "model", "tokenizer"), "model")),
+HfTokenizer::HfTokenizer(const Json& tokenizer, const Json& config, const BpeTables* tables)
+    : model_(BpeModel::from_json(json_require(tokenizer, "model", "tokenizer"), "model", tables)),
       added_(AddedVocabulary::from_json(field_or_null(tokenizer, "added_tokens"), "added_tokens")),
       normalizer_(make_normalizer(field_or_null(tokenizer, "normalizer"), "normalizer")),
       pre_tokenizer_(
           make_pre_tokenizer(field_or_null(tokenizer, "pre_tokenizer"), "pre_tokenizer")),
       decoder_(make_decoder(field_or_null(tokenizer, "decoder"), "decoder")) {
   vocab_size_ = std::max(model_.max_id(), added_.max_id().value_or(-1)) + 1;
+  line_splittable_ = (!normalizer_ || normalizer_->splits_before_ascii_letter()) &&
+                     pre_tokenizer_ && pre_tokenizer_->splits_at_line_starts();
   bos_id_ = config_token_id(config, "bos_token");
   eos_id_ = config_token_id(config, "eos_token");
 
@@ -124,8 +129,96 @@ std::vector<int32_t> HfTokenizer::encode(std::string_view text, bool add_special
   return ids;
 }
 
-const std::string* HfTokenizer::token_string(int32_t id) const {
-  if (const AddedToken* added = added_.find_by_id(id)) return &added->content;
+std::vector<int32_t> HfTokenizer::encode_threaded(std::string_view text, bool add_special,
+                                                  bool parse_special, int n_threads) const {
+  // Below this a thread costs more than it saves.
+  constexpr size_t kMinBytesPerThread = size_t{64} << 10;
+  const unsigned threads = n_threads > 0 ? static_cast<unsigned>(n_threads)
+                                         : std::max(1u, std::thread::hardware_concurrency());
+  if (threads <= 1 || text.size() < 2 * kMinBytesPerThread) {
+    return encode(text, add_special, parse_special);
+  }
+  if (const auto bad = find_invalid_utf8(text)) {
+    fail(KILN_ERR_INVALID_ARGUMENT, "tokenizer encode: input text is not valid UTF-8 at byte " +
+                                        std::to_string(*bad) + " of " +
+                                        std::to_string(text.size()));
+  }
+  std::vector<Segment> segments{{std::string(text), -1, true}};
+  if (parse_special) segments = added_.split(std::move(segments), /*normalized=*/false);
+
+  // Work items: an added token, or a stretch [begin, end) of a plain segment. Normalized added
+  // tokens are matched after normalization, possibly across a line start: then no line cuts.
+  struct Item {
+    const Segment* segment;
+    size_t begin, end;
+  };
+  const bool cut_lines = line_splittable_ && !(parse_special && added_.has_normalized_tokens());
+  const size_t target = std::max(kMinBytesPerThread, text.size() / (threads * 4));
+  std::vector<Item> items;
+  for (const Segment& segment : segments) {
+    const size_t size = segment.text.size();
+    size_t begin = 0;
+    while (cut_lines && size - begin > 2 * target) {
+      size_t cut = begin + target;
+      while (cut < size && !is_line_start(segment.text, cut)) {
+        const size_t nl = segment.text.find('\n', cut);
+        if (nl == std::string::npos) {
+          cut = size;
+          break;
+        }
+        cut = nl + 1;
+      }
+      if (cut >= size) break;
+      items.push_back({&segment, begin, cut});
+      begin = cut;
+    }
+    items.push_back({&segment, begin, size});
+  }
+
+  std::vector<std::vector<int32_t>> results(items.size());
+  std::atomic<size_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  const auto work = [&] {
+    try {
+      for (size_t i; (i = next++) < items.size();) {
+        const Item& item = items[i];
+        if (item.segment->token_id >= 0) {
+          results[i].push_back(item.segment->token_id);
+        } else if (item.end > item.begin) {
+          const Segment part{item.segment->text.substr(item.begin, item.end - item.begin), -1,
+                             item.segment->at_input_start && item.begin == 0};
+          encode_text(part, parse_special, results[i]);
+        }
+      }
+    } catch (...) {
+      const std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      next = items.size();
+    }
+  };
+  {
+    std::vector<std::jthread> workers;
+    const size_t n_workers = std::min<size_t>(threads, items.size());
+    for (size_t t = 1; t < n_workers; ++t) workers.emplace_back(work);
+    work();
+  }
+  if (error) std::rethrow_exception(error);
+
+  std::vector<int32_t> ids;
+  size_t total = special_frame_.prefix.size() + special_frame_.suffix.size();
+  for (const auto& r : results) total += r.size();
+  ids.reserve(total);
+  if (add_special) ids = special_frame_.prefix;
+  for (const auto& r : results) ids.insert(ids.end(), r.begin(), r.end());
+  if (add_special) {
+    ids.insert(ids.end(), special_frame_.suffix.begin(), special_frame_.suffix.end());
+  }
+  return ids;
+}
+
+std::optional<std::string_view> HfTokenizer::token_string(int32_t id) const {
+  if (const AddedToken* added = added_.find_by_id(id)) return added->content;
   return model_.id_to_token(id);
 }
 
@@ -137,7 +230,7 @@ std::string HfTokenizer::decode(std::span<const int32_t> ids, bool skip_special)
     if (skip_special && is_special(id)) continue;
     // An id inside the range that names no token (a hole in the vocabulary) decodes to nothing,
     // as in HF.
-    if (const std::string* token = token_string(id)) tokens.push_back(*token);
+    if (const auto token = token_string(id)) tokens.emplace_back(*token);
   }
   if (!decoder_) {  // HF joins raw tokens with spaces when there is no decoder
     std::string out;
@@ -151,9 +244,9 @@ std::string HfTokenizer::decode(std::span<const int32_t> ids, bool skip_special)
 
 std::string HfTokenizer::token_bytes(int32_t id) const {
   check_id(id, "tokenizer token_bytes");
-  const std::string* token = token_string(id);
+  const auto token = token_string(id);
   if (!token) return {};
-  return decoder_ ? decoder_->decode_mid_token(*token) : *token;
+  return decoder_ ? decoder_->decode_mid_token(std::string(*token)) : std::string(*token);
 }
 
 std::optional<int32_t> HfTokenizer::token_to_id(std::string_view token) const {

@@ -20,11 +20,14 @@ namespace kiln::tok {
 
 class HfTokenizer final : public Tokenizer {
  public:
-  // `config` is tokenizer_config.json (null when absent).
-  HfTokenizer(const Json& tokenizer, const Json& config);
+  // `config` is tokenizer_config.json (null when absent). `tables`, when given, holds
+  // model.vocab and model.merges already read (see BpeModel::from_json).
+  HfTokenizer(const Json& tokenizer, const Json& config, const BpeTables* tables = nullptr);
 
   std::vector<int32_t> encode(std::string_view text, bool add_special,
                               bool parse_special) const override;
+  std::vector<int32_t> encode_threaded(std::string_view text, bool add_special, bool parse_special,
+                                       int n_threads) const override;
   std::string decode(std::span<const int32_t> ids, bool skip_special) const override;
   std::string token_bytes(int32_t id) const override;
   int32_t vocab_size() const override { return vocab_size_; }
@@ -33,11 +36,13 @@ class HfTokenizer final : public Tokenizer {
   std::optional<int32_t> bos_id() const override { return bos_id_; }
   std::optional<int32_t> eos_id() const override { return eos_id_; }
   bool adds_bos() const override;
+  // Does encode_threaded cut plain text at line starts (see is_line_start)?
+  bool cuts_at_line_starts() const { return line_splittable_; }
 
  private:
   void encode_text(const Segment& segment, bool parse_special, std::vector<int32_t>& out) const;
   void check_id(int32_t id, const char* what) const;
-  const std::string* token_string(int32_t id) const;
+  std::optional<std::string_view> token_string(int32_t id) const;
   std::optional<int32_t> config_token_id(const Json& config, const char* key) const;
 
   BpeModel model_;
@@ -49,6 +54,8 @@ class HfTokenizer final : public Tokenizer {
   std::optional<int32_t> bos_id_;
   std::optional<int32_t> eos_id_;
   int32_t vocab_size_ = 0;
+  // Normalizer and pre-tokenizer allow cutting the text at line starts (encode_threaded).
+  bool line_splittable_ = false;
 };
 
 }  // namespace kiln::tok

@@ -42,6 +42,10 @@ class UnicodeFormNormalizer final : public Normalizer {
     }
     return std::string(reinterpret_cast<const char*>(raw), static_cast<size_t>(length));
   }
+  // An ASCII letter has canonical combining class 0, no decomposition, and is the second
+  // character of no composition pair (UAX #15), so neither reordering nor composition crosses
+  // the position before it.
+  bool splits_before_ascii_letter() const override { return true; }
 
  private:
   std::string name_;
@@ -116,6 +120,13 @@ class SequenceNormalizer final : public Normalizer {
     std::string current(text);
     for (const auto& step : steps_) current = step->normalize(current);
     return current;
+  }
+  // Each step keeps the text after the split starting with the same ASCII letter.
+  bool splits_before_ascii_letter() const override {
+    for (const auto& step : steps_) {
+      if (!step->splits_before_ascii_letter()) return false;
+    }
+    return true;
   }
 
  private:

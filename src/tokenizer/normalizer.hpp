@@ -15,6 +15,9 @@ class Normalizer {
   virtual ~Normalizer() = default;
   // `text` is valid UTF-8; so is the result.
   virtual std::string normalize(std::string_view text) const = 0;
+  // True when normalize(a + b) == normalize(a) + normalize(b) whenever b starts with an ASCII
+  // letter (see HfTokenizer::encode_threaded). Conservative: false unless shown.
+  virtual bool splits_before_ascii_letter() const { return false; }
 };
 
 // Builds the normalizer described by tokenizer.json's "normalizer" (null → nullptr).

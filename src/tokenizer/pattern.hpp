@@ -31,6 +31,10 @@ class Pattern {
 
   // Non-overlapping, non-empty matches, left to right. `text` must be valid UTF-8.
   std::vector<Span> find_all(std::string_view text) const;
+  // Is this the regex `expression` (compared as written)?
+  bool is_regex(std::string_view expression) const {
+    return compiled_ != nullptr && literal_ == expression;
+  }
   // Every match replaced by `content` (taken literally).
   std::string replace_all(std::string_view text, std::string_view content) const;
 

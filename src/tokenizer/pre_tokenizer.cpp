@@ -40,10 +40,30 @@ std::vector<Span> char_matches(const std::string& text, const std::function<bool
   return spans;
 }
 
+// The Split regexes whose behaviour at a line start (is_line_start) has been reasoned out:
+// Llama 3 / cl100k (also kiln's training default), Qwen2 and o200k (GPT-OSS). In each, no
+// alternative can hold a '\n' followed by a letter ([^\r\n\p{L}\p{N}]? excludes '\n' as a
+// prefix of letters; [\r\n]* and \s*[\r\n]+ stop before the letter), the '\n' is matched by
+// an alternative that ends exactly at the line start whether or not text follows ([\r\n]* or
+// \s*[\r\n]+ come before the lookahead alternatives and succeed on a lone '\n'), and nothing
+// looks behind, so the scan from the line start is the same with or without the text before it.
+constexpr const char* kLineSplitSafeRegexes[] = {
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+    R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+};
+
 class SplitPreTokenizer final : public PreTokenizer {
  public:
   SplitPreTokenizer(Pattern pattern, SplitBehavior behavior, bool invert)
       : pattern_(std::move(pattern)), behavior_(behavior), invert_(invert) {}
+  bool splits_at_line_starts() const override {
+    if (behavior_ != SplitBehavior::kIsolated || invert_) return false;
+    for (const char* regex : kLineSplitSafeRegexes) {
+      if (pattern_.is_regex(regex)) return true;
+    }
+    return false;
+  }
   void pre_tokenize(std::vector<TextPiece>& pieces) const override {
     split_each(pieces, [&](const std::string& text) {
       return split_spans(text.size(), pattern_.find_all(text), behavior_, invert_);
@@ -78,6 +98,11 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
       : add_prefix_space_(add_prefix_space),
         regex_(use_regex ? std::make_unique<Pattern>(Pattern::regex(kGpt2Regex, "ByteLevel"))
                          : nullptr) {}
+  // The byte mapping is per byte. A prefix space would be added to the second half too. GPT-2's
+  // regex matches the lone '\n' of a line start with \s+ alone whether or not text follows
+  // (\s+(?!\S) fails before the letter but matches the same "\n" at the end of a cut text),
+  // no alternative holds '\n' and a letter together, and nothing looks behind.
+  bool splits_at_line_starts() const override { return !add_prefix_space_; }
   void pre_tokenize(std::vector<TextPiece>& pieces) const override {
     // HF applies the prefix space to every piece that reaches this stage.
     if (add_prefix_space_) {
@@ -135,6 +160,13 @@ class SequencePreTokenizer final : public PreTokenizer {
       : steps_(std::move(steps)) {}
   void pre_tokenize(std::vector<TextPiece>& pieces) const override {
     for (const auto& step : steps_) step->pre_tokenize(pieces);
+  }
+  // A boundary every step keeps: the first step cuts there and the later ones see only pieces.
+  bool splits_at_line_starts() const override {
+    for (const auto& step : steps_) {
+      if (!step->splits_at_line_starts()) return false;
+    }
+    return !steps_.empty();
   }
 
  private:

@@ -30,6 +30,12 @@ class Tokenizer {
   // parse_special: added-token text in the input becomes that token; otherwise it is plain text.
   virtual std::vector<int32_t> encode(std::string_view text, bool add_special,
                                       bool parse_special) const = 0;
+  // encode() on up to n_threads threads (0 = the hardware's): the text is cut where the pieces
+  // on each side cannot depend on each other — at added tokens (with parse_special) and, for
+  // pipelines where it has been shown safe, at line starts — and the ids are exactly encode()'s.
+  // Short texts and pipelines with no safe cut run on the calling thread.
+  virtual std::vector<int32_t> encode_threaded(std::string_view text, bool add_special,
+                                               bool parse_special, int n_threads) const = 0;
   // Throws KILN_ERR_OUT_OF_RANGE for an id outside [0, vocab_size()).
   virtual std::string decode(std::span<const int32_t> ids, bool skip_special) const = 0;
   // Raw bytes of one token as it contributes to decoded text in the middle of a sequence

@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "tokenizer/hf_tokenizer.hpp"
 #include "tokenizer/tokenizer.hpp"
+#include "tokenizer/tokenizer_json_reader.hpp"
 
 namespace kiln {
 
@@ -42,11 +43,11 @@ tok::Json parse_json(const std::string& text, const std::string& what) {
 
 std::unique_ptr<Tokenizer> Tokenizer::from_json(const std::string& tokenizer_json,
                                                 const std::string& tokenizer_config_json) {
-  const tok::Json tokenizer = parse_json(tokenizer_json, "tokenizer.json");
+  const tok::TokenizerJsonReader tokenizer(tokenizer_json, "tokenizer.json");
   const tok::Json config = tokenizer_config_json.empty()
                                ? tok::Json()
                                : parse_json(tokenizer_config_json, "tokenizer_config.json");
-  return std::make_unique<tok::HfTokenizer>(tokenizer, config);
+  return std::make_unique<tok::HfTokenizer>(tokenizer.document(), config, tokenizer.tables());
 }
 
 std::unique_ptr<Tokenizer> Tokenizer::from_files(

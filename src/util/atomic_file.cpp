@@ -111,4 +111,10 @@ void AtomicFileWriter::commit() {
   }
 }
 
+void write_file_atomically(const std::filesystem::path& path, std::string_view bytes) {
+  AtomicFileWriter w(path);
+  w.write(bytes.data(), bytes.size());
+  w.commit();
+}
+
 }  // namespace kiln

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <string_view>
 
 namespace kiln {
 
@@ -38,5 +39,9 @@ class AtomicFileWriter {
   uint64_t position_ = 0;
   bool committed_ = false;
 };
+
+// The whole of `bytes` as the new content of `path`, through an AtomicFileWriter. Throws as the
+// writer does; the temporary file is removed on failure.
+void write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
 
 }  // namespace kiln

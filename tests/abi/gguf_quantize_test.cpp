@@ -147,10 +147,17 @@ TEST(Quantize, BadInputsGiveSpecificStatusesAndLeaveTheDestinationAlone) {
   EXPECT_NE(std::string(kiln_last_error()).find("no-such-model"), std::string::npos);
   EXPECT_EQ(quantize(rt.get(), hf_dir(), existing, 99), KILN_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(kiln_last_error()).find("kiln_quantize_options.type"), std::string::npos);
-  const fs::path unwritable = temp_path("no-such-dir") / "out.gguf";
-  EXPECT_EQ(quantize(rt.get(), hf_dir(), unwritable, KILN_QUANTIZE_Q8_0), KILN_ERR_IO);
+  const fs::path no_dir = temp_path("no-such-dir") / "out.gguf";
+  EXPECT_EQ(quantize(rt.get(), hf_dir(), no_dir, KILN_QUANTIZE_Q8_0), KILN_ERR_NOT_FOUND);
   EXPECT_NE(std::string(kiln_last_error()).find("no-such-dir"), std::string::npos)
       << kiln_last_error();
+  // A directory where the file should go: the final rename fails.
+  const fs::path in_the_way = temp_path("a-directory");
+  fs::create_directories(in_the_way / "inside");
+  EXPECT_EQ(quantize(rt.get(), hf_dir(), in_the_way, KILN_QUANTIZE_Q8_0), KILN_ERR_IO);
+  EXPECT_NE(std::string(kiln_last_error()).find("a-directory"), std::string::npos)
+      << kiln_last_error();
+  EXPECT_TRUE(fs::is_directory(in_the_way / "inside"));
   // Llama 3's RoPE scaling has no GGUF key kiln writes (llama.cpp stores it as a tensor).
   EXPECT_EQ(quantize(rt.get(), fixtures() / "hf" / "llama3", existing, KILN_QUANTIZE_Q8_0),
             KILN_ERR_UNSUPPORTED);
@@ -163,7 +170,7 @@ TEST(Quantize, BadInputsGiveSpecificStatusesAndLeaveTheDestinationAlone) {
             KILN_ERR_CANCELLED);
   EXPECT_EQ(read_file(existing), "keep me");
   for (const auto& e : fs::directory_iterator(existing.parent_path())) {
-    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
   }
   EXPECT_EQ(kiln_model_quantize(nullptr, hf_dir().c_str(), existing.c_str(), nullptr),
             KILN_ERR_INVALID_ARGUMENT);

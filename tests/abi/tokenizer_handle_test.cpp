@@ -215,5 +215,145 @@ TEST(TokenizerHandle, ModelTokenizerIsBorrowedAndAgreesWithKilnTokenize) {
   EXPECT_EQ(decode(t, encode(t, text, 0), 0), text);
 }
 
+// --- kiln_tokenizer_train / kiln_tokenizer_save ---------------------------------------------
+
+fs::path train_dir(const std::string& tag) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("kiln-abi-train-" + std::to_string(::getpid()) + "-" + tag);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+fs::path write_text(const fs::path& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+  return path;
+}
+
+std::string repeat(const std::string& s, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+TEST(TokenizerTrain, TrainsSavesAtomicallyAndReloadsIdentically) {
+  const fs::path dir = train_dir("basic");
+  const std::string corpus =
+      write_text(dir / "a.txt", repeat("low lower lowest newer newest wider widest\n", 40))
+          .string();
+  const std::string corpus2 =
+      write_text(dir / "b.txt", repeat("naïve café 日本 🙂\n", 30)).string();
+  const char* files[] = {corpus.c_str(), corpus2.c_str()};
+  const char* specials[] = {"<|bos|>", "<|eos|>"};
+  kiln_tokenizer_train_options opts;
+  KILN_ASSERT_OK(kiln_tokenizer_train_options_default(&opts, sizeof opts));
+  EXPECT_EQ(opts.vocab_size, 32768);
+  EXPECT_EQ(opts.min_frequency, 2);
+  EXPECT_EQ(opts.pattern, nullptr);
+  opts.vocab_size = 400;
+  opts.special_tokens = specials;
+  opts.n_special_tokens = 2;
+  struct Seen {
+    std::vector<std::string> stages;
+  } seen;
+  opts.progress_fn = [](float, const char* stage, void* user) {
+    static_cast<Seen*>(user)->stages.emplace_back(stage);
+    return 0;
+  };
+  opts.progress_user_data = &seen;
+  kiln_tokenizer* raw = nullptr;
+  KILN_ASSERT_OK(kiln_tokenizer_train(files, 2, &opts, &raw));
+  TokenizerPtr t(raw);
+  ASSERT_FALSE(seen.stages.empty());
+  EXPECT_EQ(seen.stages.back(), "done");
+
+  int32_t size = 0;
+  KILN_ASSERT_OK(kiln_tokenizer_vocab_size(t.get(), &size));
+  EXPECT_GT(size, 258);
+  EXPECT_LE(size, 400);
+  EXPECT_EQ(encode(t.get(), "<|bos|>", KILN_TOKENIZE_PARSE_SPECIAL),
+            std::vector<int32_t>{size - 2});
+  const std::string text = "lowest naïve 🙂 unseen ЖЖ text\r\n";
+  const auto ids = encode(t.get(), text, 0);
+  EXPECT_EQ(decode(t.get(), ids, 0), text);
+
+  // A directory path gets tokenizer.json; a .json path is the file itself.
+  KILN_ASSERT_OK(kiln_tokenizer_save(t.get(), (dir / "out").string().c_str()));
+  KILN_ASSERT_OK(kiln_tokenizer_save(t.get(), (dir / "named.json").string().c_str()));
+  KILN_ASSERT_OK(kiln_tokenizer_save(t.get(), (dir / "named.json").string().c_str()));  // replace
+  EXPECT_EQ(read_file(dir / "out" / "tokenizer.json"), read_file(dir / "named.json"));
+  for (const auto& e : fs::directory_iterator(dir)) {  // no temporary file left behind
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+  }
+  for (const fs::path& p : {dir / "out", dir / "named.json"}) {
+    TokenizerPtr again = load_tokenizer(p);
+    ASSERT_TRUE(again);
+    EXPECT_EQ(encode(again.get(), text, 0), ids);
+    // Loaded, not trained: there is nothing of kiln's own to save.
+    EXPECT_EQ(kiln_tokenizer_save(again.get(), (dir / "copy").string().c_str()),
+              KILN_ERR_UNSUPPORTED);
+    EXPECT_NE(std::string(kiln_last_error()).find("loaded, not trained"), std::string::npos);
+  }
+
+  // Same options and files on one thread: the identical file.
+  opts.n_threads = 1;
+  opts.progress_fn = nullptr;
+  kiln_tokenizer* single = nullptr;
+  KILN_ASSERT_OK(kiln_tokenizer_train(files, 2, &opts, &single));
+  TokenizerPtr single_ptr(single);
+  KILN_ASSERT_OK(kiln_tokenizer_save(single, (dir / "single.json").string().c_str()));
+  EXPECT_EQ(read_file(dir / "single.json"), read_file(dir / "named.json"));
+  fs::remove_all(dir);
+}
+
+TEST(TokenizerTrain, BadArgumentsAndCancelGiveStatuses) {
+  const fs::path dir = train_dir("bad");
+  const std::string corpus = write_text(dir / "a.txt", repeat("some words here\n", 50)).string();
+  const char* files[] = {corpus.c_str()};
+  kiln_tokenizer* t = reinterpret_cast<kiln_tokenizer*>(0x1);
+  EXPECT_EQ(kiln_tokenizer_train(files, 1, nullptr, nullptr), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_tokenizer_train(nullptr, 1, nullptr, &t), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(t, nullptr);
+  EXPECT_EQ(kiln_tokenizer_train(files, 0, nullptr, &t), KILN_ERR_INVALID_ARGUMENT);
+  const char* with_null[] = {corpus.c_str(), nullptr};
+  EXPECT_EQ(kiln_tokenizer_train(with_null, 2, nullptr, &t), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kiln_last_error()).find("files[1]"), std::string::npos);
+
+  kiln_tokenizer_train_options opts;
+  EXPECT_EQ(kiln_tokenizer_train_options_default(&opts, sizeof opts - 1),
+            KILN_ERR_VERSION_MISMATCH);
+  KILN_ASSERT_OK(kiln_tokenizer_train_options_default(&opts, sizeof opts));
+  opts.struct_size = sizeof opts + 8;
+  EXPECT_EQ(kiln_tokenizer_train(files, 1, &opts, &t), KILN_ERR_VERSION_MISMATCH);
+  KILN_ASSERT_OK(kiln_tokenizer_train_options_default(&opts, sizeof opts));
+  opts.vocab_size = 200;
+  EXPECT_EQ(kiln_tokenizer_train(files, 1, &opts, &t), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kiln_last_error()).find("vocab_size 200"), std::string::npos);
+  opts.vocab_size = 300;
+  opts.pattern = "([unclosed";
+  EXPECT_EQ(kiln_tokenizer_train(files, 1, &opts, &t), KILN_ERR_FORMAT);
+  opts.pattern = nullptr;
+  opts.n_special_tokens = 1;  // special_tokens left NULL
+  EXPECT_EQ(kiln_tokenizer_train(files, 1, &opts, &t), KILN_ERR_INVALID_ARGUMENT);
+  opts.n_special_tokens = 0;
+  const std::string missing = (dir / "missing.txt").string();
+  const char* missing_files[] = {missing.c_str()};
+  EXPECT_EQ(kiln_tokenizer_train(missing_files, 1, &opts, &t), KILN_ERR_NOT_FOUND);
+  EXPECT_NE(std::string(kiln_last_error()).find("missing.txt"), std::string::npos);
+
+  opts.progress_fn = [](float, const char*, void*) { return 1; };
+  EXPECT_EQ(kiln_tokenizer_train(files, 1, &opts, &t), KILN_ERR_CANCELLED);
+  EXPECT_EQ(t, nullptr);
+
+  EXPECT_EQ(kiln_tokenizer_save(nullptr, "x"), KILN_ERR_INVALID_ARGUMENT);
+  opts.progress_fn = nullptr;
+  KILN_ASSERT_OK(kiln_tokenizer_train(files, 1, &opts, &t));
+  TokenizerPtr owned(t);
+  EXPECT_EQ(kiln_tokenizer_save(t, nullptr), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_tokenizer_save(t, (dir / "no" / "such" / "dir.json").string().c_str()),
+            KILN_ERR_NOT_FOUND);
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace kiln_abi_test

@@ -135,5 +135,42 @@ TEST(TokenizeCliInput, MalformedJsonFailsWithALineNumber) {
   }
 }
 
+TEST(TokenizeCliTrain, TrainsWritesTokenizerJsonAndShowsProgress) {
+  if (!fs::exists(tool())) GTEST_SKIP() << tool() << " not built";
+  const fs::path dir = test::temp_dir("cli-train");
+  std::string corpus;
+  for (int i = 0; i < 60; ++i) corpus += "the quick brown fox jumps over the lazy dog\n";
+  test::write_file(dir / "a.txt", corpus);
+  int status = 0;
+  const std::string out =
+      run("'" + tool().string() + "' train --vocab 300 --out '" + (dir / "tok").string() +
+              "' --special-token '<|end|>' '" + (dir / "a.txt").string() + "' 2>'" +
+              (dir / "err.txt").string() + "'",
+          &status);
+  ASSERT_EQ(status, 0) << test::read_file(dir / "err.txt");
+  const json summary = json::parse(out);
+  const json trained = json::parse(test::read_file(dir / "tok" / "tokenizer.json"));
+  EXPECT_EQ(summary["vocab_size"], trained["model"]["vocab"].size() + 1);
+  EXPECT_EQ(trained["added_tokens"][0]["content"], "<|end|>");
+  const std::string progress = test::read_file(dir / "err.txt");
+  EXPECT_NE(progress.find("merge"), std::string::npos);
+  EXPECT_NE(progress.find("100%"), std::string::npos);
+
+  // The trained directory works with the tool's other commands: "the" was seen 120 times.
+  test::write_file(dir / "in.jsonl", "{\"id\": 1, \"text\": \"the\"}\n");
+  const auto rows = parse_lines(run("'" + tool().string() + "' -t '" + (dir / "tok").string() +
+                                        "' --jsonl '" + (dir / "in.jsonl").string() + "'",
+                                    &status));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["ids"].size(), 1u);
+
+  // Missing arguments: exit 2 with a message.
+  run("'" + tool().string() + "' train --vocab 300 '" + (dir / "a.txt").string() + "' 2>'" +
+          (dir / "err2.txt").string() + "'",
+      &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  EXPECT_NE(test::read_file(dir / "err2.txt").find("--out"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace kiln

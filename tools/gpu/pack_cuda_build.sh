@@ -13,7 +13,7 @@ cp build-gpu/tests/cuda_kernels_test build-gpu/tests/cuda_model_test \
 cp -L build-gpu/libkiln.so.0 "$stage/cuda-build/lib/"
 for bin in "$stage"/cuda-build/bin/* build-gpu/libkiln.so.0; do
   ldd "$bin" | awk '/=> \// {print $3}'
-done | sort -u | grep -E "openblas|gfortran|quadmath|pcre2|utf8proc|gomp|gtest|cudart" |
+done | sort -u | grep -E "openblas|gfortran|quadmath|pcre2|utf8proc|simdjson|gomp|gtest|cudart" |
   while read -r lib; do cp -L "$lib" "$stage/cuda-build/lib/"; done
 tar -C "$stage" -cJf "$dest/cuda-build.tar.xz" cuda-build
 rm -rf "$stage"

@@ -98,6 +98,14 @@ namespace Kiln
             public long now_unix_seconds; public ulong max_steps; public UIntPtr max_output_bytes;
         }
 
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct TokenizerTrainOptions
+        {
+            public UIntPtr struct_size; public int vocab_size; public IntPtr pattern; public IntPtr special_tokens;
+            public UIntPtr n_special_tokens; public int n_threads; public int min_frequency; public IntPtr progress_fn;
+            public IntPtr progress_user_data;
+        }
+
         internal static UIntPtr SizeOf<T>() { return (UIntPtr)Marshal.SizeOf(typeof(T)); }
 
         [DllImport(Lib)] internal static extern IntPtr kiln_status_name(int status);
@@ -129,6 +137,9 @@ namespace Kiln
         [DllImport(Lib)] internal static extern int kiln_tokenizer_decode(TokenizerHandle tokenizer, int[] ids, UIntPtr nIds, uint flags, byte[] text, UIntPtr capacity, out UIntPtr textLen);
         [DllImport(Lib)] internal static extern int kiln_tokenizer_vocab_size(TokenizerHandle tokenizer, out int size);
         [DllImport(Lib)] internal static extern int kiln_model_tokenizer(ModelHandle model, out IntPtr tokenizer);
+        [DllImport(Lib)] internal static extern int kiln_tokenizer_train_options_default(ref TokenizerTrainOptions options, UIntPtr structSize);
+        [DllImport(Lib)] internal static extern int kiln_tokenizer_train(IntPtr files, UIntPtr nFiles, ref TokenizerTrainOptions options, out IntPtr tokenizer);
+        [DllImport(Lib)] internal static extern int kiln_tokenizer_save(TokenizerHandle tokenizer, byte[] path);
 
         [DllImport(Lib)] internal static extern int kiln_session_options_default(ref SessionOptions options, UIntPtr structSize);
         [DllImport(Lib)] internal static extern int kiln_session_create(ModelHandle model, ref SessionOptions options, out IntPtr session);

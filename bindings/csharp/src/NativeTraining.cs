@@ -20,7 +20,7 @@ namespace Kiln
         [StructLayout(LayoutKind.Sequential)]
         internal struct ParamGroup
         {
-            public IntPtr pattern; public float lr_scale; public float weight_decay;
+            public int role; public float learning_rate; public float weight_decay;
         }
 
         [StructLayout(LayoutKind.Sequential)]

@@ -1,5 +1,7 @@
 // Kiln.Tokenizer: a tokenizer.json on its own (no weights), or a model's own tokenizer.
 using System;
+using System.Collections.Generic;
+using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 
 namespace Kiln
@@ -49,6 +51,77 @@ namespace Kiln
             IntPtr raw;
             KilnException.Check(Native.kiln_tokenizer_load(Utf8.CString(path), out raw));
             return new Tokenizer(new TokenizerHandle(raw, null));
+        }
+
+        /// <summary>Trains a byte-level BPE tokenizer on UTF-8 text files (kiln_tokenizer_train).
+        /// vocabSize counts the 256 byte tokens, the merges and the special tokens (which get the
+        /// last ids); pattern null means Llama 3's pre-tokenizer regex; progress(fraction, stage)
+        /// returning true cancels. Save the result with <see cref="Save"/>.</summary>
+        public static Tokenizer Train(string[] files, int vocabSize = 32768, string[] specialTokens = null,
+                                      string pattern = null, int threads = 0, int minFrequency = 2,
+                                      Func<float, string, bool> progress = null)
+        {
+            var o = new Native.TokenizerTrainOptions();
+            KilnException.Check(Native.kiln_tokenizer_train_options_default(ref o, Native.SizeOf<Native.TokenizerTrainOptions>()));
+            o.vocab_size = vocabSize;
+            o.n_threads = threads;
+            o.min_frequency = minFrequency;
+            var unmanaged = new List<IntPtr>();
+            ExceptionDispatchInfo error = null;
+            Native.ProgressFn fn = null;
+            try
+            {
+                if (pattern != null) o.pattern = Unmanaged(Utf8.CString(pattern), unmanaged);
+                specialTokens = specialTokens ?? new string[0];
+                o.special_tokens = StringArray(specialTokens, unmanaged);
+                o.n_special_tokens = (UIntPtr)specialTokens.Length;
+                if (progress != null)
+                {
+                    fn = (fraction, stage, _) =>
+                    {
+                        if (error != null) return 1;
+                        try { return progress(fraction, Utf8.Read(stage)) ? 1 : 0; }
+                        catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); return 1; }
+                    };
+                    o.progress_fn = Marshal.GetFunctionPointerForDelegate(fn);
+                }
+                IntPtr raw;
+                int status = Native.kiln_tokenizer_train(StringArray(files, unmanaged), (UIntPtr)files.Length, ref o, out raw);
+                GC.KeepAlive(fn);
+                if (error != null) error.Throw();
+                KilnException.Check(status);
+                return new Tokenizer(new TokenizerHandle(raw, null));
+            }
+            finally
+            {
+                foreach (var p in unmanaged) Marshal.FreeHGlobal(p);
+            }
+        }
+
+        private static IntPtr Unmanaged(byte[] bytes, List<IntPtr> owned)
+        {
+            IntPtr p = Marshal.AllocHGlobal(Math.Max(bytes.Length, 1));
+            owned.Add(p);
+            Marshal.Copy(bytes, 0, p, bytes.Length);
+            return p;
+        }
+
+        private static IntPtr StringArray(string[] values, List<IntPtr> owned)
+        {
+            if (values.Length == 0) return IntPtr.Zero;
+            IntPtr array = Marshal.AllocHGlobal(IntPtr.Size * values.Length);
+            owned.Add(array);
+            for (int i = 0; i < values.Length; i++)
+                Marshal.WriteIntPtr(array, i * IntPtr.Size, Unmanaged(Utf8.CString(values[i]), owned));
+            return array;
+        }
+
+        /// <summary>Writes a trained tokenizer's tokenizer.json atomically: to path when it ends in
+        /// .json, else into the directory path (created when missing). A loaded tokenizer throws
+        /// KilnException (Unsupported).</summary>
+        public void Save(string path)
+        {
+            KilnException.Check(Native.kiln_tokenizer_save(Handle, Utf8.CString(path)));
         }
 
         internal static Tokenizer Borrow(ModelHandle model)

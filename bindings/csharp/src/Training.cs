@@ -13,13 +13,38 @@ namespace Kiln
     /// first), Hidden is [B][T][hidden] (the trunk's output); float32, row-major.</summary>
     public enum TrainerOutput { Logits = 0, Hidden = 1 }
 
-    /// <summary>Tensors whose canonical name matches the glob Pattern get LrScale times the learning
-    /// rate and, unless null, their own WeightDecay. The first matching group wins.</summary>
+    /// <summary>The kinds of trainable tensor (kiln.h's kiln_param_role).</summary>
+    public enum ParamRole
+    {
+        /// <summary>2-D weights inside blocks (attention, MLP).</summary>
+        Matrix = 0,
+        /// <summary>The token embedding (also the head when tied).</summary>
+        Embedding = 1,
+        /// <summary>Learned positions (GPT-2).</summary>
+        Position = 2,
+        /// <summary>An untied lm_head.</summary>
+        Head = 3,
+        /// <summary>Norm weights.</summary>
+        Norm = 4,
+        /// <summary>Biases.</summary>
+        Bias = 5,
+    }
+
+    /// <summary>A parameter group, as torch's: the AdamW-updated tensors of Role get their own
+    /// LearningRate (null = the trainer's; 0 freezes them) and/or WeightDecay (null = the role's
+    /// default). A later group for the same role replaces an earlier one; in Muon mode matrices
+    /// follow the Muon options instead.</summary>
     public sealed class ParamGroup
     {
-        public string Pattern;
-        public float LrScale = 1;
+        public ParamRole Role;
+        public float? LearningRate;
         public float? WeightDecay;
+
+        public ParamGroup() { }
+        public ParamGroup(ParamRole role, float? learningRate = null, float? weightDecay = null)
+        {
+            Role = role; LearningRate = learningRate; WeightDecay = weightDecay;
+        }
     }
 
     /// <summary>Trainer settings; new TrainerOptions() holds kiln's defaults.</summary>
@@ -37,8 +62,9 @@ namespace Kiln
         public ulong Seed;
         public int NMtpHeads;
         public float[] MtpLossWeights;
-        /// <summary>Called during every step (stages "forward", "backward", "optimizer"); returning
-        /// true cancels the step. An exception it throws cancels the step and is rethrown by it.</summary>
+        /// <summary>Called during every step: stage "forward" before each micro-batch's forward +
+        /// backward pass (fraction = the share of micro-batches done), then "optimizer" before the
+        /// update (fraction 1); returning true cancels the step. An exception it throws cancels the step and is rethrown by it.</summary>
         public Func<float, string, bool> Progress;
 
         public TrainerOptions()
@@ -160,22 +186,25 @@ namespace Kiln
             options = options ?? new TrainerOptions();
             var o = options.ToNative();
             var groups = options.ParamGroups ?? new ParamGroup[0];
-            var pinned = new GCHandle[groups.Length + 1];
+            var natives = new Native.ParamGroup[groups.Length];
+            for (int i = 0; i < groups.Length; i++)
+            {
+                if (groups[i] == null) throw new ArgumentException("ParamGroups[" + i + "] is null");
+                // kiln reads a negative number as "not set": here that is null, so a negative (or
+                // NaN) value is a mistake rather than a silent fallback.
+                if (!((groups[i].LearningRate ?? 0f) >= 0f) || !((groups[i].WeightDecay ?? 0f) >= 0f))
+                    throw new ArgumentException("ParamGroups[" + i + "]: LearningRate and WeightDecay must be >= 0 or null");
+                natives[i] = new Native.ParamGroup
+                {
+                    // kiln reads a negative value as "not set".
+                    role = (int)groups[i].Role, learning_rate = groups[i].LearningRate ?? -1f,
+                    weight_decay = groups[i].WeightDecay ?? -1f,
+                };
+            }
+            var pinned = GCHandle.Alloc(natives, GCHandleType.Pinned);
             try
             {
-                var natives = new Native.ParamGroup[groups.Length];
-                for (int i = 0; i < groups.Length; i++)
-                {
-                    if (groups[i] == null || groups[i].Pattern == null) throw new ArgumentException("ParamGroups[" + i + "] has no Pattern");
-                    pinned[i + 1] = GCHandle.Alloc(Utf8.CString(groups[i].Pattern), GCHandleType.Pinned);
-                    natives[i] = new Native.ParamGroup
-                    {
-                        pattern = pinned[i + 1].AddrOfPinnedObject(), lr_scale = groups[i].LrScale,
-                        weight_decay = groups[i].WeightDecay ?? -1f,
-                    };
-                }
-                pinned[0] = GCHandle.Alloc(natives, GCHandleType.Pinned);
-                o.param_groups = groups.Length == 0 ? IntPtr.Zero : pinned[0].AddrOfPinnedObject();
+                o.param_groups = groups.Length == 0 ? IntPtr.Zero : pinned.AddrOfPinnedObject();
                 o.n_param_groups = (UIntPtr)groups.Length;
                 Native.ProgressFn fn = options.Progress == null ? null : ProgressTrampoline(options.Progress);
                 if (fn != null) o.progress_fn = Marshal.GetFunctionPointerForDelegate(fn);
@@ -186,7 +215,7 @@ namespace Kiln
             }
             finally
             {
-                foreach (var h in pinned) if (h.IsAllocated) h.Free();
+                pinned.Free();
             }
             nMtpHeads = Info.NMtpHeads;
         }

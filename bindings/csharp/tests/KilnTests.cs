@@ -107,6 +107,38 @@ static class KilnTests
               "missing tokenizer.json");
     }
 
+    static void TrainSaveAndReload()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "kiln-cs-train-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string corpus = Path.Combine(dir, "corpus.txt");
+            File.WriteAllText(corpus, string.Concat(Enumerable.Repeat("low lower lowest newer newest wider widest\n", 50)));
+            var stages = new List<string>();
+            using (var tok = Tokenizer.Train(new[] { corpus }, 300, new[] { "<|end|>" },
+                                             progress: (f, stage) => { stages.Add(stage); return false; }))
+            {
+                Check(stages.Count > 0 && stages[stages.Count - 1] == "done", "progress ends with done");
+                string text = "lowest wider \U0001F642 \u65B0";
+                var ids = tok.Encode(text);
+                Check(tok.Decode(ids) == text, "trained round trip");
+                // "low", " lowest" and " wider" are training words seen 50 times: one token each.
+                Check(tok.Encode("low lowest wider").Length == 3, "training words are single tokens");
+                Equal(tok.Encode("<|end|>", false, true), new[] { tok.VocabSize - 1 }, "special token id");
+                tok.Save(Path.Combine(dir, "out"));
+                using (var again = Tokenizer.Load(Path.Combine(dir, "out")))
+                    Equal(again.Encode(text), ids, "reloaded ids");
+            }
+            Check(Throws<KilnException>(() => Tokenizer.Train(new[] { corpus }, 300, progress: (f, s) => true)).Status
+                  == Status.Cancelled, "cancel");
+            using (var loaded = Tokenizer.Load(Tiny))
+                Check(Throws<KilnException>(() => loaded.Save(Path.Combine(dir, "copy"))).Status == Status.Unsupported,
+                      "saving a loaded tokenizer");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     static void GreedyEqualsTransformersAndStreamConcatenates()
     {
         using (var rt = Cpu())
@@ -329,6 +361,7 @@ static class KilnTests
         {
             { "InfoAndAbi", InfoAndAbi }, { "TokenizeRoundTrip", TokenizeRoundTrip },
             { "StandaloneAndModelTokenizersMatchTransformers", StandaloneAndModelTokenizersMatchTransformers },
+            { "TrainSaveAndReload", TrainSaveAndReload },
             { "GreedyEqualsTransformersAndStreamConcatenates", GreedyEqualsTransformersAndStreamConcatenates },
             { "ForwardAndSample", ForwardAndSample }, { "StopAfterNPieces", StopAfterNPieces },
             { "ThrowingCallbackIsContained", ThrowingCallbackIsContained },

@@ -178,13 +178,21 @@ static class TrainingTests
     {
         using (var rt = Cpu())
         {
+            // Two micro-batches: kiln.h promises "forward" before each one's forward + backward pass
+            // (fraction = the share done) and "optimizer" before the update (fraction 1).
             var stages = new List<string>();
-            using (var t = NewTrainer(rt, o => o.Progress = (f, stage) => { stages.Add(stage); return false; }))
+            Action<TrainerOptions> edit = o =>
+            {
+                o.GradAccumSteps = 2;
+                o.Progress = (f, stage) => { stages.Add(stage + "@" + f.ToString(CultureInfo.InvariantCulture)); return false; };
+            };
+            using (var t = NewTrainer(rt, edit))
             {
                 t.Step(Inputs, Targets, B, T);
-                Check(stages.Count > 0 && stages[0] == "forward", "stages " + string.Join(",", stages));
+                var seen = string.Join(" ", stages);
+                Check(seen == "forward@0 forward@0.5 optimizer@1", "stages " + seen);
                 double before = t.EvalLoss(Inputs, Targets, B, T).Loss;
-                t.Progress = (f, stage) => stage == "backward";
+                t.Progress = (f, stage) => stage == "optimizer";
                 Check(Throws<KilnException>(() => t.Step(Inputs, Targets, B, T)).Status == Status.Cancelled, "cancel");
                 Check(t.Info.Step == 1, "a cancelled step changes nothing");
                 t.Progress = (f, stage) => { throw new InvalidOperationException("from the callback"); };
@@ -197,6 +205,39 @@ static class TrainingTests
                 Check(t.EvalLoss(Inputs, Targets, B, T).Loss == before && t.Info.Step == 1, "weights unchanged");
                 Check(t.Step(Inputs, Targets, B, T).Step == 2, "trains again");
             }
+        }
+    }
+
+    static ParamGroup[] FrozenGroups()
+    {
+        return ((ParamRole[])Enum.GetValues(typeof(ParamRole))).Select(r => new ParamGroup(r, 0f)).ToArray();
+    }
+
+    static void ParamGroupsFreezeAndTrainRoles()
+    {
+        using (var rt = Cpu())
+        {
+            double before;
+            // A learning rate of 0 freezes a role (kiln.h): with every role frozen a step sees a
+            // gradient but changes no weight, decay included.
+            using (var t = NewTrainer(rt, o => { o.ParamGroups = FrozenGroups(); o.WeightDecay = 0.5f; }))
+            {
+                Check(FrozenGroups().Length == 6, "six roles");
+                before = t.EvalLoss(Inputs, Targets, B, T).Loss;
+                Check(t.Step(Inputs, Targets, B, T).GradNorm > 0, "a gradient");
+                Check(t.EvalLoss(Inputs, Targets, B, T).Loss == before, "frozen weights stay");
+            }
+            // Thawing the norms alone (a later group for a role replaces an earlier one) trains them.
+            var thawed = FrozenGroups().Concat(new[] { new ParamGroup(ParamRole.Norm, 1e-2f) }).ToArray();
+            using (var t = NewTrainer(rt, o => o.ParamGroups = thawed))
+            {
+                t.Step(Inputs, Targets, B, T);
+                double after = t.EvalLoss(Inputs, Targets, B, T).Loss;
+                Check(after < before, "norms alone train: " + before + " -> " + after);
+            }
+            // kiln reads a negative number as "not set"; here that is null, so a negative one throws.
+            var e = Throws<ArgumentException>(() => NewTrainer(rt, o => o.ParamGroups = new[] { new ParamGroup(ParamRole.Bias, null, -0.1f) }));
+            Check(e.Message.Contains("ParamGroups[0]"), "negative decay: " + e.Message);
         }
     }
 
@@ -265,6 +306,7 @@ static class TrainingTests
             { "CheckpointResumeAndDataState", CheckpointResumeAndDataState },
             { "AllZeroMaskIsInvalidArgument", AllZeroMaskIsInvalidArgument },
             { "ProgressCallbackCancels", ProgressCallbackCancels }, { "ForwardSizes", ForwardSizes },
+            { "ParamGroupsFreezeAndTrainRoles", ParamGroupsFreezeAndTrainRoles },
             { "SnapshotAndExport", SnapshotAndExport },
         };
     }

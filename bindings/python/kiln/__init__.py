@@ -19,8 +19,8 @@ from ._runtime import (Backend, LogLevel, QuantizeType, Runtime, RuntimeInfo, se
                        version)
 from ._session import GenerateResult, LogitsMode, Session, StopReason
 from ._tokenizer import Tokenizer
-from ._trainer import (MAX_MTP_HEADS, LrSchedule, Optimizer, ParamGroup, Trainer, TrainerInfo,
-                       TrainerOutput, TrainResult)
+from ._trainer import (MAX_MTP_HEADS, LrSchedule, Optimizer, ParamGroup, ParamRole, Trainer,
+                       TrainerInfo, TrainerOutput, TrainResult)
 
 ABI_VERSION: int = raw.KILN_ABI_VERSION
 
@@ -32,6 +32,6 @@ __all__ = [
     "StopReason", "Tokenizer", "UnsupportedError", "VersionMismatchError", "raw", "set_log_callback",
     "version",
     # training
-    "LrSchedule", "MAX_MTP_HEADS", "Optimizer", "ParamGroup", "TrainResult", "Trainer", "TrainerInfo",
-    "TrainerOutput",
+    "LrSchedule", "MAX_MTP_HEADS", "Optimizer", "ParamGroup", "ParamRole", "TrainResult", "Trainer",
+    "TrainerInfo", "TrainerOutput",
 ]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import array
 import os
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence, Union
 
+from ._callbacks import GuardedCallback
 from ._errors import Error, check, check_out
 from ._model import fill, ids_array
 from ._native import c
@@ -30,6 +31,46 @@ class Tokenizer:
         """Loads a directory holding tokenizer.json (tokenizer_config.json is read too when
         present), or a tokenizer.json file itself."""
         return cls(check_out(c.kiln_tokenizer_load(os.fspath(path))))
+
+    @classmethod
+    def train(
+        cls,
+        files: Sequence[Union[str, "os.PathLike[str]"]],
+        vocab_size: int = 32768,
+        *,
+        special_tokens: Sequence[str] = (),
+        pattern: Optional[str] = None,
+        n_threads: int = 0,
+        min_frequency: int = 2,
+        progress: Optional[Callable[[float, str], Any]] = None,
+    ) -> "Tokenizer":
+        """Trains a byte-level BPE tokenizer on UTF-8 text files (kiln_tokenizer_train).
+        ``vocab_size`` counts the 256 byte tokens, the merges and the ``special_tokens`` (which get
+        the last ids); ``pattern`` is the pre-tokenizer regex (None: Llama 3's).
+        ``progress(fraction, stage)`` may return True (or raise) to cancel. Save the result with
+        ``save(path)``."""
+        options = c.kiln_tokenizer_train_options()
+        check(c.kiln_tokenizer_train_options_default(options))
+        options.vocab_size = vocab_size
+        options.n_threads = n_threads
+        options.min_frequency = min_frequency
+        if pattern is not None:
+            options.pattern = pattern
+        specials = c.kiln_py_strings(list(special_tokens)) if special_tokens else None
+        c.kiln_py_tokenizer_train_options_set_special_tokens(options, specials)
+        guard = GuardedCallback(progress) if progress is not None else None
+        if guard is not None:
+            c.kiln_py_tokenizer_train_options_set_progress_callback(options, guard)
+        paths = c.kiln_py_strings([os.fspath(f) for f in files])
+        result = c.kiln_tokenizer_train(paths, options)
+        if guard is not None:
+            guard.reraise()
+        return cls(check_out(result))
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Writes a trained tokenizer's tokenizer.json (atomically): to ``path`` when it ends in
+        .json, else into the directory ``path`` (created when missing)."""
+        check(c.kiln_tokenizer_save(self.handle, os.fspath(path)))
 
     @classmethod
     def _borrow(cls, model: "Model") -> "Tokenizer":

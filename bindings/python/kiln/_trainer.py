@@ -58,14 +58,39 @@ class TrainerOutput(enum.IntEnum):
     HIDDEN = c.KILN_TRAINER_OUTPUT_HIDDEN
 
 
+class ParamRole(enum.IntEnum):
+    """The kinds of trainable tensor a ParamGroup applies to (kiln.h's kiln_param_role)."""
+
+    MATRIX = c.KILN_PARAM_MATRIX  # 2-D weights inside blocks (attention, MLP)
+    EMBEDDING = c.KILN_PARAM_EMBEDDING  # the token embedding (also the head when tied)
+    POSITION = c.KILN_PARAM_POSITION  # learned positions (GPT-2)
+    HEAD = c.KILN_PARAM_HEAD  # an untied lm_head
+    NORM = c.KILN_PARAM_NORM  # norm weights
+    BIAS = c.KILN_PARAM_BIAS  # biases
+
+
 @dataclass(frozen=True)
 class ParamGroup:
-    """Tensors whose canonical name matches the glob ``pattern`` get ``lr_scale`` times the learning
-    rate and, unless None, their own ``weight_decay``. The first matching group wins."""
+    """A parameter group, as torch's: the AdamW-updated tensors of ``role`` (a ParamRole or its
+    name, "matrix", "embedding", ...) get their own ``learning_rate`` (None = the trainer's; 0
+    freezes them) and/or ``weight_decay`` (None = the role's default). A later group for the same
+    role replaces an earlier one; in Muon mode matrices follow the muon_* options instead."""
 
-    pattern: str
-    lr_scale: float = 1.0
+    role: Union[ParamRole, str]
+    learning_rate: Optional[float] = None
     weight_decay: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        try:
+            role = ParamRole(_enum(ParamRole, self.role))
+        except (KeyError, ValueError):
+            raise ValueError(f"ParamGroup.role is {self.role!r}; expected a ParamRole or one of "
+                             f"{[r.name.lower() for r in ParamRole]}") from None
+        object.__setattr__(self, "role", role)
+        for name in ("learning_rate", "weight_decay"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:  # kiln reads a negative number as "not set"
+                raise ValueError(f"ParamGroup.{name} is {value}; expected a number >= 0 or None")
 
 
 @dataclass(frozen=True)
@@ -169,13 +194,15 @@ class Trainer:
     be closed afterwards). Keyword options are kiln_trainer_options' fields (None = kiln's default):
     optimizer ("adamw" | "muon"), learning_rate, beta1, beta2, epsilon, weight_decay,
     muon_learning_rate, muon_momentum, muon_ns_steps, param_groups (ParamGroup or
-    (pattern, lr_scale, weight_decay) items), schedule ("constant" | "warmup_cosine" |
+    (role, learning_rate, weight_decay) items), schedule ("constant" | "warmup_cosine" |
     "warmup_linear" | "warmup_stable_decay"), warmup_steps, total_steps, min_lr_ratio,
     decay_fraction, grad_accum_steps, max_grad_norm, seed, n_mtp_heads, mtp_loss_weights.
 
-    ``progress(fraction, stage)`` is called during every step (stages "forward", "backward",
-    "optimizer"); returning True cancels the step (kiln.CancelledError, nothing changed) and an
-    exception it raises cancels the step and is re-raised by it.
+    ``progress(fraction, stage)`` is called during every step: stage "forward" before each
+    micro-batch's forward + backward pass (fraction = the share of micro-batches done), then
+    "optimizer" before the update (fraction 1); returning True cancels the step
+    (kiln.CancelledError, nothing changed) and an exception it raises cancels the step and is
+    re-raised by it.
 
     Use as a context manager or call close(); closing the runtime closes its trainers first."""
 
@@ -194,7 +221,7 @@ class Trainer:
         muon_learning_rate: Optional[float] = None,
         muon_momentum: Optional[float] = None,
         muon_ns_steps: Optional[int] = None,
-        param_groups: Iterable[Union[ParamGroup, Tuple[str, float, Optional[float]]]] = (),
+        param_groups: Iterable[Union[ParamGroup, Tuple[Any, ...]]] = (),
         schedule: Union[LrSchedule, str, None] = None,
         warmup_steps: Optional[int] = None,
         total_steps: Optional[int] = None,
@@ -229,7 +256,8 @@ class Trainer:
         groups = [g if isinstance(g, ParamGroup) else ParamGroup(*g) for g in param_groups]
         # kiln copies the groups in kiln_trainer_create: this owned array only has to outlive it.
         group_array = c.kiln_py_param_groups(
-            [(g.pattern, g.lr_scale, -1.0 if g.weight_decay is None else g.weight_decay) for g in groups])
+            [(int(g.role), -1.0 if g.learning_rate is None else g.learning_rate,
+              -1.0 if g.weight_decay is None else g.weight_decay) for g in groups])
         c.kiln_py_trainer_options_set_param_groups(options, group_array if groups else None)
         guard = GuardedCallback(progress) if progress is not None else None
         c.kiln_py_trainer_options_set_progress_callback(options, guard)

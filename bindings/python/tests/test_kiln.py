@@ -281,6 +281,34 @@ class TokenizerTest(unittest.TestCase):
         with self.assertRaises(kiln.NotFoundError):
             kiln.Tokenizer.load(TINY_QWEN2 / "no-such-dir")
 
+    def test_train_save_and_reload(self):
+        import tempfile
+        from pathlib import Path
+        with tempfile.TemporaryDirectory() as d:
+            corpus = Path(d) / "corpus.txt"
+            corpus.write_text("low lower lowest newer newest wider widest\n" * 50, encoding="utf-8")
+            stages = []
+            tok = kiln.Tokenizer.train([corpus], 300, special_tokens=["<|end|>"],
+                                       progress=lambda f, stage: stages.append(stage))
+            with tok:
+                self.assertIn("merge", stages)
+                self.assertEqual(stages[-1], "done")
+                text = "lowest wider 🙂 新"
+                ids = tok.encode(text)
+                self.assertEqual(tok.decode(ids), text)
+                # "low", " lowest" and " wider" are training words seen 50 times: one token each.
+                self.assertEqual(len(tok.encode("low lowest wider")), 3)
+                self.assertEqual(tok.encode("<|end|>", parse_special=True), [tok.vocab_size - 1])
+                tok.save(Path(d) / "out")
+                with kiln.Tokenizer.load(Path(d) / "out") as again:
+                    self.assertEqual(again.encode(text), ids)
+            with self.assertRaises(kiln.CancelledError):
+                kiln.Tokenizer.train([corpus], 300, progress=lambda f, stage: True)
+            with self.assertRaises(kiln.InvalidArgumentError):
+                kiln.Tokenizer.train([corpus], 100)
+            with kiln.Tokenizer.load(TINY_QWEN2) as loaded, self.assertRaises(kiln.UnsupportedError):
+                loaded.save(Path(d) / "copy")
+
 
 class CallbackTest(unittest.TestCase):
     def test_progress_callback_sees_the_load_and_can_cancel_it(self):

@@ -13,6 +13,7 @@ import array
 import json
 import math
 import os
+import struct
 import tempfile
 import unittest
 
@@ -46,6 +47,17 @@ def llama_parameter_count(cfg: dict) -> int:
     attention = h * h + 2 * h * kv + h * h  # q, k, v, o
     layer = attention + 3 * h * f + 2 * h  # gate/up/down + two RMSNorms
     return v * h + cfg["num_hidden_layers"] * layer + h  # embeddings + layers + final norm
+
+
+def safetensors_blobs(path: str) -> dict:
+    """Each tensor's raw bytes in a .safetensors file, read from the format's definition: an 8-byte
+    little-endian header size, a JSON header of {name: {dtype, shape, data_offsets}}, the data."""
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        data = f.read()
+    return {name: data[t["data_offsets"][0]:t["data_offsets"][1]]
+            for name, t in header.items() if name != "__metadata__"}
 
 
 def fixed_batch(tokenizer: kiln.Tokenizer):
@@ -121,6 +133,18 @@ class TrainingErrorTest(unittest.TestCase):
         c = kiln.raw.kiln_model_create_options()
         self.assertEqual(kiln.raw.kiln_model_create_options_default(c), kiln.raw.KILN_OK)
         self.assertEqual((c.seed, c.tokenizer_path), (1337, None))
+
+    def test_param_groups_take_roles_by_enum_or_name_and_reject_negative_numbers(self):
+        self.assertEqual([int(r) for r in kiln.ParamRole], list(range(6)))
+        self.assertEqual(kiln.ParamGroup("embedding", 0.0).role, kiln.ParamRole.EMBEDDING)
+        self.assertEqual(kiln.ParamGroup(kiln.raw.KILN_PARAM_BIAS).role, kiln.ParamRole.BIAS)
+        with self.assertRaisesRegex(ValueError, "ParamGroup.role is 'lm_head'"):
+            kiln.ParamGroup("lm_head")
+        # kiln reads a negative number as "not set"; the binding's "not set" is None.
+        with self.assertRaisesRegex(ValueError, "learning_rate is -0.001"):
+            kiln.ParamGroup("matrix", learning_rate=-1e-3)
+        with self.assertRaisesRegex(ValueError, "weight_decay is nan"):
+            kiln.ParamGroup("norm", weight_decay=float("nan"))
 
     def test_a_closed_model_cannot_make_a_trainer(self):
         model = self.runtime.load_model(SOURCE_DIR / "tests" / "fixtures" / "tiny-qwen2")
@@ -260,12 +284,15 @@ class TrainingTest(unittest.TestCase):
             trainer.data_state = bytes((1 << 20) + 1)
 
     def test_progress_callback_sees_the_stages_and_can_cancel_the_step(self):
+        # Two micro-batches: kiln.h promises "forward" before each one's forward + backward pass
+        # (fraction = the share done) and "optimizer" before the update (fraction 1).
         stages = []
-        trainer = self.trainer(progress=lambda fraction, stage: stages.append(stage))
+        trainer = self.trainer(grad_accum_steps=2,
+                               progress=lambda fraction, stage: stages.append((stage, fraction)))
         trainer.step(self.inputs, self.targets)
-        self.assertIn("forward", stages)
+        self.assertEqual(stages, [("forward", 0.0), ("forward", 0.5), ("optimizer", 1.0)])
         before = trainer.eval_loss(self.inputs, self.targets).loss
-        trainer.progress = lambda fraction, stage: stage == "backward"  # True cancels
+        trainer.progress = lambda fraction, stage: stage == "optimizer"  # True cancels
         with self.assertRaises(kiln.CancelledError):
             trainer.step(self.inputs, self.targets)
         self.assertEqual(trainer.info.step, 1)
@@ -285,6 +312,40 @@ class TrainingTest(unittest.TestCase):
         self.assertEqual(trainer.eval_loss(self.inputs, self.targets).loss, before)  # weights unchanged
         trainer.progress = None
         self.assertEqual(trainer.step(self.inputs, self.targets).step, 2)
+
+    def test_param_groups_freeze_roles_and_train_the_thawed_one(self):
+        freeze_all = [kiln.ParamGroup(role, learning_rate=0.0) for role in kiln.ParamRole]
+        # A learning rate of 0 freezes a role (kiln.h): with every role frozen a step sees a gradient
+        # but changes no weight, decay included.
+        frozen = self.trainer(param_groups=freeze_all, weight_decay=0.5)
+        before = frozen.eval_loss(self.inputs, self.targets).loss
+        self.assertGreater(frozen.step(self.inputs, self.targets).grad_norm, 0)
+        self.assertEqual(frozen.eval_loss(self.inputs, self.targets).loss, before)
+        # Thawing the norms alone (a later group for a role replaces an earlier one; a tuple with the
+        # role's name works too) moves exactly the norm weights of the exported model.
+        thawed = self.trainer(param_groups=freeze_all + [("norm", 1e-2)])
+        with tempfile.TemporaryDirectory() as tmp:
+            thawed.export_hf(os.path.join(tmp, "a"))
+            thawed.step(self.inputs, self.targets)
+            thawed.export_hf(os.path.join(tmp, "b"))
+            a = safetensors_blobs(os.path.join(tmp, "a", "model.safetensors"))
+            b = safetensors_blobs(os.path.join(tmp, "b", "model.safetensors"))
+        self.assertEqual(a.keys(), b.keys())
+        changed = sorted(name for name in a if a[name] != b[name])
+        norms = sorted(name for name in a if "norm" in name)
+        self.assertEqual(len(norms), 2 * 2 + 1, sorted(a))  # two per layer and the final one
+        self.assertEqual(changed, norms)
+        self.assertLess(thawed.eval_loss(self.inputs, self.targets).loss, before)
+
+    def test_a_role_kiln_does_not_know_is_rejected_by_kiln_naming_the_group(self):
+        options = kiln.raw.kiln_trainer_options()
+        kiln.raw.kiln_trainer_options_default(options)
+        groups = kiln.raw.kiln_py_param_groups([(0, -1.0, -1.0), (99, 0.0, -1.0)])
+        kiln.raw.kiln_py_trainer_options_set_param_groups(options, groups)
+        status, handle = kiln.raw.kiln_trainer_create(self.fresh_model().handle, options)
+        self.assertEqual(status, kiln.raw.KILN_ERR_INVALID_ARGUMENT)
+        self.assertIsNone(handle)
+        self.assertIn("param_groups[1].role", kiln.raw.kiln_last_error())
 
     def test_forward_returns_every_heads_logits_and_the_hidden_state(self):
         trainer = self.trainer(n_mtp_heads=1)

@@ -2,6 +2,7 @@
 
 pub const KILN_ABI_VERSION: u32 = 1;
 pub const KILN_MAX_MTP_HEADS: u32 = 8;
+pub const KILN_TOKENIZER_DEFAULT_PATTERN : & [u8 ; 116usize] = b"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+\0" ;
 pub type __uint8_t = ::std::os::raw::c_uchar;
 pub type __int32_t = ::std::os::raw::c_int;
 pub type __uint32_t = ::std::os::raw::c_uint;
@@ -2002,59 +2003,66 @@ pub const KILN_LR_WARMUP_COSINE: kiln_lr_schedule = 1;
 pub const KILN_LR_WARMUP_LINEAR: kiln_lr_schedule = 2;
 pub const KILN_LR_WARMUP_STABLE_DECAY: kiln_lr_schedule = 3;
 pub type kiln_lr_schedule = ::std::os::raw::c_uint;
+pub const KILN_PARAM_MATRIX: kiln_param_role = 0;
+pub const KILN_PARAM_EMBEDDING: kiln_param_role = 1;
+pub const KILN_PARAM_POSITION: kiln_param_role = 2;
+pub const KILN_PARAM_HEAD: kiln_param_role = 3;
+pub const KILN_PARAM_NORM: kiln_param_role = 4;
+pub const KILN_PARAM_BIAS: kiln_param_role = 5;
+pub type kiln_param_role = ::std::os::raw::c_uint;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct kiln_param_group {
-    pub pattern: *const ::std::os::raw::c_char,
-    pub lr_scale: f32,
+    pub role: kiln_param_role,
+    pub learning_rate: f32,
     pub weight_decay: f32,
 }
 #[test]
 fn bindgen_test_layout_kiln_param_group() {
     assert_eq!(
         ::std::mem::size_of::<kiln_param_group>(),
-        16usize,
+        12usize,
         concat!("Size of: ", stringify!(kiln_param_group))
     );
     assert_eq!(
         ::std::mem::align_of::<kiln_param_group>(),
-        8usize,
+        4usize,
         concat!("Alignment of ", stringify!(kiln_param_group))
     );
-    fn test_field_pattern() {
+    fn test_field_role() {
         assert_eq!(
             unsafe {
                 let uninit = ::std::mem::MaybeUninit::<kiln_param_group>::uninit();
                 let ptr = uninit.as_ptr();
-                ::std::ptr::addr_of!((*ptr).pattern) as usize - ptr as usize
+                ::std::ptr::addr_of!((*ptr).role) as usize - ptr as usize
             },
             0usize,
             concat!(
                 "Offset of field: ",
                 stringify!(kiln_param_group),
                 "::",
-                stringify!(pattern)
+                stringify!(role)
             )
         );
     }
-    test_field_pattern();
-    fn test_field_lr_scale() {
+    test_field_role();
+    fn test_field_learning_rate() {
         assert_eq!(
             unsafe {
                 let uninit = ::std::mem::MaybeUninit::<kiln_param_group>::uninit();
                 let ptr = uninit.as_ptr();
-                ::std::ptr::addr_of!((*ptr).lr_scale) as usize - ptr as usize
+                ::std::ptr::addr_of!((*ptr).learning_rate) as usize - ptr as usize
             },
-            8usize,
+            4usize,
             concat!(
                 "Offset of field: ",
                 stringify!(kiln_param_group),
                 "::",
-                stringify!(lr_scale)
+                stringify!(learning_rate)
             )
         );
     }
-    test_field_lr_scale();
+    test_field_learning_rate();
     fn test_field_weight_decay() {
         assert_eq!(
             unsafe {
@@ -2062,7 +2070,7 @@ fn bindgen_test_layout_kiln_param_group() {
                 let ptr = uninit.as_ptr();
                 ::std::ptr::addr_of!((*ptr).weight_decay) as usize - ptr as usize
             },
-            12usize,
+            8usize,
             concat!(
                 "Offset of field: ",
                 stringify!(kiln_param_group),
@@ -3116,5 +3124,204 @@ extern "C" {
     pub fn kiln_model_tokenizer(
         model: *const kiln_model,
         out_tokenizer: *mut *const kiln_tokenizer,
+    ) -> kiln_status;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct kiln_tokenizer_train_options {
+    pub struct_size: usize,
+    pub vocab_size: i32,
+    pub pattern: *const ::std::os::raw::c_char,
+    pub special_tokens: *const *const ::std::os::raw::c_char,
+    pub n_special_tokens: usize,
+    pub n_threads: i32,
+    pub min_frequency: i32,
+    pub progress_fn: kiln_progress_fn,
+    pub progress_user_data: *mut ::std::os::raw::c_void,
+}
+#[test]
+fn bindgen_test_layout_kiln_tokenizer_train_options() {
+    assert_eq!(
+        ::std::mem::size_of::<kiln_tokenizer_train_options>(),
+        64usize,
+        concat!("Size of: ", stringify!(kiln_tokenizer_train_options))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<kiln_tokenizer_train_options>(),
+        8usize,
+        concat!("Alignment of ", stringify!(kiln_tokenizer_train_options))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_tokenizer_train_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_tokenizer_train_options),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_vocab_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_tokenizer_train_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).vocab_size) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_tokenizer_train_options),
+                "::",
+                stringify!(vocab_size)
+            )
+        );
+    }
+    test_field_vocab_size();
+    fn test_field_pattern() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_tokenizer_train_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).pattern) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_tokenizer_train_options),
+                "::",
+                stringify!(pattern)
+            )
+        );
+    }
+    test_field_pattern();
+    fn test_field_special_tokens() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_tokenizer_train_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).special_tokens) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_tokenizer_train_options),
+                "::",
+                stringify!(special_tokens)
+            )
+        );
+    }
+    test_field_special_tokens();
+    fn test_field_n_special_tokens() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_tokenizer_train_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_special_tokens) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_tokenizer_train_options),
+                "::",
+                stringify!(n_special_tokens)
+            )
+        );
+    }
+    test_field_n_special_tokens();
+    fn test_field_n_threads() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_tokenizer_train_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_threads) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_tokenizer_train_options),
+                "::",
+                stringify!(n_threads)
+            )
+        );
+    }
+    test_field_n_threads();
+    fn test_field_min_frequency() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_tokenizer_train_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).min_frequency) as usize - ptr as usize
+            },
+            44usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_tokenizer_train_options),
+                "::",
+                stringify!(min_frequency)
+            )
+        );
+    }
+    test_field_min_frequency();
+    fn test_field_progress_fn() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_tokenizer_train_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).progress_fn) as usize - ptr as usize
+            },
+            48usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_tokenizer_train_options),
+                "::",
+                stringify!(progress_fn)
+            )
+        );
+    }
+    test_field_progress_fn();
+    fn test_field_progress_user_data() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_tokenizer_train_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).progress_user_data) as usize - ptr as usize
+            },
+            56usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_tokenizer_train_options),
+                "::",
+                stringify!(progress_user_data)
+            )
+        );
+    }
+    test_field_progress_user_data();
+}
+extern "C" {
+    pub fn kiln_tokenizer_train_options_default(
+        options: *mut kiln_tokenizer_train_options,
+        struct_size: usize,
+    ) -> kiln_status;
+}
+extern "C" {
+    pub fn kiln_tokenizer_train(
+        files: *const *const ::std::os::raw::c_char,
+        n_files: usize,
+        options: *const kiln_tokenizer_train_options,
+        out_tokenizer: *mut *mut kiln_tokenizer,
+    ) -> kiln_status;
+}
+extern "C" {
+    pub fn kiln_tokenizer_save(
+        tokenizer: *const kiln_tokenizer,
+        path: *const ::std::os::raw::c_char,
     ) -> kiln_status;
 }

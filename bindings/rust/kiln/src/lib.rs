@@ -26,6 +26,7 @@ mod runtime;
 mod session;
 mod tokenizer;
 mod train;
+mod tokenizer_train;
 
 pub use chat::{ChatMessage, ChatOptions};
 pub use error::{Error, ErrorKind, Result};
@@ -40,9 +41,10 @@ pub use session::{
 };
 pub use tokenizer::{Tokenizer, TokenizerRef};
 pub use train::{
-    Batch, LrSchedule, ModelCreateOptions, Optimizer, ParamGroup, TrainResult, Trainer,
+    Batch, LrSchedule, ModelCreateOptions, Optimizer, ParamGroup, ParamRole, TrainResult, Trainer,
     TrainerCancelHandle, TrainerInfo, TrainerOptions, TrainerOutput, MAX_MTP_HEADS,
 };
+pub use tokenizer_train::TrainOptions;
 
 /// The raw FFI layer, for what the safe API does not cover.
 pub use kiln_sys as sys;

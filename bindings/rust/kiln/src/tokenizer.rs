@@ -73,6 +73,15 @@ impl Tokenizer {
         Ok(Tokenizer { raw, owned: true })
     }
 
+    /// Wraps a handle kiln gave this caller to own (kiln_tokenizer_load, kiln_tokenizer_train).
+    pub(crate) fn from_owned_raw(raw: *mut sys::kiln_tokenizer) -> Tokenizer {
+        Tokenizer { raw, owned: true }
+    }
+
+    pub(crate) fn raw_handle(&self) -> *const sys::kiln_tokenizer {
+        self.raw
+    }
+
     /// The model's tokenizer (kiln_model_tokenizer); Model::tokenizer is the public way in.
     pub(crate) fn borrow_from(model: &Model) -> Result<TokenizerRef<'_>> {
         let mut raw = std::ptr::null();

@@ -111,13 +111,64 @@ pub enum TrainerOutput {
     Hidden,
 }
 
-/// Tensors whose canonical name matches the glob `pattern` get `lr_scale` times the learning rate
-/// and, unless None, their own `weight_decay`. The first matching group wins.
-#[derive(Debug, Clone, PartialEq)]
+/// The kinds of trainable tensor a `ParamGroup` applies to (kiln.h's `kiln_param_role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParamRole {
+    /// 2-D weights inside blocks (attention, MLP).
+    Matrix,
+    /// The token embedding (also the head when tied).
+    Embedding,
+    /// Learned positions (GPT-2).
+    Position,
+    /// An untied lm_head.
+    Head,
+    /// Norm weights.
+    Norm,
+    /// Biases.
+    Bias,
+}
+
+impl ParamRole {
+    fn to_raw(self) -> sys::kiln_param_role {
+        match self {
+            ParamRole::Matrix => sys::KILN_PARAM_MATRIX,
+            ParamRole::Embedding => sys::KILN_PARAM_EMBEDDING,
+            ParamRole::Position => sys::KILN_PARAM_POSITION,
+            ParamRole::Head => sys::KILN_PARAM_HEAD,
+            ParamRole::Norm => sys::KILN_PARAM_NORM,
+            ParamRole::Bias => sys::KILN_PARAM_BIAS,
+        }
+    }
+}
+
+/// A parameter group, as torch's: the AdamW-updated tensors of `role` get their own learning rate
+/// (`None` = the trainer's; `Some(0.0)` freezes them) and/or weight decay (`None` = the role's
+/// default). A later group for the same role replaces an earlier one; in Muon mode matrices
+/// follow the `muon_*` options instead.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ParamGroup {
-    pub pattern: String,
-    pub lr_scale: f32,
+    pub role: ParamRole,
+    pub learning_rate: Option<f32>,
     pub weight_decay: Option<f32>,
+}
+
+impl ParamGroup {
+    /// A group for `role` that inherits everything (set the fields, or use `frozen`).
+    pub fn new(role: ParamRole) -> Self {
+        ParamGroup {
+            role,
+            learning_rate: None,
+            weight_decay: None,
+        }
+    }
+
+    /// A group that freezes the tensors of `role` (learning rate 0).
+    pub fn frozen(role: ParamRole) -> Self {
+        ParamGroup {
+            learning_rate: Some(0.0),
+            ..ParamGroup::new(role)
+        }
+    }
 }
 
 /// Options of `Trainer::new`; `Default` is kiln's defaults.
@@ -195,25 +246,27 @@ impl Default for TrainerOptions {
 }
 
 impl TrainerOptions {
-    /// The C struct, pointing into `patterns` and `groups` (which must outlive its use).
-    fn to_raw(
-        &self,
-        patterns: &mut Vec<CString>,
-        groups: &mut Vec<sys::kiln_param_group>,
-    ) -> Result<sys::kiln_trainer_options> {
-        for g in &self.param_groups {
-            let pattern = CString::new(g.pattern.as_str()).map_err(|_| {
-                invalid(format!(
-                    "param group pattern {:?} contains a NUL byte",
-                    g.pattern
-                ))
-            })?;
+    /// The C struct, pointing into `groups` (which must outlive its use).
+    fn to_raw(&self, groups: &mut Vec<sys::kiln_param_group>) -> Result<sys::kiln_trainer_options> {
+        for (i, g) in self.param_groups.iter().enumerate() {
+            // kiln reads a negative number as "not set": here that is None, so a negative (or NaN)
+            // Some is a mistake, not a silent fallback.
+            for (name, value) in [
+                ("learning_rate", g.learning_rate),
+                ("weight_decay", g.weight_decay),
+            ] {
+                if let Some(v) = value.filter(|v| !(*v >= 0.0)) {
+                    return Err(invalid(format!(
+                        "param_groups[{}].{} is {}; expected a number >= 0 or None",
+                        i, name, v
+                    )));
+                }
+            }
             groups.push(sys::kiln_param_group {
-                pattern: pattern.as_ptr(),
-                lr_scale: g.lr_scale,
+                role: g.role.to_raw(),
+                learning_rate: g.learning_rate.unwrap_or(-1.0),
                 weight_decay: g.weight_decay.unwrap_or(-1.0),
             });
-            patterns.push(pattern); // moving a CString keeps its heap buffer where it is
         }
         let mut raw = raw_trainer_options();
         raw.optimizer = match self.optimizer {
@@ -442,8 +495,8 @@ impl TrainerCancelHandle {
 impl Trainer {
     /// A trainer over a float32 copy of `model`'s weights.
     pub fn new(model: &Model, options: &TrainerOptions) -> Result<Trainer> {
-        let (mut patterns, mut groups) = (Vec::new(), Vec::new());
-        let raw = options.to_raw(&mut patterns, &mut groups)?;
+        let mut groups = Vec::new();
+        let raw = options.to_raw(&mut groups)?;
         let mut trainer = std::ptr::null_mut();
         // SAFETY: options and the groups they point at outlive the call (kiln copies them).
         check(unsafe { sys::kiln_trainer_create(model.handle.raw, &raw, &mut trainer) })?;
@@ -502,8 +555,9 @@ impl Trainer {
         })
     }
 
-    /// Calls `progress(fraction, stage)` during every step (stages "forward", "backward",
-    /// "optimizer"); returning true cancels the step (ErrorKind::Cancelled, nothing changed). A
+    /// Calls `progress(fraction, stage)` during every step: stage "forward" before each
+    /// micro-batch's forward + backward pass (fraction = the share of micro-batches done), then
+    /// "optimizer" before the update (fraction 1); returning true cancels the step (ErrorKind::Cancelled, nothing changed). A
     /// panic in it cancels the step and is resumed by `step`.
     pub fn set_progress<F>(&mut self, progress: F) -> Result<()>
     where

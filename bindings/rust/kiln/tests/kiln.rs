@@ -1,7 +1,7 @@
 //! Tests of the safe Rust API against the tiny-qwen2 fixture and HF transformers' outputs.
 use kiln::{
     ChatMessage, ChatOptions, ErrorKind, GenerateOptions, LogitsMode, Model, Runtime,
-    RuntimeOptions, Sampling, SessionOptions, StopReason, Tokenizer,
+    RuntimeOptions, Sampling, SessionOptions, StopReason, Tokenizer, TrainOptions,
 };
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -142,6 +142,50 @@ fn standalone_and_model_tokenizers_match_transformers() {
 
     let e = Tokenizer::load(tiny().join("no-such-dir")).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn train_save_and_reload() {
+    let dir = std::env::temp_dir().join(format!("kiln-rs-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = dir.join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "low lower lowest newer newest wider widest\n".repeat(50),
+    )
+    .unwrap();
+    let options = TrainOptions {
+        vocab_size: 300,
+        special_tokens: vec!["<|end|>".to_string()],
+        ..Default::default()
+    };
+    let mut stages = Vec::new();
+    let tok = Tokenizer::train_with_progress(&[&corpus], &options, |_, stage| {
+        stages.push(stage.to_string());
+        false
+    })
+    .unwrap();
+    assert_eq!(stages.last().map(String::as_str), Some("done"));
+    let text = "lowest wider \u{1F642} \u{65B0}";
+    let ids = tok.encode(text, false, false).unwrap();
+    assert_eq!(tok.decode(&ids, false).unwrap(), text);
+    // "low", " lowest" and " wider" are training words seen 50 times: one token each.
+    assert_eq!(
+        tok.encode("low lowest wider", false, false).unwrap().len(),
+        3
+    );
+    let size = tok.vocab_size().unwrap();
+    assert_eq!(tok.encode("<|end|>", false, true).unwrap(), vec![size - 1]);
+    tok.save(dir.join("out")).unwrap();
+    let again = Tokenizer::load(dir.join("out")).unwrap();
+    assert_eq!(again.encode(text, false, false).unwrap(), ids);
+    let e = Tokenizer::train_with_progress(&[&corpus], &options, |_, _| true)
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    let e = again.save(dir.join("copy")).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

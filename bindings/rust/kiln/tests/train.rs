@@ -5,8 +5,9 @@
 //! (ln(vocab) for a fresh model's loss, the Llama parameter count from the config, and kiln's
 //! inference path for the trainer's forward pass).
 use kiln::{
-    Batch, ErrorKind, LogitsMode, Model, ModelCreateOptions, Optimizer, Runtime, RuntimeOptions,
-    SessionOptions, Tokenizer, Trainer, TrainerCancelHandle, TrainerOptions, TrainerOutput,
+    Batch, ErrorKind, LogitsMode, Model, ModelCreateOptions, Optimizer, ParamGroup, ParamRole,
+    Runtime, RuntimeOptions, SessionOptions, Tokenizer, Trainer, TrainerCancelHandle,
+    TrainerOptions, TrainerOutput,
 };
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -260,22 +261,28 @@ fn an_all_zero_mask_is_invalid_argument() {
 fn progress_closures_and_the_cancel_handle_cancel_a_step() {
     let d = data();
     let rt = runtime();
-    let mut t = d.trainer(&rt, |_| {});
+    // Two micro-batches: kiln.h promises "forward" before each one's forward + backward pass
+    // (fraction = the share done) and "optimizer" before the update (fraction 1).
+    let mut t = d.trainer(&rt, |o| o.grad_accum_steps = 2);
     let stages = Arc::new(Mutex::new(Vec::new()));
     let seen = stages.clone();
-    t.set_progress(move |_, stage| {
-        seen.lock().unwrap().push(stage.to_string());
+    t.set_progress(move |fraction, stage| {
+        seen.lock().unwrap().push((stage.to_string(), fraction));
         false
     })
     .unwrap();
     t.step(&d.batch()).unwrap();
     assert_eq!(
-        stages.lock().unwrap().first().map(String::as_str),
-        Some("forward")
+        *stages.lock().unwrap(),
+        vec![
+            ("forward".to_string(), 0.0),
+            ("forward".to_string(), 0.5),
+            ("optimizer".to_string(), 1.0)
+        ]
     );
     let before = t.eval_loss(&d.batch()).unwrap().loss;
 
-    t.set_progress(|_, stage| stage == "backward").unwrap();
+    t.set_progress(|_, stage| stage == "optimizer").unwrap();
     let e = t.step(&d.batch()).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::Cancelled);
     assert_eq!(t.info().unwrap().step, 1);
@@ -311,6 +318,57 @@ fn progress_closures_and_the_cancel_handle_cancel_a_step() {
         ErrorKind::Cancelled
     );
     assert_eq!(t.step(&d.batch()).unwrap().step, 2);
+}
+
+const ROLES: [ParamRole; 6] = [
+    ParamRole::Matrix,
+    ParamRole::Embedding,
+    ParamRole::Position,
+    ParamRole::Head,
+    ParamRole::Norm,
+    ParamRole::Bias,
+];
+
+#[test]
+fn param_groups_freeze_and_train_roles() {
+    let d = data();
+    let rt = runtime();
+    // A learning rate of 0 freezes a role (kiln.h): with every role frozen a step sees a gradient
+    // but changes no weight, decay included.
+    let mut frozen = d.trainer(&rt, |o| {
+        o.param_groups = ROLES.iter().map(|r| ParamGroup::frozen(*r)).collect();
+        o.weight_decay = 0.5;
+    });
+    let before = frozen.eval_loss(&d.batch()).unwrap().loss;
+    let r = frozen.step(&d.batch()).unwrap();
+    assert!(r.grad_norm > 0.0);
+    assert_eq!(frozen.eval_loss(&d.batch()).unwrap().loss, before);
+    // Thawing the norms alone (a later group for a role replaces an earlier one) trains them.
+    let mut norms = d.trainer(&rt, |o| {
+        o.param_groups = ROLES.iter().map(|r| ParamGroup::frozen(*r)).collect();
+        o.param_groups.push(ParamGroup {
+            learning_rate: Some(1e-2),
+            ..ParamGroup::new(ParamRole::Norm)
+        });
+    });
+    norms.step(&d.batch()).unwrap();
+    let after = norms.eval_loss(&d.batch()).unwrap().loss;
+    assert!(after < before, "{} !< {}", after, before);
+    // kiln reads a negative number as "not set"; here that is None, so Some(-x) is an error.
+    let negative = TrainerOptions {
+        param_groups: vec![ParamGroup {
+            weight_decay: Some(-0.1),
+            ..ParamGroup::new(ParamRole::Bias)
+        }],
+        ..Default::default()
+    };
+    let e = Trainer::new(&d.model(&rt), &negative).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        e.message().contains("param_groups[0].weight_decay is -0.1"),
+        "{}",
+        e
+    );
 }
 
 #[test]
