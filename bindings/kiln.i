@@ -230,6 +230,10 @@ void kiln_py_model_load_options_set_progress_callback(kiln_model_load_options *o
   options->progress_fn = callback == Py_None ? NULL : kiln_py_progress_trampoline;
   options->progress_user_data = callback == Py_None ? NULL : callback;
 }
+void kiln_py_quantize_options_set_progress_callback(kiln_quantize_options *options, PyObject *callback) {
+  options->progress_fn = callback == Py_None ? NULL : kiln_py_progress_trampoline;
+  options->progress_user_data = callback == Py_None ? NULL : callback;
+}
 void kiln_py_runtime_options_set_log_callback(kiln_runtime_options *options, PyObject *callback) {
   options->log_fn = callback == Py_None ? NULL : kiln_py_log_trampoline;
   options->log_user_data = callback == Py_None ? NULL : callback;
@@ -412,6 +416,7 @@ void kiln_py_tokenizer_train_options_set_progress_callback(kiln_tokenizer_train_
 KILN_STRUCT(kiln_runtime_options)
 KILN_STRUCT(kiln_runtime_info)
 KILN_STRUCT(kiln_model_load_options)
+KILN_STRUCT(kiln_quantize_options)
 KILN_STRUCT(kiln_model_info)
 KILN_STRUCT(kiln_session_options)
 KILN_STRUCT(kiln_sampling_options)

@@ -201,6 +201,38 @@ KILN_API kiln_status kiln_model_eos_ids(const kiln_model *model, int32_t *ids, s
                                         size_t *n_ids);
 
 /* ============================================================================================= */
+/* Conversion to GGUF (kiln-quantize)                                                           */
+/* ============================================================================================= */
+typedef enum kiln_quantize_type {
+  KILN_QUANTIZE_F16 = 1,    /* every matrix F16                                                 */
+  KILN_QUANTIZE_Q8_0 = 2,   /* every matrix Q8_0                                                */
+  KILN_QUANTIZE_Q4_K_M = 3  /* llama.cpp's Q4_K_M mix: Q4_K, Q6_K for the output layer and some
+                               attn_v / ffn_down (docs/architecture.md says which)              */
+} kiln_quantize_type;
+
+typedef struct kiln_quantize_options {
+  size_t struct_size;
+  kiln_quantize_type type;       /* default KILN_QUANTIZE_Q4_K_M                               */
+  int32_t n_threads;             /* <= 0: the runtime's thread count                           */
+  kiln_progress_fn progress_fn;  /* optional; stages "reading", "writing"                      */
+  void *progress_user_data;
+} kiln_quantize_options;
+
+KILN_API kiln_status kiln_quantize_options_default(kiln_quantize_options *options, size_t struct_size);
+
+/* Converts `src` (a Hugging Face model directory or a GGUF file, as kiln_model_load reads them)
+ * into a GGUF v3 file at `dst` of options->type: general.architecture, the <arch>.* hyper-
+ * parameters, tokenizer.ggml.* from the source's tokenizer (byte-level BPE), general.alignment
+ * 32, norms and biases in F32. `dst` is written atomically (a temporary file next to it, fsync,
+ * rename): on any error it is left as it was. Errors: KILN_ERR_NOT_FOUND (src, or dst's
+ * directory, missing), KILN_ERR_INVALID_ARGUMENT (a type outside kiln_quantize_type),
+ * KILN_ERR_FORMAT / KILN_ERR_UNSUPPORTED (a source kiln cannot read or convert, named),
+ * KILN_ERR_IO (dst not writable or a directory, with the reason), KILN_ERR_CANCELLED. Runs on the calling thread (which the progress
+ * callback is called on) plus n_threads workers. */
+KILN_API kiln_status kiln_model_quantize(kiln_runtime *runtime, const char *src, const char *dst,
+                                         const kiln_quantize_options *options);
+
+/* ============================================================================================= */
 /* Tokenizer                                                                                     */
 /* ============================================================================================= */
 enum {

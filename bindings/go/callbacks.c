@@ -33,6 +33,11 @@ kiln_status kiln_go_set_global_log_callback(uintptr_t handle, kiln_log_level min
   return kiln_set_log_callback(handle ? kiln_go_log_trampoline : NULL, (void*)handle, min_level);
 }
 
+void kiln_go_set_quantize_progress_callback(kiln_quantize_options* options, uintptr_t handle) {
+  options->progress_fn = kiln_go_progress_trampoline;
+  options->progress_user_data = (void*)handle;
+}
+
 void kiln_go_set_train_progress_callback(kiln_tokenizer_train_options* options, uintptr_t handle) {
   options->progress_fn = kiln_go_progress_trampoline;
   options->progress_user_data = (void*)handle;

@@ -534,6 +534,32 @@ func TestChatRenderTokensMasksTheAssistantReply(t *testing.T) {
 	}
 }
 
+func TestQuantizeWritesAGgufThatReloads(t *testing.T) {
+	ref := loadReference(t)
+	rt, _ := fixture(t)
+	dst := filepath.Join(t.TempDir(), "tiny.gguf")
+	stages := map[string]bool{}
+	err := rt.Quantize(tinyDir(), dst, QuantizeQ8_0, 1, func(f float32, stage string) bool {
+		stages[stage] = true
+		return false
+	})
+	if err != nil || !stages["writing"] {
+		t.Fatalf("quantize: %v, stages %v", err, stages)
+	}
+	m, err := rt.LoadModel(dst, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ids, err := m.Tokenize(ref.PromptText, false, false)
+	if err != nil || len(ids) < len(ref.TokenIDs) || ids[0] != ref.TokenIDs[0] {
+		t.Errorf("tokenize: %v %v", ids, err)
+	}
+	if err := rt.Quantize(filepath.Join(t.TempDir(), "missing"), dst, QuantizeF16, 0, nil); !errors.Is(err, &Error{Status: StatusNotFound}) {
+		t.Errorf("missing source: %v", err)
+	}
+}
+
 func TestTrainTokenizerSaveAndReload(t *testing.T) {
 	dir := t.TempDir()
 	corpus := filepath.Join(dir, "corpus.txt")

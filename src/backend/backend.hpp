@@ -53,6 +53,9 @@ class Backend {
   virtual kiln_backend kind() const = 0;
   virtual const std::string& device_name() const = 0;
   virtual int n_threads() const = 0;
+  // True when load_model takes GGUF block-quantised tensors (DType::GGML) as they are stored;
+  // otherwise the engine dequantises them to float32 first.
+  virtual bool keeps_quantized_weights() const { return false; }
 
   // `weights` stays alive as long as the executor (it may point into the mmap).
   virtual std::unique_ptr<ModelExecutor> load_model(const ModelConfig& config,

@@ -1,5 +1,7 @@
 #include "core/dtype.hpp"
 
+#include "core/error.hpp"
+
 namespace kiln {
 
 void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
@@ -22,6 +24,8 @@ void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
         dst[i] = bf16_to_f32(h);
       }
       return;
+    case DType::GGML:
+      fail(KILN_ERR_INTERNAL, "convert_to_f32 given a GGML block-quantised tensor");
   }
 }
 

@@ -8,22 +8,35 @@
 
 namespace kiln {
 
-enum class DType : uint8_t { F32, F16, BF16 };
+// GGML: a ggml block-quantised tensor kept as stored in a GGUF file (Q4_K, Q8_0, ...); its
+// element size is not a whole number of bytes, so dtype_size() is 0 and TensorView::ggml_type
+// names the block format (formats/quant/ggml_type.hpp).
+enum class DType : uint8_t { F32, F16, BF16, GGML };
 
 inline size_t dtype_size(DType t) {
   switch (t) {
-    case DType::F32: return 4;
-    case DType::F16: return 2;
-    case DType::BF16: return 2;
+    case DType::F32:
+      return 4;
+    case DType::F16:
+      return 2;
+    case DType::BF16:
+      return 2;
+    case DType::GGML:
+      return 0;
   }
   return 0;
 }
 
 inline std::string_view dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
+    case DType::F32:
+      return "F32";
+    case DType::F16:
+      return "F16";
+    case DType::BF16:
+      return "BF16";
+    case DType::GGML:
+      return "GGML block-quantised";
   }
   return "?";
 }
@@ -71,7 +84,8 @@ inline float f16_to_f32(uint16_t h) {
   return f;
 }
 
-// Converts n elements of `src` (of type t, any alignment) to float32.
+// Converts n elements of `src` (of type t, any alignment) to float32. DType::GGML is refused
+// (KILN_ERR_INTERNAL): block formats go through quant::dequantize, which knows the block type.
 void convert_to_f32(DType t, const void* src, float* dst, size_t n);
 
 }  // namespace kiln

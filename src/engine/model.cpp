@@ -103,12 +103,13 @@ bool has_gguf_magic(const fs::path& path) {
   return in.read(magic, 4) && std::string_view(magic, 4) == "GGUF";
 }
 
-// A GGUF file: config, tokenizer and weights all come from the one file; the weights are
-// dequantised to float32 at load (formats/gguf_model.hpp), after which the file is unmapped.
+// A GGUF file: config, tokenizer and weights all come from the one file. A backend that computes
+// on quantised blocks (the CPU) gets the tensors as stored, in the file's mapping; for the others
+// they are dequantised to float32 at load, after which the file is unmapped.
 void load_gguf(const Runtime& runtime, const fs::path& path, const ProgressFn& progress,
                Model& model) {
   report(progress, 0.0f, "config");
-  const auto file = GgufFile::open(path);
+  std::shared_ptr<const GgufFile> file = GgufFile::open(path);
   model.config = gguf_model_config(*file);
 
   report(progress, 0.01f, "tokenizer");
@@ -125,8 +126,11 @@ void load_gguf(const Runtime& runtime, const fs::path& path, const ProgressFn& p
   resolve_special_ids(model);
 
   report(progress, 0.02f, "weights");
+  const ProgressFn weight_progress = sub_progress(progress, 0.02f, 0.48f);
   std::shared_ptr<const WeightSet> weights =
-      gguf_weights(*file, model.config, sub_progress(progress, 0.02f, 0.48f));
+      runtime.backend().keeps_quantized_weights()
+          ? gguf_weights_as_stored(file, model.config, weight_progress)
+          : gguf_weights(*file, model.config, weight_progress);
   model.weights = weights;
   model.executor =
       runtime.backend().load_model(model.config, weights, sub_progress(progress, 0.5f, 0.5f));

@@ -32,4 +32,12 @@ ModelConfig gguf_model_config(const GgufFile& file);
 std::unique_ptr<WeightSet> gguf_weights(const GgufFile& file, const ModelConfig& config,
                                         const ProgressFn& progress);
 
+// The same tensors as stored, for a backend that computes on block-quantised weights: views into
+// the file's mapping (F32/F16/BF16 as those dtypes, block formats as DType::GGML with their
+// ggml_type); only Llama q/k rows are copied, to reorder them. The set keeps `file` alive. Same
+// errors as gguf_weights.
+std::unique_ptr<WeightSet> gguf_weights_as_stored(std::shared_ptr<const GgufFile> file,
+                                                  const ModelConfig& config,
+                                                  const ProgressFn& progress);
+
 }  // namespace kiln

@@ -190,6 +190,21 @@ TokenizerJson gguf_tokenizer_json(const GgufFile& f) {
   }
 }
 
+std::optional<std::string> gguf_pre_matching(const std::string& tokenizer_json) {
+  const json hf = json::parse(tokenizer_json, nullptr, false);
+  if (!hf.is_object()) return std::nullopt;
+  const json model = hf.value("model", json::object());
+  const bool ignore_merges = model.is_object() && model.value("ignore_merges", false);
+  for (const char* pre : {"qwen2", "llama-bpe", "gpt2"}) {
+    const PreTokenizer p = pre_tokenizer_for(pre, "");
+    if (hf.value("pre_tokenizer", json()) == p.pre_tokenizer &&
+        hf.value("normalizer", json()) == p.normalizer && ignore_merges == p.ignore_merges) {
+      return pre;
+    }
+  }
+  return std::nullopt;
+}
+
 std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufFile& f) {
   if (f.find("tokenizer.ggml.model") == nullptr) return nullptr;
   const TokenizerJson j = gguf_tokenizer_json(f);

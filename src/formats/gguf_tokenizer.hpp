@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "formats/gguf.hpp"
@@ -22,6 +23,10 @@ struct TokenizerJson {
 // KILN_ERR_UNSUPPORTED naming any other model or pre-tokenizer, KILN_ERR_FORMAT for inconsistent
 // metadata (array lengths, types, ids out of range), naming the key.
 TokenizerJson gguf_tokenizer_json(const GgufFile& file);
+
+// The tokenizer.ggml.pre whose rebuilt pre-tokenizer, normalizer and ignore_merges equal those of
+// an HF tokenizer.json (parsed JSON text), for writing GGUF; nullopt when none does.
+std::optional<std::string> gguf_pre_matching(const std::string& tokenizer_json);
 
 // nullptr when the file has no tokenizer.ggml.model; otherwise as gguf_tokenizer_json, built.
 std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufFile& file);

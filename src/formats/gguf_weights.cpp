@@ -12,6 +12,7 @@
 // load. Qwen2, Qwen3 and Phi3 use LLAMA_ROPE_TYPE_NEOX, which is HF's layout, and are stored
 // unpermuted.
 #include <algorithm>
+#include <cstring>
 #include <regex>
 
 #include "core/error.hpp"
@@ -67,24 +68,24 @@ std::optional<Mapping> map_tensor(const std::string& name, const ModelConfig& c)
   return out;
 }
 
-// Rows are `cols` floats each; within each head of `rows / heads` rows, GGUF row 2*j + i becomes
-// row i*half + j.
-std::vector<float> unpermute_rows(const std::vector<float>& in, int64_t rows, int64_t cols,
-                                  int32_t heads, const std::string& name,
-                                  const std::string& origin) {
+// `rows` rows of `row_bytes` bytes each; within each head of `rows / heads` rows, GGUF row 2*j + i
+// becomes row i*half + j. Works on any storage, quantised rows included: a row is whole blocks.
+std::vector<uint8_t> unpermute_rows(const uint8_t* in, int64_t rows, size_t row_bytes,
+                                    int32_t heads, const std::string& name,
+                                    const std::string& origin) {
   if (heads <= 0 || rows % heads != 0 || (rows / heads) % 2 != 0) {
     fail(KILN_ERR_FORMAT, origin + ": tensor " + name + " has " + std::to_string(rows) +
                               " rows, not a whole number of even-sized heads for " +
                               std::to_string(heads) + " heads");
   }
   const int64_t head_dim = rows / heads, half = head_dim / 2;
-  std::vector<float> out(in.size());
+  std::vector<uint8_t> out(static_cast<size_t>(rows) * row_bytes);
   for (int64_t h = 0; h < heads; ++h) {
     for (int64_t j = 0; j < half; ++j) {
       for (int64_t i = 0; i < 2; ++i) {
-        const float* src = in.data() + (h * head_dim + 2 * j + i) * cols;
-        float* dst = out.data() + (h * head_dim + i * half + j) * cols;
-        std::copy(src, src + cols, dst);
+        const uint8_t* src = in + static_cast<size_t>(h * head_dim + 2 * j + i) * row_bytes;
+        uint8_t* dst = out.data() + static_cast<size_t>(h * head_dim + i * half + j) * row_bytes;
+        std::copy(src, src + row_bytes, dst);
       }
     }
   }
@@ -131,46 +132,110 @@ std::vector<float> dequantize_tensor(const GgufTensor& t) {
   return out;
 }
 
-}  // namespace
-
-std::unique_ptr<WeightSet> gguf_weights(const GgufFile& f, const ModelConfig& c,
-                                        const ProgressFn& progress) {
+void check_required_tensors(const GgufFile& f, const ModelConfig& c) {
   for (const std::string& name : required_tensors(c)) {
     if (f.find_tensor(name) == nullptr) {
       fail(KILN_ERR_FORMAT, f.origin() + ": tensor " + name + " is missing (a " + c.architecture +
                                 " with " + std::to_string(c.n_layers) + " blocks needs it)");
     }
   }
+}
+
+Mapping checked_mapping(const GgufFile& f, const GgufTensor& t, const ModelConfig& c) {
+  auto mapping = map_tensor(t.name, c);
+  if (!mapping) {
+    fail(KILN_ERR_UNSUPPORTED, f.origin() + ": tensor " + t.name + " (" +
+                                   quant::ggml_type_name(static_cast<uint32_t>(t.type)) +
+                                   ") has no place in kiln's " + c.architecture +
+                                   " transformer (rope_freqs / rope_factors and other extra "
+                                   "tensors are not supported)");
+  }
+  return *mapping;
+}
+
+void report_tensor(const ProgressFn& progress, size_t done, size_t total, const GgufFile& f,
+                   const char* verb) {
+  const float fraction = static_cast<float>(done) / static_cast<float>(total);
+  if (progress && !progress(fraction, "weights")) {
+    fail(KILN_ERR_CANCELLED,
+         std::string("model loading cancelled by the progress callback while ") + verb + " " +
+             f.origin());
+  }
+}
+
+// The dtype a GGUF tensor keeps as a TensorView: the plain float types map to their DType, the
+// block formats to DType::GGML.
+DType stored_dtype(quant::GgmlType t) {
+  switch (t) {
+    case quant::GgmlType::F32:
+      return DType::F32;
+    case quant::GgmlType::F16:
+      return DType::F16;
+    case quant::GgmlType::BF16:
+      return DType::BF16;
+    default:
+      return DType::GGML;
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<WeightSet> gguf_weights_as_stored(std::shared_ptr<const GgufFile> file,
+                                                  const ModelConfig& c,
+                                                  const ProgressFn& progress) {
+  const GgufFile& f = *file;
+  check_required_tensors(f, c);
+  std::vector<TensorView> views;
+  std::vector<std::vector<uint8_t>> buffers;
+  const auto& tensors = f.tensors();
+  views.reserve(tensors.size());
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    const GgufTensor& t = tensors[k];
+    const Mapping mapping = checked_mapping(f, t, c);
+    TensorView v;
+    v.name = mapping.hf_name;
+    v.dtype = stored_dtype(t.type);
+    v.ggml_type = t.type;
+    v.shape.assign(t.dims.rbegin(), t.dims.rend());
+    v.data = t.data;
+    v.nbytes = t.nbytes;
+    v.file = f.origin();
+    if (mapping.unpermute_heads > 0) {
+      const int64_t rows = v.shape[0];
+      buffers.push_back(unpermute_rows(t.data, rows, t.nbytes / static_cast<size_t>(rows),
+                                       mapping.unpermute_heads, t.name, f.origin()));
+      v.data = buffers.back().data();
+    }
+    views.push_back(std::move(v));
+    report_tensor(progress, k + 1, tensors.size(), f, "mapping");
+  }
+  const std::string origin = f.origin();
+  return WeightSet::from_views(std::move(views), std::move(buffers), std::move(file), origin);
+}
+
+std::unique_ptr<WeightSet> gguf_weights(const GgufFile& f, const ModelConfig& c,
+                                        const ProgressFn& progress) {
+  check_required_tensors(f, c);
   std::vector<WeightSet::OwnedF32Tensor> out;
   const auto& tensors = f.tensors();
   out.reserve(tensors.size());
   for (size_t k = 0; k < tensors.size(); ++k) {
     const GgufTensor& t = tensors[k];
-    const auto mapping = map_tensor(t.name, c);
-    if (!mapping) {
-      fail(KILN_ERR_UNSUPPORTED, f.origin() + ": tensor " + t.name + " (" +
-                                     quant::ggml_type_name(static_cast<uint32_t>(t.type)) +
-                                     ") has no place in kiln's " + c.architecture +
-                                     " transformer (rope_freqs / rope_factors and other extra "
-                                     "tensors are not supported)");
-    }
+    const Mapping mapping = checked_mapping(f, t, c);
     WeightSet::OwnedF32Tensor o;
-    o.name = mapping->hf_name;
+    o.name = mapping.hf_name;
     o.shape.assign(t.dims.rbegin(), t.dims.rend());
     o.values = dequantize_tensor(t);
-    if (mapping->unpermute_heads > 0) {
+    if (mapping.unpermute_heads > 0) {
       const int64_t rows = o.shape[0];
       const int64_t cols = o.shape.size() > 1 ? o.shape[1] : 1;
-      o.values = unpermute_rows(o.values, rows, cols, mapping->unpermute_heads, t.name, f.origin());
+      const auto bytes = unpermute_rows(reinterpret_cast<const uint8_t*>(o.values.data()), rows,
+                                        static_cast<size_t>(cols) * sizeof(float),
+                                        mapping.unpermute_heads, t.name, f.origin());
+      std::memcpy(o.values.data(), bytes.data(), bytes.size());
     }
     out.push_back(std::move(o));
-    const float fraction = static_cast<float>(k + 1) / static_cast<float>(tensors.size());
-    if (progress && !progress(fraction, "weights")) {
-      fail(KILN_ERR_CANCELLED,
-           "model loading cancelled by the progress callback while "
-           "dequantising " +
-               f.origin());
-    }
+    report_tensor(progress, k + 1, tensors.size(), f, "dequantising");
   }
   return WeightSet::from_owned(std::move(out), f.origin());
 }

@@ -214,6 +214,12 @@ int64_t TensorView::numel() const {
   return n;
 }
 
+size_t TensorView::byte_offset(int64_t elements) const {
+  if (dtype != DType::GGML) return static_cast<size_t>(elements) * dtype_size(dtype);
+  const quant::GgmlTypeInfo* info = quant::find_ggml_type(static_cast<uint32_t>(ggml_type));
+  return static_cast<size_t>(elements / info->block_size) * info->block_bytes;
+}
+
 SafetensorsFile::~SafetensorsFile() = default;
 
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path) {

@@ -1,6 +1,6 @@
 // Safetensors reading: https://github.com/huggingface/safetensors (format: 8-byte little-endian
-// header length N, N bytes of JSON {name: {dtype, shape, data_offsets:[begin,end]}, "__metadata__"},
-// then the byte buffer; offsets are relative to the buffer start).
+// header length N, N bytes of JSON {name: {dtype, shape, data_offsets:[begin,end]},
+// "__metadata__"}, then the byte buffer; offsets are relative to the buffer start).
 //
 // Files are memory-mapped read-only; TensorView points into the mapping, so a SafetensorsFile must
 // outlive every view taken from it. Every header is validated against the real file size before
@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/dtype.hpp"
+#include "formats/quant/ggml_type.hpp"
 
 namespace kiln {
 
@@ -29,12 +30,18 @@ class MappedFile;
 struct TensorView {
   std::string name;
   DType dtype = DType::F32;
+  // The block format when dtype is DType::GGML (a GGUF tensor kept quantised): each row of the
+  // last dimension is then a whole number of blocks, stored one after another.
+  quant::GgmlType ggml_type = quant::GgmlType::F32;
   std::vector<int64_t> shape;
   const uint8_t* data = nullptr;  // into the mapping; any alignment
   size_t nbytes = 0;
-  std::string file;               // the file it lives in, for messages
+  std::string file;  // the file it lives in, for messages
 
   int64_t numel() const;
+  // Bytes taken by the first `elements` elements (a whole number of blocks for DType::GGML; the
+  // caller only asks at row boundaries).
+  size_t byte_offset(int64_t elements) const;
 };
 
 class SafetensorsFile {
@@ -79,6 +86,14 @@ class WeightSet {
   static std::unique_ptr<WeightSet> from_owned(std::vector<OwnedF32Tensor> tensors,
                                                const std::string& origin);
 
+  // A set over tensors stored elsewhere: each view points into a mapping that `keep_alive` holds
+  // (a GgufFile) or into one of `buffers` (tensors whose bytes were rearranged at load), both kept
+  // as long as the set. Throws KILN_ERR_FORMAT on a duplicate name.
+  static std::unique_ptr<WeightSet> from_views(std::vector<TensorView> views,
+                                               std::vector<std::vector<uint8_t>> buffers,
+                                               std::shared_ptr<const void> keep_alive,
+                                               const std::string& origin);
+
   // nullptr when absent. Throws KILN_ERR_UNSUPPORTED (naming tensor, dtype and file) when the
   // tensor exists with a dtype kiln does not handle: present-but-unusable is never reported as
   // absent.
@@ -97,6 +112,9 @@ class WeightSet {
     TensorView view;  // points into tensor.values
   };
   std::vector<std::unique_ptr<OwnedView>> owned_;
+  std::vector<std::unique_ptr<TensorView>> views_;
+  std::vector<std::vector<uint8_t>> buffers_;
+  std::shared_ptr<const void> keep_alive_;
   std::map<std::string, const TensorView*> index_;
   // name -> "dtype DT in FILE", for the KILN_ERR_UNSUPPORTED message.
   std::map<std::string, std::string> unsupported_;

@@ -1,5 +1,5 @@
-// WeightSet::from_owned: a weight set whose float32 tensors live in memory rather than in a
-// mapped file (weights converted at load, e.g. dequantised GGUF tensors).
+// WeightSet::from_owned and from_views: weight sets whose tensors live in memory rather than in
+// safetensors files (float32 tensors converted at load; GGUF tensors in the GGUF file's mapping).
 #include "core/error.hpp"
 #include "formats/safetensors.hpp"
 
@@ -31,6 +31,27 @@ std::unique_ptr<WeightSet> WeightSet::from_owned(std::vector<OwnedF32Tensor> ten
     owned->view.file = origin;
     set->index_.emplace(owned->view.name, &owned->view);
     set->owned_.push_back(std::move(owned));
+  }
+  return set;
+}
+
+std::unique_ptr<WeightSet> WeightSet::from_views(std::vector<TensorView> views,
+                                                 std::vector<std::vector<uint8_t>> buffers,
+                                                 std::shared_ptr<const void> keep_alive,
+                                                 const std::string& origin) {
+  auto set = std::make_unique<WeightSet>();
+  set->description_ = origin;
+  set->keep_alive_ = std::move(keep_alive);
+  // Moving a vector keeps its heap block, so views into `buffers` stay valid.
+  set->buffers_ = std::move(buffers);
+  set->views_.reserve(views.size());
+  for (TensorView& v : views) {
+    if (set->index_.count(v.name)) {
+      fail(KILN_ERR_FORMAT, "tensor " + v.name + " appears twice in " + origin);
+    }
+    auto view = std::make_unique<TensorView>(std::move(v));
+    set->index_.emplace(view->name, view.get());
+    set->views_.push_back(std::move(view));
   }
   return set;
 }

@@ -220,13 +220,13 @@ void refuse_transposed(const WeightRef& r, const char* what) {
 const uint8_t* WeightRef::data() const {
   if (tensor == nullptr) return nullptr;
   refuse_transposed(*this, "data()");
-  return tensor->data + static_cast<size_t>(row_begin * cols) * dtype_size(tensor->dtype);
+  return tensor->data + tensor->byte_offset(row_begin * cols);
 }
 
 size_t WeightRef::nbytes() const {
   if (tensor == nullptr) return 0;
   refuse_transposed(*this, "nbytes()");
-  return static_cast<size_t>(rows * cols) * dtype_size(tensor->dtype);
+  return tensor->byte_offset(rows * cols);
 }
 
 TransformerWeights resolve_transformer_weights(const ModelConfig& config,

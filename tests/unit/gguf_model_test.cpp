@@ -10,6 +10,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include "backend/cpu/cpu_transformer.hpp"
 #include "core/error.hpp"
 #include "formats/gguf.hpp"
 #include "formats/safetensors.hpp"
@@ -85,6 +86,68 @@ TEST(GgufModel, F32WeightsEqualTheSafetensorsCheckpoint) {
   const TransformerWeights tw = resolve_transformer_weights(c, *weights);
   EXPECT_EQ(tw.layers.size(), 2u);
   EXPECT_TRUE(tw.layers[0].bq.present());
+}
+
+// The CPU's view of a quantised file: every tensor in place in the mapping with its ggml type, and
+// dequantising it gives exactly what the dequantising loader gives.
+TEST(GgufModel, AsStoredViewsPointIntoTheFileAndDequantiseLikeTheFloatSet) {
+  std::shared_ptr<const GgufFile> f = GgufFile::open(gguf_dir() / "tiny-qwen2-q4_k_m.gguf");
+  const ModelConfig c = gguf_model_config(*f);
+  const auto stored = gguf_weights_as_stored(f, c, nullptr);
+  const auto floats = gguf_weights(*f, c, nullptr);
+  EXPECT_EQ(stored->names(), floats->names());
+  int quantised = 0;
+  for (const std::string& name : stored->names()) {
+    const TensorView& v = stored->get(name);
+    EXPECT_EQ(v.shape, floats->get(name).shape) << name;
+    std::vector<float> values(static_cast<size_t>(v.numel()));
+    if (v.dtype == DType::GGML) {
+      ++quantised;
+      quant::dequantize(v.ggml_type, v.data, values.data(), v.numel());
+    } else {
+      values = as_f32(v);
+    }
+    EXPECT_EQ(values, as_f32(floats->get(name))) << name;
+    // In place: the view's bytes are one of the file's tensors.
+    bool in_file = false;
+    for (const GgufTensor& t : f->tensors()) in_file |= t.data == v.data && t.nbytes == v.nbytes;
+    EXPECT_TRUE(in_file) << name;
+  }
+  EXPECT_EQ(quantised, 15);  // every matrix of this Q4_K_M file (Q4_K, and Q6_K for three)
+  EXPECT_EQ(stored->get("model.embed_tokens.weight").ggml_type, quant::GgmlType::Q6_K);
+}
+
+// Resident memory of a Q4_K_M model on the CPU backend: the matrices stay in the mapping at their
+// stored size; only the float32 norms and biases are converted. Counted independently from the
+// file's tensor table.
+TEST(GgufModel, CpuKeepsQuantisedMatricesInPlace) {
+  std::shared_ptr<const GgufFile> f = GgufFile::open(gguf_dir() / "tiny-qwen2-q4_k_m.gguf");
+  const ModelConfig c = gguf_model_config(*f);
+  std::shared_ptr<const WeightSet> w = gguf_weights_as_stored(f, c, nullptr);
+  const cpu::CpuTransformer exec(c, resolve_transformer_weights(c, *w), rope_inverse_frequencies(c),
+                                 1, w);
+  size_t matrix_bytes = 0;
+  int64_t matrix_elements = 0, vector_elements = 0;
+  for (const GgufTensor& t : f->tensors()) {
+    if (t.dims.size() == 2) {
+      matrix_bytes += t.nbytes;
+      matrix_elements += t.numel();
+    } else {
+      vector_elements += t.numel();
+    }
+  }
+  const cpu::F32WeightStore& store = exec.weight_store();
+  EXPECT_EQ(store.in_place_bytes(), matrix_bytes);
+  // Norms and biases are F32 in the file: used in place too, nothing converted.
+  EXPECT_EQ(store.owned_bytes(), 0u);
+  EXPECT_EQ(exec.n_parameters(), matrix_elements + vector_elements);
+  const double bytes_per_weight =
+      static_cast<double>(matrix_bytes) / static_cast<double>(matrix_elements);
+  std::printf("[gguf] q4_k_m matrices: %zu bytes for %lld weights = %.4f bytes/weight\n",
+              matrix_bytes, static_cast<long long>(matrix_elements), bytes_per_weight);
+  // Q4_K is 144 bytes per 256 weights (0.5625), Q6_K 210 (0.8203); this file mixes both.
+  EXPECT_GT(bytes_per_weight, 0.5625);
+  EXPECT_LT(bytes_per_weight, 0.8203);
 }
 
 // LlamaModel.permute in convert_hf_to_gguf.py: w.reshape(n_head, 2, rows / n_head / 2, *rest)
@@ -175,6 +238,12 @@ TEST(GgufModel, LlamaQkPermutationIsUndone) {
     ++compared;
   }
   EXPECT_EQ(compared, static_cast<int>(hf->names().size()));
+  // The as-stored set reorders the same rows (bytes, whatever the storage).
+  std::shared_ptr<const GgufFile> shared = parse_owned(llama3_as_gguf(), dir / "llama3b.gguf");
+  const auto as_stored = gguf_weights_as_stored(shared, c, nullptr);
+  for (const std::string& name : as_stored->names()) {
+    EXPECT_EQ(as_f32(as_stored->get(name)), as_f32(hf->get(name))) << name;
+  }
   // The permutation is not the identity on this model: the stored q rows differ from HF's.
   const GgufTensor* q = f->find_tensor("blk.0.attn_q.weight");
   std::vector<float> stored(static_cast<size_t>(q->numel()));

@@ -13,6 +13,7 @@ namespace Kiln
     public enum LogLevel { Debug = 0, Info = 1, Warn = 2, Error = 3, None = 4 }
     public enum StopReason { None = 0, Eos = 1, MaxTokens = 2, String = 3, Callback = 4, ContextFull = 5 }
     public enum LogitsMode { None = 0, Last = 1, All = 2 }
+    public enum QuantizeType { F16 = 1, Q8_0 = 2, Q4_K_M = 3 }
 
     public static class Library
     {
@@ -91,6 +92,33 @@ namespace Kiln
         public Model LoadModel(string path, Func<float, string, bool> progress = null)
         {
             return new Model(this, path, progress);
+        }
+
+        /// <summary>Converts a Hugging Face model directory or a GGUF file to the GGUF file dst (written
+        /// atomically); nThreads &lt;= 0 uses the runtime's threads; progress(fraction, stage) returning true cancels.</summary>
+        public void Quantize(string src, string dst, QuantizeType type = QuantizeType.Q4_K_M, int nThreads = 0,
+                             Func<float, string, bool> progress = null)
+        {
+            var o = new Native.QuantizeOptions();
+            KilnException.Check(Native.kiln_quantize_options_default(ref o, Native.SizeOf<Native.QuantizeOptions>()));
+            o.type = (int)type;
+            o.n_threads = nThreads;
+            ExceptionDispatchInfo error = null;
+            Native.ProgressFn fn = null;
+            if (progress != null)
+            {
+                fn = (fraction, stage, _) =>
+                {
+                    if (error != null) return 1;
+                    try { return progress(fraction, Utf8.Read(stage)) ? 1 : 0; }
+                    catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); return 1; }
+                };
+                o.progress_fn = Marshal.GetFunctionPointerForDelegate(fn);
+            }
+            int status = Native.kiln_model_quantize(Handle, Utf8.CString(src), Utf8.CString(dst), ref o);
+            GC.KeepAlive(fn);
+            if (error != null) error.Throw();
+            KilnException.Check(status);
         }
 
         /// <summary>Releases this reference; kiln frees the runtime once its models and sessions are gone.</summary>

@@ -39,6 +39,13 @@ namespace Kiln
         }
 
         [StructLayout(LayoutKind.Sequential)]
+        internal struct QuantizeOptions
+        {
+            public UIntPtr struct_size; public int type; public int n_threads; public IntPtr progress_fn;
+            public IntPtr progress_user_data;
+        }
+
+        [StructLayout(LayoutKind.Sequential)]
         internal struct ModelInfo
         {
             public UIntPtr struct_size; public IntPtr architecture; public int vocab_size; public int hidden_size;
@@ -114,6 +121,8 @@ namespace Kiln
 
         [DllImport(Lib)] internal static extern int kiln_model_load_options_default(ref ModelLoadOptions options, UIntPtr structSize);
         [DllImport(Lib)] internal static extern int kiln_model_load(RuntimeHandle runtime, byte[] path, ref ModelLoadOptions options, out IntPtr model);
+        [DllImport(Lib)] internal static extern int kiln_quantize_options_default(ref QuantizeOptions options, UIntPtr structSize);
+        [DllImport(Lib)] internal static extern int kiln_model_quantize(RuntimeHandle runtime, byte[] src, byte[] dst, ref QuantizeOptions options);
         [DllImport(Lib)] internal static extern void kiln_model_free(IntPtr model);
         [DllImport(Lib)] internal static extern int kiln_model_get_info(ModelHandle model, ref ModelInfo info);
         [DllImport(Lib)] internal static extern int kiln_model_eos_ids(ModelHandle model, int[] ids, UIntPtr capacity, out UIntPtr nIds);

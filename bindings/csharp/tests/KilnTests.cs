@@ -227,6 +227,22 @@ static class KilnTests
         }
     }
 
+    static void QuantizeWritesAGgufThatReloads()
+    {
+        using (var rt = Cpu())
+        {
+            string dst = Path.Combine(Path.GetTempPath(), "kiln-cs-quant-" + System.Diagnostics.Process.GetCurrentProcess().Id + ".gguf");
+            var stages = new List<string>();
+            rt.Quantize(Tiny, dst, QuantizeType.Q8_0, 1, (f, stage) => { stages.Add(stage); return false; });
+            Check(stages.Contains("writing"), "progress stages");
+            using (var m = rt.LoadModel(dst))
+                Check(m.Info.Architecture == "Qwen2ForCausalLM", "reloaded " + m.Info.Architecture);
+            File.Delete(dst);
+            Check(Throws<KilnException>(() => rt.Quantize("/no/such/model-dir", dst)).Status == Status.NotFound,
+                  "missing source");
+        }
+    }
+
     static void LogCallbacks()
     {
         var lines = new List<string>();
@@ -350,6 +366,7 @@ static class KilnTests
             { "ForwardAndSample", ForwardAndSample }, { "StopAfterNPieces", StopAfterNPieces },
             { "ThrowingCallbackIsContained", ThrowingCallbackIsContained },
             { "ErrorsCarryKilnMessages", ErrorsCarryKilnMessages }, { "LogCallbacks", LogCallbacks },
+            { "QuantizeWritesAGgufThatReloads", QuantizeWritesAGgufThatReloads },
             { "TwoThreadsTwoSessions", TwoThreadsTwoSessions }, { "ManyHandlesAreFreed", ManyHandlesAreFreed },
             { "ChatRenderMatchesTransformers", ChatRenderMatchesTransformers },
             { "ChatRenderTokensMasksTheAssistantReply", ChatRenderTokensMasksTheAssistantReply },

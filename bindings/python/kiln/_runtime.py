@@ -22,6 +22,12 @@ class Backend(enum.IntEnum):
     CUDA = c.KILN_BACKEND_CUDA
 
 
+class QuantizeType(enum.IntEnum):
+    F16 = c.KILN_QUANTIZE_F16
+    Q8_0 = c.KILN_QUANTIZE_Q8_0
+    Q4_K_M = c.KILN_QUANTIZE_Q4_K_M
+
+
 class LogLevel(enum.IntEnum):
     DEBUG = c.KILN_LOG_DEBUG
     INFO = c.KILN_LOG_INFO
@@ -106,6 +112,32 @@ class Runtime:
         from ._model import Model
 
         return Model(self, path, progress=progress)
+
+    def quantize(
+        self,
+        src: Union[str, "os.PathLike[str]"],
+        dst: Union[str, "os.PathLike[str]"],
+        type: QuantizeType = QuantizeType.Q4_K_M,
+        *,
+        n_threads: int = 0,
+        progress: Optional[Callable[[float, str], Any]] = None,
+    ) -> None:
+        """Converts a Hugging Face model directory or a GGUF file ``src`` to the GGUF file
+        ``dst`` (written atomically). ``progress(fraction, stage)`` may return True (or raise) to
+        cancel."""
+        from ._callbacks import GuardedCallback
+
+        options = c.kiln_quantize_options()
+        check(c.kiln_quantize_options_default(options))
+        options.type = int(type)
+        options.n_threads = n_threads
+        guard = GuardedCallback(progress) if progress is not None else None
+        if guard is not None:
+            c.kiln_py_quantize_options_set_progress_callback(options, guard)
+        status = c.kiln_model_quantize(self.handle, os.fspath(src), os.fspath(dst), options)
+        if guard is not None:
+            guard.reraise()
+        check(status)
 
     def _adopt(self, child: Any) -> None:
         self._children.add(child)

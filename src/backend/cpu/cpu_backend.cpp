@@ -37,6 +37,8 @@ class CpuBackend final : public Backend {
   kiln_backend kind() const override { return KILN_BACKEND_CPU; }
   const std::string& device_name() const override { return device_name_; }
   int n_threads() const override { return n_threads_; }
+  // GGUF block formats stay quantised in the mapping (integer dot kernels, backend/cpu/quant_*).
+  bool keeps_quantized_weights() const override { return true; }
 
   std::unique_ptr<ModelExecutor> load_model(const ModelConfig& config,
                                             std::shared_ptr<const WeightSet> weights,

@@ -56,6 +56,8 @@ class CpuTransformer final : public ModelExecutor {
   void forward(SessionState& state, std::span<const int32_t> ids, int32_t start_pos, float* logits,
                bool all_positions, const std::atomic<bool>* cancel) const override;
   int64_t n_parameters() const override { return n_parameters_; }
+  // Where the weights live: in place in the mapping or converted (resident-memory accounting).
+  const F32WeightStore& weight_store() const { return store_; }
 
  private:
   struct Layer {

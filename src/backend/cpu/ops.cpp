@@ -28,6 +28,11 @@ constexpr int64_t kLinearTileTokens = 64;
 // For one token (decode) the work is a matrix-vector product bound by reading W: finer row
 // blocks spread those bytes over more threads.
 constexpr int64_t kGemvBlockRows = 64;
+// Block-quantised weights: below this many tokens every product is an integer dot kernel call on
+// 8-bit activations; from it on, tiles of W are dequantised exactly and go through sgemm, whose
+// cost per token is far lower once the dequantisation is shared by enough tokens (crossover
+// between 4 and 16 tokens on the development machine, docs/performance.md).
+constexpr int64_t kQuantDequantMinTokens = 8;
 
 // All parallelism is ours (OpenMP over output blocks); OpenBLAS must not start its own pool inside
 // our threads (oversubscription, and its pthread build serialises concurrent threaded calls).
@@ -88,6 +93,13 @@ void linear(const float* x, const Matrix& w, const float* bias, float* y, int64_
             int64_t n, int n_threads) {
   if (w.f32 != nullptr) {
     linear(x, w.f32, bias, y, m, k, n, n_threads);
+  } else if (w.quant.data != nullptr) {
+    if (m < kQuantDequantMinTokens) {
+      linear_quant(x, w.quant, bias, y, m, k, n, n_threads);
+    } else {
+      make_blas_single_threaded();
+      linear_quant_dequant(x, w.quant, bias, y, m, k, n, n_threads);
+    }
   } else if (m == 1) {
     gemv_bf16(x, w.bf16, bias, y, k, n, n_threads);
   } else {
@@ -99,6 +111,8 @@ void linear(const float* x, const Matrix& w, const float* bias, float* y, int64_
 void matrix_row(const Matrix& w, int64_t row, int64_t k, float* dst) {
   if (w.f32 != nullptr) {
     std::memcpy(dst, w.f32 + row * k, static_cast<size_t>(k) * sizeof(float));
+  } else if (w.quant.data != nullptr) {
+    quant_matrix_row(w.quant, row, k, dst);
   } else {
     widen_bf16(w.bf16 + row * k, dst, k);
   }

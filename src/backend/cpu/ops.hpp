@@ -5,13 +5,16 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backend/cpu/quant_matmul.hpp"
+
 namespace kiln::cpu {
 
-// A weight matrix as the CPU backend keeps it: float32, or BF16 straight from the file (exactly one
-// of the two pointers is set).
+// A weight matrix as the CPU backend keeps it: float32, BF16 straight from the file, or a GGUF
+// block format straight from the file (exactly one of the three is set).
 struct Matrix {
   const float* f32 = nullptr;
   const uint16_t* bf16 = nullptr;
+  QuantMatrix quant;
 };
 
 // y[m×n] = x[m×k] · Wᵀ for either storage of W (see linear() below for the float32 contract).

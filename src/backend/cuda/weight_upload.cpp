@@ -45,6 +45,8 @@ void convert_to_bf16(DType t, const uint8_t* src, uint16_t* dst, int64_t n) {
         dst[i] = f32_to_bf16_bits(f);
       }
       return;
+    case DType::GGML:  // refused by checked_block_elements before any conversion
+      fail(KILN_ERR_INTERNAL, "convert_to_bf16 given a GGML block-quantised tensor");
   }
 }
 
@@ -59,6 +61,13 @@ int64_t checked_block_elements(const WeightRef& ref) {
   const TensorView& t = *ref.tensor;
   const int64_t n = ref.rows * ref.cols;
   const int64_t first = ref.row_begin * ref.cols;
+  // The engine dequantises GGUF tensors before they reach this backend
+  // (Backend::keeps_quantized_weights() is false here).
+  if (t.dtype == DType::GGML) {
+    fail(KILN_ERR_UNSUPPORTED,
+         "tensor '" + t.name + "' in " + t.file +
+             " is still block-quantised; the CUDA backend takes float weights");
+  }
   if (ref.row_begin < 0 || ref.rows <= 0 || ref.cols <= 0 ||
       static_cast<size_t>(first + n) * dtype_size(t.dtype) > t.nbytes) {
     fail(KILN_ERR_FORMAT, "weight block rows [" + std::to_string(ref.row_begin) + ", " +

@@ -7,6 +7,7 @@
 
 #include "checkpoint_generated.h"
 #include "core/dtype.hpp"
+#include "core/error.hpp"
 #include "train/tensor_kind.hpp"
 #include "train/trainer_options.hpp"
 
@@ -20,6 +21,8 @@ inline ckpt::DType to_fb(DType t) {
       return ckpt::DType::F16;
     case DType::BF16:
       return ckpt::DType::BF16;
+    case DType::GGML:  // trainer tensors are float types; only GGUF views carry GGML
+      fail(KILN_ERR_INTERNAL, "a training checkpoint cannot hold a GGML block-quantised tensor");
   }
   return ckpt::DType::F32;
 }

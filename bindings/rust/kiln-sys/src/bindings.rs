@@ -727,6 +727,131 @@ extern "C" {
         n_ids: *mut usize,
     ) -> kiln_status;
 }
+pub const KILN_QUANTIZE_F16: kiln_quantize_type = 1;
+pub const KILN_QUANTIZE_Q8_0: kiln_quantize_type = 2;
+pub const KILN_QUANTIZE_Q4_K_M: kiln_quantize_type = 3;
+pub type kiln_quantize_type = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct kiln_quantize_options {
+    pub struct_size: usize,
+    pub type_: kiln_quantize_type,
+    pub n_threads: i32,
+    pub progress_fn: kiln_progress_fn,
+    pub progress_user_data: *mut ::std::os::raw::c_void,
+}
+#[test]
+fn bindgen_test_layout_kiln_quantize_options() {
+    assert_eq!(
+        ::std::mem::size_of::<kiln_quantize_options>(),
+        32usize,
+        concat!("Size of: ", stringify!(kiln_quantize_options))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<kiln_quantize_options>(),
+        8usize,
+        concat!("Alignment of ", stringify!(kiln_quantize_options))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_quantize_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_quantize_options),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_type() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_quantize_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).type_) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_quantize_options),
+                "::",
+                stringify!(type_)
+            )
+        );
+    }
+    test_field_type();
+    fn test_field_n_threads() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_quantize_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_threads) as usize - ptr as usize
+            },
+            12usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_quantize_options),
+                "::",
+                stringify!(n_threads)
+            )
+        );
+    }
+    test_field_n_threads();
+    fn test_field_progress_fn() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_quantize_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).progress_fn) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_quantize_options),
+                "::",
+                stringify!(progress_fn)
+            )
+        );
+    }
+    test_field_progress_fn();
+    fn test_field_progress_user_data() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_quantize_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).progress_user_data) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_quantize_options),
+                "::",
+                stringify!(progress_user_data)
+            )
+        );
+    }
+    test_field_progress_user_data();
+}
+extern "C" {
+    pub fn kiln_quantize_options_default(
+        options: *mut kiln_quantize_options,
+        struct_size: usize,
+    ) -> kiln_status;
+}
+extern "C" {
+    pub fn kiln_model_quantize(
+        runtime: *mut kiln_runtime,
+        src: *const ::std::os::raw::c_char,
+        dst: *const ::std::os::raw::c_char,
+        options: *const kiln_quantize_options,
+    ) -> kiln_status;
+}
 pub const KILN_TOKENIZE_ADD_SPECIAL: _bindgen_ty_1 = 1;
 pub const KILN_TOKENIZE_PARSE_SPECIAL: _bindgen_ty_1 = 2;
 pub type _bindgen_ty_1 = ::std::os::raw::c_uint;

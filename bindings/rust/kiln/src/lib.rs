@@ -21,6 +21,7 @@ mod callbacks;
 mod chat;
 mod error;
 mod model;
+mod quantize;
 mod runtime;
 mod session;
 mod tokenizer;
@@ -30,6 +31,7 @@ mod tokenizer_train;
 pub use chat::{ChatMessage, ChatOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Model, ModelInfo};
+pub use quantize::QuantizeType;
 pub use runtime::{
     reset_log_callback, set_log_callback, Backend, LogLevel, Runtime, RuntimeInfo, RuntimeOptions,
 };

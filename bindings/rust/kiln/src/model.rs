@@ -64,7 +64,7 @@ pub struct Model {
     pub(crate) handle: Arc<ModelHandle>,
 }
 
-fn path_cstring(path: &Path) -> Result<CString> {
+pub(crate) fn path_cstring(path: &Path) -> Result<CString> {
     use std::os::unix::ffi::OsStrExt;
     CString::new(path.as_os_str().as_bytes()).map_err(|_| {
         Error::new(

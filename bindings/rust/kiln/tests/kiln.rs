@@ -490,3 +490,24 @@ fn chat_render_tokens_masks_the_assistant_reply() {
         .collect();
     assert_eq!(model.detokenize(&masked, false).unwrap(), "Hello there");
 }
+
+#[test]
+fn quantize_writes_a_gguf_that_reloads() {
+    let rt = runtime();
+    let dst = std::env::temp_dir().join(format!("kiln-rust-quant-{}.gguf", std::process::id()));
+    let mut stages = Vec::new();
+    rt.quantize_with_progress(tiny(), &dst, kiln::QuantizeType::Q8_0, 1, |_, stage| {
+        stages.push(stage.to_string());
+        false
+    })
+    .unwrap();
+    assert!(stages.iter().any(|s| s == "writing"), "{stages:?}");
+    let model = Model::load(&rt, &dst).unwrap();
+    assert_eq!(model.info().unwrap().architecture, "Qwen2ForCausalLM");
+    drop(model);
+    std::fs::remove_file(&dst).unwrap();
+    let err = rt
+        .quantize(tiny().join("no-such-dir"), &dst, kiln::QuantizeType::F16, 0)
+        .unwrap_err();
+    assert_eq!(err.kind(), kiln::ErrorKind::NotFound);
+}
