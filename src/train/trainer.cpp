@@ -426,6 +426,19 @@ std::unique_ptr<Trainer> Trainer::load_checkpoint(const std::filesystem::path& p
   const std::string origin = "checkpoint '" + path.string() + "'";
   ModelConfig config = parse_model_config(c.config_json, "", origin + " config");
   validate_trainer_options(c.options);
+  // Every tensor the config describes must be in the file, with its shape, before anything is
+  // allocated for it: a lying config cannot make the trainer allocate more than the file holds.
+  ModelConfig with_heads = config;
+  with_heads.n_mtp_heads = static_cast<int32_t>(c.options.mtp_weights.size());
+  const ParamLayout layout = train::make_param_layout(with_heads);
+  for (const ParamSpec& s : layout.specs()) {
+    const CheckpointTensor* v = c.find(s.name, TensorKind::Value);
+    if (v == nullptr) fail(KILN_ERR_FORMAT, origin + " has no value for tensor '" + s.name + "'");
+    if (v->dtype != DType::F32 || v->shape != s.shape) {
+      fail(KILN_ERR_FORMAT, origin + ": tensor '" + s.name +
+                                "' has another dtype or shape than the config describes");
+    }
+  }
   ModelTexts texts{c.config_json, c.tokenizer_json, c.tokenizer_config_json};
   auto t = std::make_unique<CpuTrainer>(config, std::move(texts), c.options);
   for (const ParamSpec& s : t->layout().specs()) {

@@ -6,12 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dest=$(realpath "$1")
+build=${BUILD:-build-gpu}  # a CUDA build directory (e.g. the CI run's build/)
 stage=$(mktemp -d)
 mkdir -p "$stage/cuda-build/bin" "$stage/cuda-build/lib" "$dest"
-cp build-gpu/tests/cuda_kernels_test build-gpu/tests/cuda_model_test \
-   build-gpu/tests/cuda_hf_parity_test build-gpu/bin/kiln-bench "$stage/cuda-build/bin/"
-cp -L build-gpu/libkiln.so.0 "$stage/cuda-build/lib/"
-for bin in "$stage"/cuda-build/bin/* build-gpu/libkiln.so.0; do
+cp "$build"/tests/cuda_kernels_test "$build"/tests/cuda_model_test \
+   "$build"/tests/cuda_hf_parity_test "$build"/bin/kiln-bench "$stage/cuda-build/bin/"
+cp -L "$build"/libkiln.so.0 "$stage/cuda-build/lib/"
+for bin in "$stage"/cuda-build/bin/* "$build"/libkiln.so.0; do
   ldd "$bin" | awk '/=> \// {print $3}'
 done | sort -u | grep -E "openblas|gfortran|quadmath|pcre2|utf8proc|simdjson|gomp|gtest|cudart" |
   while read -r lib; do cp -L "$lib" "$stage/cuda-build/lib/"; done
