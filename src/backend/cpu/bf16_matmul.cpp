@@ -6,16 +6,8 @@
 #include <cstring>
 #include <memory>
 
+#include "backend/cpu/cpu_clones.hpp"
 #include "backend/cpu/team_scratch.hpp"
-
-// The hot loops are compiled twice (AVX2 and baseline) and picked at load time through an ifunc.
-// Under ThreadSanitizer the ifunc resolver is instrumented and runs during relocation, before the
-// TSan runtime is initialised, and the process crashes at load: TSan builds use the baseline only.
-#if defined(__SANITIZE_THREAD__)
-#define KILN_CPU_CLONES
-#else
-#define KILN_CPU_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#endif
 
 namespace kiln::cpu {
 

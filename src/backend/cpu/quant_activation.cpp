@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cpu/cpu_clones.hpp"
+
 namespace kiln::cpu {
 
 namespace {
@@ -23,13 +25,11 @@ inline __attribute__((always_inline)) float quantize_block(const float* x, int8_
 }
 
 // One clone per instruction set, each with the loops above inlined and vectorised for it.
-__attribute__((target_clones("arch=haswell", "default"))) float quantize_block_32(const float* x,
-                                                                                  int8_t* q) {
+KILN_CPU_CLONES float quantize_block_32(const float* x, int8_t* q) {
   return quantize_block<32>(x, q);
 }
 
-__attribute__((target_clones("arch=haswell", "default"))) float quantize_block_256(const float* x,
-                                                                                   int8_t* q) {
+KILN_CPU_CLONES float quantize_block_256(const float* x, int8_t* q) {
   return quantize_block<256>(x, q);
 }
 

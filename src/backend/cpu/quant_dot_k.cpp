@@ -9,6 +9,7 @@
 // where Σ q_x per sub-block comes precomputed in ActBlock256::bsums.
 #include <cstddef>
 
+#include "backend/cpu/cpu_clones.hpp"
 #include "backend/cpu/quant_activation.hpp"
 #include "backend/cpu/quant_dot.hpp"
 #include "backend/cpu/quant_kernel_util.hpp"
@@ -78,9 +79,7 @@ inline float k4_block_dot(const uint8_t* b, const uint8_t* scales, const uint8_t
 
 }  // namespace
 
-__attribute__((target_clones("arch=haswell", "default"))) float dot_q4_k(const uint8_t* w,
-                                                                         const void* act,
-                                                                         int64_t blocks) {
+KILN_CPU_CLONES float dot_q4_k(const uint8_t* w, const void* act, int64_t blocks) {
   const auto* a = static_cast<const ActBlock256*>(act);
   float acc = 0.0f;
   for (int64_t i = 0; i < blocks; ++i) {
@@ -92,9 +91,7 @@ __attribute__((target_clones("arch=haswell", "default"))) float dot_q4_k(const u
   return acc;
 }
 
-__attribute__((target_clones("arch=haswell", "default"))) float dot_q5_k(const uint8_t* w,
-                                                                         const void* act,
-                                                                         int64_t blocks) {
+KILN_CPU_CLONES float dot_q5_k(const uint8_t* w, const void* act, int64_t blocks) {
   const auto* a = static_cast<const ActBlock256*>(act);
   float acc = 0.0f;
   for (int64_t i = 0; i < blocks; ++i) {
@@ -106,9 +103,7 @@ __attribute__((target_clones("arch=haswell", "default"))) float dot_q5_k(const u
   return acc;
 }
 
-__attribute__((target_clones("arch=haswell", "default"))) float dot_q6_k(const uint8_t* w,
-                                                                         const void* act,
-                                                                         int64_t blocks) {
+KILN_CPU_CLONES float dot_q6_k(const uint8_t* w, const void* act, int64_t blocks) {
   const auto* a = static_cast<const ActBlock256*>(act);
   float acc = 0.0f;
   for (int64_t i = 0; i < blocks; ++i) {
@@ -136,9 +131,7 @@ __attribute__((target_clones("arch=haswell", "default"))) float dot_q6_k(const u
   return acc;
 }
 
-__attribute__((target_clones("arch=haswell", "default"))) float dot_q2_k(const uint8_t* w,
-                                                                         const void* act,
-                                                                         int64_t blocks) {
+KILN_CPU_CLONES float dot_q2_k(const uint8_t* w, const void* act, int64_t blocks) {
   const auto* a = static_cast<const ActBlock256*>(act);
   float acc = 0.0f;
   for (int64_t i = 0; i < blocks; ++i) {
@@ -167,9 +160,7 @@ __attribute__((target_clones("arch=haswell", "default"))) float dot_q2_k(const u
   return acc;
 }
 
-__attribute__((target_clones("arch=haswell", "default"))) float dot_q3_k(const uint8_t* w,
-                                                                         const void* act,
-                                                                         int64_t blocks) {
+KILN_CPU_CLONES float dot_q3_k(const uint8_t* w, const void* act, int64_t blocks) {
   const auto* a = static_cast<const ActBlock256*>(act);
   float acc = 0.0f;
   for (int64_t i = 0; i < blocks; ++i) {

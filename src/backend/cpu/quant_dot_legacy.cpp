@@ -4,6 +4,7 @@
 // (byte unpacking, widening multiply-adds).
 #include <cstddef>
 
+#include "backend/cpu/cpu_clones.hpp"
 #include "backend/cpu/quant_activation.hpp"
 #include "backend/cpu/quant_dot.hpp"
 #include "backend/cpu/quant_kernel_util.hpp"
@@ -35,9 +36,7 @@ inline int nibble_block_dot(const uint8_t* qs, uint32_t high_bits, int offset, c
 
 }  // namespace
 
-__attribute__((target_clones("arch=haswell", "default"))) float dot_q8_0(const uint8_t* w,
-                                                                         const void* act,
-                                                                         int64_t blocks) {
+KILN_CPU_CLONES float dot_q8_0(const uint8_t* w, const void* act, int64_t blocks) {
   const auto* a = static_cast<const ActBlock32*>(act);
   float acc = 0.0f;
   for (int64_t i = 0; i < blocks; ++i) {
@@ -50,9 +49,7 @@ __attribute__((target_clones("arch=haswell", "default"))) float dot_q8_0(const u
   return acc;
 }
 
-__attribute__((target_clones("arch=haswell", "default"))) float dot_q4_0(const uint8_t* w,
-                                                                         const void* act,
-                                                                         int64_t blocks) {
+KILN_CPU_CLONES float dot_q4_0(const uint8_t* w, const void* act, int64_t blocks) {
   const auto* a = static_cast<const ActBlock32*>(act);
   float acc = 0.0f;
   for (int64_t i = 0; i < blocks; ++i) {
@@ -63,9 +60,7 @@ __attribute__((target_clones("arch=haswell", "default"))) float dot_q4_0(const u
   return acc;
 }
 
-__attribute__((target_clones("arch=haswell", "default"))) float dot_q4_1(const uint8_t* w,
-                                                                         const void* act,
-                                                                         int64_t blocks) {
+KILN_CPU_CLONES float dot_q4_1(const uint8_t* w, const void* act, int64_t blocks) {
   const auto* a = static_cast<const ActBlock32*>(act);
   float acc = 0.0f;
   for (int64_t i = 0; i < blocks; ++i) {
@@ -77,9 +72,7 @@ __attribute__((target_clones("arch=haswell", "default"))) float dot_q4_1(const u
   return acc;
 }
 
-__attribute__((target_clones("arch=haswell", "default"))) float dot_q5_0(const uint8_t* w,
-                                                                         const void* act,
-                                                                         int64_t blocks) {
+KILN_CPU_CLONES float dot_q5_0(const uint8_t* w, const void* act, int64_t blocks) {
   const auto* a = static_cast<const ActBlock32*>(act);
   float acc = 0.0f;
   for (int64_t i = 0; i < blocks; ++i) {
@@ -91,9 +84,7 @@ __attribute__((target_clones("arch=haswell", "default"))) float dot_q5_0(const u
   return acc;
 }
 
-__attribute__((target_clones("arch=haswell", "default"))) float dot_q5_1(const uint8_t* w,
-                                                                         const void* act,
-                                                                         int64_t blocks) {
+KILN_CPU_CLONES float dot_q5_1(const uint8_t* w, const void* act, int64_t blocks) {
   const auto* a = static_cast<const ActBlock32*>(act);
   float acc = 0.0f;
   for (int64_t i = 0; i < blocks; ++i) {
