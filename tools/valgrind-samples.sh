@@ -17,7 +17,7 @@ trap 'rm -rf "$work"' EXIT
 
 # A value no sample exits with, so valgrind's verdict and the sample's own status stay apart.
 readonly VG_ERROR=99
-vg=(valgrind --quiet --error-exitcode=$VG_ERROR --leak-check=full
+vg=(valgrind --quiet --error-exitcode=$VG_ERROR --suppressions="$(cd "$(dirname "$0")" && pwd)/valgrind-ld.supp" --leak-check=full
     --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect
     --track-origins=no --num-callers=30)
 [ "${VALGRIND:-}" = none ] && vg=()
