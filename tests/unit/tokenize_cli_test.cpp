@@ -100,7 +100,7 @@ INSTANTIATE_TEST_SUITE_P(RealTokenizers, TokenizeCli,
                          ::testing::Values("qwen3", "llama3", "mistral", "gptoss"));
 
 TEST(TokenizeCliInput, WithoutSpecialTheMarkupIsPlainText) {
-  if (!fs::exists(tool())) GTEST_SKIP() << tool() << " not built";
+  if (!fs::exists(tool())) GTEST_SKIP() << tool() << " not built (KILN_BUILD_SAMPLES=OFF)";
   const fs::path dir = tokenizer_dir("qwen3");
   const fs::path in = dir / "in.jsonl";
   test::write_file(in, "{\"id\": 7, \"text\": \"<|im_start|>\"}\n");
@@ -119,7 +119,7 @@ TEST(TokenizeCliInput, WithoutSpecialTheMarkupIsPlainText) {
 }
 
 TEST(TokenizeCliInput, MalformedJsonFailsWithALineNumber) {
-  if (!fs::exists(tool())) GTEST_SKIP() << tool() << " not built";
+  if (!fs::exists(tool())) GTEST_SKIP() << tool() << " not built (KILN_BUILD_SAMPLES=OFF)";
   const fs::path dir = tokenizer_dir("qwen3");
   for (const std::string bad :
        {"{\"id\": 1, \"text\": \"\\ud800\"}", "{\"id\": 1, \"text\": \"abc}",
@@ -136,7 +136,7 @@ TEST(TokenizeCliInput, MalformedJsonFailsWithALineNumber) {
 }
 
 TEST(TokenizeCliTrain, TrainsWritesTokenizerJsonAndShowsProgress) {
-  if (!fs::exists(tool())) GTEST_SKIP() << tool() << " not built";
+  if (!fs::exists(tool())) GTEST_SKIP() << tool() << " not built (KILN_BUILD_SAMPLES=OFF)";
   const fs::path dir = test::temp_dir("cli-train");
   std::string corpus;
   for (int i = 0; i < 60; ++i) corpus += "the quick brown fox jumps over the lazy dog\n";
