@@ -2,41 +2,17 @@
 // flatbuffers manifest verified, every tensor's dtype/shape/offset/size checked, then the config
 // parsed and the trainer rebuilt (weights and optimizer state restored). Inputs go through a memfd
 // opened by its /proc path, so the real open/mmap path runs with no disk I/O.
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "fuzz_expect_error.hpp"
+#include "fuzz_memory_file.hpp"
 #include "train/checkpoint/checkpoint.hpp"
 #include "train/trainer.hpp"
 
-namespace {
-
-class MemoryFile {
- public:
-  MemoryFile(const uint8_t* data, size_t size) : fd_(memfd_create("fuzz.kiln", 0)) {
-    if (fd_ < 0) std::abort();  // environment failure, not a finding
-    size_t written = 0;
-    while (written < size) {
-      const ssize_t n = write(fd_, data + written, size - written);
-      if (n <= 0) std::abort();
-      written += static_cast<size_t>(n);
-    }
-  }
-  ~MemoryFile() { close(fd_); }
-  MemoryFile(const MemoryFile&) = delete;
-  MemoryFile& operator=(const MemoryFile&) = delete;
-  std::string path() const { return "/proc/self/fd/" + std::to_string(fd_); }
-
- private:
-  int fd_;
-};
-
-}  // namespace
+using kiln::fuzz::MemoryFile;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const MemoryFile file(data, size);

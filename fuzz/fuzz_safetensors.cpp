@@ -1,42 +1,15 @@
 // Fuzzes the safetensors reader (length prefix, JSON header, dtype/shape/offset validation). The
 // reader maps a path, so each input is written to an anonymous in-memory file (memfd) and opened
 // through /proc/self/fd: the exact open() path a model load takes, with no disk I/O.
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "formats/safetensors.hpp"
 #include "fuzz_expect_error.hpp"
+#include "fuzz_memory_file.hpp"
 
-namespace {
-
-// Owns one memfd for the duration of a run.
-class MemoryFile {
- public:
-  MemoryFile(const uint8_t* data, size_t size) : fd_(memfd_create("fuzz.safetensors", 0)) {
-    if (fd_ < 0) std::abort();  // environment failure, not a finding in the parser
-    size_t written = 0;
-    while (written < size) {
-      const ssize_t n = write(fd_, data + written, size - written);
-      if (n <= 0) std::abort();
-      written += static_cast<size_t>(n);
-    }
-  }
-  ~MemoryFile() { close(fd_); }
-  MemoryFile(const MemoryFile&) = delete;
-  MemoryFile& operator=(const MemoryFile&) = delete;
-
-  std::string path() const { return "/proc/self/fd/" + std::to_string(fd_); }
-
- private:
-  int fd_;
-};
-
-}  // namespace
+using kiln::fuzz::MemoryFile;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const MemoryFile file(data, size);
