@@ -26,6 +26,9 @@ class CudaBackend final : public Backend {
   const std::string& device_name() const override { return device_name_; }
   // The host side of a forward pass is one thread enqueueing work.
   int n_threads() const override { return 1; }
+  // GGUF block formats reach the executor as stored: the layer matrices stay quantised on the
+  // device (formats the kernels take), everything else is converted to BF16 at upload.
+  bool keeps_quantized_weights() const override { return true; }
 
   std::unique_ptr<ModelExecutor> load_model(const ModelConfig& config,
                                             std::shared_ptr<const WeightSet> weights,

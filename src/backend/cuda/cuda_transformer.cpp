@@ -102,6 +102,12 @@ void CudaSessionState::reserve(int64_t n_tokens, int64_t logit_rows) {
     ids_host_ = PinnedBuffer((n + 1) * sizeof(int32_t), "token ids");
     token_capacity_ = cap;
   }
+  if (n_tokens > 1 && dims_.quant_scratch_elements > 0 && !quant_scratch_) {
+    quant_scratch_ = allocator_->allocate(
+        static_cast<size_t>(dims_.quant_scratch_elements) * sizeof(bf16),
+        "the BF16 scratch for dequantised weights in prefill (" +
+            std::to_string(dims_.quant_scratch_elements) + " weights)");
+  }
   if (logit_rows > logit_row_capacity_) {
     logit_row_capacity_ = 0;
     logits_ = DeviceBuffer();
@@ -213,20 +219,29 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
     const std::string at = " of layer " + std::to_string(i);
     Layer L;
     L.attn_norm = up.upload_f32({&l.attn_norm}, {0}, "input_layernorm" + at);
-    L.wqkv = up.upload_bf16({&l.wq, &l.wk, &l.wv}, "q/k/v_proj" + at);
+    L.wqkv = up.upload_matrix({&l.wq, &l.wk, &l.wv}, "q/k/v_proj" + at);
     if (l.bq.tensor || l.bk.tensor || l.bv.tensor) {
       L.bqkv = up.upload_f32({&l.bq, &l.bk, &l.bv}, {dims_.q_dim(), dims_.kv_dim(), dims_.kv_dim()},
                              "q/k/v_proj bias" + at);
     }
-    L.wo = up.upload_bf16({&l.wo}, "o_proj" + at);
+    L.wo = up.upload_matrix({&l.wo}, "o_proj" + at);
     if (l.bo.tensor) L.bo = up.upload_f32({&l.bo}, {0}, "o_proj bias" + at);
     if (qk_norm_) {
       L.q_norm = up.upload_f32({&l.q_norm}, {0}, "q_norm" + at);
       L.k_norm = up.upload_f32({&l.k_norm}, {0}, "k_norm" + at);
     }
     L.ffn_norm = up.upload_f32({&l.ffn_norm}, {0}, "post_attention_layernorm" + at);
-    L.w_gate_up = up.upload_bf16({&l.w_gate, &l.w_up}, "gate/up_proj" + at);
-    L.w_down = up.upload_bf16({&l.w_down}, "down_proj" + at);
+    L.w_gate_up = up.upload_matrix({&l.w_gate, &l.w_up}, "gate/up_proj" + at);
+    L.w_down = up.upload_matrix({&l.w_down}, "down_proj" + at);
+    for (const DeviceMatrix* m : {&L.wqkv, &L.wo, &L.w_gate_up, &L.w_down}) {
+      const int64_t weights = m->rows * m->cols;
+      storage_.weights += weights;
+      storage_.device_bytes += static_cast<int64_t>(m->device_bytes());
+      if (m->quantized()) {
+        storage_.quantized_weights += weights;
+        dims_.quant_scratch_elements = std::max(dims_.quant_scratch_elements, weights);
+      }
+    }
     layers_.push_back(std::move(L));
   }
   up.finish();
@@ -318,12 +333,35 @@ void CudaTransformer::forward(SessionState& base_state, std::span<const int32_t>
   }
 }
 
+void CudaTransformer::linear(CudaSessionState& s, const DeviceMatrix& w, const bf16* x, float* y,
+                             int64_t n, float beta) const {
+  if (!w.quantized()) {
+    linear_bf16(s.cublas_.get(), x, w.bf16_ptr(), y, n, w.cols, w.rows, beta);
+    return;
+  }
+  const cudaStream_t stream = s.stream_.get();
+  if (n == 1) {
+    for (const DeviceMatrix::Segment& seg : w.segments) {
+      quant_gemv(seg.view, x, y + seg.first_row, beta, stream);
+    }
+    return;
+  }
+  // The segments' rows land one after another: the scratch holds the whole matrix as BF16.
+  bf16* scratch = s.quant_scratch();
+  if (scratch == nullptr || w.rows * w.cols > dims_.quant_scratch_elements) {
+    fail(KILN_ERR_INTERNAL, "quantised product without a large enough dequantisation scratch");
+  }
+  for (const DeviceMatrix::Segment& seg : w.segments) {
+    quant_dequantize_bf16(seg.view, scratch + seg.first_row * w.cols, stream);
+  }
+  linear_bf16(s.cublas_.get(), x, scratch, y, n, w.cols, w.rows, beta);
+}
+
 void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t start_pos,
                                      const std::atomic<bool>* cancel) const {
   CudaSessionState* s = &state;
   const ModelDims& d = dims_;
   const cudaStream_t stream = s->stream_.get();
-  const cublasHandle_t blas = s->cublas_.get();
   const QkvShape shape{static_cast<int32_t>(d.n_heads), static_cast<int32_t>(d.n_kv_heads),
                        static_cast<int32_t>(d.head_dim), static_cast<int32_t>(d.rot_dim)};
   float* x = ptr<float>(s->x_);
@@ -345,13 +383,17 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
 
     // One token: each norm is fused into the product after it (fewer launches in the decode step).
     const bool fuse_norms = n == 1 && rms_norm_gemv_supported(d.hidden);
-    if (fuse_norms) {
-      rms_norm_gemv_bf16(x, ptr<float>(L.attn_norm), eps_, ptr<bf16>(L.wqkv), ptr<float>(s->qkv_),
+    if (fuse_norms && L.wqkv.quantized()) {
+      for (const DeviceMatrix::Segment& seg : L.wqkv.segments) {
+        rms_norm_quant_gemv(x, ptr<float>(L.attn_norm), eps_, seg.view,
+                            ptr<float>(s->qkv_) + seg.first_row, 0.0f, stream);
+      }
+    } else if (fuse_norms) {
+      rms_norm_gemv_bf16(x, ptr<float>(L.attn_norm), eps_, L.wqkv.bf16_ptr(), ptr<float>(s->qkv_),
                          d.hidden, d.qkv_dim(), 0.0f, stream);
     } else {
       rms_norm(x, nullptr, ptr<float>(L.attn_norm), normed, n, d.hidden, eps_, stream);
-      linear_bf16(blas, normed, ptr<bf16>(L.wqkv), ptr<float>(s->qkv_), n, d.hidden, d.qkv_dim(),
-                  0.0f);
+      linear(*s, L.wqkv, normed, ptr<float>(s->qkv_), n, 0.0f);
     }
     qkv_rope(ptr<float>(s->qkv_), ptr<float>(L.bqkv), ptr<float>(L.q_norm), ptr<float>(L.k_norm),
              eps_, ptr<float>(inv_freq_), s->position(), n, shape, ptr<float>(s->q_), k_cache,
@@ -365,20 +407,25 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
                         shape.n_heads, shape.n_kv_heads, shape.head_dim, stream);
     }
     // The residual adds happen in the products' epilogues (beta = 1 accumulates into x).
-    linear_bf16(blas, ptr<bf16>(s->attn_), ptr<bf16>(L.wo), x, n, d.q_dim(), d.hidden, 1.0f);
+    linear(*s, L.wo, ptr<bf16>(s->attn_), x, n, 1.0f);
     if (L.bo) bias_add(x, ptr<float>(L.bo), n, d.hidden, stream);
 
-    if (fuse_norms) {
-      rms_norm_gemv_swiglu_bf16(x, ptr<float>(L.ffn_norm), eps_, ptr<bf16>(L.w_gate_up),
-                                ptr<bf16>(s->act_), d.hidden, d.intermediate, stream);
+    // Gate and up in one quantised segment fuse with the SwiGLU; in two formats they do not.
+    const bool quant_swiglu = L.w_gate_up.segments.size() == 1;
+    if (fuse_norms && (!L.w_gate_up.quantized() || quant_swiglu)) {
+      if (quant_swiglu) {
+        rms_norm_quant_gemv_swiglu(x, ptr<float>(L.ffn_norm), eps_, L.w_gate_up.segments[0].view,
+                                   ptr<bf16>(s->act_), stream);
+      } else {
+        rms_norm_gemv_swiglu_bf16(x, ptr<float>(L.ffn_norm), eps_, L.w_gate_up.bf16_ptr(),
+                                  ptr<bf16>(s->act_), d.hidden, d.intermediate, stream);
+      }
     } else {
       rms_norm(x, nullptr, ptr<float>(L.ffn_norm), normed, n, d.hidden, eps_, stream);
-      linear_bf16(blas, normed, ptr<bf16>(L.w_gate_up), ptr<float>(s->gate_up_), n, d.hidden,
-                  2 * d.intermediate, 0.0f);
+      linear(*s, L.w_gate_up, normed, ptr<float>(s->gate_up_), n, 0.0f);
       swiglu(ptr<float>(s->gate_up_), ptr<bf16>(s->act_), n, d.intermediate, stream);
     }
-    linear_bf16(blas, ptr<bf16>(s->act_), ptr<bf16>(L.w_down), x, n, d.intermediate, d.hidden,
-                1.0f);
+    linear(*s, L.w_down, ptr<bf16>(s->act_), x, n, 1.0f);
   }
   if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
     s->stream_.synchronize();

@@ -1,7 +1,10 @@
 // The CUDA executor: the same HF Llama-family decoder as cpu::CpuTransformer (Llama, Qwen2 with
 // qkv bias, Qwen3 with q/k norm, Phi3 with fused projections), with the weights resident in device
 // memory as BF16 (norm weights and biases float32), activations in float32, matrix products in
-// cuBLAS (BF16 in, float32 accumulate) and the KV cache in BF16 on the device. Each session owns a
+// cuBLAS (BF16 in, float32 accumulate) and the KV cache in BF16 on the device. GGUF layer matrices
+// in Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K stay in that format on the device: decode
+// multiplies them with fused dequantise-and-dot kernels (kernels/quant_gemv.cu), prefill
+// dequantises one matrix at a time into a per-session BF16 scratch buffer for cuBLAS. Each session owns a
 // CUDA stream and a cuBLAS handle, so sessions on one model may run from different threads.
 #pragma once
 
@@ -13,6 +16,7 @@
 #include "backend/cuda/cuda_handles.hpp"
 #include "backend/cuda/device_memory.hpp"
 #include "backend/cuda/kernels.hpp"
+#include "backend/cuda/weight_upload.hpp"
 #include "model/config.hpp"
 #include "model/transformer_weights.hpp"
 
@@ -21,6 +25,8 @@ namespace kiln::cuda {
 struct ModelDims {
   int64_t vocab, hidden, n_heads, n_kv_heads, head_dim, intermediate, rot_dim;
   int32_t n_layers;
+  // Elements of the largest quantised matrix (0: none): the session's prefill scratch.
+  int64_t quant_scratch_elements = 0;
   int64_t q_dim() const { return n_heads * head_dim; }
   int64_t kv_dim() const { return n_kv_heads * head_dim; }
   int64_t qkv_dim() const { return q_dim() + 2 * kv_dim(); }
@@ -50,6 +56,10 @@ class CudaSessionState final : public SessionState {
   bf16* k_cache(int32_t layer) const;
   bf16* v_cache(int32_t layer) const;
 
+  // The BF16 scratch a quantised matrix is dequantised into for a many-row product (allocated at
+  // the first batch of more than one token; null while none).
+  bf16* quant_scratch() const { return quant_scratch_.as<bf16>(); }
+
   std::shared_ptr<DeviceAllocator> allocator_;
   ModelDims dims_;
   int32_t context_length_;
@@ -57,7 +67,7 @@ class CudaSessionState final : public SessionState {
   CublasHandle cublas_;
   DeviceBuffer k_cache_, v_cache_, decode_partials_, cublas_workspace_;
   int64_t token_capacity_ = 0, logit_row_capacity_ = 0;
-  DeviceBuffer ids_, x_, normed_, qkv_, q_, attn_, gate_up_, act_, logits_;
+  DeviceBuffer ids_, x_, normed_, qkv_, q_, attn_, gate_up_, act_, logits_, quant_scratch_;
   PinnedBuffer ids_host_, logits_host_;
   GraphExec decode_step_;
 };
@@ -76,10 +86,22 @@ class CudaTransformer final : public ModelExecutor {
                bool all_positions, const std::atomic<bool>* cancel) const override;
   int64_t n_parameters() const override { return n_parameters_; }
 
+  // The layers' projection matrices (q/k/v, o, gate/up, down): their weights and the device bytes
+  // they take (block-quantised ones as stored: e.g. 0.5625 bytes per weight for Q4_K).
+  struct LayerMatrixStorage {
+    int64_t weights = 0, device_bytes = 0, quantized_weights = 0;
+  };
+  LayerMatrixStorage layer_matrix_storage() const { return storage_; }
+
  private:
   struct Layer {
-    DeviceBuffer attn_norm, wqkv, bqkv, wo, bo, q_norm, k_norm, ffn_norm, w_gate_up, w_down;
+    DeviceBuffer attn_norm, bqkv, bo, q_norm, k_norm, ffn_norm;
+    DeviceMatrix wqkv, wo, w_gate_up, w_down;
   };
+  // y[n × W.rows] = x[n × W.cols] · Wᵀ + beta · y: cuBLAS/gemv for BF16; for a quantised W the
+  // fused kernels when n = 1, else dequantise into the session's scratch and cuBLAS.
+  void linear(CudaSessionState& s, const DeviceMatrix& w, const bf16* x, float* y, int64_t n,
+              float beta) const;
   void validate(const ModelConfig& config, const TransformerWeights& w) const;
   // Enqueues the copy of the staged [start_pos, ids] and the embedding and layers for n tokens.
   void enqueue_layers(CudaSessionState& s, int64_t n, int32_t start_pos,
@@ -95,6 +117,7 @@ class CudaTransformer final : public ModelExecutor {
   const bf16* lm_head_ptr_ = nullptr;  // embed_ when tied
   std::vector<Layer> layers_;
   int64_t n_parameters_ = 0;
+  LayerMatrixStorage storage_;
 };
 
 }  // namespace kiln::cuda

@@ -64,6 +64,45 @@ void rms_norm_gemv_swiglu_bf16(const float* x, const float* norm_w, float eps,
                                const bf16* w_gate_up, bf16* out, int64_t k, int64_t inter,
                                cudaStream_t stream);
 
+// kernels/quant_gemv.cu — weights kept in a GGUF block format on the device. The ids are ggml's
+// (enum ggml_type); a row of k elements is k / block elements consecutive blocks, exactly as a GGUF
+// file stores it, and rows follow one another.
+enum class QuantFormat : int {
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+};
+int64_t quant_block_elements(QuantFormat f);  // 32, or 256 for the K-quants
+size_t quant_block_bytes(QuantFormat f);
+size_t quant_row_bytes(QuantFormat f, int64_t k);
+
+// rows × k weights at a 16-byte aligned device address, row_bytes = quant_row_bytes(format, k).
+struct QuantMatrixView {
+  const uint8_t* data;
+  QuantFormat format;
+  int64_t rows, k;
+  size_t row_bytes;
+};
+
+// y[rows] = W · x + beta · y, x BF16 [k] (16-byte aligned), y float32 (unread when beta = 0):
+// the blocks are dequantised in registers (the format's exact values) and dotted in float32.
+void quant_gemv(const QuantMatrixView& w, const bf16* x, float* y, float beta, cudaStream_t stream);
+// The same after the decode step's RMSNorm, as rms_norm_gemv_bf16 (x float32 [k]); the swiglu form
+// takes the fused gate/up matrix (2·inter rows, gate first) and writes out[i] = bf16(silu(gate_i) ·
+// up_i). Both need rms_norm_gemv_supported(k).
+void rms_norm_quant_gemv(const float* x, const float* norm_w, float eps, const QuantMatrixView& w,
+                         float* y, float beta, cudaStream_t stream);
+void rms_norm_quant_gemv_swiglu(const float* x, const float* norm_w, float eps,
+                                const QuantMatrixView& w_gate_up, bf16* out, cudaStream_t stream);
+// out[rows × k] = the matrix as BF16 (each value the exact dequantised float rounded to nearest
+// even), for the prefill's cuBLAS product.
+void quant_dequantize_bf16(const QuantMatrixView& w, bf16* out, cudaStream_t stream);
+
 // Largest head_dim the attention kernels take (register tiles of head_dim / 32 per lane).
 constexpr int kMaxAttentionHeadDim = 256;
 

@@ -1,20 +1,41 @@
-// Moves model weights from the (memory-mapped) safetensors into device memory once, at load:
-// matrices as BF16 (converted from F32/F16 on the host where stored so), streamed in chunks through
+// Moves model weights from the (memory-mapped) safetensors or GGUF into device memory once, at
+// load: matrices in a GGUF block format the CUDA kernels compute on (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+// Q4_K, Q5_K, Q6_K) as stored, byte for byte; other matrices as BF16 (converted from F32/F16, or
+// dequantised from another block format, on the host), streamed in chunks through
 // two page-locked staging buffers so that conversion of one chunk overlaps the copy of the other;
 // small vectors (norm weights, biases) as float32. Progress is reported per uploaded block and may
 // cancel the load (KILN_ERR_CANCELLED; every buffer taken so far is freed by its owner).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "backend/backend.hpp"
 #include "backend/cuda/cuda_handles.hpp"
 #include "backend/cuda/device_memory.hpp"
+#include "backend/cuda/kernels.hpp"
 #include "model/transformer_weights.hpp"
 
 namespace kiln::cuda {
+
+// A weight matrix on the device: BF16, or quantised as one or more row segments (q/k/v or
+// gate/up stacked from tensors of different block formats, as llama.cpp's mixes store them).
+struct DeviceMatrix {
+  struct Segment {
+    DeviceBuffer data;
+    QuantMatrixView view;  // data's rows, format and shape
+    int64_t first_row;     // of the whole matrix
+  };
+  DeviceBuffer bf16_data;  // when not quantised
+  std::vector<Segment> segments;
+  int64_t rows = 0, cols = 0;
+
+  bool quantized() const { return !segments.empty(); }
+  const bf16* bf16_ptr() const { return bf16_data.as<bf16>(); }
+  size_t device_bytes() const;
+};
 
 class WeightUploader {
  public:
@@ -24,6 +45,10 @@ class WeightUploader {
   // The blocks stacked by rows into one BF16 device matrix (q/k/v into one fused projection,
   // gate/up likewise). Every part must have the same number of columns.
   DeviceBuffer upload_bf16(const std::vector<const WeightRef*>& parts, const std::string& what);
+
+  // The blocks stacked by rows, kept quantised when every part is in a format the kernels take
+  // (runs of parts in the same format share a segment), else as upload_bf16.
+  DeviceMatrix upload_matrix(const std::vector<const WeightRef*>& parts, const std::string& what);
 
   // The blocks concatenated as one float32 vector; an absent part (null tensor) contributes
   // `absent_sizes[i]` zeros (a fused bias where only some projections have one).
@@ -48,6 +73,9 @@ class WeightUploader {
   Event staging_free_[2];
   int next_staging_ = 0;
 };
+
+// The CUDA kernels' format for a GGUF block type, or nullopt (computed as BF16 instead).
+std::optional<QuantFormat> device_quant_format(const TensorView& t);
 
 // The elements of a block; throws KILN_ERR_FORMAT when the block lies outside its tensor's bytes.
 int64_t checked_block_elements(const WeightRef& ref);

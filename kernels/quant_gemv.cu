@@ -1,0 +1,463 @@
+// Products with GGUF block-quantised weights kept as stored in device memory (Q8_0, Q4_0, Q4_1,
+// Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; layouts in src/formats/quant/blocks.hpp, from ggml-common.h).
+//
+// Every kernel works on "chunks" of 32 consecutive elements of one weight row: a legacy block, a
+// Q4_K/Q5_K sub-block, or one of the eight 32-element groups of a Q6_K super-block (two of its
+// 16-element sub-blocks). A chunk is dequantised in registers to float32 exactly as the format
+// defines it (each value the correctly rounded result, as the CPU dequantiser computes it).
+//  - decode (one row of x): one warp per weight row, lane l taking chunks l, l + 32, ...; x is
+//    BF16, read 16 bytes at a time (a chunk is 64 bytes of x). The raw blocks are read once;
+//    every block of these formats has an even size, so 2-byte loads are always aligned, and the
+//    Q4_K/Q5_K quants (16-byte aligned within their 144/176-byte blocks) are read as uint4.
+//  - the fused forms stage bf16(norm_w ⊙ x / rms(x)) in shared memory first, with the same
+//    arithmetic as rms_norm_kernel (so fused and unfused decode steps agree bit for bit).
+//  - prefill: quant_dequantize_bf16 writes the matrix as BF16 (one thread per chunk, four 16-byte
+//    stores) for cuBLAS.
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <string>
+
+#include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/kernels.hpp"
+#include "common.cuh"
+#include "core/error.hpp"
+
+namespace kiln::cuda {
+
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kChunk = 32;
+
+__device__ __forceinline__ float half_bits(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+
+__device__ __forceinline__ uint16_t ld16(const uint8_t* p) {
+  return *reinterpret_cast<const uint16_t*>(p);
+}
+
+// N bytes from a 2-byte-aligned address as N / 4 little-endian words.
+template <int N>
+__device__ __forceinline__ void ld_words(const uint8_t* p, uint32_t* words) {
+#pragma unroll
+  for (int i = 0; i < N / 4; ++i) {
+    words[i] = static_cast<uint32_t>(ld16(p + 4 * i)) |
+               (static_cast<uint32_t>(ld16(p + 4 * i + 2)) << 16);
+  }
+}
+
+__device__ __forceinline__ int byte_of(const uint32_t* words, int i) {
+  return static_cast<int>((words[i / 4] >> (8 * (i % 4))) & 0xFFu);
+}
+
+// q * d + m with one rounding per operation (no contraction into an FMA): the CPU reference's
+// arithmetic.
+__device__ __forceinline__ float affine(int q, float d, float m) {
+  return __fadd_rn(__fmul_rn(static_cast<float>(q), d), m);
+}
+
+// K-quant 6-bit scale and min of sub-block j (kiln::quant::scale_min_k4).
+__device__ __forceinline__ void scale_min_k4(int j, const uint8_t* s, int& sc, int& mn) {
+  if (j < 4) {
+    sc = s[j] & 63;
+    mn = s[j + 4] & 63;
+  } else {
+    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+    mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+// Chunk `c` of a row starting at `row` (device memory), dequantised into v[32].
+template <QuantFormat F>
+__device__ __forceinline__ void dequant_chunk(const uint8_t* row, int64_t c, float* v);
+
+template <>
+__device__ __forceinline__ void dequant_chunk<QuantFormat::Q8_0>(const uint8_t* row, int64_t c,
+                                                                 float* v) {
+  const uint8_t* b = row + c * 34;
+  const float d = half_bits(ld16(b));
+  uint32_t w[8];
+  ld_words<32>(b + 2, w);
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
+    v[j] = __fmul_rn(static_cast<float>(static_cast<int8_t>(byte_of(w, j))), d);
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_chunk<QuantFormat::Q4_0>(const uint8_t* row, int64_t c,
+                                                                 float* v) {
+  const uint8_t* b = row + c * 18;
+  const float d = half_bits(ld16(b));
+  uint32_t w[4];
+  ld_words<16>(b + 2, w);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const int q = byte_of(w, j);
+    v[j] = __fmul_rn(static_cast<float>((q & 0x0F) - 8), d);
+    v[j + 16] = __fmul_rn(static_cast<float>((q >> 4) - 8), d);
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_chunk<QuantFormat::Q4_1>(const uint8_t* row, int64_t c,
+                                                                 float* v) {
+  const uint8_t* b = row + c * 20;
+  const float d = half_bits(ld16(b)), m = half_bits(ld16(b + 2));
+  uint32_t w[4];
+  ld_words<16>(b + 4, w);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const int q = byte_of(w, j);
+    v[j] = affine(q & 0x0F, d, m);
+    v[j + 16] = affine(q >> 4, d, m);
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_chunk<QuantFormat::Q5_0>(const uint8_t* row, int64_t c,
+                                                                 float* v) {
+  const uint8_t* b = row + c * 22;
+  const float d = half_bits(ld16(b));
+  uint32_t qh;
+  ld_words<4>(b + 2, &qh);
+  uint32_t w[4];
+  ld_words<16>(b + 6, w);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const int q = byte_of(w, j);
+    const int lo = (q & 0x0F) | static_cast<int>(((qh >> j) & 1u) << 4);
+    const int hi = (q >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4);
+    v[j] = __fmul_rn(static_cast<float>(lo - 16), d);
+    v[j + 16] = __fmul_rn(static_cast<float>(hi - 16), d);
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_chunk<QuantFormat::Q5_1>(const uint8_t* row, int64_t c,
+                                                                 float* v) {
+  const uint8_t* b = row + c * 24;
+  const float d = half_bits(ld16(b)), m = half_bits(ld16(b + 2));
+  uint32_t qh;
+  ld_words<4>(b + 4, &qh);
+  uint32_t w[4];
+  ld_words<16>(b + 8, w);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const int q = byte_of(w, j);
+    const int lo = (q & 0x0F) | static_cast<int>(((qh >> j) & 1u) << 4);
+    const int hi = (q >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4);
+    v[j] = affine(lo, d, m);
+    v[j + 16] = affine(hi, d, m);
+  }
+}
+
+// Q4_K / Q5_K: chunk c is sub-block s = c % 8 of super-block c / 8; its low 4 bits are one nibble
+// of the 32 quant bytes 32 * (s / 2) ..; Q5_K's fifth bit is bit s of qh[l].
+template <bool kFive>
+__device__ __forceinline__ void dequant_k45(const uint8_t* row, int64_t c, float* v) {
+  constexpr int kBytes = kFive ? 176 : 144;
+  const uint8_t* b = row + (c / 8) * kBytes;
+  const int s = static_cast<int>(c % 8);
+  const float d = half_bits(ld16(b)), dmin = half_bits(ld16(b + 2));
+  uint32_t sw[3];
+  ld_words<12>(b + 4, sw);
+  const auto* scales = reinterpret_cast<const uint8_t*>(sw);
+  int sc = 0, mn = 0;
+  scale_min_k4(s, scales, sc, mn);
+  const float dl = __fmul_rn(d, static_cast<float>(sc)), ml = __fmul_rn(dmin, static_cast<float>(mn));
+  const uint8_t* qs = b + (kFive ? 48 : 16) + 32 * (s / 2);
+  uint4 q4[2];
+  q4[0] = *reinterpret_cast<const uint4*>(qs);
+  q4[1] = *reinterpret_cast<const uint4*>(qs + 16);
+  const auto* q = reinterpret_cast<const uint32_t*>(q4);
+  const int shift = 4 * (s % 2);
+  uint4 h4[2];
+  if constexpr (kFive) {
+    h4[0] = *reinterpret_cast<const uint4*>(b + 16);
+    h4[1] = *reinterpret_cast<const uint4*>(b + 32);
+  }
+  const auto* h = reinterpret_cast<const uint32_t*>(h4);
+#pragma unroll
+  for (int l = 0; l < 32; ++l) {
+    int val = (byte_of(q, l) >> shift) & 0x0F;
+    if constexpr (kFive) val |= ((byte_of(h, l) >> s) & 1) << 4;
+    v[l] = __fsub_rn(__fmul_rn(dl, static_cast<float>(val)), ml);
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_chunk<QuantFormat::Q4_K>(const uint8_t* row, int64_t c,
+                                                                 float* v) {
+  dequant_k45<false>(row, c, v);
+}
+
+template <>
+__device__ __forceinline__ void dequant_chunk<QuantFormat::Q5_K>(const uint8_t* row, int64_t c,
+                                                                 float* v) {
+  dequant_k45<true>(row, c, v);
+}
+
+// Q6_K: chunk c is group g = c % 8 of super-block c / 8: half = g / 4, k = g % 4; element l of it
+// takes its low 4 bits from ql[64 * half + l + 32 * (k % 2)] (low nibble for k < 2), its top two
+// from bit pair k of qh[32 * half + l], and scale 8 * half + 2 * k + l / 16.
+template <>
+__device__ __forceinline__ void dequant_chunk<QuantFormat::Q6_K>(const uint8_t* row, int64_t c,
+                                                                 float* v) {
+  const uint8_t* b = row + (c / 8) * 210;
+  const int g = static_cast<int>(c % 8), half = g / 4, k = g % 4;
+  const float d = half_bits(ld16(b + 208));
+  uint32_t ql[8], qh[8], sw;
+  ld_words<32>(b + 64 * half + 32 * (k % 2), ql);
+  ld_words<32>(b + 128 + 32 * half, qh);
+  ld_words<4>(b + 192 + 8 * half + 2 * k, &sw);  // scales 2k, 2k+1 of this half (bytes 0, 1)
+  const float s0 = __fmul_rn(d, static_cast<float>(static_cast<int8_t>(sw & 0xFFu)));
+  const float s1 = __fmul_rn(d, static_cast<float>(static_cast<int8_t>((sw >> 8) & 0xFFu)));
+  const int shift = k < 2 ? 0 : 4;
+#pragma unroll
+  for (int l = 0; l < 32; ++l) {
+    const int low = (byte_of(ql, l) >> shift) & 0x0F;
+    const int q = (low | (((byte_of(qh, l) >> (2 * k)) & 3) << 4)) - 32;
+    v[l] = __fmul_rn(l < 16 ? s0 : s1, static_cast<float>(q));
+  }
+}
+
+// Dot of chunk c's 32 values with x[32c .. 32c + 32) (BF16, 16-byte aligned).
+template <QuantFormat F>
+__device__ __forceinline__ float chunk_dot(const uint8_t* row, int64_t c, const bf16* x) {
+  float v[kChunk];
+  dequant_chunk<F>(row, c, v);
+  float acc = 0.0f;
+#pragma unroll
+  for (int part = 0; part < 4; ++part) {
+    const uint4 xv = *reinterpret_cast<const uint4*>(x + c * kChunk + 8 * part);
+    const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 xf = __bfloat1622float2(x2[j]);
+      acc = fmaf(v[8 * part + 2 * j], xf.x, acc);
+      acc = fmaf(v[8 * part + 2 * j + 1], xf.y, acc);
+    }
+  }
+  return acc;
+}
+
+template <QuantFormat F>
+__device__ __forceinline__ float row_dot(const uint8_t* w, size_t row_bytes, int64_t row,
+                                         int64_t chunks, const bf16* x, int lane) {
+  const uint8_t* r = w + static_cast<size_t>(row) * row_bytes;
+  float acc = 0.0f;
+  for (int64_t c = lane; c < chunks; c += 32) acc += chunk_dot<F>(r, c, x);
+  return detail::warp_sum(acc);
+}
+
+enum class Mode { kPlain, kNorm, kNormSwiglu };
+
+// kPlain: x is BF16 in global memory. kNorm / kNormSwiglu: x_f32 is normalised into shared memory
+// first (rms_norm_kernel's arithmetic; 256 threads). kNormSwiglu: rows i and n_rows + i are gate
+// and up, out[i] = bf16(silu(gate) · up).
+template <QuantFormat F, Mode M>
+__global__ void __launch_bounds__(kWarps * 32)
+    quant_gemv_kernel(const bf16* x, const float* x_f32, const float* norm_w, float eps,
+                      const uint8_t* w, size_t row_bytes, float* y, bf16* act, int64_t k,
+                      int64_t n_rows, float beta) {
+  extern __shared__ uint4 smem_raw[];
+  if constexpr (M != Mode::kPlain) {
+    bf16* xs = reinterpret_cast<bf16*>(smem_raw);
+    float sum_sq = 0.0f;
+    for (int64_t i = threadIdx.x; i < k; i += blockDim.x) sum_sq += x_f32[i] * x_f32[i];
+    const float inv_rms = rsqrtf(detail::block_sum(sum_sq) / static_cast<float>(k) + eps);
+    for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
+      xs[i] = __float2bfloat16(norm_w[i] * (x_f32[i] * inv_rms));
+    }
+    __syncthreads();
+    x = xs;
+  }
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (row >= n_rows) return;
+  const int64_t chunks = k / kChunk;
+  if constexpr (M == Mode::kNormSwiglu) {
+    const float g = row_dot<F>(w, row_bytes, row, chunks, x, lane);
+    const float u = row_dot<F>(w, row_bytes, n_rows + row, chunks, x, lane);
+    if (lane == 0) act[row] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
+  } else {
+    const float acc = row_dot<F>(w, row_bytes, row, chunks, x, lane);
+    if (lane == 0) y[row] = beta == 0.0f ? acc : beta * y[row] + acc;  // y unread when beta = 0
+  }
+}
+
+template <QuantFormat F>
+__global__ void quant_dequantize_kernel(const uint8_t* w, size_t row_bytes, int64_t k,
+                                        int64_t total_chunks, bf16* out) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= total_chunks) return;
+  const int64_t per_row = k / kChunk;
+  const int64_t row = id / per_row, c = id % per_row;
+  float v[kChunk];
+  dequant_chunk<F>(w + static_cast<size_t>(row) * row_bytes, c, v);
+  bf16* dst = out + row * k + c * kChunk;
+#pragma unroll
+  for (int part = 0; part < 4; ++part) {
+    uint4 packed;
+    auto* p2 = reinterpret_cast<__nv_bfloat162*>(&packed);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      p2[j] = __floats2bfloat162_rn(v[8 * part + 2 * j], v[8 * part + 2 * j + 1]);
+    }
+    *reinterpret_cast<uint4*>(dst + 8 * part) = packed;
+  }
+}
+
+// Calls fn.template run<F>() for the runtime format (CUDA sources are C++17: no template lambdas).
+template <typename Fn>
+void dispatch(QuantFormat f, const Fn& fn) {
+  switch (f) {
+    case QuantFormat::Q8_0:
+      return fn.template run<QuantFormat::Q8_0>();
+    case QuantFormat::Q4_0:
+      return fn.template run<QuantFormat::Q4_0>();
+    case QuantFormat::Q4_1:
+      return fn.template run<QuantFormat::Q4_1>();
+    case QuantFormat::Q5_0:
+      return fn.template run<QuantFormat::Q5_0>();
+    case QuantFormat::Q5_1:
+      return fn.template run<QuantFormat::Q5_1>();
+    case QuantFormat::Q4_K:
+      return fn.template run<QuantFormat::Q4_K>();
+    case QuantFormat::Q5_K:
+      return fn.template run<QuantFormat::Q5_K>();
+    case QuantFormat::Q6_K:
+      return fn.template run<QuantFormat::Q6_K>();
+  }
+  fail(KILN_ERR_INTERNAL, "quantised product given format id " + std::to_string(static_cast<int>(f)));
+}
+
+void check_shape(const QuantMatrixView& w, const char* what) {
+  const int64_t block = quant_block_elements(w.format);
+  if (w.k <= 0 || w.k % block != 0 || w.rows < 0 ||
+      w.row_bytes != quant_row_bytes(w.format, w.k) ||
+      reinterpret_cast<uintptr_t>(w.data) % 16 != 0) {
+    fail(KILN_ERR_INTERNAL, std::string(what) + ": quantised matrix of " + std::to_string(w.rows) +
+                                " rows × " + std::to_string(w.k) + " columns (" +
+                                std::to_string(w.row_bytes) +
+                                " bytes per row) is not whole blocks at a 16-byte aligned address");
+  }
+}
+
+template <Mode M>
+struct GemvLaunch {
+  const QuantMatrixView& w;
+  const bf16* x;
+  const float *x_f32, *norm_w;
+  float eps;
+  float* y;
+  bf16* act;
+  int64_t n_rows;
+  float beta;
+  cudaStream_t stream;
+
+  template <QuantFormat F>
+  void run() const {
+    const size_t smem =
+        M == Mode::kPlain ? 0 : (static_cast<size_t>(w.k) * sizeof(bf16) + 15) / 16 * 16;
+    quant_gemv_kernel<F, M><<<detail::grid_for(n_rows, kWarps), kWarps * 32, smem, stream>>>(
+        x, x_f32, norm_w, eps, w.data, w.row_bytes, y, act, w.k, n_rows, beta);
+  }
+};
+
+template <Mode M>
+void launch_gemv(const GemvLaunch<M>& launch) {
+  if (launch.n_rows == 0) return;
+  dispatch(launch.w.format, launch);
+  check_launch("quant_gemv_kernel");
+}
+
+struct DequantLaunch {
+  const QuantMatrixView& w;
+  bf16* out;
+  int64_t total;
+  cudaStream_t stream;
+
+  template <QuantFormat F>
+  void run() const {
+    constexpr int kThreads = 256;
+    quant_dequantize_kernel<F><<<detail::grid_for(total, kThreads), kThreads, 0, stream>>>(
+        w.data, w.row_bytes, w.k, total, out);
+  }
+};
+
+}  // namespace
+
+int64_t quant_block_elements(QuantFormat f) {
+  switch (f) {
+    case QuantFormat::Q4_K:
+    case QuantFormat::Q5_K:
+    case QuantFormat::Q6_K:
+      return 256;
+    default:
+      return 32;
+  }
+}
+
+size_t quant_block_bytes(QuantFormat f) {
+  switch (f) {
+    case QuantFormat::Q8_0:
+      return 34;
+    case QuantFormat::Q4_0:
+      return 18;
+    case QuantFormat::Q4_1:
+      return 20;
+    case QuantFormat::Q5_0:
+      return 22;
+    case QuantFormat::Q5_1:
+      return 24;
+    case QuantFormat::Q4_K:
+      return 144;
+    case QuantFormat::Q5_K:
+      return 176;
+    case QuantFormat::Q6_K:
+      return 210;
+  }
+  return 0;
+}
+
+size_t quant_row_bytes(QuantFormat f, int64_t k) {
+  return static_cast<size_t>(k / quant_block_elements(f)) * quant_block_bytes(f);
+}
+
+void quant_gemv(const QuantMatrixView& w, const bf16* x, float* y, float beta,
+                cudaStream_t stream) {
+  check_shape(w, "quant_gemv");
+  launch_gemv(GemvLaunch<Mode::kPlain>{w, x, nullptr, nullptr, 0.0f, y, nullptr, w.rows, beta, stream});
+}
+
+void rms_norm_quant_gemv(const float* x, const float* norm_w, float eps, const QuantMatrixView& w,
+                         float* y, float beta, cudaStream_t stream) {
+  check_shape(w, "rms_norm_quant_gemv");
+  if (!rms_norm_gemv_supported(w.k)) {
+    fail(KILN_ERR_INTERNAL, "rms_norm_quant_gemv: k = " + std::to_string(w.k) + " too large");
+  }
+  launch_gemv(GemvLaunch<Mode::kNorm>{w, nullptr, x, norm_w, eps, y, nullptr, w.rows, beta, stream});
+}
+
+void rms_norm_quant_gemv_swiglu(const float* x, const float* norm_w, float eps,
+                                const QuantMatrixView& w_gate_up, bf16* out, cudaStream_t stream) {
+  check_shape(w_gate_up, "rms_norm_quant_gemv_swiglu");
+  if (!rms_norm_gemv_supported(w_gate_up.k) || w_gate_up.rows % 2 != 0) {
+    fail(KILN_ERR_INTERNAL, "rms_norm_quant_gemv_swiglu: k = " + std::to_string(w_gate_up.k) +
+                                ", rows = " + std::to_string(w_gate_up.rows));
+  }
+  launch_gemv(GemvLaunch<Mode::kNormSwiglu>{w_gate_up, nullptr, x, norm_w, eps, nullptr, out,
+                                           w_gate_up.rows / 2, 0.0f, stream});
+}
+
+void quant_dequantize_bf16(const QuantMatrixView& w, bf16* out, cudaStream_t stream) {
+  check_shape(w, "quant_dequantize_bf16");
+  const int64_t total = w.rows * (w.k / kChunk);
+  if (total == 0) return;
+  dispatch(w.format, DequantLaunch{w, out, total, stream});
+  check_launch("quant_dequantize_kernel");
+}
+
+}  // namespace kiln::cuda
