@@ -1,0 +1,264 @@
+// The CUDA kernels on GGUF block-quantised weights (kernels/quant_gemv.cu) against a float64 CPU
+// reference: random blocks of each format (random quants, scales and mins; the float16 factors
+// kept finite), dequantised on the CPU by kiln::quant::dequantize (which gguf_dequant_test checks
+// bit for bit against llama.cpp's own dequantisation of llama.cpp-written files), then dotted in
+// double. Awkward shapes: row counts that are not a multiple of the kernels' 8 rows per block, k a
+// few blocks or a long row. Outputs start poisoned (NaN) with guard elements past the end that
+// must stay poisoned. Without a GPU (CI) every test skips.
+#include <gtest/gtest.h>
+
+#if defined(KILN_HAVE_CUDA)
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/kernels.hpp"
+#include "cuda_test_util.hpp"
+#include "formats/quant/ggml_type.hpp"
+
+namespace kiln::cuda {
+namespace {
+
+using test::DeviceArray;
+
+struct Format {
+  QuantFormat format;
+  quant::GgmlType type;
+  const char* name;
+  std::vector<int> half_offsets;  // float16 fields (d, m / dmin) within a block
+};
+
+void PrintTo(const Format& f, std::ostream* os) { *os << f.name; }
+
+std::vector<Format> formats() {
+  using quant::GgmlType;
+  return {{QuantFormat::Q8_0, GgmlType::Q8_0, "q8_0", {0}},
+          {QuantFormat::Q4_0, GgmlType::Q4_0, "q4_0", {0}},
+          {QuantFormat::Q4_1, GgmlType::Q4_1, "q4_1", {0, 2}},
+          {QuantFormat::Q5_0, GgmlType::Q5_0, "q5_0", {0}},
+          {QuantFormat::Q5_1, GgmlType::Q5_1, "q5_1", {0, 2}},
+          {QuantFormat::Q4_K, GgmlType::Q4_K, "q4_k", {0, 2}},
+          {QuantFormat::Q5_K, GgmlType::Q5_K, "q5_k", {0, 2}},
+          {QuantFormat::Q6_K, GgmlType::Q6_K, "q6_k", {208}}};
+}
+
+// IEEE binary16 bits of a normal value in ±[2^-10, 2^-4): random sign, exponent and mantissa.
+uint16_t random_half(std::mt19937& rng) {
+  const uint32_t sign = rng() & 1u, exp = 5 + rng() % 6, mant = rng() & 0x3FFu;
+  return static_cast<uint16_t>((sign << 15) | (exp << 10) | mant);
+}
+
+// A rows × k matrix of random blocks of format f, and its exact float dequantisation.
+struct QuantMatrix {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+  size_t row_bytes;
+};
+
+QuantMatrix random_matrix(const Format& f, int64_t rows, int64_t k, std::mt19937& rng) {
+  QuantMatrix m;
+  const int64_t block = quant_block_elements(f.format);
+  const size_t block_bytes = quant_block_bytes(f.format);
+  m.row_bytes = quant_row_bytes(f.format, k);
+  m.bytes.resize(static_cast<size_t>(rows) * m.row_bytes);
+  for (auto& b : m.bytes) b = static_cast<uint8_t>(rng());
+  const size_t blocks = m.bytes.size() / block_bytes;
+  for (size_t b = 0; b < blocks; ++b) {
+    for (int off : f.half_offsets) {
+      const uint16_t h = random_half(rng);
+      std::memcpy(m.bytes.data() + b * block_bytes + off, &h, 2);
+    }
+  }
+  m.values.resize(static_cast<size_t>(rows * k));
+  quant::dequantize(f.type, m.bytes.data(), m.values.data(), rows * k);
+  EXPECT_EQ(k % block, 0);
+  return m;
+}
+
+DeviceArray<uint8_t> upload_bytes(const std::vector<uint8_t>& bytes) {
+  return DeviceArray<uint8_t>(bytes);  // cudaMalloc: 256-byte aligned
+}
+
+QuantMatrixView view_of(const Format& f, const DeviceArray<uint8_t>& d, int64_t rows, int64_t k,
+                        size_t row_bytes) {
+  return QuantMatrixView{d.get(), f.format, rows, k, row_bytes};
+}
+
+bool is_poison(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  return bits == 0xFFFFFFFFu;
+}
+
+class QuantKernels : public ::testing::TestWithParam<Format> {};
+
+TEST_P(QuantKernels, GemvMatchesFloat64ReferenceWithAndWithoutAccumulation) {
+  KILN_SKIP_WITHOUT_CUDA();
+  const Format& f = GetParam();
+  const int64_t block = quant_block_elements(f.format);
+  std::mt19937 rng(7);
+  for (const int64_t k : {block * 3, block == 32 ? int64_t{896} : int64_t{4864}}) {
+    for (const int64_t rows : {int64_t{1}, int64_t{37}, int64_t{200}}) {
+      SCOPED_TRACE("k = " + std::to_string(k) + ", rows = " + std::to_string(rows));
+      const QuantMatrix m = random_matrix(f, rows, k, rng);
+      std::vector<float> xf = test::random_normal(k, rng);
+      for (auto& v : xf) v = test::round_to_bf16(v);  // x is BF16 in the kernels
+      const auto d_w = upload_bytes(m.bytes);
+      DeviceArray<__nv_bfloat16> d_x(test::to_bf16(xf));
+      constexpr int64_t kGuard = 5;
+      DeviceArray<float> d_y(static_cast<size_t>(rows + kGuard));
+      const QuantMatrixView w = view_of(f, d_w, rows, k, m.row_bytes);
+
+      std::vector<double> ref(rows), scale(rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        double acc = 0, abs_acc = 0;
+        for (int64_t i = 0; i < k; ++i) {
+          const double p = static_cast<double>(m.values[r * k + i]) * xf[i];
+          acc += p;
+          abs_acc += std::fabs(p);
+        }
+        ref[r] = acc;
+        scale[r] = abs_acc;
+      }
+      quant_gemv(w, d_x.get(), d_y.get(), 0.0f, nullptr);
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      std::vector<float> y = d_y.download();
+      for (int64_t r = 0; r < rows; ++r) {
+        ASSERT_NEAR(y[r], ref[r], 1e-4 * scale[r] + 1e-6) << "row " << r << " (beta 0)";
+      }
+      for (int64_t g = 0; g < kGuard; ++g) EXPECT_TRUE(is_poison(y[rows + g])) << "guard " << g;
+
+      // beta = 1 accumulates into y (the residual add of o_proj / down_proj).
+      std::vector<float> y0(static_cast<size_t>(rows + kGuard));
+      for (auto& v : y0) v = std::uniform_real_distribution<float>(-2, 2)(rng);
+      d_y.upload(y0);
+      quant_gemv(w, d_x.get(), d_y.get(), 1.0f, nullptr);
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      y = d_y.download();
+      for (int64_t r = 0; r < rows; ++r) {
+        ASSERT_NEAR(y[r], y0[r] + ref[r], 1e-4 * scale[r] + 1e-5) << "row " << r << " (beta 1)";
+      }
+      for (int64_t g = 0; g < kGuard; ++g) EXPECT_EQ(y[rows + g], y0[rows + g]);
+    }
+  }
+}
+
+TEST_P(QuantKernels, DequantiseToBf16IsTheExactValueRoundedToNearestEven) {
+  KILN_SKIP_WITHOUT_CUDA();
+  const Format& f = GetParam();
+  const int64_t block = quant_block_elements(f.format);
+  std::mt19937 rng(11);
+  const int64_t rows = 13, k = block * 5;
+  const QuantMatrix m = random_matrix(f, rows, k, rng);
+  const auto d_w = upload_bytes(m.bytes);
+  constexpr int64_t kGuard = 16;
+  DeviceArray<__nv_bfloat16> d_out(static_cast<size_t>(rows * k + kGuard));
+  quant_dequantize_bf16(view_of(f, d_w, rows, k, m.row_bytes), d_out.get(), nullptr);
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  const std::vector<__nv_bfloat16> out = d_out.download();
+  for (int64_t i = 0; i < rows * k; ++i) {
+    const __nv_bfloat16_raw raw = out[i];
+    ASSERT_EQ(raw.x, test::to_bf16_bits(m.values[i]))
+        << "element " << i << " (row " << i / k << ", column " << i % k << "): exact value "
+        << m.values[i];
+  }
+  for (int64_t g = 0; g < kGuard; ++g) {
+    const __nv_bfloat16_raw raw = out[rows * k + g];
+    EXPECT_EQ(raw.x, 0xFFFF) << "guard " << g;
+  }
+}
+
+// The normalised vector as the kernels compute it, in double (the kernels round it to BF16: the
+// tolerance below covers one BF16 rounding per element).
+std::vector<double> rms_normed(const std::vector<float>& x, const std::vector<float>& w,
+                               double eps) {
+  double ss = 0;
+  for (float v : x) ss += static_cast<double>(v) * v;
+  const double inv = 1.0 / std::sqrt(ss / static_cast<double>(x.size()) + eps);
+  std::vector<double> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = w[i] * (x[i] * inv);
+  return out;
+}
+
+TEST_P(QuantKernels, FusedRmsNormGemvAndSwigluMatchFloat64Reference) {
+  KILN_SKIP_WITHOUT_CUDA();
+  const Format& f = GetParam();
+  const int64_t block = quant_block_elements(f.format);
+  std::mt19937 rng(5);
+  const int64_t k = block == 32 ? 896 : 768, inter = 45;
+  const float eps = 1e-6f;
+  const std::vector<float> x = test::random_normal(k, rng, 3.0f);
+  std::vector<float> norm_w = test::random_normal(k, rng, 0.1f);
+  for (auto& v : norm_w) v += 1.0f;
+  const std::vector<double> xn = rms_normed(x, norm_w, eps);
+  DeviceArray<float> d_x(x), d_norm(norm_w);
+
+  const QuantMatrix m = random_matrix(f, 2 * inter, k, rng);
+  const auto d_w = upload_bytes(m.bytes);
+  std::vector<double> ref(2 * inter), err(2 * inter);
+  for (int64_t r = 0; r < 2 * inter; ++r) {
+    double acc = 0, abs_acc = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      acc += m.values[r * k + i] * xn[i];
+      abs_acc += std::fabs(m.values[r * k + i] * xn[i]);
+    }
+    ref[r] = acc;
+    err[r] = abs_acc * (1.0 / 256 + 1e-4) + 1e-6;  // BF16 rounding of x, float accumulation
+  }
+
+  constexpr int64_t kGuard = 3;
+  DeviceArray<float> d_y(static_cast<size_t>(2 * inter + kGuard));
+  rms_norm_quant_gemv(d_x.get(), d_norm.get(), eps, view_of(f, d_w, 2 * inter, k, m.row_bytes),
+                      d_y.get(), 0.0f, nullptr);
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  const std::vector<float> y = d_y.download();
+  for (int64_t r = 0; r < 2 * inter; ++r) ASSERT_NEAR(y[r], ref[r], err[r]) << "row " << r;
+  for (int64_t g = 0; g < kGuard; ++g) EXPECT_TRUE(is_poison(y[2 * inter + g]));
+
+  DeviceArray<__nv_bfloat16> d_act(static_cast<size_t>(inter + kGuard));
+  rms_norm_quant_gemv_swiglu(d_x.get(), d_norm.get(), eps,
+                             view_of(f, d_w, 2 * inter, k, m.row_bytes), d_act.get(), nullptr);
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  const std::vector<float> act = test::from_bf16(d_act.download());
+  for (int64_t i = 0; i < inter; ++i) {
+    const double g = ref[i], u = ref[inter + i];
+    const double silu = g / (1.0 + std::exp(-g));
+    const double want = silu * u;
+    // |d silu / dg| <= 1.1; one BF16 rounding of the result.
+    const double tol = 1.1 * err[i] * std::fabs(u) + std::fabs(silu) * err[inter + i] +
+                       std::fabs(want) / 128 + 1e-6;
+    ASSERT_NEAR(act[i], want, tol) << "SwiGLU element " << i;
+  }
+  const std::vector<__nv_bfloat16> raw_act = d_act.download();
+  for (int64_t g = 0; g < kGuard; ++g) {
+    const __nv_bfloat16_raw raw = raw_act[inter + g];
+    EXPECT_EQ(raw.x, 0xFFFF) << "guard " << g;
+  }
+}
+
+TEST(QuantKernelsShape, RowBytesFollowTheGgufBlockSizes) {
+  // Independent of the GPU: ggml's block sizes (elements, bytes) per format.
+  EXPECT_EQ(quant_row_bytes(QuantFormat::Q8_0, 64), 68u);
+  EXPECT_EQ(quant_row_bytes(QuantFormat::Q4_0, 64), 36u);
+  EXPECT_EQ(quant_row_bytes(QuantFormat::Q4_1, 64), 40u);
+  EXPECT_EQ(quant_row_bytes(QuantFormat::Q5_0, 64), 44u);
+  EXPECT_EQ(quant_row_bytes(QuantFormat::Q5_1, 64), 48u);
+  EXPECT_EQ(quant_row_bytes(QuantFormat::Q4_K, 512), 288u);
+  EXPECT_EQ(quant_row_bytes(QuantFormat::Q5_K, 512), 352u);
+  EXPECT_EQ(quant_row_bytes(QuantFormat::Q6_K, 512), 420u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, QuantKernels, ::testing::ValuesIn(formats()),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace kiln::cuda
+
+#else
+
+TEST(CudaQuantKernels, NotBuilt) { GTEST_SKIP() << "built without CUDA (KILN_CUDA=OFF)"; }
+
+#endif
