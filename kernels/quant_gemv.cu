@@ -41,8 +41,8 @@ template <int N>
 __device__ __forceinline__ void ld_words(const uint8_t* p, uint32_t* words) {
 #pragma unroll
   for (int i = 0; i < N / 4; ++i) {
-    words[i] = static_cast<uint32_t>(ld16(p + 4 * i)) |
-               (static_cast<uint32_t>(ld16(p + 4 * i + 2)) << 16);
+    words[i] =
+        static_cast<uint32_t>(ld16(p + 4 * i)) | (static_cast<uint32_t>(ld16(p + 4 * i + 2)) << 16);
   }
 }
 
@@ -165,7 +165,8 @@ __device__ __forceinline__ void dequant_k45(const uint8_t* row, int64_t c, float
   const auto* scales = reinterpret_cast<const uint8_t*>(sw);
   int sc = 0, mn = 0;
   scale_min_k4(s, scales, sc, mn);
-  const float dl = __fmul_rn(d, static_cast<float>(sc)), ml = __fmul_rn(dmin, static_cast<float>(mn));
+  const float dl = __fmul_rn(d, static_cast<float>(sc)),
+              ml = __fmul_rn(dmin, static_cast<float>(mn));
   const uint8_t* qs = b + (kFive ? 48 : 16) + 32 * (s / 2);
   uint4 q4[2];
   q4[0] = *reinterpret_cast<const uint4*>(qs);
@@ -330,13 +331,13 @@ void dispatch(QuantFormat f, const Fn& fn) {
     case QuantFormat::Q6_K:
       return fn.template run<QuantFormat::Q6_K>();
   }
-  fail(KILN_ERR_INTERNAL, "quantised product given format id " + std::to_string(static_cast<int>(f)));
+  fail(KILN_ERR_INTERNAL,
+       "quantised product given format id " + std::to_string(static_cast<int>(f)));
 }
 
 void check_shape(const QuantMatrixView& w, const char* what) {
   const int64_t block = quant_block_elements(w.format);
-  if (w.k <= 0 || w.k % block != 0 || w.rows < 0 ||
-      w.row_bytes != quant_row_bytes(w.format, w.k) ||
+  if (w.k <= 0 || w.k % block != 0 || w.rows < 0 || w.row_bytes != quant_row_bytes(w.format, w.k) ||
       reinterpret_cast<uintptr_t>(w.data) % 16 != 0) {
     fail(KILN_ERR_INTERNAL, std::string(what) + ": quantised matrix of " + std::to_string(w.rows) +
                                 " rows × " + std::to_string(w.k) + " columns (" +
@@ -429,7 +430,8 @@ size_t quant_row_bytes(QuantFormat f, int64_t k) {
 void quant_gemv(const QuantMatrixView& w, const bf16* x, float* y, float beta,
                 cudaStream_t stream) {
   check_shape(w, "quant_gemv");
-  launch_gemv(GemvLaunch<Mode::kPlain>{w, x, nullptr, nullptr, 0.0f, y, nullptr, w.rows, beta, stream});
+  launch_gemv(
+      GemvLaunch<Mode::kPlain>{w, x, nullptr, nullptr, 0.0f, y, nullptr, w.rows, beta, stream});
 }
 
 void rms_norm_quant_gemv(const float* x, const float* norm_w, float eps, const QuantMatrixView& w,
@@ -438,7 +440,8 @@ void rms_norm_quant_gemv(const float* x, const float* norm_w, float eps, const Q
   if (!rms_norm_gemv_supported(w.k)) {
     fail(KILN_ERR_INTERNAL, "rms_norm_quant_gemv: k = " + std::to_string(w.k) + " too large");
   }
-  launch_gemv(GemvLaunch<Mode::kNorm>{w, nullptr, x, norm_w, eps, y, nullptr, w.rows, beta, stream});
+  launch_gemv(
+      GemvLaunch<Mode::kNorm>{w, nullptr, x, norm_w, eps, y, nullptr, w.rows, beta, stream});
 }
 
 void rms_norm_quant_gemv_swiglu(const float* x, const float* norm_w, float eps,
@@ -449,7 +452,7 @@ void rms_norm_quant_gemv_swiglu(const float* x, const float* norm_w, float eps,
                                 ", rows = " + std::to_string(w_gate_up.rows));
   }
   launch_gemv(GemvLaunch<Mode::kNormSwiglu>{w_gate_up, nullptr, x, norm_w, eps, nullptr, out,
-                                           w_gate_up.rows / 2, 0.0f, stream});
+                                            w_gate_up.rows / 2, 0.0f, stream});
 }
 
 void quant_dequantize_bf16(const QuantMatrixView& w, bf16* out, cudaStream_t stream) {

@@ -73,7 +73,8 @@ TEST_P(CudaGguf, LogitsMatchLlamaCppInPrefillAndDecode) {
   // Device bytes of the layer matrices: block formats as stored (the file's bytes for those
   // tensors), float ones as BF16.
   int64_t file_bytes = 0, file_weights = 0;
-  const std::regex matrix(R"(blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight)");
+  const std::regex matrix(
+      R"(blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight)");
   bool all_quantised = true;
   for (const GgufTensor& t : file->tensors()) {
     if (!std::regex_match(t.name, matrix)) continue;
@@ -88,11 +89,12 @@ TEST_P(CudaGguf, LogitsMatchLlamaCppInPrefillAndDecode) {
   EXPECT_EQ(storage.weights, file_weights);
   const double bytes_per_weight =
       static_cast<double>(storage.device_bytes) / static_cast<double>(storage.weights);
-  std::printf("[ gguf     ] %-7s layer matrices: %lld weights, %lld device bytes = %.4f bytes/weight "
-              "(file %.4f)\n",
-              c.type.c_str(), static_cast<long long>(storage.weights),
-              static_cast<long long>(storage.device_bytes), bytes_per_weight,
-              static_cast<double>(file_bytes) / static_cast<double>(file_weights));
+  std::printf(
+      "[ gguf     ] %-7s layer matrices: %lld weights, %lld device bytes = %.4f bytes/weight "
+      "(file %.4f)\n",
+      c.type.c_str(), static_cast<long long>(storage.weights),
+      static_cast<long long>(storage.device_bytes), bytes_per_weight,
+      static_cast<double>(file_bytes) / static_cast<double>(file_weights));
   RecordProperty("device_bytes_per_weight", std::to_string(bytes_per_weight));
   if (all_quantised) {
     EXPECT_EQ(storage.quantized_weights, storage.weights) << "every layer matrix stays quantised";
@@ -116,9 +118,10 @@ TEST_P(CudaGguf, LogitsMatchLlamaCppInPrefillAndDecode) {
                  stepped.data() + t * V, false, nullptr);
   }
   const double decode_err = relative_l2(stepped.data(), want.data(), want.size());
-  std::printf("[ gguf     ] %-7s vs llama.cpp: prefill rel L2 %.3e, decode rel L2 %.3e "
-              "(llama.cpp vs HF %.3e, bound %.3g)\n",
-              c.type.c_str(), prefill_err, decode_err, llamacpp_vs_hf, c.vs_llamacpp);
+  std::printf(
+      "[ gguf     ] %-7s vs llama.cpp: prefill rel L2 %.3e, decode rel L2 %.3e "
+      "(llama.cpp vs HF %.3e, bound %.3g)\n",
+      c.type.c_str(), prefill_err, decode_err, llamacpp_vs_hf, c.vs_llamacpp);
   RecordProperty("prefill_rel_l2", std::to_string(prefill_err));
   RecordProperty("decode_rel_l2", std::to_string(decode_err));
   EXPECT_LE(prefill_err, c.vs_llamacpp) << c.type << " prefill";

@@ -103,10 +103,10 @@ void CudaSessionState::reserve(int64_t n_tokens, int64_t logit_rows) {
     token_capacity_ = cap;
   }
   if (n_tokens > 1 && dims_.quant_scratch_elements > 0 && !quant_scratch_) {
-    quant_scratch_ = allocator_->allocate(
-        static_cast<size_t>(dims_.quant_scratch_elements) * sizeof(bf16),
-        "the BF16 scratch for dequantised weights in prefill (" +
-            std::to_string(dims_.quant_scratch_elements) + " weights)");
+    quant_scratch_ =
+        allocator_->allocate(static_cast<size_t>(dims_.quant_scratch_elements) * sizeof(bf16),
+                             "the BF16 scratch for dequantised weights in prefill (" +
+                                 std::to_string(dims_.quant_scratch_elements) + " weights)");
   }
   if (logit_rows > logit_row_capacity_) {
     logit_row_capacity_ = 0;

@@ -4,8 +4,8 @@
 // cuBLAS (BF16 in, float32 accumulate) and the KV cache in BF16 on the device. GGUF layer matrices
 // in Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K stay in that format on the device: decode
 // multiplies them with fused dequantise-and-dot kernels (kernels/quant_gemv.cu), prefill
-// dequantises one matrix at a time into a per-session BF16 scratch buffer for cuBLAS. Each session owns a
-// CUDA stream and a cuBLAS handle, so sessions on one model may run from different threads.
+// dequantises one matrix at a time into a per-session BF16 scratch buffer for cuBLAS. Each session
+// owns a CUDA stream and a cuBLAS handle, so sessions on one model may run from different threads.
 #pragma once
 
 #include <cstdint>

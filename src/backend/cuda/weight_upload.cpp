@@ -105,14 +105,14 @@ int64_t checked_block_elements(const WeightRef& ref) {
   }
   if (ref.transposed || ref.row_begin < 0 || ref.rows <= 0 || ref.cols <= 0 || block <= 0 ||
       first % block != 0 || n % block != 0 || t.byte_offset(first + n) > t.nbytes) {
-    fail(KILN_ERR_FORMAT, "weight block rows [" + std::to_string(ref.row_begin) + ", " +
-                              std::to_string(ref.row_begin + ref.rows) + ") × " +
-                              std::to_string(ref.cols) + " cols lies outside tensor '" + t.name +
-                              "' (" + std::to_string(t.nbytes) + " bytes of " +
-                              (t.dtype == DType::GGML
-                                   ? quant::ggml_type_name(static_cast<uint32_t>(t.ggml_type))
-                                   : std::string(dtype_name(t.dtype))) +
-                              ") in " + t.file + " or is not whole blocks");
+    fail(KILN_ERR_FORMAT,
+         "weight block rows [" + std::to_string(ref.row_begin) + ", " +
+             std::to_string(ref.row_begin + ref.rows) + ") × " + std::to_string(ref.cols) +
+             " cols lies outside tensor '" + t.name + "' (" + std::to_string(t.nbytes) +
+             " bytes of " +
+             (t.dtype == DType::GGML ? quant::ggml_type_name(static_cast<uint32_t>(t.ggml_type))
+                                     : std::string(dtype_name(t.dtype))) +
+             ") in " + t.file + " or is not whole blocks");
   }
   return n;
 }
