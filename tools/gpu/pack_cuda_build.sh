@@ -11,6 +11,7 @@ stage=$(mktemp -d)
 mkdir -p "$stage/cuda-build/bin" "$stage/cuda-build/lib" "$dest"
 cp "$build"/tests/cuda_kernels_test "$build"/tests/cuda_model_test \
    "$build"/tests/cuda_hf_parity_test "$build"/tests/cuda_quant_test "$build"/tests/cuda_gguf_test \
+   "$build"/tests/cuda_quant_model_test \
    "$build"/bin/kiln-bench "$build"/bin/kiln-quantize "$stage/cuda-build/bin/"
 cp -L "$build"/libkiln.so.0 "$stage/cuda-build/lib/"
 for bin in "$stage"/cuda-build/bin/* "$build"/libkiln.so.0; do

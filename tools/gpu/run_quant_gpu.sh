@@ -27,14 +27,14 @@ export LD_LIBRARY_PATH="$pack/lib:/usr/local/cuda/lib64:${torch_libs}:${LD_LIBRA
 if ldd "$pack"/bin/* | grep "not found"; then echo "missing libraries (above)"; fi
 
 status=0
-for t in cuda_quant_test cuda_gguf_test; do
+for t in cuda_quant_test cuda_quant_model_test cuda_gguf_test; do
   echo "=== $t"
   if ! timeout 60 "$pack/bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1; then
     status=1
     echo "$t FAILED; failures:"
     grep -E -B2 -A8 "Failure|error" "$out/$t.log" | head -60
   fi
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[ gguf|^\[  FAILED" "$out/$t.log" | head -40
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[ (gguf|quant)|^\[  FAILED" "$out/$t.log" | head -40
 done
 
 echo "=== compute-sanitizer memcheck: cuda_quant_test (out-of-bounds block reads would show here)"

@@ -1,0 +1,283 @@
+// The CUDA executor on a small random model whose matrices are GGUF block-quantised, each role in
+// its own format as llama.cpp's mixes do (q/k and v in different formats: a q/k/v matrix of two
+// segments; gate and up in different formats: the decode step's unfused SwiGLU fallback; Phi3's
+// fused projections as row slices of one quantised tensor; the embedding and an untied lm_head
+// quantised too: dequantised to BF16 at upload). The reference is the CPU executor on the same
+// weights dequantised to float32 by kiln::quant::dequantize (checked bit for bit against
+// llama.cpp in gguf_dequant_test), so the only differences are the CUDA path's BF16 activations
+// and KV cache. Prefill and token-by-token decode. Without a GPU (CI) every test skips.
+#include <gtest/gtest.h>
+
+#if defined(KILN_HAVE_CUDA)
+
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_transformer.hpp"
+#include "backend/cuda/cuda_transformer.hpp"
+#include "backend/cuda/device_memory.hpp"
+#include "cuda_test_util.hpp"
+#include "formats/quant/ggml_type.hpp"
+#include "test_support.hpp"
+
+namespace kiln::cuda {
+namespace {
+
+using kiln::test::relative_l2;
+using quant::GgmlType;
+
+// The float16 fields (d, m / dmin) of a block, by format.
+std::vector<int> half_offsets(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_1:
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+      return {0, 2};
+    case GgmlType::Q6_K:
+      return {208};
+    case GgmlType::Q3_K:
+      return {108};
+    default:
+      return {0};
+  }
+}
+
+// Each tensor twice: as random blocks of its format (what the CUDA executor gets) and dequantised
+// to float32 (what the CPU reference gets).
+class QuantPool {
+ public:
+  explicit QuantPool(uint32_t seed) : rng_(seed) {}
+
+  std::pair<const TensorView*, const TensorView*> matrix(const std::string& name, int64_t rows,
+                                                         int64_t cols, GgmlType type) {
+    const quant::GgmlTypeInfo* info = quant::find_ggml_type(static_cast<uint32_t>(type));
+    const int64_t n = rows * cols;
+    auto& bytes =
+        buffers_.emplace_back(static_cast<size_t>(n / info->block_size) * info->block_bytes);
+    for (auto& b : bytes) b = static_cast<uint8_t>(rng_());
+    const std::vector<int> halves = half_offsets(type);
+    for (size_t b = 0; b < bytes.size() / info->block_bytes; ++b) {
+      for (int off : halves) {
+        // Normal halves in ±[2^-14, 2^-10): weights of order 0.01–1.
+        const uint32_t sign = rng_() & 1u, exp = 1 + rng_() % 4, mant = rng_() & 0x3FFu;
+        const auto h = static_cast<uint16_t>((sign << 15) | (exp << 10) | mant);
+        std::memcpy(bytes.data() + b * info->block_bytes + off, &h, 2);
+      }
+    }
+    TensorView q;
+    q.name = name;
+    q.dtype = DType::GGML;
+    q.ggml_type = type;
+    q.shape = {rows, cols};
+    q.data = bytes.data();
+    q.nbytes = bytes.size();
+    q.file = "test-memory";
+    views_.push_back(q);
+    const TensorView* quantised = &views_.back();
+
+    auto& floats = buffers_.emplace_back(static_cast<size_t>(n) * 4);
+    std::vector<float> values(static_cast<size_t>(n));
+    quant::dequantize(type, bytes.data(), values.data(), n);
+    std::memcpy(floats.data(), values.data(), floats.size());
+    TensorView f = q;
+    f.dtype = DType::F32;
+    f.ggml_type = GgmlType::F32;
+    f.data = floats.data();
+    f.nbytes = floats.size();
+    views_.push_back(f);
+    return {quantised, &views_.back()};
+  }
+
+  const TensorView* vector(const std::string& name, int64_t n, float lo, float hi) {
+    auto& bytes = buffers_.emplace_back(static_cast<size_t>(n) * 4);
+    std::uniform_real_distribution<float> d(lo, hi);
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = d(rng_);
+      std::memcpy(bytes.data() + 4 * i, &v, 4);
+    }
+    TensorView t;
+    t.name = name;
+    t.dtype = DType::F32;
+    t.shape = {n};
+    t.data = bytes.data();
+    t.nbytes = bytes.size();
+    t.file = "test-memory";
+    views_.push_back(t);
+    return &views_.back();
+  }
+
+ private:
+  std::mt19937 rng_;
+  std::deque<std::vector<uint8_t>> buffers_;
+  std::deque<TensorView> views_;
+};
+
+struct Mix {
+  const char* name;
+  GgmlType q, k, v, o, gate, up, down, embed, lm_head;
+  bool fused = false;  // Phi3: qkv and gate/up as row slices of one tensor (formats q and gate)
+  bool tied = false;
+};
+void PrintTo(const Mix& m, std::ostream* os) { *os << m.name; }
+
+struct QuantTestModel {
+  ModelConfig config;
+  QuantPool pool{91};
+  TransformerWeights quantised, reference;
+  std::vector<float> inv_freq;
+
+  explicit QuantTestModel(const Mix& mix) {
+    config.architecture = "TestForCausalLM";
+    config.traits = ArchTraits{"TestForCausalLM", true, false, mix.fused, mix.fused, true};
+    config.qk_norm = QkNormKind::None;
+    config.vocab_size = 67;
+    config.hidden_size = 256;  // whole K-quant super-blocks
+    config.n_layers = 2;
+    config.n_heads = 4;
+    config.n_kv_heads = 2;
+    config.head_dim = 64;
+    config.intermediate_size = 512;
+    config.max_position_embeddings = 256;
+    config.rms_norm_eps = 1e-5f;
+    config.rope_theta = 10000.0f;
+    config.tie_word_embeddings = mix.tied;
+    for (int64_t i = 0; i < 32; ++i) {
+      inv_freq.push_back(static_cast<float>(1.0 / std::pow(1e4, 2.0 * double(i) / 64.0)));
+    }
+    const int64_t H = 256, I = 512, V = 67, qd = 256, kvd = 128;
+    auto both = [&](WeightRef& qref, WeightRef& fref, const std::string& name, int64_t rows,
+                    int64_t cols, GgmlType t) {
+      const auto [q, f] = pool.matrix(name, rows, cols, t);
+      qref = WeightRef{q, 0, rows, cols};
+      fref = WeightRef{f, 0, rows, cols};
+    };
+    auto vec = [&](WeightRef& qref, WeightRef& fref, const std::string& name, int64_t n, float lo,
+                   float hi) {
+      qref = fref = WeightRef{pool.vector(name, n, lo, hi), 0, n, 1};
+    };
+    both(quantised.embed, reference.embed, "embed", V, H, mix.embed);
+    vec(quantised.final_norm, reference.final_norm, "norm", H, 0.8f, 1.2f);
+    if (mix.tied) {
+      quantised.lm_head = quantised.embed;
+      reference.lm_head = reference.embed;
+    } else {
+      both(quantised.lm_head, reference.lm_head, "lm_head", V, H, mix.lm_head);
+    }
+    for (int l = 0; l < config.n_layers; ++l) {
+      const std::string p = "layers." + std::to_string(l) + ".";
+      LayerWeights q, f;
+      vec(q.attn_norm, f.attn_norm, p + "input_layernorm", H, 0.8f, 1.2f);
+      if (mix.fused) {
+        WeightRef aq, af;
+        both(aq, af, p + "qkv_proj", qd + 2 * kvd, H, mix.q);
+        for (auto [lw, all] : {std::pair{&q, aq}, std::pair{&f, af}}) {
+          lw->wq = WeightRef{all.tensor, 0, qd, H};
+          lw->wk = WeightRef{all.tensor, qd, kvd, H};
+          lw->wv = WeightRef{all.tensor, qd + kvd, kvd, H};
+        }
+      } else {
+        both(q.wq, f.wq, p + "q_proj", qd, H, mix.q);
+        both(q.wk, f.wk, p + "k_proj", kvd, H, mix.k);
+        both(q.wv, f.wv, p + "v_proj", kvd, H, mix.v);
+      }
+      vec(q.bq, f.bq, p + "q_bias", qd, -0.3f, 0.3f);
+      vec(q.bk, f.bk, p + "k_bias", kvd, -0.3f, 0.3f);
+      vec(q.bv, f.bv, p + "v_bias", kvd, -0.3f, 0.3f);
+      both(q.wo, f.wo, p + "o_proj", H, qd, mix.o);
+      vec(q.ffn_norm, f.ffn_norm, p + "post_attention_layernorm", H, 0.8f, 1.2f);
+      if (mix.fused) {
+        WeightRef aq, af;
+        both(aq, af, p + "gate_up_proj", 2 * I, H, mix.gate);
+        for (auto [lw, all] : {std::pair{&q, aq}, std::pair{&f, af}}) {
+          lw->w_gate = WeightRef{all.tensor, 0, I, H};
+          lw->w_up = WeightRef{all.tensor, I, I, H};
+        }
+      } else {
+        both(q.w_gate, f.w_gate, p + "gate_proj", I, H, mix.gate);
+        both(q.w_up, f.w_up, p + "up_proj", I, H, mix.up);
+      }
+      both(q.w_down, f.w_down, p + "down_proj", H, I, mix.down);
+      quantised.layers.push_back(q);
+      reference.layers.push_back(f);
+    }
+  }
+};
+
+class CudaQuantModel : public ::testing::TestWithParam<Mix> {
+ protected:
+  void SetUp() override { KILN_SKIP_WITHOUT_CUDA(); }
+};
+
+TEST_P(CudaQuantModel, LogitsMatchTheCpuExecutorOnTheDequantisedWeights) {
+  const Mix& mix = GetParam();
+  QuantTestModel m(mix);
+  const cpu::CpuTransformer cpu(m.config, m.reference, m.inv_freq, 2);
+  const CudaTransformer gpu(m.config, m.quantised, m.inv_freq,
+                            DeviceAllocator::create(0, 0, "test GPU"));
+  const CudaTransformer::LayerMatrixStorage storage = gpu.layer_matrix_storage();
+  // Every layer matrix stays quantised, except those in a format without a CUDA kernel (Q3_K).
+  const int64_t bf16_weights = mix.down == GgmlType::Q3_K ? int64_t{2} * 256 * 512 : 0;
+  EXPECT_EQ(storage.quantized_weights, storage.weights - bf16_weights);
+
+  std::mt19937 gen(3);
+  std::uniform_int_distribution<int32_t> d(0, m.config.vocab_size - 1);
+  std::vector<int32_t> ids(19);
+  for (auto& id : ids) id = d(gen);
+  const int32_t V = m.config.vocab_size;
+  const size_t prompt = 11;
+
+  // CPU: everything in one prefill. CUDA: the first `prompt` ids in one prefill, then one at a
+  // time (the captured decode step), each step's last-row logits.
+  auto cs = cpu.create_state(64);
+  std::vector<float> want(ids.size() * V, NAN);
+  cpu.forward(*cs, ids, 0, want.data(), true, nullptr);
+  auto gs = gpu.create_state(64);
+  std::vector<float> got(ids.size() * V, NAN);
+  gpu.forward(*gs, std::span(ids).first(prompt), 0, got.data(), true, nullptr);
+  for (size_t t = prompt; t < ids.size(); ++t) {
+    gpu.forward(*gs, std::span(ids).subspan(t, 1), static_cast<int32_t>(t), got.data() + t * V,
+                false, nullptr);
+  }
+  const double prefill_err = relative_l2(got.data(), want.data(), prompt * V);
+  const double decode_err =
+      relative_l2(got.data() + prompt * V, want.data() + prompt * V, (ids.size() - prompt) * V);
+  std::printf("[ quant    ] %-14s prefill rel L2 %.3e, decode rel L2 %.3e\n", mix.name, prefill_err,
+              decode_err);
+  // Exact weights; BF16 matrix inputs and KV cache (the bound of the BF16 executor tests).
+  EXPECT_LE(prefill_err, 1e-2);
+  EXPECT_LE(decode_err, 1e-2);
+  EXPECT_FALSE(std::isnan(prefill_err) || std::isnan(decode_err));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Mixes, CudaQuantModel,
+    ::testing::Values(
+        // llama.cpp's Q4_K_M pattern: v and down in q6_K (q/k/v in two segments).
+        Mix{"q4_k_m_like", GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_K,
+            GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q6_K},
+        // Every other format; gate and up differ (unfused SwiGLU in decode), three q/k/v segments.
+        Mix{"legacy_mix", GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_1, GgmlType::Q5_0,
+            GgmlType::Q4_1, GgmlType::Q5_K, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_0},
+        // Phi3-style fused tensors sliced by rows; tied embeddings in q8_0.
+        Mix{"fused_tied_q8_0", GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0,
+            GgmlType::Q5_K, GgmlType::Q5_K, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, true,
+            true},
+        // A format without a CUDA kernel (Q3_K, down_proj and the embedding) is dequantised to
+        // BF16 at upload; the rest stays quantised.
+        Mix{"q6_k_with_q3_k", GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q6_K,
+            GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q3_K, GgmlType::Q3_K, GgmlType::Q6_K}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace kiln::cuda
+
+#else
+
+TEST(CudaQuantModel, NotBuilt) { GTEST_SKIP() << "built without CUDA (KILN_CUDA=OFF)"; }
+
+#endif
