@@ -310,6 +310,24 @@ __global__ void quant_dequantize_kernel(const uint8_t* w, size_t row_bytes, int6
   }
 }
 
+// One block per token: row ids[t] of the table, dequantised to float32 (out is 16-byte aligned:
+// dim is whole chunks).
+template <QuantFormat F>
+__global__ void quant_embedding_kernel(const int32_t* ids, const uint8_t* table, size_t row_bytes,
+                                       int64_t dim, float* out) {
+  const int64_t t = blockIdx.x;
+  const uint8_t* row = table + static_cast<size_t>(ids[t]) * row_bytes;
+  for (int64_t c = threadIdx.x; c < dim / kChunk; c += blockDim.x) {
+    float v[kChunk];
+    dequant_chunk<F>(row, c, v);
+    auto* dst = reinterpret_cast<float4*>(out + t * dim + c * kChunk);
+#pragma unroll
+    for (int j = 0; j < kChunk / 4; ++j) {
+      dst[j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
+    }
+  }
+}
+
 // Calls fn.template run<F>() for the runtime format (CUDA sources are C++17: no template lambdas).
 template <typename Fn>
 void dispatch(QuantFormat f, const Fn& fn) {
@@ -335,14 +353,21 @@ void dispatch(QuantFormat f, const Fn& fn) {
        "quantised product given format id " + std::to_string(static_cast<int>(f)));
 }
 
+// The kernels read Q4_K / Q5_K quants as uint4 (16-byte aligned in their 144 / 176-byte blocks);
+// the other formats with 2-byte loads.
+size_t quant_alignment(QuantFormat f) {
+  return f == QuantFormat::Q4_K || f == QuantFormat::Q5_K ? 16 : 2;
+}
+
 void check_shape(const QuantMatrixView& w, const char* what) {
   const int64_t block = quant_block_elements(w.format);
   if (w.k <= 0 || w.k % block != 0 || w.rows < 0 || w.row_bytes != quant_row_bytes(w.format, w.k) ||
       reinterpret_cast<uintptr_t>(w.data) % 16 != 0) {
-    fail(KILN_ERR_INTERNAL, std::string(what) + ": quantised matrix of " + std::to_string(w.rows) +
-                                " rows × " + std::to_string(w.k) + " columns (" +
-                                std::to_string(w.row_bytes) +
-                                " bytes per row) is not whole blocks at a 16-byte aligned address");
+    fail(KILN_ERR_INTERNAL,
+         std::string(what) + ": quantised matrix of " + std::to_string(w.rows) + " rows × " +
+             std::to_string(w.k) + " columns (" + std::to_string(w.row_bytes) +
+             " bytes per row) is not whole blocks at a " +
+             std::to_string(quant_alignment(w.format)) + "-byte aligned address");
   }
 }
 
@@ -373,6 +398,20 @@ void launch_gemv(const GemvLaunch<M>& launch) {
   dispatch(launch.w.format, launch);
   check_launch("quant_gemv_kernel");
 }
+
+struct EmbeddingLaunch {
+  const QuantMatrixView& table;
+  const int32_t* ids;
+  float* out;
+  int64_t n_tokens;
+  cudaStream_t stream;
+
+  template <QuantFormat F>
+  void run() const {
+    quant_embedding_kernel<F><<<static_cast<unsigned>(n_tokens), 128, 0, stream>>>(
+        ids, table.data, table.row_bytes, table.k, out);
+  }
+};
 
 struct DequantLaunch {
   const QuantMatrixView& w;
@@ -453,6 +492,14 @@ void rms_norm_quant_gemv_swiglu(const float* x, const float* norm_w, float eps,
   }
   launch_gemv(GemvLaunch<Mode::kNormSwiglu>{w_gate_up, nullptr, x, norm_w, eps, nullptr, out,
                                             w_gate_up.rows / 2, 0.0f, stream});
+}
+
+void quant_embedding_gather(const int32_t* ids, const QuantMatrixView& table, float* out,
+                            int64_t n_tokens, cudaStream_t stream) {
+  check_shape(table, "quant_embedding_gather");
+  if (n_tokens == 0) return;
+  dispatch(table.format, EmbeddingLaunch{table, ids, out, n_tokens, stream});
+  check_launch("quant_embedding_kernel");
 }
 
 void quant_dequantize_bf16(const QuantMatrixView& w, bf16* out, cudaStream_t stream) {

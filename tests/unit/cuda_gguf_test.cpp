@@ -96,6 +96,11 @@ TEST_P(CudaGguf, LogitsMatchLlamaCppInPrefillAndDecode) {
       static_cast<long long>(storage.device_bytes), bytes_per_weight,
       static_cast<double>(file_bytes) / static_cast<double>(file_weights));
   RecordProperty("device_bytes_per_weight", std::to_string(bytes_per_weight));
+  if (c.type == "q4_k_m") {
+    // llama.cpp's Q4_K_M mix on this model: q4_K, with attn_v and ffn_down of the last layer in
+    // q6_K (0.598 bytes per weight in the file); the bound for the device is 0.6.
+    EXPECT_LE(bytes_per_weight, 0.6);
+  }
   if (all_quantised) {
     EXPECT_EQ(storage.quantized_weights, storage.weights) << "every layer matrix stays quantised";
     EXPECT_EQ(storage.device_bytes, file_bytes) << "quantised matrices take the file's bytes";

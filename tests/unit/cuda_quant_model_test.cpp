@@ -2,7 +2,8 @@
 // its own format as llama.cpp's mixes do (q/k and v in different formats: a q/k/v matrix of two
 // segments; gate and up in different formats: the decode step's unfused SwiGLU fallback; Phi3's
 // fused projections as row slices of one quantised tensor; the embedding and an untied lm_head
-// quantised too: dequantised to BF16 at upload). The reference is the CPU executor on the same
+// quantised too: gathered and multiplied quantised, the lm_head in vocabulary tiles for many-row
+// logits). The reference is the CPU executor on the same
 // weights dequantised to float32 by kiln::quant::dequantize (checked bit for bit against
 // llama.cpp in gguf_dequant_test), so the only differences are the CUDA path's BF16 activations
 // and KV cache. Prefill and token-by-token decode. Without a GPU (CI) every test skips.
@@ -122,6 +123,7 @@ struct Mix {
   GgmlType q, k, v, o, gate, up, down, embed, lm_head;
   bool fused = false;  // Phi3: qkv and gate/up as row slices of one tensor (formats q and gate)
   bool tied = false;
+  int32_t vocab = 67;  // > 8192: the lm_head is dequantised in two tiles for many-row logits
 };
 void PrintTo(const Mix& m, std::ostream* os) { *os << m.name; }
 
@@ -135,7 +137,7 @@ struct QuantTestModel {
     config.architecture = "TestForCausalLM";
     config.traits = ArchTraits{"TestForCausalLM", true, false, mix.fused, mix.fused, true};
     config.qk_norm = QkNormKind::None;
-    config.vocab_size = 67;
+    config.vocab_size = mix.vocab;
     config.hidden_size = 256;  // whole K-quant super-blocks
     config.n_layers = 2;
     config.n_heads = 4;
@@ -149,7 +151,7 @@ struct QuantTestModel {
     for (int64_t i = 0; i < 32; ++i) {
       inv_freq.push_back(static_cast<float>(1.0 / std::pow(1e4, 2.0 * double(i) / 64.0)));
     }
-    const int64_t H = 256, I = 512, V = 67, qd = 256, kvd = 128;
+    const int64_t H = 256, I = 512, V = mix.vocab, qd = 256, kvd = 128;
     auto both = [&](WeightRef& qref, WeightRef& fref, const std::string& name, int64_t rows,
                     int64_t cols, GgmlType t) {
       const auto [q, f] = pool.matrix(name, rows, cols, t);
@@ -267,6 +269,10 @@ INSTANTIATE_TEST_SUITE_P(
         Mix{"fused_tied_q8_0", GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0,
             GgmlType::Q5_K, GgmlType::Q5_K, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, true,
             true},
+        // A vocabulary of two lm_head tiles (8192 + 8 rows) for the many-row logits.
+        Mix{"large_vocab_q6_k_head", GgmlType::Q5_0, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q5_0,
+            GgmlType::Q5_0, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q6_K, false,
+            false, 8200},
         // A format without a CUDA kernel (Q3_K, down_proj and the embedding) is dequantised to
         // BF16 at upload; the rest stays quantised.
         Mix{"q6_k_with_q3_k", GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q6_K,

@@ -146,6 +146,31 @@ TEST_P(QuantKernels, GemvMatchesFloat64ReferenceWithAndWithoutAccumulation) {
   }
 }
 
+TEST_P(QuantKernels, EmbeddingGatherWritesTheExactRowsOfTheIds) {
+  KILN_SKIP_WITHOUT_CUDA();
+  const Format& f = GetParam();
+  const int64_t block = quant_block_elements(f.format);
+  std::mt19937 rng(13);
+  const int64_t rows = 29, k = block * 3;
+  const QuantMatrix m = random_matrix(f, rows, k, rng);
+  const auto d_w = upload_bytes(m.bytes);
+  const std::vector<int32_t> ids = {0, 28, 5, 5, 17, 3, 28};
+  DeviceArray<int32_t> d_ids(ids);
+  const auto n = static_cast<int64_t>(ids.size());
+  constexpr int64_t kGuard = 8;
+  DeviceArray<float> d_out(static_cast<size_t>(n * k + kGuard));
+  quant_embedding_gather(d_ids.get(), view_of(f, d_w, rows, k, m.row_bytes), d_out.get(), n,
+                         nullptr);
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  const std::vector<float> out = d_out.download();
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t i = 0; i < k; ++i) {
+      ASSERT_EQ(out[t * k + i], m.values[ids[t] * k + i]) << "token " << t << ", element " << i;
+    }
+  }
+  for (int64_t g = 0; g < kGuard; ++g) EXPECT_TRUE(is_poison(out[n * k + g])) << "guard " << g;
+}
+
 TEST_P(QuantKernels, DequantiseToBf16IsTheExactValueRoundedToNearestEven) {
   KILN_SKIP_WITHOUT_CUDA();
   const Format& f = GetParam();

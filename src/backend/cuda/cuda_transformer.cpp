@@ -204,12 +204,9 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
 
   use_device(allocator_->device());
   WeightUploader up(*allocator_, progress, total);
-  embed_ = up.upload_bf16({&w.embed}, "embed_tokens");
-  lm_head_ptr_ = embed_.as<bf16>();
-  if (!tied) {
-    lm_head_ = up.upload_bf16({&w.lm_head}, "lm_head");
-    lm_head_ptr_ = lm_head_.as<bf16>();
-  }
+  tied_ = tied;
+  embed_ = up.upload_matrix({&w.embed}, "embed_tokens");
+  if (!tied) lm_head_ = up.upload_matrix({&w.lm_head}, "lm_head");
   final_norm_ = up.upload_f32({&w.final_norm}, {0}, "final norm");
   inv_freq_ = up.upload_host_f32(inv_freq, "RoPE inverse frequencies");
 
@@ -244,6 +241,15 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
     }
     layers_.push_back(std::move(L));
   }
+  if (lm_head().quantized()) {
+    // Many-row logits: at least kLogitTileRows vocabulary rows per dequantised tile (fewer GEMMs),
+    // more when the layers' scratch is larger anyway.
+    constexpr int64_t kLogitTileRows = 8192;
+    const int64_t rows = std::min(
+        dims_.vocab, std::max(kLogitTileRows, dims_.quant_scratch_elements / dims_.hidden));
+    logit_tile_rows_ = rows;
+    dims_.quant_scratch_elements = std::max(dims_.quant_scratch_elements, rows * dims_.hidden);
+  }
   up.finish();
 }
 
@@ -257,8 +263,28 @@ void CudaTransformer::compute_logits(CudaSessionState& s, int64_t first_row, int
   const cudaStream_t stream = s.stream_.get();
   rms_norm(ptr<float>(s.x_) + first_row * dims_.hidden, nullptr, ptr<float>(final_norm_),
            ptr<bf16>(s.normed_), rows, dims_.hidden, eps_, stream);
-  linear_bf16(s.cublas_.get(), ptr<bf16>(s.normed_), lm_head_ptr_, ptr<float>(s.logits_), rows,
-              dims_.hidden, dims_.vocab, 0.0f);
+  const DeviceMatrix& head = lm_head();
+  if (!head.quantized()) {
+    linear_bf16(s.cublas_.get(), ptr<bf16>(s.normed_), head.bf16_ptr(), ptr<float>(s.logits_), rows,
+                dims_.hidden, dims_.vocab, 0.0f);
+  } else if (rows == 1) {
+    quant_gemv(head.segments[0].view, ptr<bf16>(s.normed_), ptr<float>(s.logits_), 0.0f, stream);
+  } else {
+    // A tile of vocabulary rows at a time through the scratch, into the logits' columns.
+    const QuantMatrixView& all = head.segments[0].view;
+    bf16* scratch = s.quant_scratch();
+    if (scratch == nullptr || logit_tile_rows_ * dims_.hidden > dims_.quant_scratch_elements) {
+      fail(KILN_ERR_INTERNAL, "quantised lm_head without a large enough dequantisation scratch");
+    }
+    for (int64_t r0 = 0; r0 < dims_.vocab; r0 += logit_tile_rows_) {
+      const int64_t tile = std::min(logit_tile_rows_, dims_.vocab - r0);
+      const QuantMatrixView part{all.data + static_cast<size_t>(r0) * all.row_bytes, all.format,
+                                 tile, all.k, all.row_bytes};
+      quant_dequantize_bf16(part, scratch, stream);
+      linear_bf16_strided(s.cublas_.get(), ptr<bf16>(s.normed_), scratch,
+                          ptr<float>(s.logits_) + r0, rows, dims_.hidden, tile, dims_.vocab, 0.0f);
+    }
+  }
   KILN_CUDA_CHECK(cudaMemcpyAsync(out, s.logits_.get(),
                                   static_cast<size_t>(rows * dims_.vocab) * sizeof(float),
                                   cudaMemcpyDeviceToHost, stream));
@@ -370,7 +396,11 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
   KILN_CUDA_CHECK(cudaMemcpyAsync(s->ids_.get(), s->ids_host_.as<int32_t>(),
                                   static_cast<size_t>(n + 1) * sizeof(int32_t),
                                   cudaMemcpyHostToDevice, stream));
-  embedding_gather(s->token_ids(), ptr<bf16>(embed_), x, n, d.hidden, stream);
+  if (embed_.quantized()) {
+    quant_embedding_gather(s->token_ids(), embed_.segments[0].view, x, n, stream);
+  } else {
+    embedding_gather(s->token_ids(), embed_.bf16_ptr(), x, n, d.hidden, stream);
+  }
 
   for (int32_t li = 0; li < d.n_layers; ++li) {
     if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {

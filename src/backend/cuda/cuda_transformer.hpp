@@ -4,7 +4,10 @@
 // cuBLAS (BF16 in, float32 accumulate) and the KV cache in BF16 on the device. GGUF layer matrices
 // in Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K stay in that format on the device: decode
 // multiplies them with fused dequantise-and-dot kernels (kernels/quant_gemv.cu), prefill
-// dequantises one matrix at a time into a per-session BF16 scratch buffer for cuBLAS. Each session
+// dequantises one matrix at a time into a per-session BF16 scratch buffer for cuBLAS. A quantised
+// embedding table (and lm_head) stays quantised too: rows are gathered by a dequantising kernel,
+// the decode step's logits come from the fused kernel, and many-row logits dequantise the lm_head
+// a tile of vocabulary rows at a time. Each session
 // owns a CUDA stream and a cuBLAS handle, so sessions on one model may run from different threads.
 #pragma once
 
@@ -113,8 +116,13 @@ class CudaTransformer final : public ModelExecutor {
   ModelDims dims_{};
   float eps_;
   bool qk_norm_;
-  DeviceBuffer embed_, final_norm_, lm_head_, inv_freq_;
-  const bf16* lm_head_ptr_ = nullptr;  // embed_ when tied
+  const DeviceMatrix& lm_head() const { return tied_ ? embed_ : lm_head_; }
+
+  DeviceMatrix embed_, lm_head_;  // lm_head_ empty when tied
+  bool tied_ = false;
+  DeviceBuffer final_norm_, inv_freq_;
+  // Vocabulary rows of a quantised lm_head dequantised per pass of a many-row logits product.
+  int64_t logit_tile_rows_ = 0;
   std::vector<Layer> layers_;
   int64_t n_parameters_ = 0;
   LayerMatrixStorage storage_;

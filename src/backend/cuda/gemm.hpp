@@ -16,4 +16,9 @@ namespace kiln::cuda {
 void linear_bf16(cublasHandle_t handle, const bf16* x, const bf16* w, float* y, int64_t m,
                  int64_t k, int64_t n, float beta);
 
+// The same product into columns of a wider output: y has row stride ldy ≥ n (a slice of the
+// logits' vocabulary). Always cuBLAS.
+void linear_bf16_strided(cublasHandle_t handle, const bf16* x, const bf16* w, float* y, int64_t m,
+                         int64_t k, int64_t n, int64_t ldy, float beta);
+
 }  // namespace kiln::cuda

@@ -81,7 +81,8 @@ int64_t quant_block_elements(QuantFormat f);  // 32, or 256 for the K-quants
 size_t quant_block_bytes(QuantFormat f);
 size_t quant_row_bytes(QuantFormat f, int64_t k);
 
-// rows × k weights at a 16-byte aligned device address, row_bytes = quant_row_bytes(format, k).
+// rows × k weights, row_bytes = quant_row_bytes(format, k), at a device address aligned to 16
+// bytes for Q4_K / Q5_K and to 2 for the others (any row of a matrix allocated whole qualifies).
 struct QuantMatrixView {
   const uint8_t* data;
   QuantFormat format;
@@ -99,6 +100,10 @@ void rms_norm_quant_gemv(const float* x, const float* norm_w, float eps, const Q
                          float* y, float beta, cudaStream_t stream);
 void rms_norm_quant_gemv_swiglu(const float* x, const float* norm_w, float eps,
                                 const QuantMatrixView& w_gate_up, bf16* out, cudaStream_t stream);
+// out[t, :] = float(table[ids[t], :]) for the n_tokens ids (validated in [0, rows)); the
+// quantised form of embedding_gather.
+void quant_embedding_gather(const int32_t* ids, const QuantMatrixView& table, float* out,
+                            int64_t n_tokens, cudaStream_t stream);
 // out[rows × k] = the matrix as BF16 (each value the exact dequantised float rounded to nearest
 // even), for the prefill's cuBLAS product.
 void quant_dequantize_bf16(const QuantMatrixView& w, bf16* out, cudaStream_t stream);
