@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Packs the CUDA build (build-gpu/: the CUDA test binaries, kiln-bench, kiln-quantize, libkiln.so) with the
-# non-CUDA shared libraries they need into one archive for the GPU machine, which cannot install
-# packages. cuBLAS (hundreds of MB) is not carried: the GPU machine has it under its CUDA install.
+# Packs the CUDA build (build-gpu/: every CUDA test binary, the concurrency test, kiln-bench,
+# kiln-quantize, kiln-soak, kiln-train-gpu-bench, libkiln.so) with the non-CUDA shared libraries
+# they need into one archive for the GPU machine, which cannot install packages. cuBLAS (hundreds
+# of MB) is not carried: the GPU machine has it under its CUDA install. Binaries a build lacks are
+# named and skipped, so older builds still pack. The scripts that use the pack: run_gpu_checks.sh
+# (inference), run_quant_gpu.sh (quantised weights), run_train_gpu.sh (training),
+# run_reliability_gpu.sh (concurrency, soak).
 # usage: tools/gpu/pack_cuda_build.sh DEST_DIR   (writes DEST_DIR/cuda-build.tar.xz)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -9,10 +13,11 @@ dest=$(realpath "$1")
 build=${BUILD:-build-gpu}  # a CUDA build directory (e.g. the CI run's build/)
 stage=$(mktemp -d)
 mkdir -p "$stage/cuda-build/bin" "$stage/cuda-build/lib" "$dest"
-cp "$build"/tests/cuda_kernels_test "$build"/tests/cuda_model_test \
-   "$build"/tests/cuda_hf_parity_test "$build"/tests/cuda_quant_test "$build"/tests/cuda_gguf_test \
-   "$build"/tests/cuda_quant_model_test \
-   "$build"/bin/kiln-bench "$build"/bin/kiln-quantize "$stage/cuda-build/bin/"
+for t in "$build"/tests/cuda_*_test tests/concurrency_test bin/kiln-bench bin/kiln-quantize \
+         bin/kiln-soak bin/kiln-train-gpu-bench; do
+  case $t in /*|"$build"/*) path=$t ;; *) path=$build/$t ;; esac
+  if [ -x "$path" ]; then cp "$path" "$stage/cuda-build/bin/"; else echo "not built: $t"; fi
+done
 cp -L "$build"/libkiln.so.0 "$stage/cuda-build/lib/"
 for bin in "$stage"/cuda-build/bin/* "$build"/libkiln.so.0; do
   ldd "$bin" | awk '/=> \// {print $3}'
