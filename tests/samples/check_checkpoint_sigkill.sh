@@ -11,14 +11,21 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 data="$src/docs/architecture.md"
 args=(--data "$data" --batch 2 --seq 32 --eval-every 0 --eval-batches 1 -q -t 1)
+# The kill delays scale with how long one start-up + step + save takes on this machine (a loaded
+# CI machine can take seconds), so the kills land before, during and after saves everywhere.
+t0=$(date +%s%N)
 "$bin" --preset tiny "${args[@]}" --steps 1 --total-steps 100000 --save "$work/run"
+unit_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$unit_ms" -ge 100 ] || unit_ms=100
 
 kills=0
 last_step=1
 for i in $(seq 1 20); do
   "$bin" --resume "$work/run" "${args[@]}" --steps 100000 --save "$work/run" --save-every 1 &
   pid=$!
-  sleep "0.$((RANDOM % 6 + 2))$((RANDOM % 10))"
+  # between 0.8 and 3.2 start-up+step+save times
+  delay_ms=$(( unit_ms * (8 + RANDOM % 25) / 10 ))
+  sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))"
   kill -9 "$pid" 2>/dev/null && kills=$((kills + 1))
   wait "$pid" 2>/dev/null || true
   # Must load and verify after every kill; kiln-train's banner says the step it resumes at.
