@@ -1,0 +1,11 @@
+#!/bin/sh
+# Generates the Go module kiln.dev/kiln/raw (SWIG's cgo package over kiln.h) into $1 (default
+# ./raw). Used by `go generate` and by the CMake build (bindings/go/CMakeLists.txt).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-$here/raw}
+swig=${SWIG:-swig}
+mkdir -p "$out"
+"$swig" -go -cgo -intgosize 64 -package raw -I"$here/../../capi" -outdir "$out" \
+  -o "$out/kiln_wrap.c" "$here/../kiln.i"
+printf 'module kiln.dev/kiln/raw\n\ngo 1.19\n' > "$out/go.mod"
