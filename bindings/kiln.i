@@ -503,9 +503,11 @@ KILN_OPTIONS_SIZE(kiln_tokenizer_train_options)
 /* Go's and C#'s mappings (their own files, as the training section's). */
 #ifdef SWIGGO
 %include "kiln_go.i"
+%include "kiln_bind.i"
 #endif
 #ifdef SWIGCSHARP
 %include "kiln_csharp.i"
+%include "kiln_bind.i"
 #endif
 
 %include "kiln.h"

@@ -15,8 +15,8 @@
  *     kilnGoProgress / kilnGoLog, which looks the handle up. cgo makes that call legal from any
  *     thread, kiln's own included. The caller keeps the handle until kiln can no longer call it.
  *   - kiln_batch holds four pointers, which Go may not store in C memory: kiln_train_step and
- *     kiln_eval_loss are wrapped through helpers that take the four arrays as slices and build the
- *     batch on the C stack (zero copy), exposed under kiln.h's names.
+ *     kiln_eval_loss take the four arrays as slices (kiln_bind.i builds the batch on the C stack,
+ *     zero copy), under kiln.h's names.
  */
 
 %go_import("runtime/cgo")
@@ -241,38 +241,15 @@ KILN_GO_STRINGS(items, n_items)
   $2 = (void *)$input;
 }
 
-/* ---- kiln_batch: the helpers below replace kiln_train_step / kiln_eval_loss ---- */
-%ignore kiln_train_step;
-%ignore kiln_eval_loss;
-%rename(kiln_train_step) kiln_go_train_step;
-%rename(kiln_eval_loss) kiln_go_eval_loss;
-
 /* Options fields a Go value cannot be stored in directly (C memory must not hold Go pointers):
  * callbacks take a cgo.Handle, string lists a kiln_go_strings (C copies), ids a C array the
- * options own until kiln_go_generate_options_take_output_ids. */
+ * options own until kiln_go_generate_options_take_output_ids. (The training structs' array fields
+ * and kiln_batch go through kiln_bind.i's helpers, shared with C#.) */
 %immutable kiln_generate_options::output_ids;
 %immutable kiln_generate_options::stop_strings;
 %immutable kiln_tokenizer_train_options::special_tokens;
-%immutable kiln_trainer_options::param_groups;
-%immutable kiln_trainer_options::mtp_loss_weights;
-%immutable kiln_train_result::mtp_losses;
 
 %inline %{
-kiln_status kiln_go_train_step(kiln_trainer *trainer, int32_t batch_size, int32_t seq_len,
-                               const int32_t *inputs, const int32_t *targets,
-                               const uint8_t *loss_mask, const float *loss_weights,
-                               kiln_train_result *result) {
-  kiln_batch batch = {sizeof(kiln_batch), batch_size, seq_len, inputs, targets, loss_mask, loss_weights};
-  return kiln_train_step(trainer, &batch, result);
-}
-kiln_status kiln_go_eval_loss(kiln_trainer *trainer, int32_t batch_size, int32_t seq_len,
-                              const int32_t *inputs, const int32_t *targets,
-                              const uint8_t *loss_mask, const float *loss_weights,
-                              kiln_train_result *result) {
-  kiln_batch batch = {sizeof(kiln_batch), batch_size, seq_len, inputs, targets, loss_mask, loss_weights};
-  return kiln_eval_loss(trainer, &batch, result);
-}
-
 void kiln_go_generate_options_set_token_callback(kiln_generate_options *options, uintptr_t handle) {
   options->token_fn = handle ? kiln_go_token_trampoline : NULL;
   options->token_user_data = (void *)handle;
@@ -351,32 +328,4 @@ void kiln_go_generate_options_take_output_ids(kiln_generate_options *options, in
   options->output_ids_capacity = 0;
 }
 
-/* Parameter groups: a C array the options own until kiln_go_trainer_options_free_param_groups
- * (kiln copies it in kiln_trainer_create). */
-void kiln_go_trainer_options_add_param_group(kiln_trainer_options *options, int role,
-                                             float learning_rate, float weight_decay) {
-  kiln_param_group *groups = (kiln_param_group *)realloc((void *)options->param_groups,
-                                                         (options->n_param_groups + 1) * sizeof *groups);
-  groups[options->n_param_groups].role = (kiln_param_role)role;
-  groups[options->n_param_groups].learning_rate = learning_rate;
-  groups[options->n_param_groups].weight_decay = weight_decay;
-  options->param_groups = groups;
-  options->n_param_groups += 1;
-}
-void kiln_go_trainer_options_free_param_groups(kiln_trainer_options *options) {
-  free((void *)options->param_groups);
-  options->param_groups = NULL;
-  options->n_param_groups = 0;
-}
-
-/* The fixed-size arrays of the training structs, one entry at a time (k < KILN_MAX_MTP_HEADS). */
-float kiln_go_trainer_options_mtp_loss_weight(const kiln_trainer_options *options, int k) {
-  return options->mtp_loss_weights[k];
-}
-void kiln_go_trainer_options_set_mtp_loss_weight(kiln_trainer_options *options, int k, float weight) {
-  options->mtp_loss_weights[k] = weight;
-}
-double kiln_go_train_result_mtp_loss(const kiln_train_result *result, int k) {
-  return result->mtp_losses[k];
-}
 %}

@@ -129,7 +129,7 @@ func DefaultTrainerOptions() TrainerOptions {
 		DecayFraction: o.GetDecay_fraction(), GradAccumSteps: int32(o.GetGrad_accum_steps()),
 		MaxGradNorm: o.GetMax_grad_norm(), Seed: o.GetSeed(), NMTPHeads: int32(o.GetN_mtp_heads())}
 	for k := range t.MTPLossWeights {
-		t.MTPLossWeights[k] = raw.Kiln_go_trainer_options_mtp_loss_weight(o, k)
+		t.MTPLossWeights[k] = raw.Kiln_bind_trainer_options_mtp_loss_weight(o, k)
 	}
 	return t
 }
@@ -179,7 +179,7 @@ func newCTrainerOptions(t TrainerOptions) *cTrainerOptions {
 	o.SetSeed(t.Seed)
 	o.SetN_mtp_heads(int(t.NMTPHeads))
 	for k, w := range t.MTPLossWeights {
-		raw.Kiln_go_trainer_options_set_mtp_loss_weight(o, k, w)
+		raw.Kiln_bind_trainer_options_set_mtp_loss_weight(o, k, w)
 	}
 	for _, g := range t.ParamGroups {
 		learningRate, weightDecay := float32(-1), float32(-1) // kiln reads a negative value as "not set"
@@ -189,13 +189,13 @@ func newCTrainerOptions(t TrainerOptions) *cTrainerOptions {
 		if g.WeightDecay != nil {
 			weightDecay = *g.WeightDecay
 		}
-		raw.Kiln_go_trainer_options_add_param_group(o, int(g.Role), learningRate, weightDecay)
+		raw.Kiln_bind_trainer_options_add_param_group(o, int(g.Role), learningRate, weightDecay)
 	}
 	return c
 }
 
 func (c *cTrainerOptions) free() {
-	raw.Kiln_go_trainer_options_free_param_groups(c.options)
+	raw.Kiln_bind_trainer_options_free_param_groups(c.options)
 	raw.DeleteKiln_trainer_options(c.options)
 }
 
@@ -517,7 +517,7 @@ func (t *Trainer) progressValue() *progressState { return t.state }
 func (t *Trainer) result(r raw.Kiln_train_result) TrainResult {
 	mtp := make([]float64, t.nMTP)
 	for k := range mtp {
-		mtp[k] = raw.Kiln_go_train_result_mtp_loss(r, k)
+		mtp[k] = raw.Kiln_bind_train_result_mtp_loss(r, k)
 	}
 	return TrainResult{Loss: r.GetLoss(), Objective: r.GetObjective(), MTPLosses: mtp,
 		NTokens: r.GetN_tokens(), WeightSum: r.GetWeight_sum(), GradNorm: r.GetGrad_norm(),
