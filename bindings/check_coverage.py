@@ -64,9 +64,14 @@ def layers(language: str, args: argparse.Namespace) -> tuple[set[str], set[str]]
         wrapper = {exported(n) for n in names_in(files, r"\braw\.(Kiln_\w+)\s*\(")}
         return raw, wrapper
     if language == "csharp":
+        # The raw layer is the module class SWIG generates from kiln.i (Kiln.Raw.kiln_c): one
+        # static method per C function, each P/Invoking its wrapper in libkiln_csharp.so.
+        generated = pathlib.Path(args.csharp_raw) / "kiln_c.cs"
+        if not generated.is_file():
+            raise SystemExit(f"FAIL: {generated} does not exist (run SWIG: see bindings/csharp/CMakeLists.txt)")
+        raw = names_in([generated], r"(?m)^\s*public static [\w.]+(?:\[\])? (kiln_\w+)\s*\(")
         files = sorted((BINDINGS / "csharp" / "src").glob("*.cs"))
-        raw = names_in(files, r"\bstatic extern\b[^;]*?\b(kiln_\w+)\s*\(")
-        wrapper = names_in(files, r"\bNative\.(kiln_\w+)\s*\(")
+        wrapper = names_in(files, r"\bkiln_c\.(kiln_\w+)\s*\(")
         return raw, wrapper
     raise SystemExit(f"unknown language {language!r}")
 
@@ -78,6 +83,8 @@ def main() -> int:
     parser.add_argument("--python-path", default=str(BINDINGS / "python"))
     parser.add_argument("--go-raw", default=str(BINDINGS / "go" / "raw"),
                         help="directory of the SWIG-generated Go package kiln.dev/kiln/raw")
+    parser.add_argument("--csharp-raw", default=str(BINDINGS / "csharp" / "raw"),
+                        help="directory of the SWIG-generated C# sources (namespace Kiln.Raw)")
     parser.add_argument("--expect-missing", metavar="NAME",
                         help="self-test: pretend kiln.h also declares NAME; pass only when exactly "
                              "NAME is reported missing from both layers (proves the check can fail)")

@@ -486,7 +486,9 @@ KILN_OPTIONS_SIZE(kiln_tokenizer_train_options)
     free($self);
   }
 }
-%immutable kiln_tokenizer_train_options::special_tokens;
+#ifdef SWIGPYTHON
+%immutable kiln_tokenizer_train_options::special_tokens; /* set through a kiln_py_strings */
+#endif
 
 /* Borrowed strings inside info structs are read-only. */
 %immutable kiln_runtime_info::device_name;

@@ -60,7 +60,8 @@ function(kiln_add_binding_samples)
   if(TARGET kiln_csharp AND KILN_MONO)
     kiln_add_sample_tests(csharp csharp "usage:" -
       COMMAND ${KILN_MONO} --debug ${cs_exe}
-      ENVIRONMENT "LD_LIBRARY_PATH=${libdir}" "MONO_PATH=${PROJECT_BINARY_DIR}/bindings/csharp")
+      ENVIRONMENT "LD_LIBRARY_PATH=${PROJECT_BINARY_DIR}/bindings/csharp:${libdir}"
+                  "MONO_PATH=${PROJECT_BINARY_DIR}/bindings/csharp")
   endif()
 
   # Go: `go vet` and `go build` (a fixture) in samples/go, offline, sharing the binding tests' Go
