@@ -13,7 +13,11 @@
  *     struct proxies' constructors set struct_size, so callers never spell a sizeof;
  *   - callbacks (token stream, progress, log) are C trampolines that take the target language's
  *     callable as user_data and call back into it.
- * The thin idiomatic layer of each language (bindings/<language>/) sits on top of this module.
+ * That list is Python's (the SWIGPYTHON section below). Go and C# have their own sections, in
+ * kiln_go.i (swig -go -cgo: package kiln.dev/kiln/raw) and kiln_csharp.i (swig -csharp: namespace
+ * Kiln.Raw and libkiln_csharp.so), included at the end under SWIGGO / SWIGCSHARP with the helpers
+ * they share (kiln_bind.i). The thin idiomatic layer of each language (bindings/<language>/) sits
+ * on top of its generated module.
  *
  * Python: generated with -threads, so every wrapped call releases the GIL while it runs in kiln
  * (two Python threads can generate on two sessions at once) and the trampolines take the GIL back
