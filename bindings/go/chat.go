@@ -1,6 +1,7 @@
 package kiln
 
 import (
+	"fmt"
 	"unicode/utf8"
 
 	"kiln.dev/kiln/raw"
@@ -49,6 +50,15 @@ func optional(s string) *string {
 }
 
 func newCChat(messages []ChatMessage, opts *ChatOptions) (*cChat, error) {
+	for i, m := range messages {
+		for _, f := range []*string{&m.Role, m.Content, &m.ToolCallsJSON, &m.ExtraJSON} {
+			if f != nil {
+				if err := checkNoNUL(fmt.Sprintf("kiln.ChatMessage %d", i), *f); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
 	c := &cChat{options: raw.NewKiln_chat_options()}
 	if err := call(func() status { return raw.Kiln_chat_options_default(c.options) }); err != nil {
 		c.free()

@@ -20,6 +20,7 @@ package kiln
 import (
 	"fmt"
 	"runtime"
+	"strings"
 
 	"kiln.dev/kiln/raw"
 )
@@ -115,6 +116,18 @@ func fill[T any](f func(buf []T, needed *uint64) status) ([]T, error) {
 		buf = []T{} // an empty result is an empty slice, not nil
 	}
 	return buf[:int(needed)], nil
+}
+
+// checkNoNUL rejects strings kiln.h reads as NUL-terminated that hold a NUL: the rest would be
+// cut off (and a packed list would split there).
+func checkNoNUL(what string, values ...string) error {
+	for i, v := range values {
+		if at := strings.IndexByte(v, 0); at >= 0 {
+			return &Error{Status: StatusInvalidArgument,
+				Message: fmt.Sprintf("%s[%d] holds a NUL byte at offset %d; kiln reads it as a C string", what, i, at)}
+		}
+	}
+	return nil
 }
 
 func closedError(what string) error {

@@ -294,6 +294,9 @@ func (s *Session) generate(ctx context.Context, text *string, ids []int32, opts 
 	}}
 	h := state.handle()
 	defer h.Delete()
+	if err := checkNoNUL("kiln.GenerateOptions.Stop", opts.Stop...); err != nil {
+		return nil, err
+	}
 	g := newCGenerate(opts)
 	defer g.free()
 	raw.Kiln_go_generate_options_set_token_callback(g.options, uint(h))

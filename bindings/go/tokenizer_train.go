@@ -21,6 +21,12 @@ type TrainOptions struct {
 // TrainTokenizer trains a byte-level BPE tokenizer on UTF-8 text files (kiln_tokenizer_train).
 // Close the result; Save writes its tokenizer.json.
 func TrainTokenizer(files []string, opts TrainOptions) (*Tokenizer, error) {
+	if err := checkNoNUL("files", files...); err != nil {
+		return nil, err
+	}
+	if err := checkNoNUL("kiln.TrainOptions.SpecialTokens", opts.SpecialTokens...); err != nil {
+		return nil, err
+	}
 	copts := raw.NewKiln_tokenizer_train_options()
 	defer raw.DeleteKiln_tokenizer_train_options(copts)
 	if err := call(func() status { return raw.Kiln_tokenizer_train_options_default(copts) }); err != nil {
