@@ -9,7 +9,8 @@
  *     *uintptr that the caller turns into the handle type (SwigcptrStruct_SS_kiln_model(p));
  *   - string lists (files, stop strings, special tokens) and chat messages are packed into one
  *     byte slice on the Go side and unpacked in C: cgo forbids passing Go memory that holds Go
- *     pointers, so a []string cannot cross as it is;
+ *     pointers, so a []string cannot cross as it is (each string is NUL-terminated there, so the
+ *     idiomatic layer refuses strings holding a NUL before they get here);
  *   - callbacks are C trampolines whose user_data is a runtime/cgo.Handle of a TokenFunc,
  *     ProgressFunc or LogFunc; the trampoline calls the exported Go function kilnGoToken /
  *     kilnGoProgress / kilnGoLog, which looks the handle up. cgo makes that call legal from any
