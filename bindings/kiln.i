@@ -13,7 +13,11 @@
  *     struct proxies' constructors set struct_size, so callers never spell a sizeof;
  *   - callbacks (token stream, progress, log) are C trampolines that take the target language's
  *     callable as user_data and call back into it.
- * The thin idiomatic layer of each language (bindings/<language>/) sits on top of this module.
+ * That list is Python's (the SWIGPYTHON section below). Go and C# have their own sections, in
+ * kiln_go.i (swig -go -cgo: package kiln.dev/kiln/raw) and kiln_csharp.i (swig -csharp: namespace
+ * Kiln.Raw and libkiln_csharp.so), included at the end under SWIGGO / SWIGCSHARP with the helpers
+ * they share (kiln_bind.i). The thin idiomatic layer of each language (bindings/<language>/) sits
+ * on top of its generated module.
  *
  * Python: generated with -threads, so every wrapped call releases the GIL while it runs in kiln
  * (two Python threads can generate on two sessions at once) and the trampolines take the GIL back
@@ -396,13 +400,25 @@ void kiln_py_tokenizer_train_options_set_progress_callback(kiln_tokenizer_train_
 #endif /* SWIGPYTHON */
 
 /* ---- options_default(options, struct_size): struct_size is the options type's own size ---- */
-%define KILN_STRUCT(TYPE)
+#ifndef SWIGPYTHON
+/* Go and C#: struct_size is no argument (only the *_default functions have a parameter of that
+ * name; the struct members of that name are read-only, set by the proxies' constructors). */
+%typemap(in, numinputs = 0) size_t struct_size "$1 = sizeof(*arg1);"
+%immutable struct_size;
+%define KILN_OPTIONS_SIZE(TYPE)
+%enddef
+#else
+%define KILN_OPTIONS_SIZE(TYPE)
 %typemap(in, numinputs = 1) (TYPE *options, size_t struct_size) {
   if (SWIG_ConvertPtr($input, (void **)&$1, $1_descriptor, 0) != 0 || !$1) {
     SWIG_exception_fail(SWIG_TypeError, "$symname: expected a " #TYPE);
   }
   $2 = sizeof(TYPE);
 }
+%enddef
+#endif
+%define KILN_STRUCT(TYPE)
+KILN_OPTIONS_SIZE(TYPE)
 /* A new proxy starts zeroed with struct_size set, ready for kiln_*_get_info or *_default. */
 %extend TYPE {
   TYPE() {
@@ -426,12 +442,7 @@ KILN_STRUCT(kiln_generate_result)
 /* kiln_chat_options owns copies of the strings set on it (a Python str's buffer would not outlive
  * the assignment): a set frees the previous copy, the destructor frees them all. Set them after
  * kiln_chat_options_default, which writes NULLs over them. */
-%typemap(in, numinputs = 1) (kiln_chat_options *options, size_t struct_size) {
-  if (SWIG_ConvertPtr($input, (void **)&$1, $1_descriptor, 0) != 0 || !$1) {
-    SWIG_exception_fail(SWIG_TypeError, "$symname: expected a kiln_chat_options");
-  }
-  $2 = sizeof(kiln_chat_options);
-}
+KILN_OPTIONS_SIZE(kiln_chat_options)
 %typemap(memberin) const char *tools_json, const char *extra_context_json,
     const char *template_override, const char *template_name {
   free((char *)$1);
@@ -458,12 +469,7 @@ KILN_STRUCT(kiln_generate_result)
 
 /* kiln_tokenizer_train_options owns a copy of its pattern, as kiln_chat_options does of its
  * strings (set it after kiln_tokenizer_train_options_default, which writes NULL over it). */
-%typemap(in, numinputs = 1) (kiln_tokenizer_train_options *options, size_t struct_size) {
-  if (SWIG_ConvertPtr($input, (void **)&$1, $1_descriptor, 0) != 0 || !$1) {
-    SWIG_exception_fail(SWIG_TypeError, "$symname: expected a kiln_tokenizer_train_options");
-  }
-  $2 = sizeof(kiln_tokenizer_train_options);
-}
+KILN_OPTIONS_SIZE(kiln_tokenizer_train_options)
 %typemap(memberin) const char *pattern {
   free((char *)$1);
   $1 = NULL;
@@ -484,7 +490,9 @@ KILN_STRUCT(kiln_generate_result)
     free($self);
   }
 }
-%immutable kiln_tokenizer_train_options::special_tokens;
+#ifdef SWIGPYTHON
+%immutable kiln_tokenizer_train_options::special_tokens; /* set through a kiln_py_strings */
+#endif
 
 /* Borrowed strings inside info structs are read-only. */
 %immutable kiln_runtime_info::device_name;
@@ -497,5 +505,15 @@ KILN_STRUCT(kiln_generate_result)
 
 /* The training section's mappings (their own file: one job per file). */
 %include "kiln_train.i"
+
+/* Go's and C#'s mappings (their own files, as the training section's). */
+#ifdef SWIGGO
+%include "kiln_go.i"
+%include "kiln_bind.i"
+#endif
+#ifdef SWIGCSHARP
+%include "kiln_csharp.i"
+%include "kiln_bind.i"
+#endif
 
 %include "kiln.h"

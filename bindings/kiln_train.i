@@ -245,12 +245,7 @@ KILN_STRUCT(kiln_train_result)
 
 /* kiln_model_create_options owns a copy of tokenizer_path (a Python str's buffer would not outlive
  * the assignment); set it after kiln_model_create_options_default, which writes NULL over it. */
-%typemap(in, numinputs = 1) (kiln_model_create_options *options, size_t struct_size) {
-  if (SWIG_ConvertPtr($input, (void **)&$1, $1_descriptor, 0) != 0 || !$1) {
-    SWIG_exception_fail(SWIG_TypeError, "$symname: expected a kiln_model_create_options");
-  }
-  $2 = sizeof(kiln_model_create_options);
-}
+KILN_OPTIONS_SIZE(kiln_model_create_options)
 %typemap(memberin) const char *tokenizer_path {
   free((char *)$1);
   $1 = NULL;

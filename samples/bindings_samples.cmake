@@ -60,16 +60,23 @@ function(kiln_add_binding_samples)
   if(TARGET kiln_csharp AND KILN_MONO)
     kiln_add_sample_tests(csharp csharp "usage:" -
       COMMAND ${KILN_MONO} --debug ${cs_exe}
-      ENVIRONMENT "LD_LIBRARY_PATH=${libdir}" "MONO_PATH=${PROJECT_BINARY_DIR}/bindings/csharp")
+      ENVIRONMENT "LD_LIBRARY_PATH=${PROJECT_BINARY_DIR}/bindings/csharp:${libdir}"
+                  "MONO_PATH=${PROJECT_BINARY_DIR}/bindings/csharp")
   endif()
 
   # Go: `go vet` and `go build` (a fixture) in samples/go, offline, sharing the binding tests' Go
   # caches (hence their lock), then the binary runs from the repository root.
-  if(KILN_GO)
+  # Like the binding's tests, through a copy of go.mod (-modfile) whose kiln.dev/kiln/raw is the
+  # SWIG-generated package in the build directory.
+  if(TARGET kiln_go_raw)
+    file(READ ${src}/go/go.mod go_mod)
+    string(REPLACE "=> ../../bindings/go/raw" "=> ${PROJECT_BINARY_DIR}/bindings/go/raw" go_mod "${go_mod}")
+    string(REPLACE "=> ../../bindings/go" "=> ${PROJECT_SOURCE_DIR}/bindings/go" go_mod "${go_mod}")
+    file(WRITE ${out}/go/gomod/go.mod "${go_mod}")
     set(go_env
       "GOPATH=${PROJECT_BINARY_DIR}/bindings/go/gopath"
       "GOCACHE=${PROJECT_BINARY_DIR}/bindings/go/gocache"
-      "GOFLAGS=-mod=mod"
+      "GOFLAGS=-mod=mod -modfile=${out}/go/gomod/go.mod"
       "GOPROXY=off"
       "CGO_CFLAGS=-I${PROJECT_SOURCE_DIR}/capi"
       "CGO_LDFLAGS=-L${libdir} -Wl,-rpath,${libdir}")

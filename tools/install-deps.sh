@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(cmake make g++ pkg-config gzip binutils
       libgtest-dev nlohmann-json3-dev libopenblas-dev libpcre2-dev libutf8proc-dev libsimdjson-dev
       flatbuffers-compiler libflatbuffers-dev
-      # language bindings (bindings/README.md): Python through SWIG, Rust, Go, C# on mono
+      # language bindings (bindings/README.md): Python, Go and C# through SWIG (C# on mono), Rust
       swig python3-dev python3-pip python3-setuptools python3-wheel
       cargo rustc bindgen golang-go mono-mcs mono-runtime
       # .ci/run's valgrind job (tools/valgrind-samples.sh)

@@ -1,15 +1,15 @@
 package kiln
 
-/*
-#include <stdint.h>
-#include "kiln.h"
-*/
-import "C"
-
 import (
 	"fmt"
 	"runtime/cgo"
+
+	"kiln.dev/kiln/raw"
 )
+
+// Callbacks reach Go through the raw layer's C trampolines: kiln gets a cgo.Handle of a
+// raw.TokenFunc / raw.ProgressFunc / raw.LogFunc as user_data (kiln.i, SWIGGO section). The
+// functions here catch the user's errors and panics, so none unwinds into kiln.
 
 // tokenState is what a Generate call lends kiln through its token callback.
 type tokenState struct {
@@ -18,61 +18,57 @@ type tokenState struct {
 	err     error // the first error or panic of onPiece; generation stops at it
 }
 
-// progressState is what LoadModel lends kiln through its progress callback.
+func recovered(what string, r interface{}) error {
+	return fmt.Errorf("kiln: %s callback panicked: %v", what, r)
+}
+
+func (s *tokenState) handle() cgo.Handle {
+	return cgo.NewHandle(raw.TokenFunc(func(piece string, tokenID int32) (stop bool) {
+		if s.err != nil {
+			return true
+		}
+		defer func() {
+			if r := recover(); r != nil {
+				s.err = recovered("token", r)
+				stop = true
+			}
+		}()
+		s.text = append(s.text, piece...)
+		if s.onPiece == nil {
+			return false
+		}
+		if err := s.onPiece(piece, tokenID); err != nil {
+			s.err = err
+			return true
+		}
+		return false
+	}))
+}
+
+// progressState is what LoadModel (and the other long operations) lend kiln through a progress
+// callback.
 type progressState struct {
 	fn  func(fraction float32, stage string) bool
 	err error
 }
 
-// logSink is a log callback kept alive (through its cgo.Handle) as long as kiln may call it.
-type logSink func(level LogLevel, message string)
-
-func recovered(what string, r interface{}) error {
-	return fmt.Errorf("kiln: %s callback panicked: %v", what, r)
+func (s *progressState) handle() cgo.Handle {
+	return cgo.NewHandle(raw.ProgressFunc(func(fraction float32, stage string) (stop bool) {
+		defer func() {
+			if r := recover(); r != nil {
+				s.err = recovered("progress", r)
+				stop = true
+			}
+		}()
+		return s.fn(fraction, stage)
+	}))
 }
 
-//export goKilnToken
-func goKilnToken(text *C.char, textLen C.size_t, tokenID C.int32_t, handle C.uintptr_t) (stop C.int) {
-	s := cgo.Handle(handle).Value().(*tokenState)
-	if s.err != nil {
-		return 1
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			s.err = recovered("token", r)
-			stop = 1
-		}
-	}()
-	piece := C.GoStringN(text, C.int(textLen))
-	s.text = append(s.text, piece...)
-	if s.onPiece == nil {
-		return 0
-	}
-	if err := s.onPiece(piece, int32(tokenID)); err != nil {
-		s.err = err
-		return 1
-	}
-	return 0
-}
-
-//export goKilnProgress
-func goKilnProgress(fraction C.float, stage *C.char, handle C.uintptr_t) (stop C.int) {
-	s := cgo.Handle(handle).Value().(*progressState)
-	defer func() {
-		if r := recover(); r != nil {
-			s.err = recovered("progress", r)
-			stop = 1
-		}
-	}()
-	if s.fn(float32(fraction), C.GoString(stage)) {
-		return 1
-	}
-	return 0
-}
-
-//export goKilnLog
-func goKilnLog(level C.kiln_log_level, message *C.char, handle C.uintptr_t) {
-	sink := cgo.Handle(handle).Value().(logSink)
-	defer func() { _ = recover() }() // a log call cannot stop anything: a panicking sink loses one line
-	sink(logLevelFromC(level), C.GoString(message))
+// logHandle is a log sink kept alive (through its cgo.Handle) as long as kiln may call it. A
+// panicking sink loses one line: a log call cannot stop anything.
+func logHandle(sink func(level LogLevel, message string)) cgo.Handle {
+	return cgo.NewHandle(raw.LogFunc(func(level int, message string) {
+		defer func() { _ = recover() }()
+		sink(logLevelFromC(raw.Enum_SS_kiln_log_level(level)), message)
+	}))
 }

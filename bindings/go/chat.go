@@ -1,15 +1,10 @@
 package kiln
 
-/*
-#include <stdint.h>
-#include <stdlib.h>
-#include "kiln.h"
-*/
-import "C"
-
 import (
+	"fmt"
 	"unicode/utf8"
-	"unsafe"
+
+	"kiln.dev/kiln/raw"
 )
 
 // ChatMessage is one conversation message. The JSON fields reach the template as parsed JSON;
@@ -39,67 +34,61 @@ type ChatOptions struct {
 	MaxOutputBytes     uint64 // output budget in bytes (exceeded: StatusOutOfRange)
 }
 
-// cChat holds the C copies of one call's messages and options (cgo forbids passing Go memory that
-// holds Go pointers), freed by free.
+// cChat holds one call's messages (packed by the raw layer) and its C options, freed by free.
 type cChat struct {
-	messages *C.kiln_chat_message
-	n        C.size_t
-	options  *C.kiln_chat_options
-	strings  []unsafe.Pointer
+	messages []raw.ChatMessage
+	options  raw.Kiln_chat_options
 }
 
-func (c *cChat) str(s string, absent bool) *C.char {
-	if absent {
+func (c *cChat) free() { raw.DeleteKiln_chat_options(c.options) }
+
+func optional(s string) *string {
+	if s == "" {
 		return nil
 	}
-	p := C.CString(s)
-	c.strings = append(c.strings, unsafe.Pointer(p))
-	return p
-}
-
-func (c *cChat) free() {
-	for _, p := range c.strings {
-		C.free(p)
-	}
-	C.free(unsafe.Pointer(c.messages))
-	C.free(unsafe.Pointer(c.options))
+	return &s
 }
 
 func newCChat(messages []ChatMessage, opts *ChatOptions) (*cChat, error) {
-	c := &cChat{n: C.size_t(len(messages))}
-	c.messages = (*C.kiln_chat_message)(C.calloc(C.size_t(len(messages)+1), C.sizeof_kiln_chat_message))
-	c.options = (*C.kiln_chat_options)(C.calloc(1, C.sizeof_kiln_chat_options))
-	if err := call(func() C.kiln_status {
-		return C.kiln_chat_options_default(c.options, C.sizeof_kiln_chat_options)
-	}); err != nil {
+	for i, m := range messages {
+		for _, f := range []*string{&m.Role, m.Content, &m.ToolCallsJSON, &m.ExtraJSON} {
+			if f != nil {
+				if err := checkNoNUL(fmt.Sprintf("kiln.ChatMessage %d", i), *f); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	c := &cChat{options: raw.NewKiln_chat_options()}
+	if err := call(func() status { return raw.Kiln_chat_options_default(c.options) }); err != nil {
 		c.free()
 		return nil, err
 	}
-	cMessages := unsafe.Slice(c.messages, len(messages))
-	for i, m := range messages {
-		content := ""
-		if m.Content != nil {
-			content = *m.Content
-		}
-		cMessages[i].role = c.str(m.Role, false)
-		cMessages[i].content = c.str(content, m.Content == nil)
-		cMessages[i].tool_calls_json = c.str(m.ToolCallsJSON, m.ToolCallsJSON == "")
-		cMessages[i].extra_json = c.str(m.ExtraJSON, m.ExtraJSON == "")
+	for _, m := range messages {
+		role := m.Role
+		c.messages = append(c.messages, raw.ChatMessage{Role: &role, Content: m.Content,
+			ToolCallsJSON: optional(m.ToolCallsJSON), ExtraJSON: optional(m.ExtraJSON)})
 	}
 	if opts != nil {
 		if opts.NoGenerationPrompt {
-			c.options.add_generation_prompt = 0
+			c.options.SetAdd_generation_prompt(0)
 		}
-		c.options.tools_json = c.str(opts.ToolsJSON, opts.ToolsJSON == "")
-		c.options.extra_context_json = c.str(opts.ExtraContextJSON, opts.ExtraContextJSON == "")
-		c.options.template_override = c.str(opts.TemplateOverride, opts.TemplateOverride == "")
-		c.options.template_name = c.str(opts.TemplateName, opts.TemplateName == "")
-		c.options.now_unix_seconds = C.int64_t(opts.NowUnixSeconds)
+		// The options own copies of these strings (kiln.i's memberin typemaps); "" leaves NULL.
+		for _, f := range []struct {
+			value string
+			set   func(string)
+		}{{opts.ToolsJSON, c.options.SetTools_json}, {opts.ExtraContextJSON, c.options.SetExtra_context_json},
+			{opts.TemplateOverride, c.options.SetTemplate_override}, {opts.TemplateName, c.options.SetTemplate_name}} {
+			if f.value != "" {
+				f.set(f.value)
+			}
+		}
+		c.options.SetNow_unix_seconds(opts.NowUnixSeconds)
 		if opts.MaxSteps != 0 {
-			c.options.max_steps = C.uint64_t(opts.MaxSteps)
+			c.options.SetMax_steps(opts.MaxSteps)
 		}
 		if opts.MaxOutputBytes != 0 {
-			c.options.max_output_bytes = C.size_t(opts.MaxOutputBytes)
+			c.options.SetMax_output_bytes(int64(opts.MaxOutputBytes))
 		}
 	}
 	return c, nil
@@ -114,11 +103,11 @@ func (m *Model) ChatRender(messages []ChatMessage, opts *ChatOptions) (string, e
 	}
 	defer c.free()
 	var out string
-	err = m.with(func(p *C.kiln_model) error {
-		text, err := fill(func(buf *C.char, capacity C.size_t, needed *C.size_t) C.kiln_status {
-			return C.kiln_chat_render(p, c.messages, c.n, c.options, buf, capacity, needed)
+	err = m.with(func(p cModel) error {
+		text, err := fill(func(buf []byte, needed *uint64) status {
+			return raw.Kiln_chat_render(p, c.messages, c.options, buf, needed)
 		})
-		out = string(bytesOf(text))
+		out = string(text)
 		return err
 	})
 	if err == nil && !utf8.ValidString(out) {
@@ -137,29 +126,23 @@ func (m *Model) ChatRenderTokens(messages []ChatMessage, opts *ChatOptions) ([]i
 	defer c.free()
 	var ids []int32
 	var mask []uint8
-	err = m.with(func(p *C.kiln_model) error {
-		var cIDs *C.int32_t
-		var cMask *C.uint8_t
-		var n C.size_t
-		defer func() {
-			C.free(unsafe.Pointer(cIDs))
-			C.free(unsafe.Pointer(cMask))
-		}()
-		// C buffers (not Go slices): ids and mask are two pointers into memory kiln writes.
-		if err := call(func() C.kiln_status {
-			status := C.kiln_chat_render_tokens(p, c.messages, c.n, c.options, nil, nil, 0, &n)
-			if status != C.KILN_ERR_BUFFER_TOO_SMALL {
-				return status
+	err = m.with(func(p cModel) error {
+		var n uint64
+		// ids and mask are two buffers of one capacity: the size first, then both at once.
+		return call(func() status {
+			st := raw.Kiln_chat_render_tokens(p, c.messages, c.options, nil, nil, 0, &n)
+			if st != raw.KILN_ERR_BUFFER_TOO_SMALL {
+				ids, mask = []int32{}, []uint8{}
+				return st
 			}
-			cIDs = (*C.int32_t)(C.calloc(n+1, C.sizeof_int32_t))
-			cMask = (*C.uint8_t)(C.calloc(n+1, 1))
-			return C.kiln_chat_render_tokens(p, c.messages, c.n, c.options, cIDs, cMask, n, &n)
-		}); err != nil {
-			return err
-		}
-		ids = int32s(unsafe.Slice(cIDs, int(n)))
-		mask = C.GoBytes(unsafe.Pointer(cMask), C.int(n))
-		return nil
+			ids, mask = make([]int32, n), make([]uint8, n)
+			st = raw.Kiln_chat_render_tokens(p, c.messages, c.options, ids, mask, int64(n), &n)
+			ids, mask = ids[:n], mask[:n]
+			return st
+		})
 	})
+	if err != nil {
+		return nil, nil, err
+	}
 	return ids, mask, err
 }

@@ -1,5 +1,6 @@
-// Package kiln is the Go binding of kiln, an embeddable LLM runtime, calling its C ABI (kiln.h)
-// through cgo.
+// Package kiln is the Go binding of kiln, an embeddable LLM runtime. It sits on the package
+// kiln.dev/kiln/raw, which SWIG generates from bindings/kiln.i over kiln.h (cgo), so no kiln.h
+// declaration is copied here.
 //
 //	rt, err := kiln.NewRuntime(kiln.RuntimeOptions{Backend: kiln.BackendCPU})
 //	model, err := rt.LoadModel("models/kjv-tiny", nil)
@@ -11,56 +12,61 @@
 // Model may be used from many goroutines; a Session from one goroutine at a time (a second one gets
 // an error with ErrorKind Busy), except Cancel.
 //
-// Library discovery: cgo links -lkiln. For an install outside the default paths set
+// Library discovery: the raw package links -lkiln. For an install outside the default paths set
 // CGO_CFLAGS="$(pkg-config --cflags kiln)" CGO_LDFLAGS="$(pkg-config --libs kiln)" (or
 // -I$KILN_PREFIX/include, -L$KILN_PREFIX/lib -Wl,-rpath,$KILN_PREFIX/lib).
 package kiln
 
-/*
-#cgo CFLAGS: -I${SRCDIR}/../../capi
-#cgo LDFLAGS: -lkiln
-#include <stdlib.h>
-#include "kiln.h"
-*/
-import "C"
-
 import (
 	"fmt"
 	"runtime"
+	"strings"
+
+	"kiln.dev/kiln/raw"
+)
+
+// The raw layer's handle and status types (SWIG's names for kiln.h's opaque structs).
+type (
+	cRuntime   = raw.SwigcptrStruct_SS_kiln_runtime
+	cModel     = raw.SwigcptrStruct_SS_kiln_model
+	cSession   = raw.SwigcptrStruct_SS_kiln_session
+	cTokenizer = raw.SwigcptrStruct_SS_kiln_tokenizer
+	cTrainer   = raw.SwigcptrStruct_SS_kiln_trainer
+	status     = raw.Enum_SS_kiln_status
 )
 
 // ABIVersion is the kiln.h ABI version this package was compiled against.
-const ABIVersion = uint32(C.KILN_ABI_VERSION)
+const ABIVersion = uint32(raw.KILN_ABI_VERSION)
 
 // Version is kiln's version string ("0.1.0" plus build details).
-func Version() string { return C.GoString(C.kiln_version_string()) }
+func Version() string { return raw.Kiln_version_string() }
 
 // CheckABI fails when the loaded libkiln has another ABI version than kiln.h had at build time.
 // NewRuntime calls it.
 func CheckABI() error {
-	if got := uint32(C.kiln_abi_version()); got != ABIVersion {
-		return &Error{Status: int(C.KILN_ERR_VERSION_MISMATCH),
+	if got := uint32(raw.Kiln_abi_version()); got != ABIVersion {
+		return &Error{Status: StatusVersionMismatch,
 			Message: fmt.Sprintf("libkiln has ABI version %d but this package was built for %d", got, ABIVersion)}
 	}
 	return nil
 }
 
 // Status codes of kiln.h (Error.Status).
-const (
-	StatusInvalidArgument = int(C.KILN_ERR_INVALID_ARGUMENT)
-	StatusNotFound        = int(C.KILN_ERR_NOT_FOUND)
-	StatusIO              = int(C.KILN_ERR_IO)
-	StatusFormat          = int(C.KILN_ERR_FORMAT)
-	StatusUnsupported     = int(C.KILN_ERR_UNSUPPORTED)
-	StatusOutOfMemory     = int(C.KILN_ERR_OUT_OF_MEMORY)
-	StatusBufferTooSmall  = int(C.KILN_ERR_BUFFER_TOO_SMALL)
-	StatusOutOfRange      = int(C.KILN_ERR_OUT_OF_RANGE)
-	StatusContextFull     = int(C.KILN_ERR_CONTEXT_FULL)
-	StatusCancelled       = int(C.KILN_ERR_CANCELLED)
-	StatusBackend         = int(C.KILN_ERR_BACKEND)
-	StatusBusy            = int(C.KILN_ERR_BUSY)
-	StatusVersionMismatch = int(C.KILN_ERR_VERSION_MISMATCH)
-	StatusInternal        = int(C.KILN_ERR_INTERNAL)
+var (
+	StatusInvalidArgument = int(raw.KILN_ERR_INVALID_ARGUMENT)
+	StatusNotFound        = int(raw.KILN_ERR_NOT_FOUND)
+	StatusIO              = int(raw.KILN_ERR_IO)
+	StatusFormat          = int(raw.KILN_ERR_FORMAT)
+	StatusUnsupported     = int(raw.KILN_ERR_UNSUPPORTED)
+	StatusOutOfMemory     = int(raw.KILN_ERR_OUT_OF_MEMORY)
+	StatusBufferTooSmall  = int(raw.KILN_ERR_BUFFER_TOO_SMALL)
+	StatusOutOfRange      = int(raw.KILN_ERR_OUT_OF_RANGE)
+	StatusContextFull     = int(raw.KILN_ERR_CONTEXT_FULL)
+	StatusCancelled       = int(raw.KILN_ERR_CANCELLED)
+	StatusBackend         = int(raw.KILN_ERR_BACKEND)
+	StatusBusy            = int(raw.KILN_ERR_BUSY)
+	StatusVersionMismatch = int(raw.KILN_ERR_VERSION_MISMATCH)
+	StatusInternal        = int(raw.KILN_ERR_INTERNAL)
 )
 
 // Error is a failed kiln call: its kiln_status and kiln's message.
@@ -70,7 +76,7 @@ type Error struct {
 }
 
 // StatusName is the status's stable name ("KILN_ERR_NOT_FOUND").
-func (e *Error) StatusName() string { return C.GoString(C.kiln_status_name(C.kiln_status(e.Status))) }
+func (e *Error) StatusName() string { return raw.Kiln_status_name(status(e.Status)) }
 
 func (e *Error) Error() string { return e.StatusName() + ": " + e.Message }
 
@@ -82,31 +88,46 @@ func (e *Error) Is(target error) bool {
 
 // call runs one kiln call and turns a failure into *Error. The goroutine stays on its OS thread
 // from the call to kiln_last_error(), which is thread-local.
-func call(f func() C.kiln_status) error {
+func call(f func() status) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if status := f(); status != C.KILN_OK {
-		return &Error{Status: int(status), Message: C.GoString(C.kiln_last_error())}
+	if s := f(); s != raw.KILN_OK {
+		return &Error{Status: int(s), Message: raw.Kiln_last_error()}
 	}
 	return nil
 }
 
 // fill runs kiln.h's buffer protocol: ask for the size with no buffer, then fill one of that size.
-func fill[T any](f func(buf *T, capacity C.size_t, needed *C.size_t) C.kiln_status) ([]T, error) {
-	var needed C.size_t
+func fill[T any](f func(buf []T, needed *uint64) status) ([]T, error) {
+	var needed uint64
 	var buf []T
-	err := call(func() C.kiln_status {
-		status := f(nil, 0, &needed)
-		if status != C.KILN_ERR_BUFFER_TOO_SMALL {
-			return status
+	err := call(func() status {
+		s := f(nil, &needed)
+		if s != raw.KILN_ERR_BUFFER_TOO_SMALL {
+			return s
 		}
 		buf = make([]T, int(needed))
-		return f(&buf[0], needed, &needed)
+		return f(buf, &needed)
 	})
 	if err != nil {
 		return nil, err
 	}
+	if buf == nil {
+		buf = []T{} // an empty result is an empty slice, not nil
+	}
 	return buf[:int(needed)], nil
+}
+
+// checkNoNUL rejects strings kiln.h reads as NUL-terminated that hold a NUL: the rest would be
+// cut off (and a packed list would split there).
+func checkNoNUL(what string, values ...string) error {
+	for i, v := range values {
+		if at := strings.IndexByte(v, 0); at >= 0 {
+			return &Error{Status: StatusInvalidArgument,
+				Message: fmt.Sprintf("%s[%d] holds a NUL byte at offset %d; kiln reads it as a C string", what, i, at)}
+		}
+	}
+	return nil
 }
 
 func closedError(what string) error {

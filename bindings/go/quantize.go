@@ -1,25 +1,14 @@
 package kiln
 
-/*
-#include <stdint.h>
-#include <stdlib.h>
-#include "kiln.h"
-void kiln_go_set_quantize_progress_callback(kiln_quantize_options *options, uintptr_t handle);
-*/
-import "C"
-
-import (
-	"runtime/cgo"
-	"unsafe"
-)
+import "kiln.dev/kiln/raw"
 
 // QuantizeType is the GGUF type kiln_model_quantize writes.
 type QuantizeType int32
 
-const (
-	QuantizeF16    QuantizeType = C.KILN_QUANTIZE_F16
-	QuantizeQ8_0   QuantizeType = C.KILN_QUANTIZE_Q8_0
-	QuantizeQ4_K_M QuantizeType = C.KILN_QUANTIZE_Q4_K_M
+var (
+	QuantizeF16    = QuantizeType(raw.KILN_QUANTIZE_F16)
+	QuantizeQ8_0   = QuantizeType(raw.KILN_QUANTIZE_Q8_0)
+	QuantizeQ4_K_M = QuantizeType(raw.KILN_QUANTIZE_Q4_K_M)
 )
 
 // Quantize converts a Hugging Face model directory or a GGUF file src to the GGUF file dst
@@ -32,26 +21,21 @@ func (r *Runtime) Quantize(src, dst string, typ QuantizeType, nThreads int32,
 	if err != nil {
 		return err
 	}
-	opts := (*C.kiln_quantize_options)(C.calloc(1, C.sizeof_kiln_quantize_options))
-	defer C.free(unsafe.Pointer(opts))
-	if err := call(func() C.kiln_status {
-		return C.kiln_quantize_options_default(opts, C.sizeof_kiln_quantize_options)
-	}); err != nil {
+	opts := raw.NewKiln_quantize_options()
+	defer raw.DeleteKiln_quantize_options(opts)
+	if err := call(func() status { return raw.Kiln_quantize_options_default(opts) }); err != nil {
 		return err
 	}
-	opts._type = C.kiln_quantize_type(typ)
-	opts.n_threads = C.int32_t(nThreads)
+	opts.SetQuantize_type(raw.Enum_SS_kiln_quantize_type(typ))
+	opts.SetN_threads(int(nThreads))
 	var state *progressState
 	if progress != nil {
 		state = &progressState{fn: progress}
-		h := cgo.NewHandle(state)
+		h := state.handle()
 		defer h.Delete()
-		C.kiln_go_set_quantize_progress_callback(opts, C.uintptr_t(h))
+		raw.Kiln_go_quantize_options_set_progress_callback(opts, uint(h))
 	}
-	csrc, cdst := C.CString(src), C.CString(dst)
-	defer C.free(unsafe.Pointer(csrc))
-	defer C.free(unsafe.Pointer(cdst))
-	err = call(func() C.kiln_status { return C.kiln_model_quantize(rptr, csrc, cdst, opts) })
+	err = call(func() status { return raw.Kiln_model_quantize(rptr, src, dst, opts) })
 	if state != nil && state.err != nil {
 		return state.err
 	}

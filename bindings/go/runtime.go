@@ -1,29 +1,21 @@
 package kiln
 
-/*
-#include <stdint.h>
-#include <stdlib.h>
-#include "kiln.h"
-void kiln_go_set_log_callback(kiln_runtime_options *options, uintptr_t handle);
-kiln_status kiln_go_set_global_log_callback(uintptr_t handle, kiln_log_level min_level);
-*/
-import "C"
-
 import (
 	"fmt"
 	"runtime"
 	"runtime/cgo"
 	"sync"
-	"unsafe"
+
+	"kiln.dev/kiln/raw"
 )
 
 // Backend selects the compute backend.
 type Backend int
 
-const (
-	BackendAuto Backend = Backend(C.KILN_BACKEND_AUTO)
-	BackendCPU  Backend = Backend(C.KILN_BACKEND_CPU)
-	BackendCUDA Backend = Backend(C.KILN_BACKEND_CUDA)
+var (
+	BackendAuto = Backend(raw.KILN_BACKEND_AUTO)
+	BackendCPU  = Backend(raw.KILN_BACKEND_CPU)
+	BackendCUDA = Backend(raw.KILN_BACKEND_CUDA)
 )
 
 // LogLevel is a log message's severity. Its zero value, LogDefault, means kiln's default
@@ -40,14 +32,14 @@ const (
 )
 
 // Each level is kiln.h's value plus one, so that the zero value can mean "kiln's default".
-func (l LogLevel) toC(fallback C.kiln_log_level) C.kiln_log_level {
+func (l LogLevel) toC(fallback raw.Enum_SS_kiln_log_level) raw.Enum_SS_kiln_log_level {
 	if l == LogDefault {
 		return fallback
 	}
-	return C.kiln_log_level(l - 1)
+	return raw.Enum_SS_kiln_log_level(l - 1)
 }
 
-func logLevelFromC(l C.kiln_log_level) LogLevel { return LogLevel(l) + 1 }
+func logLevelFromC(l raw.Enum_SS_kiln_log_level) LogLevel { return LogLevel(l) + 1 }
 
 // RuntimeOptions configures NewRuntime; the zero value is kiln's defaults.
 type RuntimeOptions struct {
@@ -69,7 +61,7 @@ type RuntimeInfo struct {
 // Runtime is a kiln runtime (backend, device, threads). Close it after its models and sessions.
 type Runtime struct {
 	mu       sync.Mutex
-	ptr      *C.kiln_runtime
+	ptr      cRuntime
 	log      cgo.Handle
 	children int // open models and sessions: kiln requires them freed first
 }
@@ -79,30 +71,30 @@ func NewRuntime(opts RuntimeOptions) (*Runtime, error) {
 	if err := CheckABI(); err != nil {
 		return nil, err
 	}
-	copts := (*C.kiln_runtime_options)(C.calloc(1, C.sizeof_kiln_runtime_options))
-	defer C.free(unsafe.Pointer(copts))
-	if err := call(func() C.kiln_status {
-		return C.kiln_runtime_options_default(copts, C.sizeof_kiln_runtime_options)
-	}); err != nil {
+	copts := raw.NewKiln_runtime_options()
+	defer raw.DeleteKiln_runtime_options(copts)
+	if err := call(func() status { return raw.Kiln_runtime_options_default(copts) }); err != nil {
 		return nil, err
 	}
-	copts.backend = C.kiln_backend(opts.Backend)
-	copts.device_index = C.int32_t(opts.DeviceIndex)
-	copts.n_threads = C.int32_t(opts.NThreads)
-	copts.device_memory_limit = C.uint64_t(opts.DeviceMemoryLimit)
-	copts.log_level = opts.LogLevel.toC(copts.log_level)
+	copts.SetBackend(raw.Enum_SS_kiln_backend(opts.Backend))
+	copts.SetDevice_index(int(opts.DeviceIndex))
+	copts.SetN_threads(int(opts.NThreads))
+	copts.SetDevice_memory_limit(opts.DeviceMemoryLimit)
+	copts.SetLog_level(opts.LogLevel.toC(copts.GetLog_level()))
 	r := &Runtime{}
 	if opts.Log != nil {
-		r.log = cgo.NewHandle(logSink(opts.Log))
-		C.kiln_go_set_log_callback(copts, C.uintptr_t(r.log))
+		r.log = logHandle(opts.Log)
+		raw.Kiln_go_runtime_options_set_log_callback(copts, uint(r.log))
 	}
-	err := call(func() C.kiln_status { return C.kiln_runtime_create(copts, &r.ptr) })
+	var p uintptr
+	err := call(func() status { return raw.Kiln_runtime_create(copts, &p) })
 	if err != nil {
 		if r.log != 0 {
 			r.log.Delete()
 		}
 		return nil, err
 	}
+	r.ptr = cRuntime(p)
 	runtime.SetFinalizer(r, func(r *Runtime) { _ = r.Close() })
 	return r, nil
 }
@@ -111,15 +103,15 @@ func NewRuntime(opts RuntimeOptions) (*Runtime, error) {
 func (r *Runtime) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.ptr == nil {
+	if r.ptr == 0 {
 		return nil
 	}
 	if r.children > 0 {
 		return &Error{Status: StatusInvalidArgument,
 			Message: fmt.Sprintf("kiln.Runtime.Close: %d models/sessions made from it are still open; close them first", r.children)}
 	}
-	C.kiln_runtime_free(r.ptr)
-	r.ptr = nil
+	raw.Kiln_runtime_free(r.ptr)
+	r.ptr = 0
 	if r.log != 0 {
 		r.log.Delete()
 		r.log = 0
@@ -134,11 +126,11 @@ func (r *Runtime) adopt(delta int) {
 	r.mu.Unlock()
 }
 
-func (r *Runtime) handle() (*C.kiln_runtime, error) {
+func (r *Runtime) handle() (cRuntime, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.ptr == nil {
-		return nil, closedError("Runtime")
+	if r.ptr == 0 {
+		return 0, closedError("Runtime")
 	}
 	return r.ptr, nil
 }
@@ -149,13 +141,14 @@ func (r *Runtime) Info() (RuntimeInfo, error) {
 	if err != nil {
 		return RuntimeInfo{}, err
 	}
-	var info C.kiln_runtime_info
-	info.struct_size = C.sizeof_kiln_runtime_info
-	if err := call(func() C.kiln_status { return C.kiln_runtime_get_info(ptr, &info) }); err != nil {
+	info := raw.NewKiln_runtime_info()
+	defer raw.DeleteKiln_runtime_info(info)
+	if err := call(func() status { return raw.Kiln_runtime_get_info(ptr, info) }); err != nil {
 		return RuntimeInfo{}, err
 	}
+	out := RuntimeInfo{Backend(info.GetBackend()), int32(info.GetN_threads()), info.GetDevice_name()}
 	runtime.KeepAlive(r)
-	return RuntimeInfo{Backend(info.backend), int32(info.n_threads), C.GoString(info.device_name)}, nil
+	return out, nil
 }
 
 // globalLog holds the process-wide sink's handle: kiln keeps the pointer for the whole process.
@@ -170,10 +163,10 @@ func SetLogCallback(fn func(level LogLevel, message string), minLevel LogLevel) 
 	defer globalLog.Unlock()
 	var h cgo.Handle
 	if fn != nil {
-		h = cgo.NewHandle(logSink(fn))
+		h = logHandle(fn)
 	}
-	if err := call(func() C.kiln_status {
-		return C.kiln_go_set_global_log_callback(C.uintptr_t(h), minLevel.toC(C.KILN_LOG_WARN))
+	if err := call(func() status {
+		return raw.Kiln_set_log_callback(uintptr(h), minLevel.toC(raw.KILN_LOG_WARN))
 	}); err != nil {
 		if h != 0 {
 			h.Delete()

@@ -1,20 +1,12 @@
 package kiln
 
-/*
-#include <stdint.h>
-#include <stdlib.h>
-#include "kiln.h"
-void kiln_go_set_token_callback(kiln_generate_options *options, uintptr_t handle);
-*/
-import "C"
-
 import (
 	"context"
 	"errors"
 	"runtime"
-	"runtime/cgo"
 	"sync"
-	"unsafe"
+
+	"kiln.dev/kiln/raw"
 )
 
 // ErrStop, returned by a Generate callback, ends generation without an error (StopCallback).
@@ -40,23 +32,26 @@ type Sampling struct {
 
 // DefaultSampling is kiln_sampling_options_default.
 func DefaultSampling() Sampling {
-	var s C.kiln_sampling_options
-	C.kiln_sampling_options_default(&s, C.sizeof_kiln_sampling_options)
-	return Sampling{float32(s.temperature), int32(s.top_k), float32(s.top_p), float32(s.min_p),
-		float32(s.repetition_penalty), float32(s.presence_penalty), float32(s.frequency_penalty),
-		int32(s.penalty_last_n)}
+	s := raw.NewKiln_sampling_options()
+	defer raw.DeleteKiln_sampling_options(s)
+	raw.Kiln_sampling_options_default(s)
+	return Sampling{s.GetTemperature(), int32(s.GetTop_k()), s.GetTop_p(), s.GetMin_p(),
+		s.GetRepetition_penalty(), s.GetPresence_penalty(), s.GetFrequency_penalty(),
+		int32(s.GetPenalty_last_n())}
 }
 
-func (s Sampling) fillC(c *C.kiln_sampling_options) {
-	c.struct_size = C.sizeof_kiln_sampling_options
-	c.temperature = C.float(s.Temperature)
-	c.top_k = C.int32_t(s.TopK)
-	c.top_p = C.float(s.TopP)
-	c.min_p = C.float(s.MinP)
-	c.repetition_penalty = C.float(s.RepetitionPenalty)
-	c.presence_penalty = C.float(s.PresencePenalty)
-	c.frequency_penalty = C.float(s.FrequencyPenalty)
-	c.penalty_last_n = C.int32_t(s.PenaltyLastN)
+// newC returns kiln_sampling_options holding s; the caller deletes it.
+func (s Sampling) newC() raw.Kiln_sampling_options {
+	c := raw.NewKiln_sampling_options()
+	c.SetTemperature(s.Temperature)
+	c.SetTop_k(int(s.TopK))
+	c.SetTop_p(s.TopP)
+	c.SetMin_p(s.MinP)
+	c.SetRepetition_penalty(s.RepetitionPenalty)
+	c.SetPresence_penalty(s.PresencePenalty)
+	c.SetFrequency_penalty(s.FrequencyPenalty)
+	c.SetPenalty_last_n(int(s.PenaltyLastN))
+	return c
 }
 
 // GenerateOptions configures Generate; DefaultGenerateOptions() is kiln's defaults.
@@ -71,23 +66,25 @@ type GenerateOptions struct {
 
 // DefaultGenerateOptions is kiln_generate_options_default.
 func DefaultGenerateOptions() GenerateOptions {
-	var g C.kiln_generate_options
-	C.kiln_generate_options_default(&g, C.sizeof_kiln_generate_options)
-	return GenerateOptions{Sampling: DefaultSampling(), MaxTokens: int32(g.max_tokens),
-		AddSpecial:   g.tokenize_flags&C.KILN_TOKENIZE_ADD_SPECIAL != 0,
-		ParseSpecial: g.tokenize_flags&C.KILN_TOKENIZE_PARSE_SPECIAL != 0, IgnoreEOS: g.ignore_eos != 0}
+	g := raw.NewKiln_generate_options()
+	defer raw.DeleteKiln_generate_options(g)
+	raw.Kiln_generate_options_default(g)
+	flags := g.GetTokenize_flags()
+	return GenerateOptions{Sampling: DefaultSampling(), MaxTokens: int32(g.GetMax_tokens()),
+		AddSpecial:   flags&uint(raw.KILN_TOKENIZE_ADD_SPECIAL) != 0,
+		ParseSpecial: flags&uint(raw.KILN_TOKENIZE_PARSE_SPECIAL) != 0, IgnoreEOS: g.GetIgnore_eos() != 0}
 }
 
 // StopReason says why generation ended.
 type StopReason int
 
-const (
-	StopNone        StopReason = StopReason(C.KILN_STOP_NONE)
-	StopEOS         StopReason = StopReason(C.KILN_STOP_EOS)
-	StopMaxTokens   StopReason = StopReason(C.KILN_STOP_MAX_TOKENS)
-	StopString      StopReason = StopReason(C.KILN_STOP_STRING)
-	StopCallback    StopReason = StopReason(C.KILN_STOP_CALLBACK)
-	StopContextFull StopReason = StopReason(C.KILN_STOP_CONTEXT_FULL)
+var (
+	StopNone        = StopReason(raw.KILN_STOP_NONE)
+	StopEOS         = StopReason(raw.KILN_STOP_EOS)
+	StopMaxTokens   = StopReason(raw.KILN_STOP_MAX_TOKENS)
+	StopString      = StopReason(raw.KILN_STOP_STRING)
+	StopCallback    = StopReason(raw.KILN_STOP_CALLBACK)
+	StopContextFull = StopReason(raw.KILN_STOP_CONTEXT_FULL)
 )
 
 // Generation is what Generate produced.
@@ -104,35 +101,37 @@ type Generation struct {
 // LogitsMode selects which logits Forward returns.
 type LogitsMode int
 
-const (
-	LogitsNone LogitsMode = LogitsMode(C.KILN_LOGITS_NONE)
-	LogitsLast LogitsMode = LogitsMode(C.KILN_LOGITS_LAST)
-	LogitsAll  LogitsMode = LogitsMode(C.KILN_LOGITS_ALL)
+var (
+	LogitsNone = LogitsMode(raw.KILN_LOGITS_NONE)
+	LogitsLast = LogitsMode(raw.KILN_LOGITS_LAST)
+	LogitsAll  = LogitsMode(raw.KILN_LOGITS_ALL)
 )
 
 // Session is a KV cache, sampler and RNG over a model. One goroutine at a time (kiln reports a
 // second one with StatusBusy); Cancel is safe from any goroutine.
 type Session struct {
 	mu    sync.RWMutex // guards ptr against Close; kiln itself detects concurrent use
-	ptr   *C.kiln_session
+	ptr   cSession
 	model *Model
 }
 
 // NewSession creates a session on the model.
 func (m *Model) NewSession(opts SessionOptions) (*Session, error) {
 	s := &Session{model: m}
-	err := m.with(func(p *C.kiln_model) error {
-		var o C.kiln_session_options
-		if err := call(func() C.kiln_status {
-			return C.kiln_session_options_default(&o, C.sizeof_kiln_session_options)
-		}); err != nil {
+	err := m.with(func(p cModel) error {
+		o := raw.NewKiln_session_options()
+		defer raw.DeleteKiln_session_options(o)
+		if err := call(func() status { return raw.Kiln_session_options_default(o) }); err != nil {
 			return err
 		}
-		o.context_length = C.int32_t(opts.ContextLength)
+		o.SetContext_length(int(opts.ContextLength))
 		if opts.Seed != nil {
-			o.seed = C.uint64_t(*opts.Seed)
+			o.SetSeed(*opts.Seed)
 		}
-		return call(func() C.kiln_status { return C.kiln_session_create(p, &o, &s.ptr) })
+		var ptr uintptr
+		err := call(func() status { return raw.Kiln_session_create(p, o, &ptr) })
+		s.ptr = cSession(ptr)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -146,19 +145,19 @@ func (m *Model) NewSession(opts SessionOptions) (*Session, error) {
 func (s *Session) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ptr != nil {
-		C.kiln_session_free(s.ptr)
-		s.ptr = nil
+	if s.ptr != 0 {
+		raw.Kiln_session_free(s.ptr)
+		s.ptr = 0
 		s.model.rt.adopt(-1)
 		runtime.SetFinalizer(s, nil)
 	}
 	return nil
 }
 
-func (s *Session) with(f func(p *C.kiln_session) error) error {
+func (s *Session) with(f func(p cSession) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.ptr == nil {
+	if s.ptr == 0 {
 		return closedError("Session")
 	}
 	return f(s.ptr)
@@ -166,26 +165,23 @@ func (s *Session) with(f func(p *C.kiln_session) error) error {
 
 // Reset empties the KV cache and re-seeds the RNG.
 func (s *Session) Reset() error {
-	return s.with(func(p *C.kiln_session) error {
-		return call(func() C.kiln_status { return C.kiln_session_reset(p) })
+	return s.with(func(p cSession) error {
+		return call(func() status { return raw.Kiln_session_reset(p) })
 	})
 }
 
 // Position is (tokens in the KV cache, its capacity).
 func (s *Session) Position() (nPast, contextLength int32, err error) {
-	err = s.with(func(p *C.kiln_session) error {
-		var a, b C.int32_t
-		e := call(func() C.kiln_status { return C.kiln_session_position(p, &a, &b) })
-		nPast, contextLength = int32(a), int32(b)
-		return e
+	err = s.with(func(p cSession) error {
+		return call(func() status { return raw.Kiln_session_position(p, &nPast, &contextLength) })
 	})
 	return
 }
 
 // Cancel stops the call running on the session (or its next call); safe from any goroutine.
 func (s *Session) Cancel() error {
-	return s.with(func(p *C.kiln_session) error {
-		return call(func() C.kiln_status { return C.kiln_session_cancel(p) })
+	return s.with(func(p cSession) error {
+		return call(func() status { return raw.Kiln_session_cancel(p) })
 	})
 }
 
@@ -193,35 +189,30 @@ func (s *Session) Cancel() error {
 // len(ids)×vocab row-major for LogitsAll, nil for LogitsNone).
 func (s *Session) Forward(ids []int32, mode LogitsMode) ([]float32, error) {
 	var out []float32
-	err := s.with(func(p *C.kiln_session) error {
-		ptr, n := cIDs(ids)
-		var needed C.size_t
-		return call(func() C.kiln_status {
-			status := C.kiln_forward(p, ptr, n, C.kiln_logits_mode(mode), nil, 0, &needed)
-			if status != C.KILN_ERR_BUFFER_TOO_SMALL {
-				return status // ran (LogitsNone) or failed
+	err := s.with(func(p cSession) error {
+		var needed uint64
+		m := raw.Enum_SS_kiln_logits_mode(mode)
+		return call(func() status {
+			st := raw.Kiln_forward(p, ids, m, nil, &needed)
+			if st != raw.KILN_ERR_BUFFER_TOO_SMALL {
+				return st // ran (LogitsNone) or failed
 			}
 			out = make([]float32, int(needed))
-			return C.kiln_forward(p, ptr, n, C.kiln_logits_mode(mode), (*C.float)(unsafe.Pointer(&out[0])), needed, &needed)
+			return raw.Kiln_forward(p, ids, m, out, &needed)
 		})
 	})
-	runtime.KeepAlive(ids)
 	return out, err
 }
 
 // Sample draws one id from logits (vocab floats) with the session's RNG.
 func (s *Session) Sample(logits []float32, sampling Sampling) (int32, error) {
-	var id C.int32_t
-	err := s.with(func(p *C.kiln_session) error {
-		var o C.kiln_sampling_options
-		sampling.fillC(&o)
-		var ptr *C.float
-		if len(logits) > 0 {
-			ptr = (*C.float)(unsafe.Pointer(&logits[0]))
-		}
-		return call(func() C.kiln_status { return C.kiln_sample(p, ptr, C.size_t(len(logits)), &o, &id) })
+	var id int32
+	err := s.with(func(p cSession) error {
+		o := sampling.newC()
+		defer raw.DeleteKiln_sampling_options(o)
+		return call(func() status { return raw.Kiln_sample(p, logits, o, &id) })
 	})
-	return int32(id), err
+	return id, err
 }
 
 // Generate appends prompt to the context and generates, calling onPiece (may be nil) for every
@@ -239,64 +230,52 @@ func (s *Session) GenerateIDs(ctx context.Context, prompt []int32, opts Generate
 	return s.generate(ctx, nil, prompt, opts, onPiece)
 }
 
-// cGenerate is the C memory one generate call lends kiln: options and everything they point at
-// live outside the Go heap (cgo forbids passing Go memory that holds Go pointers).
+// cGenerate is the C memory one generate call lends kiln: the options and everything they point
+// at (cgo forbids C memory that holds Go pointers).
 type cGenerate struct {
-	options  *C.kiln_generate_options
-	sampling *C.kiln_sampling_options
-	ids      *C.int32_t
+	options  raw.Kiln_generate_options
+	sampling raw.Kiln_sampling_options
+	stops    raw.Kiln_go_strings
 	nIDs     int
-	stops    []*C.char
-	stopArr  **C.char
 }
 
 func newCGenerate(opts GenerateOptions) *cGenerate {
-	g := &cGenerate{
-		options:  (*C.kiln_generate_options)(C.calloc(1, C.sizeof_kiln_generate_options)),
-		sampling: (*C.kiln_sampling_options)(C.calloc(1, C.sizeof_kiln_sampling_options)),
-	}
-	C.kiln_generate_options_default(g.options, C.sizeof_kiln_generate_options)
-	opts.Sampling.fillC(g.sampling)
-	g.options.sampling = g.sampling
-	g.options.max_tokens = C.int32_t(opts.MaxTokens)
-	var flags C.uint32_t
-	if opts.AddSpecial {
-		flags |= C.KILN_TOKENIZE_ADD_SPECIAL
-	}
-	if opts.ParseSpecial {
-		flags |= C.KILN_TOKENIZE_PARSE_SPECIAL
-	}
-	g.options.tokenize_flags = flags
+	g := &cGenerate{options: raw.NewKiln_generate_options(), sampling: opts.Sampling.newC()}
+	raw.Kiln_generate_options_default(g.options)
+	g.options.SetSampling(g.sampling)
+	g.options.SetMax_tokens(int(opts.MaxTokens))
+	g.options.SetTokenize_flags(tokenizeFlags(opts.AddSpecial, opts.ParseSpecial))
 	if opts.IgnoreEOS {
-		g.options.ignore_eos = 1
+		g.options.SetIgnore_eos(1)
 	}
 	if opts.MaxTokens > 0 {
 		g.nIDs = int(opts.MaxTokens)
-		g.ids = (*C.int32_t)(C.calloc(C.size_t(g.nIDs), 4))
-		g.options.output_ids = g.ids
-		g.options.output_ids_capacity = C.size_t(g.nIDs)
+		raw.Kiln_go_generate_options_alloc_output_ids(g.options, int64(g.nIDs))
 	}
 	if len(opts.Stop) > 0 {
-		g.stopArr = (**C.char)(C.calloc(C.size_t(len(opts.Stop)), C.size_t(unsafe.Sizeof((*C.char)(nil)))))
-		arr := unsafe.Slice(g.stopArr, len(opts.Stop))
-		for i, stop := range opts.Stop {
-			arr[i] = C.CString(stop)
-			g.stops = append(g.stops, arr[i])
-		}
-		g.options.stop_strings = g.stopArr
-		g.options.n_stop_strings = C.size_t(len(opts.Stop))
+		g.stops = raw.Kiln_go_strings_new(opts.Stop)
+		raw.Kiln_go_generate_options_set_stop_strings(g.options, g.stops)
 	}
 	return g
 }
 
-func (g *cGenerate) free() {
-	for _, s := range g.stops {
-		C.free(unsafe.Pointer(s))
+// takeIDs copies the first n generated ids out and frees kiln's output buffer.
+func (g *cGenerate) takeIDs(n int) []int32 {
+	if n > g.nIDs {
+		n = g.nIDs
 	}
-	C.free(unsafe.Pointer(g.stopArr))
-	C.free(unsafe.Pointer(g.ids))
-	C.free(unsafe.Pointer(g.sampling))
-	C.free(unsafe.Pointer(g.options))
+	out := make([]int32, n)
+	raw.Kiln_go_generate_options_take_output_ids(g.options, out)
+	return out
+}
+
+func (g *cGenerate) free() {
+	raw.Kiln_go_generate_options_take_output_ids(g.options, nil)
+	if g.stops != nil {
+		raw.Kiln_go_strings_free(g.stops)
+	}
+	raw.DeleteKiln_sampling_options(g.sampling)
+	raw.DeleteKiln_generate_options(g.options)
 }
 
 func (s *Session) generate(ctx context.Context, text *string, ids []int32, opts GenerateOptions,
@@ -313,40 +292,30 @@ func (s *Session) generate(ctx context.Context, text *string, ids []int32, opts 
 		}
 		return onPiece(piece, id)
 	}}
-	h := cgo.NewHandle(state)
+	h := state.handle()
 	defer h.Delete()
+	if err := checkNoNUL("kiln.GenerateOptions.Stop", opts.Stop...); err != nil {
+		return nil, err
+	}
 	g := newCGenerate(opts)
 	defer g.free()
-	C.kiln_go_set_token_callback(g.options, C.uintptr_t(h))
-	var result C.kiln_generate_result
-	result.struct_size = C.sizeof_kiln_generate_result
-	err := s.with(func(p *C.kiln_session) error {
+	raw.Kiln_go_generate_options_set_token_callback(g.options, uint(h))
+	result := raw.NewKiln_generate_result()
+	defer raw.DeleteKiln_generate_result(result)
+	err := s.with(func(p cSession) error {
 		if text != nil {
-			ctext := C.CBytes([]byte(*text))
-			defer C.free(ctext)
-			return call(func() C.kiln_status {
-				return C.kiln_generate(p, (*C.char)(ctext), C.size_t(len(*text)), g.options, &result)
-			})
+			return call(func() status { return raw.Kiln_generate(p, *text, g.options, result) })
 		}
-		ptr, n := cIDs(ids)
-		return call(func() C.kiln_status { return C.kiln_generate_ids(p, ptr, n, g.options, &result) })
+		return call(func() status { return raw.Kiln_generate_ids(p, ids, g.options, result) })
 	})
-	runtime.KeepAlive(ids)
 	if state.err != nil && !errors.Is(state.err, ErrStop) {
 		return nil, state.err
 	}
 	if err != nil {
 		return nil, err
 	}
-	n := int(result.n_generated)
-	if n > g.nIDs {
-		n = g.nIDs
-	}
-	out := make([]int32, n)
-	if n > 0 {
-		copy(out, int32s(unsafe.Slice((*C.int32_t)(g.ids), n)))
-	}
-	return &Generation{Text: string(state.text), IDs: out, StopReason: StopReason(result.stop_reason),
-		NPromptTokens: int32(result.n_prompt_tokens), NGenerated: int32(result.n_generated),
-		PrefillSeconds: float64(result.prefill_seconds), DecodeSeconds: float64(result.decode_seconds)}, nil
+	return &Generation{Text: string(state.text), IDs: g.takeIDs(result.GetN_generated()),
+		StopReason: StopReason(result.GetStop_reason()), NPromptTokens: int32(result.GetN_prompt_tokens()),
+		NGenerated: int32(result.GetN_generated()), PrefillSeconds: result.GetPrefill_seconds(),
+		DecodeSeconds: result.GetDecode_seconds()}, nil
 }

@@ -1,16 +1,10 @@
 package kiln
 
-/*
-#include <stdint.h>
-#include <stdlib.h>
-#include "kiln.h"
-*/
-import "C"
-
 import (
 	"runtime"
 	"sync"
-	"unsafe"
+
+	"kiln.dev/kiln/raw"
 )
 
 // Tokenizer turns text into ids and back. It is immutable once loaded, so one Tokenizer may be
@@ -19,19 +13,18 @@ import (
 // with a "closed" error once the Model is closed.
 type Tokenizer struct {
 	mu    sync.RWMutex
-	ptr   *C.kiln_tokenizer
+	ptr   cTokenizer
 	model *Model // nil for an owned tokenizer
 }
 
 // LoadTokenizer loads a directory holding tokenizer.json (tokenizer_config.json is read too when
 // present), or a tokenizer.json file itself.
 func LoadTokenizer(path string) (*Tokenizer, error) {
-	cpath := C.CString(path)
-	defer C.free(unsafe.Pointer(cpath))
-	t := &Tokenizer{}
-	if err := call(func() C.kiln_status { return C.kiln_tokenizer_load(cpath, &t.ptr) }); err != nil {
+	var p uintptr
+	if err := call(func() status { return raw.Kiln_tokenizer_load(path, &p) }); err != nil {
 		return nil, err
 	}
+	t := &Tokenizer{ptr: cTokenizer(p)}
 	runtime.SetFinalizer(t, func(t *Tokenizer) { _ = t.Close() })
 	return t, nil
 }
@@ -39,8 +32,11 @@ func LoadTokenizer(path string) (*Tokenizer, error) {
 // Tokenizer is the model's own tokenizer, borrowed from it (see Tokenizer).
 func (m *Model) Tokenizer() (*Tokenizer, error) {
 	t := &Tokenizer{model: m}
-	err := m.with(func(p *C.kiln_model) error {
-		return call(func() C.kiln_status { return C.kiln_model_tokenizer(p, &t.ptr) })
+	err := m.with(func(p cModel) error {
+		var ptr uintptr
+		err := call(func() status { return raw.Kiln_model_tokenizer(p, &ptr) })
+		t.ptr = cTokenizer(ptr)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -52,11 +48,11 @@ func (m *Model) Tokenizer() (*Tokenizer, error) {
 func (t *Tokenizer) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.ptr != nil && t.model == nil {
-		C.kiln_tokenizer_free(t.ptr)
+	if t.ptr != 0 && t.model == nil {
+		raw.Kiln_tokenizer_free(t.ptr)
 		runtime.SetFinalizer(t, nil)
 	}
-	t.ptr = nil
+	t.ptr = 0
 	return nil
 }
 
@@ -65,45 +61,35 @@ func (t *Tokenizer) Owned() bool { return t.model == nil }
 
 // with runs f with the handle held open: Close (of the tokenizer, or of the model a borrowed one
 // belongs to) waits for it.
-func (t *Tokenizer) with(f func(p *C.kiln_tokenizer) error) error {
+func (t *Tokenizer) with(f func(p cTokenizer) error) error {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	if t.ptr == nil {
+	if t.ptr == 0 {
 		return closedError("Tokenizer")
 	}
 	if t.model == nil {
 		return f(t.ptr)
 	}
-	return t.model.with(func(*C.kiln_model) error { return f(t.ptr) })
+	return t.model.with(func(cModel) error { return f(t.ptr) })
 }
 
 // VocabSize is the number of ids (max id + 1, added tokens included).
 func (t *Tokenizer) VocabSize() (int32, error) {
-	var size C.int32_t
-	err := t.with(func(p *C.kiln_tokenizer) error {
-		return call(func() C.kiln_status { return C.kiln_tokenizer_vocab_size(p, &size) })
+	var size int32
+	err := t.with(func(p cTokenizer) error {
+		return call(func() status { return raw.Kiln_tokenizer_vocab_size(p, &size) })
 	})
-	return int32(size), err
+	return size, err
 }
 
 // Encode turns text into ids. addSpecial adds BOS/EOS as tokenizer_config.json says;
 // parseSpecial lets special-token text become the special token (only for text you wrote).
 func (t *Tokenizer) Encode(text string, addSpecial, parseSpecial bool) ([]int32, error) {
-	var flags C.uint32_t
-	if addSpecial {
-		flags |= C.KILN_TOKENIZE_ADD_SPECIAL
-	}
-	if parseSpecial {
-		flags |= C.KILN_TOKENIZE_PARSE_SPECIAL
-	}
-	ctext := C.CBytes([]byte(text))
-	defer C.free(ctext)
+	flags := tokenizeFlags(addSpecial, parseSpecial)
 	var out []int32
-	err := t.with(func(p *C.kiln_tokenizer) error {
-		ids, err := fill(func(buf *C.int32_t, capacity C.size_t, n *C.size_t) C.kiln_status {
-			return C.kiln_tokenizer_encode(p, (*C.char)(ctext), C.size_t(len(text)), flags, buf, capacity, n)
-		})
-		out = int32s(ids)
+	err := t.with(func(p cTokenizer) error {
+		ids, err := fill(func(buf []int32, n *uint64) status { return raw.Kiln_tokenizer_encode(p, text, flags, buf, n) })
+		out = ids
 		return err
 	})
 	return out, err
@@ -111,20 +97,15 @@ func (t *Tokenizer) Encode(text string, addSpecial, parseSpecial bool) ([]int32,
 
 // DecodeBytes turns ids into the bytes they stand for.
 func (t *Tokenizer) DecodeBytes(ids []int32, skipSpecial bool) ([]byte, error) {
-	var flags C.uint32_t
-	if skipSpecial {
-		flags = C.KILN_DETOKENIZE_SKIP_SPECIAL
-	}
+	flags := detokenizeFlags(skipSpecial)
 	var out []byte
-	err := t.with(func(p *C.kiln_tokenizer) error {
-		ptr, n := cIDs(ids)
-		text, err := fill(func(buf *C.char, capacity C.size_t, needed *C.size_t) C.kiln_status {
-			return C.kiln_tokenizer_decode(p, ptr, n, flags, buf, capacity, needed)
+	err := t.with(func(p cTokenizer) error {
+		text, err := fill(func(buf []byte, needed *uint64) status {
+			return raw.Kiln_tokenizer_decode(p, ids, flags, buf, needed)
 		})
-		out = bytesOf(text)
+		out = text
 		return err
 	})
-	runtime.KeepAlive(ids)
 	return out, err
 }
 

@@ -1,17 +1,9 @@
 package kiln
 
-/*
-#include <stdint.h>
-#include <stdlib.h>
-#include "kiln.h"
-void kiln_go_set_train_progress_callback(kiln_tokenizer_train_options *options, uintptr_t handle);
-*/
-import "C"
-
 import (
 	"runtime"
-	"runtime/cgo"
-	"unsafe"
+
+	"kiln.dev/kiln/raw"
 )
 
 // TrainOptions configures TrainTokenizer; the zero value of a field means kiln's default.
@@ -26,81 +18,50 @@ type TrainOptions struct {
 	Progress func(fraction float32, stage string) bool
 }
 
-// cStrings is a C array of C strings, freed by free().
-type cStrings struct {
-	arr   **C.char
-	items []*C.char
-}
-
-func newCStrings(values []string) *cStrings {
-	s := &cStrings{}
-	if len(values) == 0 {
-		return s
-	}
-	s.arr = (**C.char)(C.calloc(C.size_t(len(values)), C.size_t(unsafe.Sizeof((*C.char)(nil)))))
-	slots := unsafe.Slice(s.arr, len(values))
-	for i, v := range values {
-		slots[i] = C.CString(v)
-		s.items = append(s.items, slots[i])
-	}
-	return s
-}
-
-func (s *cStrings) free() {
-	for _, p := range s.items {
-		C.free(unsafe.Pointer(p))
-	}
-	C.free(unsafe.Pointer(s.arr))
-}
-
 // TrainTokenizer trains a byte-level BPE tokenizer on UTF-8 text files (kiln_tokenizer_train).
 // Close the result; Save writes its tokenizer.json.
 func TrainTokenizer(files []string, opts TrainOptions) (*Tokenizer, error) {
-	copts := (*C.kiln_tokenizer_train_options)(C.calloc(1, C.sizeof_kiln_tokenizer_train_options))
-	defer C.free(unsafe.Pointer(copts))
-	if err := call(func() C.kiln_status {
-		return C.kiln_tokenizer_train_options_default(copts, C.sizeof_kiln_tokenizer_train_options)
-	}); err != nil {
+	if err := checkNoNUL("files", files...); err != nil {
+		return nil, err
+	}
+	if err := checkNoNUL("kiln.TrainOptions.SpecialTokens", opts.SpecialTokens...); err != nil {
+		return nil, err
+	}
+	copts := raw.NewKiln_tokenizer_train_options()
+	defer raw.DeleteKiln_tokenizer_train_options(copts)
+	if err := call(func() status { return raw.Kiln_tokenizer_train_options_default(copts) }); err != nil {
 		return nil, err
 	}
 	if opts.VocabSize != 0 {
-		copts.vocab_size = C.int32_t(opts.VocabSize)
+		copts.SetVocab_size(int(opts.VocabSize))
 	}
 	if opts.MinFrequency != 0 {
-		copts.min_frequency = C.int32_t(opts.MinFrequency)
+		copts.SetMin_frequency(int(opts.MinFrequency))
 	}
-	copts.n_threads = C.int32_t(opts.Threads)
+	copts.SetN_threads(int(opts.Threads))
 	if opts.Pattern != "" {
-		cpattern := C.CString(opts.Pattern)
-		defer C.free(unsafe.Pointer(cpattern))
-		copts.pattern = cpattern
+		copts.SetPattern(opts.Pattern) // the options own a copy (kiln.i)
 	}
-	specials := newCStrings(opts.SpecialTokens)
-	defer specials.free()
-	copts.special_tokens = specials.arr
-	copts.n_special_tokens = C.size_t(len(opts.SpecialTokens))
+	specials := raw.Kiln_go_strings_new(opts.SpecialTokens)
+	defer raw.Kiln_go_strings_free(specials)
+	raw.Kiln_go_tokenizer_train_options_set_special_tokens(copts, specials)
 	var state *progressState
 	if opts.Progress != nil {
 		state = &progressState{fn: opts.Progress}
-		h := cgo.NewHandle(state)
+		h := state.handle()
 		defer h.Delete()
-		C.kiln_go_set_train_progress_callback(copts, C.uintptr_t(h))
+		raw.Kiln_go_tokenizer_train_options_set_progress_callback(copts, uint(h))
 	}
-	paths := newCStrings(files)
-	defer paths.free()
-	t := &Tokenizer{}
-	err := call(func() C.kiln_status {
-		return C.kiln_tokenizer_train(paths.arr, C.size_t(len(files)), copts, &t.ptr)
-	})
+	var p uintptr
+	err := call(func() status { return raw.Kiln_tokenizer_train(files, copts, &p) })
 	if state != nil && state.err != nil {
-		if t.ptr != nil {
-			C.kiln_tokenizer_free(t.ptr)
-		}
+		raw.Kiln_tokenizer_free(cTokenizer(p)) // NULL is fine
 		return nil, state.err
 	}
 	if err != nil {
 		return nil, err
 	}
+	t := &Tokenizer{ptr: cTokenizer(p)}
 	runtime.SetFinalizer(t, func(t *Tokenizer) { _ = t.Close() })
 	return t, nil
 }
@@ -108,9 +69,7 @@ func TrainTokenizer(files []string, opts TrainOptions) (*Tokenizer, error) {
 // Save writes a trained tokenizer's tokenizer.json atomically: to path when it ends in .json,
 // else into the directory path (created when missing). A loaded tokenizer gives StatusUnsupported.
 func (t *Tokenizer) Save(path string) error {
-	cpath := C.CString(path)
-	defer C.free(unsafe.Pointer(cpath))
-	return t.with(func(p *C.kiln_tokenizer) error {
-		return call(func() C.kiln_status { return C.kiln_tokenizer_save(p, cpath) })
+	return t.with(func(p cTokenizer) error {
+		return call(func() status { return raw.Kiln_tokenizer_save(p, path) })
 	})
 }

@@ -1,28 +1,17 @@
 package kiln
 
-/*
-#include <stdint.h>
-#include <stdlib.h>
-#include "kiln.h"
-void kiln_go_trainer_options_set_progress(kiln_trainer_options *options, uintptr_t handle);
-kiln_status kiln_go_trainer_set_progress(kiln_trainer *trainer, uintptr_t handle);
-kiln_status kiln_go_train(kiln_trainer *trainer, int evaluate, int32_t batch_size, int32_t seq_len,
-                          const int32_t *inputs, const int32_t *targets, const uint8_t *loss_mask,
-                          const float *loss_weights, kiln_train_result *result);
-*/
-import "C"
-
 import (
 	"context"
 	"fmt"
 	"runtime"
 	"runtime/cgo"
 	"sync"
-	"unsafe"
+
+	"kiln.dev/kiln/raw"
 )
 
 // MaxMTPHeads is the most extra future-token heads a trainer may have.
-const MaxMTPHeads = int(C.KILN_MAX_MTP_HEADS)
+const MaxMTPHeads = raw.KILN_MAX_MTP_HEADS
 
 // CreateModelOptions configures CreateModel.
 type CreateModelOptions struct {
@@ -37,66 +26,54 @@ func CreateModel(r *Runtime, configJSON string, opts CreateModelOptions) (*Model
 	if err != nil {
 		return nil, err
 	}
-	copts := (*C.kiln_model_create_options)(C.calloc(1, C.sizeof_kiln_model_create_options))
-	defer C.free(unsafe.Pointer(copts))
-	if err := call(func() C.kiln_status {
-		return C.kiln_model_create_options_default(copts, C.sizeof_kiln_model_create_options)
-	}); err != nil {
+	copts := raw.NewKiln_model_create_options()
+	defer raw.DeleteKiln_model_create_options(copts)
+	if err := call(func() status { return raw.Kiln_model_create_options_default(copts) }); err != nil {
 		return nil, err
 	}
 	if opts.Seed != nil {
-		copts.seed = C.uint64_t(*opts.Seed)
+		copts.SetSeed(*opts.Seed)
 	}
 	if opts.TokenizerPath != "" {
-		copts.tokenizer_path = C.CString(opts.TokenizerPath)
-		defer C.free(unsafe.Pointer(copts.tokenizer_path))
+		copts.SetTokenizer_path(opts.TokenizerPath) // the options own a copy (kiln_train.i)
 	}
-	config := C.CBytes([]byte(configJSON))
-	defer C.free(config)
-	m := &Model{rt: r}
-	if err := call(func() C.kiln_status {
-		return C.kiln_model_create(rptr, (*C.char)(config), C.size_t(len(configJSON)), copts, &m.ptr)
-	}); err != nil {
+	var p uintptr
+	if err := call(func() status { return raw.Kiln_model_create(rptr, configJSON, copts, &p) }); err != nil {
 		return nil, err
 	}
+	m := &Model{rt: r, ptr: cModel(p)}
 	return adoptModel(m), nil
-}
-
-func adoptModel(m *Model) *Model {
-	m.rt.adopt(1)
-	runtime.SetFinalizer(m, func(m *Model) { _ = m.Close() })
-	return m
 }
 
 // Optimizer selects the update rule.
 type Optimizer int
 
-const (
-	OptimizerAdamW Optimizer = Optimizer(C.KILN_OPTIMIZER_ADAMW)
+var (
+	OptimizerAdamW Optimizer = Optimizer(raw.KILN_OPTIMIZER_ADAMW)
 	// OptimizerMuon is nanochat's recipe: Muon on block matrices, AdamW on the rest.
-	OptimizerMuon Optimizer = Optimizer(C.KILN_OPTIMIZER_MUON)
+	OptimizerMuon Optimizer = Optimizer(raw.KILN_OPTIMIZER_MUON)
 )
 
 // LRSchedule shapes the learning rate over the steps.
 type LRSchedule int
 
-const (
-	LRConstant          LRSchedule = LRSchedule(C.KILN_LR_CONSTANT)
-	LRWarmupCosine      LRSchedule = LRSchedule(C.KILN_LR_WARMUP_COSINE)
-	LRWarmupLinear      LRSchedule = LRSchedule(C.KILN_LR_WARMUP_LINEAR)
-	LRWarmupStableDecay LRSchedule = LRSchedule(C.KILN_LR_WARMUP_STABLE_DECAY)
+var (
+	LRConstant          LRSchedule = LRSchedule(raw.KILN_LR_CONSTANT)
+	LRWarmupCosine      LRSchedule = LRSchedule(raw.KILN_LR_WARMUP_COSINE)
+	LRWarmupLinear      LRSchedule = LRSchedule(raw.KILN_LR_WARMUP_LINEAR)
+	LRWarmupStableDecay LRSchedule = LRSchedule(raw.KILN_LR_WARMUP_STABLE_DECAY)
 )
 
 // ParamRole is a kind of trainable tensor (kiln.h's kiln_param_role).
 type ParamRole int
 
-const (
-	ParamMatrix    ParamRole = ParamRole(C.KILN_PARAM_MATRIX)    // 2-D weights inside blocks (attention, MLP)
-	ParamEmbedding ParamRole = ParamRole(C.KILN_PARAM_EMBEDDING) // the token embedding (also the head when tied)
-	ParamPosition  ParamRole = ParamRole(C.KILN_PARAM_POSITION)  // learned positions (GPT-2)
-	ParamHead      ParamRole = ParamRole(C.KILN_PARAM_HEAD)      // an untied lm_head
-	ParamNorm      ParamRole = ParamRole(C.KILN_PARAM_NORM)      // norm weights
-	ParamBias      ParamRole = ParamRole(C.KILN_PARAM_BIAS)      // biases
+var (
+	ParamMatrix    ParamRole = ParamRole(raw.KILN_PARAM_MATRIX)    // 2-D weights inside blocks (attention, MLP)
+	ParamEmbedding ParamRole = ParamRole(raw.KILN_PARAM_EMBEDDING) // the token embedding (also the head when tied)
+	ParamPosition  ParamRole = ParamRole(raw.KILN_PARAM_POSITION)  // learned positions (GPT-2)
+	ParamHead      ParamRole = ParamRole(raw.KILN_PARAM_HEAD)      // an untied lm_head
+	ParamNorm      ParamRole = ParamRole(raw.KILN_PARAM_NORM)      // norm weights
+	ParamBias      ParamRole = ParamRole(raw.KILN_PARAM_BIAS)      // biases
 )
 
 // ParamGroup gives the AdamW-updated tensors of Role their own learning rate (nil = the trainer's
@@ -140,26 +117,26 @@ type TrainerOptions struct {
 
 // DefaultTrainerOptions is kiln_trainer_options_default.
 func DefaultTrainerOptions() TrainerOptions {
-	var o C.kiln_trainer_options
-	C.kiln_trainer_options_default(&o, C.sizeof_kiln_trainer_options)
-	t := TrainerOptions{Optimizer: Optimizer(o.optimizer), LearningRate: float32(o.learning_rate),
-		Beta1: float32(o.beta1), Beta2: float32(o.beta2), Epsilon: float32(o.epsilon),
-		WeightDecay: float32(o.weight_decay), MuonLearningRate: float32(o.muon_learning_rate),
-		MuonMomentum: float32(o.muon_momentum), MuonNSSteps: int32(o.muon_ns_steps),
-		Schedule: LRSchedule(o.schedule), WarmupSteps: int64(o.warmup_steps),
-		TotalSteps: int64(o.total_steps), MinLRRatio: float32(o.min_lr_ratio),
-		DecayFraction: float32(o.decay_fraction), GradAccumSteps: int32(o.grad_accum_steps),
-		MaxGradNorm: float32(o.max_grad_norm), Seed: uint64(o.seed), NMTPHeads: int32(o.n_mtp_heads)}
+	o := raw.NewKiln_trainer_options()
+	defer raw.DeleteKiln_trainer_options(o)
+	raw.Kiln_trainer_options_default(o)
+	t := TrainerOptions{Optimizer: Optimizer(o.GetOptimizer()), LearningRate: o.GetLearning_rate(),
+		Beta1: o.GetBeta1(), Beta2: o.GetBeta2(), Epsilon: o.GetEpsilon(),
+		WeightDecay: o.GetWeight_decay(), MuonLearningRate: o.GetMuon_learning_rate(),
+		MuonMomentum: o.GetMuon_momentum(), MuonNSSteps: int32(o.GetMuon_ns_steps()),
+		Schedule: LRSchedule(o.GetSchedule()), WarmupSteps: o.GetWarmup_steps(),
+		TotalSteps: o.GetTotal_steps(), MinLRRatio: o.GetMin_lr_ratio(),
+		DecayFraction: o.GetDecay_fraction(), GradAccumSteps: int32(o.GetGrad_accum_steps()),
+		MaxGradNorm: o.GetMax_grad_norm(), Seed: o.GetSeed(), NMTPHeads: int32(o.GetN_mtp_heads())}
 	for k := range t.MTPLossWeights {
-		t.MTPLossWeights[k] = float32(o.mtp_loss_weights[k])
+		t.MTPLossWeights[k] = raw.Kiln_bind_trainer_options_mtp_loss_weight(o, k)
 	}
 	return t
 }
 
 // cTrainerOptions is the C memory one NewTrainer call lends kiln (kiln copies it at creation).
 type cTrainerOptions struct {
-	options *C.kiln_trainer_options
-	groups  *C.kiln_param_group
+	options raw.Kiln_trainer_options
 }
 
 // checkParamGroups rejects a negative or NaN LearningRate/WeightDecay: kiln reads those as "not
@@ -180,49 +157,46 @@ func checkParamGroups(groups []ParamGroup) error {
 }
 
 func newCTrainerOptions(t TrainerOptions) *cTrainerOptions {
-	c := &cTrainerOptions{options: (*C.kiln_trainer_options)(C.calloc(1, C.sizeof_kiln_trainer_options))}
+	c := &cTrainerOptions{options: raw.NewKiln_trainer_options()}
 	o := c.options
-	C.kiln_trainer_options_default(o, C.sizeof_kiln_trainer_options)
-	o.optimizer = C.kiln_optimizer(t.Optimizer)
-	o.learning_rate = C.float(t.LearningRate)
-	o.beta1, o.beta2, o.epsilon = C.float(t.Beta1), C.float(t.Beta2), C.float(t.Epsilon)
-	o.weight_decay = C.float(t.WeightDecay)
-	o.muon_learning_rate = C.float(t.MuonLearningRate)
-	o.muon_momentum = C.float(t.MuonMomentum)
-	o.muon_ns_steps = C.int32_t(t.MuonNSSteps)
-	o.schedule = C.kiln_lr_schedule(t.Schedule)
-	o.warmup_steps, o.total_steps = C.int64_t(t.WarmupSteps), C.int64_t(t.TotalSteps)
-	o.min_lr_ratio, o.decay_fraction = C.float(t.MinLRRatio), C.float(t.DecayFraction)
-	o.grad_accum_steps = C.int32_t(t.GradAccumSteps)
-	o.max_grad_norm = C.float(t.MaxGradNorm)
-	o.seed = C.uint64_t(t.Seed)
-	o.n_mtp_heads = C.int32_t(t.NMTPHeads)
+	raw.Kiln_trainer_options_default(o)
+	o.SetOptimizer(raw.Enum_SS_kiln_optimizer(t.Optimizer))
+	o.SetLearning_rate(t.LearningRate)
+	o.SetBeta1(t.Beta1)
+	o.SetBeta2(t.Beta2)
+	o.SetEpsilon(t.Epsilon)
+	o.SetWeight_decay(t.WeightDecay)
+	o.SetMuon_learning_rate(t.MuonLearningRate)
+	o.SetMuon_momentum(t.MuonMomentum)
+	o.SetMuon_ns_steps(int(t.MuonNSSteps))
+	o.SetSchedule(raw.Enum_SS_kiln_lr_schedule(t.Schedule))
+	o.SetWarmup_steps(t.WarmupSteps)
+	o.SetTotal_steps(t.TotalSteps)
+	o.SetMin_lr_ratio(t.MinLRRatio)
+	o.SetDecay_fraction(t.DecayFraction)
+	o.SetGrad_accum_steps(int(t.GradAccumSteps))
+	o.SetMax_grad_norm(t.MaxGradNorm)
+	o.SetSeed(t.Seed)
+	o.SetN_mtp_heads(int(t.NMTPHeads))
 	for k, w := range t.MTPLossWeights {
-		o.mtp_loss_weights[k] = C.float(w)
+		raw.Kiln_bind_trainer_options_set_mtp_loss_weight(o, k, w)
 	}
-	if n := len(t.ParamGroups); n > 0 {
-		c.groups = (*C.kiln_param_group)(C.calloc(C.size_t(n), C.sizeof_kiln_param_group))
-		groups := unsafe.Slice(c.groups, n)
-		for i, g := range t.ParamGroups {
-			groups[i].role = C.kiln_param_role(g.Role)
-			groups[i].learning_rate = -1 // kiln reads a negative value as "not set"
-			if g.LearningRate != nil {
-				groups[i].learning_rate = C.float(*g.LearningRate)
-			}
-			groups[i].weight_decay = -1
-			if g.WeightDecay != nil {
-				groups[i].weight_decay = C.float(*g.WeightDecay)
-			}
+	for _, g := range t.ParamGroups {
+		learningRate, weightDecay := float32(-1), float32(-1) // kiln reads a negative value as "not set"
+		if g.LearningRate != nil {
+			learningRate = *g.LearningRate
 		}
-		o.param_groups = c.groups
-		o.n_param_groups = C.size_t(n)
+		if g.WeightDecay != nil {
+			weightDecay = *g.WeightDecay
+		}
+		raw.Kiln_bind_trainer_options_add_param_group(o, int(g.Role), learningRate, weightDecay)
 	}
 	return c
 }
 
 func (c *cTrainerOptions) free() {
-	C.free(unsafe.Pointer(c.groups))
-	C.free(unsafe.Pointer(c.options))
+	raw.Kiln_bind_trainer_options_free_param_groups(c.options)
+	raw.DeleteKiln_trainer_options(c.options)
 }
 
 // Batch is B rows × T positions (kiln.h, "Training"): Inputs and Targets hold B*T ids (a target of
@@ -256,13 +230,6 @@ func (b *Batch) check() error {
 	return nil
 }
 
-func ptrOf[T any](s []T) *T {
-	if len(s) == 0 {
-		return nil
-	}
-	return &s[0]
-}
-
 // TrainResult is what a step (or an evaluation) measured.
 type TrainResult struct {
 	Loss            float64   // the main (next-token) head's loss
@@ -287,11 +254,11 @@ type TrainerInfo struct {
 // TrainerOutput selects what Forward returns.
 type TrainerOutput int
 
-const (
+var (
 	// OutputLogits is [1+NMTPHeads][B][T][vocab] float32, the main head first.
-	OutputLogits TrainerOutput = TrainerOutput(C.KILN_TRAINER_OUTPUT_LOGITS)
+	OutputLogits TrainerOutput = TrainerOutput(raw.KILN_TRAINER_OUTPUT_LOGITS)
 	// OutputHidden is [B][T][hidden]: the trunk's output.
-	OutputHidden TrainerOutput = TrainerOutput(C.KILN_TRAINER_OUTPUT_HIDDEN)
+	OutputHidden TrainerOutput = TrainerOutput(raw.KILN_TRAINER_OUTPUT_HIDDEN)
 )
 
 // Trainer trains a model on its own float32 copy of the weights (the model may be closed after
@@ -299,10 +266,11 @@ const (
 // from any goroutine. Close it before its Runtime.
 type Trainer struct {
 	mu       sync.RWMutex // guards ptr against Close; kiln itself detects concurrent use
-	ptr      *C.kiln_trainer
+	ptr      cTrainer
 	rt       *Runtime
 	nMTP     int
-	progress cgo.Handle // the progress callback's state, held while kiln may call it; 0 = none
+	progress cgo.Handle     // the progress callback, held while kiln may call it; 0 = none
+	state    *progressState // what that callback recorded (a panic), nil when none
 
 	// Cancellation bookkeeping (see run): a request kiln receives when no step runs applies to the
 	// next step, so a context cancelled just as its step ends could cancel the following one.
@@ -348,11 +316,15 @@ func NewTrainer(m *Model, opts TrainerOptions) (*Trainer, error) {
 	defer c.free()
 	t := &Trainer{rt: m.rt}
 	if opts.Progress != nil {
-		t.progress = cgo.NewHandle(t.progressState(opts.Progress))
-		C.kiln_go_trainer_options_set_progress(c.options, C.uintptr_t(t.progress))
+		t.state = t.progressState(opts.Progress)
+		t.progress = t.state.handle()
+		raw.Kiln_go_trainer_options_set_progress_callback(c.options, uint(t.progress))
 	}
-	err := m.with(func(p *C.kiln_model) error {
-		return call(func() C.kiln_status { return C.kiln_trainer_create(p, c.options, &t.ptr) })
+	err := m.with(func(p cModel) error {
+		var ptr uintptr
+		err := call(func() status { return raw.Kiln_trainer_create(p, c.options, &ptr) })
+		t.ptr = cTrainer(ptr)
+		return err
 	})
 	if err != nil {
 		if t.progress != 0 {
@@ -370,22 +342,20 @@ func LoadCheckpoint(r *Runtime, path string) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
-	cpath := C.CString(path)
-	defer C.free(unsafe.Pointer(cpath))
-	var ptr *C.kiln_trainer
-	if err := call(func() C.kiln_status { return C.kiln_checkpoint_load(rptr, cpath, &ptr) }); err != nil {
+	var ptr uintptr
+	if err := call(func() status { return raw.Kiln_checkpoint_load(rptr, path, &ptr) }); err != nil {
 		return nil, err
 	}
-	return (&Trainer{rt: r, ptr: ptr}).adopt()
+	return (&Trainer{rt: r, ptr: cTrainer(ptr)}).adopt()
 }
 
 // Close frees the trainer. Idempotent.
 func (t *Trainer) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.ptr != nil {
-		C.kiln_trainer_free(t.ptr)
-		t.ptr = nil
+	if t.ptr != 0 {
+		raw.Kiln_trainer_free(t.ptr)
+		t.ptr = 0
 		t.rt.adopt(-1)
 		runtime.SetFinalizer(t, nil)
 		if t.progress != 0 {
@@ -396,10 +366,10 @@ func (t *Trainer) Close() error {
 	return nil
 }
 
-func (t *Trainer) with(f func(p *C.kiln_trainer) error) error {
+func (t *Trainer) with(f func(p cTrainer) error) error {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	if t.ptr == nil {
+	if t.ptr == 0 {
 		return closedError("Trainer")
 	}
 	return f(t.ptr)
@@ -408,13 +378,13 @@ func (t *Trainer) with(f func(p *C.kiln_trainer) error) error {
 // Info describes the trainer (Step is the optimizer steps taken).
 func (t *Trainer) Info() (TrainerInfo, error) {
 	var out TrainerInfo
-	err := t.with(func(p *C.kiln_trainer) error {
-		var i C.kiln_trainer_info
-		i.struct_size = C.sizeof_kiln_trainer_info
-		if err := call(func() C.kiln_status { return C.kiln_trainer_get_info(p, &i) }); err != nil {
+	err := t.with(func(p cTrainer) error {
+		i := raw.NewKiln_trainer_info()
+		defer raw.DeleteKiln_trainer_info(i)
+		if err := call(func() status { return raw.Kiln_trainer_get_info(p, i) }); err != nil {
 			return err
 		}
-		out = TrainerInfo{int64(i.step), int64(i.n_parameters), int32(i.n_mtp_heads), C.GoString(i.architecture)}
+		out = TrainerInfo{i.GetStep(), i.GetN_parameters(), int32(i.GetN_mtp_heads()), i.GetArchitecture()}
 		return nil
 	})
 	return out, err
@@ -434,7 +404,7 @@ func (t *Trainer) EvalLoss(ctx context.Context, b Batch) (TrainResult, error) {
 
 // watch calls kiln_trainer_cancel when ctx is done while the step runs; the returned function ends
 // the watch and says whether it cancelled.
-func (t *Trainer) watch(ctx context.Context, p *C.kiln_trainer) func() bool {
+func (t *Trainer) watch(ctx context.Context, p cTrainer) func() bool {
 	t.cancelMu.Lock()
 	t.running, t.userAsked = true, false
 	t.cancelMu.Unlock()
@@ -454,7 +424,7 @@ func (t *Trainer) watch(ctx context.Context, p *C.kiln_trainer) func() bool {
 		case <-ctx.Done():
 			t.cancelMu.Lock()
 			if t.running {
-				C.kiln_trainer_cancel(p)
+				raw.Kiln_trainer_cancel(p)
 				fired = true
 			}
 			t.cancelMu.Unlock()
@@ -479,20 +449,21 @@ func (t *Trainer) run(ctx context.Context, b Batch, evaluate bool) (TrainResult,
 		if err := ctx.Err(); err != nil {
 			return TrainResult{}, err
 		}
-		var result C.kiln_train_result
-		result.struct_size = C.sizeof_kiln_train_result
-		var status C.kiln_status
+		result := raw.NewKiln_train_result()
+		var st status
 		var message string
 		var fired bool
 		var callbackErr error
-		err := t.with(func(p *C.kiln_trainer) error {
+		err := t.with(func(p cTrainer) error {
 			stop := t.watch(ctx, p)
 			runtime.LockOSThread() // kiln_last_error() is thread-local
-			status = C.kiln_go_train(p, boolInt(evaluate), C.int32_t(b.BatchSize), C.int32_t(b.SeqLen),
-				(*C.int32_t)(ptrOf(b.Inputs)), (*C.int32_t)(ptrOf(b.Targets)), (*C.uint8_t)(ptrOf(b.LossMask)),
-				(*C.float)(ptrOf(b.LossWeights)), &result)
-			if status != C.KILN_OK {
-				message = C.GoString(C.kiln_last_error())
+			if evaluate {
+				st = raw.Kiln_eval_loss(p, b.BatchSize, b.SeqLen, b.Inputs, b.Targets, b.LossMask, b.LossWeights, result)
+			} else {
+				st = raw.Kiln_train_step(p, b.BatchSize, b.SeqLen, b.Inputs, b.Targets, b.LossMask, b.LossWeights, result)
+			}
+			if st != raw.KILN_OK {
+				message = raw.Kiln_last_error()
 			}
 			runtime.UnlockOSThread()
 			fired = stop()
@@ -501,22 +472,23 @@ func (t *Trainer) run(ctx context.Context, b Batch, evaluate bool) (TrainResult,
 			}
 			return nil
 		})
-		runtime.KeepAlive(b)
+		out := t.result(result)
+		raw.DeleteKiln_train_result(result)
 		if err != nil { // closed
 			return TrainResult{}, err
 		}
-		if t.retryAfterStaleCancel(ctx, status == C.KILN_ERR_CANCELLED, fired, callbackErr, attempt) {
+		if t.retryAfterStaleCancel(ctx, st == raw.KILN_ERR_CANCELLED, fired, callbackErr, attempt) {
 			continue
 		}
 		switch {
 		case callbackErr != nil:
 			return TrainResult{}, callbackErr
-		case status == C.KILN_ERR_CANCELLED && ctx.Err() != nil:
+		case st == raw.KILN_ERR_CANCELLED && ctx.Err() != nil:
 			return TrainResult{}, ctx.Err()
-		case status != C.KILN_OK:
-			return TrainResult{}, &Error{Status: int(status), Message: message}
+		case st != raw.KILN_OK:
+			return TrainResult{}, &Error{Status: int(st), Message: message}
 		}
-		return t.result(&result), nil
+		return out, nil
 	}
 }
 
@@ -539,50 +511,41 @@ func (t *Trainer) retryAfterStaleCancel(ctx context.Context, cancelled, fired bo
 	return onlyStale && attempt == 0
 }
 
-func (t *Trainer) progressValue() *progressState {
-	if t.progress == 0 {
-		return nil
-	}
-	return t.progress.Value().(*progressState)
-}
+// progressValue is called inside t.with (t.mu read-locked already).
+func (t *Trainer) progressValue() *progressState { return t.state }
 
-func boolInt(b bool) C.int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-func (t *Trainer) result(r *C.kiln_train_result) TrainResult {
+func (t *Trainer) result(r raw.Kiln_train_result) TrainResult {
 	mtp := make([]float64, t.nMTP)
 	for k := range mtp {
-		mtp[k] = float64(r.mtp_losses[k])
+		mtp[k] = raw.Kiln_bind_train_result_mtp_loss(r, k)
 	}
-	return TrainResult{Loss: float64(r.loss), Objective: float64(r.objective), MTPLosses: mtp,
-		NTokens: int64(r.n_tokens), WeightSum: float64(r.weight_sum), GradNorm: float64(r.grad_norm),
-		LearningRate: float64(r.learning_rate), TokensPerSecond: float64(r.tokens_per_second),
-		Step: int64(r.step)}
+	return TrainResult{Loss: r.GetLoss(), Objective: r.GetObjective(), MTPLosses: mtp,
+		NTokens: r.GetN_tokens(), WeightSum: r.GetWeight_sum(), GradNorm: r.GetGrad_norm(),
+		LearningRate: r.GetLearning_rate(), TokensPerSecond: r.GetTokens_per_second(),
+		Step: r.GetStep()}
 }
 
 // Cancel stops the running step (it returns StatusCancelled, nothing changed); safe from any
 // goroutine. When no step runs, the next one is cancelled.
 func (t *Trainer) Cancel() error {
-	return t.with(func(p *C.kiln_trainer) error {
+	return t.with(func(p cTrainer) error {
 		t.cancelMu.Lock()
 		t.explicit = true
 		t.cancelMu.Unlock()
-		return call(func() C.kiln_status { return C.kiln_trainer_cancel(p) })
+		return call(func() status { return raw.Kiln_trainer_cancel(p) })
 	})
 }
 
 // SetProgress replaces the step progress callback (nil removes it); see TrainerOptions.Progress.
 func (t *Trainer) SetProgress(fn func(fraction float32, stage string) bool) error {
 	var h cgo.Handle
+	var state *progressState
 	if fn != nil {
-		h = cgo.NewHandle(t.progressState(fn))
+		state = t.progressState(fn)
+		h = state.handle()
 	}
-	err := t.with(func(p *C.kiln_trainer) error {
-		return call(func() C.kiln_status { return C.kiln_go_trainer_set_progress(p, C.uintptr_t(h)) })
+	err := t.with(func(p cTrainer) error {
+		return call(func() status { return raw.Kiln_trainer_set_progress(p, uintptr(h)) })
 	})
 	if err != nil {
 		if h != 0 {
@@ -592,7 +555,7 @@ func (t *Trainer) SetProgress(fn func(fraction float32, stage string) bool) erro
 	}
 	t.mu.Lock()
 	old := t.progress
-	t.progress = h
+	t.progress, t.state = h, state
 	t.mu.Unlock()
 	if old != 0 {
 		old.Delete() // kiln no longer holds it
@@ -607,29 +570,29 @@ func (t *Trainer) Forward(inputs []int32, batchSize, seqLen int, what TrainerOut
 		return nil, err
 	}
 	var out []float32
-	err := t.with(func(p *C.kiln_trainer) error {
-		var needed C.size_t
-		in := (*C.int32_t)(ptrOf(inputs))
-		return call(func() C.kiln_status {
-			status := C.kiln_trainer_forward(p, in, C.int32_t(batchSize), C.int32_t(seqLen),
-				C.kiln_trainer_output(what), nil, 0, &needed)
-			if status != C.KILN_ERR_BUFFER_TOO_SMALL {
-				return status
+	err := t.with(func(p cTrainer) error {
+		var needed uint64
+		w := raw.Enum_SS_kiln_trainer_output(what)
+		return call(func() status {
+			st := raw.Kiln_trainer_forward(p, inputs, batchSize, seqLen, w, nil, &needed)
+			if st != raw.KILN_ERR_BUFFER_TOO_SMALL {
+				return st
 			}
 			out = make([]float32, int(needed))
-			return C.kiln_trainer_forward(p, in, C.int32_t(batchSize), C.int32_t(seqLen),
-				C.kiln_trainer_output(what), (*C.float)(ptrOf(out)), needed, &needed)
+			return raw.Kiln_trainer_forward(p, inputs, batchSize, seqLen, w, out, &needed)
 		})
 	})
-	runtime.KeepAlive(inputs)
 	return out, err
 }
 
 // Snapshot hands out the current weights as a new Model for generation (MTP heads excluded).
 func (t *Trainer) Snapshot() (*Model, error) {
 	m := &Model{rt: t.rt}
-	err := t.with(func(p *C.kiln_trainer) error {
-		return call(func() C.kiln_status { return C.kiln_trainer_snapshot(p, &m.ptr) })
+	err := t.with(func(p cTrainer) error {
+		var ptr uintptr
+		err := call(func() status { return raw.Kiln_trainer_snapshot(p, &ptr) })
+		m.ptr = cModel(ptr)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -640,9 +603,9 @@ func (t *Trainer) Snapshot() (*Model, error) {
 // DataState is the opaque bytes saved with checkpoints for the caller's data loader.
 func (t *Trainer) DataState() ([]byte, error) {
 	var out []byte
-	err := t.with(func(p *C.kiln_trainer) error {
-		state, err := fill(func(buf *byte, capacity C.size_t, size *C.size_t) C.kiln_status {
-			return C.kiln_trainer_get_data_state(p, unsafe.Pointer(buf), capacity, size)
+	err := t.with(func(p cTrainer) error {
+		state, err := fill(func(buf []byte, size *uint64) status {
+			return raw.Kiln_trainer_get_data_state(p, buf, size)
 		})
 		out = append([]byte{}, state...)
 		return err
@@ -652,30 +615,22 @@ func (t *Trainer) DataState() ([]byte, error) {
 
 // SetDataState replaces the data state (copied; at most 1 MiB).
 func (t *Trainer) SetDataState(state []byte) error {
-	err := t.with(func(p *C.kiln_trainer) error {
-		return call(func() C.kiln_status {
-			return C.kiln_trainer_set_data_state(p, unsafe.Pointer(ptrOf(state)), C.size_t(len(state)))
-		})
+	return t.with(func(p cTrainer) error {
+		return call(func() status { return raw.Kiln_trainer_set_data_state(p, state) })
 	})
-	runtime.KeepAlive(state)
-	return err
 }
 
 // Save writes a checkpoint atomically (a crash leaves the previous file intact).
 func (t *Trainer) Save(path string) error {
-	cpath := C.CString(path)
-	defer C.free(unsafe.Pointer(cpath))
-	return t.with(func(p *C.kiln_trainer) error {
-		return call(func() C.kiln_status { return C.kiln_checkpoint_save(p, cpath) })
+	return t.with(func(p cTrainer) error {
+		return call(func() status { return raw.Kiln_checkpoint_save(p, path) })
 	})
 }
 
 // ExportHF writes the current weights as a Hugging Face model directory that transformers (and
 // Runtime.LoadModel) load.
 func (t *Trainer) ExportHF(directory string) error {
-	cdir := C.CString(directory)
-	defer C.free(unsafe.Pointer(cdir))
-	return t.with(func(p *C.kiln_trainer) error {
-		return call(func() C.kiln_status { return C.kiln_trainer_export_hf(p, cdir) })
+	return t.with(func(p cTrainer) error {
+		return call(func() status { return raw.Kiln_trainer_export_hf(p, directory) })
 	})
 }

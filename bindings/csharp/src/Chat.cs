@@ -2,6 +2,7 @@
 using System;
 using System.Collections.Generic;
 using System.Runtime.InteropServices;
+using Kiln.Raw;
 
 namespace Kiln
 {
@@ -30,40 +31,42 @@ namespace Kiln
         public ulong? MaxOutputBytes;           // output budget in bytes (exceeded: Status.OutOfRange)
     }
 
-    /// <summary>The native messages and options of one call, with the NUL-terminated UTF-8 copies
-    /// of their strings in unmanaged memory (freed by Dispose).</summary>
+    /// <summary>The native messages and options of one call: the messages as the raw layer takes
+    /// them (4 NUL-terminated UTF-8 strings each in unmanaged memory, IntPtr.Zero = NULL, then 4
+    /// zeros), the options as a kiln_chat_options proxy (freed by Dispose).</summary>
     internal sealed class NativeChat : IDisposable
     {
         private readonly List<IntPtr> strings = new List<IntPtr>();
-        internal readonly Native.ChatMessage[] Messages;
-        internal Native.ChatOptions Options;
+        internal readonly IntPtr[] Messages;
+        internal readonly ulong Count;
+        internal readonly kiln_chat_options Options = new kiln_chat_options();
 
         internal NativeChat(IList<ChatMessage> messages, ChatOptions options)
         {
             try
             {
-                Messages = new Native.ChatMessage[messages.Count];
+                Count = (ulong)messages.Count;
+                Messages = new IntPtr[4 * (messages.Count + 1)];
                 for (int i = 0; i < messages.Count; i++)
                 {
                     var m = messages[i];
                     if (m == null || m.Role == null) throw new ArgumentException("chat message " + i + " has no Role");
-                    Messages[i] = new Native.ChatMessage
-                    {
-                        role = Str(m.Role), content = Str(m.Content), tool_calls_json = Str(m.ToolCallsJson),
-                        extra_json = Str(m.ExtraJson),
-                    };
+                    Messages[4 * i] = Str(m.Role);
+                    Messages[4 * i + 1] = Str(m.Content);
+                    Messages[4 * i + 2] = Str(m.ToolCallsJson);
+                    Messages[4 * i + 3] = Str(m.ExtraJson);
                 }
-                Options = new Native.ChatOptions();
-                KilnException.Check(Native.kiln_chat_options_default(ref Options, Native.SizeOf<Native.ChatOptions>()));
+                KilnException.Check(kiln_c.kiln_chat_options_default(Options));
                 options = options ?? new ChatOptions();
                 Options.add_generation_prompt = options.AddGenerationPrompt ? 1 : 0;
-                Options.tools_json = Str(options.ToolsJson);
-                Options.extra_context_json = Str(options.ExtraContextJson);
-                Options.template_override = Str(options.TemplateOverride);
-                Options.template_name = Str(options.TemplateName);
+                // The options own copies of these strings (kiln.i's memberin typemaps); null leaves NULL.
+                if (options.ToolsJson != null) Options.tools_json = options.ToolsJson;
+                if (options.ExtraContextJson != null) Options.extra_context_json = options.ExtraContextJson;
+                if (options.TemplateOverride != null) Options.template_override = options.TemplateOverride;
+                if (options.TemplateName != null) Options.template_name = options.TemplateName;
                 Options.now_unix_seconds = options.NowUnixSeconds;
                 if (options.MaxSteps.HasValue) Options.max_steps = options.MaxSteps.Value;
-                if (options.MaxOutputBytes.HasValue) Options.max_output_bytes = (UIntPtr)options.MaxOutputBytes.Value;
+                if (options.MaxOutputBytes.HasValue) Options.max_output_bytes = options.MaxOutputBytes.Value;
             }
             catch
             {
@@ -86,6 +89,7 @@ namespace Kiln
         {
             foreach (var p in strings) Marshal.FreeHGlobal(p);
             strings.Clear();
+            Options.Dispose();
         }
     }
 
@@ -97,8 +101,8 @@ namespace Kiln
         {
             using (var chat = new NativeChat(messages, options))
             {
-                var text = Buffers.Fill<byte>((byte[] b, UIntPtr c, out UIntPtr n) =>
-                    Native.kiln_chat_render(Handle, chat.Messages, (UIntPtr)chat.Messages.Length, ref chat.Options, b, c, out n));
+                var text = Buffers.Fill<byte>((byte[] b, ulong c, out ulong n) =>
+                    kiln_c.kiln_chat_render(Handle, chat.Messages, chat.Count, chat.Options, b, c, out n));
                 return System.Text.Encoding.UTF8.GetString(text);
             }
         }
@@ -109,13 +113,12 @@ namespace Kiln
         {
             using (var chat = new NativeChat(messages, options))
             {
-                UIntPtr n;
-                var count = (UIntPtr)chat.Messages.Length;
-                int status = Native.kiln_chat_render_tokens(Handle, chat.Messages, count, ref chat.Options, null, null, UIntPtr.Zero, out n);
-                if (status != (int)Status.BufferTooSmall) KilnException.Check(status);
+                ulong n;
+                var status = kiln_c.kiln_chat_render_tokens(Handle, chat.Messages, chat.Count, chat.Options, null, null, 0, out n);
+                if (status != kiln_status.KILN_ERR_BUFFER_TOO_SMALL) KilnException.Check(status);
                 ids = new int[(int)n];
                 mask = new byte[(int)n];
-                KilnException.Check(Native.kiln_chat_render_tokens(Handle, chat.Messages, count, ref chat.Options, ids, mask, n, out n));
+                KilnException.Check(kiln_c.kiln_chat_render_tokens(Handle, chat.Messages, chat.Count, chat.Options, ids, mask, n, out n));
                 if ((int)n != ids.Length)
                 {
                     Array.Resize(ref ids, (int)n);

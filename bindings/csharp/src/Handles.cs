@@ -3,13 +3,14 @@
 // thread gets to them (kiln.h requires that order).
 using System;
 using System.Runtime.InteropServices;
+using Kiln.Raw;
 
 namespace Kiln
 {
     internal sealed class RuntimeHandle : SafeHandle
     {
         // The runtime's log sink: kiln holds its function pointer until kiln_runtime_free.
-        internal Native.LogFn Log;
+        internal kiln_c.LogFn Log;
 
         internal RuntimeHandle() : base(IntPtr.Zero, true) { }
         internal RuntimeHandle(IntPtr raw) : base(IntPtr.Zero, true) { SetHandle(raw); }
@@ -17,7 +18,7 @@ namespace Kiln
 
         protected override bool ReleaseHandle()
         {
-            Native.kiln_runtime_free(handle);
+            kiln_c.kiln_runtime_free(new kiln_c.Unowned(handle));
             Log = null;
             return true;
         }
@@ -54,11 +55,11 @@ namespace Kiln
 
     internal sealed class ModelHandle : ChildHandle
     {
-        protected override void Free(IntPtr raw) { Native.kiln_model_free(raw); }
+        protected override void Free(IntPtr raw) { kiln_c.kiln_model_free(new kiln_c.Unowned(raw)); }
     }
 
     internal sealed class SessionHandle : ChildHandle
     {
-        protected override void Free(IntPtr raw) { Native.kiln_session_free(raw); }
+        protected override void Free(IntPtr raw) { kiln_c.kiln_session_free(new kiln_c.Unowned(raw)); }
     }
 }

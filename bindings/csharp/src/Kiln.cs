@@ -6,39 +6,65 @@ using System.Collections.Generic;
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using System.Threading;
+using Kiln.Raw;
 
 namespace Kiln
 {
-    public enum Backend { Auto = 0, Cpu = 1, Cuda = 2 }
-    public enum LogLevel { Debug = 0, Info = 1, Warn = 2, Error = 3, None = 4 }
-    public enum StopReason { None = 0, Eos = 1, MaxTokens = 2, String = 3, Callback = 4, ContextFull = 5 }
-    public enum LogitsMode { None = 0, Last = 1, All = 2 }
-    public enum QuantizeType { F16 = 1, Q8_0 = 2, Q4_K_M = 3 }
+    // The values are kiln.h's, through the SWIG-generated enums of the raw layer.
+    public enum Backend
+    {
+        Auto = kiln_backend.KILN_BACKEND_AUTO, Cpu = kiln_backend.KILN_BACKEND_CPU, Cuda = kiln_backend.KILN_BACKEND_CUDA,
+    }
+    public enum LogLevel
+    {
+        Debug = kiln_log_level.KILN_LOG_DEBUG, Info = kiln_log_level.KILN_LOG_INFO, Warn = kiln_log_level.KILN_LOG_WARN,
+        Error = kiln_log_level.KILN_LOG_ERROR, None = kiln_log_level.KILN_LOG_NONE,
+    }
+    public enum StopReason
+    {
+        None = kiln_stop_reason.KILN_STOP_NONE, Eos = kiln_stop_reason.KILN_STOP_EOS,
+        MaxTokens = kiln_stop_reason.KILN_STOP_MAX_TOKENS, String = kiln_stop_reason.KILN_STOP_STRING,
+        Callback = kiln_stop_reason.KILN_STOP_CALLBACK, ContextFull = kiln_stop_reason.KILN_STOP_CONTEXT_FULL,
+    }
+    public enum LogitsMode
+    {
+        None = kiln_logits_mode.KILN_LOGITS_NONE, Last = kiln_logits_mode.KILN_LOGITS_LAST, All = kiln_logits_mode.KILN_LOGITS_ALL,
+    }
+    public enum QuantizeType
+    {
+        F16 = kiln_quantize_type.KILN_QUANTIZE_F16, Q8_0 = kiln_quantize_type.KILN_QUANTIZE_Q8_0,
+        Q4_K_M = kiln_quantize_type.KILN_QUANTIZE_Q4_K_M,
+    }
 
     public static class Library
     {
         /// <summary>kiln's version string.</summary>
-        public static string Version { get { return Utf8.Read(Native.kiln_version_string()); } }
+        public static string Version { get { return kiln_c.kiln_version_string(); } }
 
         /// <summary>Throws when libkiln is missing or its ABI is not the one these bindings mirror.</summary>
         public static void CheckAbi()
         {
             uint found;
-            try { found = Native.kiln_abi_version(); }
-            catch (DllNotFoundException e)
+            int built;
+            try
             {
-                throw new DllNotFoundException("libkiln.so not found: add its directory to LD_LIBRARY_PATH "
-                    + "(e.g. $KILN_PREFIX/lib, or `pkg-config --variable=libdir kiln`)", e);
+                found = kiln_c.kiln_abi_version();
+                built = kiln_c.KILN_ABI_VERSION; // kiln.h's, as libkiln_csharp.so was compiled with it
             }
-            if (found != Native.AbiVersion)
+            catch (Exception e) when (e is DllNotFoundException || e is TypeInitializationException)
+            {
+                throw new DllNotFoundException("libkiln_csharp.so or libkiln.so not found: add their directory "
+                    + "to LD_LIBRARY_PATH (e.g. $KILN_PREFIX/lib, or `pkg-config --variable=libdir kiln`)", e);
+            }
+            if (found != (uint)built)
                 throw new KilnException(Status.VersionMismatch, string.Format(
-                    "libkiln has ABI version {0} but these bindings need {1}", found, Native.AbiVersion));
+                    "libkiln has ABI version {0} but these bindings need {1}", found, built));
         }
 
         private static readonly object LogLock = new object();
         // kiln keeps the sink's function pointer: this reference keeps its delegate from being collected.
 #pragma warning disable 414
-        private static Native.LogFn processLog;
+        private static kiln_c.LogFn processLog;
 #pragma warning restore 414
 
         /// <summary>Sets the process-wide log sink (null restores stderr).</summary>
@@ -46,8 +72,8 @@ namespace Kiln
         {
             lock (LogLock)
             {
-                Native.LogFn fn = sink == null ? null : Session.LogTrampoline(sink);
-                KilnException.Check(Native.kiln_set_log_callback(fn, IntPtr.Zero, (int)minLevel));
+                kiln_c.LogFn fn = sink == null ? null : Session.LogTrampoline(sink);
+                KilnException.Check(kiln_c.kiln_set_log_callback(fn, IntPtr.Zero, (kiln_log_level)minLevel));
                 processLog = fn;
             }
         }
@@ -66,15 +92,17 @@ namespace Kiln
                        LogLevel logLevel = LogLevel.Warn)
         {
             Library.CheckAbi();
-            var o = new Native.RuntimeOptions();
-            KilnException.Check(Native.kiln_runtime_options_default(ref o, Native.SizeOf<Native.RuntimeOptions>()));
-            o.backend = (int)backend;
-            o.n_threads = nThreads;
-            o.log_level = (int)logLevel;
-            Native.LogFn fn = log == null ? null : Session.LogTrampoline(log);
-            if (fn != null) o.log_fn = Marshal.GetFunctionPointerForDelegate(fn);
+            kiln_c.LogFn fn = log == null ? null : Session.LogTrampoline(log);
             IntPtr raw;
-            KilnException.Check(Native.kiln_runtime_create(ref o, out raw));
+            using (var o = new kiln_runtime_options())
+            {
+                KilnException.Check(kiln_c.kiln_runtime_options_default(o));
+                o.backend = (kiln_backend)backend;
+                o.n_threads = nThreads;
+                o.log_level = (kiln_log_level)logLevel;
+                o.log_fn = fn;
+                KilnException.Check(kiln_c.kiln_runtime_create(o, out raw));
+            }
             Handle = new RuntimeHandle(raw) { Log = fn };
         }
 
@@ -82,9 +110,11 @@ namespace Kiln
         {
             get
             {
-                var i = new Native.RuntimeInfo { struct_size = Native.SizeOf<Native.RuntimeInfo>() };
-                KilnException.Check(Native.kiln_runtime_get_info(Handle, ref i));
-                return new RuntimeInfo { Backend = (Backend)i.backend, NThreads = i.n_threads, DeviceName = Utf8.Read(i.device_name) };
+                using (var i = new kiln_runtime_info())
+                {
+                    KilnException.Check(kiln_c.kiln_runtime_get_info(Handle, i));
+                    return new RuntimeInfo { Backend = (Backend)i.backend, NThreads = i.n_threads, DeviceName = i.device_name };
+                }
             }
         }
 
@@ -99,12 +129,19 @@ namespace Kiln
         public void Quantize(string src, string dst, QuantizeType type = QuantizeType.Q4_K_M, int nThreads = 0,
                              Func<float, string, bool> progress = null)
         {
-            var o = new Native.QuantizeOptions();
-            KilnException.Check(Native.kiln_quantize_options_default(ref o, Native.SizeOf<Native.QuantizeOptions>()));
-            o.type = (int)type;
-            o.n_threads = nThreads;
+            using (var o = new kiln_quantize_options())
+            {
+                KilnException.Check(kiln_c.kiln_quantize_options_default(o));
+                o.type = (kiln_quantize_type)type;
+                o.n_threads = nThreads;
+                Quantize(src, dst, o, progress);
+            }
+        }
+
+        private void Quantize(string src, string dst, kiln_quantize_options o, Func<float, string, bool> progress)
+        {
             ExceptionDispatchInfo error = null;
-            Native.ProgressFn fn = null;
+            kiln_c.ProgressFn fn = null;
             if (progress != null)
             {
                 fn = (fraction, stage, _) =>
@@ -113,9 +150,9 @@ namespace Kiln
                     try { return progress(fraction, Utf8.Read(stage)) ? 1 : 0; }
                     catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); return 1; }
                 };
-                o.progress_fn = Marshal.GetFunctionPointerForDelegate(fn);
+                o.progress_fn = fn;
             }
-            int status = Native.kiln_model_quantize(Handle, Utf8.CString(src), Utf8.CString(dst), ref o);
+            var status = kiln_c.kiln_model_quantize(Handle, Utf8.CString(src), Utf8.CString(dst), o);
             GC.KeepAlive(fn);
             if (error != null) error.Throw();
             KilnException.Check(status);
@@ -138,10 +175,17 @@ namespace Kiln
 
         internal Model(Runtime runtime, string path, Func<float, string, bool> progress)
         {
-            var o = new Native.ModelLoadOptions();
-            KilnException.Check(Native.kiln_model_load_options_default(ref o, Native.SizeOf<Native.ModelLoadOptions>()));
+            using (var o = new kiln_model_load_options())
+            {
+                KilnException.Check(kiln_c.kiln_model_load_options_default(o));
+                Load(runtime, path, o, progress);
+            }
+        }
+
+        private void Load(Runtime runtime, string path, kiln_model_load_options o, Func<float, string, bool> progress)
+        {
             ExceptionDispatchInfo error = null;
-            Native.ProgressFn fn = null;
+            kiln_c.ProgressFn fn = null;
             if (progress != null)
             {
                 fn = (fraction, stage, _) =>
@@ -150,10 +194,10 @@ namespace Kiln
                     try { return progress(fraction, Utf8.Read(stage)) ? 1 : 0; }
                     catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); return 1; }
                 };
-                o.progress_fn = Marshal.GetFunctionPointerForDelegate(fn);
+                o.progress_fn = fn;
             }
             IntPtr raw;
-            int status = Native.kiln_model_load(runtime.Handle, Utf8.CString(path), ref o, out raw);
+            var status = kiln_c.kiln_model_load(runtime.Handle, Utf8.CString(path), o, out raw);
             GC.KeepAlive(fn);
             if (error != null) error.Throw();
             KilnException.Check(status);
@@ -164,38 +208,40 @@ namespace Kiln
         {
             get
             {
-                var i = new Native.ModelInfo { struct_size = Native.SizeOf<Native.ModelInfo>() };
-                KilnException.Check(Native.kiln_model_get_info(Handle, ref i));
+                using (var i = new kiln_model_info())
+                {
+                KilnException.Check(kiln_c.kiln_model_get_info(Handle, i));
                 return new ModelInfo
                 {
-                    Architecture = Utf8.Read(i.architecture), VocabSize = i.vocab_size, HiddenSize = i.hidden_size,
+                    Architecture = i.architecture, VocabSize = i.vocab_size, HiddenSize = i.hidden_size,
                     NLayers = i.n_layers, NHeads = i.n_heads, NKVHeads = i.n_kv_heads, HeadDim = i.head_dim,
                     IntermediateSize = i.intermediate_size, ContextLength = i.context_length,
                     NParameters = i.n_parameters, BosTokenId = i.bos_token_id, EosTokenId = i.eos_token_id,
                     AddBos = i.add_bos != 0,
                 };
+                }
             }
         }
 
         public int[] EosIds
         {
-            get { return Buffers.Fill<int>((int[] b, UIntPtr c, out UIntPtr n) => Native.kiln_model_eos_ids(Handle, b, c, out n)); }
+            get { return Buffers.Fill<int>((int[] b, ulong c, out ulong n) => kiln_c.kiln_model_eos_ids(Handle, b, c, out n)); }
         }
 
         /// <summary>Text to ids; addSpecial adds BOS/EOS as the tokenizer config says.</summary>
         public int[] Tokenize(string text, bool addSpecial = true, bool parseSpecial = false)
         {
             var bytes = Utf8.Bytes(text);
-            uint flags = (addSpecial ? 1u : 0u) | (parseSpecial ? 2u : 0u);
-            return Buffers.Fill<int>((int[] b, UIntPtr c, out UIntPtr n) =>
-                Native.kiln_tokenize(Handle, bytes, (UIntPtr)bytes.Length, flags, b, c, out n));
+            uint flags = Flags.Tokenize(addSpecial, parseSpecial);
+            return Buffers.Fill<int>((int[] b, ulong c, out ulong n) =>
+                kiln_c.kiln_tokenize(Handle, bytes, (ulong)bytes.Length, flags, b, c, out n));
         }
 
         public byte[] DetokenizeBytes(int[] ids, bool skipSpecial = false)
         {
-            uint flags = skipSpecial ? 1u : 0u;
-            return Buffers.Fill<byte>((byte[] b, UIntPtr c, out UIntPtr n) =>
-                Native.kiln_detokenize(Handle, ids, (UIntPtr)ids.Length, flags, b, c, out n));
+            uint flags = Flags.Detokenize(skipSpecial);
+            return Buffers.Fill<byte>((byte[] b, ulong c, out ulong n) =>
+                kiln_c.kiln_detokenize(Handle, ids, (ulong)ids.Length, flags, b, c, out n));
         }
 
         public string Detokenize(int[] ids, bool skipSpecial = false)
@@ -206,7 +252,7 @@ namespace Kiln
         /// <summary>The raw bytes of one token (may be part of a UTF-8 character).</summary>
         public byte[] TokenToPiece(int id)
         {
-            return Buffers.Fill<byte>((byte[] b, UIntPtr c, out UIntPtr n) => Native.kiln_token_to_piece(Handle, id, b, c, out n));
+            return Buffers.Fill<byte>((byte[] b, ulong c, out ulong n) => kiln_c.kiln_token_to_piece(Handle, id, b, c, out n));
         }
 
         public Session CreateSession(int contextLength = 0, ulong? seed = null)

@@ -4,6 +4,7 @@ using System.Collections.Generic;
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using System.Threading;
+using Kiln.Raw;
 
 namespace Kiln
 {
@@ -15,21 +16,24 @@ namespace Kiln
 
         public Sampling()
         {
-            var s = new Native.SamplingOptions();
-            KilnException.Check(Native.kiln_sampling_options_default(ref s, Native.SizeOf<Native.SamplingOptions>()));
-            Temperature = s.temperature; TopK = s.top_k; TopP = s.top_p; MinP = s.min_p;
-            RepetitionPenalty = s.repetition_penalty; PresencePenalty = s.presence_penalty;
-            FrequencyPenalty = s.frequency_penalty; PenaltyLastN = s.penalty_last_n;
+            using (var s = new kiln_sampling_options())
+            {
+                KilnException.Check(kiln_c.kiln_sampling_options_default(s));
+                Temperature = s.temperature; TopK = s.top_k; TopP = s.top_p; MinP = s.min_p;
+                RepetitionPenalty = s.repetition_penalty; PresencePenalty = s.presence_penalty;
+                FrequencyPenalty = s.frequency_penalty; PenaltyLastN = s.penalty_last_n;
+            }
         }
 
         public static Sampling Greedy() { return new Sampling { Temperature = 0 }; }
 
-        internal Native.SamplingOptions ToNative()
+        /// <summary>A kiln_sampling_options holding these settings (the caller disposes it).</summary>
+        internal kiln_sampling_options ToNative()
         {
-            return new Native.SamplingOptions
+            return new kiln_sampling_options
             {
-                struct_size = Native.SizeOf<Native.SamplingOptions>(), temperature = Temperature, top_k = TopK,
-                top_p = TopP, min_p = MinP, repetition_penalty = RepetitionPenalty, presence_penalty = PresencePenalty,
+                temperature = Temperature, top_k = TopK, top_p = TopP, min_p = MinP,
+                repetition_penalty = RepetitionPenalty, presence_penalty = PresencePenalty,
                 frequency_penalty = FrequencyPenalty, penalty_last_n = PenaltyLastN,
             };
         }
@@ -45,12 +49,14 @@ namespace Kiln
 
         public GenerateOptions()
         {
-            var g = new Native.GenerateOptions();
-            KilnException.Check(Native.kiln_generate_options_default(ref g, Native.SizeOf<Native.GenerateOptions>()));
-            MaxTokens = g.max_tokens;
-            AddSpecial = (g.tokenize_flags & 1) != 0;
-            ParseSpecial = (g.tokenize_flags & 2) != 0;
-            IgnoreEos = g.ignore_eos != 0;
+            using (var g = new kiln_generate_options())
+            {
+                KilnException.Check(kiln_c.kiln_generate_options_default(g));
+                MaxTokens = g.max_tokens;
+                AddSpecial = (g.tokenize_flags & Flags.Tokenize(true, false)) != 0;
+                ParseSpecial = (g.tokenize_flags & Flags.Tokenize(false, true)) != 0;
+                IgnoreEos = g.ignore_eos != 0;
+            }
         }
     }
 
@@ -69,16 +75,18 @@ namespace Kiln
         internal Session(Model model, int contextLength, ulong? seed)
         {
             this.model = model;
-            var o = new Native.SessionOptions();
-            KilnException.Check(Native.kiln_session_options_default(ref o, Native.SizeOf<Native.SessionOptions>()));
-            o.context_length = contextLength;
-            if (seed.HasValue) o.seed = seed.Value;
             IntPtr raw;
-            KilnException.Check(Native.kiln_session_create(model.Handle, ref o, out raw));
+            using (var o = new kiln_session_options())
+            {
+                KilnException.Check(kiln_c.kiln_session_options_default(o));
+                o.context_length = contextLength;
+                if (seed.HasValue) o.seed = seed.Value;
+                KilnException.Check(kiln_c.kiln_session_create(model.Handle, o, out raw));
+            }
             Handle.Adopt(raw, model.Handle);
         }
 
-        internal static Native.LogFn LogTrampoline(Action<LogLevel, string> sink)
+        internal static kiln_c.LogFn LogTrampoline(Action<LogLevel, string> sink)
         {
             return (level, message, _) =>
             {
@@ -90,39 +98,41 @@ namespace Kiln
         /// <summary>The model this session runs.</summary>
         public Model Model { get { return model; } }
 
-        public void Reset() { KilnException.Check(Native.kiln_session_reset(Handle)); }
+        public void Reset() { KilnException.Check(kiln_c.kiln_session_reset(Handle)); }
 
         /// <summary>Tokens in the KV cache, and its capacity.</summary>
         public int Position(out int contextLength)
         {
             int nPast;
-            KilnException.Check(Native.kiln_session_position(Handle, out nPast, out contextLength));
+            KilnException.Check(kiln_c.kiln_session_position(Handle, out nPast, out contextLength));
             return nPast;
         }
 
-        public void Cancel() { KilnException.Check(Native.kiln_session_cancel(Handle)); }
+        public void Cancel() { KilnException.Check(kiln_c.kiln_session_cancel(Handle)); }
 
         /// <summary>Runs ids after the cached context; float32 logits (vocab, or ids × vocab for All).</summary>
         public float[] Forward(int[] ids, LogitsMode mode = LogitsMode.Last)
         {
-            UIntPtr needed;
-            int status = Native.kiln_forward(Handle, ids, (UIntPtr)ids.Length, (int)mode, null, UIntPtr.Zero, out needed);
-            if (status != (int)Status.BufferTooSmall)
+            ulong needed;
+            var status = kiln_c.kiln_forward(Handle, ids, (ulong)ids.Length, (kiln_logits_mode)mode, null, 0, out needed);
+            if (status != kiln_status.KILN_ERR_BUFFER_TOO_SMALL)
             {
                 KilnException.Check(status);
                 return new float[0];
             }
             var logits = new float[(int)needed];
-            KilnException.Check(Native.kiln_forward(Handle, ids, (UIntPtr)ids.Length, (int)mode, logits, needed, out needed));
+            KilnException.Check(kiln_c.kiln_forward(Handle, ids, (ulong)ids.Length, (kiln_logits_mode)mode, logits, needed, out needed));
             return logits;
         }
 
         public int Sample(float[] logits, Sampling sampling)
         {
-            var s = sampling.ToNative();
-            int id;
-            KilnException.Check(Native.kiln_sample(Handle, logits, (UIntPtr)logits.Length, ref s, out id));
-            return id;
+            using (var s = sampling.ToNative())
+            {
+                int id;
+                KilnException.Check(kiln_c.kiln_sample(Handle, logits, (ulong)logits.Length, s, out id));
+                return id;
+            }
         }
 
         /// <summary>Generates after a text prompt on this thread; onPiece(text, id) returning true stops.
@@ -186,7 +196,7 @@ namespace Kiln
         {
             var pieces = new System.Text.StringBuilder();
             ExceptionDispatchInfo error = null;
-            Native.TokenFn fn = (p, len, id, _) =>
+            kiln_c.TokenFn fn = (p, len, id, _) =>
             {
                 if (error != null) return 1;
                 try
@@ -198,17 +208,16 @@ namespace Kiln
                 catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); return 1; }
             };
             int maxTokens = Math.Max(options.MaxTokens, 0);
-            var g = new Native.GenerateOptions();
-            KilnException.Check(Native.kiln_generate_options_default(ref g, Native.SizeOf<Native.GenerateOptions>()));
             var unmanaged = new List<IntPtr>();
+            using (var g = new kiln_generate_options())
+            using (var sampling = options.Sampling.ToNative())
+            using (var r = new kiln_generate_result())
             try
             {
-                IntPtr sampling = Marshal.AllocHGlobal(Marshal.SizeOf(typeof(Native.SamplingOptions)));
-                unmanaged.Add(sampling);
-                Marshal.StructureToPtr(options.Sampling.ToNative(), sampling, false);
+                KilnException.Check(kiln_c.kiln_generate_options_default(g));
                 g.sampling = sampling;
                 g.max_tokens = options.MaxTokens;
-                g.tokenize_flags = (options.AddSpecial ? 1u : 0u) | (options.ParseSpecial ? 2u : 0u);
+                g.tokenize_flags = Flags.Tokenize(options.AddSpecial, options.ParseSpecial);
                 g.ignore_eos = options.IgnoreEos ? 1 : 0;
                 if (options.Stop.Length > 0)
                 {
@@ -223,18 +232,17 @@ namespace Kiln
                         Marshal.WriteIntPtr(array, i * IntPtr.Size, p);
                     }
                     g.stop_strings = array;
-                    g.n_stop_strings = (UIntPtr)options.Stop.Length;
+                    g.n_stop_strings = (ulong)options.Stop.Length;
                 }
                 IntPtr outIds = Marshal.AllocHGlobal(4 * Math.Max(maxTokens, 1));
                 unmanaged.Add(outIds);
                 g.output_ids = outIds;
-                g.output_ids_capacity = (UIntPtr)maxTokens;
-                g.token_fn = Marshal.GetFunctionPointerForDelegate(fn);
+                g.output_ids_capacity = (ulong)maxTokens;
+                g.token_fn = fn;
 
-                var r = new Native.GenerateResult { struct_size = Native.SizeOf<Native.GenerateResult>() };
-                int status = text != null
-                    ? Native.kiln_generate(Handle, text, (UIntPtr)text.Length, ref g, ref r)
-                    : Native.kiln_generate_ids(Handle, ids, (UIntPtr)ids.Length, ref g, ref r);
+                var status = text != null
+                    ? kiln_c.kiln_generate(Handle, text, (ulong)text.Length, g, r)
+                    : kiln_c.kiln_generate_ids(Handle, ids, (ulong)ids.Length, g, r);
                 GC.KeepAlive(fn);
                 if (error != null) error.Throw();
                 KilnException.Check(status);

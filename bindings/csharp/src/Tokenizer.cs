@@ -3,6 +3,7 @@ using System;
 using System.Collections.Generic;
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
+using Kiln.Raw;
 
 namespace Kiln
 {
@@ -29,7 +30,7 @@ namespace Kiln
 
         protected override bool ReleaseHandle()
         {
-            if (model == null) Native.kiln_tokenizer_free(handle);
+            if (model == null) kiln_c.kiln_tokenizer_free(new kiln_c.Unowned(handle));
             else model.DangerousRelease();
             return true;
         }
@@ -49,7 +50,7 @@ namespace Kiln
         public static Tokenizer Load(string path)
         {
             IntPtr raw;
-            KilnException.Check(Native.kiln_tokenizer_load(Utf8.CString(path), out raw));
+            KilnException.Check(kiln_c.kiln_tokenizer_load(Utf8.CString(path), out raw));
             return new Tokenizer(new TokenizerHandle(raw, null));
         }
 
@@ -61,20 +62,20 @@ namespace Kiln
                                       string pattern = null, int threads = 0, int minFrequency = 2,
                                       Func<float, string, bool> progress = null)
         {
-            var o = new Native.TokenizerTrainOptions();
-            KilnException.Check(Native.kiln_tokenizer_train_options_default(ref o, Native.SizeOf<Native.TokenizerTrainOptions>()));
-            o.vocab_size = vocabSize;
-            o.n_threads = threads;
-            o.min_frequency = minFrequency;
             var unmanaged = new List<IntPtr>();
             ExceptionDispatchInfo error = null;
-            Native.ProgressFn fn = null;
+            kiln_c.ProgressFn fn = null;
+            using (var o = new kiln_tokenizer_train_options())
             try
             {
-                if (pattern != null) o.pattern = Unmanaged(Utf8.CString(pattern), unmanaged);
+                KilnException.Check(kiln_c.kiln_tokenizer_train_options_default(o));
+                o.vocab_size = vocabSize;
+                o.n_threads = threads;
+                o.min_frequency = minFrequency;
+                if (pattern != null) o.pattern = pattern; // the options own a copy (kiln.i)
                 specialTokens = specialTokens ?? new string[0];
                 o.special_tokens = StringArray(specialTokens, unmanaged);
-                o.n_special_tokens = (UIntPtr)specialTokens.Length;
+                o.n_special_tokens = (ulong)specialTokens.Length;
                 if (progress != null)
                 {
                     fn = (fraction, stage, _) =>
@@ -83,10 +84,10 @@ namespace Kiln
                         try { return progress(fraction, Utf8.Read(stage)) ? 1 : 0; }
                         catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); return 1; }
                     };
-                    o.progress_fn = Marshal.GetFunctionPointerForDelegate(fn);
+                    o.progress_fn = fn;
                 }
                 IntPtr raw;
-                int status = Native.kiln_tokenizer_train(StringArray(files, unmanaged), (UIntPtr)files.Length, ref o, out raw);
+                var status = kiln_c.kiln_tokenizer_train(StringArray(files, unmanaged), (ulong)files.Length, o, out raw);
                 GC.KeepAlive(fn);
                 if (error != null) error.Throw();
                 KilnException.Check(status);
@@ -121,13 +122,13 @@ namespace Kiln
         /// KilnException (Unsupported).</summary>
         public void Save(string path)
         {
-            KilnException.Check(Native.kiln_tokenizer_save(Handle, Utf8.CString(path)));
+            KilnException.Check(kiln_c.kiln_tokenizer_save(Handle, Utf8.CString(path)));
         }
 
         internal static Tokenizer Borrow(ModelHandle model)
         {
             IntPtr raw;
-            KilnException.Check(Native.kiln_model_tokenizer(model, out raw));
+            KilnException.Check(kiln_c.kiln_model_tokenizer(model, out raw));
             return new Tokenizer(new TokenizerHandle(raw, model));
         }
 
@@ -140,7 +141,7 @@ namespace Kiln
             get
             {
                 int size;
-                KilnException.Check(Native.kiln_tokenizer_vocab_size(Handle, out size));
+                KilnException.Check(kiln_c.kiln_tokenizer_vocab_size(Handle, out size));
                 return size;
             }
         }
@@ -150,17 +151,17 @@ namespace Kiln
         public int[] Encode(string text, bool addSpecial = false, bool parseSpecial = false)
         {
             var bytes = Utf8.Bytes(text);
-            uint flags = (addSpecial ? 1u : 0u) | (parseSpecial ? 2u : 0u);
-            return Buffers.Fill<int>((int[] b, UIntPtr c, out UIntPtr n) =>
-                Native.kiln_tokenizer_encode(Handle, bytes, (UIntPtr)bytes.Length, flags, b, c, out n));
+            uint flags = Flags.Tokenize(addSpecial, parseSpecial);
+            return Buffers.Fill<int>((int[] b, ulong c, out ulong n) =>
+                kiln_c.kiln_tokenizer_encode(Handle, bytes, (ulong)bytes.Length, flags, b, c, out n));
         }
 
         /// <summary>Ids to the bytes they stand for.</summary>
         public byte[] DecodeBytes(int[] ids, bool skipSpecial = false)
         {
-            uint flags = skipSpecial ? 1u : 0u;
-            return Buffers.Fill<byte>((byte[] b, UIntPtr c, out UIntPtr n) =>
-                Native.kiln_tokenizer_decode(Handle, ids, (UIntPtr)ids.Length, flags, b, c, out n));
+            uint flags = Flags.Detokenize(skipSpecial);
+            return Buffers.Fill<byte>((byte[] b, ulong c, out ulong n) =>
+                kiln_c.kiln_tokenizer_decode(Handle, ids, (ulong)ids.Length, flags, b, c, out n));
         }
 
         /// <summary>Ids to text (invalid UTF-8 from partial tokens becomes U+FFFD).</summary>

@@ -3,31 +3,40 @@
 using System;
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
+using Kiln.Raw;
 
 namespace Kiln
 {
-    public enum Optimizer { AdamW = 0, Muon = 1 }
-    public enum LrSchedule { Constant = 0, WarmupCosine = 1, WarmupLinear = 2, WarmupStableDecay = 3 }
+    public enum Optimizer { AdamW = kiln_optimizer.KILN_OPTIMIZER_ADAMW, Muon = kiln_optimizer.KILN_OPTIMIZER_MUON }
+    public enum LrSchedule
+    {
+        Constant = kiln_lr_schedule.KILN_LR_CONSTANT, WarmupCosine = kiln_lr_schedule.KILN_LR_WARMUP_COSINE,
+        WarmupLinear = kiln_lr_schedule.KILN_LR_WARMUP_LINEAR,
+        WarmupStableDecay = kiln_lr_schedule.KILN_LR_WARMUP_STABLE_DECAY,
+    }
 
     /// <summary>What Trainer.Forward returns: Logits is [1 + NMtpHeads][B][T][vocab] (main head
     /// first), Hidden is [B][T][hidden] (the trunk's output); float32, row-major.</summary>
-    public enum TrainerOutput { Logits = 0, Hidden = 1 }
+    public enum TrainerOutput
+    {
+        Logits = kiln_trainer_output.KILN_TRAINER_OUTPUT_LOGITS, Hidden = kiln_trainer_output.KILN_TRAINER_OUTPUT_HIDDEN,
+    }
 
     /// <summary>The kinds of trainable tensor (kiln.h's kiln_param_role).</summary>
     public enum ParamRole
     {
         /// <summary>2-D weights inside blocks (attention, MLP).</summary>
-        Matrix = 0,
+        Matrix = kiln_param_role.KILN_PARAM_MATRIX,
         /// <summary>The token embedding (also the head when tied).</summary>
-        Embedding = 1,
+        Embedding = kiln_param_role.KILN_PARAM_EMBEDDING,
         /// <summary>Learned positions (GPT-2).</summary>
-        Position = 2,
+        Position = kiln_param_role.KILN_PARAM_POSITION,
         /// <summary>An untied lm_head.</summary>
-        Head = 3,
+        Head = kiln_param_role.KILN_PARAM_HEAD,
         /// <summary>Norm weights.</summary>
-        Norm = 4,
+        Norm = kiln_param_role.KILN_PARAM_NORM,
         /// <summary>Biases.</summary>
-        Bias = 5,
+        Bias = kiln_param_role.KILN_PARAM_BIAS,
     }
 
     /// <summary>A parameter group, as torch's: the AdamW-updated tensors of Role get their own
@@ -69,39 +78,42 @@ namespace Kiln
 
         public TrainerOptions()
         {
-            var o = Defaults();
+            using (var o = Defaults())
+            {
             Optimizer = (Optimizer)o.optimizer; LearningRate = o.learning_rate; Beta1 = o.beta1; Beta2 = o.beta2;
             Epsilon = o.epsilon; WeightDecay = o.weight_decay; MuonLearningRate = o.muon_learning_rate;
             MuonMomentum = o.muon_momentum; MuonNsSteps = o.muon_ns_steps; Schedule = (LrSchedule)o.schedule;
             WarmupSteps = o.warmup_steps; TotalSteps = o.total_steps; MinLrRatio = o.min_lr_ratio;
             DecayFraction = o.decay_fraction; GradAccumSteps = o.grad_accum_steps; MaxGradNorm = o.max_grad_norm;
             Seed = o.seed; NMtpHeads = o.n_mtp_heads;
-            MtpLossWeights = new[] { o.mtp_loss_weight0, o.mtp_loss_weight1, o.mtp_loss_weight2, o.mtp_loss_weight3,
-                                     o.mtp_loss_weight4, o.mtp_loss_weight5, o.mtp_loss_weight6, o.mtp_loss_weight7 };
+            MtpLossWeights = new float[kiln_c.KILN_MAX_MTP_HEADS];
+            for (int k = 0; k < MtpLossWeights.Length; k++)
+                MtpLossWeights[k] = kiln_c.kiln_bind_trainer_options_mtp_loss_weight(o, k);
+            }
         }
 
-        internal static Native.TrainerOptions Defaults()
+        internal static kiln_trainer_options Defaults()
         {
-            var o = new Native.TrainerOptions();
-            KilnException.Check(Native.kiln_trainer_options_default(ref o, Native.SizeOf<Native.TrainerOptions>()));
+            var o = new kiln_trainer_options();
+            KilnException.Check(kiln_c.kiln_trainer_options_default(o));
             return o;
         }
 
-        internal Native.TrainerOptions ToNative()
+        /// <summary>A kiln_trainer_options holding these settings (the caller frees its parameter
+        /// groups with kiln_bind_trainer_options_free_param_groups, then disposes it).</summary>
+        internal kiln_trainer_options ToNative()
         {
-            if (MtpLossWeights == null || MtpLossWeights.Length > Native.MaxMtpHeads)
-                throw new ArgumentException("MtpLossWeights must hold at most " + Native.MaxMtpHeads + " weights");
+            if (MtpLossWeights == null || MtpLossWeights.Length > kiln_c.KILN_MAX_MTP_HEADS)
+                throw new ArgumentException("MtpLossWeights must hold at most " + kiln_c.KILN_MAX_MTP_HEADS + " weights");
             var o = Defaults();
-            o.optimizer = (int)Optimizer; o.learning_rate = LearningRate; o.beta1 = Beta1; o.beta2 = Beta2;
+            o.optimizer = (kiln_optimizer)Optimizer; o.learning_rate = LearningRate; o.beta1 = Beta1; o.beta2 = Beta2;
             o.epsilon = Epsilon; o.weight_decay = WeightDecay; o.muon_learning_rate = MuonLearningRate;
-            o.muon_momentum = MuonMomentum; o.muon_ns_steps = MuonNsSteps; o.schedule = (int)Schedule;
+            o.muon_momentum = MuonMomentum; o.muon_ns_steps = MuonNsSteps; o.schedule = (kiln_lr_schedule)Schedule;
             o.warmup_steps = WarmupSteps; o.total_steps = TotalSteps; o.min_lr_ratio = MinLrRatio;
             o.decay_fraction = DecayFraction; o.grad_accum_steps = GradAccumSteps; o.max_grad_norm = MaxGradNorm;
             o.seed = Seed; o.n_mtp_heads = NMtpHeads;
-            var w = new float[Native.MaxMtpHeads];
-            Array.Copy(MtpLossWeights, w, MtpLossWeights.Length);
-            o.mtp_loss_weight0 = w[0]; o.mtp_loss_weight1 = w[1]; o.mtp_loss_weight2 = w[2]; o.mtp_loss_weight3 = w[3];
-            o.mtp_loss_weight4 = w[4]; o.mtp_loss_weight5 = w[5]; o.mtp_loss_weight6 = w[6]; o.mtp_loss_weight7 = w[7];
+            for (int k = 0; k < kiln_c.KILN_MAX_MTP_HEADS; k++)
+                kiln_c.kiln_bind_trainer_options_set_mtp_loss_weight(o, k, k < MtpLossWeights.Length ? MtpLossWeights[k] : 0f);
             return o;
         }
     }
@@ -133,11 +145,11 @@ namespace Kiln
     /// places models on it) and keeps its progress delegate alive until kiln_trainer_free.</summary>
     internal sealed class TrainerHandle : ChildHandle
     {
-        internal Native.ProgressFn Progress;
+        internal kiln_c.ProgressFn Progress;
 
         protected override void Free(IntPtr raw)
         {
-            Native.kiln_trainer_free(raw);
+            kiln_c.kiln_trainer_free(new kiln_c.Unowned(raw));
             Progress = null;
         }
     }
@@ -153,21 +165,15 @@ namespace Kiln
         /// tokenizerPath is a tokenizer.json or a directory holding one (null: ids only).</summary>
         public static Model Create(Runtime runtime, string configJson, ulong? seed = null, string tokenizerPath = null)
         {
-            var o = new Native.ModelCreateOptions();
-            KilnException.Check(Native.kiln_model_create_options_default(ref o, Native.SizeOf<Native.ModelCreateOptions>()));
-            if (seed.HasValue) o.seed = seed.Value;
-            var path = tokenizerPath == null ? default(GCHandle) : GCHandle.Alloc(Utf8.CString(tokenizerPath), GCHandleType.Pinned);
-            try
+            using (var o = new kiln_model_create_options())
             {
-                if (tokenizerPath != null) o.tokenizer_path = path.AddrOfPinnedObject();
+                KilnException.Check(kiln_c.kiln_model_create_options_default(o));
+                if (seed.HasValue) o.seed = seed.Value;
+                if (tokenizerPath != null) o.tokenizer_path = tokenizerPath; // the options own a copy
                 var config = Utf8.Bytes(configJson);
                 IntPtr raw;
-                KilnException.Check(Native.kiln_model_create(runtime.Handle, config, (UIntPtr)config.Length, ref o, out raw));
+                KilnException.Check(kiln_c.kiln_model_create(runtime.Handle, config, (ulong)config.Length, o, out raw));
                 return Adopt(raw, runtime.Handle);
-            }
-            finally
-            {
-                if (path.IsAllocated) path.Free();
             }
         }
     }
@@ -184,9 +190,7 @@ namespace Kiln
         public Trainer(Model model, TrainerOptions options = null)
         {
             options = options ?? new TrainerOptions();
-            var o = options.ToNative();
             var groups = options.ParamGroups ?? new ParamGroup[0];
-            var natives = new Native.ParamGroup[groups.Length];
             for (int i = 0; i < groups.Length; i++)
             {
                 if (groups[i] == null) throw new ArgumentException("ParamGroups[" + i + "] is null");
@@ -194,28 +198,23 @@ namespace Kiln
                 // NaN) value is a mistake rather than a silent fallback.
                 if (!((groups[i].LearningRate ?? 0f) >= 0f) || !((groups[i].WeightDecay ?? 0f) >= 0f))
                     throw new ArgumentException("ParamGroups[" + i + "]: LearningRate and WeightDecay must be >= 0 or null");
-                natives[i] = new Native.ParamGroup
-                {
-                    // kiln reads a negative value as "not set".
-                    role = (int)groups[i].Role, learning_rate = groups[i].LearningRate ?? -1f,
-                    weight_decay = groups[i].WeightDecay ?? -1f,
-                };
             }
-            var pinned = GCHandle.Alloc(natives, GCHandleType.Pinned);
+            var o = options.ToNative();
             try
             {
-                o.param_groups = groups.Length == 0 ? IntPtr.Zero : pinned.AddrOfPinnedObject();
-                o.n_param_groups = (UIntPtr)groups.Length;
-                Native.ProgressFn fn = options.Progress == null ? null : ProgressTrampoline(options.Progress);
-                if (fn != null) o.progress_fn = Marshal.GetFunctionPointerForDelegate(fn);
+                foreach (var g in groups) // kiln reads a negative value as "not set"
+                    kiln_c.kiln_bind_trainer_options_add_param_group(o, (int)g.Role, g.LearningRate ?? -1f, g.WeightDecay ?? -1f);
+                kiln_c.ProgressFn fn = options.Progress == null ? null : ProgressTrampoline(options.Progress);
+                o.progress_fn = fn;
                 IntPtr raw;
-                KilnException.Check(Native.kiln_trainer_create(model.Handle, ref o, out raw));
+                KilnException.Check(kiln_c.kiln_trainer_create(model.Handle, o, out raw));
                 Handle.Adopt(raw, model.Handle.Parent);
                 Handle.Progress = fn; // kiln holds its pointer until kiln_trainer_free
             }
             finally
             {
-                pinned.Free();
+                kiln_c.kiln_bind_trainer_options_free_param_groups(o);
+                o.Dispose();
             }
             nMtpHeads = Info.NMtpHeads;
         }
@@ -231,11 +230,11 @@ namespace Kiln
         public static Trainer Load(Runtime runtime, string path)
         {
             IntPtr raw;
-            KilnException.Check(Native.kiln_checkpoint_load(runtime.Handle, Utf8.CString(path), out raw));
+            KilnException.Check(kiln_c.kiln_checkpoint_load(runtime.Handle, Utf8.CString(path), out raw));
             return new Trainer(raw, runtime.Handle);
         }
 
-        private Native.ProgressFn ProgressTrampoline(Func<float, string, bool> progress)
+        private kiln_c.ProgressFn ProgressTrampoline(Func<float, string, bool> progress)
         {
             return (fraction, stage, _) =>
             {
@@ -250,8 +249,8 @@ namespace Kiln
         {
             set
             {
-                Native.ProgressFn fn = value == null ? null : ProgressTrampoline(value);
-                KilnException.Check(Native.kiln_trainer_set_progress(Handle, fn, IntPtr.Zero));
+                kiln_c.ProgressFn fn = value == null ? null : ProgressTrampoline(value);
+                KilnException.Check(kiln_c.kiln_trainer_set_progress(Handle, fn, IntPtr.Zero));
                 Handle.Progress = fn; // the previous delegate is no longer held by kiln
             }
         }
@@ -260,13 +259,14 @@ namespace Kiln
         {
             get
             {
-                var i = new Native.TrainerInfo { struct_size = Native.SizeOf<Native.TrainerInfo>() };
-                KilnException.Check(Native.kiln_trainer_get_info(Handle, ref i));
-                return new TrainerInfo
+                using (var i = new kiln_trainer_info())
                 {
-                    Step = i.step, NParameters = i.n_parameters, NMtpHeads = i.n_mtp_heads,
-                    Architecture = Utf8.Read(i.architecture),
-                };
+                    KilnException.Check(kiln_c.kiln_trainer_get_info(Handle, i));
+                    return new TrainerInfo
+                    {
+                        Step = i.step, NParameters = i.n_parameters, NMtpHeads = i.n_mtp_heads, Architecture = i.architecture,
+                    };
+                }
             }
         }
 
@@ -321,26 +321,24 @@ namespace Kiln
                 pins[1] = Pin(targets, "targets", n, false);
                 pins[2] = Pin(mask, "mask", n, true);
                 pins[3] = Pin(weights, "weights", n, true);
-                var b = new Native.Batch
+                using (var r = new kiln_train_result())
                 {
-                    struct_size = Native.SizeOf<Native.Batch>(), batch_size = batch, seq_len = seq,
-                    inputs = Address(pins[0]), targets = Address(pins[1]), loss_mask = Address(pins[2]),
-                    loss_weights = Address(pins[3]),
-                };
-                var r = new Native.TrainResult { struct_size = Native.SizeOf<Native.TrainResult>() };
-                int status = evaluate ? Native.kiln_eval_loss(Handle, ref b, ref r) : Native.kiln_train_step(Handle, ref b, ref r);
+                var status = evaluate
+                    ? kiln_c.kiln_eval_loss(Handle, batch, seq, Address(pins[0]), Address(pins[1]), Address(pins[2]), Address(pins[3]), r)
+                    : kiln_c.kiln_train_step(Handle, batch, seq, Address(pins[0]), Address(pins[1]), Address(pins[2]), Address(pins[3]), r);
                 var error = progressError;
                 progressError = null;
                 if (error != null) error.Throw();
                 KilnException.Check(status);
-                var mtp = new[] { r.mtp_loss0, r.mtp_loss1, r.mtp_loss2, r.mtp_loss3, r.mtp_loss4, r.mtp_loss5, r.mtp_loss6, r.mtp_loss7 };
-                Array.Resize(ref mtp, nMtpHeads);
+                var mtp = new double[nMtpHeads];
+                for (int k = 0; k < mtp.Length; k++) mtp[k] = kiln_c.kiln_bind_train_result_mtp_loss(r, k);
                 return new TrainResult
                 {
                     Loss = r.loss, Objective = r.objective, MtpLosses = mtp, NTokens = r.n_tokens,
                     WeightSum = r.weight_sum, GradNorm = r.grad_norm, LearningRate = r.learning_rate,
                     TokensPerSecond = r.tokens_per_second, Step = r.step,
                 };
+                }
             }
             finally
             {
@@ -366,11 +364,12 @@ namespace Kiln
             try
             {
                 IntPtr ids = pin.AddrOfPinnedObject();
-                UIntPtr needed;
-                int status = Native.kiln_trainer_forward(Handle, ids, batch, seq, (int)what, null, UIntPtr.Zero, out needed);
-                if (status != (int)Status.BufferTooSmall) KilnException.Check(status);
+                ulong needed;
+                var w = (kiln_trainer_output)what;
+                var status = kiln_c.kiln_trainer_forward(Handle, ids, batch, seq, w, null, 0, out needed);
+                if (status != kiln_status.KILN_ERR_BUFFER_TOO_SMALL) KilnException.Check(status);
                 var output = new float[(long)needed];
-                KilnException.Check(Native.kiln_trainer_forward(Handle, ids, batch, seq, (int)what, output, needed, out needed));
+                KilnException.Check(kiln_c.kiln_trainer_forward(Handle, ids, batch, seq, w, output, needed, out needed));
                 return output;
             }
             finally
@@ -383,7 +382,7 @@ namespace Kiln
         public Model Snapshot()
         {
             IntPtr raw;
-            KilnException.Check(Native.kiln_trainer_snapshot(Handle, out raw));
+            KilnException.Check(kiln_c.kiln_trainer_snapshot(Handle, out raw));
             return Model.Adopt(raw, Handle.Parent);
         }
 
@@ -392,26 +391,26 @@ namespace Kiln
         {
             get
             {
-                return Buffers.Fill<byte>((byte[] b, UIntPtr c, out UIntPtr n) => Native.kiln_trainer_get_data_state(Handle, b, c, out n));
+                return Buffers.Fill<byte>((byte[] b, ulong c, out ulong n) => kiln_c.kiln_trainer_get_data_state(Handle, b, c, out n));
             }
             set
             {
                 var bytes = value ?? new byte[0];
-                KilnException.Check(Native.kiln_trainer_set_data_state(Handle, bytes, (UIntPtr)bytes.Length));
+                KilnException.Check(kiln_c.kiln_trainer_set_data_state(Handle, bytes, (ulong)bytes.Length));
             }
         }
 
         /// <summary>Stops the running step (it throws Status.Cancelled, nothing changed); safe from any
         /// thread. When no step runs, the next one is cancelled.</summary>
-        public void Cancel() { KilnException.Check(Native.kiln_trainer_cancel(Handle)); }
+        public void Cancel() { KilnException.Check(kiln_c.kiln_trainer_cancel(Handle)); }
 
         /// <summary>Writes a checkpoint atomically (a crash leaves the previous file intact).</summary>
-        public void Save(string path) { KilnException.Check(Native.kiln_checkpoint_save(Handle, Utf8.CString(path))); }
+        public void Save(string path) { KilnException.Check(kiln_c.kiln_checkpoint_save(Handle, Utf8.CString(path))); }
 
         /// <summary>Writes the current weights as a Hugging Face model directory.</summary>
         public void ExportHF(string directory)
         {
-            KilnException.Check(Native.kiln_trainer_export_hf(Handle, Utf8.CString(directory)));
+            KilnException.Check(kiln_c.kiln_trainer_export_hf(Handle, Utf8.CString(directory)));
         }
 
         public void Dispose() { Handle.Dispose(); }
