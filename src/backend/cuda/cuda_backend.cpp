@@ -9,6 +9,7 @@
 #include "backend/backend.hpp"
 #include "backend/cuda/cuda_transformer.hpp"
 #include "backend/cuda/device_memory.hpp"
+#include "backend/cuda/train/cuda_engine.hpp"
 #include "backend/cuda_structure.hpp"
 #include "model/config.hpp"
 #include "model/transformer_weights.hpp"
@@ -35,6 +36,12 @@ class CudaBackend final : public Backend {
     // The weights are copied to the device; the executor keeps nothing of the WeightSet.
     return std::make_unique<cuda::CudaTransformer>(
         config, resolved, rope_inverse_frequencies(config), allocator_, progress);
+  }
+
+  // A model on a CUDA runtime trains on the GPU (docs/training-design.md, "CUDA").
+  std::unique_ptr<train::TrainEngine> create_train_engine(
+      const train::TrainState& state) const override {
+    return cuda::train::make_cuda_engine(state, allocator_);
   }
 
  private:
