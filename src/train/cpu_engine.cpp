@@ -53,6 +53,9 @@ class CpuEngine final : public TrainEngine {
     s_.optimizer.step(s_.values.data(), grads_.data(), lr_multiplier);
   }
 
+  void download_grads(std::span<float> out) override {
+    std::copy(grads_.begin(), grads_.end(), out.begin());
+  }
   void download_state() override {}
   void upload_state() override {}
 

@@ -56,6 +56,8 @@ class TrainEngine {
   // One optimizer update with every learning rate times lr_multiplier; counts it in
   // state.optimizer.steps_taken().
   virtual void optimizer_step(double lr_multiplier) = 0;
+  // Copies the accumulated gradients (layout.total() floats) to `out` (tests and diagnostics).
+  virtual void download_grads(std::span<float> out) = 0;
   // Host mirror <-> engine (no-ops for the CPU engine, whose state IS the host state).
   virtual void download_state() = 0;
   virtual void upload_state() = 0;

@@ -282,6 +282,17 @@ class CudaEngine final : public kiln::train::TrainEngine {
     s_.optimizer.set_steps_taken(t);
   }
 
+  void download_grads(std::span<float> out) override {
+    if (out.size() * sizeof(float) != grads_.size()) {
+      fail(KILN_ERR_INVALID_ARGUMENT, "gradient output holds " +
+                                          n_str(static_cast<int64_t>(out.size())) +
+                                          " floats, the layout " + n_str(s_.layout.total()));
+    }
+    use_device(device_);
+    stream_.synchronize();
+    KILN_CUDA_CHECK(cudaMemcpy(out.data(), grads_.get(), grads_.size(), cudaMemcpyDeviceToHost));
+  }
+
   void download_state() override {
     use_device(device_);
     stream_.synchronize();
