@@ -56,34 +56,66 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return pack_raw(v.x, v.y);
 }
 
-__device__ __forceinline__ uint32_t word_at(const bf16* p) {
-  return *reinterpret_cast<const uint32_t*>(p);
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// A fragment of rows [r0, r0+16) × columns [k0, k0+16) of a row-major tile with row stride ld.
+// ldmatrix: lanes 8i .. 8i+7 give the row addresses of 8 × 8 matrix i; register i of lane t then
+// holds row t/4, elements 2(t%4) and 2(t%4)+1 of matrix i (with .trans: column t/4, rows 2(t%4)
+// and 2(t%4)+1, i.e. of the transposed matrix).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+
+// A fragment of rows [r0, r0+16) × columns [k0, k0+16) of a row-major tile with row stride ld:
+// matrices (rows +0, cols +0), (+8, +0), (+0, +8), (+8, +8) are a0 .. a3.
 __device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* s, int ld, int r0, int k0,
-                                       int g, int c) {
-  const bf16* p = s + (r0 + g) * ld + k0 + 2 * c;
-  a[0] = word_at(p);
-  a[1] = word_at(p + 8 * ld);
-  a[2] = word_at(p + 8);
-  a[3] = word_at(p + 8 * ld + 8);
+                                       int lane) {
+  ldmatrix_x4(a, s + (r0 + (lane & 15)) * ld + k0 + (lane >> 4) * 8);
 }
 
-// B fragment with B[k][n] = M[n0 + n][k0 + k] (M row-major: the product with Mᵀ).
-__device__ __forceinline__ void load_b_trans(uint32_t (&b)[2], const bf16* s, int ld, int n0,
-                                             int k0, int g, int c) {
-  const bf16* p = s + (n0 + g) * ld + k0 + 2 * c;
-  b[0] = word_at(p);
-  b[1] = word_at(p + 8);
+// B fragments of two n-tiles, n0 and n0+8, with B[k][n] = M[n0 + n][k0 + k] (M row-major: the
+// product with Mᵀ): matrices (rows n0, cols k0), (n0, k0+8), (n0+8, k0), (n0+8, k0+8) are
+// b0, b1 of tile n0 and b0, b1 of tile n0+8.
+__device__ __forceinline__ void load_b_trans2(uint32_t (&b)[4], const bf16* s, int ld, int n0,
+                                              int k0, int lane) {
+  ldmatrix_x4(b, s + (n0 + (lane & 7) + ((lane >> 4) << 3)) * ld + k0 + (((lane >> 3) & 1) << 3));
 }
 
-// B fragment with B[k][n] = M[k0 + k][n0 + n] (M row-major: the product with M itself).
-__device__ __forceinline__ void load_b(uint32_t (&b)[2], const bf16* s, int ld, int k0, int n0,
-                                       int g, int c) {
-  const bf16* p = s + (k0 + 2 * c) * ld + n0 + g;
-  b[0] = pack_raw(p[0], p[ld]);
-  b[1] = pack_raw(p[8 * ld], p[9 * ld]);
+// B fragments of two n-tiles with B[k][n] = M[k0 + k][n0 + n] (M row-major: the product with M
+// itself), through ldmatrix.trans: matrices (rows k0, cols n0), (k0+8, n0), (k0, n0+8),
+// (k0+8, n0+8) are b0, b1 of tile n0 and b0, b1 of tile n0+8.
+__device__ __forceinline__ void load_b2(uint32_t (&b)[4], const bf16* s, int ld, int k0, int n0,
+                                        int lane) {
+  ldmatrix_x4_trans(
+      b, s + (k0 + (lane & 7) + (((lane >> 3) & 1) << 3)) * ld + n0 + ((lane >> 4) << 3));
+}
+
+__device__ __forceinline__ void mma_pair(float (&d0)[4], float (&d1)[4], const uint32_t (&a)[4],
+                                         const uint32_t (&b)[4]) {
+  const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+  mma_bf16(d0, a, b0);
+  mma_bf16(d1, a, b1);
+}
+
+// 16-byte asynchronous copies global → shared (sm_80+); src_bytes 0 writes zeros.
+__device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
 }
 
 // The A fragment for k-step kk of a product whose left operand is a C-layout accumulator
@@ -96,8 +128,9 @@ __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&t0)[4],
   a[3] = pack_bf16(t1[2], t1[3]);
 }
 
-// Rows [row0, row0 + kRows) of a matrix with row stride gstride into a padded shared tile;
-// rows at or past n_rows and columns at or past D become zero (so masked products stay finite).
+// Starts copying rows [row0, row0 + kRows) of a matrix with row stride gstride into a padded
+// shared tile; rows at or past n_rows and columns at or past D become zero (so masked products
+// stay finite). The caller commits and waits (cp_async_commit, cp_async_wait_all).
 template <int kRows, int kD>
 __device__ __forceinline__ void load_tile(bf16* s, const bf16* g, int64_t gstride, int row0,
                                           int n_rows, int D) {
@@ -105,11 +138,9 @@ __device__ __forceinline__ void load_tile(bf16* s, const bf16* g, int64_t gstrid
   constexpr int kChunks = kD / 8;
   for (int i = threadIdx.x; i < kRows * kChunks; i += blockDim.x) {
     const int r = i / kChunks, col = (i % kChunks) * 8;
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (row0 + r < n_rows && col < D) {
-      v = *reinterpret_cast<const uint4*>(g + static_cast<int64_t>(row0 + r) * gstride + col);
-    }
-    *reinterpret_cast<uint4*>(s + r * kLd + col) = v;
+    const bool in = row0 + r < n_rows && col < D;
+    const bf16* src = in ? g + static_cast<int64_t>(row0 + r) * gstride + col : g;
+    cp_async16(s + r * kLd + col, src, in ? 16 : 0);
   }
 }
 
@@ -122,6 +153,8 @@ constexpr size_t tile_bytes(int rows) {
 constexpr int kFwdWarps = 4;
 constexpr int kFwdRows = 16 * kFwdWarps;
 
+// Loads are pipelined as in FlashAttention-2: V of a key tile streams in while the scores are
+// computed from K, and the next K while P·V runs; one buffer each for Q, K and V.
 template <int kD, int kBc>
 __global__ void __launch_bounds__(kFwdWarps * 32)
     attention_forward_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
@@ -139,95 +172,110 @@ __global__ void __launch_bounds__(kFwdWarps * 32)
   const int h = blockIdx.y, b = blockIdx.z;
   const int kvh = h / group, Hkv = H / group;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, c = lane % 4;
+  const int c = lane % 4;
   const int k_steps = (D + 15) / 16;  // the padded columns past D are zero: skip them
 
   const bf16* q_bh = q + (static_cast<int64_t>(b) * H + h) * T * D;
   const bf16* k_bh = k + (static_cast<int64_t>(b) * Hkv + kvh) * T * D;
   const bf16* v_bh = v + (static_cast<int64_t>(b) * Hkv + kvh) * T * D;
   load_tile<kFwdRows, kD>(q_s, q_bh, D, q0, T, D);
+  load_tile<kBc, kD>(k_s, k_bh, D, 0, T, D);
+  cp_async_commit();
 
-  const int row_a = q0 + warp * 16 + g, row_b = row_a + 8;  // this thread's two rows
+  const int warp_row0 = q0 + warp * 16;
+  const int row_a = warp_row0 + lane / 4, row_b = row_a + 8;  // this thread's two rows
   float acc[kD / 8][4];
 #pragma unroll
   for (int n = 0; n < kD / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
   const int last_row = min(q0 + kFwdRows, T) - 1;
-  const int warp_last_row = q0 + warp * 16 + 15;
   for (int k0 = 0; k0 <= last_row; k0 += kBc) {
-    __syncthreads();  // the previous tile is no longer read
-    load_tile<kBc, kD>(k_s, k_bh, D, k0, T, D);
+    cp_async_wait_all();  // K of this tile (and Q, the first time)
+    __syncthreads();      // ... visible to all; every warp is done with the previous V
     load_tile<kBc, kD>(v_s, v_bh, D, k0, T, D);
-    __syncthreads();
-    if (k0 > warp_last_row) continue;  // causal: the whole tile is after this warp's rows
+    cp_async_commit();
+    // Warp-uniform: causal, the whole tile may lie after this warp's rows.
+    const bool active = k0 <= warp_row0 + 15;
 
     float s[kBc / 8][4];
+    if (active) {
 #pragma unroll
-    for (int n = 0; n < kBc / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+      for (int n = 0; n < kBc / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-    for (int kk = 0; kk < kD / 16; ++kk) {
-      if (kk >= k_steps) break;
-      uint32_t a[4];
-      load_a(a, q_s, kLd, warp * 16, kk * 16, g, c);
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        if (kk >= k_steps) break;
+        uint32_t a[4];
+        load_a(a, q_s, kLd, warp * 16, kk * 16, lane);
+#pragma unroll
+        for (int n = 0; n < kBc / 8; n += 2) {
+          uint32_t bb[4];
+          load_b_trans2(bb, k_s, kLd, n * 8, kk * 16, lane);
+          mma_pair(s[n], s[n + 1], a, bb);
+        }
+      }
+
+      // Scale to log2 units; mask (causal, keys past T) only where the tile needs it.
+      const bool needs_mask = k0 + kBc - 1 > warp_row0 || k0 + kBc > T;
+      float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
       for (int n = 0; n < kBc / 8; ++n) {
-        uint32_t bb[2];
-        load_b_trans(bb, k_s, kLd, n * 8, kk * 16, g, c);
-        mma_bf16(s[n], a, bb);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int key = k0 + n * 8 + 2 * c + (i & 1);
+          const int row = i < 2 ? row_a : row_b;
+          s[n][i] = (!needs_mask || (key <= row && key < T)) ? s[n][i] * scale_log2 : -INFINITY;
+          mx[i / 2] = fmaxf(mx[i / 2], s[n][i]);
+        }
+      }
+      float corr[2], base[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        const float m_new = fmaxf(m[r], mx[r]);
+        // A row with no key seen yet keeps m = -inf; exp2 of (-inf) - 0 is then 0, never NaN.
+        base[r] = m_new == -INFINITY ? 0.0f : m_new;
+        corr[r] = exp2f(m[r] - base[r]);
+        m[r] = m_new;
+        l[r] *= corr[r];
+      }
+#pragma unroll
+      for (int n = 0; n < kBc / 8; ++n) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          s[n][i] = exp2f(s[n][i] - base[i / 2]);
+          l[i / 2] += s[n][i];  // this thread's share; the quad is summed once at the end
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < kD / 8; ++n) {
+        acc[n][0] *= corr[0];
+        acc[n][1] *= corr[0];
+        acc[n][2] *= corr[1];
+        acc[n][3] *= corr[1];
       }
     }
 
-    // Scale to log2 units, mask (causal, and keys past T), row maxima over the quad.
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int n = 0; n < kBc / 8; ++n) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int key = k0 + n * 8 + 2 * c + (i & 1);
-        const int row = i < 2 ? row_a : row_b;
-        s[n][i] = (key <= row && key < T) ? s[n][i] * scale_log2 : -INFINITY;
-        mx[i / 2] = fmaxf(mx[i / 2], s[n][i]);
-      }
+    cp_async_wait_all();  // V of this tile
+    __syncthreads();      // ... visible to all; every warp is done with K
+    if (k0 + kBc <= last_row) {
+      load_tile<kBc, kD>(k_s, k_bh, D, k0 + kBc, T, D);
+      cp_async_commit();
     }
-    float corr[2], base[2];
+    if (active) {
+      // acc += P V (P rounded to BF16 as the product's input).
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float m_new = fmaxf(m[r], mx[r]);
-      // A row with no key seen yet keeps m = -inf; exp2 of (-inf) - 0 is then 0, never NaN.
-      base[r] = m_new == -INFINITY ? 0.0f : m_new;
-      corr[r] = exp2f(m[r] - base[r]);
-      m[r] = m_new;
-      l[r] *= corr[r];
-    }
+      for (int kk = 0; kk < kBc / 16; ++kk) {
+        uint32_t a[4];
+        c_to_a(a, s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
-    for (int n = 0; n < kBc / 8; ++n) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        s[n][i] = exp2f(s[n][i] - base[i / 2]);
-        l[i / 2] += s[n][i];  // this thread's share; the quad is summed once at the end
-      }
-    }
-#pragma unroll
-    for (int n = 0; n < kD / 8; ++n) {
-      acc[n][0] *= corr[0];
-      acc[n][1] *= corr[0];
-      acc[n][2] *= corr[1];
-      acc[n][3] *= corr[1];
-    }
-    // acc += P V (P rounded to BF16 as the product's input).
-#pragma unroll
-    for (int kk = 0; kk < kBc / 16; ++kk) {
-      uint32_t a[4];
-      c_to_a(a, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-      for (int n = 0; n < kD / 8; ++n) {
-        if (n * 8 >= D) break;
-        uint32_t bb[2];
-        load_b(bb, v_s, kLd, kk * 16, n * 8, g, c);
-        mma_bf16(acc[n], a, bb);
+        for (int n = 0; n < kD / 8; n += 2) {
+          if (n * 8 >= D) break;
+          uint32_t bb[4];
+          load_b2(bb, v_s, kLd, kk * 16, n * 8, lane);
+          mma_pair(acc[n], acc[n + 1], a, bb);
+        }
       }
     }
   }
@@ -282,7 +330,8 @@ __global__ void attention_delta_kernel(const bf16* __restrict__ o, const bf16* _
 }
 
 // ---- backward: dK, dV ---------------------------------------------------------------------------
-// Block: kWarps · 16 keys of one kv head; query tiles of kBr rows.
+// Block: kWarps · 16 keys of one kv head; query tiles of kBr rows. dO of a query tile streams in
+// while Sᵀ is computed from Q.
 template <int kD, int kWarps, int kBr>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_dkdv_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
@@ -304,7 +353,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int kvh = blockIdx.y, b = blockIdx.z;
   const int Hkv = H / group;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, c = lane % 4;
+  const int c = lane % 4;
   const int k_steps = (D + 15) / 16;
 
   const int64_t kv_off = (static_cast<int64_t>(b) * Hkv + kvh) * T * D;
@@ -317,8 +366,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int i = 0; i < 4; ++i) dk_acc[n][i] = dv_acc[n][i] = 0.0f;
   }
-  const int key_a = k0 + warp * 16 + g, key_b = key_a + 8;  // this thread's two keys
-  const int warp_first_key = k0 + warp * 16;
+  const int warp_key0 = k0 + warp * 16;
+  const int key_a = warp_key0 + lane / 4, key_b = key_a + 8;  // this thread's two keys
   const int64_t o_stride = static_cast<int64_t>(H) * D;
 
   for (int hi = 0; hi < group; ++hi) {
@@ -329,68 +378,96 @@ __global__ void __launch_bounds__(kWarps * 32)
     const float* delta_bh = delta + (static_cast<int64_t>(b) * H + h) * T;
     // Query t sees key j when j <= t: the first query tile that sees this key tile holds k0.
     for (int q0 = (k0 / kBr) * kBr; q0 < T; q0 += kBr) {
-      __syncthreads();  // the previous query tile is no longer read (K/V written, first time)
+      __syncthreads();  // every warp is done with the previous Q, dO, lse and delta
       load_tile<kBr, kD>(q_s, q_bh, D, q0, T, D);
-      load_tile<kBr, kD>(do_s, do_bh, o_stride, q0, T, D);
+      cp_async_commit();
       for (int i = threadIdx.x; i < kBr; i += blockDim.x) {
         const bool in = q0 + i < T;
         lse_s[i] = in ? lse_bh[q0 + i] * kLog2e : 0.0f;
         delta_s[i] = in ? delta_bh[q0 + i] : 0.0f;
       }
+      cp_async_wait_all();  // Q (and K, V the first time)
       __syncthreads();
-      if (warp_first_key > q0 + kBr - 1) continue;  // every query of the tile precedes these keys
+      load_tile<kBr, kD>(do_s, do_bh, o_stride, q0, T, D);
+      cp_async_commit();
+      // Warp-uniform: every query of the tile may precede this warp's keys.
+      const bool active = warp_key0 <= q0 + kBr - 1;
+      const bool needs_mask = warp_key0 + 15 > q0 || q0 + kBr > T;
 
-      // Sᵀ = K Qᵀ (16 keys × kBr queries), and dPᵀ = V dOᵀ.
-      float st[kBr / 8][4], dpt[kBr / 8][4];
+      // Sᵀ = K Qᵀ (16 keys × kBr queries) → Pᵀ = exp2(s·scale·log2e − lse·log2e) where
+      // key <= query < T, else 0.
+      float st[kBr / 8][4];
+      if (active) {
 #pragma unroll
-      for (int n = 0; n < kBr / 8; ++n) {
+        for (int n = 0; n < kBr / 8; ++n) st[n][0] = st[n][1] = st[n][2] = st[n][3] = 0.0f;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) st[n][i] = dpt[n][i] = 0.0f;
-      }
+        for (int kk = 0; kk < kD / 16; ++kk) {
+          if (kk >= k_steps) break;
+          uint32_t ak[4];
+          load_a(ak, k_s, kLd, warp * 16, kk * 16, lane);
 #pragma unroll
-      for (int kk = 0; kk < kD / 16; ++kk) {
-        if (kk >= k_steps) break;
-        uint32_t ak[4], av[4];
-        load_a(ak, k_s, kLd, warp * 16, kk * 16, g, c);
-        load_a(av, v_s, kLd, warp * 16, kk * 16, g, c);
+          for (int n = 0; n < kBr / 8; n += 2) {
+            uint32_t bq[4];
+            load_b_trans2(bq, q_s, kLd, n * 8, kk * 16, lane);
+            mma_pair(st[n], st[n + 1], ak, bq);
+          }
+        }
 #pragma unroll
         for (int n = 0; n < kBr / 8; ++n) {
-          uint32_t bq[2], bo[2];
-          load_b_trans(bq, q_s, kLd, n * 8, kk * 16, g, c);
-          load_b_trans(bo, do_s, kLd, n * 8, kk * 16, g, c);
-          mma_bf16(st[n], ak, bq);
-          mma_bf16(dpt[n], av, bo);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int qi = n * 8 + 2 * c + (i & 1);
+            const int query = q0 + qi;
+            const int key = i < 2 ? key_a : key_b;
+            st[n][i] = (!needs_mask || (key <= query && query < T))
+                           ? exp2f(st[n][i] * scale_log2 - lse_s[qi])
+                           : 0.0f;
+          }
         }
       }
-      // Pᵀ = exp2(s·scale·log2e − lse·log2e) where key <= query < T, else 0;
-      // dSᵀ = Pᵀ ∘ (dPᵀ − delta[query]).
+
+      cp_async_wait_all();  // dO
+      __syncthreads();
+      if (active) {
+        // dPᵀ = V dOᵀ → dSᵀ = Pᵀ ∘ (dPᵀ − delta[query]).
+        float dpt[kBr / 8][4];
 #pragma unroll
-      for (int n = 0; n < kBr / 8; ++n) {
+        for (int n = 0; n < kBr / 8; ++n) dpt[n][0] = dpt[n][1] = dpt[n][2] = dpt[n][3] = 0.0f;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int qi = n * 8 + 2 * c + (i & 1);
-          const int query = q0 + qi;
-          const int key = i < 2 ? key_a : key_b;
-          const float p =
-              (key <= query && query < T) ? exp2f(st[n][i] * scale_log2 - lse_s[qi]) : 0.0f;
-          st[n][i] = p;
-          dpt[n][i] = p * (dpt[n][i] - delta_s[qi]);
+        for (int kk = 0; kk < kD / 16; ++kk) {
+          if (kk >= k_steps) break;
+          uint32_t av[4];
+          load_a(av, v_s, kLd, warp * 16, kk * 16, lane);
+#pragma unroll
+          for (int n = 0; n < kBr / 8; n += 2) {
+            uint32_t bo[4];
+            load_b_trans2(bo, do_s, kLd, n * 8, kk * 16, lane);
+            mma_pair(dpt[n], dpt[n + 1], av, bo);
+          }
         }
-      }
-      // dV += Pᵀ dO, dK += dSᵀ Q (scaled at the end).
 #pragma unroll
-      for (int kk = 0; kk < kBr / 16; ++kk) {
-        uint32_t ap[4], as[4];
-        c_to_a(ap, st[2 * kk], st[2 * kk + 1]);
-        c_to_a(as, dpt[2 * kk], dpt[2 * kk + 1]);
+        for (int n = 0; n < kBr / 8; ++n) {
 #pragma unroll
-        for (int n = 0; n < kD / 8; ++n) {
-          if (n * 8 >= D) break;
-          uint32_t bo[2], bq[2];
-          load_b(bo, do_s, kLd, kk * 16, n * 8, g, c);
-          load_b(bq, q_s, kLd, kk * 16, n * 8, g, c);
-          mma_bf16(dv_acc[n], ap, bo);
-          mma_bf16(dk_acc[n], as, bq);
+          for (int i = 0; i < 4; ++i) {
+            const int qi = n * 8 + 2 * c + (i & 1);
+            dpt[n][i] = st[n][i] * (dpt[n][i] - delta_s[qi]);
+          }
+        }
+        // dV += Pᵀ dO, dK += dSᵀ Q (scaled at the end).
+#pragma unroll
+        for (int kk = 0; kk < kBr / 16; ++kk) {
+          uint32_t ap[4], as[4];
+          c_to_a(ap, st[2 * kk], st[2 * kk + 1]);
+          c_to_a(as, dpt[2 * kk], dpt[2 * kk + 1]);
+#pragma unroll
+          for (int n = 0; n < kD / 8; n += 2) {
+            if (n * 8 >= D) break;
+            uint32_t bo[4], bq[4];
+            load_b2(bo, do_s, kLd, kk * 16, n * 8, lane);
+            mma_pair(dv_acc[n], dv_acc[n + 1], ap, bo);
+            load_b2(bq, q_s, kLd, kk * 16, n * 8, lane);
+            mma_pair(dk_acc[n], dk_acc[n + 1], as, bq);
+          }
         }
       }
     }
@@ -414,7 +491,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 // ---- backward: dQ -------------------------------------------------------------------------------
-// Block: kWarps · 16 query rows of one head; key tiles of kBc keys.
+// Block: kWarps · 16 query rows of one head; key tiles of kBc keys. V of a key tile streams in
+// while S is computed from K.
 template <int kD, int kWarps, int kBc>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_dq_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
@@ -434,7 +512,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int h = blockIdx.y, b = blockIdx.z;
   const int kvh = h / group, Hkv = H / group;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, c = lane % 4;
+  const int c = lane % 4;
   const int k_steps = (D + 15) / 16;
   const int64_t o_stride = static_cast<int64_t>(H) * D;
 
@@ -444,8 +522,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   load_tile<kBr, kD>(do_s,
                      d_o + static_cast<int64_t>(b) * T * o_stride + static_cast<int64_t>(h) * D,
                      o_stride, q0, T, D);
+  cp_async_commit();
 
-  const int row_a = q0 + warp * 16 + g, row_b = row_a + 8;
+  const int warp_row0 = q0 + warp * 16;
+  const int row_a = warp_row0 + lane / 4, row_b = row_a + 8;
   const int64_t stat_off = (static_cast<int64_t>(b) * H + h) * T;
   const float lse_r[2] = {row_a < T ? lse[stat_off + row_a] * kLog2e : 0.0f,
                           row_b < T ? lse[stat_off + row_b] * kLog2e : 0.0f};
@@ -457,56 +537,83 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int n = 0; n < kD / 8; ++n) dq_acc[n][0] = dq_acc[n][1] = dq_acc[n][2] = dq_acc[n][3] = 0.0f;
 
   const int last_row = min(q0 + kBr, T) - 1;
-  const int warp_last_row = q0 + warp * 16 + 15;
   for (int k0 = 0; k0 <= last_row; k0 += kBc) {
-    __syncthreads();
+    __syncthreads();  // every warp is done with the previous K and V
     load_tile<kBc, kD>(k_s, k + kv_off, D, k0, T, D);
-    load_tile<kBc, kD>(v_s, v + kv_off, D, k0, T, D);
+    cp_async_commit();
+    cp_async_wait_all();  // K (and Q, dO the first time)
     __syncthreads();
-    if (k0 > warp_last_row) continue;
+    load_tile<kBc, kD>(v_s, v + kv_off, D, k0, T, D);
+    cp_async_commit();
+    const bool active = k0 <= warp_row0 + 15;
+    const bool needs_mask = k0 + kBc - 1 > warp_row0 || k0 + kBc > T;
 
-    float s[kBc / 8][4], dp[kBc / 8][4];
+    // S = Q Kᵀ → P.
+    float s[kBc / 8][4];
+    if (active) {
 #pragma unroll
-    for (int n = 0; n < kBc / 8; ++n) {
+      for (int n = 0; n < kBc / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-      for (int i = 0; i < 4; ++i) s[n][i] = dp[n][i] = 0.0f;
-    }
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        if (kk >= k_steps) break;
+        uint32_t aq[4];
+        load_a(aq, q_s, kLd, warp * 16, kk * 16, lane);
 #pragma unroll
-    for (int kk = 0; kk < kD / 16; ++kk) {
-      if (kk >= k_steps) break;
-      uint32_t aq[4], ao[4];
-      load_a(aq, q_s, kLd, warp * 16, kk * 16, g, c);
-      load_a(ao, do_s, kLd, warp * 16, kk * 16, g, c);
+        for (int n = 0; n < kBc / 8; n += 2) {
+          uint32_t bk[4];
+          load_b_trans2(bk, k_s, kLd, n * 8, kk * 16, lane);
+          mma_pair(s[n], s[n + 1], aq, bk);
+        }
+      }
 #pragma unroll
       for (int n = 0; n < kBc / 8; ++n) {
-        uint32_t bk[2], bv[2];
-        load_b_trans(bk, k_s, kLd, n * 8, kk * 16, g, c);
-        load_b_trans(bv, v_s, kLd, n * 8, kk * 16, g, c);
-        mma_bf16(s[n], aq, bk);
-        mma_bf16(dp[n], ao, bv);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int key = k0 + n * 8 + 2 * c + (i & 1);
+          const int row = i < 2 ? row_a : row_b;
+          s[n][i] = (!needs_mask || (key <= row && row < T))
+                        ? exp2f(s[n][i] * scale_log2 - lse_r[i / 2])
+                        : 0.0f;
+        }
       }
     }
+
+    cp_async_wait_all();  // V
+    __syncthreads();
+    if (active) {
+      // dP = dO Vᵀ → dS = P ∘ (dP − delta).
+      float dp[kBc / 8][4];
 #pragma unroll
-    for (int n = 0; n < kBc / 8; ++n) {
+      for (int n = 0; n < kBc / 8; ++n) dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.0f;
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int key = k0 + n * 8 + 2 * c + (i & 1);
-        const int row = i < 2 ? row_a : row_b;
-        const float p = (key <= row && row < T) ? exp2f(s[n][i] * scale_log2 - lse_r[i / 2]) : 0.0f;
-        dp[n][i] = p * (dp[n][i] - delta_r[i / 2]);  // dS
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        if (kk >= k_steps) break;
+        uint32_t ao[4];
+        load_a(ao, do_s, kLd, warp * 16, kk * 16, lane);
+#pragma unroll
+        for (int n = 0; n < kBc / 8; n += 2) {
+          uint32_t bv[4];
+          load_b_trans2(bv, v_s, kLd, n * 8, kk * 16, lane);
+          mma_pair(dp[n], dp[n + 1], ao, bv);
+        }
       }
-    }
-    // dQ += dS K (scaled at the end).
 #pragma unroll
-    for (int kk = 0; kk < kBc / 16; ++kk) {
-      uint32_t a[4];
-      c_to_a(a, dp[2 * kk], dp[2 * kk + 1]);
+      for (int n = 0; n < kBc / 8; ++n) {
 #pragma unroll
-      for (int n = 0; n < kD / 8; ++n) {
-        if (n * 8 >= D) break;
-        uint32_t bk[2];
-        load_b(bk, k_s, kLd, kk * 16, n * 8, g, c);
-        mma_bf16(dq_acc[n], a, bk);
+        for (int i = 0; i < 4; ++i) dp[n][i] = s[n][i] * (dp[n][i] - delta_r[i / 2]);
+      }
+      // dQ += dS K (scaled at the end).
+#pragma unroll
+      for (int kk = 0; kk < kBc / 16; ++kk) {
+        uint32_t a[4];
+        c_to_a(a, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+        for (int n = 0; n < kD / 8; n += 2) {
+          if (n * 8 >= D) break;
+          uint32_t bk[4];
+          load_b2(bk, k_s, kLd, kk * 16, n * 8, lane);
+          mma_pair(dq_acc[n], dq_acc[n + 1], a, bk);
+        }
       }
     }
   }
