@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Packs the CUDA build (build-gpu/: the CUDA test binaries, kiln-bench, libkiln.so) with the
+# Packs the CUDA build (build-gpu/: the CUDA test binaries incl. the training ones, kiln-bench,
+# kiln-train-gpu-bench, libkiln.so) with the
 # non-CUDA shared libraries they need into one archive for the GPU machine, which cannot install
 # packages. cuBLAS (hundreds of MB) is not carried: the GPU machine has it under its CUDA install.
 # usage: tools/gpu/pack_cuda_build.sh DEST_DIR   (writes DEST_DIR/cuda-build.tar.xz)
@@ -11,6 +12,11 @@ stage=$(mktemp -d)
 mkdir -p "$stage/cuda-build/bin" "$stage/cuda-build/lib" "$dest"
 cp "$build"/tests/cuda_kernels_test "$build"/tests/cuda_model_test \
    "$build"/tests/cuda_hf_parity_test "$build"/bin/kiln-bench "$stage/cuda-build/bin/"
+# The CUDA training checks (tools/gpu/run_train_gpu.sh); absent from older builds.
+for t in tests/cuda_train_kernels_test tests/cuda_train_attention_test tests/cuda_train_test \
+         bin/kiln-train-gpu-bench; do
+  if [ -x "$build/$t" ]; then cp "$build/$t" "$stage/cuda-build/bin/"; else echo "not built: $t"; fi
+done
 cp -L "$build"/libkiln.so.0 "$stage/cuda-build/lib/"
 for bin in "$stage"/cuda-build/bin/* "$build"/libkiln.so.0; do
   ldd "$bin" | awk '/=> \// {print $3}'
