@@ -342,8 +342,8 @@ KILN_API kiln_status kiln_checkpoint_load(kiln_runtime* runtime, const char* pat
     *out_trainer = nullptr;
     require_non_null(runtime, "runtime");
     require_non_null(path, "path");
-    *out_trainer = trainer_handle(
-        kiln::Trainer::load_checkpoint(path, &runtime->impl->backend()), runtime->impl.get());
+    *out_trainer = trainer_handle(kiln::Trainer::load_checkpoint(path, &runtime->impl->backend()),
+                                  runtime->impl.get());
   });
 }
 

@@ -1,8 +1,9 @@
 // Trainer: full-parameter training of one model with float32 master weights. Owns the weights (a
-// copy of the source model's), through its TrainEngine (train_engine.hpp: CPU or CUDA) their gradients, the optimizer state, the step counter and the caller's
-// data-loader state; runs forward + backward over grad-accumulation micro-batches, clips, applies
-// the LR schedule and the optimizer update. One thread at a time (Guard); cancel() from any thread.
-// Semantics of batches, masks, weights and MTP heads: docs/training.md.
+// copy of the source model's), through its TrainEngine (train_engine.hpp: CPU or CUDA) their
+// gradients, the optimizer state, the step counter and the caller's data-loader state; runs forward
+// + backward over grad-accumulation micro-batches, clips, applies the LR schedule and the optimizer
+// update. One thread at a time (Guard); cancel() from any thread. Semantics of batches, masks,
+// weights and MTP heads: docs/training.md.
 #pragma once
 
 #include <array>

@@ -75,9 +75,7 @@ ModelPtr load(kiln_runtime* rt, const fs::path& dir) {
   return ModelPtr(m);
 }
 
-nlohmann::json read_json(const fs::path& p) {
-  return nlohmann::json::parse(test::read_file(p));
-}
+nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(test::read_file(p)); }
 
 kiln_trainer_options curve_options(const nlohmann::json& curve) {
   kiln_trainer_options o;
@@ -99,7 +97,9 @@ TrainerPtr make_trainer(const kiln_model* model, const kiln_trainer_options& o) 
   return TrainerPtr(t);
 }
 
-double rel(double got, double want) { return std::abs(got - want) / std::max(std::abs(want), 1e-12); }
+double rel(double got, double want) {
+  return std::abs(got - want) / std::max(std::abs(want), 1e-12);
+}
 
 struct Step {
   std::vector<int32_t> inputs, targets;
@@ -107,8 +107,8 @@ struct Step {
 std::vector<Step> curve_steps(const nlohmann::json& curve) {
   std::vector<Step> out;
   for (const auto& s : curve.at("steps")) {
-    out.push_back({s.at("inputs").get<std::vector<int32_t>>(),
-                   s.at("targets").get<std::vector<int32_t>>()});
+    out.push_back(
+        {s.at("inputs").get<std::vector<int32_t>>(), s.at("targets").get<std::vector<int32_t>>()});
   }
   return out;
 }
@@ -151,10 +151,10 @@ TEST_P(CudaTrain, TwentyAdamWStepsFollowPyTorchWithinBf16) {
     const double loss = s.at("loss"), norm = s.at("grad_norm");
     worst_loss = std::max(worst_loss, rel(r.loss, loss));
     worst_norm = std::max(worst_norm, rel(r.grad_norm, norm));
-    EXPECT_LE(rel(r.loss, loss), 2e-2) << GetParam() << " step " << i << ": loss " << r.loss
-                                       << " vs PyTorch " << loss;
-    EXPECT_LE(rel(r.grad_norm, norm), 5e-2) << GetParam() << " step " << i << ": grad norm "
-                                            << r.grad_norm << " vs PyTorch " << norm;
+    EXPECT_LE(rel(r.loss, loss), 2e-2)
+        << GetParam() << " step " << i << ": loss " << r.loss << " vs PyTorch " << loss;
+    EXPECT_LE(rel(r.grad_norm, norm), 5e-2)
+        << GetParam() << " step " << i << ": grad norm " << r.grad_norm << " vs PyTorch " << norm;
     EXPECT_EQ(r.step, i + 1);
     ++i;
   }
@@ -268,8 +268,9 @@ TEST_F(CudaTrainer, ResumeIsBitIdentical) {
     }
     KILN_ASSERT_OK(kiln_checkpoint_save(c.get(), (tmp / "resumed.ckpt").string().c_str()));
     EXPECT_TRUE(file_bytes(tmp / "full.ckpt") == file_bytes(tmp / "resumed.ckpt"))
-        << family << ": the resumed run's checkpoint (values + AdamW moments) differs from the "
-                     "uninterrupted run's";
+        << family
+        << ": the resumed run's checkpoint (values + AdamW moments) differs from the "
+           "uninterrupted run's";
     fs::remove_all(tmp);
   }
 }
@@ -338,16 +339,25 @@ TEST_F(CudaTrainer, OutOfMemoryUnderTheLimitThenASmallTrainerWorks) {
   EXPECT_NE(message.find("bytes"), std::string::npos) << message;
   std::printf("[ oom ] %s\n", message.c_str());
 
-  // What the failed trainer took must be back: half of the limit would not leave room otherwise.
-  const fs::path dir = family_dir("llama");
-  const auto curve = read_json(dir / "curve.json");
-  auto small = load(rt.get(), dir);
-  ASSERT_TRUE(small);
-  auto trainer = make_trainer(small.get(), curve_options(curve));
-  ASSERT_TRUE(trainer) << "after an out-of-memory failure a small trainer must fit";
-  const int32_t B = curve.at("batch_size"), T = curve.at("seq_len");
-  const auto r = step(trainer.get(), B, T, curve_steps(curve)[0]);
-  EXPECT_LE(rel(r.loss, curve.at("steps")[0].at("loss").get<double>()), 2e-2);
+  // What the failed trainer took must be back: with the big model freed, a ~11 M-parameter
+  // trainer (~260 MB with its inference copy) fits under the cap only if the ~180 MB the failed
+  // one took for its weights were returned.
+  model.reset();
+  const std::string medium = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 16000,
+    "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "tie_word_embeddings": false})";
+  KILN_ASSERT_OK(kiln_model_create(rt.get(), medium.data(), medium.size(), nullptr, &raw));
+  ModelPtr fits(raw);
+  auto trainer = make_trainer(fits.get(), o);
+  ASSERT_TRUE(trainer) << "after an out-of-memory failure a trainer that fits must be created";
+  Step s;
+  for (int i = 0; i < 2 * 16 + 1; ++i) s.inputs.push_back((i * 7919) % 16000);
+  s.targets.assign(s.inputs.begin() + 1, s.inputs.end());
+  s.inputs.pop_back();
+  const auto r = step(trainer.get(), 2, 16, s);
+  // A fresh model predicts nearly uniformly: the loss is close to ln(vocab).
+  EXPECT_NEAR(r.loss, std::log(16000.0), 0.1 * std::log(16000.0)) << "loss " << r.loss;
 }
 
 // (f) MTP heads: the first step's main and per-head losses and gradient norm against the CPU
@@ -373,8 +383,8 @@ TEST_F(CudaTrainer, MtpHeadsFollowTheCpuTrainer) {
     for (int k = 0; k < 2; ++k) {  // two steps: the second sees the first update
       const auto rg = step(tg.get(), B, T, s);
       const auto rc = step(tc.get(), B, T, s);
-      EXPECT_LE(rel(rg.loss, rc.loss), 2e-2) << family << " step " << k << " main loss GPU "
-                                             << rg.loss << " CPU " << rc.loss;
+      EXPECT_LE(rel(rg.loss, rc.loss), 2e-2)
+          << family << " step " << k << " main loss GPU " << rg.loss << " CPU " << rc.loss;
       for (int h = 0; h < 2; ++h) {
         EXPECT_LE(rel(rg.mtp_losses[h], rc.mtp_losses[h]), 2e-2)
             << family << " step " << k << " MTP head " << h + 1 << " GPU " << rg.mtp_losses[h]
@@ -406,10 +416,10 @@ TEST_F(CudaTrainer, ForwardLogitsFollowTheCpuTrainer) {
       KILN_ASSERT_OK(
           kiln_trainer_forward(tg.get(), s.inputs.data(), B, T, what, nullptr, 0, &needed));
       std::vector<float> g(needed, NAN), c(needed, NAN);
-      KILN_ASSERT_OK(kiln_trainer_forward(tg.get(), s.inputs.data(), B, T, what, g.data(),
-                                          g.size(), &needed));
-      KILN_ASSERT_OK(kiln_trainer_forward(tc.get(), s.inputs.data(), B, T, what, c.data(),
-                                          c.size(), &needed));
+      KILN_ASSERT_OK(
+          kiln_trainer_forward(tg.get(), s.inputs.data(), B, T, what, g.data(), g.size(), &needed));
+      KILN_ASSERT_OK(
+          kiln_trainer_forward(tc.get(), s.inputs.data(), B, T, what, c.data(), c.size(), &needed));
       const double e = test::relative_l2(g.data(), c.data(), g.size());
       EXPECT_LE(e, 2e-2) << family << (what == KILN_TRAINER_OUTPUT_LOGITS ? " logits" : " hidden")
                          << ": relative L2 error GPU vs CPU " << e;

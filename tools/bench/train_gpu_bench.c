@@ -99,11 +99,12 @@ int main(int argc, char** argv) {
   const double n_params = (double)info.n_parameters - 1024.0 * width;
   const double flops_per_token = 6.0 * n_params + 12.0 * layers * width * T;
   const double mfu = tok_s * flops_per_token / 775.5e12;
-  printf("{\"peer\": \"kiln\", \"batch\": %d, \"seq\": %d, \"params\": %lld, "
-         "\"tokens_per_s\": %.0f, \"step_ms\": %.2f, \"mfu\": %.4f, \"flops_per_token\": %.4g, "
-         "\"device_mem_gib\": %.2f, \"first_loss\": %.4f, \"last_loss\": %.4f}\n",
-         B, T, (long long)info.n_parameters, tok_s, 1e3 * seconds / timed, mfu, flops_per_token,
-         (double)(free0 - free1) / (1024.0 * 1024.0 * 1024.0), first_loss, last_loss);
+  printf(
+      "{\"peer\": \"kiln\", \"batch\": %d, \"seq\": %d, \"params\": %lld, "
+      "\"tokens_per_s\": %.0f, \"step_ms\": %.2f, \"mfu\": %.4f, \"flops_per_token\": %.4g, "
+      "\"device_mem_gib\": %.2f, \"first_loss\": %.4f, \"last_loss\": %.4f}\n",
+      B, T, (long long)info.n_parameters, tok_s, 1e3 * seconds / timed, mfu, flops_per_token,
+      (double)(free0 - free1) / (1024.0 * 1024.0 * 1024.0), first_loss, last_loss);
   free(tokens);
   kiln_trainer_free(trainer);
   kiln_runtime_free(rt);

@@ -12,9 +12,9 @@
 #include "backend/cuda/train/cuda_engine.hpp"
 #include "backend/cuda_structure.hpp"
 #include "core/error.hpp"
-#include "train/model_layout.hpp"
 #include "model/config.hpp"
 #include "model/transformer_weights.hpp"
+#include "train/model_layout.hpp"
 
 namespace kiln {
 

@@ -1,5 +1,5 @@
-// The CUDA training engine: the TrainGraph's forward/backward (src/train/train_graph.cpp) on the GPU
-// in the precision recipe of train_kernels.hpp. Per block, forward:
+// The CUDA training engine: the TrainGraph's forward/backward (src/train/train_graph.cpp) on the
+// GPU in the precision recipe of train_kernels.hpp. Per block, forward:
 //   n1 = norm(x) [bf16]; qkv = n1·Wqkvᵀ (+b) [bf16]; q,k,v = qkv_forward(qkv); o = attn(q,k,v)
 //   x_mid = o·Woᵀ + bo + x [f32]; n2 = norm(x_mid); h = n2·Wguᵀ (+b) [bf16]; a = act(h)
 //   out = a·Wdownᵀ + bdown + x_mid [f32]
@@ -61,13 +61,13 @@ class Arena {
 
 // Pointers of the BF16 compute copies of one block (fused where the kernels read them fused).
 struct BlockWeights {
-  BlockOffsets o;               // float32 offsets in the ParamLayout
-  bf16 *w_qkv = nullptr;        // [q_dim + 2·kv_dim][hidden]
-  bf16 *b_qkv = nullptr;        // [q_dim + 2·kv_dim] or null
-  bf16 *w_o = nullptr;          // [hidden][q_dim]
-  bf16 *w_gu = nullptr;         // [(2 or 1)·inter][hidden]: gate rows then up rows (SwiGLU)
-  bf16 *b_gu = nullptr;         // [(2 or 1)·inter] or null
-  bf16 *w_down = nullptr;       // [hidden][inter]
+  BlockOffsets o;          // float32 offsets in the ParamLayout
+  bf16* w_qkv = nullptr;   // [q_dim + 2·kv_dim][hidden]
+  bf16* b_qkv = nullptr;   // [q_dim + 2·kv_dim] or null
+  bf16* w_o = nullptr;     // [hidden][q_dim]
+  bf16* w_gu = nullptr;    // [(2 or 1)·inter][hidden]: gate rows then up rows (SwiGLU)
+  bf16* b_gu = nullptr;    // [(2 or 1)·inter] or null
+  bf16* w_down = nullptr;  // [hidden][inter]
 };
 
 // One block's activations kept for backward (rows × seq tokens).
@@ -114,9 +114,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
     if (c_.positions == PositionKind::Rope) {
       const std::vector<float> inv = rope_inverse_frequencies(c_);
       if (inv.empty() || static_cast<int64_t>(inv.size()) * 2 > hd_) {
-        fail(KILN_ERR_INVALID_ARGUMENT,
-             "RoPE: " + n_str(static_cast<int64_t>(inv.size())) + " frequencies for head_dim " +
-                 n_str(hd_));
+        fail(KILN_ERR_INVALID_ARGUMENT, "RoPE: " + n_str(static_cast<int64_t>(inv.size())) +
+                                            " frequencies for head_dim " + n_str(hd_));
       }
       rot_dim_ = static_cast<int32_t>(inv.size() * 2);
       KILN_CUDA_CHECK(cudaMemcpyAsync(inv_freq_, inv.data(), inv.size() * sizeof(float),
@@ -142,9 +141,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
     cap_rows_ = 0;
     Arena measure(nullptr);
     carve_acts(measure, rows, cols);
-    DeviceBuffer buf = alloc_->allocate(
-        measure.size(), "training activations for " + n_str(rows) + " × " + n_str(cols) +
-                            " tokens");
+    DeviceBuffer buf = alloc_->allocate(measure.size(), "training activations for " + n_str(rows) +
+                                                            " × " + n_str(cols) + " tokens");
     Arena real(buf.get());
     carve_acts(real, rows, cols);
     const int64_t n = rows * cols;
@@ -255,8 +253,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
     sum_squares(grads_.as<float>(), s_.layout.total(), sumsq_ws_, sumsq_, stream_.get());
     clip_scale(sumsq_, clip_norm, clip_scale_, norm_, stream_.get());
     double norm = 0.0;
-    KILN_CUDA_CHECK(cudaMemcpyAsync(&norm, norm_, sizeof norm, cudaMemcpyDeviceToHost,
-                                    stream_.get()));
+    KILN_CUDA_CHECK(
+        cudaMemcpyAsync(&norm, norm_, sizeof norm, cudaMemcpyDeviceToHost, stream_.get()));
     stream_.synchronize();
     return norm;
   }
@@ -296,8 +294,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
   void download_state() override {
     use_device(device_);
     stream_.synchronize();
-    KILN_CUDA_CHECK(cudaMemcpy(s_.values.data(), values_.get(), values_.size(),
-                               cudaMemcpyDeviceToHost));
+    KILN_CUDA_CHECK(
+        cudaMemcpy(s_.values.data(), values_.get(), values_.size(), cudaMemcpyDeviceToHost));
     for (const OptimizerState& st : s_.optimizer.state()) {
       KILN_CUDA_CHECK(cudaMemcpy(st.data, moment(st.kind) + st.param->offset,
                                  static_cast<size_t>(st.param->numel) * sizeof(float),
@@ -308,8 +306,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
   void upload_state() override {
     use_device(device_);
     stream_.synchronize();
-    KILN_CUDA_CHECK(cudaMemcpy(values_.get(), s_.values.data(), values_.size(),
-                               cudaMemcpyHostToDevice));
+    KILN_CUDA_CHECK(
+        cudaMemcpy(values_.get(), s_.values.data(), values_.size(), cudaMemcpyHostToDevice));
     for (const ConstOptimizerState& st : std::as_const(s_.optimizer).state()) {
       KILN_CUDA_CHECK(cudaMemcpy(moment(st.kind) + st.param->offset, st.data,
                                  static_cast<size_t>(st.param->numel) * sizeof(float),
@@ -386,8 +384,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
       sumsq_ = a.take<double>(1);
       norm_ = a.take<double>(1);
       clip_scale_ = a.take<float>(1);
-      sumsq_ws_ = a.take<double>(
-          static_cast<int64_t>(sum_squares_workspace_doubles(s_.layout.total())));
+      sumsq_ws_ =
+          a.take<double>(static_cast<int64_t>(sum_squares_workspace_doubles(s_.layout.total())));
       bf16_of_.assign(lay.specs().size(), nullptr);
       for (size_t i = 0; i < lay.specs().size(); ++i) {
         const auto it = by_offset.find(lay.specs()[i].offset);
@@ -461,12 +459,12 @@ class CudaEngine final : public kiln::train::TrainEngine {
     dqkv_ = a.take<bf16>(n * qkv_);
     bias_scratch_ = a.take<float>(std::max(qkv_, gu_ * I_));
     const QkvShape sh = shape(rows);
-    size_t floats = std::max({norm_backward_workspace_floats(n, H_),
-                              qkv_backward_workspace_floats(sh),
-                              attention_backward_workspace_floats(sh),
-                              column_sum_workspace_floats(n, std::max(H_, gu_ * I_)),
-                              column_sum_workspace_floats(1, n * H_),
-                              column_sum_workspace_floats(1, std::max(qkv_, gu_ * I_))});
+    size_t floats =
+        std::max({norm_backward_workspace_floats(n, H_), qkv_backward_workspace_floats(sh),
+                  attention_backward_workspace_floats(sh),
+                  column_sum_workspace_floats(n, std::max(H_, gu_ * I_)),
+                  column_sum_workspace_floats(1, n * H_),
+                  column_sum_workspace_floats(1, std::max(qkv_, gu_ * I_))});
     floats = std::max(floats, (embedding_backward_workspace_bytes(n) + 3) / 4);
     workspace_ = a.take<float>(static_cast<int64_t>(floats));
     ids_ = a.take<int32_t>(n);
@@ -480,9 +478,10 @@ class CudaEngine final : public kiln::train::TrainEngine {
   int64_t check_ids(std::span<const int32_t> ids) const {
     const auto n = static_cast<int64_t>(ids.size());
     if (n == 0 || n % S_ != 0 || n / S_ > cap_rows_) {
-      fail(KILN_ERR_INVALID_ARGUMENT, "batch holds " + n_str(n) + " input ids; the CUDA trainer "
-                                          "was sized for up to " + n_str(cap_rows_) +
-                                          " rows of " + n_str(S_));
+      fail(KILN_ERR_INVALID_ARGUMENT, "batch holds " + n_str(n) +
+                                          " input ids; the CUDA trainer "
+                                          "was sized for up to " +
+                                          n_str(cap_rows_) + " rows of " + n_str(S_));
     }
     for (int64_t i = 0; i < n; ++i) {
       if (ids[i] < 0 || ids[i] >= V_) {
@@ -516,8 +515,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
   QkNorm qk_norm(const BlockOffsets& o) const {
     QkNorm q;
     q.enabled = c_.qk_norm != QkNormKind::None;
-    q.order = c_.qk_norm == QkNormKind::AfterRopeNoWeight ? QkOrder::RopeThenNorm
-                                                          : QkOrder::NormThenRope;
+    q.order =
+        c_.qk_norm == QkNormKind::AfterRopeNoWeight ? QkOrder::RopeThenNorm : QkOrder::NormThenRope;
     q.q_weight = W(o.q_norm);
     q.k_weight = W(o.k_norm);
     q.eps = eps();
@@ -569,8 +568,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
     norm_forward(norm_type_, x, W(o.attn_norm_w), W(o.attn_norm_b), eps(), a.n1, nullptr, a.mean1,
                  a.rstd1, n, H_, st);
     linear(a.n1, b.w_qkv, n, H_, qkv_, a.qkv, OutType::BF16, b.b_qkv);
-    qkv_forward(a.qkv, nullptr, shape(rows), qk_norm(o), inv_freq(), rope_reversed(), a.q, a.k,
-                a.v, a.q_rstd, a.k_rstd, st);
+    qkv_forward(a.qkv, nullptr, shape(rows), qk_norm(o), inv_freq(), rope_reversed(), a.q, a.k, a.v,
+                a.q_rstd, a.k_rstd, st);
     attention_forward(a.q, a.k, a.v, a.o, a.lse, shape(rows), attn_scale(), st);
     linear(a.o, b.w_o, n, qd_, H_, a.x_mid, OutType::F32, W(o.bo), x);
     norm_forward(norm_type_, a.x_mid, W(o.mlp_norm_w), W(o.mlp_norm_b), eps(), a.n2, nullptr,
@@ -686,8 +685,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
     std::memcpy(h_ids_, batch.inputs.data(), static_cast<size_t>(n) * sizeof(int32_t));
     stage_targets(batch, n, scales);
     const size_t hn = static_cast<size_t>(n * n_heads_);
-    KILN_CUDA_CHECK(cudaMemcpyAsync(ids_, h_ids_, static_cast<size_t>(n) * 4,
-                                    cudaMemcpyHostToDevice, st));
+    KILN_CUDA_CHECK(
+        cudaMemcpyAsync(ids_, h_ids_, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, st));
     KILN_CUDA_CHECK(cudaMemcpyAsync(targets_, h_targets_, hn * 4, cudaMemcpyHostToDevice, st));
     KILN_CUDA_CHECK(cudaMemcpyAsync(scales_, h_scales_, hn * 4, cudaMemcpyHostToDevice, st));
     forward_trunk_and_heads(rows, cancel);
@@ -748,7 +747,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
   TrainState s_;
   const ModelConfig& c_;
   std::shared_ptr<DeviceAllocator> alloc_;
-  int device_;     // made current before the stream is created on it
+  int device_;  // made current before the stream is created on it
   Stream stream_;
   int64_t H_ = 0, V_ = 0, nh_ = 0, nkv_ = 0, hd_ = 0, I_ = 0, qd_ = 0, kvd_ = 0, qkv_ = 0, gu_ = 1;
   int32_t L_ = 0, n_heads_ = 1, rot_dim_ = 0;

@@ -52,9 +52,21 @@ LtGemm::~LtGemm() {
 }
 
 LtGemm::Plan& LtGemm::plan(const RowGemm& g) {
-  const Key key{g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldd,
-                static_cast<int>(g.out), g.bias != nullptr, g.beta != 0.0f, g.c == g.d,
-                alignment(g.a), alignment(g.b), alignment(g.d),
+  const Key key{g.trans_a,
+                g.trans_b,
+                g.m,
+                g.n,
+                g.k,
+                g.lda,
+                g.ldb,
+                g.ldd,
+                static_cast<int>(g.out),
+                g.bias != nullptr,
+                g.beta != 0.0f,
+                g.c == g.d,
+                alignment(g.a),
+                alignment(g.b),
+                alignment(g.d),
                 g.c ? alignment(g.c) : 256};
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
@@ -66,10 +78,10 @@ LtGemm::Plan& LtGemm::plan(const RowGemm& g) {
   KILN_LT_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_a = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a,
-                                               sizeof op_a));
-  KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b,
-                                               sizeof op_b));
+  KILN_LT_CHECK(
+      cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
+  KILN_LT_CHECK(
+      cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
   const cublasLtEpilogue_t epilogue =
       g.bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
   KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
@@ -120,8 +132,8 @@ LtGemm::Plan& LtGemm::plan(const RowGemm& g) {
   }
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-    fail(KILN_ERR_BACKEND, "cuBLASLt has no algorithm for the training matrix product " +
-                               shape(g) + (g.bias ? " with a bias epilogue" : "") + " into " +
+    fail(KILN_ERR_BACKEND, "cuBLASLt has no algorithm for the training matrix product " + shape(g) +
+                               (g.bias ? " with a bias epilogue" : "") + " into " +
                                (g.out == OutType::F32 ? "float32" : "BF16") + " (status " +
                                std::to_string(static_cast<int>(st)) + ")");
   }
@@ -132,14 +144,14 @@ LtGemm::Plan& LtGemm::plan(const RowGemm& g) {
 void LtGemm::run(const RowGemm& g, cudaStream_t stream) {
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
   if (g.m > kMax || g.n > kMax || g.k > kMax) {
-    fail(KILN_ERR_UNSUPPORTED, "training matrix product " + shape(g) +
-                                   " exceeds cuBLASLt's 32-bit dimensions");
+    fail(KILN_ERR_UNSUPPORTED,
+         "training matrix product " + shape(g) + " exceeds cuBLASLt's 32-bit dimensions");
   }
   if (g.m == 0 || g.n == 0) return;
   Plan& p = plan(g);
   if (g.bias != nullptr) {
-    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                 &g.bias, sizeof g.bias));
+    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
+                                                 sizeof g.bias));
   }
   const float alpha = 1.0f;
   const float beta = g.beta;
