@@ -152,6 +152,11 @@ class CudaEngine final : public kiln::train::TrainEngine {
     h_targets_ = h_ids_ + n;
     h_scales_ = reinterpret_cast<float*>(h_targets_ + n * n_heads_);
     h_loss_ = h_scales_ + n * n_heads_;
+    {
+      const std::vector<float> ones(static_cast<size_t>(n), 1.0f);
+      KILN_CUDA_CHECK(
+          cudaMemcpy(ones_, ones.data(), ones.size() * sizeof(float), cudaMemcpyHostToDevice));
+    }
     acts_buf_ = std::move(buf);
     pinned_ = std::move(pinned);
     cap_rows_ = rows;
@@ -467,6 +472,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
                   column_sum_workspace_floats(1, std::max(qkv_, gu_ * I_))});
     floats = std::max(floats, (embedding_backward_workspace_bytes(n) + 3) / 4);
     workspace_ = a.take<float>(static_cast<int64_t>(floats));
+    ones_ = a.take<float>(n);
     ids_ = a.take<int32_t>(n);
     targets_ = a.take<int32_t>(n * n_heads_);
     scales_ = a.take<float>(n * n_heads_);
@@ -536,6 +542,18 @@ class CudaEngine final : public kiln::train::TrainEngine {
     g.d = y, g.ldd = out, g.out = type;
     g.bias = bias;
     if (residual != nullptr) g.c = residual, g.beta = 1.0f;
+    if (bias != nullptr && type == OutType::F32 && !gemm_->supported(g)) {
+      // No cuBLASLt algorithm with a float32 bias epilogue on this GPU/library: the product
+      // without it, then y += 1·biasᵀ as a float32 rank-1 product (exact, deterministic).
+      g.bias = nullptr;
+      gemm_->run(g, stream_.get());
+      const float one = 1.0f;
+      KILN_CUDA_CHECK(cublasSgemm(blas_.get(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(out),
+                                  static_cast<int>(n), 1, &one, static_cast<const float*>(bias),
+                                  static_cast<int>(out), ones_, 1, &one, static_cast<float*>(y),
+                                  static_cast<int>(out)));
+      return;
+    }
     gemm_->run(g, stream_.get());
   }
   // dx[n × in] = dy[n × out] (ld ldy) · W[out × in]
@@ -758,6 +776,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
   DeviceBuffer values_, grads_, adam_m_, adam_v_, weights_bf16_, acts_buf_;
   PinnedBuffer pinned_;
   std::unique_ptr<LtGemm> gemm_;
+  CublasHandle blas_{stream_.get()};  // only for the bias fallback in linear()
   std::vector<BlockWeights> blocks_;
   std::vector<bf16*> bf16_of_;
   bf16 *embed_bf16_ = nullptr, *pos_bf16_ = nullptr, *unembed_bf16_ = nullptr;
@@ -774,7 +793,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
   bf16 *logits_ = nullptr, *g_bf16_ = nullptr, *dh_ = nullptr, *d_o_ = nullptr, *dqkv_ = nullptr;
   float *d_head_y_ = nullptr, *d_trunk_ = nullptr, *d_tmp_ = nullptr, *d_n_ = nullptr,
         *d_a_ = nullptr, *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *bias_scratch_ = nullptr,
-        *workspace_ = nullptr, *scales_ = nullptr, *row_loss_ = nullptr;
+        *workspace_ = nullptr, *scales_ = nullptr, *row_loss_ = nullptr, *ones_ = nullptr;
   int32_t *ids_ = nullptr, *targets_ = nullptr;
   int32_t *h_ids_ = nullptr, *h_targets_ = nullptr;
   float *h_scales_ = nullptr, *h_loss_ = nullptr;

@@ -51,7 +51,7 @@ LtGemm::~LtGemm() {
   if (handle_) cublasLtDestroy(handle_);
 }
 
-LtGemm::Plan& LtGemm::plan(const RowGemm& g) {
+LtGemm::Plan* LtGemm::plan(const RowGemm& g) {
   const Key key{g.trans_a,
                 g.trans_b,
                 g.m,
@@ -69,7 +69,7 @@ LtGemm::Plan& LtGemm::plan(const RowGemm& g) {
                 alignment(g.d),
                 g.c ? alignment(g.c) : 256};
   auto it = plans_.find(key);
-  if (it != plans_.end()) return *it->second;
+  if (it != plans_.end()) return it->second.get();
 
   // Column-major view: the row-major D[m × n] is Dᵀ[n × m] = op(B)ᵀ · op(A)ᵀ, so cuBLASLt's A is
   // our B and its B our A; a row-major matrix read column-major is its transpose.
@@ -132,14 +132,14 @@ LtGemm::Plan& LtGemm::plan(const RowGemm& g) {
   }
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-    fail(KILN_ERR_BACKEND, "cuBLASLt has no algorithm for the training matrix product " + shape(g) +
-                               (g.bias ? " with a bias epilogue" : "") + " into " +
-                               (g.out == OutType::F32 ? "float32" : "BF16") + " (status " +
-                               std::to_string(static_cast<int>(st)) + ")");
+    plans_.emplace(key, nullptr);
+    return nullptr;
   }
   p->algo = result.algo;
-  return *plans_.emplace(key, std::move(p)).first->second;
+  return plans_.emplace(key, std::move(p)).first->second.get();
 }
+
+bool LtGemm::supported(const RowGemm& g) { return plan(g) != nullptr; }
 
 void LtGemm::run(const RowGemm& g, cudaStream_t stream) {
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
@@ -148,7 +148,13 @@ void LtGemm::run(const RowGemm& g, cudaStream_t stream) {
          "training matrix product " + shape(g) + " exceeds cuBLASLt's 32-bit dimensions");
   }
   if (g.m == 0 || g.n == 0) return;
-  Plan& p = plan(g);
+  Plan* found = plan(g);
+  if (found == nullptr) {
+    fail(KILN_ERR_BACKEND, "cuBLASLt has no algorithm for the training matrix product " + shape(g) +
+                               (g.bias ? " with a bias epilogue" : "") + " into " +
+                               (g.out == OutType::F32 ? "float32" : "BF16"));
+  }
+  Plan& p = *found;
   if (g.bias != nullptr) {
     KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
                                                  sizeof g.bias));

@@ -50,12 +50,16 @@ class LtGemm {
   // Enqueues on `stream`. Throws KILN_ERR_UNSUPPORTED for dimensions beyond 32 bits and
   // KILN_ERR_BACKEND when cuBLASLt has no algorithm or fails (naming the shape).
   void run(const RowGemm& g, cudaStream_t stream);
+  // Whether cuBLASLt has an algorithm for `g` (its shape, types, epilogue and alignments); the
+  // answer is cached like a plan.
+  bool supported(const RowGemm& g);
 
  private:
   struct Plan;
   using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int,
                          bool, bool, bool, int, int, int, int>;
-  Plan& plan(const RowGemm& g);
+  // Null when cuBLASLt has no algorithm (remembered, so asking again costs a lookup).
+  Plan* plan(const RowGemm& g);
 
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer workspace_;
