@@ -245,7 +245,9 @@ TEST_F(CudaTrainKernels, NormBackwardMatchesTheFormulaAndIsDeterministic) {
   const int64_t rows = 300;  // several 64-row partial chunks, the last one short
   for (const NormType type : {NormType::LayerNorm, NormType::RmsNorm}) {
     const bool ln = type == NormType::LayerNorm;
-    for (const int64_t dim : {1, 7, 64, 768, 771}) {
+    // 1, 7, 64, 768: the register-resident path; 771 and 1100: the wide-row path (scalar and
+    // vectorised).
+    for (const int64_t dim : {1, 7, 64, 768, 771, 1100}) {
       for (int variant = 0; variant < 4; ++variant) {
         // variant 0: w, dw, db, accumulate, dx_bf16; 1: w, no dw/db, "="; 2: no w (parameter
         // free), accumulate, dx_bf16; 3: no w, "=", no dx_bf16.
