@@ -59,10 +59,21 @@ __global__ void embedding_tok_grad_kernel(const int32_t* sorted_ids, const int32
   if (id == padding_idx) return;
   const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
   if (c >= dim) return;
-  float sum = 0.0f;
-  for (int64_t j = start; j < n_tokens && sorted_ids[j] == id; ++j) {
-    sum += d_out[static_cast<int64_t>(order[j]) * dim + c];
+  // The run's end by binary search (the keys are sorted), so that the summing loop has a known
+  // bound and its loads can be in flight together rather than one per key comparison.
+  int64_t lo = start + 1, hi = n_tokens;  // the end is in [lo, hi]
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (sorted_ids[mid] == id) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
   }
+  const int64_t end = lo;
+  float sum = 0.0f;
+#pragma unroll 8
+  for (int64_t j = start; j < end; ++j) sum += d_out[static_cast<int64_t>(order[j]) * dim + c];
   grad_tok[static_cast<int64_t>(id) * dim + c] += sum;
 }
 

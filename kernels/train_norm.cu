@@ -16,6 +16,11 @@ constexpr int kThreads = kWarpsPerBlock * 32;
 constexpr int64_t kChunkRows = 64;
 constexpr int kColumnThreads = 128;
 
+// 4 BF16 values as one 8-byte word.
+struct alignas(8) Bf16x4 {
+  __nv_bfloat162 h[2];
+};
+
 // Elements of a row handled together by a lane: 4 (one float4) or 1.
 template <int V>
 __device__ __forceinline__ void load_v(const float* p, float (&v)[V]) {
@@ -37,8 +42,10 @@ __device__ __forceinline__ void store_v(float* p, const float (&v)[V]) {
 template <int V>
 __device__ __forceinline__ void store_v(bf16* p, const float (&v)[V]) {
   if constexpr (V == 4) {
-    __nv_bfloat162 h[2] = {__floats2bfloat162_rn(v[0], v[1]), __floats2bfloat162_rn(v[2], v[3])};
-    *reinterpret_cast<uint2*>(p) = *reinterpret_cast<const uint2*>(h);
+    Bf16x4 word;
+    word.h[0] = __floats2bfloat162_rn(v[0], v[1]);
+    word.h[1] = __floats2bfloat162_rn(v[2], v[3]);
+    *reinterpret_cast<Bf16x4*>(p) = word;
   } else {
     *p = __float2bfloat16(v[0]);
   }
@@ -179,6 +186,114 @@ __global__ void norm_param_partial_kernel(bool layer_norm, const float* dy, cons
   if (want_db) partials[(chunks + chunk) * dim + c] = sdb;
 }
 
+// The fused backward for rows that fit in registers (dim ≤ 32 · V · ITER): each warp reads its
+// kRowsPerWarp rows of x and dy once, writes dx, and keeps the dw / db column sums of those rows
+// in registers, written at the end as the warp's partial row (zeros for warps past the last row,
+// so that every partial the second pass reads is written).
+constexpr int64_t kRowsPerWarp = 16;
+constexpr int kMaxIter = 8;
+
+template <int V, int ITER>
+__global__ void __launch_bounds__(kThreads)
+    norm_backward_fused_kernel(bool layer_norm, const float* dy, const float* x, const float* w,
+                               const float* mean, const float* rstd, float* dx, bool accumulate,
+                               bf16* dx_bf16, int64_t rows, int64_t dim, float* partials,
+                               int64_t groups, bool want_db) {
+  const int lane = threadIdx.x % 32;
+  const int64_t group = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int64_t r0 = group * kRowsPerWarp;
+  const int64_t r1 = r0 + kRowsPerWarp < rows ? r0 + kRowsPerWarp : rows;
+  const float inv_dim = 1.0f / static_cast<float>(dim);
+  float wv[ITER][V], adw[ITER][V], adb[ITER][V];
+#pragma unroll
+  for (int k = 0; k < ITER; ++k) {
+    const int64_t c = (static_cast<int64_t>(k) * 32 + lane) * V;
+#pragma unroll
+    for (int j = 0; j < V; ++j) wv[k][j] = 1.0f, adw[k][j] = 0.0f, adb[k][j] = 0.0f;
+    if (c < dim && w != nullptr) load_v<V>(w + c, wv[k]);
+  }
+  for (int64_t row = r0; row < r1; ++row) {
+    const float mu = layer_norm ? mean[row] : 0.0f;
+    const float r = rstd[row];
+    float xv[ITER][V], gv[ITER][V];
+    float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma unroll
+    for (int k = 0; k < ITER; ++k) {
+      const int64_t c = (static_cast<int64_t>(k) * 32 + lane) * V;
+      if (c < dim) {
+        load_v<V>(x + row * dim + c, xv[k]);
+        load_v<V>(dy + row * dim + c, gv[k]);
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          xv[k][j] = (xv[k][j] - mu) * r;  // x̂ from here on
+          const float g = gv[k][j] * wv[k][j];
+          sum_g += g;
+          sum_gx += g * xv[k][j];
+        }
+      }
+    }
+    const float mean_g = layer_norm ? cuda::detail::warp_sum(sum_g) * inv_dim : 0.0f;
+    const float mean_gx = cuda::detail::warp_sum(sum_gx) * inv_dim;
+#pragma unroll
+    for (int k = 0; k < ITER; ++k) {
+      const int64_t c = (static_cast<int64_t>(k) * 32 + lane) * V;
+      if (c < dim) {
+        float out[V];
+        if (accumulate) {
+          load_v<V>(dx + row * dim + c, out);
+        } else {
+#pragma unroll
+          for (int j = 0; j < V; ++j) out[j] = 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          out[j] += r * (gv[k][j] * wv[k][j] - mean_g - xv[k][j] * mean_gx);
+          adw[k][j] += gv[k][j] * xv[k][j];
+          adb[k][j] += gv[k][j];
+        }
+        store_v<V>(dx + row * dim + c, out);
+        if (dx_bf16 != nullptr) store_v<V>(dx_bf16 + row * dim + c, out);
+      }
+    }
+  }
+  if (partials == nullptr) return;
+#pragma unroll
+  for (int k = 0; k < ITER; ++k) {
+    const int64_t c = (static_cast<int64_t>(k) * 32 + lane) * V;
+    if (c < dim) {
+      store_v<V>(partials + group * dim + c, adw[k]);
+      if (want_db) store_v<V>(partials + (groups + group) * dim + c, adb[k]);
+    }
+  }
+}
+
+// Launches the fused kernel with the smallest ITER that covers dim; false when dim is too wide.
+template <int V, int ITER = 1>
+bool launch_fused_backward(unsigned blocks, cudaStream_t stream, bool layer_norm, const float* dy,
+                           const float* x, const float* w, const float* mean, const float* rstd,
+                           float* dx, bool accumulate, bf16* dx_bf16, int64_t rows, int64_t dim,
+                           float* partials, int64_t groups, bool want_db) {
+  if constexpr (ITER > kMaxIter) {
+    return false;
+  } else {
+    if (dim > static_cast<int64_t>(32) * V * ITER) {
+      return launch_fused_backward<V, ITER + 1>(blocks, stream, layer_norm, dy, x, w, mean, rstd,
+                                                dx, accumulate, dx_bf16, rows, dim, partials,
+                                                groups, want_db);
+    }
+    norm_backward_fused_kernel<V, ITER>
+        <<<blocks, kThreads, 0, stream>>>(layer_norm, dy, x, w, mean, rstd, dx, accumulate, dx_bf16,
+                                          rows, dim, partials, groups, want_db);
+    check_launch("norm_backward_fused_kernel");
+    return true;
+  }
+}
+
+int64_t fused_groups(int64_t rows) {
+  const int64_t rows_per_block = kRowsPerWarp * kWarpsPerBlock;
+  return (rows + rows_per_block - 1) / rows_per_block * kWarpsPerBlock;
+}
+
 }  // namespace
 
 void norm_forward(NormType type, const float* x, const float* w, const float* b, float eps, bf16* y,
@@ -202,8 +317,10 @@ void norm_forward(NormType type, const float* x, const float* w, const float* b,
 }
 
 size_t norm_backward_workspace_floats(int64_t rows, int64_t dim) {
+  // Enough for either path: the fused one's per-warp partials or the column kernel's chunks.
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
-  return static_cast<size_t>(2 * chunks * dim);
+  const int64_t groups = fused_groups(rows) > chunks ? fused_groups(rows) : chunks;
+  return static_cast<size_t>(2 * groups * dim);
 }
 
 void norm_backward(NormType type, const float* dy, const float* x, const float* w,
@@ -212,10 +329,30 @@ void norm_backward(NormType type, const float* dy, const float* x, const float* 
                    cudaStream_t stream) {
   if (rows <= 0 || dim <= 0) return;
   const bool layer_norm = type == NormType::LayerNorm;
-  const auto blocks = static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  const bool want_db = db != nullptr && layer_norm;
+  const bool want_params = dw != nullptr || want_db;
   const bool vec = dim % 4 == 0 && detail::aligned16(dy, x, dx) &&
                    (w == nullptr || detail::aligned16(w)) &&
-                   (dx_bf16 == nullptr || reinterpret_cast<uintptr_t>(dx_bf16) % 8 == 0);
+                   (dx_bf16 == nullptr || reinterpret_cast<uintptr_t>(dx_bf16) % 8 == 0) &&
+                   (!want_params || detail::aligned16(workspace));
+
+  // Rows that fit in registers: one pass, dw / db from per-warp partials.
+  const int64_t groups = fused_groups(rows);
+  const auto fused_blocks = static_cast<unsigned>(groups / kWarpsPerBlock);
+  float* partials = want_params ? workspace : nullptr;
+  const bool fused =
+      vec ? launch_fused_backward<4>(fused_blocks, stream, layer_norm, dy, x, w, mean, rstd, dx,
+                                     accumulate, dx_bf16, rows, dim, partials, groups, want_db)
+          : launch_fused_backward<1>(fused_blocks, stream, layer_norm, dy, x, w, mean, rstd, dx,
+                                     accumulate, dx_bf16, rows, dim, partials, groups, want_db);
+  if (fused) {
+    if (dw != nullptr) detail::add_partial_sums(workspace, groups, dim, dim, dw, stream);
+    if (want_db) detail::add_partial_sums(workspace + groups * dim, groups, dim, dim, db, stream);
+    return;
+  }
+
+  // Wide rows: dx one warp per row, then dw / db from a column pass over dy and x.
+  const auto blocks = static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
   if (vec) {
     norm_backward_kernel<4><<<blocks, kThreads, 0, stream>>>(layer_norm, dy, x, w, mean, rstd, dx,
                                                              accumulate, dx_bf16, rows, dim);
@@ -224,8 +361,7 @@ void norm_backward(NormType type, const float* dy, const float* x, const float* 
                                                              accumulate, dx_bf16, rows, dim);
   }
   check_launch("norm_backward_kernel");
-  const bool want_db = db != nullptr && layer_norm;
-  if (dw == nullptr && !want_db) return;
+  if (!want_params) return;
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
   const dim3 grid(static_cast<unsigned>((dim + kColumnThreads - 1) / kColumnThreads),
                   static_cast<unsigned>(chunks));

@@ -14,13 +14,26 @@ namespace {
 constexpr int64_t kColumnChunkRows = 32;
 constexpr int kColumnThreads = 128;
 
+// Block: kPartialCols columns × kPartialLanes lanes; lane j sums groups j, j + kPartialLanes, ...
+// in order, then lane sums are added in lane order: a fixed order for a given shape, with enough
+// threads in flight for thousands of groups.
+constexpr int kPartialCols = 32;
+constexpr int kPartialLanes = 16;
+
 __global__ void add_partial_sums_kernel(const float* partials, int64_t groups, int64_t stride,
                                         int64_t width, float* out) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= width) return;
+  __shared__ float lane_sums[kPartialLanes][kPartialCols + 1];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kPartialCols + threadIdx.x;
   float sum = 0.0f;
-  for (int64_t g = 0; g < groups; ++g) sum += partials[g * stride + c];
-  out[c] += sum;
+  if (c < width) {
+    for (int64_t g = threadIdx.y; g < groups; g += kPartialLanes) sum += partials[g * stride + c];
+  }
+  lane_sums[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= width) return;
+  float total = lane_sums[0][threadIdx.x];
+  for (int j = 1; j < kPartialLanes; ++j) total += lane_sums[j][threadIdx.x];
+  out[c] += total;
 }
 
 __device__ __forceinline__ void load_columns(const float* p, float (&v)[8], int n) {
@@ -155,9 +168,9 @@ namespace detail {
 void add_partial_sums(const float* partials, int64_t groups, int64_t stride, int64_t width,
                       float* out, cudaStream_t stream) {
   if (width <= 0) return;
-  constexpr int threads = 256;
-  const auto blocks = static_cast<unsigned>((width + threads - 1) / threads);
-  add_partial_sums_kernel<<<blocks, threads, 0, stream>>>(partials, groups, stride, width, out);
+  const auto blocks = static_cast<unsigned>((width + kPartialCols - 1) / kPartialCols);
+  add_partial_sums_kernel<<<blocks, dim3(kPartialCols, kPartialLanes), 0, stream>>>(
+      partials, groups, stride, width, out);
   check_launch("add_partial_sums_kernel");
 }
 
