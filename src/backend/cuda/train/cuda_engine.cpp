@@ -154,8 +154,9 @@ class CudaEngine final : public kiln::train::TrainEngine {
     h_loss_ = h_scales_ + n * n_heads_;
     {
       const std::vector<float> ones(static_cast<size_t>(n), 1.0f);
-      KILN_CUDA_CHECK(
-          cudaMemcpy(ones_, ones.data(), ones.size() * sizeof(float), cudaMemcpyHostToDevice));
+      KILN_CUDA_CHECK(cudaMemcpyAsync(ones_, ones.data(), ones.size() * sizeof(float),
+                                      cudaMemcpyHostToDevice, stream_.get()));
+      stream_.synchronize();  // before `ones` goes
     }
     acts_buf_ = std::move(buf);
     pinned_ = std::move(pinned);
@@ -293,30 +294,33 @@ class CudaEngine final : public kiln::train::TrainEngine {
     }
     use_device(device_);
     stream_.synchronize();
-    KILN_CUDA_CHECK(cudaMemcpy(out.data(), grads_.get(), grads_.size(), cudaMemcpyDeviceToHost));
+    KILN_CUDA_CHECK(cudaMemcpyAsync(out.data(), grads_.get(), grads_.size(), cudaMemcpyDeviceToHost,
+                                    stream_.get()));
+    stream_.synchronize();
   }
 
   void download_state() override {
     use_device(device_);
     stream_.synchronize();
-    KILN_CUDA_CHECK(
-        cudaMemcpy(s_.values.data(), values_.get(), values_.size(), cudaMemcpyDeviceToHost));
+    KILN_CUDA_CHECK(cudaMemcpyAsync(s_.values.data(), values_.get(), values_.size(),
+                                    cudaMemcpyDeviceToHost, stream_.get()));
     for (const OptimizerState& st : s_.optimizer.state()) {
-      KILN_CUDA_CHECK(cudaMemcpy(st.data, moment(st.kind) + st.param->offset,
-                                 static_cast<size_t>(st.param->numel) * sizeof(float),
-                                 cudaMemcpyDeviceToHost));
+      KILN_CUDA_CHECK(cudaMemcpyAsync(st.data, moment(st.kind) + st.param->offset,
+                                      static_cast<size_t>(st.param->numel) * sizeof(float),
+                                      cudaMemcpyDeviceToHost, stream_.get()));
     }
+    stream_.synchronize();
   }
 
   void upload_state() override {
     use_device(device_);
     stream_.synchronize();
-    KILN_CUDA_CHECK(
-        cudaMemcpy(values_.get(), s_.values.data(), values_.size(), cudaMemcpyHostToDevice));
+    KILN_CUDA_CHECK(cudaMemcpyAsync(values_.get(), s_.values.data(), values_.size(),
+                                    cudaMemcpyHostToDevice, stream_.get()));
     for (const ConstOptimizerState& st : std::as_const(s_.optimizer).state()) {
-      KILN_CUDA_CHECK(cudaMemcpy(moment(st.kind) + st.param->offset, st.data,
-                                 static_cast<size_t>(st.param->numel) * sizeof(float),
-                                 cudaMemcpyHostToDevice));
+      KILN_CUDA_CHECK(cudaMemcpyAsync(moment(st.kind) + st.param->offset, st.data,
+                                      static_cast<size_t>(st.param->numel) * sizeof(float),
+                                      cudaMemcpyHostToDevice, stream_.get()));
     }
     const auto& specs = s_.layout.specs();
     for (size_t i = 0; i < specs.size(); ++i) {
