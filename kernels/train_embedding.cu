@@ -88,8 +88,8 @@ __global__ void embedding_pos_grad_kernel(const float* d_out, float* grad_pos, i
   grad_pos[p * dim + c] += sum;
 }
 
-// Workspace layout: keys in/out and values in/out (int32 × n_tokens each, 256-byte aligned), then
-// cub's temporary storage.
+// Workspace layout: sorted keys, values (token indices) before and after the sort (int32 ×
+// n_tokens each, 256-byte aligned), then cub's temporary storage.
 size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 size_t cub_temp_bytes(int64_t n_tokens) {
@@ -122,7 +122,7 @@ void embedding_forward(const int32_t* ids, const bf16* tok, const bf16* pos, flo
 
 size_t embedding_backward_workspace_bytes(int64_t n_tokens) {
   if (n_tokens <= 0) return 0;
-  return 4 * align256(static_cast<size_t>(n_tokens) * sizeof(int32_t)) + cub_temp_bytes(n_tokens);
+  return 3 * align256(static_cast<size_t>(n_tokens) * sizeof(int32_t)) + cub_temp_bytes(n_tokens);
 }
 
 void embedding_backward(const int32_t* ids, const float* d_out, float* grad_tok, float* grad_pos,
@@ -134,7 +134,7 @@ void embedding_backward(const int32_t* ids, const float* d_out, float* grad_tok,
   auto* keys_out = reinterpret_cast<int32_t*>(base);
   auto* values_in = reinterpret_cast<int32_t*>(base + array_bytes);
   auto* values_out = reinterpret_cast<int32_t*>(base + 2 * array_bytes);
-  void* temp = base + 4 * array_bytes;
+  void* temp = base + 3 * array_bytes;
   size_t temp_bytes = cub_temp_bytes(n_tokens);
 
   iota_kernel<<<static_cast<unsigned>((n_tokens + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
