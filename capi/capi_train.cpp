@@ -208,7 +208,9 @@ KILN_API kiln_status kiln_trainer_create(const kiln_model* model,
     require_non_null(model, "model");
     check_struct_size(options, "kiln_trainer_options");
     const kiln_trainer_options o = options ? *options : trainer_defaults();
-    auto impl = kiln::Trainer::create(*model->impl, to_engine(o));
+    // The trainer computes where the model's runtime does (a CUDA runtime trains on the GPU).
+    const kiln::Backend* backend = model->runtime ? &model->runtime->backend() : nullptr;
+    auto impl = kiln::Trainer::create(*model->impl, to_engine(o), backend);
     impl->set_progress(wrap_progress(o.progress_fn, o.progress_user_data));
     *out_trainer = trainer_handle(std::move(impl), model->runtime);
   });
@@ -340,7 +342,8 @@ KILN_API kiln_status kiln_checkpoint_load(kiln_runtime* runtime, const char* pat
     *out_trainer = nullptr;
     require_non_null(runtime, "runtime");
     require_non_null(path, "path");
-    *out_trainer = trainer_handle(kiln::Trainer::load_checkpoint(path), runtime->impl.get());
+    *out_trainer = trainer_handle(kiln::Trainer::load_checkpoint(path, &runtime->impl->backend()),
+                                  runtime->impl.get());
   });
 }
 

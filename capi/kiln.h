@@ -442,8 +442,17 @@ KILN_API kiln_status kiln_chat_render_tokens(const kiln_model *model, const kiln
  *   only read at creation: the trainer owns its own float32 copy of the weights, so sessions on the
  *   original model are unaffected. kiln_trainer_snapshot() hands out the current weights as a new
  *   model for generation.
- * Device. This version trains on the CPU in float32 (OpenMP + OpenBLAS), whatever the runtime's
- *   backend; results are bit-identical across runs for the same inputs, seed and thread count. */
+ * Device. A trainer computes where its model's runtime does (kiln_checkpoint_load: where the
+ *   runtime passed to it does). CPU runtime: float32 throughout (OpenMP + OpenBLAS); results are
+ *   bit-identical across runs for the same inputs, seed and thread count. CUDA runtime: float32
+ *   master weights, gradients and AdamW moments on the GPU, BF16 matrix products with float32
+ *   accumulation (torch.autocast(bfloat16)'s recipe), so losses follow a float32 run to ~1e-2
+ *   relative; bit-identical across runs on the same GPU, and a resumed run equals an uninterrupted
+ *   one. Its memory counts against the runtime's device_memory_limit (KILN_ERR_OUT_OF_MEMORY
+ *   names the bytes). Every trainable family trains on CUDA, including those the CUDA backend
+ *   cannot run sessions on (GPT-2, NanoChat: such a model loads on a CUDA runtime for training,
+ *   and kiln_session_create on it gives KILN_ERR_UNSUPPORTED). Muon is CPU-only for now
+ *   (KILN_ERR_UNSUPPORTED on a CUDA runtime). Checkpoints are the same file on both devices. */
 
 /* A fresh model from a Hugging Face style config.json text (architectures[0] must be one kiln
  * trains: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,

@@ -17,6 +17,10 @@ namespace kiln {
 
 struct ModelConfig;
 class WeightSet;
+namespace train {
+class TrainEngine;
+struct TrainState;
+}  // namespace train
 
 // Progress reporting during load: fraction in [0,1] and a stage label. Returns false to cancel (the
 // loader then throws KILN_ERR_CANCELLED after freeing what it took).
@@ -61,6 +65,12 @@ class Backend {
   virtual std::unique_ptr<ModelExecutor> load_model(const ModelConfig& config,
                                                     std::shared_ptr<const WeightSet> weights,
                                                     const ProgressFn& progress) const = 0;
+
+  // The engine that trains on this backend's device, uploading `state` (docs/training-design.md,
+  // "CUDA"); null means the host engine (the CPU trainer). Throws KILN_ERR_OUT_OF_MEMORY (with the
+  // bytes) or KILN_ERR_UNSUPPORTED (an option the device engine lacks).
+  virtual std::unique_ptr<train::TrainEngine> create_train_engine(
+      const train::TrainState& state) const;
 };
 
 // n_threads <= 0: one per core.

@@ -1,5 +1,6 @@
-// The CPU trainer: float32 weights, gradients and optimizer state in ParamLayout buffers, the
-// TrainGraph for forward/backward, the Optimizer for updates, checkpoints and HF export.
+// The trainer: the step logic, checkpoints, HF export and snapshots over float32 host state in
+// ParamLayout buffers; the compute (forward/backward, clipping, the update) is its TrainEngine's,
+// on the host (cpu_engine.cpp) or on the backend's device (Backend::create_train_engine).
 #include "train/trainer.hpp"
 
 #include <omp.h>
@@ -20,8 +21,8 @@
 #include "train/import.hpp"
 #include "train/init.hpp"
 #include "train/model_layout.hpp"
-#include "train/optimizer/grad_clip.hpp"
 #include "train/optimizer/optimizer.hpp"
+#include "train/train_engine.hpp"
 #include "train/train_graph.hpp"
 
 namespace kiln {
@@ -95,18 +96,25 @@ namespace {
 
 int n_threads() { return std::max(1, omp_get_max_threads()); }
 
-class CpuTrainer final : public Trainer {
+class EngineTrainer final : public Trainer {
  public:
-  CpuTrainer(ModelConfig config, ModelTexts texts, TrainerOptions options)
+  EngineTrainer(ModelConfig config, ModelTexts texts, TrainerOptions options)
       : config_(std::move(config)),
         texts_(std::move(texts)),
         options_(std::move(options)),
         layout_((config_.n_mtp_heads = static_cast<int32_t>(options_.mtp_weights.size()),
                  train::make_param_layout(config_))),
         values_(allocate(layout_.total(), "weights")),
-        grads_(allocate(layout_.total(), "gradients")),
         optimizer_(layout_, options_.optimizer, n_threads()) {
     rng_state_ = {options_.seed};
+  }
+
+  // Creates the engine once the host state holds the initial values (and, from a checkpoint, the
+  // optimizer moments): a device engine uploads them.
+  void attach_engine(const Backend* backend) {
+    const train::TrainState state{config_, layout_, options_, values_, optimizer_};
+    if (backend != nullptr) engine_ = backend->create_train_engine(state);
+    if (!engine_) engine_ = train::make_cpu_engine(state);
   }
 
   std::vector<float>& values() { return values_; }
@@ -121,22 +129,21 @@ class CpuTrainer final : public Trainer {
     const auto t0 = std::chrono::steady_clock::now();
     const int32_t accum = options_.grad_accum_steps;
     const auto micro = split(batch, accum, "grad_accum_steps");
-    ensure_graph(batch.rows / accum, batch.cols);
+    engine_->reserve(batch.rows / accum, batch.cols);
     const std::vector<double> normalisers = weight_totals(micro, batch.cols);
 
-    std::fill(grads_.begin(), grads_.end(), 0.0f);
-    std::vector<train::HeadLoss> total(static_cast<size_t>(graph_->n_heads()));
+    engine_->zero_grads();
+    std::vector<train::HeadLoss> total(static_cast<size_t>(n_heads()));
     for (size_t m = 0; m < micro.size(); ++m) {
       report(static_cast<float>(m) / static_cast<float>(micro.size()), "forward");
       auto losses = run_cancellable([&] {
-        return graph_->forward_backward(values_, grads_, micro[m], normalisers,
-                                        options_.mtp_weights, &cancel_);
+        return engine_->forward_backward(micro[m], normalisers, options_.mtp_weights, &cancel_);
       });
       add(total, losses);
     }
     report(1.0f, "optimizer");
     throw_if_cancelled();
-    const double norm = clip_grad_norm(layout_, grads_.data(), options_.clip_norm, n_threads());
+    const double norm = engine_->clip_grads(options_.clip_norm);
     if (!std::isfinite(norm)) {
       fail(KILN_ERR_OUT_OF_RANGE,
            "the gradient norm of step " + std::to_string(step_ + 1) +
@@ -144,7 +151,7 @@ class CpuTrainer final : public Trainer {
                "learning rate or check the data)");
     }
     const double multiplier = lr_multiplier(options_.schedule, step_);
-    optimizer_.step(values_.data(), grads_.data(), multiplier);
+    engine_->optimizer_step(multiplier);
     ++step_;
 
     StepResult r = summarise(total, batch);
@@ -159,11 +166,11 @@ class CpuTrainer final : public Trainer {
     const auto t0 = std::chrono::steady_clock::now();
     const int32_t accum = options_.grad_accum_steps;
     const auto micro = split(batch, batch.rows % accum == 0 ? accum : 1, "grad_accum_steps");
-    ensure_graph(batch.rows / static_cast<int32_t>(micro.size()), batch.cols);
+    engine_->reserve(batch.rows / static_cast<int32_t>(micro.size()), batch.cols);
     const std::vector<double> normalisers = weight_totals(micro, batch.cols);
-    std::vector<train::HeadLoss> total(static_cast<size_t>(graph_->n_heads()));
+    std::vector<train::HeadLoss> total(static_cast<size_t>(n_heads()));
     for (const auto& m : micro) {
-      add(total, run_cancellable([&] { return graph_->forward_loss(values_, m, &cancel_); }));
+      add(total, run_cancellable([&] { return engine_->forward_loss(m, &cancel_); }));
     }
     (void)normalisers;
     StepResult r = summarise(total, batch);
@@ -182,7 +189,7 @@ class CpuTrainer final : public Trainer {
   void forward(std::span<const int32_t> inputs, int32_t rows, int32_t cols, TrainerOutput what,
                std::span<float> out) override {
     check_shape(rows, cols);
-    ensure_graph(rows, cols);
+    engine_->reserve(rows, cols);
     train::ForwardOutputs<float> outputs;
     if (what == TrainerOutput::Hidden) {
       outputs.trunk_hidden = out;
@@ -190,12 +197,13 @@ class CpuTrainer final : public Trainer {
       outputs.logits = out;
     }
     run_cancellable([&] {
-      graph_->forward_logits(values_, inputs, outputs, &cancel_);
+      engine_->forward_logits(inputs, outputs, &cancel_);
       return 0;
     });
   }
 
   void save_checkpoint(const std::filesystem::path& path) const override {
+    engine_->download_state();
     CheckpointContents c;
     c.config_json = config_json();
     c.tokenizer_json = texts_.tokenizer_json;
@@ -217,12 +225,14 @@ class CpuTrainer final : public Trainer {
     HfExportOptions o;
     o.tokenizer_json = texts_.tokenizer_json;
     o.tokenizer_config_json = texts_.tokenizer_config_json;
+    engine_->download_state();
     export_hf_model(directory, plain_config(), plain_layout(), plain_values().data(), o);
   }
 
   std::shared_ptr<const Model> snapshot(const Runtime& runtime) const override {
     ModelTexts texts = texts_;
     texts.config_json = config_json();
+    engine_->download_state();
     const auto values = plain_values();
     return model_from_tensors(
         runtime, texts, to_owned(hf_tensors(plain_config(), plain_layout(), values.data())),
@@ -299,11 +309,7 @@ class CpuTrainer final : public Trainer {
     return totals;
   }
 
-  void ensure_graph(int32_t rows, int32_t cols) {
-    if (graph_ && graph_->max_batch() >= rows && graph_->seq() == cols) return;
-    graph_.reset();
-    graph_ = std::make_unique<train::TrainGraph<float>>(config_, rows, cols, n_threads());
-  }
+  int32_t n_heads() const { return 1 + config_.n_mtp_heads; }
 
   template <class F>
   std::invoke_result_t<F> run_cancellable(F&& f) {
@@ -397,9 +403,9 @@ class CpuTrainer final : public Trainer {
   ModelTexts texts_;
   TrainerOptions options_;
   ParamLayout layout_;
-  std::vector<float> values_, grads_;
+  std::vector<float> values_;
   Optimizer optimizer_;
-  std::unique_ptr<train::TrainGraph<float>> graph_;
+  std::unique_ptr<train::TrainEngine> engine_;  // last: built over the members above
   int64_t step_ = 0;
   std::vector<uint64_t> rng_state_;
   std::vector<uint8_t> data_state_;
@@ -408,19 +414,22 @@ class CpuTrainer final : public Trainer {
 
 }  // namespace
 
-std::unique_ptr<Trainer> Trainer::create(const Model& model, const TrainerOptions& options) {
+std::unique_ptr<Trainer> Trainer::create(const Model& model, const TrainerOptions& options,
+                                         const Backend* backend) {
   validate_trainer_options(options);
   if (!model.weights) {
     fail(KILN_ERR_UNSUPPORTED, "this model has no weights kiln can train from");
   }
   ModelTexts texts{model.config_json, model.tokenizer_json, model.tokenizer_config_json};
-  auto t = std::make_unique<CpuTrainer>(model.config, std::move(texts), options);
+  auto t = std::make_unique<EngineTrainer>(model.config, std::move(texts), options);
   train::init_params(t->config(), t->layout(), options.seed, t->values());
   train::import_hf_weights(t->config(), t->layout(), *model.weights, t->values());
+  t->attach_engine(backend);
   return t;
 }
 
-std::unique_ptr<Trainer> Trainer::load_checkpoint(const std::filesystem::path& path) {
+std::unique_ptr<Trainer> Trainer::load_checkpoint(const std::filesystem::path& path,
+                                                  const Backend* backend) {
   const auto ckpt = LoadedCheckpoint::open(path);
   const CheckpointContents& c = ckpt->contents();
   const std::string origin = "checkpoint '" + path.string() + "'";
@@ -440,7 +449,7 @@ std::unique_ptr<Trainer> Trainer::load_checkpoint(const std::filesystem::path& p
     }
   }
   ModelTexts texts{c.config_json, c.tokenizer_json, c.tokenizer_config_json};
-  auto t = std::make_unique<CpuTrainer>(config, std::move(texts), c.options);
+  auto t = std::make_unique<EngineTrainer>(config, std::move(texts), c.options);
   for (const ParamSpec& s : t->layout().specs()) {
     const CheckpointTensor* v = c.find(s.name, TensorKind::Value);
     if (v == nullptr) fail(KILN_ERR_FORMAT, origin + " has no value for tensor '" + s.name + "'");
@@ -476,6 +485,7 @@ std::unique_ptr<Trainer> Trainer::load_checkpoint(const std::filesystem::path& p
   t->set_step(c.step);
   t->set_rng_state(c.rng_state);
   t->set_data_state(c.data_state);
+  t->attach_engine(backend);
   return t;
 }
 

@@ -1,8 +1,9 @@
-// Trainer: full-parameter training of one model on the CPU in float32. Owns the weights (a copy of
-// the source model's), their gradients, the optimizer state, the step counter and the caller's
-// data-loader state; runs forward + backward over grad-accumulation micro-batches, clips, applies
-// the LR schedule and the optimizer update. One thread at a time (Guard); cancel() from any thread.
-// Semantics of batches, masks, weights and MTP heads: docs/training.md.
+// Trainer: full-parameter training of one model with float32 master weights. Owns the weights (a
+// copy of the source model's), through its TrainEngine (train_engine.hpp: CPU or CUDA) their
+// gradients, the optimizer state, the step counter and the caller's data-loader state; runs forward
+// + backward over grad-accumulation micro-batches, clips, applies the LR schedule and the optimizer
+// update. One thread at a time (Guard); cancel() from any thread. Semantics of batches, masks,
+// weights and MTP heads: docs/training.md.
 #pragma once
 
 #include <array>
@@ -53,11 +54,16 @@ class Trainer {
  public:
   virtual ~Trainer() = default;
 
-  // Throws KILN_ERR_UNSUPPORTED (quantised weights, untrainable architecture),
-  // KILN_ERR_INVALID_ARGUMENT (options), KILN_ERR_OUT_OF_MEMORY (with the bytes).
-  static std::unique_ptr<Trainer> create(const Model& model, const TrainerOptions& options);
-  // Throws KILN_ERR_NOT_FOUND / KILN_ERR_IO / KILN_ERR_FORMAT (naming what is wrong).
-  static std::unique_ptr<Trainer> load_checkpoint(const std::filesystem::path& path);
+  // Trains where `backend` computes (Backend::create_train_engine; null or a CPU backend: on the
+  // host). Throws KILN_ERR_UNSUPPORTED (quantised weights, untrainable architecture, an option the
+  // device engine lacks), KILN_ERR_INVALID_ARGUMENT (options), KILN_ERR_OUT_OF_MEMORY (with the
+  // bytes).
+  static std::unique_ptr<Trainer> create(const Model& model, const TrainerOptions& options,
+                                         const Backend* backend = nullptr);
+  // Throws KILN_ERR_NOT_FOUND / KILN_ERR_IO / KILN_ERR_FORMAT (naming what is wrong), and what
+  // create() throws for the engine.
+  static std::unique_ptr<Trainer> load_checkpoint(const std::filesystem::path& path,
+                                                  const Backend* backend = nullptr);
 
   virtual StepResult train_step(const BatchView& batch) = 0;
   virtual StepResult eval_loss(const BatchView& batch) = 0;

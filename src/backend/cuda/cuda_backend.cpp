@@ -9,13 +9,37 @@
 #include "backend/backend.hpp"
 #include "backend/cuda/cuda_transformer.hpp"
 #include "backend/cuda/device_memory.hpp"
+#include "backend/cuda/train/cuda_engine.hpp"
 #include "backend/cuda_structure.hpp"
+#include "core/error.hpp"
 #include "model/config.hpp"
 #include "model/transformer_weights.hpp"
+#include "train/model_layout.hpp"
 
 namespace kiln {
 
 namespace {
+
+// A model whose structure the CUDA inference path does not implement (GPT-2, NanoChat) still
+// loads on a CUDA runtime so that it can be trained there (the training engine covers every
+// family); sessions on it fail with the inference path's own message.
+class TrainOnlyExecutor final : public ModelExecutor {
+ public:
+  TrainOnlyExecutor(std::string why, int64_t n_parameters)
+      : why_(std::move(why)), n_parameters_(n_parameters) {}
+  std::unique_ptr<SessionState> create_state(int32_t) const override {
+    fail(KILN_ERR_UNSUPPORTED, why_ + " (the model can still be trained on this runtime)");
+  }
+  void forward(SessionState&, std::span<const int32_t>, int32_t, float*, bool,
+               const std::atomic<bool>*) const override {
+    fail(KILN_ERR_UNSUPPORTED, why_);
+  }
+  int64_t n_parameters() const override { return n_parameters_; }
+
+ private:
+  std::string why_;
+  int64_t n_parameters_;
+};
 
 class CudaBackend final : public Backend {
  public:
@@ -33,11 +57,25 @@ class CudaBackend final : public Backend {
   std::unique_ptr<ModelExecutor> load_model(const ModelConfig& config,
                                             std::shared_ptr<const WeightSet> weights,
                                             const ProgressFn& progress) const override {
-    require_cuda_structure(config);  // before resolving: name what is missing, not a tensor
+    try {
+      require_cuda_structure(config);  // before resolving: name what is missing, not a tensor
+    } catch (const Error& e) {
+      if (e.status() != KILN_ERR_UNSUPPORTED) throw;
+      ModelConfig plain = config;
+      plain.n_mtp_heads = 0;
+      return std::make_unique<TrainOnlyExecutor>(
+          e.what(), kiln::train::make_param_layout(plain).n_parameters());
+    }
     const TransformerWeights resolved = resolve_transformer_weights(config, *weights);
     // The weights are copied to the device; the executor keeps nothing of the WeightSet.
     return std::make_unique<cuda::CudaTransformer>(
         config, resolved, rope_inverse_frequencies(config), allocator_, progress);
+  }
+
+  // A model on a CUDA runtime trains on the GPU (docs/training-design.md, "CUDA").
+  std::unique_ptr<train::TrainEngine> create_train_engine(
+      const train::TrainState& state) const override {
+    return cuda::train::make_cuda_engine(state, allocator_);
   }
 
  private:

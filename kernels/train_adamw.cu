@@ -1,0 +1,117 @@
+// AdamW (torch.optim.AdamW's decoupled-decay formula) over float32 master weights, refreshing the
+// BF16 compute copy in the same pass, and torch's clip_grad_norm_ factor computed on the device so
+// the step needs no host synchronisation.
+#include <cmath>
+
+#include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/train_kernels.hpp"
+#include "train_common.cuh"
+
+namespace kiln::cuda::train {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+struct AdamWConsts {
+  float decay, step_size, bc2_sqrt, b1, b2, one_minus_b1, one_minus_b2, eps;
+};
+
+__device__ __forceinline__ float adamw_one(float p, float g, float& m, float& v,
+                                           const AdamWConsts& c) {
+  p *= c.decay;
+  m = c.b1 * m + c.one_minus_b1 * g;
+  v = c.b2 * v + c.one_minus_b2 * g * g;
+  return p - c.step_size * (m / (sqrtf(v) / c.bc2_sqrt + c.eps));
+}
+
+// VEC: each thread updates 4 adjacent parameters with 16-byte loads (all pointers aligned).
+template <bool VEC>
+__global__ void adamw_kernel(float* p, bf16* p_bf16, const float* grad, float* m, float* v,
+                             int64_t n, AdamWConsts c, const float* grad_scale) {
+  const float scale = grad_scale != nullptr ? *grad_scale : 1.0f;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if constexpr (VEC) {
+    const int64_t base = i * 4;
+    if (base + 4 <= n) {
+      float4 pp = *reinterpret_cast<const float4*>(p + base);
+      const float4 gg = *reinterpret_cast<const float4*>(grad + base);
+      float4 mm = *reinterpret_cast<const float4*>(m + base);
+      float4 vv = *reinterpret_cast<const float4*>(v + base);
+      pp.x = adamw_one(pp.x, gg.x * scale, mm.x, vv.x, c);
+      pp.y = adamw_one(pp.y, gg.y * scale, mm.y, vv.y, c);
+      pp.z = adamw_one(pp.z, gg.z * scale, mm.z, vv.z, c);
+      pp.w = adamw_one(pp.w, gg.w * scale, mm.w, vv.w, c);
+      *reinterpret_cast<float4*>(p + base) = pp;
+      *reinterpret_cast<float4*>(m + base) = mm;
+      *reinterpret_cast<float4*>(v + base) = vv;
+      if (p_bf16 != nullptr) {
+        __nv_bfloat162 lo = __floats2bfloat162_rn(pp.x, pp.y);
+        __nv_bfloat162 hi = __floats2bfloat162_rn(pp.z, pp.w);
+        *reinterpret_cast<__nv_bfloat162*>(p_bf16 + base) = lo;
+        *reinterpret_cast<__nv_bfloat162*>(p_bf16 + base + 2) = hi;
+      }
+    } else {
+      for (int64_t j = base; j < n; ++j) {
+        float mj = m[j], vj = v[j];
+        const float pj = adamw_one(p[j], grad[j] * scale, mj, vj, c);
+        p[j] = pj;
+        m[j] = mj;
+        v[j] = vj;
+        if (p_bf16 != nullptr) p_bf16[j] = __float2bfloat16(pj);
+      }
+    }
+  } else if (i < n) {
+    float mi = m[i], vi = v[i];
+    const float pi = adamw_one(p[i], grad[i] * scale, mi, vi, c);
+    p[i] = pi;
+    m[i] = mi;
+    v[i] = vi;
+    if (p_bf16 != nullptr) p_bf16[i] = __float2bfloat16(pi);
+  }
+}
+
+__global__ void clip_scale_kernel(const double* sum_squares, float max_norm, float* scale,
+                                  double* norm) {
+  const double total_norm = sqrt(*sum_squares);
+  *norm = total_norm;
+  *scale = (max_norm > 0.0f && total_norm > static_cast<double>(max_norm))
+               ? static_cast<float>(static_cast<double>(max_norm) / (total_norm + 1e-6))
+               : 1.0f;
+}
+
+}  // namespace
+
+void adamw_update(float* p, bf16* p_bf16, const float* grad, float* m, float* v, int64_t n,
+                  const AdamWStep& step, const float* grad_scale, cudaStream_t stream) {
+  if (n <= 0) return;
+  AdamWConsts c{};
+  c.decay = static_cast<float>(1.0 - static_cast<double>(step.lr) * step.weight_decay);
+  c.step_size = static_cast<float>(static_cast<double>(step.lr) / step.bias1);
+  c.bc2_sqrt = static_cast<float>(std::sqrt(static_cast<double>(step.bias2)));
+  c.b1 = step.beta1;
+  c.b2 = step.beta2;
+  c.one_minus_b1 = static_cast<float>(1.0 - static_cast<double>(step.beta1));
+  c.one_minus_b2 = static_cast<float>(1.0 - static_cast<double>(step.beta2));
+  c.eps = step.eps;
+  // The BF16 copy is written in pairs: 4-byte alignment of p_bf16 + base needs 8-byte alignment
+  // of p_bf16 itself, which 16-byte alignment of the float32 buffers does not imply.
+  const bool vec = detail::aligned16(p, grad, m, v) &&
+                   (p_bf16 == nullptr || reinterpret_cast<uintptr_t>(p_bf16) % 8 == 0);
+  const int64_t items = vec ? (n + 3) / 4 : n;
+  const auto blocks = static_cast<unsigned>((items + kThreads - 1) / kThreads);
+  if (vec) {
+    adamw_kernel<true><<<blocks, kThreads, 0, stream>>>(p, p_bf16, grad, m, v, n, c, grad_scale);
+  } else {
+    adamw_kernel<false><<<blocks, kThreads, 0, stream>>>(p, p_bf16, grad, m, v, n, c, grad_scale);
+  }
+  check_launch("adamw_kernel");
+}
+
+void clip_scale(const double* sum_squares, float max_norm, float* scale, double* norm,
+                cudaStream_t stream) {
+  clip_scale_kernel<<<1, 1, 0, stream>>>(sum_squares, max_norm, scale, norm);
+  check_launch("clip_scale_kernel");
+}
+
+}  // namespace kiln::cuda::train

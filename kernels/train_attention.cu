@@ -1,0 +1,732 @@
+// Causal grouped-query attention for training, FlashAttention-2 style on BF16 tensor cores
+// (mma.sync m16n8k16, float32 accumulation; sm_80 and later), so no seq × seq matrix exists.
+//
+//  forward   one block per (64 query rows, head, batch); each warp owns 16 rows, streams the key
+//            tiles through shared memory with an online softmax (scores in log2 units, exp2f),
+//            and writes o (BF16) and the row log-sum-exp (natural log, float32).
+//  backward  three kernels, none with float atomics, so the result is bit-reproducible:
+//            1. delta[row] = Σ_d dO·O (the softmax backward's row term);
+//            2. dK/dV: one block per (key tile, kv head, batch) recomputes P from q, k and lse
+//               for every query head of its group and every query tile at or after the key
+//               tile, in a fixed order, accumulating in registers; each warp owns 16 keys and
+//               works on the transposed products (Sᵀ = K Qᵀ), so warps never exchange P or dS;
+//            3. dQ: one block per (query tile, head, batch) recomputes P and dS over its key tiles
+//               (costs two extra products, buys determinism without a per-tile partial buffer).
+//
+// Fragment layouts are the PTX ISA's for mma.m16n8k16 (g = lane / 4, c = lane % 4):
+//   A (16 × 16, row-major): a0 (g, 2c..2c+1), a1 (g+8, 2c..), a2 (g, 2c+8..), a3 (g+8, 2c+8..)
+//   B (16 × 8, k × n):      b0 (k 2c..2c+1, n g), b1 (k 2c+8..2c+9, n g)
+//   C (16 × 8, row-major):  c0 c1 (g, 2c..2c+1), c2 c3 (g+8, 2c..2c+1)
+// so a C tile pair of one product is directly the A fragment of the next (P·V, dS·K, ...).
+// Tiles in shared memory are row-major BF16 with rows padded by 8 elements: the fragment loads
+// of a warp then hit 32 different banks. head_dim is padded to the kernel's kD with zeros.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <string>
+
+#include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/train_kernels.hpp"
+#include "core/error.hpp"
+
+namespace kiln::cuda::train {
+
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4],
+                                         const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ uint32_t pack_raw(bf16 lo, bf16 hi) {
+  const uint32_t l = __bfloat16_as_ushort(lo), h = __bfloat16_as_ushort(hi);
+  return l | (h << 16);
+}
+
+// Two floats as one register of BF16 pair, `lo` in the low half (the lower column index).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return pack_raw(v.x, v.y);
+}
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// ldmatrix: lanes 8i .. 8i+7 give the row addresses of 8 × 8 matrix i; register i of lane t then
+// holds row t/4, elements 2(t%4) and 2(t%4)+1 of matrix i (with .trans: column t/4, rows 2(t%4)
+// and 2(t%4)+1, i.e. of the transposed matrix).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+
+// A fragment of rows [r0, r0+16) × columns [k0, k0+16) of a row-major tile with row stride ld:
+// matrices (rows +0, cols +0), (+8, +0), (+0, +8), (+8, +8) are a0 .. a3.
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* s, int ld, int r0, int k0,
+                                       int lane) {
+  ldmatrix_x4(a, s + (r0 + (lane & 15)) * ld + k0 + (lane >> 4) * 8);
+}
+
+// B fragments of two n-tiles, n0 and n0+8, with B[k][n] = M[n0 + n][k0 + k] (M row-major: the
+// product with Mᵀ): matrices (rows n0, cols k0), (n0, k0+8), (n0+8, k0), (n0+8, k0+8) are
+// b0, b1 of tile n0 and b0, b1 of tile n0+8.
+__device__ __forceinline__ void load_b_trans2(uint32_t (&b)[4], const bf16* s, int ld, int n0,
+                                              int k0, int lane) {
+  ldmatrix_x4(b, s + (n0 + (lane & 7) + ((lane >> 4) << 3)) * ld + k0 + (((lane >> 3) & 1) << 3));
+}
+
+// B fragments of two n-tiles with B[k][n] = M[k0 + k][n0 + n] (M row-major: the product with M
+// itself), through ldmatrix.trans: matrices (rows k0, cols n0), (k0+8, n0), (k0, n0+8),
+// (k0+8, n0+8) are b0, b1 of tile n0 and b0, b1 of tile n0+8.
+__device__ __forceinline__ void load_b2(uint32_t (&b)[4], const bf16* s, int ld, int k0, int n0,
+                                        int lane) {
+  ldmatrix_x4_trans(
+      b, s + (k0 + (lane & 7) + (((lane >> 3) & 1) << 3)) * ld + n0 + ((lane >> 4) << 3));
+}
+
+__device__ __forceinline__ void mma_pair(float (&d0)[4], float (&d1)[4], const uint32_t (&a)[4],
+                                         const uint32_t (&b)[4]) {
+  const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+  mma_bf16(d0, a, b0);
+  mma_bf16(d1, a, b1);
+}
+
+// 16-byte asynchronous copies global → shared (sm_80+); src_bytes 0 writes zeros.
+__device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+// The A fragment for k-step kk of a product whose left operand is a C-layout accumulator
+// (16 rows × 8·n tiles): tiles 2kk and 2kk+1 form columns [16kk, 16kk+16).
+__device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&t0)[4],
+                                       const float (&t1)[4]) {
+  a[0] = pack_bf16(t0[0], t0[1]);
+  a[1] = pack_bf16(t0[2], t0[3]);
+  a[2] = pack_bf16(t1[0], t1[1]);
+  a[3] = pack_bf16(t1[2], t1[3]);
+}
+
+// Starts copying rows [row0, row0 + kRows) of a matrix with row stride gstride into a padded
+// shared tile; rows at or past n_rows and columns at or past D become zero (so masked products
+// stay finite). The caller commits and waits (cp_async_commit, cp_async_wait_all).
+template <int kRows, int kD>
+__device__ __forceinline__ void load_tile(bf16* s, const bf16* g, int64_t gstride, int row0,
+                                          int n_rows, int D) {
+  constexpr int kLd = kD + 8;
+  constexpr int kChunks = kD / 8;
+  for (int i = threadIdx.x; i < kRows * kChunks; i += blockDim.x) {
+    const int r = i / kChunks, col = (i % kChunks) * 8;
+    const bool in = row0 + r < n_rows && col < D;
+    const bf16* src = in ? g + static_cast<int64_t>(row0 + r) * gstride + col : g;
+    cp_async16(s + r * kLd + col, src, in ? 16 : 0);
+  }
+}
+
+template <int kD>
+constexpr size_t tile_bytes(int rows) {
+  return static_cast<size_t>(rows) * (kD + 8) * sizeof(bf16);
+}
+
+// ---- forward ------------------------------------------------------------------------------------
+constexpr int kFwdWarps = 4;
+constexpr int kFwdRows = 16 * kFwdWarps;
+
+// Loads are pipelined as in FlashAttention-2: V of a key tile streams in while the scores are
+// computed from K, and the next K while P·V runs; one buffer each for Q, K and V.
+template <int kD, int kBc>
+__global__ void __launch_bounds__(kFwdWarps * 32)
+    attention_forward_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                             const bf16* __restrict__ v, bf16* __restrict__ o,
+                             float* __restrict__ lse, int T, int H, int group, int D,
+                             float scale_log2) {
+  constexpr int kLd = kD + 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* q_s = reinterpret_cast<bf16*>(smem_raw);
+  bf16* k_s = q_s + kFwdRows * kLd;
+  bf16* v_s = k_s + kBc * kLd;
+
+  // The last query tiles have the most keys: start them first.
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kFwdRows;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int kvh = h / group, Hkv = H / group;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int c = lane % 4;
+  const int k_steps = (D + 15) / 16;  // the padded columns past D are zero: skip them
+
+  const bf16* q_bh = q + (static_cast<int64_t>(b) * H + h) * T * D;
+  const bf16* k_bh = k + (static_cast<int64_t>(b) * Hkv + kvh) * T * D;
+  const bf16* v_bh = v + (static_cast<int64_t>(b) * Hkv + kvh) * T * D;
+  load_tile<kFwdRows, kD>(q_s, q_bh, D, q0, T, D);
+  load_tile<kBc, kD>(k_s, k_bh, D, 0, T, D);
+  cp_async_commit();
+
+  const int warp_row0 = q0 + warp * 16;
+  const int row_a = warp_row0 + lane / 4, row_b = row_a + 8;  // this thread's two rows
+  float acc[kD / 8][4];
+#pragma unroll
+  for (int n = 0; n < kD / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+  const int last_row = min(q0 + kFwdRows, T) - 1;
+  for (int k0 = 0; k0 <= last_row; k0 += kBc) {
+    cp_async_wait_all();  // K of this tile (and Q, the first time)
+    __syncthreads();      // ... visible to all; every warp is done with the previous V
+    load_tile<kBc, kD>(v_s, v_bh, D, k0, T, D);
+    cp_async_commit();
+    // Warp-uniform: causal, the whole tile may lie after this warp's rows.
+    const bool active = k0 <= warp_row0 + 15;
+
+    float s[kBc / 8][4];
+    if (active) {
+#pragma unroll
+      for (int n = 0; n < kBc / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        if (kk >= k_steps) break;
+        uint32_t a[4];
+        load_a(a, q_s, kLd, warp * 16, kk * 16, lane);
+#pragma unroll
+        for (int n = 0; n < kBc / 8; n += 2) {
+          uint32_t bb[4];
+          load_b_trans2(bb, k_s, kLd, n * 8, kk * 16, lane);
+          mma_pair(s[n], s[n + 1], a, bb);
+        }
+      }
+
+      // Scale to log2 units; mask (causal, keys past T) only where the tile needs it.
+      const bool needs_mask = k0 + kBc - 1 > warp_row0 || k0 + kBc > T;
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int n = 0; n < kBc / 8; ++n) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int key = k0 + n * 8 + 2 * c + (i & 1);
+          const int row = i < 2 ? row_a : row_b;
+          s[n][i] = (!needs_mask || (key <= row && key < T)) ? s[n][i] * scale_log2 : -INFINITY;
+          mx[i / 2] = fmaxf(mx[i / 2], s[n][i]);
+        }
+      }
+      float corr[2], base[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        const float m_new = fmaxf(m[r], mx[r]);
+        // A row with no key seen yet keeps m = -inf; exp2 of (-inf) - 0 is then 0, never NaN.
+        base[r] = m_new == -INFINITY ? 0.0f : m_new;
+        corr[r] = exp2f(m[r] - base[r]);
+        m[r] = m_new;
+        l[r] *= corr[r];
+      }
+#pragma unroll
+      for (int n = 0; n < kBc / 8; ++n) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          s[n][i] = exp2f(s[n][i] - base[i / 2]);
+          l[i / 2] += s[n][i];  // this thread's share; the quad is summed once at the end
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < kD / 8; ++n) {
+        acc[n][0] *= corr[0];
+        acc[n][1] *= corr[0];
+        acc[n][2] *= corr[1];
+        acc[n][3] *= corr[1];
+      }
+    }
+
+    cp_async_wait_all();  // V of this tile
+    __syncthreads();      // ... visible to all; every warp is done with K
+    if (k0 + kBc <= last_row) {
+      load_tile<kBc, kD>(k_s, k_bh, D, k0 + kBc, T, D);
+      cp_async_commit();
+    }
+    if (active) {
+      // acc += P V (P rounded to BF16 as the product's input).
+#pragma unroll
+      for (int kk = 0; kk < kBc / 16; ++kk) {
+        uint32_t a[4];
+        c_to_a(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+        for (int n = 0; n < kD / 8; n += 2) {
+          if (n * 8 >= D) break;
+          uint32_t bb[4];
+          load_b2(bb, v_s, kLd, kk * 16, n * 8, lane);
+          mma_pair(acc[n], acc[n + 1], a, bb);
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+  const float inv_l[2] = {1.0f / l[0], 1.0f / l[1]};
+  const int64_t o_stride = static_cast<int64_t>(H) * D;
+  bf16* o_b = o + static_cast<int64_t>(b) * T * o_stride + static_cast<int64_t>(h) * D;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = r == 0 ? row_a : row_b;
+    if (row >= T) continue;
+    bf16* o_row = o_b + row * o_stride;
+#pragma unroll
+    for (int n = 0; n < kD / 8; ++n) {
+      if (n * 8 >= D) break;
+      *reinterpret_cast<__nv_bfloat162*>(o_row + n * 8 + 2 * c) =
+          __floats2bfloat162_rn(acc[n][2 * r] * inv_l[r], acc[n][2 * r + 1] * inv_l[r]);
+    }
+    if (c == 0) {
+      lse[(static_cast<int64_t>(b) * H + h) * T + row] = (m[r] + log2f(l[r])) * kLn2;
+    }
+  }
+}
+
+// ---- backward: delta ----------------------------------------------------------------------------
+// delta[b, h, t] = Σ_d dO[b, t, h, d] · O[b, t, h, d]; one warp per (b, t, h) row of o's layout.
+__global__ void attention_delta_kernel(const bf16* __restrict__ o, const bf16* __restrict__ d_o,
+                                       float* __restrict__ delta, int64_t rows, int T, int H,
+                                       int D) {
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const bf16* o_row = o + row * D;
+  const bf16* do_row = d_o + row * D;
+  float sum = 0.0f;
+  for (int d = lane * 2; d < D; d += 64) {  // D is even
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(o_row + d));
+    const float2 e = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(do_row + d));
+    sum += a.x * e.x + a.y * e.y;
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  if (lane == 0) {
+    const int64_t h = row % H, t = (row / H) % T, b = row / (static_cast<int64_t>(H) * T);
+    delta[(b * H + h) * T + t] = sum;
+  }
+}
+
+// ---- backward: dK, dV ---------------------------------------------------------------------------
+// Block: kWarps · 16 keys of one kv head; query tiles of kBr rows. dO of a query tile streams in
+// while Sᵀ is computed from Q.
+template <int kD, int kWarps, int kBr>
+__global__ void __launch_bounds__(kWarps * 32)
+    attention_dkdv_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                          const bf16* __restrict__ v, const bf16* __restrict__ d_o,
+                          const float* __restrict__ lse, const float* __restrict__ delta,
+                          float* __restrict__ dk, float* __restrict__ dv, int T, int H, int group,
+                          int D, float scale, float scale_log2) {
+  constexpr int kLd = kD + 8;
+  constexpr int kBc = 16 * kWarps;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* k_s = reinterpret_cast<bf16*>(smem_raw);
+  bf16* v_s = k_s + kBc * kLd;
+  bf16* q_s = v_s + kBc * kLd;
+  bf16* do_s = q_s + kBr * kLd;
+  float* lse_s = reinterpret_cast<float*>(do_s + kBr * kLd);  // log2 units
+  float* delta_s = lse_s + kBr;
+
+  const int k0 = blockIdx.x * kBc;
+  const int kvh = blockIdx.y, b = blockIdx.z;
+  const int Hkv = H / group;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int c = lane % 4;
+  const int k_steps = (D + 15) / 16;
+
+  const int64_t kv_off = (static_cast<int64_t>(b) * Hkv + kvh) * T * D;
+  load_tile<kBc, kD>(k_s, k + kv_off, D, k0, T, D);
+  load_tile<kBc, kD>(v_s, v + kv_off, D, k0, T, D);
+
+  float dk_acc[kD / 8][4], dv_acc[kD / 8][4];
+#pragma unroll
+  for (int n = 0; n < kD / 8; ++n) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) dk_acc[n][i] = dv_acc[n][i] = 0.0f;
+  }
+  const int warp_key0 = k0 + warp * 16;
+  const int key_a = warp_key0 + lane / 4, key_b = key_a + 8;  // this thread's two keys
+  const int64_t o_stride = static_cast<int64_t>(H) * D;
+
+  for (int hi = 0; hi < group; ++hi) {
+    const int h = kvh * group + hi;
+    const bf16* q_bh = q + (static_cast<int64_t>(b) * H + h) * T * D;
+    const bf16* do_bh = d_o + static_cast<int64_t>(b) * T * o_stride + static_cast<int64_t>(h) * D;
+    const float* lse_bh = lse + (static_cast<int64_t>(b) * H + h) * T;
+    const float* delta_bh = delta + (static_cast<int64_t>(b) * H + h) * T;
+    // Query t sees key j when j <= t: the first query tile that sees this key tile holds k0.
+    for (int q0 = (k0 / kBr) * kBr; q0 < T; q0 += kBr) {
+      __syncthreads();  // every warp is done with the previous Q, dO, lse and delta
+      load_tile<kBr, kD>(q_s, q_bh, D, q0, T, D);
+      cp_async_commit();
+      for (int i = threadIdx.x; i < kBr; i += blockDim.x) {
+        const bool in = q0 + i < T;
+        lse_s[i] = in ? lse_bh[q0 + i] * kLog2e : 0.0f;
+        delta_s[i] = in ? delta_bh[q0 + i] : 0.0f;
+      }
+      cp_async_wait_all();  // Q (and K, V the first time)
+      __syncthreads();
+      load_tile<kBr, kD>(do_s, do_bh, o_stride, q0, T, D);
+      cp_async_commit();
+      // Warp-uniform: every query of the tile may precede this warp's keys.
+      const bool active = warp_key0 <= q0 + kBr - 1;
+      const bool needs_mask = warp_key0 + 15 > q0 || q0 + kBr > T;
+
+      // Sᵀ = K Qᵀ (16 keys × kBr queries) → Pᵀ = exp2(s·scale·log2e − lse·log2e) where
+      // key <= query < T, else 0.
+      float st[kBr / 8][4];
+      if (active) {
+#pragma unroll
+        for (int n = 0; n < kBr / 8; ++n) st[n][0] = st[n][1] = st[n][2] = st[n][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < kD / 16; ++kk) {
+          if (kk >= k_steps) break;
+          uint32_t ak[4];
+          load_a(ak, k_s, kLd, warp * 16, kk * 16, lane);
+#pragma unroll
+          for (int n = 0; n < kBr / 8; n += 2) {
+            uint32_t bq[4];
+            load_b_trans2(bq, q_s, kLd, n * 8, kk * 16, lane);
+            mma_pair(st[n], st[n + 1], ak, bq);
+          }
+        }
+#pragma unroll
+        for (int n = 0; n < kBr / 8; ++n) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int qi = n * 8 + 2 * c + (i & 1);
+            const int query = q0 + qi;
+            const int key = i < 2 ? key_a : key_b;
+            st[n][i] = (!needs_mask || (key <= query && query < T))
+                           ? exp2f(st[n][i] * scale_log2 - lse_s[qi])
+                           : 0.0f;
+          }
+        }
+      }
+
+      cp_async_wait_all();  // dO
+      __syncthreads();
+      if (active) {
+        // dPᵀ = V dOᵀ → dSᵀ = Pᵀ ∘ (dPᵀ − delta[query]).
+        float dpt[kBr / 8][4];
+#pragma unroll
+        for (int n = 0; n < kBr / 8; ++n) dpt[n][0] = dpt[n][1] = dpt[n][2] = dpt[n][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < kD / 16; ++kk) {
+          if (kk >= k_steps) break;
+          uint32_t av[4];
+          load_a(av, v_s, kLd, warp * 16, kk * 16, lane);
+#pragma unroll
+          for (int n = 0; n < kBr / 8; n += 2) {
+            uint32_t bo[4];
+            load_b_trans2(bo, do_s, kLd, n * 8, kk * 16, lane);
+            mma_pair(dpt[n], dpt[n + 1], av, bo);
+          }
+        }
+#pragma unroll
+        for (int n = 0; n < kBr / 8; ++n) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int qi = n * 8 + 2 * c + (i & 1);
+            dpt[n][i] = st[n][i] * (dpt[n][i] - delta_s[qi]);
+          }
+        }
+        // dV += Pᵀ dO, dK += dSᵀ Q (scaled at the end).
+#pragma unroll
+        for (int kk = 0; kk < kBr / 16; ++kk) {
+          uint32_t ap[4], as[4];
+          c_to_a(ap, st[2 * kk], st[2 * kk + 1]);
+          c_to_a(as, dpt[2 * kk], dpt[2 * kk + 1]);
+#pragma unroll
+          for (int n = 0; n < kD / 8; n += 2) {
+            if (n * 8 >= D) break;
+            uint32_t bo[4], bq[4];
+            load_b2(bo, do_s, kLd, kk * 16, n * 8, lane);
+            mma_pair(dv_acc[n], dv_acc[n + 1], ap, bo);
+            load_b2(bq, q_s, kLd, kk * 16, n * 8, lane);
+            mma_pair(dk_acc[n], dk_acc[n + 1], as, bq);
+          }
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = r == 0 ? key_a : key_b;
+    if (key >= T) continue;
+    float* dk_row = dk + kv_off + static_cast<int64_t>(key) * D;
+    float* dv_row = dv + kv_off + static_cast<int64_t>(key) * D;
+#pragma unroll
+    for (int n = 0; n < kD / 8; ++n) {
+      if (n * 8 >= D) break;
+      const int d = n * 8 + 2 * c;
+      *reinterpret_cast<float2*>(dk_row + d) =
+          make_float2(dk_acc[n][2 * r] * scale, dk_acc[n][2 * r + 1] * scale);
+      *reinterpret_cast<float2*>(dv_row + d) = make_float2(dv_acc[n][2 * r], dv_acc[n][2 * r + 1]);
+    }
+  }
+}
+
+// ---- backward: dQ -------------------------------------------------------------------------------
+// Block: kWarps · 16 query rows of one head; key tiles of kBc keys. V of a key tile streams in
+// while S is computed from K.
+template <int kD, int kWarps, int kBc>
+__global__ void __launch_bounds__(kWarps * 32)
+    attention_dq_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                        const bf16* __restrict__ v, const bf16* __restrict__ d_o,
+                        const float* __restrict__ lse, const float* __restrict__ delta,
+                        float* __restrict__ dq, int T, int H, int group, int D, float scale,
+                        float scale_log2) {
+  constexpr int kLd = kD + 8;
+  constexpr int kBr = 16 * kWarps;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* q_s = reinterpret_cast<bf16*>(smem_raw);
+  bf16* do_s = q_s + kBr * kLd;
+  bf16* k_s = do_s + kBr * kLd;
+  bf16* v_s = k_s + kBc * kLd;
+
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kBr;  // most work first
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int kvh = h / group, Hkv = H / group;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int c = lane % 4;
+  const int k_steps = (D + 15) / 16;
+  const int64_t o_stride = static_cast<int64_t>(H) * D;
+
+  const int64_t q_off = (static_cast<int64_t>(b) * H + h) * T * D;
+  const int64_t kv_off = (static_cast<int64_t>(b) * Hkv + kvh) * T * D;
+  load_tile<kBr, kD>(q_s, q + q_off, D, q0, T, D);
+  load_tile<kBr, kD>(do_s,
+                     d_o + static_cast<int64_t>(b) * T * o_stride + static_cast<int64_t>(h) * D,
+                     o_stride, q0, T, D);
+  cp_async_commit();
+
+  const int warp_row0 = q0 + warp * 16;
+  const int row_a = warp_row0 + lane / 4, row_b = row_a + 8;
+  const int64_t stat_off = (static_cast<int64_t>(b) * H + h) * T;
+  const float lse_r[2] = {row_a < T ? lse[stat_off + row_a] * kLog2e : 0.0f,
+                          row_b < T ? lse[stat_off + row_b] * kLog2e : 0.0f};
+  const float delta_r[2] = {row_a < T ? delta[stat_off + row_a] : 0.0f,
+                            row_b < T ? delta[stat_off + row_b] : 0.0f};
+
+  float dq_acc[kD / 8][4];
+#pragma unroll
+  for (int n = 0; n < kD / 8; ++n) dq_acc[n][0] = dq_acc[n][1] = dq_acc[n][2] = dq_acc[n][3] = 0.0f;
+
+  const int last_row = min(q0 + kBr, T) - 1;
+  for (int k0 = 0; k0 <= last_row; k0 += kBc) {
+    __syncthreads();  // every warp is done with the previous K and V
+    load_tile<kBc, kD>(k_s, k + kv_off, D, k0, T, D);
+    cp_async_commit();
+    cp_async_wait_all();  // K (and Q, dO the first time)
+    __syncthreads();
+    load_tile<kBc, kD>(v_s, v + kv_off, D, k0, T, D);
+    cp_async_commit();
+    const bool active = k0 <= warp_row0 + 15;
+    const bool needs_mask = k0 + kBc - 1 > warp_row0 || k0 + kBc > T;
+
+    // S = Q Kᵀ → P.
+    float s[kBc / 8][4];
+    if (active) {
+#pragma unroll
+      for (int n = 0; n < kBc / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        if (kk >= k_steps) break;
+        uint32_t aq[4];
+        load_a(aq, q_s, kLd, warp * 16, kk * 16, lane);
+#pragma unroll
+        for (int n = 0; n < kBc / 8; n += 2) {
+          uint32_t bk[4];
+          load_b_trans2(bk, k_s, kLd, n * 8, kk * 16, lane);
+          mma_pair(s[n], s[n + 1], aq, bk);
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < kBc / 8; ++n) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int key = k0 + n * 8 + 2 * c + (i & 1);
+          const int row = i < 2 ? row_a : row_b;
+          s[n][i] = (!needs_mask || (key <= row && row < T))
+                        ? exp2f(s[n][i] * scale_log2 - lse_r[i / 2])
+                        : 0.0f;
+        }
+      }
+    }
+
+    cp_async_wait_all();  // V
+    __syncthreads();
+    if (active) {
+      // dP = dO Vᵀ → dS = P ∘ (dP − delta).
+      float dp[kBc / 8][4];
+#pragma unroll
+      for (int n = 0; n < kBc / 8; ++n) dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        if (kk >= k_steps) break;
+        uint32_t ao[4];
+        load_a(ao, do_s, kLd, warp * 16, kk * 16, lane);
+#pragma unroll
+        for (int n = 0; n < kBc / 8; n += 2) {
+          uint32_t bv[4];
+          load_b_trans2(bv, v_s, kLd, n * 8, kk * 16, lane);
+          mma_pair(dp[n], dp[n + 1], ao, bv);
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < kBc / 8; ++n) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) dp[n][i] = s[n][i] * (dp[n][i] - delta_r[i / 2]);
+      }
+      // dQ += dS K (scaled at the end).
+#pragma unroll
+      for (int kk = 0; kk < kBc / 16; ++kk) {
+        uint32_t a[4];
+        c_to_a(a, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+        for (int n = 0; n < kD / 8; n += 2) {
+          if (n * 8 >= D) break;
+          uint32_t bk[4];
+          load_b2(bk, k_s, kLd, kk * 16, n * 8, lane);
+          mma_pair(dq_acc[n], dq_acc[n + 1], a, bk);
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = r == 0 ? row_a : row_b;
+    if (row >= T) continue;
+    float* dq_row = dq + q_off + static_cast<int64_t>(row) * D;
+#pragma unroll
+    for (int n = 0; n < kD / 8; ++n) {
+      if (n * 8 >= D) break;
+      *reinterpret_cast<float2*>(dq_row + n * 8 + 2 * c) =
+          make_float2(dq_acc[n][2 * r] * scale, dq_acc[n][2 * r + 1] * scale);
+    }
+  }
+}
+
+// ---- host side ----------------------------------------------------------------------------------
+void check_shape(const QkvShape& s, const char* who) {
+  if (s.head_dim <= 0 || s.head_dim % 8 != 0 || s.head_dim > 256 || s.n_kv_heads <= 0 ||
+      s.n_heads <= 0 || s.n_heads % s.n_kv_heads != 0 || s.batch < 0 || s.seq < 0) {
+    fail(KILN_ERR_UNSUPPORTED, std::string(who) + ": head_dim " + std::to_string(s.head_dim) +
+                                   " (must be a positive multiple of 8, at most 256), " +
+                                   std::to_string(s.n_heads) + " heads over " +
+                                   std::to_string(s.n_kv_heads) + " KV heads, batch " +
+                                   std::to_string(s.batch) + ", seq " + std::to_string(s.seq));
+  }
+}
+
+template <typename Kernel>
+void allow_shared(Kernel kernel, size_t bytes) {
+  if (bytes > 48 * 1024) {
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(bytes)));
+  }
+}
+
+unsigned tiles(int n, int tile) { return static_cast<unsigned>((n + tile - 1) / tile); }
+
+template <int kD, int kBc>
+void launch_forward(const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse,
+                    const QkvShape& s, float scale, cudaStream_t stream) {
+  const size_t smem = tile_bytes<kD>(kFwdRows + 2 * kBc);
+  allow_shared(attention_forward_kernel<kD, kBc>, smem);
+  const dim3 grid(tiles(s.seq, kFwdRows), static_cast<unsigned>(s.n_heads),
+                  static_cast<unsigned>(s.batch));
+  attention_forward_kernel<kD, kBc><<<grid, kFwdWarps * 32, smem, stream>>>(
+      q, k, v, o, lse, s.seq, s.n_heads, s.n_heads / s.n_kv_heads, s.head_dim, scale * kLog2e);
+  check_launch("attention_forward_kernel");
+}
+
+template <int kD, int kWarps, int kTile>
+void launch_backward(const bf16* q, const bf16* k, const bf16* v, const bf16* d_o, const float* lse,
+                     const float* delta, float* dq, float* dk, float* dv, const QkvShape& s,
+                     float scale, cudaStream_t stream) {
+  const int group = s.n_heads / s.n_kv_heads;
+  const size_t smem = tile_bytes<kD>(2 * 16 * kWarps + 2 * kTile) + 2 * kTile * sizeof(float);
+  allow_shared(attention_dkdv_kernel<kD, kWarps, kTile>, smem);
+  const dim3 grid_kv(tiles(s.seq, 16 * kWarps), static_cast<unsigned>(s.n_kv_heads),
+                     static_cast<unsigned>(s.batch));
+  attention_dkdv_kernel<kD, kWarps, kTile><<<grid_kv, kWarps * 32, smem, stream>>>(
+      q, k, v, d_o, lse, delta, dk, dv, s.seq, s.n_heads, group, s.head_dim, scale, scale * kLog2e);
+  check_launch("attention_dkdv_kernel");
+
+  const size_t smem_q = tile_bytes<kD>(2 * 16 * kWarps + 2 * kTile);
+  allow_shared(attention_dq_kernel<kD, kWarps, kTile>, smem_q);
+  const dim3 grid_q(tiles(s.seq, 16 * kWarps), static_cast<unsigned>(s.n_heads),
+                    static_cast<unsigned>(s.batch));
+  attention_dq_kernel<kD, kWarps, kTile><<<grid_q, kWarps * 32, smem_q, stream>>>(
+      q, k, v, d_o, lse, delta, dq, s.seq, s.n_heads, group, s.head_dim, scale, scale * kLog2e);
+  check_launch("attention_dq_kernel");
+}
+
+}  // namespace
+
+void attention_forward(const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse,
+                       QkvShape shape, float scale, cudaStream_t stream) {
+  check_shape(shape, "CUDA attention_forward");
+  if (shape.batch == 0 || shape.seq == 0) return;
+  if (shape.head_dim <= 64) {
+    launch_forward<64, 64>(q, k, v, o, lse, shape, scale, stream);
+  } else if (shape.head_dim <= 128) {
+    launch_forward<128, 64>(q, k, v, o, lse, shape, scale, stream);
+  } else {
+    launch_forward<256, 32>(q, k, v, o, lse, shape, scale, stream);
+  }
+}
+
+size_t attention_backward_workspace_floats(QkvShape shape) {
+  // delta, one float per (batch, head, query).
+  return static_cast<size_t>(shape.batch) * static_cast<size_t>(shape.n_heads) *
+         static_cast<size_t>(shape.seq);
+}
+
+void attention_backward(const bf16* q, const bf16* k, const bf16* v, const bf16* o,
+                        const float* lse, const bf16* d_o, float* dq, float* dk, float* dv,
+                        QkvShape shape, float scale, float* workspace, cudaStream_t stream) {
+  check_shape(shape, "CUDA attention_backward");
+  if (shape.batch == 0 || shape.seq == 0) return;
+  const int64_t rows = static_cast<int64_t>(shape.batch) * shape.seq * shape.n_heads;
+  constexpr int kDeltaThreads = 256;
+  const auto delta_blocks = static_cast<unsigned>((rows * 32 + kDeltaThreads - 1) / kDeltaThreads);
+  attention_delta_kernel<<<delta_blocks, kDeltaThreads, 0, stream>>>(
+      o, d_o, workspace, rows, shape.seq, shape.n_heads, shape.head_dim);
+  check_launch("attention_delta_kernel");
+  if (shape.head_dim <= 64) {
+    launch_backward<64, 4, 64>(q, k, v, d_o, lse, workspace, dq, dk, dv, shape, scale, stream);
+  } else if (shape.head_dim <= 128) {
+    launch_backward<128, 4, 64>(q, k, v, d_o, lse, workspace, dq, dk, dv, shape, scale, stream);
+  } else {
+    launch_backward<256, 2, 32>(q, k, v, d_o, lse, workspace, dq, dk, dv, shape, scale, stream);
+  }
+}
+
+}  // namespace kiln::cuda::train

@@ -1,0 +1,813 @@
+// The CUDA training engine: the TrainGraph's forward/backward (src/train/train_graph.cpp) on the
+// GPU in the precision recipe of train_kernels.hpp. Per block, forward:
+//   n1 = norm(x) [bf16]; qkv = n1·Wqkvᵀ (+b) [bf16]; q,k,v = qkv_forward(qkv); o = attn(q,k,v)
+//   x_mid = o·Woᵀ + bo + x [f32]; n2 = norm(x_mid); h = n2·Wguᵀ (+b) [bf16]; a = act(h)
+//   out = a·Wdownᵀ + bdown + x_mid [f32]
+// Backward walks it in reverse, turning the block's output gradient into its input gradient in
+// place (d, float32), with dX = dY·W and dW += dYᵀ·X (float32 gradients, beta = 1). The logits are
+// made, turned into their gradient by cross_entropy, and consumed chunk by chunk, so vocab × tokens
+// is never whole.
+#include "backend/cuda/train/cuda_engine.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/cuda_handles.hpp"
+#include "backend/cuda/train/lt_gemm.hpp"
+#include "backend/cuda/train_kernels.hpp"
+#include "core/error.hpp"
+#include "train/model_layout.hpp"
+
+namespace kiln::cuda::train {
+
+namespace {
+
+using kiln::train::BlockOffsets;
+using kiln::train::ForwardOutputs;
+using kiln::train::HeadLoss;
+using kiln::train::TrainBatch;
+using kiln::train::TrainState;
+
+constexpr size_t kLtWorkspace = size_t{32} << 20;
+// The logits of one chunk of rows are at most this many bytes (BF16): 16 k tokens × 50 k vocab
+// would otherwise take 1.6 GB.
+constexpr size_t kLogitChunkBytes = size_t{256} << 20;
+
+std::string n_str(int64_t v) { return std::to_string(v); }
+
+// Carves typed pointers out of one allocation; run once without a base to measure.
+class Arena {
+ public:
+  explicit Arena(void* base) : base_(static_cast<char*>(base)) {}
+  template <class T>
+  T* take(int64_t count) {
+    off_ = (off_ + 255) / 256 * 256;
+    T* p = base_ != nullptr ? reinterpret_cast<T*>(base_ + off_) : nullptr;
+    off_ += static_cast<size_t>(std::max<int64_t>(count, 0)) * sizeof(T);
+    return p;
+  }
+  size_t size() const { return off_ + 256; }
+
+ private:
+  char* base_;
+  size_t off_ = 0;
+};
+
+// Pointers of the BF16 compute copies of one block (fused where the kernels read them fused).
+struct BlockWeights {
+  BlockOffsets o;          // float32 offsets in the ParamLayout
+  bf16* w_qkv = nullptr;   // [q_dim + 2·kv_dim][hidden]
+  bf16* b_qkv = nullptr;   // [q_dim + 2·kv_dim] or null
+  bf16* w_o = nullptr;     // [hidden][q_dim]
+  bf16* w_gu = nullptr;    // [(2 or 1)·inter][hidden]: gate rows then up rows (SwiGLU)
+  bf16* b_gu = nullptr;    // [(2 or 1)·inter] or null
+  bf16* w_down = nullptr;  // [hidden][inter]
+};
+
+// One block's activations kept for backward (rows × seq tokens).
+struct BlockActs {
+  bf16 *n1, *qkv, *q, *k, *v, *o, *n2, *h, *a;
+  float *mean1, *rstd1, *q_rstd, *k_rstd, *lse, *x_mid, *mean2, *rstd2, *out;
+};
+
+class CudaEngine final : public kiln::train::TrainEngine {
+ public:
+  CudaEngine(const TrainState& state, std::shared_ptr<DeviceAllocator> allocator)
+      : s_(state),
+        c_(state.config),
+        alloc_(std::move(allocator)),
+        device_((use_device(alloc_->device()), alloc_->device())) {
+    if (s_.options.optimizer.kind != OptimizerKind::AdamW) {
+      fail(KILN_ERR_UNSUPPORTED,
+           "Muon on the CUDA trainer is not implemented yet; use optimizer AdamW on a CUDA "
+           "runtime, or train with Muon on a CPU runtime");
+    }
+    H_ = c_.hidden_size, V_ = c_.vocab_size, nh_ = c_.n_heads, nkv_ = c_.n_kv_heads,
+    hd_ = c_.head_dim, I_ = c_.intermediate_size;
+    qd_ = nh_ * hd_, kvd_ = nkv_ * hd_, qkv_ = qd_ + 2 * kvd_;
+    gu_ = c_.mlp == MlpKind::SwiGLU ? 2 : 1;
+    L_ = c_.n_layers, n_heads_ = 1 + c_.n_mtp_heads;
+    norm_type_ = c_.norm == NormKind::LayerNorm ? NormType::LayerNorm : NormType::RmsNorm;
+    act_ = c_.mlp == MlpKind::SwiGLU     ? Activation::SwiGlu
+           : c_.mlp == MlpKind::GeluTanh ? Activation::GeluTanh
+                                         : Activation::ReluSquared;
+    if (c_.logit_softcap < 0.0f || !std::isfinite(c_.logit_softcap)) {
+      fail(KILN_ERR_INVALID_ARGUMENT,
+           "logit_softcap must be >= 0, got " + std::to_string(c_.logit_softcap));
+    }
+    const int64_t total = s_.layout.total();
+    const size_t fbytes = static_cast<size_t>(total) * sizeof(float);
+    values_ = alloc_->allocate(fbytes, "training weights (float32)");
+    grads_ = alloc_->allocate(fbytes, "training gradients (float32)");
+    adam_m_ = alloc_->allocate(fbytes, "AdamW first moments");
+    adam_v_ = alloc_->allocate(fbytes, "AdamW second moments");
+    KILN_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, fbytes, stream_.get()));
+    KILN_CUDA_CHECK(cudaMemsetAsync(adam_m_.get(), 0, fbytes, stream_.get()));
+    KILN_CUDA_CHECK(cudaMemsetAsync(adam_v_.get(), 0, fbytes, stream_.get()));
+    carve_weights();
+    if (c_.positions == PositionKind::Rope) {
+      const std::vector<float> inv = rope_inverse_frequencies(c_);
+      if (inv.empty() || static_cast<int64_t>(inv.size()) * 2 > hd_) {
+        fail(KILN_ERR_INVALID_ARGUMENT, "RoPE: " + n_str(static_cast<int64_t>(inv.size())) +
+                                            " frequencies for head_dim " + n_str(hd_));
+      }
+      rot_dim_ = static_cast<int32_t>(inv.size() * 2);
+      KILN_CUDA_CHECK(cudaMemcpyAsync(inv_freq_, inv.data(), inv.size() * sizeof(float),
+                                      cudaMemcpyHostToDevice, stream_.get()));
+    }
+    gemm_ = std::make_unique<LtGemm>(alloc_, kLtWorkspace);
+    upload_state();
+  }
+
+  ~CudaEngine() override {
+    // Work still queued reads the buffers about to be freed.
+    cudaStreamSynchronize(stream_.get());
+  }
+
+  // ---- TrainEngine ---------------------------------------------------------------------------
+
+  void reserve(int64_t rows, int64_t cols) override {
+    if (rows <= cap_rows_ && cols == S_) return;
+    use_device(device_);
+    stream_.synchronize();
+    acts_buf_ = DeviceBuffer();
+    pinned_ = PinnedBuffer();
+    cap_rows_ = 0;
+    Arena measure(nullptr);
+    carve_acts(measure, rows, cols);
+    DeviceBuffer buf = alloc_->allocate(measure.size(), "training activations for " + n_str(rows) +
+                                                            " × " + n_str(cols) + " tokens");
+    Arena real(buf.get());
+    carve_acts(real, rows, cols);
+    const int64_t n = rows * cols;
+    PinnedBuffer pinned(static_cast<size_t>(n * (1 + 3 * n_heads_)) * 4 + 64,
+                        "training batch staging");
+    h_ids_ = pinned.as<int32_t>();
+    h_targets_ = h_ids_ + n;
+    h_scales_ = reinterpret_cast<float*>(h_targets_ + n * n_heads_);
+    h_loss_ = h_scales_ + n * n_heads_;
+    {
+      const std::vector<float> ones(static_cast<size_t>(n), 1.0f);
+      KILN_CUDA_CHECK(cudaMemcpyAsync(ones_, ones.data(), ones.size() * sizeof(float),
+                                      cudaMemcpyHostToDevice, stream_.get()));
+      stream_.synchronize();  // before `ones` goes
+    }
+    acts_buf_ = std::move(buf);
+    pinned_ = std::move(pinned);
+    cap_rows_ = rows;
+    S_ = cols;
+  }
+
+  void zero_grads() override {
+    use_device(device_);
+    KILN_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, grads_.size(), stream_.get()));
+  }
+
+  std::vector<HeadLoss> forward_backward(const TrainBatch& batch,
+                                         std::span<const double> normalisers,
+                                         std::span<const float> mtp_weights,
+                                         const std::atomic<bool>* cancel) override {
+    const std::vector<double> own = kiln::train::loss_weight_totals(c_, batch, S_);
+    std::vector<double> scales(static_cast<size_t>(n_heads_), 0.0);
+    if (static_cast<int32_t>(normalisers.size()) != n_heads_) {
+      fail(KILN_ERR_INVALID_ARGUMENT, "expected " + n_str(n_heads_) + " loss normalisers, got " +
+                                          n_str(static_cast<int64_t>(normalisers.size())));
+    }
+    for (int32_t h = 0; h < n_heads_; ++h) {
+      const double norm = normalisers[h];
+      const double coef =
+          h == 0 || mtp_weights.empty() ? 1.0 : static_cast<double>(mtp_weights[h - 1]);
+      if (!std::isfinite(norm) || norm < 0.0 || (h == 0 && norm == 0.0) ||
+          (own[h] > 0.0 && norm == 0.0)) {
+        fail(KILN_ERR_INVALID_ARGUMENT,
+             "loss normaliser of head " + n_str(h) + " is " + std::to_string(norm) +
+                 " (this batch alone weighs " + std::to_string(own[h]) +
+                 "); a step whose total loss weight is 0 cannot be trained");
+      }
+      scales[h] = norm > 0.0 ? coef / norm : 0.0;
+    }
+    return run(batch, scales, true, cancel);
+  }
+
+  std::vector<HeadLoss> forward_loss(const TrainBatch& batch,
+                                     const std::atomic<bool>* cancel) override {
+    (void)kiln::train::loss_weight_totals(c_, batch, S_);  // validates the batch
+    return run(batch, std::vector<double>(static_cast<size_t>(n_heads_), 0.0), false, cancel);
+  }
+
+  void forward_logits(std::span<const int32_t> ids, const ForwardOutputs<float>& out,
+                      const std::atomic<bool>* cancel) override {
+    use_device(device_);
+    const int64_t rows = check_ids(ids);
+    const int64_t n = rows * S_;
+    const auto expect = [&](size_t got, int64_t want, const char* what) {
+      if (got != 0 && static_cast<int64_t>(got) != want) {
+        fail(KILN_ERR_INVALID_ARGUMENT, std::string(what) + " holds " +
+                                            n_str(static_cast<int64_t>(got)) +
+                                            " elements, expected " + n_str(want));
+      }
+    };
+    expect(out.logits.size(), n_heads_ * n * V_, "logits output");
+    expect(out.trunk_hidden.size(), n * H_, "trunk hidden output");
+    expect(out.final_hidden.size(), n * H_, "final hidden output");
+    std::memcpy(h_ids_, ids.data(), static_cast<size_t>(n) * sizeof(int32_t));
+    KILN_CUDA_CHECK(cudaMemcpyAsync(ids_, h_ids_, static_cast<size_t>(n) * sizeof(int32_t),
+                                    cudaMemcpyHostToDevice, stream_.get()));
+    forward_trunk_and_heads(rows, cancel);
+    if (!out.trunk_hidden.empty()) {
+      KILN_CUDA_CHECK(cudaMemcpyAsync(out.trunk_hidden.data(), trunk_output(),
+                                      static_cast<size_t>(n * H_) * sizeof(float),
+                                      cudaMemcpyDeviceToHost, stream_.get()));
+    }
+    if (!out.final_hidden.empty()) {
+      // The head norm again, this time also in float32 (d_n is free in a forward pass).
+      norm_forward(norm_type_, acts_[head_block(0)].out, W(off_final_w_), W(off_final_b_), eps(),
+                   g_bf16_, d_n_, head_mean_[0], head_rstd_[0], n, H_, stream_.get());
+      KILN_CUDA_CHECK(cudaMemcpyAsync(out.final_hidden.data(), d_n_,
+                                      static_cast<size_t>(n * H_) * sizeof(float),
+                                      cudaMemcpyDeviceToHost, stream_.get()));
+    }
+    stream_.synchronize();
+    if (out.logits.empty()) return;
+    std::vector<bf16> chunk(static_cast<size_t>(chunk_rows_ * V_));
+    const float cap = c_.logit_softcap;
+    for (int32_t h = 0; h < n_heads_; ++h) {
+      for (int64_t r0 = 0; r0 < n; r0 += chunk_rows_) {
+        const int64_t m = std::min(chunk_rows_, n - r0);
+        head_logits(h, r0, m);
+        KILN_CUDA_CHECK(cudaMemcpyAsync(chunk.data(), logits_,
+                                        static_cast<size_t>(m * V_) * sizeof(bf16),
+                                        cudaMemcpyDeviceToHost, stream_.get()));
+        stream_.synchronize();
+        float* dst = out.logits.data() + (h * n + r0) * V_;
+        for (int64_t i = 0; i < m * V_; ++i) {
+          const float z = __bfloat162float(chunk[static_cast<size_t>(i)]);
+          dst[i] = cap > 0.0f ? cap * std::tanh(z / cap) : z;
+        }
+      }
+    }
+  }
+
+  double clip_grads(float clip_norm) override {
+    use_device(device_);
+    sum_squares(grads_.as<float>(), s_.layout.total(), sumsq_ws_, sumsq_, stream_.get());
+    clip_scale(sumsq_, clip_norm, clip_scale_, norm_, stream_.get());
+    double norm = 0.0;
+    KILN_CUDA_CHECK(
+        cudaMemcpyAsync(&norm, norm_, sizeof norm, cudaMemcpyDeviceToHost, stream_.get()));
+    stream_.synchronize();
+    return norm;
+  }
+
+  void optimizer_step(double lr_multiplier) override {
+    use_device(device_);
+    const OptimizerOptions& o = s_.options.optimizer;
+    const int64_t t = s_.optimizer.steps_taken() + 1;
+    const double bc1 = 1.0 - std::pow(static_cast<double>(o.beta1), static_cast<double>(t));
+    const double bc2 = 1.0 - std::pow(static_cast<double>(o.beta2), static_cast<double>(t));
+    const auto& specs = s_.layout.specs();
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const ParamSpec& sp = specs[i];
+      AdamWStep st{};
+      st.lr = static_cast<float>(static_cast<double>(o.lr_for(sp.role)) * lr_multiplier);
+      st.beta1 = o.beta1, st.beta2 = o.beta2, st.eps = o.eps;
+      st.weight_decay = o.weight_decay_for(sp.role);
+      st.bias1 = static_cast<float>(bc1), st.bias2 = static_cast<float>(bc2);
+      adamw_update(values_.as<float>() + sp.offset, bf16_of_[i], grads_.as<float>() + sp.offset,
+                   adam_m_.as<float>() + sp.offset, adam_v_.as<float>() + sp.offset, sp.numel, st,
+                   clip_scale_, stream_.get());
+    }
+    s_.optimizer.set_steps_taken(t);
+  }
+
+  void download_grads(std::span<float> out) override {
+    if (out.size() * sizeof(float) != grads_.size()) {
+      fail(KILN_ERR_INVALID_ARGUMENT, "gradient output holds " +
+                                          n_str(static_cast<int64_t>(out.size())) +
+                                          " floats, the layout " + n_str(s_.layout.total()));
+    }
+    use_device(device_);
+    stream_.synchronize();
+    KILN_CUDA_CHECK(cudaMemcpyAsync(out.data(), grads_.get(), grads_.size(), cudaMemcpyDeviceToHost,
+                                    stream_.get()));
+    stream_.synchronize();
+  }
+
+  void download_state() override {
+    use_device(device_);
+    stream_.synchronize();
+    KILN_CUDA_CHECK(cudaMemcpyAsync(s_.values.data(), values_.get(), values_.size(),
+                                    cudaMemcpyDeviceToHost, stream_.get()));
+    for (const OptimizerState& st : s_.optimizer.state()) {
+      KILN_CUDA_CHECK(cudaMemcpyAsync(st.data, moment(st.kind) + st.param->offset,
+                                      static_cast<size_t>(st.param->numel) * sizeof(float),
+                                      cudaMemcpyDeviceToHost, stream_.get()));
+    }
+    stream_.synchronize();
+  }
+
+  void upload_state() override {
+    use_device(device_);
+    stream_.synchronize();
+    KILN_CUDA_CHECK(cudaMemcpyAsync(values_.get(), s_.values.data(), values_.size(),
+                                    cudaMemcpyHostToDevice, stream_.get()));
+    for (const ConstOptimizerState& st : std::as_const(s_.optimizer).state()) {
+      KILN_CUDA_CHECK(cudaMemcpyAsync(moment(st.kind) + st.param->offset, st.data,
+                                      static_cast<size_t>(st.param->numel) * sizeof(float),
+                                      cudaMemcpyHostToDevice, stream_.get()));
+    }
+    const auto& specs = s_.layout.specs();
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (bf16_of_[i] == nullptr) continue;
+      to_bf16(values_.as<float>() + specs[i].offset, bf16_of_[i], specs[i].numel, stream_.get());
+    }
+    stream_.synchronize();
+  }
+
+ private:
+  // ---- buffers -------------------------------------------------------------------------------
+
+  float* W(int64_t off) const { return off < 0 ? nullptr : values_.as<float>() + off; }
+  float* G(int64_t off) const { return off < 0 ? nullptr : grads_.as<float>() + off; }
+  float eps() const { return c_.rms_norm_eps; }
+  float* moment(TensorKind kind) const {
+    if (kind == TensorKind::AdamM) return adam_m_.as<float>();
+    if (kind == TensorKind::AdamV) return adam_v_.as<float>();
+    fail(KILN_ERR_INTERNAL, "the CUDA trainer holds no optimizer state of this kind");
+  }
+
+  // The BF16 weight copies and the small persistent buffers; fills bf16_of_ (one pointer per
+  // ParamSpec, null for the tensors the matrix products never read).
+  void carve_weights() {
+    const ParamLayout& lay = s_.layout;
+    off_embed_ = lay.at("model.embed_tokens.weight").offset;
+    off_pos_ = kiln::train::offset_or_none(lay, "model.embed_positions.weight");
+    off_final_w_ = kiln::train::offset_or_none(lay, "model.norm.weight");
+    off_final_b_ = kiln::train::offset_or_none(lay, "model.norm.bias");
+    const int64_t head = kiln::train::offset_or_none(lay, "lm_head.weight");
+    off_unembed_ = head >= 0 ? head : off_embed_;
+    for (int32_t l = 0; l < L_; ++l) {
+      blocks_.push_back({kiln::train::block_offsets(lay, kiln::train::layer_prefix(l))});
+    }
+    for (int32_t k = 1; k <= c_.n_mtp_heads; ++k) {
+      blocks_.push_back({kiln::train::block_offsets(lay, kiln::train::mtp_head_prefix(k))});
+    }
+    const auto carve = [&](Arena& a) {
+      std::map<int64_t, bf16*> by_offset;
+      by_offset[off_embed_] = embed_bf16_ = a.take<bf16>(V_ * H_);
+      if (off_pos_ >= 0) {
+        by_offset[off_pos_] = pos_bf16_ = a.take<bf16>(c_.max_position_embeddings * H_);
+      }
+      unembed_bf16_ = embed_bf16_;
+      if (head >= 0) by_offset[head] = unembed_bf16_ = a.take<bf16>(V_ * H_);
+      for (BlockWeights& b : blocks_) {
+        const BlockOffsets& o = b.o;
+        b.w_qkv = a.take<bf16>(qkv_ * H_);
+        by_offset[o.wq] = b.w_qkv;
+        by_offset[o.wk] = b.w_qkv + qd_ * H_;
+        by_offset[o.wv] = b.w_qkv + (qd_ + kvd_) * H_;
+        if (o.bq >= 0) {
+          b.b_qkv = a.take<bf16>(qkv_);
+          by_offset[o.bq] = b.b_qkv;
+          by_offset[o.bk] = b.b_qkv + qd_;
+          by_offset[o.bv] = b.b_qkv + qd_ + kvd_;
+        }
+        by_offset[o.wo] = b.w_o = a.take<bf16>(H_ * qd_);
+        b.w_gu = a.take<bf16>(gu_ * I_ * H_);
+        if (o.w_gate >= 0) by_offset[o.w_gate] = b.w_gu;
+        by_offset[o.w_up] = b.w_gu + (gu_ - 1) * I_ * H_;
+        if (o.b_up >= 0) {
+          b.b_gu = a.take<bf16>(gu_ * I_);
+          if (o.b_gate >= 0) by_offset[o.b_gate] = b.b_gu;
+          by_offset[o.b_up] = b.b_gu + (gu_ - 1) * I_;
+        }
+        by_offset[o.w_down] = b.w_down = a.take<bf16>(H_ * I_);
+      }
+      inv_freq_ = a.take<float>(std::max<int64_t>(hd_ / 2, 1));
+      sumsq_ = a.take<double>(1);
+      norm_ = a.take<double>(1);
+      clip_scale_ = a.take<float>(1);
+      sumsq_ws_ =
+          a.take<double>(static_cast<int64_t>(sum_squares_workspace_doubles(s_.layout.total())));
+      bf16_of_.assign(lay.specs().size(), nullptr);
+      for (size_t i = 0; i < lay.specs().size(); ++i) {
+        const auto it = by_offset.find(lay.specs()[i].offset);
+        if (it != by_offset.end()) bf16_of_[i] = it->second;
+      }
+    };
+    Arena measure(nullptr);
+    carve(measure);
+    weights_bf16_ = alloc_->allocate(measure.size(), "training weights (BF16 compute copy)");
+    Arena real(weights_bf16_.get());
+    carve(real);
+  }
+
+  QkvShape shape(int64_t rows) const {
+    return QkvShape{static_cast<int32_t>(rows), static_cast<int32_t>(S_),
+                    static_cast<int32_t>(nh_),  static_cast<int32_t>(nkv_),
+                    static_cast<int32_t>(hd_),  rot_dim_};
+  }
+
+  void carve_acts(Arena& a, int64_t rows, int64_t cols) {
+    const int64_t n = rows * cols;
+    S_ = cols;  // shape() reads it; reserve() sets it again after success
+    acts_.assign(blocks_.size(), BlockActs{});
+    for (BlockActs& x : acts_) {
+      x.n1 = a.take<bf16>(n * H_);
+      x.mean1 = a.take<float>(n);
+      x.rstd1 = a.take<float>(n);
+      x.qkv = a.take<bf16>(n * qkv_);
+      x.q = a.take<bf16>(n * qd_);
+      x.k = a.take<bf16>(n * kvd_);
+      x.v = a.take<bf16>(n * kvd_);
+      x.q_rstd = a.take<float>(n * nh_);
+      x.k_rstd = a.take<float>(n * nkv_);
+      x.o = a.take<bf16>(n * qd_);
+      x.lse = a.take<float>(n * nh_);
+      x.x_mid = a.take<float>(n * H_);
+      x.n2 = a.take<bf16>(n * H_);
+      x.mean2 = a.take<float>(n);
+      x.rstd2 = a.take<float>(n);
+      x.h = a.take<bf16>(n * gu_ * I_);
+      x.a = a.take<bf16>(n * I_);
+      x.out = a.take<float>(n * H_);
+    }
+    embed_raw_ = a.take<float>(n * H_);
+    embed_normed_ = c_.embed_norm ? a.take<float>(n * H_) : nullptr;
+    embed_mean_ = a.take<float>(n);
+    embed_rstd_ = a.take<float>(n);
+    head_y_.assign(static_cast<size_t>(n_heads_), nullptr);
+    head_mean_.assign(static_cast<size_t>(n_heads_), nullptr);
+    head_rstd_.assign(static_cast<size_t>(n_heads_), nullptr);
+    for (int32_t h = 0; h < n_heads_; ++h) {
+      head_y_[h] = a.take<bf16>(n * H_);
+      head_mean_[h] = a.take<float>(n);
+      head_rstd_[h] = a.take<float>(n);
+    }
+    chunk_rows_ = std::max<int64_t>(
+        1, std::min<int64_t>(n, static_cast<int64_t>(kLogitChunkBytes / sizeof(bf16)) / V_));
+    if (chunk_rows_ >= 64) chunk_rows_ = chunk_rows_ / 64 * 64;
+    logits_ = a.take<bf16>(chunk_rows_ * V_);
+    d_head_y_ = a.take<float>(n * H_);
+    d_trunk_ = a.take<float>(n * H_);
+    d_tmp_ = n_heads_ > 1 ? a.take<float>(n * H_) : nullptr;
+    d_n_ = a.take<float>(n * H_);
+    g_bf16_ = a.take<bf16>(n * H_);
+    d_a_ = a.take<float>(n * I_);
+    dh_ = a.take<bf16>(n * gu_ * I_);
+    d_o_ = a.take<bf16>(n * qd_);
+    dq_ = a.take<float>(n * qd_);
+    dk_ = a.take<float>(n * kvd_);
+    dv_ = a.take<float>(n * kvd_);
+    dqkv_ = a.take<bf16>(n * qkv_);
+    bias_scratch_ = a.take<float>(std::max(qkv_, gu_ * I_));
+    const QkvShape sh = shape(rows);
+    size_t floats =
+        std::max({norm_backward_workspace_floats(n, H_), qkv_backward_workspace_floats(sh),
+                  attention_backward_workspace_floats(sh),
+                  column_sum_workspace_floats(n, std::max(H_, gu_ * I_)),
+                  column_sum_workspace_floats(1, n * H_),
+                  column_sum_workspace_floats(1, std::max(qkv_, gu_ * I_))});
+    floats = std::max(floats, (embedding_backward_workspace_bytes(n) + 3) / 4);
+    workspace_ = a.take<float>(static_cast<int64_t>(floats));
+    ones_ = a.take<float>(n);
+    ids_ = a.take<int32_t>(n);
+    targets_ = a.take<int32_t>(n * n_heads_);
+    scales_ = a.take<float>(n * n_heads_);
+    row_loss_ = a.take<float>(n * n_heads_);
+  }
+
+  // ---- forward -------------------------------------------------------------------------------
+
+  int64_t check_ids(std::span<const int32_t> ids) const {
+    const auto n = static_cast<int64_t>(ids.size());
+    if (n == 0 || n % S_ != 0 || n / S_ > cap_rows_) {
+      fail(KILN_ERR_INVALID_ARGUMENT, "batch holds " + n_str(n) +
+                                          " input ids; the CUDA trainer "
+                                          "was sized for up to " +
+                                          n_str(cap_rows_) + " rows of " + n_str(S_));
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      if (ids[i] < 0 || ids[i] >= V_) {
+        fail(KILN_ERR_OUT_OF_RANGE, "input id " + n_str(ids[i]) + " at index " + n_str(i) +
+                                        " outside [0, " + n_str(V_) + ")");
+      }
+    }
+    return n / S_;
+  }
+
+  void check_cancel(const std::atomic<bool>* cancel) {
+    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+      stream_.synchronize();  // the staging buffers are reused by the next call
+      fail(KILN_ERR_CANCELLED, "training step cancelled");
+    }
+  }
+
+  const float* trunk_output() const {
+    if (L_ >= 2) return acts_[static_cast<size_t>(L_ - 2)].out;
+    return c_.embed_norm ? embed_normed_ : embed_raw_;
+  }
+  const float* block_input(size_t bi) const {
+    if (bi >= static_cast<size_t>(L_)) return trunk_output();
+    if (bi > 0) return acts_[bi - 1].out;
+    return c_.embed_norm ? embed_normed_ : embed_raw_;
+  }
+  size_t head_block(int32_t h) const {
+    return h == 0 ? static_cast<size_t>(L_ - 1) : static_cast<size_t>(L_ + h - 1);
+  }
+
+  QkNorm qk_norm(const BlockOffsets& o) const {
+    QkNorm q;
+    q.enabled = c_.qk_norm != QkNormKind::None;
+    q.order =
+        c_.qk_norm == QkNormKind::AfterRopeNoWeight ? QkOrder::RopeThenNorm : QkOrder::NormThenRope;
+    q.q_weight = W(o.q_norm);
+    q.k_weight = W(o.k_norm);
+    q.eps = eps();
+    return q;
+  }
+  bool rope_reversed() const { return c_.qk_norm == QkNormKind::AfterRopeNoWeight; }
+  const float* inv_freq() const { return rot_dim_ > 0 ? inv_freq_ : nullptr; }
+  float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(hd_)); }
+
+  // y[n × out] = x[n × in] · Wᵀ (+ bias) (+ residual)
+  void linear(const bf16* x, const bf16* w, int64_t n, int64_t in, int64_t out, void* y,
+              OutType type, const void* bias = nullptr, const float* residual = nullptr) {
+    RowGemm g;
+    g.trans_b = true;
+    g.m = n, g.n = out, g.k = in;
+    g.a = x, g.lda = in, g.b = w, g.ldb = in;
+    g.d = y, g.ldd = out, g.out = type;
+    g.bias = bias;
+    if (residual != nullptr) g.c = residual, g.beta = 1.0f;
+    if (bias != nullptr && type == OutType::F32 && !gemm_->supported(g)) {
+      // No cuBLASLt algorithm with a float32 bias epilogue on this GPU/library: the product
+      // without it, then y += 1·biasᵀ as a float32 rank-1 product (exact, deterministic).
+      g.bias = nullptr;
+      gemm_->run(g, stream_.get());
+      const float one = 1.0f;
+      KILN_CUDA_CHECK(cublasSgemm(blas_.get(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(out),
+                                  static_cast<int>(n), 1, &one, static_cast<const float*>(bias),
+                                  static_cast<int>(out), ones_, 1, &one, static_cast<float*>(y),
+                                  static_cast<int>(out)));
+      return;
+    }
+    gemm_->run(g, stream_.get());
+  }
+  // dx[n × in] = dy[n × out] (ld ldy) · W[out × in]
+  void linear_dx(const bf16* dy, int64_t ldy, const bf16* w, int64_t n, int64_t in, int64_t out,
+                 void* dx, OutType type) {
+    RowGemm g;
+    g.m = n, g.n = in, g.k = out;
+    g.a = dy, g.lda = ldy, g.b = w, g.ldb = in;
+    g.d = dx, g.ldd = in, g.out = type;
+    gemm_->run(g, stream_.get());
+  }
+  // gw[out × in] += dy[n × out]ᵀ (ld ldy) · x[n × in]
+  void linear_dw(const bf16* dy, int64_t ldy, const bf16* x, int64_t n, int64_t in, int64_t out,
+                 float* gw) {
+    RowGemm g;
+    g.trans_a = true;
+    g.m = out, g.n = in, g.k = n;
+    g.a = dy, g.lda = ldy, g.b = x, g.ldb = in;
+    g.d = gw, g.ldd = in, g.out = OutType::F32, g.c = gw, g.beta = 1.0f;
+    gemm_->run(g, stream_.get());
+  }
+
+  void block_forward(size_t bi, int64_t rows) {
+    const BlockWeights& b = blocks_[bi];
+    const BlockOffsets& o = b.o;
+    BlockActs& a = acts_[bi];
+    const int64_t n = rows * S_;
+    cudaStream_t st = stream_.get();
+    const float* x = block_input(bi);
+    norm_forward(norm_type_, x, W(o.attn_norm_w), W(o.attn_norm_b), eps(), a.n1, nullptr, a.mean1,
+                 a.rstd1, n, H_, st);
+    linear(a.n1, b.w_qkv, n, H_, qkv_, a.qkv, OutType::BF16, b.b_qkv);
+    qkv_forward(a.qkv, nullptr, shape(rows), qk_norm(o), inv_freq(), rope_reversed(), a.q, a.k, a.v,
+                a.q_rstd, a.k_rstd, st);
+    attention_forward(a.q, a.k, a.v, a.o, a.lse, shape(rows), attn_scale(), st);
+    linear(a.o, b.w_o, n, qd_, H_, a.x_mid, OutType::F32, W(o.bo), x);
+    norm_forward(norm_type_, a.x_mid, W(o.mlp_norm_w), W(o.mlp_norm_b), eps(), a.n2, nullptr,
+                 a.mean2, a.rstd2, n, H_, st);
+    linear(a.n2, b.w_gu, n, H_, gu_ * I_, a.h, OutType::BF16, b.b_gu);
+    activation_forward(act_, a.h, a.a, n, I_, st);
+    linear(a.a, b.w_down, n, I_, H_, a.out, OutType::F32, W(o.b_down), a.x_mid);
+  }
+
+  void forward_trunk_and_heads(int64_t rows, const std::atomic<bool>* cancel) {
+    const int64_t n = rows * S_;
+    cudaStream_t st = stream_.get();
+    embedding_forward(ids_, embed_bf16_, pos_bf16_, embed_raw_, n, S_, H_, st);
+    if (c_.embed_norm) {
+      norm_forward(norm_type_, embed_raw_, W(off_final_w_), W(off_final_b_), eps(), g_bf16_,
+                   embed_normed_, embed_mean_, embed_rstd_, n, H_, st);
+    }
+    for (size_t bi = 0; bi < blocks_.size(); ++bi) {
+      check_cancel(cancel);
+      block_forward(bi, rows);
+    }
+    for (int32_t h = 0; h < n_heads_; ++h) {
+      norm_forward(norm_type_, acts_[head_block(h)].out, W(off_final_w_), W(off_final_b_), eps(),
+                   head_y_[h], nullptr, head_mean_[h], head_rstd_[h], n, H_, st);
+    }
+  }
+
+  // BF16 logits of rows [r0, r0 + m) of head h into logits_ (before the soft-cap).
+  void head_logits(int32_t h, int64_t r0, int64_t m) {
+    linear(head_y_[h] + r0 * H_, unembed_bf16_, m, H_, V_, logits_, OutType::BF16);
+  }
+
+  // ---- backward ------------------------------------------------------------------------------
+
+  // d: the gradient of block bi's output in, of its input out (float32, in place).
+  void block_backward(size_t bi, float* d, int64_t rows) {
+    const BlockWeights& b = blocks_[bi];
+    const BlockOffsets& o = b.o;
+    BlockActs& a = acts_[bi];
+    const int64_t n = rows * S_;
+    cudaStream_t st = stream_.get();
+    const int64_t gi = gu_ * I_;
+    // MLP
+    to_bf16(d, g_bf16_, n * H_, st);
+    linear_dx(g_bf16_, H_, b.w_down, n, I_, H_, d_a_, OutType::F32);
+    linear_dw(g_bf16_, H_, a.a, n, I_, H_, G(o.w_down));
+    if (o.b_down >= 0) column_sum(d, G(o.b_down), n, H_, workspace_, st);
+    activation_backward(act_, a.h, d_a_, dh_, n, I_, st);
+    linear_dx(dh_, gi, b.w_gu, n, H_, gi, d_n_, OutType::F32);
+    if (o.w_gate >= 0) linear_dw(dh_, gi, a.n2, n, H_, I_, G(o.w_gate));
+    linear_dw(dh_ + (gu_ - 1) * I_, gi, a.n2, n, H_, I_, G(o.w_up));
+    if (o.b_up >= 0) {
+      KILN_CUDA_CHECK(cudaMemsetAsync(bias_scratch_, 0, static_cast<size_t>(gi) * 4, st));
+      column_sum(dh_, bias_scratch_, n, gi, workspace_, st);
+      if (o.b_gate >= 0) column_sum(bias_scratch_, G(o.b_gate), 1, I_, workspace_, st);
+      column_sum(bias_scratch_ + (gu_ - 1) * I_, G(o.b_up), 1, I_, workspace_, st);
+    }
+    norm_backward(norm_type_, d_n_, a.x_mid, W(o.mlp_norm_w), a.mean2, a.rstd2, d, true, g_bf16_,
+                  G(o.mlp_norm_w), G(o.mlp_norm_b), n, H_, workspace_, st);
+    // attention
+    linear_dx(g_bf16_, H_, b.w_o, n, qd_, H_, d_o_, OutType::BF16);
+    linear_dw(g_bf16_, H_, a.o, n, qd_, H_, G(o.wo));
+    if (o.bo >= 0) column_sum(d, G(o.bo), n, H_, workspace_, st);
+    attention_backward(a.q, a.k, a.v, a.o, a.lse, d_o_, dq_, dk_, dv_, shape(rows), attn_scale(),
+                       workspace_, st);
+    float* dbias = nullptr;
+    if (o.bq >= 0) {
+      KILN_CUDA_CHECK(cudaMemsetAsync(bias_scratch_, 0, static_cast<size_t>(qkv_) * 4, st));
+      dbias = bias_scratch_;
+    }
+    qkv_backward(dq_, dk_, dv_, a.qkv, nullptr, shape(rows), qk_norm(o), inv_freq(),
+                 rope_reversed(), a.q_rstd, a.k_rstd, dqkv_, G(o.q_norm), G(o.k_norm), dbias,
+                 workspace_, st);
+    if (dbias != nullptr) {
+      column_sum(dbias, G(o.bq), 1, qd_, workspace_, st);
+      column_sum(dbias + qd_, G(o.bk), 1, kvd_, workspace_, st);
+      column_sum(dbias + qd_ + kvd_, G(o.bv), 1, kvd_, workspace_, st);
+    }
+    linear_dx(dqkv_, qkv_, b.w_qkv, n, H_, qkv_, d_n_, OutType::F32);
+    linear_dw(dqkv_, qkv_, a.n1, n, H_, qd_, G(o.wq));
+    linear_dw(dqkv_ + qd_, qkv_, a.n1, n, H_, kvd_, G(o.wk));
+    linear_dw(dqkv_ + qd_ + kvd_, qkv_, a.n1, n, H_, kvd_, G(o.wv));
+    norm_backward(norm_type_, d_n_, block_input(bi), W(o.attn_norm_w), a.mean1, a.rstd1, d, true,
+                  nullptr, G(o.attn_norm_w), G(o.attn_norm_b), n, H_, workspace_, st);
+  }
+
+  // Per-head targets and loss scales of a micro-batch (head K at token r learns targets[r + K]
+  // with that token's mask and weight), staged for upload.
+  void stage_targets(const TrainBatch& batch, int64_t n, const std::vector<double>& scales) {
+    for (int32_t h = 0; h < n_heads_; ++h) {
+      for (int64_t r = 0; r < n; ++r) {
+        int32_t t = -1;
+        double w = 0.0;
+        if (r % S_ + h < S_) {
+          const int64_t j = r + h;
+          if (batch.targets[j] >= 0 && (batch.loss_mask.empty() || batch.loss_mask[j] != 0)) {
+            t = batch.targets[j];
+            w = batch.loss_weights.empty() ? 1.0 : static_cast<double>(batch.loss_weights[j]);
+          }
+        }
+        h_targets_[h * n + r] = t;
+        h_scales_[h * n + r] = static_cast<float>(scales[h] * w);
+      }
+    }
+  }
+
+  std::vector<HeadLoss> run(const TrainBatch& batch, const std::vector<double>& scales,
+                            bool backward, const std::atomic<bool>* cancel) {
+    use_device(device_);
+    const int64_t rows = check_ids(batch.inputs);
+    const int64_t n = rows * S_;
+    cudaStream_t st = stream_.get();
+    std::memcpy(h_ids_, batch.inputs.data(), static_cast<size_t>(n) * sizeof(int32_t));
+    stage_targets(batch, n, scales);
+    const size_t hn = static_cast<size_t>(n * n_heads_);
+    KILN_CUDA_CHECK(
+        cudaMemcpyAsync(ids_, h_ids_, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, st));
+    KILN_CUDA_CHECK(cudaMemcpyAsync(targets_, h_targets_, hn * 4, cudaMemcpyHostToDevice, st));
+    KILN_CUDA_CHECK(cudaMemcpyAsync(scales_, h_scales_, hn * 4, cudaMemcpyHostToDevice, st));
+    forward_trunk_and_heads(rows, cancel);
+    for (int32_t h = 0; h < n_heads_; ++h) {
+      check_cancel(cancel);
+      for (int64_t r0 = 0; r0 < n; r0 += chunk_rows_) {
+        const int64_t m = std::min(chunk_rows_, n - r0);
+        head_logits(h, r0, m);
+        cross_entropy(logits_, targets_ + h * n + r0, scales_ + h * n + r0, c_.logit_softcap,
+                      row_loss_ + h * n + r0, m, V_, backward, st);
+        if (!backward) continue;
+        linear_dx(logits_, V_, unembed_bf16_, m, H_, V_, d_head_y_ + r0 * H_, OutType::F32);
+        linear_dw(logits_, V_, head_y_[h] + r0 * H_, m, H_, V_, G(off_unembed_));
+      }
+      if (!backward) continue;
+      const size_t hb = head_block(h);
+      float* d = h == 0 ? d_trunk_ : d_tmp_;
+      norm_backward(norm_type_, d_head_y_, acts_[hb].out, W(off_final_w_), head_mean_[h],
+                    head_rstd_[h], d, false, nullptr, G(off_final_w_), G(off_final_b_), n, H_,
+                    workspace_, st);
+      block_backward(hb, d, rows);
+      if (h > 0) column_sum(d_tmp_, d_trunk_, 1, n * H_, workspace_, st);
+    }
+    if (backward) {
+      for (int32_t l = L_ - 2; l >= 0; --l) {
+        check_cancel(cancel);
+        block_backward(static_cast<size_t>(l), d_trunk_, rows);
+      }
+      const float* d_embed = d_trunk_;
+      if (c_.embed_norm) {
+        norm_backward(norm_type_, d_trunk_, embed_raw_, W(off_final_w_), embed_mean_, embed_rstd_,
+                      d_n_, false, nullptr, G(off_final_w_), G(off_final_b_), n, H_, workspace_,
+                      st);
+        d_embed = d_n_;
+      }
+      embedding_backward(ids_, d_embed, G(off_embed_), G(off_pos_), n, S_, H_, c_.padding_idx,
+                         workspace_, st);
+    }
+    KILN_CUDA_CHECK(cudaMemcpyAsync(h_loss_, row_loss_, hn * 4, cudaMemcpyDeviceToHost, st));
+    stream_.synchronize();
+    std::vector<HeadLoss> losses(static_cast<size_t>(n_heads_));
+    for (int32_t h = 0; h < n_heads_; ++h) {
+      for (int64_t r = 0; r < n; ++r) {
+        if (h_targets_[h * n + r] < 0) continue;
+        const int64_t j = r + h;
+        const double w =
+            batch.loss_weights.empty() ? 1.0 : static_cast<double>(batch.loss_weights[j]);
+        losses[h].loss_sum += w * static_cast<double>(h_loss_[h * n + r]);
+        losses[h].weight_sum += w;
+        ++losses[h].tokens;
+      }
+    }
+    return losses;
+  }
+
+  // ---- members -------------------------------------------------------------------------------
+
+  TrainState s_;
+  const ModelConfig& c_;
+  std::shared_ptr<DeviceAllocator> alloc_;
+  int device_;  // made current before the stream is created on it
+  Stream stream_;
+  int64_t H_ = 0, V_ = 0, nh_ = 0, nkv_ = 0, hd_ = 0, I_ = 0, qd_ = 0, kvd_ = 0, qkv_ = 0, gu_ = 1;
+  int32_t L_ = 0, n_heads_ = 1, rot_dim_ = 0;
+  NormType norm_type_ = NormType::RmsNorm;
+  Activation act_ = Activation::SwiGlu;
+  int64_t off_embed_ = -1, off_pos_ = -1, off_final_w_ = -1, off_final_b_ = -1, off_unembed_ = -1;
+
+  DeviceBuffer values_, grads_, adam_m_, adam_v_, weights_bf16_, acts_buf_;
+  PinnedBuffer pinned_;
+  std::unique_ptr<LtGemm> gemm_;
+  CublasHandle blas_{stream_.get()};  // only for the bias fallback in linear()
+  std::vector<BlockWeights> blocks_;
+  std::vector<bf16*> bf16_of_;
+  bf16 *embed_bf16_ = nullptr, *pos_bf16_ = nullptr, *unembed_bf16_ = nullptr;
+  float* inv_freq_ = nullptr;
+  double *sumsq_ = nullptr, *norm_ = nullptr, *sumsq_ws_ = nullptr;
+  float* clip_scale_ = nullptr;
+
+  int64_t cap_rows_ = 0, S_ = 0, chunk_rows_ = 1;
+  std::vector<BlockActs> acts_;
+  std::vector<bf16*> head_y_;
+  std::vector<float*> head_mean_, head_rstd_;
+  float *embed_raw_ = nullptr, *embed_normed_ = nullptr, *embed_mean_ = nullptr,
+        *embed_rstd_ = nullptr;
+  bf16 *logits_ = nullptr, *g_bf16_ = nullptr, *dh_ = nullptr, *d_o_ = nullptr, *dqkv_ = nullptr;
+  float *d_head_y_ = nullptr, *d_trunk_ = nullptr, *d_tmp_ = nullptr, *d_n_ = nullptr,
+        *d_a_ = nullptr, *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *bias_scratch_ = nullptr,
+        *workspace_ = nullptr, *scales_ = nullptr, *row_loss_ = nullptr, *ones_ = nullptr;
+  int32_t *ids_ = nullptr, *targets_ = nullptr;
+  int32_t *h_ids_ = nullptr, *h_targets_ = nullptr;
+  float *h_scales_ = nullptr, *h_loss_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<kiln::train::TrainEngine> make_cuda_engine(
+    const TrainState& state, std::shared_ptr<DeviceAllocator> allocator) {
+  return std::make_unique<CudaEngine>(state, std::move(allocator));
+}
+
+}  // namespace kiln::cuda::train

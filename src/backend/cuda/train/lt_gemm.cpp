@@ -1,0 +1,169 @@
+#include "backend/cuda/train/lt_gemm.hpp"
+
+#include <limits>
+#include <string>
+
+#include "backend/cuda/cuda_check.hpp"
+#include "core/error.hpp"
+
+namespace kiln::cuda::train {
+
+namespace {
+
+void lt_check(cublasStatus_t status, const char* call) { check(status, call); }
+#define KILN_LT_CHECK(call) lt_check((call), #call)
+
+// The largest power of two (up to 256) dividing the address: cuBLASLt picks only algorithms that
+// work at that alignment.
+int alignment(const void* p) {
+  const auto v = reinterpret_cast<uintptr_t>(p);
+  int a = 256;
+  while (a > 1 && v % static_cast<uintptr_t>(a) != 0) a /= 2;
+  return a;
+}
+
+std::string shape(const RowGemm& g) {
+  return std::to_string(g.m) + " × " + std::to_string(g.k) + (g.trans_a ? " (Aᵀ)" : "") + " by " +
+         std::to_string(g.k) + " × " + std::to_string(g.n) + (g.trans_b ? " (Bᵀ)" : "");
+}
+
+}  // namespace
+
+struct LtGemm::Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, cd = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  ~Plan() {
+    if (cd) cublasLtMatrixLayoutDestroy(cd);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+LtGemm::LtGemm(std::shared_ptr<DeviceAllocator> allocator, size_t workspace_bytes) {
+  workspace_ = allocator->allocate(workspace_bytes, "cuBLASLt workspace");
+  KILN_LT_CHECK(cublasLtCreate(&handle_));
+}
+
+LtGemm::~LtGemm() {
+  plans_.clear();
+  if (handle_) cublasLtDestroy(handle_);
+}
+
+LtGemm::Plan* LtGemm::plan(const RowGemm& g) {
+  const Key key{g.trans_a,
+                g.trans_b,
+                g.m,
+                g.n,
+                g.k,
+                g.lda,
+                g.ldb,
+                g.ldd,
+                static_cast<int>(g.out),
+                g.bias != nullptr,
+                g.beta != 0.0f,
+                g.c == g.d,
+                alignment(g.a),
+                alignment(g.b),
+                alignment(g.d),
+                g.c ? alignment(g.c) : 256};
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return it->second.get();
+
+  // Column-major view: the row-major D[m × n] is Dᵀ[n × m] = op(B)ᵀ · op(A)ᵀ, so cuBLASLt's A is
+  // our B and its B our A; a row-major matrix read column-major is its transpose.
+  auto p = std::make_unique<Plan>();
+  const cudaDataType_t out = g.out == OutType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+  KILN_LT_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t op_a = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  KILN_LT_CHECK(
+      cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
+  KILN_LT_CHECK(
+      cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
+  const cublasLtEpilogue_t epilogue =
+      g.bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                               sizeof epilogue));
+  if (g.bias != nullptr) {
+    const cudaDataType_t bias_type = out;
+    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                 &bias_type, sizeof bias_type));
+  }
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
+  // cuBLASLt A = our B: stored column-major as [n × k] (trans_b) ... see the header.
+  KILN_LT_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, g.trans_b ? u(g.k) : u(g.n),
+                                           g.trans_b ? u(g.n) : u(g.k), g.ldb));
+  KILN_LT_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, g.trans_a ? u(g.m) : u(g.k),
+                                           g.trans_a ? u(g.k) : u(g.m), g.lda));
+  KILN_LT_CHECK(cublasLtMatrixLayoutCreate(&p->cd, out, u(g.n), u(g.m), g.ldd));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  KILN_LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws = workspace_.size();
+  const uint32_t al_a = static_cast<uint32_t>(alignment(g.b)),
+                 al_b = static_cast<uint32_t>(alignment(g.a)),
+                 al_c = static_cast<uint32_t>(g.c ? alignment(g.c) : 256),
+                 al_d = static_cast<uint32_t>(alignment(g.d));
+  cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                              &al_a, sizeof al_a);
+  }
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                              &al_b, sizeof al_b);
+  }
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                              &al_c, sizeof al_c);
+  }
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                              &al_d, sizeof al_d);
+  }
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    st = cublasLtMatmulAlgoGetHeuristic(handle_, p->desc, p->a, p->b, p->cd, p->cd, pref, 1,
+                                        &result, &found);
+  }
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+    plans_.emplace(key, nullptr);
+    return nullptr;
+  }
+  p->algo = result.algo;
+  return plans_.emplace(key, std::move(p)).first->second.get();
+}
+
+bool LtGemm::supported(const RowGemm& g) { return plan(g) != nullptr; }
+
+void LtGemm::run(const RowGemm& g, cudaStream_t stream) {
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  if (g.m > kMax || g.n > kMax || g.k > kMax) {
+    fail(KILN_ERR_UNSUPPORTED,
+         "training matrix product " + shape(g) + " exceeds cuBLASLt's 32-bit dimensions");
+  }
+  if (g.m == 0 || g.n == 0) return;
+  Plan* found = plan(g);
+  if (found == nullptr) {
+    fail(KILN_ERR_BACKEND, "cuBLASLt has no algorithm for the training matrix product " + shape(g) +
+                               (g.bias ? " with a bias epilogue" : "") + " into " +
+                               (g.out == OutType::F32 ? "float32" : "BF16"));
+  }
+  Plan& p = *found;
+  if (g.bias != nullptr) {
+    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
+                                                 sizeof g.bias));
+  }
+  const float alpha = 1.0f;
+  const float beta = g.beta;
+  const void* c = g.c != nullptr ? g.c : g.d;
+  KILN_LT_CHECK(cublasLtMatmul(handle_, p.desc, &alpha, g.b, p.a, g.a, p.b, &beta, c, p.cd, g.d,
+                               p.cd, &p.algo, workspace_.get(), workspace_.size(), stream));
+}
+
+}  // namespace kiln::cuda::train
