@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <sstream>
 #include <string>
@@ -41,6 +42,9 @@ std::string describe(const Case& c) {
     << " D=" << c.head_dim << " qk_std=" << c.qk_std;
   return s.str();
 }
+
+// gtest names a failing parameter with this instead of its bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << describe(c); }
 
 // Reference outputs, float64, from the definitions:
 //   s_j = scale · q_t·k_j (j <= t), lse = log Σ_j exp s_j, p_j = exp(s_j − lse), o = Σ_j p_j v_j;
