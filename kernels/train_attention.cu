@@ -114,6 +114,10 @@ __device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src, int src_b
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
 __device__ __forceinline__ void cp_async_wait_all() {
   asm volatile("cp.async.wait_all;\n" ::: "memory");
 }
@@ -145,7 +149,7 @@ __device__ __forceinline__ void load_tile(bf16* s, const bf16* g, int64_t gstrid
 }
 
 template <int kD>
-constexpr size_t tile_bytes(int rows) {
+__host__ __device__ constexpr size_t tile_bytes(int rows) {
   return static_cast<size_t>(rows) * (kD + 8) * sizeof(bf16);
 }
 
@@ -330,9 +334,15 @@ __global__ void attention_delta_kernel(const bf16* __restrict__ o, const bf16* _
 }
 
 // ---- backward: dK, dV ---------------------------------------------------------------------------
-// Block: kWarps · 16 keys of one kv head; query tiles of kBr rows. dO of a query tile streams in
-// while Sᵀ is computed from Q.
-template <int kD, int kWarps, int kBr>
+// Block: kWarps · 16 keys of one kv head, visiting (query head of the group, query tile of kBr
+// rows) in a fixed order. kStages 2: the next query tile's Q, dO, lse and delta load while this
+// one is computed (double buffer); 1: no overlap (for GPUs with less shared memory per block).
+template <int kD, int kBr>
+__host__ __device__ constexpr size_t dkdv_stage_bytes() {
+  return tile_bytes<kD>(2 * kBr) + 2 * kBr * sizeof(float);
+}
+
+template <int kD, int kWarps, int kBr, int kStages>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_dkdv_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
                           const bf16* __restrict__ v, const bf16* __restrict__ d_o,
@@ -344,10 +354,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* k_s = reinterpret_cast<bf16*>(smem_raw);
   bf16* v_s = k_s + kBc * kLd;
-  bf16* q_s = v_s + kBc * kLd;
-  bf16* do_s = q_s + kBr * kLd;
-  float* lse_s = reinterpret_cast<float*>(do_s + kBr * kLd);  // log2 units
-  float* delta_s = lse_s + kBr;
+  unsigned char* stage_base = reinterpret_cast<unsigned char*>(v_s + kBc * kLd);
+  // Stage st: Q [kBr], dO [kBr] (BF16 tiles), lse [kBr] (log2 units), delta [kBr].
+  const auto q_tile = [&](int st) {
+    return reinterpret_cast<bf16*>(stage_base + st * dkdv_stage_bytes<kD, kBr>());
+  };
+  const auto do_tile = [&](int st) { return q_tile(st) + kBr * kLd; };
+  const auto lse_tile = [&](int st) { return reinterpret_cast<float*>(do_tile(st) + kBr * kLd); };
+  const auto delta_tile = [&](int st) { return lse_tile(st) + kBr; };
 
   const int k0 = blockIdx.x * kBc;
   const int kvh = blockIdx.y, b = blockIdx.z;
@@ -355,10 +369,31 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int c = lane % 4;
   const int k_steps = (D + 15) / 16;
+  const int64_t o_stride = static_cast<int64_t>(H) * D;
+
+  // Query t sees key j when j <= t: the first query tile that sees this key tile holds k0.
+  const int q_start = (k0 / kBr) * kBr;
+  const int n_q = (T - q_start + kBr - 1) / kBr;
+  const int n_iter = group * n_q;
+  const auto issue = [&](int i, int st) {
+    const int h = kvh * group + i / n_q, q0 = q_start + (i % n_q) * kBr;
+    load_tile<kBr, kD>(q_tile(st), q + (static_cast<int64_t>(b) * H + h) * T * D, D, q0, T, D);
+    load_tile<kBr, kD>(do_tile(st),
+                       d_o + static_cast<int64_t>(b) * T * o_stride + static_cast<int64_t>(h) * D,
+                       o_stride, q0, T, D);
+    const int64_t stat = (static_cast<int64_t>(b) * H + h) * T;
+    for (int r = threadIdx.x; r < kBr; r += blockDim.x) {
+      const bool in = q0 + r < T;
+      lse_tile(st)[r] = in ? lse[stat + q0 + r] * kLog2e : 0.0f;
+      delta_tile(st)[r] = in ? delta[stat + q0 + r] : 0.0f;
+    }
+  };
 
   const int64_t kv_off = (static_cast<int64_t>(b) * Hkv + kvh) * T * D;
   load_tile<kBc, kD>(k_s, k + kv_off, D, k0, T, D);
   load_tile<kBc, kD>(v_s, v + kv_off, D, k0, T, D);
+  if (kStages == 2) issue(0, 0);
+  cp_async_commit();
 
   float dk_acc[kD / 8][4], dv_acc[kD / 8][4];
 #pragma unroll
@@ -368,107 +403,82 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
   const int warp_key0 = k0 + warp * 16;
   const int key_a = warp_key0 + lane / 4, key_b = key_a + 8;  // this thread's two keys
-  const int64_t o_stride = static_cast<int64_t>(H) * D;
 
-  for (int hi = 0; hi < group; ++hi) {
-    const int h = kvh * group + hi;
-    const bf16* q_bh = q + (static_cast<int64_t>(b) * H + h) * T * D;
-    const bf16* do_bh = d_o + static_cast<int64_t>(b) * T * o_stride + static_cast<int64_t>(h) * D;
-    const float* lse_bh = lse + (static_cast<int64_t>(b) * H + h) * T;
-    const float* delta_bh = delta + (static_cast<int64_t>(b) * H + h) * T;
-    // Query t sees key j when j <= t: the first query tile that sees this key tile holds k0.
-    for (int q0 = (k0 / kBr) * kBr; q0 < T; q0 += kBr) {
-      __syncthreads();  // every warp is done with the previous Q, dO, lse and delta
-      load_tile<kBr, kD>(q_s, q_bh, D, q0, T, D);
+  for (int i = 0; i < n_iter; ++i) {
+    const int st = kStages == 2 ? (i & 1) : 0;
+    __syncthreads();  // every warp is done with iteration i - 1 (its buffers may be refilled)
+    if (kStages == 2) {
+      if (i + 1 < n_iter) issue(i + 1, st ^ 1);
       cp_async_commit();
-      for (int i = threadIdx.x; i < kBr; i += blockDim.x) {
-        const bool in = q0 + i < T;
-        lse_s[i] = in ? lse_bh[q0 + i] * kLog2e : 0.0f;
-        delta_s[i] = in ? delta_bh[q0 + i] : 0.0f;
-      }
-      cp_async_wait_all();  // Q (and K, V the first time)
-      __syncthreads();
-      load_tile<kBr, kD>(do_s, do_bh, o_stride, q0, T, D);
+      cp_async_wait<1>();  // everything but the group just issued: iteration i's tiles
+    } else {
+      issue(i, 0);
       cp_async_commit();
-      // Warp-uniform: every query of the tile may precede this warp's keys.
-      const bool active = warp_key0 <= q0 + kBr - 1;
-      const bool needs_mask = warp_key0 + 15 > q0 || q0 + kBr > T;
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // ... visible to every warp
 
-      // Sᵀ = K Qᵀ (16 keys × kBr queries) → Pᵀ = exp2(s·scale·log2e − lse·log2e) where
-      // key <= query < T, else 0.
-      float st[kBr / 8][4];
-      if (active) {
+    const int q0 = q_start + (i % n_q) * kBr;
+    // Warp-uniform: every query of the tile may precede this warp's keys.
+    if (warp_key0 > q0 + kBr - 1) continue;
+    const bool needs_mask = warp_key0 + 15 > q0 || q0 + kBr > T;
+    const bf16* q_s = q_tile(st);
+    const bf16* do_s = do_tile(st);
+    const float* lse_s = lse_tile(st);
+    const float* delta_s = delta_tile(st);
+
+    // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ (16 keys × kBr queries).
+    float st_[kBr / 8][4], dpt[kBr / 8][4];
 #pragma unroll
-        for (int n = 0; n < kBr / 8; ++n) st[n][0] = st[n][1] = st[n][2] = st[n][3] = 0.0f;
+    for (int n = 0; n < kBr / 8; ++n) {
 #pragma unroll
-        for (int kk = 0; kk < kD / 16; ++kk) {
-          if (kk >= k_steps) break;
-          uint32_t ak[4];
-          load_a(ak, k_s, kLd, warp * 16, kk * 16, lane);
+      for (int e = 0; e < 4; ++e) st_[n][e] = dpt[n][e] = 0.0f;
+    }
 #pragma unroll
-          for (int n = 0; n < kBr / 8; n += 2) {
-            uint32_t bq[4];
-            load_b_trans2(bq, q_s, kLd, n * 8, kk * 16, lane);
-            mma_pair(st[n], st[n + 1], ak, bq);
-          }
-        }
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      if (kk >= k_steps) break;
+      uint32_t ak[4], av[4];
+      load_a(ak, k_s, kLd, warp * 16, kk * 16, lane);
+      load_a(av, v_s, kLd, warp * 16, kk * 16, lane);
 #pragma unroll
-        for (int n = 0; n < kBr / 8; ++n) {
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int qi = n * 8 + 2 * c + (i & 1);
-            const int query = q0 + qi;
-            const int key = i < 2 ? key_a : key_b;
-            st[n][i] = (!needs_mask || (key <= query && query < T))
-                           ? exp2f(st[n][i] * scale_log2 - lse_s[qi])
-                           : 0.0f;
-          }
-        }
+      for (int n = 0; n < kBr / 8; n += 2) {
+        uint32_t bq[4], bo[4];
+        load_b_trans2(bq, q_s, kLd, n * 8, kk * 16, lane);
+        mma_pair(st_[n], st_[n + 1], ak, bq);
+        load_b_trans2(bo, do_s, kLd, n * 8, kk * 16, lane);
+        mma_pair(dpt[n], dpt[n + 1], av, bo);
       }
-
-      cp_async_wait_all();  // dO
-      __syncthreads();
-      if (active) {
-        // dPᵀ = V dOᵀ → dSᵀ = Pᵀ ∘ (dPᵀ − delta[query]).
-        float dpt[kBr / 8][4];
+    }
+    // Pᵀ = exp2(s·scale·log2e − lse·log2e) where key <= query < T, else 0;
+    // dSᵀ = Pᵀ ∘ (dPᵀ − delta[query]).
 #pragma unroll
-        for (int n = 0; n < kBr / 8; ++n) dpt[n][0] = dpt[n][1] = dpt[n][2] = dpt[n][3] = 0.0f;
+    for (int n = 0; n < kBr / 8; ++n) {
 #pragma unroll
-        for (int kk = 0; kk < kD / 16; ++kk) {
-          if (kk >= k_steps) break;
-          uint32_t av[4];
-          load_a(av, v_s, kLd, warp * 16, kk * 16, lane);
+      for (int e = 0; e < 4; ++e) {
+        const int qi = n * 8 + 2 * c + (e & 1);
+        const int query = q0 + qi;
+        const int key = e < 2 ? key_a : key_b;
+        const float p = (!needs_mask || (key <= query && query < T))
+                            ? exp2f(st_[n][e] * scale_log2 - lse_s[qi])
+                            : 0.0f;
+        st_[n][e] = p;
+        dpt[n][e] = p * (dpt[n][e] - delta_s[qi]);
+      }
+    }
+    // dV += Pᵀ dO, dK += dSᵀ Q (scaled at the end).
 #pragma unroll
-          for (int n = 0; n < kBr / 8; n += 2) {
-            uint32_t bo[4];
-            load_b_trans2(bo, do_s, kLd, n * 8, kk * 16, lane);
-            mma_pair(dpt[n], dpt[n + 1], av, bo);
-          }
-        }
+    for (int kk = 0; kk < kBr / 16; ++kk) {
+      uint32_t ap[4], as[4];
+      c_to_a(ap, st_[2 * kk], st_[2 * kk + 1]);
+      c_to_a(as, dpt[2 * kk], dpt[2 * kk + 1]);
 #pragma unroll
-        for (int n = 0; n < kBr / 8; ++n) {
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int qi = n * 8 + 2 * c + (i & 1);
-            dpt[n][i] = st[n][i] * (dpt[n][i] - delta_s[qi]);
-          }
-        }
-        // dV += Pᵀ dO, dK += dSᵀ Q (scaled at the end).
-#pragma unroll
-        for (int kk = 0; kk < kBr / 16; ++kk) {
-          uint32_t ap[4], as[4];
-          c_to_a(ap, st[2 * kk], st[2 * kk + 1]);
-          c_to_a(as, dpt[2 * kk], dpt[2 * kk + 1]);
-#pragma unroll
-          for (int n = 0; n < kD / 8; n += 2) {
-            if (n * 8 >= D) break;
-            uint32_t bo[4], bq[4];
-            load_b2(bo, do_s, kLd, kk * 16, n * 8, lane);
-            mma_pair(dv_acc[n], dv_acc[n + 1], ap, bo);
-            load_b2(bq, q_s, kLd, kk * 16, n * 8, lane);
-            mma_pair(dk_acc[n], dk_acc[n + 1], as, bq);
-          }
-        }
+      for (int n = 0; n < kD / 8; n += 2) {
+        if (n * 8 >= D) break;
+        uint32_t bo[4], bq[4];
+        load_b2(bo, do_s, kLd, kk * 16, n * 8, lane);
+        mma_pair(dv_acc[n], dv_acc[n + 1], ap, bo);
+        load_b2(bq, q_s, kLd, kk * 16, n * 8, lane);
+        mma_pair(dk_acc[n], dk_acc[n + 1], as, bq);
       }
     }
   }
@@ -491,9 +501,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 // ---- backward: dQ -------------------------------------------------------------------------------
-// Block: kWarps · 16 query rows of one head; key tiles of kBc keys. V of a key tile streams in
-// while S is computed from K.
-template <int kD, int kWarps, int kBc>
+// Block: kWarps · 16 query rows of one head, visiting its key tiles of kBc keys in order;
+// kStages as above (the next K and V tiles load while this one is computed).
+template <int kD, int kWarps, int kBc, int kStages>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_dq_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
                         const bf16* __restrict__ v, const bf16* __restrict__ d_o,
@@ -505,8 +515,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* q_s = reinterpret_cast<bf16*>(smem_raw);
   bf16* do_s = q_s + kBr * kLd;
-  bf16* k_s = do_s + kBr * kLd;
-  bf16* v_s = k_s + kBc * kLd;
+  bf16* kv_base = do_s + kBr * kLd;
+  const auto k_tile = [&](int st) { return kv_base + st * 2 * kBc * kLd; };
+  const auto v_tile = [&](int st) { return k_tile(st) + kBc * kLd; };
 
   const int q0 = (gridDim.x - 1 - blockIdx.x) * kBr;  // most work first
   const int h = blockIdx.y, b = blockIdx.z;
@@ -518,10 +529,17 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   const int64_t q_off = (static_cast<int64_t>(b) * H + h) * T * D;
   const int64_t kv_off = (static_cast<int64_t>(b) * Hkv + kvh) * T * D;
+  const int last_row = min(q0 + kBr, T) - 1;
+  const int n_iter = last_row / kBc + 1;
+  const auto issue = [&](int i, int st) {
+    load_tile<kBc, kD>(k_tile(st), k + kv_off, D, i * kBc, T, D);
+    load_tile<kBc, kD>(v_tile(st), v + kv_off, D, i * kBc, T, D);
+  };
   load_tile<kBr, kD>(q_s, q + q_off, D, q0, T, D);
   load_tile<kBr, kD>(do_s,
                      d_o + static_cast<int64_t>(b) * T * o_stride + static_cast<int64_t>(h) * D,
                      o_stride, q0, T, D);
+  if (kStages == 2) issue(0, 0);
   cp_async_commit();
 
   const int warp_row0 = q0 + warp * 16;
@@ -536,84 +554,72 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
   for (int n = 0; n < kD / 8; ++n) dq_acc[n][0] = dq_acc[n][1] = dq_acc[n][2] = dq_acc[n][3] = 0.0f;
 
-  const int last_row = min(q0 + kBr, T) - 1;
-  for (int k0 = 0; k0 <= last_row; k0 += kBc) {
-    __syncthreads();  // every warp is done with the previous K and V
-    load_tile<kBc, kD>(k_s, k + kv_off, D, k0, T, D);
-    cp_async_commit();
-    cp_async_wait_all();  // K (and Q, dO the first time)
+  for (int i = 0; i < n_iter; ++i) {
+    const int st = kStages == 2 ? (i & 1) : 0;
+    __syncthreads();  // every warp is done with iteration i - 1
+    if (kStages == 2) {
+      if (i + 1 < n_iter) issue(i + 1, st ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      issue(i, 0);
+      cp_async_commit();
+      cp_async_wait<0>();
+    }
     __syncthreads();
-    load_tile<kBc, kD>(v_s, v + kv_off, D, k0, T, D);
-    cp_async_commit();
-    const bool active = k0 <= warp_row0 + 15;
-    const bool needs_mask = k0 + kBc - 1 > warp_row0 || k0 + kBc > T;
 
-    // S = Q Kᵀ → P.
-    float s[kBc / 8][4];
-    if (active) {
+    const int k0 = i * kBc;
+    if (k0 > warp_row0 + 15) continue;  // warp-uniform: the tile is after this warp's rows
+    const bool needs_mask = k0 + kBc - 1 > warp_row0 || k0 + kBc > T;
+    const bf16* k_s = k_tile(st);
+    const bf16* v_s = v_tile(st);
+
+    // S = Q Kᵀ and dP = dO Vᵀ.
+    float s[kBc / 8][4], dp[kBc / 8][4];
 #pragma unroll
-      for (int n = 0; n < kBc / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+    for (int n = 0; n < kBc / 8; ++n) {
 #pragma unroll
-      for (int kk = 0; kk < kD / 16; ++kk) {
-        if (kk >= k_steps) break;
-        uint32_t aq[4];
-        load_a(aq, q_s, kLd, warp * 16, kk * 16, lane);
+      for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.0f;
+    }
 #pragma unroll
-        for (int n = 0; n < kBc / 8; n += 2) {
-          uint32_t bk[4];
-          load_b_trans2(bk, k_s, kLd, n * 8, kk * 16, lane);
-          mma_pair(s[n], s[n + 1], aq, bk);
-        }
-      }
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      if (kk >= k_steps) break;
+      uint32_t aq[4], ao[4];
+      load_a(aq, q_s, kLd, warp * 16, kk * 16, lane);
+      load_a(ao, do_s, kLd, warp * 16, kk * 16, lane);
 #pragma unroll
-      for (int n = 0; n < kBc / 8; ++n) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int key = k0 + n * 8 + 2 * c + (i & 1);
-          const int row = i < 2 ? row_a : row_b;
-          s[n][i] = (!needs_mask || (key <= row && row < T))
-                        ? exp2f(s[n][i] * scale_log2 - lse_r[i / 2])
-                        : 0.0f;
-        }
+      for (int n = 0; n < kBc / 8; n += 2) {
+        uint32_t bk[4], bv[4];
+        load_b_trans2(bk, k_s, kLd, n * 8, kk * 16, lane);
+        mma_pair(s[n], s[n + 1], aq, bk);
+        load_b_trans2(bv, v_s, kLd, n * 8, kk * 16, lane);
+        mma_pair(dp[n], dp[n + 1], ao, bv);
       }
     }
-
-    cp_async_wait_all();  // V
-    __syncthreads();
-    if (active) {
-      // dP = dO Vᵀ → dS = P ∘ (dP − delta).
-      float dp[kBc / 8][4];
+    // P, then dS = P ∘ (dP − delta).
 #pragma unroll
-      for (int n = 0; n < kBc / 8; ++n) dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.0f;
+    for (int n = 0; n < kBc / 8; ++n) {
 #pragma unroll
-      for (int kk = 0; kk < kD / 16; ++kk) {
-        if (kk >= k_steps) break;
-        uint32_t ao[4];
-        load_a(ao, do_s, kLd, warp * 16, kk * 16, lane);
-#pragma unroll
-        for (int n = 0; n < kBc / 8; n += 2) {
-          uint32_t bv[4];
-          load_b_trans2(bv, v_s, kLd, n * 8, kk * 16, lane);
-          mma_pair(dp[n], dp[n + 1], ao, bv);
-        }
+      for (int e = 0; e < 4; ++e) {
+        const int key = k0 + n * 8 + 2 * c + (e & 1);
+        const int row = e < 2 ? row_a : row_b;
+        const float p = (!needs_mask || (key <= row && row < T))
+                            ? exp2f(s[n][e] * scale_log2 - lse_r[e / 2])
+                            : 0.0f;
+        dp[n][e] = p * (dp[n][e] - delta_r[e / 2]);
       }
+    }
+    // dQ += dS K (scaled at the end).
 #pragma unroll
-      for (int n = 0; n < kBc / 8; ++n) {
+    for (int kk = 0; kk < kBc / 16; ++kk) {
+      uint32_t a[4];
+      c_to_a(a, dp[2 * kk], dp[2 * kk + 1]);
 #pragma unroll
-        for (int i = 0; i < 4; ++i) dp[n][i] = s[n][i] * (dp[n][i] - delta_r[i / 2]);
-      }
-      // dQ += dS K (scaled at the end).
-#pragma unroll
-      for (int kk = 0; kk < kBc / 16; ++kk) {
-        uint32_t a[4];
-        c_to_a(a, dp[2 * kk], dp[2 * kk + 1]);
-#pragma unroll
-        for (int n = 0; n < kD / 8; n += 2) {
-          if (n * 8 >= D) break;
-          uint32_t bk[4];
-          load_b2(bk, k_s, kLd, kk * 16, n * 8, lane);
-          mma_pair(dq_acc[n], dq_acc[n + 1], a, bk);
-        }
+      for (int n = 0; n < kD / 8; n += 2) {
+        if (n * 8 >= D) break;
+        uint32_t bk[4];
+        load_b2(bk, k_s, kLd, kk * 16, n * 8, lane);
+        mma_pair(dq_acc[n], dq_acc[n + 1], a, bk);
       }
     }
   }
@@ -652,6 +658,15 @@ void allow_shared(Kernel kernel, size_t bytes) {
   }
 }
 
+// The most dynamic shared memory one block may have on the current device (opt-in): 227 KiB on
+// H100, 163 KiB on A100, 99 KiB on sm_89; it decides whether the double-buffered backward fits.
+size_t max_shared_per_block() {
+  int device = 0, bytes = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device));
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return static_cast<size_t>(bytes);
+}
+
 unsigned tiles(int n, int tile) { return static_cast<unsigned>((n + tile - 1) / tile); }
 
 template <int kD, int kBc>
@@ -666,26 +681,54 @@ void launch_forward(const bf16* q, const bf16* k, const bf16* v, bf16* o, float*
   check_launch("attention_forward_kernel");
 }
 
+template <int kD, int kWarps, int kTile, int kStages>
+void launch_dkdv(const bf16* q, const bf16* k, const bf16* v, const bf16* d_o, const float* lse,
+                 const float* delta, float* dk, float* dv, const QkvShape& s, float scale,
+                 size_t smem, cudaStream_t stream) {
+  allow_shared(attention_dkdv_kernel<kD, kWarps, kTile, kStages>, smem);
+  const dim3 grid(tiles(s.seq, 16 * kWarps), static_cast<unsigned>(s.n_kv_heads),
+                  static_cast<unsigned>(s.batch));
+  attention_dkdv_kernel<kD, kWarps, kTile, kStages><<<grid, kWarps * 32, smem, stream>>>(
+      q, k, v, d_o, lse, delta, dk, dv, s.seq, s.n_heads, s.n_heads / s.n_kv_heads, s.head_dim,
+      scale, scale * kLog2e);
+  check_launch("attention_dkdv_kernel");
+}
+
+template <int kD, int kWarps, int kTile, int kStages>
+void launch_dq(const bf16* q, const bf16* k, const bf16* v, const bf16* d_o, const float* lse,
+               const float* delta, float* dq, const QkvShape& s, float scale, size_t smem,
+               cudaStream_t stream) {
+  allow_shared(attention_dq_kernel<kD, kWarps, kTile, kStages>, smem);
+  const dim3 grid(tiles(s.seq, 16 * kWarps), static_cast<unsigned>(s.n_heads),
+                  static_cast<unsigned>(s.batch));
+  attention_dq_kernel<kD, kWarps, kTile, kStages><<<grid, kWarps * 32, smem, stream>>>(
+      q, k, v, d_o, lse, delta, dq, s.seq, s.n_heads, s.n_heads / s.n_kv_heads, s.head_dim, scale,
+      scale * kLog2e);
+  check_launch("attention_dq_kernel");
+}
+
+// kWarps · 16 keys (dK/dV) or query rows (dQ) per block; kTile the other side's tile.
 template <int kD, int kWarps, int kTile>
 void launch_backward(const bf16* q, const bf16* k, const bf16* v, const bf16* d_o, const float* lse,
                      const float* delta, float* dq, float* dk, float* dv, const QkvShape& s,
                      float scale, cudaStream_t stream) {
-  const int group = s.n_heads / s.n_kv_heads;
-  const size_t smem = tile_bytes<kD>(2 * 16 * kWarps + 2 * kTile) + 2 * kTile * sizeof(float);
-  allow_shared(attention_dkdv_kernel<kD, kWarps, kTile>, smem);
-  const dim3 grid_kv(tiles(s.seq, 16 * kWarps), static_cast<unsigned>(s.n_kv_heads),
-                     static_cast<unsigned>(s.batch));
-  attention_dkdv_kernel<kD, kWarps, kTile><<<grid_kv, kWarps * 32, smem, stream>>>(
-      q, k, v, d_o, lse, delta, dk, dv, s.seq, s.n_heads, group, s.head_dim, scale, scale * kLog2e);
-  check_launch("attention_dkdv_kernel");
-
-  const size_t smem_q = tile_bytes<kD>(2 * 16 * kWarps + 2 * kTile);
-  allow_shared(attention_dq_kernel<kD, kWarps, kTile>, smem_q);
-  const dim3 grid_q(tiles(s.seq, 16 * kWarps), static_cast<unsigned>(s.n_heads),
-                    static_cast<unsigned>(s.batch));
-  attention_dq_kernel<kD, kWarps, kTile><<<grid_q, kWarps * 32, smem_q, stream>>>(
-      q, k, v, d_o, lse, delta, dq, s.seq, s.n_heads, group, s.head_dim, scale, scale * kLog2e);
-  check_launch("attention_dq_kernel");
+  const size_t limit = max_shared_per_block();
+  const size_t kv_bytes = tile_bytes<kD>(2 * 16 * kWarps);
+  const size_t dkdv2 = kv_bytes + 2 * dkdv_stage_bytes<kD, kTile>();
+  if (dkdv2 <= limit) {
+    launch_dkdv<kD, kWarps, kTile, 2>(q, k, v, d_o, lse, delta, dk, dv, s, scale, dkdv2, stream);
+  } else {
+    launch_dkdv<kD, kWarps, kTile, 1>(q, k, v, d_o, lse, delta, dk, dv, s, scale,
+                                      kv_bytes + dkdv_stage_bytes<kD, kTile>(), stream);
+  }
+  const size_t qdo_bytes = tile_bytes<kD>(2 * 16 * kWarps);
+  const size_t dq2 = qdo_bytes + 2 * tile_bytes<kD>(2 * kTile);
+  if (dq2 <= limit) {
+    launch_dq<kD, kWarps, kTile, 2>(q, k, v, d_o, lse, delta, dq, s, scale, dq2, stream);
+  } else {
+    launch_dq<kD, kWarps, kTile, 1>(q, k, v, d_o, lse, delta, dq, s, scale,
+                                    qdo_bytes + tile_bytes<kD>(2 * kTile), stream);
+  }
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <sstream>
 #include <string>
@@ -41,6 +42,9 @@ std::string describe(const Case& c) {
     << " D=" << c.head_dim << " qk_std=" << c.qk_std;
   return s.str();
 }
+
+// gtest names a failing parameter with this instead of its bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << describe(c); }
 
 // Reference outputs, float64, from the definitions:
 //   s_j = scale · q_t·k_j (j <= t), lse = log Σ_j exp s_j, p_j = exp(s_j − lse), o = Σ_j p_j v_j;
@@ -164,7 +168,8 @@ class CudaTrainAttention : public ::testing::TestWithParam<Case> {
 // first rows, with few keys, have gradients many times the rms), so the element bounds are
 // looser: they are there to catch a localised bug (a wrong mask, tile or row), whose error is of
 // the order of the value itself. A host emulation of these kernels' warp primitives measured
-// relative L2 errors of 1.5e-3 .. 3e-3 and worst element ratios of 0.006 (o) .. 0.02 (dk).
+// relative L2 errors of 1.5e-3 .. 3.2e-3 and worst element ratios of 0.004 (o) .. 0.042 (dq,
+// the peaky qk_std 2 case).
 constexpr double kTolO = 7.8e-3, kTolOElem = 1.0 / 32;
 constexpr double kTolLse = 2e-4;
 constexpr double kTolDv = 1e-2, kTolGrad = 2e-2, kTolGradElem = 0.1;
