@@ -7,6 +7,8 @@
 # (inference), run_quant_gpu.sh (quantised weights), run_train_gpu.sh (training),
 # run_reliability_gpu.sh (concurrency, soak).
 # usage: tools/gpu/pack_cuda_build.sh DEST_DIR   (writes DEST_DIR/cuda-build.tar.xz)
+#   PACK_ONLY="cuda_train_test kiln-bench ..."  packs only these binaries (the device tool carries
+#   at most 64 MiB with the tree, and each test binary holds its own copy of the kernels)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dest=$(realpath "$1")
@@ -16,6 +18,7 @@ mkdir -p "$stage/cuda-build/bin" "$stage/cuda-build/lib" "$dest"
 for t in "$build"/tests/cuda_*_test tests/concurrency_test bin/kiln-bench bin/kiln-quantize \
          bin/kiln-soak bin/kiln-train-gpu-bench; do
   case $t in /*|"$build"/*) path=$t ;; *) path=$build/$t ;; esac
+  if [ -n "${PACK_ONLY:-}" ] && [[ " $PACK_ONLY " != *" $(basename "$t") "* ]]; then continue; fi
   if [ -x "$path" ]; then cp "$path" "$stage/cuda-build/bin/"; else echo "not built: $t"; fi
 done
 cp -L "$build"/libkiln.so.0 "$stage/cuda-build/lib/"
