@@ -133,10 +133,18 @@ class CudaTrain : public ::testing::TestWithParam<const char*> {
   void SetUp() override { KILN_SKIP_WITHOUT_CUDA(); }
 };
 
-// (a) 20 AdamW steps with clipping against PyTorch's float32 curve.
+// (a) 20 AdamW steps with clipping against PyTorch's float32 curve. Losses within the BF16
+// tolerance (2e-2). Gradient norms are more sensitive: a BF16 run drifts from the float32 one as
+// the steps compound rounding, and PyTorch's own BF16 run of the same steps (curve_bf16.json,
+// make_train_fixtures.py --bf16-curves: torch.autocast(bfloat16) on the GPU) measures how far.
+// kiln may drift at most twice as far as PyTorch's BF16 run has by that step, and never less
+// than 5e-2.
 TEST_P(CudaTrain, TwentyAdamWStepsFollowPyTorchWithinBf16) {
   const fs::path dir = family_dir(GetParam());
   const auto curve = read_json(dir / "curve.json");
+  const auto torch_bf16 = read_json(dir / "curve_bf16.json");
+  ASSERT_EQ(torch_bf16.at("steps").size(), curve.at("steps").size());
+  double torch_drift = 0;  // PyTorch BF16 vs float32 grad-norm drift, worst so far
   auto rt = runtime(KILN_BACKEND_CUDA);
   ASSERT_TRUE(rt);
   auto model = load(rt.get(), dir);
@@ -149,18 +157,25 @@ TEST_P(CudaTrain, TwentyAdamWStepsFollowPyTorchWithinBf16) {
   for (const auto& s : curve.at("steps")) {
     const auto r = step(trainer.get(), B, T, curve_steps(curve)[static_cast<size_t>(i)]);
     const double loss = s.at("loss"), norm = s.at("grad_norm");
+    const double torch_norm = torch_bf16.at("steps")[static_cast<size_t>(i)].at("grad_norm");
+    torch_drift = std::max(torch_drift, rel(torch_norm, norm));
+    const double norm_bound = std::max(5e-2, 2 * torch_drift);
     worst_loss = std::max(worst_loss, rel(r.loss, loss));
     worst_norm = std::max(worst_norm, rel(r.grad_norm, norm));
     EXPECT_LE(rel(r.loss, loss), 2e-2)
         << GetParam() << " step " << i << ": loss " << r.loss << " vs PyTorch " << loss;
-    EXPECT_LE(rel(r.grad_norm, norm), 5e-2)
-        << GetParam() << " step " << i << ": grad norm " << r.grad_norm << " vs PyTorch " << norm;
+    EXPECT_LE(rel(r.grad_norm, norm), norm_bound)
+        << GetParam() << " step " << i << ": grad norm " << r.grad_norm << " vs PyTorch float32 "
+        << norm << " (PyTorch BF16 " << torch_norm << "; bound " << norm_bound << ")";
     EXPECT_EQ(r.step, i + 1);
     ++i;
   }
   EXPECT_EQ(i, 20);
-  std::printf("[ parity %s ] 20 steps: worst loss rel err %.3e, worst grad-norm rel err %.3e\n",
-              GetParam(), worst_loss, worst_norm);
+  std::printf(
+      "[ parity %s ] 20 steps: worst loss rel err %.3e, worst grad-norm rel err %.3e (PyTorch's "
+      "own "
+      "BF16 run: %.3e)\n",
+      GetParam(), worst_loss, worst_norm, torch_drift);
 }
 
 // (b) One masked, weighted batch: every parameter's gradient against PyTorch's float64 autograd,
