@@ -2,7 +2,9 @@
 // many sessions on one model on many threads give the tokens one thread gives; a session entered
 // from a second thread while in use answers KILN_ERR_BUSY; kiln_session_cancel() from another
 // thread stops a prefill or a decode and leaves the session usable; a model handle may be freed
-// while other threads' sessions run.
+// while other threads' sessions run. Every test runs on the CPU backend and, where the build has
+// the CUDA backend and a GPU is present, on the CUDA backend too (each result is compared with a
+// single-threaded run on the same backend); without either, the CUDA instances skip saying why.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -61,10 +63,29 @@ GenRun generate(kiln_session* s, const std::string& prompt, float temperature, i
   return r;
 }
 
-class Concurrency : public ::testing::Test {
+class Concurrency : public ::testing::TestWithParam<kiln_backend> {
  protected:
   void SetUp() override {
-    rt_ = make_cpu_runtime(kKilnThreads);
+    kiln_runtime_options o;
+    kiln_runtime_options_default(&o, sizeof o);
+    o.backend = GetParam();
+    o.n_threads = kKilnThreads;  // the CPU backend's; the CUDA backend enqueues on the caller
+    kiln_runtime* rt = nullptr;
+    const kiln_status st = kiln_runtime_create(&o, &rt);
+    // kiln.h: KILN_ERR_UNSUPPORTED for a build without the backend, KILN_ERR_BACKEND when the
+    // build has it but there is no usable device (the message says which).
+    if (GetParam() == KILN_BACKEND_CUDA && st == KILN_ERR_UNSUPPORTED) {
+      GTEST_SKIP() << "this build has no CUDA backend (KILN_CUDA=OFF): " << kiln_last_error();
+    }
+    if (GetParam() == KILN_BACKEND_CUDA && st == KILN_ERR_BACKEND) {
+      GTEST_SKIP() << "no usable GPU: " << kiln_last_error();
+    }
+    KILN_ASSERT_OK(st);
+    rt_.reset(rt);
+    kiln_runtime_info info;
+    info.struct_size = sizeof info;
+    KILN_ASSERT_OK(kiln_runtime_get_info(rt_.get(), &info));
+    ASSERT_EQ(info.backend, GetParam()) << info.device_name;
     model_ = load(rt_.get(), kjv_tiny());
     ASSERT_TRUE(model_);
   }
@@ -72,7 +93,7 @@ class Concurrency : public ::testing::Test {
   ModelPtr model_;
 };
 
-TEST_F(Concurrency, ManySessionsOnManyThreadsMatchOneThread) {
+TEST_P(Concurrency, ManySessionsOnManyThreadsMatchOneThread) {
   // Each job is (prompt, seed, temperature); 8 threads each own 2 sessions and alternate between
   // them, so sessions interleave on a thread and threads interleave on the model.
   struct Job {
@@ -159,7 +180,7 @@ int park(const char*, size_t, int32_t id, void* ud) {
   return 0;
 }
 
-TEST_F(Concurrency, ASessionInUseAnswersBusyToAnotherThread) {
+TEST_P(Concurrency, ASessionInUseAnswersBusyToAnotherThread) {
   SessionPtr s = make_session(model_.get(), 128, 7);
   Rendezvous rv;
   GenRun owner_run;
@@ -194,7 +215,7 @@ TEST_F(Concurrency, ASessionInUseAnswersBusyToAnotherThread) {
   KILN_ASSERT_OK(kiln_session_position(s.get(), &n_past, nullptr));
 }
 
-TEST_F(Concurrency, CancelFromAnotherThreadStopsDecodeAndTheSessionContinues) {
+TEST_P(Concurrency, CancelFromAnotherThreadStopsDecodeAndTheSessionContinues) {
   SessionPtr s = make_session(model_.get(), 128, 7);
   SessionPtr ref = make_session(model_.get(), 128, 7);
   const GenRun expected = generate(ref.get(), "In the beginning", 0.0f, 8);
@@ -224,7 +245,7 @@ TEST_F(Concurrency, CancelFromAnotherThreadStopsDecodeAndTheSessionContinues) {
   EXPECT_EQ(again.ids, expected.ids);
 }
 
-TEST_F(Concurrency, CancelFromAnotherThreadStopsPrefillAndTheSessionContinues) {
+TEST_P(Concurrency, CancelFromAnotherThreadStopsPrefillAndTheSessionContinues) {
   // A prompt of 480 ids is two prefill chunks; another thread keeps cancelling until the call
   // returns. Wherever the cancel lands (before the first layer or between layers), the call
   // returns KILN_ERR_CANCELLED with whole chunks in the cache, and feeding the rest of the prompt
@@ -244,20 +265,25 @@ TEST_F(Concurrency, CancelFromAnotherThreadStopsPrefillAndTheSessionContinues) {
                                 expected.data(), expected.size(), &n));
     uncancelled = std::chrono::steady_clock::now() - t0;
   }
-  // The first cancel comes at once, then after about a quarter and a half of an uncancelled
-  // run (so that, timing permitting, it lands in the first and in the second chunk).
+  // The first trial's first cancel is sent before the call starts (the main thread waits for it):
+  // a cancel pending when a call starts stops it (kiln.h), so at least one prefill is cancelled
+  // however fast the backend — on a GPU the whole prefill may take less than starting a thread.
+  // The other trials cancel after about a quarter and a half of an uncancelled run (so that,
+  // timing permitting, the cancel lands in the first and in the second chunk).
   const double delay_fraction[3] = {0.0, 0.25, 0.5};
 
   int landed_inside = 0, cancelled = 0;
   for (int trial = 0; trial < 3; ++trial) {
-    std::atomic<bool> done{false};
+    std::atomic<bool> done{false}, first_sent{false};
     std::thread canceller([&] {
       std::this_thread::sleep_for(uncancelled * delay_fraction[trial]);
       while (!done.load()) {
         kiln_session_cancel(s.get());
+        first_sent.store(true);
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
     });
+    while (trial == 0 && !first_sent.load()) std::this_thread::yield();
     const kiln_status st = kiln_forward(s.get(), prompt.data(), prompt.size(), KILN_LOGITS_LAST,
                                         got.data(), got.size(), &n);
     done.store(true);
@@ -292,7 +318,7 @@ TEST_F(Concurrency, CancelFromAnotherThreadStopsPrefillAndTheSessionContinues) {
               cancelled, landed_inside);
 }
 
-TEST_F(Concurrency, ModelHandleFreedWhileOtherThreadsGenerate) {
+TEST_P(Concurrency, ModelHandleFreedWhileOtherThreadsGenerate) {
   SessionPtr ref = make_session(model_.get(), 128, 11);
   const GenRun expected = generate(ref.get(), "And God said", 1.0f, 10);
   std::vector<SessionPtr> sessions;
@@ -315,6 +341,12 @@ TEST_F(Concurrency, ModelHandleFreedWhileOtherThreadsGenerate) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(bad.load(), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, Concurrency,
+                         ::testing::Values(KILN_BACKEND_CPU, KILN_BACKEND_CUDA),
+                         [](const ::testing::TestParamInfo<kiln_backend>& info) {
+                           return std::string(info.param == KILN_BACKEND_CUDA ? "cuda" : "cpu");
+                         });
 
 }  // namespace
 }  // namespace kiln_abi_test

@@ -1,5 +1,6 @@
 // LoadedCheckpoint::open: nothing the file says is used before it is checked against the file.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -116,6 +117,18 @@ class Reader {
     return t;
   }
 
+  // flatbuffers 2.0's Verifier checks only the 4-byte alignment of a vector's length prefix, so a
+  // crafted manifest can put the elements of a [long] or [ulong] vector off their 8-byte alignment,
+  // and reading them (Get, begin/end) is then a misaligned load: undefined behaviour, found by
+  // fuzz_checkpoint. flatbuffers writers always align them, so such a vector is corrupt.
+  template <typename T>
+  void require_aligned(const flatbuffers::Vector<T>& v, const std::string& field) const {
+    if (v.size() > 0 && reinterpret_cast<uintptr_t>(v.Data()) % alignof(T) != 0) {
+      bad(field, "is not " + std::to_string(alignof(T)) +
+                     "-byte aligned in the manifest (corrupt: flatbuffers writers align it)");
+    }
+  }
+
   std::vector<CheckpointTensor> tensors(
       const flatbuffers::Vector<flatbuffers::Offset<ckpt::Tensor>>& list) const {
     const uint64_t data_start = kHeaderBytes + manifest_size_;
@@ -136,6 +149,7 @@ class Reader {
       // numel with overflow checks: the product must fit with room for the dtype size.
       const uint64_t limit = std::numeric_limits<uint64_t>::max() / 8;
       uint64_t numel = 1;
+      require_aligned(*fb.shape(), field + " shape");
       for (uint32_t d = 0; d < fb.shape()->size(); ++d) {
         const int64_t dim = fb.shape()->Get(d);
         if (dim <= 0) {
@@ -227,7 +241,10 @@ std::unique_ptr<LoadedCheckpoint> LoadedCheckpoint::open(const std::filesystem::
   c.options = reader.options(*m.options());
   c.step = m.step();
   if (c.step < 0) reader.bad("step", "is " + std::to_string(c.step) + " (< 0)");
-  if (m.rng_state() != nullptr) c.rng_state.assign(m.rng_state()->begin(), m.rng_state()->end());
+  if (m.rng_state() != nullptr) {
+    reader.require_aligned(*m.rng_state(), "rng_state");
+    c.rng_state.assign(m.rng_state()->begin(), m.rng_state()->end());
+  }
   if (m.data_state() != nullptr)
     c.data_state.assign(m.data_state()->begin(), m.data_state()->end());
   c.tensors = reader.tensors(*m.tensors());
