@@ -71,6 +71,8 @@ static void usage(FILE* out) {
       "                        lines (tokens_per_s, a timing, aside)\n"
       "      --plot FILE       loss-curve SVG (default: DIR/loss.svg with --save)\n"
       "  -t, --threads N       CPU threads (default: all cores)\n"
+      "      --backend B       cpu (default; float32, bit-reproducible), cuda (BF16 compute with\n"
+      "                        float32 master weights and AdamW state) or auto\n"
       "  -q, --quiet           no progress bar\n"
       "  -h, --help            show this help\n");
 }
@@ -201,7 +203,7 @@ static int save_checkpoint(kiln_trainer* trainer, const char* dir, const token_c
 
 typedef struct args {
   const char *preset, *model_dir, *resume_dir, *tokenizer_dir, *data, *val, *save_dir, *export_dir,
-      *log_path, *plot_path, *optimizer, *schedule;
+      *log_path, *plot_path, *optimizer, *schedule, *backend;
   long steps, total_steps, batch, seq, accum, warmup, mtp, seed, eval_every, eval_batches,
       save_every, threads;
   float lr, wd, clip;
@@ -245,6 +247,10 @@ static int parse_args(int argc, char** argv, args* a) {
       a->optimizer = v;
     else if (!strcmp(k, "--schedule"))
       a->schedule = v;
+    else if (!strcmp(k, "--backend")) {
+      a->backend = v;
+      bad = strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto");
+    }
     else if (!strcmp(k, "--steps"))
       bad = sample_parse_long(v, 1, 1L << 40, &a->steps);
     else if (!strcmp(k, "--total-steps"))
@@ -384,7 +390,7 @@ static int make_trainer(const args* a, kiln_runtime* rt, kiln_trainer** trainer,
 
 int main(int argc, char** argv) {
   args a = {0};
-  a.optimizer = "adamw", a.schedule = "cosine";
+  a.optimizer = "adamw", a.schedule = "cosine", a.backend = "cpu";
   a.steps = 100, a.batch = 8, a.seq = 64, a.accum = 1, a.warmup = -1, a.seed = 1337;
   a.eval_every = -1, a.eval_batches = 4, a.lr = 1e-3f, a.wd = 0.1f, a.clip = 1.0f;
   int rc = parse_args(argc, argv, &a);
@@ -393,7 +399,10 @@ int main(int argc, char** argv) {
 
   kiln_runtime_options rt_opts;
   kiln_runtime_options_default(&rt_opts, sizeof rt_opts);
-  rt_opts.backend = KILN_BACKEND_CPU;
+  /* CPU unless asked: its float32 runs are bit-reproducible anywhere; CUDA trains in BF16. */
+  rt_opts.backend = !strcmp(a.backend, "cuda")   ? KILN_BACKEND_CUDA
+                    : !strcmp(a.backend, "auto") ? KILN_BACKEND_AUTO
+                                                 : KILN_BACKEND_CPU;
   rt_opts.n_threads = (int32_t)a.threads;
   kiln_runtime* rt = NULL;
   kiln_model* model = NULL;

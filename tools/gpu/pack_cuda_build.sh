@@ -15,7 +15,7 @@ dest=$(realpath "$1")
 build=${BUILD:-build-gpu}  # a CUDA build directory (e.g. the CI run's build/)
 stage=$(mktemp -d)
 mkdir -p "$stage/cuda-build/bin" "$stage/cuda-build/lib" "$dest"
-for t in "$build"/tests/cuda_*_test tests/concurrency_test bin/kiln-bench bin/kiln-quantize \
+for t in "$build"/tests/cuda_*_test tests/concurrency_test bin/kiln-bench bin/kiln-quantize bin/kiln-train bin/kiln-tokenize \
          bin/kiln-soak bin/kiln-train-gpu-bench; do
   case $t in /*|"$build"/*) path=$t ;; *) path=$build/$t ;; esac
   if [ -n "${PACK_ONLY:-}" ] && [[ " $PACK_ONLY " != *" $(basename "$t") "* ]]; then continue; fi
