@@ -136,6 +136,8 @@ namespace Kiln
         [DllImport(Lib)] internal static extern int kiln_tokenizer_encode(TokenizerHandle tokenizer, byte[] text, UIntPtr textLen, uint flags, int[] ids, UIntPtr capacity, out UIntPtr nIds);
         [DllImport(Lib)] internal static extern int kiln_tokenizer_decode(TokenizerHandle tokenizer, int[] ids, UIntPtr nIds, uint flags, byte[] text, UIntPtr capacity, out UIntPtr textLen);
         [DllImport(Lib)] internal static extern int kiln_tokenizer_vocab_size(TokenizerHandle tokenizer, out int size);
+        [DllImport(Lib)] internal static extern int kiln_tokenizer_encode_threaded(TokenizerHandle tokenizer, byte[] text, UIntPtr textLen, uint flags, int nThreads, int[] ids, UIntPtr capacity, out UIntPtr nIds);
+        [DllImport(Lib)] internal static extern int kiln_tokenizer_encode_batch(TokenizerHandle tokenizer, IntPtr[] texts, UIntPtr[] textLens, UIntPtr nTexts, uint flags, int nThreads, int[] ids, UIntPtr capacity, [Out] UIntPtr[] offsets, out UIntPtr nIds);
         [DllImport(Lib)] internal static extern int kiln_model_tokenizer(ModelHandle model, out IntPtr tokenizer);
         [DllImport(Lib)] internal static extern int kiln_tokenizer_train_options_default(ref TokenizerTrainOptions options, UIntPtr structSize);
         [DllImport(Lib)] internal static extern int kiln_tokenizer_train(IntPtr files, UIntPtr nFiles, ref TokenizerTrainOptions options, out IntPtr tokenizer);

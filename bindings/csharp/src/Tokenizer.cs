@@ -155,6 +155,73 @@ namespace Kiln
                 Native.kiln_tokenizer_encode(Handle, bytes, (UIntPtr)bytes.Length, flags, b, c, out n));
         }
 
+        /// <summary>One long text to ids on up to nThreads threads (0: one per core); the ids are
+        /// exactly Encode's (kiln cuts the text only where the pieces cannot influence each other).</summary>
+        public int[] EncodeThreaded(string text, bool addSpecial = false, bool parseSpecial = false, int nThreads = 0)
+        {
+            var bytes = Utf8.Bytes(text);
+            uint flags = (addSpecial ? 1u : 0u) | (parseSpecial ? 2u : 0u);
+            return Buffers.Fill<int>((int[] b, UIntPtr c, out UIntPtr n) =>
+                Native.kiln_tokenizer_encode_threaded(Handle, bytes, (UIntPtr)bytes.Length, flags, nThreads, b, c, out n));
+        }
+
+        /// <summary>Many texts to ids on up to nThreads threads (0: one per core), each exactly as
+        /// Encode would (HF tokenizers' encode_batch).</summary>
+        public int[][] EncodeBatch(IList<string> texts, bool addSpecial = false, bool parseSpecial = false, int nThreads = 0)
+        {
+            int count = texts.Count;
+            var encoded = new byte[count][];
+            int total = 0;
+            for (int i = 0; i < count; ++i)
+            {
+                encoded[i] = Utf8.Bytes(texts[i]);
+                total += encoded[i].Length;
+            }
+            // One pinned block holds every text; kiln reads texts[i] as a pointer into it.
+            var block = new byte[total + 1];
+            var lens = new UIntPtr[count + 1];
+            var offsets = new UIntPtr[count + 1];
+            var pointers = new IntPtr[count + 1];
+            uint flags = (addSpecial ? 1u : 0u) | (parseSpecial ? 2u : 0u);
+            var pin = GCHandle.Alloc(block, GCHandleType.Pinned);
+            try
+            {
+                IntPtr start = pin.AddrOfPinnedObject();
+                int pos = 0;
+                for (int i = 0; i < count; ++i)
+                {
+                    Buffer.BlockCopy(encoded[i], 0, block, pos, encoded[i].Length);
+                    pointers[i] = start + pos;
+                    lens[i] = (UIntPtr)encoded[i].Length;
+                    pos += encoded[i].Length;
+                }
+                // An id covers at least one byte: for byte-level BPE this is enough, so usually one call.
+                var ids = new int[total + 4 * count + 16];
+                UIntPtr needed;
+                int status = Native.kiln_tokenizer_encode_batch(Handle, pointers, lens, (UIntPtr)count, flags, nThreads,
+                                                                ids, (UIntPtr)ids.Length, offsets, out needed);
+                if (status == (int)Status.BufferTooSmall)
+                {
+                    ids = new int[(int)needed];
+                    status = Native.kiln_tokenizer_encode_batch(Handle, pointers, lens, (UIntPtr)count, flags, nThreads,
+                                                                ids, (UIntPtr)ids.Length, offsets, out needed);
+                }
+                KilnException.Check(status);
+                var result = new int[count][];
+                for (int i = 0; i < count; ++i)
+                {
+                    int from = (int)offsets[i], to = (int)offsets[i + 1];
+                    result[i] = new int[to - from];
+                    Array.Copy(ids, from, result[i], 0, to - from);
+                }
+                return result;
+            }
+            finally
+            {
+                pin.Free();
+            }
+        }
+
         /// <summary>Ids to the bytes they stand for.</summary>
         public byte[] DecodeBytes(int[] ids, bool skipSpecial = false)
         {
