@@ -644,7 +644,9 @@ typedef struct kiln_tokenizer kiln_tokenizer;
 /* Loads a tokenizer from `path`: a directory holding tokenizer.json (and, optionally,
  * tokenizer_config.json for add_bos_token/add_eos_token), or a tokenizer.json file itself (then a
  * tokenizer_config.json next to it is read when present). KILN_ERR_NOT_FOUND when there is no
- * tokenizer.json; KILN_ERR_FORMAT / KILN_ERR_UNSUPPORTED as for kiln_model_load. */
+ * tokenizer.json; KILN_ERR_FORMAT / KILN_ERR_UNSUPPORTED as for kiln_model_load. A large
+ * tokenizer's merges are resolved on up to 8 of kiln's own threads, which end before the call
+ * returns (kiln_model_load does the same for a model's tokenizer). */
 KILN_API kiln_status kiln_tokenizer_load(const char *path, kiln_tokenizer **out_tokenizer);
 /* Frees a handle from kiln_tokenizer_load (NULL is fine). Never pass kiln_model_tokenizer's. */
 KILN_API void kiln_tokenizer_free(kiln_tokenizer *tokenizer);
