@@ -397,6 +397,57 @@ void kiln_py_tokenizer_train_options_set_progress_callback(kiln_tokenizer_train_
   if (have_mask$argnum) PyBuffer_Release(&mask_view$argnum);
 }
 
+/* ---- encode_batch's texts: a sequence of str (UTF-8) or bytes. The pointers are the objects' own,
+ * valid while the sequence (held until freearg) holds them. ---- */
+%typemap(in) (const char *const *texts, const size_t *text_lens, size_t n_texts) (PyObject *seq = NULL) {
+  seq = PySequence_Fast($input, "$symname: texts must be a sequence of str or bytes");
+  if (!seq) SWIG_fail;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  $1 = ($1_ltype)calloc((size_t)n + 1, sizeof(char *));
+  $2 = (size_t *)calloc((size_t)n + 1, sizeof(size_t));
+  $3 = (size_t)n;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+    Py_ssize_t len = 0;
+    char *s = NULL;
+    if (PyUnicode_Check(item)) {
+      s = (char *)PyUnicode_AsUTF8AndSize(item, &len);
+      if (!s) SWIG_fail;
+    } else if (PyBytes_Check(item)) {
+      if (PyBytes_AsStringAndSize(item, &s, &len) != 0) SWIG_fail;
+    } else {
+      PyErr_Format(PyExc_TypeError, "$symname: texts[%zd]: expected str or bytes, got %s", i, Py_TYPE(item)->tp_name);
+      SWIG_fail;
+    }
+    ((const char **)$1)[i] = s;
+    ((size_t *)$2)[i] = (size_t)len;
+  }
+}
+%typemap(freearg) (const char *const *texts, const size_t *text_lens, size_t n_texts) {
+  free((void *)$1);
+  free((void *)$2);
+  Py_XDECREF(seq$argnum);
+}
+/* encode_batch's offsets: a writable buffer of size_t ('N', or 'Q' on LP64) with room for
+ * len(texts) + 1 entries, checked here because C trusts it. arg4 is n_texts: offsets is only a
+ * parameter of kiln_tokenizer_encode_batch(tokenizer, texts, text_lens, n_texts, ...). */
+%typemap(in) size_t *offsets (Py_buffer view, int have_view = 0, size_t count = 0) {
+  if (kiln_py_get_buffer($input, &view, sizeof(size_t), "NQLI", 1, "$symname: offsets") != 0) SWIG_fail;
+  have_view = 1;
+  count = (size_t)view.len / sizeof(size_t);
+  $1 = (size_t *)view.buf;
+}
+%typemap(check) size_t *offsets {
+  if (count$argnum < arg4 + 1) {
+    PyErr_Format(PyExc_ValueError, "$symname: offsets holds %zu entries but needs len(texts) + 1 = %zu",
+                 count$argnum, (size_t)arg4 + 1);
+    SWIG_fail;
+  }
+}
+%typemap(freearg) size_t *offsets {
+  if (have_view$argnum) PyBuffer_Release(&view$argnum);
+}
+
 #endif /* SWIGPYTHON */
 
 /* ---- options_default(options, struct_size): struct_size is the options type's own size ---- */

@@ -17,6 +17,8 @@
  *   - callbacks are delegates ([UnmanagedFunctionPointer(Cdecl)] types kiln_c.LogFn, ProgressFn,
  *     TokenFn) that the marshaler turns into C function pointers, callable from any thread (kiln's
  *     own included); the caller keeps each delegate alive while kiln may call it;
+ *   - kiln_tokenizer_encode_batch's texts are an IntPtr[] into one block the caller pins, their
+ *     lengths and the offsets ulong[];
  *   - chat messages are an IntPtr[] of 4 UTF-8 strings per message (role, content,
  *     tool_calls_json, extra_json; IntPtr.Zero = NULL) ended by 4 zeros.
  */
@@ -101,6 +103,10 @@ KILN_CS_HANDLE(kiln_trainer)
 KILN_CS_ARRAY(int[], const int32_t *ids, int32_t *ids, const int32_t *prompt_ids)
 KILN_CS_ARRAY(float[], const float *logits, float *logits, float *out)
 KILN_CS_ARRAY(byte[], uint8_t *mask, const void *data, void *data, char *text, char *piece)
+/* kiln_tokenizer_encode_batch: texts are pointers into a block the caller pins, lengths and
+ * offsets size_t arrays (offsets holds n_texts + 1 entries; the caller sizes it). */
+KILN_CS_ARRAY(global::System.IntPtr[], const char *const *texts)
+KILN_CS_ARRAY(ulong[], const size_t *text_lens, size_t *offsets)
 /* UTF-8 text: (pointer, length) inputs, and NUL-terminated paths (the caller appends the NUL). */
 KILN_CS_ARRAY(byte[], const char *text, const char *prompt, const char *config_json, const char *path,
               const char *src, const char *dst, const char *directory)

@@ -11,6 +11,8 @@
  *     byte slice on the Go side and unpacked in C: cgo forbids passing Go memory that holds Go
  *     pointers, so a []string cannot cross as it is (each string is NUL-terminated there, so the
  *     idiomatic layer refuses strings holding a NUL before they get here);
+ *   - kiln_tokenizer_encode_batch's texts likewise: one byte slice of length-prefixed texts, which
+ *     C splits into the pointer and length arrays for the call (texts may hold NUL bytes);
  *   - callbacks are C trampolines whose user_data is a runtime/cgo.Handle of a TokenFunc,
  *     ProgressFunc or LogFunc; the trampoline calls the exported Go function kilnGoToken /
  *     kilnGoProgress / kilnGoLog, which looks the handle up. cgo makes that call legal from any
@@ -55,6 +57,30 @@ static const char **kiln_go_split(const char *blob, size_t len, size_t *n) {
   const char **items = (const char **)malloc(count * sizeof *items);
   size_t k = 0;
   for (size_t i = 0; i < len; i += strlen(blob + i) + 1) items[k++] = blob + i;
+  return items;
+}
+
+/* Splits packed texts (each an 8-byte little-endian length, then that many bytes) into malloc'd
+ * arrays of pointers into `blob` and of lengths; NULLs when there are none. The texts may hold any
+ * byte, NUL included, as kiln_tokenizer_encode_batch's (pointer, length) texts may. */
+static uint64_t kiln_go_text_len(const char *at) {
+  uint64_t n = 0;
+  for (int k = 7; k >= 0; --k) n = (n << 8) | (unsigned char)at[k];
+  return n;
+}
+static const char **kiln_go_split_texts(const char *blob, size_t len, size_t **lens, size_t *n) {
+  size_t count = 0;
+  for (size_t i = 0; i + 8 <= len; i += 8 + kiln_go_text_len(blob + i)) ++count;
+  *n = count;
+  *lens = NULL;
+  if (count == 0) return NULL;
+  const char **items = (const char **)malloc(count * sizeof *items);
+  *lens = (size_t *)malloc(count * sizeof **lens);
+  size_t k = 0;
+  for (size_t i = 0; i + 8 <= len; i += 8 + kiln_go_text_len(blob + i), ++k) {
+    items[k] = blob + i + 8;
+    (*lens)[k] = (size_t)kiln_go_text_len(blob + i);
+  }
   return items;
 }
 %}
@@ -106,6 +132,24 @@ func packStrings(values []string) []byte {
 	var blob []byte
 	for _, v := range values {
 		blob = append(append(blob, v...), 0)
+	}
+	return blob
+}
+
+// packTexts lays texts out as an 8-byte little-endian length, then the bytes, each
+// (kiln_go_split_texts undoes it in C): one slice without Go pointers, which cgo lets C read.
+func packTexts(texts []string) []byte {
+	size := 0
+	for _, t := range texts {
+		size += 8 + len(t)
+	}
+	blob := make([]byte, 0, size)
+	for _, t := range texts {
+		n := uint64(len(t))
+		for k := 0; k < 8; k++ {
+			blob = append(blob, byte(n>>(8*k)))
+		}
+		blob = append(blob, t...)
 	}
 	return blob
 }
@@ -208,6 +252,22 @@ KILN_GO_ARRAY(const float, float32, loss_weights)
 %enddef
 KILN_GO_STRINGS(files, n_files)
 KILN_GO_STRINGS(items, n_items)
+
+/* ---- encode_batch's texts: []string, packed with their lengths (any byte, NUL included) ---- */
+%typemap(gotype) (const char *const *texts, const size_t *text_lens, size_t n_texts) "[]string"
+%typemap(imtype) (const char *const *texts, const size_t *text_lens, size_t n_texts) "[]byte"
+%typemap(goin) (const char *const *texts, const size_t *text_lens, size_t n_texts) "$result = packTexts($input)"
+%typemap(in) (const char *const *texts, const size_t *text_lens, size_t n_texts) {
+  size_t *lens = NULL;
+  $1 = ($1_ltype)kiln_go_split_texts((const char *)$input.array, (size_t)$input.len, &lens, &$3);
+  $2 = lens;
+}
+%typemap(freearg) (const char *const *texts, const size_t *text_lens, size_t n_texts) {
+  free((void *)$1);
+  free((void *)$2);
+}
+/* encode_batch's offsets: a []uint64 of len(texts) + 1 entries (the caller sizes it). */
+KILN_GO_ARRAY(size_t, uint64, offsets)
 
 /* ---- chat messages: []ChatMessage, packed ---- */
 %typemap(gotype) (const kiln_chat_message *messages, size_t n_messages) "[]ChatMessage"

@@ -1,5 +1,6 @@
 // kiln_tokenizer_*: a tokenizer.json used on its own, without weights (kiln-tokenize, data
 // pipelines), and the borrowed view of a loaded model's tokenizer.
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <span>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "shim.hpp"
+#include "tokenizer/batch_encode.hpp"
 
 using kiln::fail;
 using kiln::capi::check_flags;
@@ -69,6 +71,68 @@ KILN_API kiln_status kiln_tokenizer_encode(const kiln_tokenizer* tokenizer, cons
   });
 }
 
+KILN_API kiln_status kiln_tokenizer_encode_threaded(const kiln_tokenizer* tokenizer,
+                                                    const char* text, size_t text_len,
+                                                    uint32_t flags, int32_t n_threads, int32_t* ids,
+                                                    size_t capacity, size_t* n_ids) {
+  return guarded([&] {
+    const kiln::Tokenizer& tok = require_tokenizer(tokenizer);
+    if (text_len > 0) require_non_null(text, "text");
+    check_flags(flags, KILN_TOKENIZE_ADD_SPECIAL | KILN_TOKENIZE_PARSE_SPECIAL, "tokenize flags");
+    if (n_threads < 0) {
+      fail(KILN_ERR_INVALID_ARGUMENT,
+           "n_threads is " + std::to_string(n_threads) + "; expected >= 0 (0 = one per core)");
+    }
+    const std::vector<int32_t> out = tok.encode_threaded(
+        std::string_view(text ? text : "", text_len), flags & KILN_TOKENIZE_ADD_SPECIAL,
+        flags & KILN_TOKENIZE_PARSE_SPECIAL, n_threads);
+    copy_out(out.data(), out.size(), sizeof(int32_t), ids, capacity, n_ids, "token ids");
+  });
+}
+
+KILN_API kiln_status kiln_tokenizer_encode_batch(const kiln_tokenizer* tokenizer,
+                                                 const char* const* texts, const size_t* text_lens,
+                                                 size_t n_texts, uint32_t flags, int32_t n_threads,
+                                                 int32_t* ids, size_t capacity, size_t* offsets,
+                                                 size_t* n_ids) {
+  return guarded([&] {
+    const kiln::Tokenizer& tok = require_tokenizer(tokenizer);
+    require_non_null(n_ids, "n_ids");
+    require_non_null(offsets, "offsets");
+    if (n_texts > 0) {
+      require_non_null(texts, "texts");
+      require_non_null(text_lens, "text_lens");
+    }
+    check_flags(flags, KILN_TOKENIZE_ADD_SPECIAL | KILN_TOKENIZE_PARSE_SPECIAL, "tokenize flags");
+    std::vector<std::string_view> views(n_texts);
+    for (size_t i = 0; i < n_texts; ++i) {
+      if (!texts[i] && text_lens[i] > 0) {
+        fail(KILN_ERR_INVALID_ARGUMENT, "texts[" + std::to_string(i) + "] is NULL but text_lens[" +
+                                            std::to_string(i) + "] is " +
+                                            std::to_string(text_lens[i]));
+      }
+      views[i] = std::string_view(texts[i] ? texts[i] : "", text_lens[i]);
+    }
+    const auto results = kiln::encode_batch(tok, views, flags & KILN_TOKENIZE_ADD_SPECIAL,
+                                            flags & KILN_TOKENIZE_PARSE_SPECIAL, n_threads);
+    size_t total = 0;
+    for (size_t i = 0; i < n_texts; ++i) {
+      offsets[i] = total;
+      total += results[i].size();
+    }
+    offsets[n_texts] = total;
+    *n_ids = total;
+    if (total > capacity) {
+      fail(KILN_ERR_BUFFER_TOO_SMALL, "token ids need room for " + std::to_string(total) +
+                                          " but the buffer holds " + std::to_string(capacity));
+    }
+    if (total > 0) require_non_null(ids, "ids");
+    for (size_t i = 0; i < n_texts; ++i) {
+      std::copy(results[i].begin(), results[i].end(), ids + offsets[i]);
+    }
+  });
+}
+
 KILN_API kiln_status kiln_tokenizer_decode(const kiln_tokenizer* tokenizer, const int32_t* ids,
                                            size_t n_ids, uint32_t flags, char* text,
                                            size_t capacity, size_t* text_len) {
@@ -82,8 +146,7 @@ KILN_API kiln_status kiln_tokenizer_decode(const kiln_tokenizer* tokenizer, cons
   });
 }
 
-KILN_API kiln_status kiln_tokenizer_vocab_size(const kiln_tokenizer* tokenizer,
-                                               int32_t* out_size) {
+KILN_API kiln_status kiln_tokenizer_vocab_size(const kiln_tokenizer* tokenizer, int32_t* out_size) {
   return guarded([&] {
     require_non_null(tokenizer, "tokenizer");
     require_non_null(out_size, "out_size");

@@ -415,12 +415,18 @@ KILN_API kiln_status kiln_chat_render(const kiln_model *model, const kiln_chat_m
                                       size_t n_messages, const kiln_chat_options *options, char *text,
                                       size_t capacity, size_t *text_len);
 
-/* Renders and tokenizes for training: ids[i] with mask[i] = 1 when the token comes from an
- * assistant message's content (the template's headers and end-of-turn tokens get 0). Both buffers
- * hold `capacity` entries; *n_ids is the count needed. Each span (template text, assistant content)
- * is tokenized on its own with special tokens parsed and no BOS/EOS added, as nanochat's
- * render_conversation does. A template that rewrites assistant content so that it cannot be located
- * gives KILN_ERR_UNSUPPORTED. Thread-safe. */
+/* Renders and tokenizes for training: ids[i] with mask[i] = 1 when the token belongs to an
+ * assistant reply: whatever the template writes for an assistant message after its header, as it
+ * writes it (so templates that rewrite the content, such as Qwen3's dropping earlier <think>
+ * blocks, are followed), up to and including the turn's end-of-turn special token (<|im_end|>,
+ * <|eot_id|>, </s>), which the model must learn to emit (nanochat's render_conversation and HF's
+ * {% generation %} blocks count it the same way). Headers, other messages and text after the
+ * end-of-turn token get 0. Each message's text is attributed by following the template's loop
+ * over the messages; the header is what the template writes as its generation prompt. Both
+ * buffers hold `capacity` entries; *n_ids is the count needed. Each span (template text, reply) is
+ * tokenized on its own with special tokens parsed and no BOS/EOS added, as nanochat's
+ * render_conversation does. A template that writes an assistant message outside its loop over the
+ * messages, or in two places, gives KILN_ERR_UNSUPPORTED. Thread-safe. */
 KILN_API kiln_status kiln_chat_render_tokens(const kiln_model *model, const kiln_chat_message *messages,
                                              size_t n_messages, const kiln_chat_options *options,
                                              int32_t *ids, uint8_t *mask, size_t capacity, size_t *n_ids);
@@ -647,7 +653,9 @@ typedef struct kiln_tokenizer kiln_tokenizer;
 /* Loads a tokenizer from `path`: a directory holding tokenizer.json (and, optionally,
  * tokenizer_config.json for add_bos_token/add_eos_token), or a tokenizer.json file itself (then a
  * tokenizer_config.json next to it is read when present). KILN_ERR_NOT_FOUND when there is no
- * tokenizer.json; KILN_ERR_FORMAT / KILN_ERR_UNSUPPORTED as for kiln_model_load. */
+ * tokenizer.json; KILN_ERR_FORMAT / KILN_ERR_UNSUPPORTED as for kiln_model_load. A large
+ * tokenizer's merges are resolved on up to 8 of kiln's own threads, which end before the call
+ * returns (kiln_model_load does the same for a model's tokenizer). */
 KILN_API kiln_status kiln_tokenizer_load(const char *path, kiln_tokenizer **out_tokenizer);
 /* Frees a handle from kiln_tokenizer_load (NULL is fine). Never pass kiln_model_tokenizer's. */
 KILN_API void kiln_tokenizer_free(kiln_tokenizer *tokenizer);
@@ -663,6 +671,34 @@ KILN_API kiln_status kiln_tokenizer_decode(const kiln_tokenizer *tokenizer, cons
                                            size_t capacity, size_t *text_len);
 /* Number of ids (max id + 1, added tokens included). */
 KILN_API kiln_status kiln_tokenizer_vocab_size(const kiln_tokenizer *tokenizer, int32_t *out_size);
+
+/* Text → ids on up to n_threads threads (0 = one per core; 1 = the calling thread only), for one
+ * long text (a document, a corpus shard). The ids are exactly kiln_tokenizer_encode's with the
+ * same flags: the text is cut only where the pieces cannot influence each other (at special
+ * tokens with KILN_TOKENIZE_PARSE_SPECIAL and, for pipelines where that is proven safe, at line
+ * starts) and texts under ~128 KiB, or without such cuts, are encoded on the calling thread.
+ * Buffers, errors and the UTF-8 rule as kiln_tokenizer_encode; n_threads < 0 gives
+ * KILN_ERR_INVALID_ARGUMENT. The worker threads are kiln's own and end before the call returns. */
+KILN_API kiln_status kiln_tokenizer_encode_threaded(const kiln_tokenizer *tokenizer,
+                                                    const char *text, size_t text_len,
+                                                    uint32_t flags, int32_t n_threads,
+                                                    int32_t *ids, size_t capacity, size_t *n_ids);
+
+/* Many texts → ids on up to n_threads threads (0 = one per core), each text encoded exactly as
+ * kiln_tokenizer_encode would with the same flags (HF tokenizers' encode_batch). texts[i] holds
+ * text_lens[i] bytes of UTF-8 (not NUL-terminated; NULL is fine when the length is 0). The ids of
+ * all texts are written back to back: text i's are ids[offsets[i] .. offsets[i + 1]). `offsets`
+ * holds n_texts + 1 entries and *n_ids = offsets[n_texts] is the count needed. When capacity is
+ * smaller, KILN_ERR_BUFFER_TOO_SMALL comes back with *n_ids and offsets filled in, so one retry
+ * suffices (it encodes again). A text that is not valid UTF-8 gives KILN_ERR_INVALID_ARGUMENT
+ * naming it ("texts[i]: ...") and the byte; when several are, the lowest i. NULL texts, text_lens
+ * or offsets (with n_texts > 0), a NULL texts[i] of non-zero length, and n_threads < 0 give
+ * KILN_ERR_INVALID_ARGUMENT. The worker threads are kiln's own and end before the call returns. */
+KILN_API kiln_status kiln_tokenizer_encode_batch(const kiln_tokenizer *tokenizer,
+                                                 const char *const *texts, const size_t *text_lens,
+                                                 size_t n_texts, uint32_t flags, int32_t n_threads,
+                                                 int32_t *ids, size_t capacity, size_t *offsets,
+                                                 size_t *n_ids);
 
 /* The model's tokenizer, borrowed: valid while the model lives, not to be freed. A model without
  * a tokenizer gives KILN_ERR_UNSUPPORTED (and sets *out_tokenizer to NULL). */

@@ -117,7 +117,8 @@ func (m *Model) ChatRender(messages []ChatMessage, opts *ChatOptions) (string, e
 }
 
 // ChatRenderTokens renders and tokenizes for training: ids and mask of equal length, mask[i] = 1
-// where the token comes from an assistant message's content.
+// where the token belongs to an assistant reply as the template writes it, end-of-turn token
+// included (kiln.h's kiln_chat_render_tokens).
 func (m *Model) ChatRenderTokens(messages []ChatMessage, opts *ChatOptions) ([]int32, []uint8, error) {
 	c, err := newCChat(messages, opts)
 	if err != nil {

@@ -529,7 +529,7 @@ func TestChatRenderTokensMasksTheAssistantReply(t *testing.T) {
 	if len(masked) == 0 {
 		t.Fatal("no token is masked as assistant content")
 	}
-	if text, err := m.Detokenize(masked, false); err != nil || text != "Hello there" {
+	if text, err := m.Detokenize(masked, false); err != nil || text != "<think>\n\n</think>\n\nHello there<|im_end|>" {
 		t.Fatalf("masked tokens detokenize to %q (%v), want the assistant's content", text, err)
 	}
 }

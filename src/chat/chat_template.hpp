@@ -22,7 +22,9 @@ class ChatTemplate {
   // globals raise_exception, strftime_now (at `now`), namespace, range and dict. Throws
   // KILN_ERR_INVALID_ARGUMENT (raise_exception, type errors), KILN_ERR_OUT_OF_RANGE (budgets),
   // KILN_ERR_FORMAT (unknown filter/test).
-  std::string render(const Dict& context, const RenderLimits& limits, std::time_t now) const;
+  // `trace`, when given, records which message each stretch of the output was written for.
+  std::string render(const Dict& context, const RenderLimits& limits, std::time_t now,
+                     MessageTrace* trace = nullptr) const;
 
  private:
   std::shared_ptr<const TemplateAst> ast_;

@@ -1,8 +1,13 @@
 #include "chat/conversation.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <sstream>
+#include <string_view>
+#include <vector>
 
 #include "chat/chat_template.hpp"
 #include "chat/json_convert.hpp"
@@ -13,10 +18,6 @@ namespace kiln::chat {
 
 namespace {
 
-// Private-use code points around the sentinel words: they never occur in real text by accident.
-constexpr const char* kBegin = "\xEE\x80\x80kiln-assistant-begin\xEE\x80\x80";
-constexpr const char* kEnd = "\xEE\x80\x80kiln-assistant-end\xEE\x80\x80";
-
 std::optional<std::string> token_text(const nlohmann::json& config, const char* key) {
   if (!config.contains(key)) return std::nullopt;
   const auto& v = config[key];
@@ -26,12 +27,10 @@ std::optional<std::string> token_text(const nlohmann::json& config, const char* 
   return std::nullopt;
 }
 
-Value message_value(const ChatMessage& m, size_t index, const std::string* content_override) {
+Value message_value(const ChatMessage& m, size_t index) {
   Dict d;
   d.set("role", Value(m.role));
-  if (content_override) {
-    d.set("content", Value(*content_override));
-  } else if (m.content) {
+  if (m.content) {
     d.set("content", Value(*m.content));
   } else {
     d.set("content", Value(None{}));
@@ -52,9 +51,9 @@ Value message_value(const ChatMessage& m, size_t index, const std::string* conte
   return Value(std::move(d));
 }
 
-// With `mark_assistant`, assistant content is wrapped in sentinels (whitespace kept outside).
+// `trace`, when given, receives which message each stretch of the output was written for.
 std::string render_impl(const ChatTemplateConfig& config, const ChatRequest& request,
-                        bool mark_assistant) {
+                        MessageTrace* trace) {
   const std::string& source =
       request.template_override.empty() ? config.chat_template : request.template_override;
   if (source.empty()) {
@@ -67,21 +66,8 @@ std::string render_impl(const ChatTemplateConfig& config, const ChatRequest& req
   Dict context;
   List messages;
   for (size_t i = 0; i < request.messages.size(); ++i) {
-    const ChatMessage& m = request.messages[i];
-    if (mark_assistant && m.role == "assistant" && m.content) {
-      const std::string& c = *m.content;
-      if (c.find(kBegin) != std::string::npos || c.find(kEnd) != std::string::npos) {
-        fail(KILN_ERR_INVALID_ARGUMENT,
-             "messages[" + std::to_string(i) + "] contains kiln's mask sentinel text");
-      }
-      size_t b = 0, e = c.size();
-      while (b < e && std::isspace(static_cast<unsigned char>(c[b]))) ++b;
-      while (e > b && std::isspace(static_cast<unsigned char>(c[e - 1]))) --e;
-      const std::string marked = c.substr(0, b) + kBegin + c.substr(b, e - b) + kEnd + c.substr(e);
-      messages.push_back(message_value(m, i, &marked));
-    } else {
-      messages.push_back(message_value(m, i, nullptr));
-    }
+    messages.push_back(message_value(request.messages[i], i));
+    if (trace) trace->messages.push_back(&messages.back().dict());
   }
   context.set("messages", Value(std::move(messages)));
   context.set("add_generation_prompt", Value(request.add_generation_prompt));
@@ -100,7 +86,72 @@ std::string render_impl(const ChatTemplateConfig& config, const ChatRequest& req
       fail(KILN_ERR_INVALID_ARGUMENT, "extra_context_json must be a JSON object");
     for (const auto& [k, v] : extra.dict().items) context.set(k, v);
   }
-  return tmpl.render(context, request.limits, request.now ? *request.now : std::time(nullptr));
+  return tmpl.render(context, request.limits, request.now ? *request.now : std::time(nullptr),
+                     trace);
+}
+
+// The text the template writes to open an assistant reply, found by rendering the messages
+// before the first assistant one: what add_generation_prompt=true adds to that render, or, for a
+// template that writes the prompt regardless (Llama 3's original one), what it writes after the
+// last message. Empty when there is no message before the first reply or those renders fail (a
+// template may refuse a conversation that ends early); the whole turn is then body.
+std::string assistant_header(const ChatTemplateConfig& config, const ChatRequest& request) {
+  size_t first = 0;
+  while (first < request.messages.size() && request.messages[first].role != "assistant") ++first;
+  if (first == 0 || first == request.messages.size()) return {};
+  ChatRequest with = request;
+  with.messages.resize(first);
+  with.add_generation_prompt = true;
+  ChatRequest without = with;
+  without.add_generation_prompt = false;
+  MessageTrace trace;
+  std::string a, b;
+  try {
+    a = render_impl(config, with, &trace);
+    b = render_impl(config, without, nullptr);
+  } catch (const Error&) {
+    return {};
+  }
+  if (a.size() > b.size() && a.compare(0, b.size(), b) == 0) return a.substr(b.size());
+  size_t messages_end = 0;
+  for (const MessageTrace::Span& span : trace.spans)
+    messages_end = std::max(messages_end, span.end);
+  return messages_end > 0 ? a.substr(messages_end) : std::string();
+}
+
+// How much of an assistant turn is the header: its common prefix with `header`, all of it, or
+// else cut back to a line end. The cut keeps a reply that starts like the header's continuation
+// (Qwen3's generation prompt may end in "<think>\n\n</think>\n\n"; a reply "<tool_call>" shares
+// "<t") from losing its first bytes.
+size_t header_length(std::string_view turn, std::string_view header) {
+  size_t common = 0;
+  while (common < turn.size() && common < header.size() && turn[common] == header[common]) {
+    ++common;
+  }
+  if (common == header.size()) return common;
+  const size_t newline = header.substr(0, common).rfind('\n');
+  return newline == std::string_view::npos ? 0 : newline + 1;
+}
+
+// Where the body of an assistant turn ends: after its last special token (the end-of-turn token:
+// <|im_end|>, <|eot_id|>, </s>, <|return|>, ...), which belongs to the body because the model must
+// learn to emit it (nanochat's render_conversation masks assistant_end as 1; HF templates put it
+// inside {% generation %}). What follows it (a newline) is template text. A turn without special
+// tokens ends at its last non-whitespace byte.
+size_t turn_body_end(std::string_view turn, size_t body_begin, const Tokenizer& tokenizer) {
+  const std::string_view body = turn.substr(body_begin);
+  const std::vector<int32_t> ids =
+      tokenizer.encode(body, /*add_special=*/false, /*parse_special=*/true);
+  for (size_t k = ids.size(); k-- > 0;) {
+    if (!tokenizer.is_special(ids[k])) continue;
+    const std::string token = tokenizer.decode(std::span<const int32_t>(&ids[k], 1), false);
+    const size_t at = token.empty() ? std::string_view::npos : body.rfind(token);
+    if (at != std::string_view::npos) return body_begin + at + token.size();
+    break;
+  }
+  size_t end = turn.size();
+  while (end > body_begin && std::isspace(static_cast<unsigned char>(turn[end - 1]))) --end;
+  return end;
 }
 
 }  // namespace
@@ -155,55 +206,57 @@ ChatTemplateConfig load_chat_template_config(const std::filesystem::path& path,
 }
 
 std::string render_conversation(const ChatTemplateConfig& config, const ChatRequest& request) {
-  return render_impl(config, request, false);
+  return render_impl(config, request, nullptr);
 }
 
 RenderedTokens render_conversation_tokens(const ChatTemplateConfig& config,
                                           const ChatRequest& request, const Tokenizer& tokenizer) {
-  const std::string plain = render_impl(config, request, false);
-  const std::string marked = render_impl(config, request, true);
-  // Cut the marked text into (text, is_assistant) segments.
-  std::vector<std::pair<std::string, bool>> segments;
-  const std::string begin(kBegin), end(kEnd);
-  size_t pos = 0;
-  while (pos <= marked.size()) {
-    const size_t b = marked.find(begin, pos);
-    const size_t stray_end = marked.find(end, pos);
-    if (stray_end != std::string::npos && (b == std::string::npos || stray_end < b)) {
+  MessageTrace trace;
+  const std::string text = render_impl(config, request, &trace);
+  const std::string header = assistant_header(config, request);
+
+  // The stretches of `text` that get mask 1, in order.
+  std::vector<std::pair<size_t, size_t>> marked;
+  for (size_t i = 0; i < request.messages.size(); ++i) {
+    if (request.messages[i].role != "assistant") continue;
+    size_t begin = std::string::npos, end = 0;
+    for (const MessageTrace::Span& span : trace.spans) {
+      if (span.message != i) continue;
+      if (begin != std::string::npos && span.begin != end) {
+        fail(KILN_ERR_UNSUPPORTED, "the chat template writes messages[" + std::to_string(i) +
+                                       "] (assistant) in separate places, so its tokens "
+                                       "cannot be masked");
+      }
+      if (begin == std::string::npos) begin = span.begin;
+      end = span.end;
+    }
+    if (begin == std::string::npos) {
       fail(KILN_ERR_UNSUPPORTED,
-           "the chat template splits or drops the start of an assistant message's content, "
-           "so its tokens cannot be masked");
+           "the chat template writes nothing for messages[" + std::to_string(i) +
+               "] (assistant) while looping over the messages, so its tokens cannot be masked");
     }
-    if (b == std::string::npos) {
-      segments.emplace_back(marked.substr(pos), false);
-      break;
-    }
-    const size_t e = marked.find(end, b + begin.size());
-    const size_t next_begin = marked.find(begin, b + begin.size());
-    if (e == std::string::npos || (next_begin != std::string::npos && next_begin < e)) {
-      fail(KILN_ERR_UNSUPPORTED,
-           "the chat template splits or drops the end of an assistant message's content, "
-           "so its tokens cannot be masked");
-    }
-    segments.emplace_back(marked.substr(pos, b - pos), false);
-    segments.emplace_back(marked.substr(b + begin.size(), e - b - begin.size()), true);
-    pos = e + end.size();
+    const std::string_view turn(text.data() + begin, end - begin);
+    const size_t body_begin = header_length(turn, header);
+    const size_t body_end = turn_body_end(turn, body_begin, tokenizer);
+    if (body_end > body_begin) marked.emplace_back(begin + body_begin, begin + body_end);
   }
-  std::string joined;
-  for (const auto& [text, assistant] : segments) joined += text;
-  if (joined != plain) {
-    fail(KILN_ERR_UNSUPPORTED,
-         "the chat template transforms assistant content (the render differs once the "
-         "content is marked), so its tokens cannot be masked");
-  }
+
   RenderedTokens out;
-  for (const auto& [text, assistant] : segments) {
-    if (text.empty()) continue;
+  const auto add = [&](size_t from, size_t to, bool assistant) {
+    if (to <= from) return;
     const std::vector<int32_t> ids =
-        tokenizer.encode(text, /*add_special=*/false, /*parse_special=*/true);
+        tokenizer.encode(std::string_view(text).substr(from, to - from),
+                         /*add_special=*/false, /*parse_special=*/true);
     out.ids.insert(out.ids.end(), ids.begin(), ids.end());
     out.mask.insert(out.mask.end(), ids.size(), assistant ? 1 : 0);
+  };
+  size_t pos = 0;
+  for (const auto& [from, to] : marked) {
+    add(pos, from, false);
+    add(from, to, true);
+    pos = to;
   }
+  add(pos, text.size(), false);
   return out;
 }
 

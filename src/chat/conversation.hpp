@@ -54,17 +54,23 @@ std::string render_conversation(const ChatTemplateConfig& config, const ChatRequ
 
 struct RenderedTokens {
   std::vector<int32_t> ids;
-  std::vector<uint8_t> mask;  // 1 = the token comes from an assistant message's content
+  std::vector<uint8_t> mask;  // 1 = the token is part of an assistant reply (see below)
 };
 
-// Renders and tokenizes, marking the tokens of assistant content. Method: the conversation is
-// rendered twice, once plainly and once with private sentinel strings around each assistant
-// message's content (leading/trailing whitespace kept outside them, so `trim` behaves the same).
-// The sentinels are removed and the result must equal the plain render byte for byte; then the
-// text is cut into segments at the sentinels, each segment is encoded on its own (special tokens
-// parsed, no BOS/EOS added: the template writes them) and the assistant segments get mask 1.
-// A template that moves, drops or splits assistant content (so the sentinels do not pair up, or
-// the texts differ) gives KILN_ERR_UNSUPPORTED naming the message.
+// Renders and tokenizes, marking the tokens of each assistant reply. Method: the template is
+// rendered once with a MessageTrace, which attributes each stretch of the output to the message
+// the template was looping over when it wrote it — so a template that rewrites the content (Qwen3
+// drops the <think> part of earlier replies and re-formats the last one) is followed as it is.
+// Of an assistant message's stretch, the leading header (its common prefix with the generation
+// prompt the template writes after the messages before the first assistant one, cut back to a
+// line end unless all of it matches) gets 0; the body —
+// whatever the template wrote for the reply, content, reasoning and tool calls, up to and
+// including its last special token, the end-of-turn token (<|im_end|>, <|eot_id|>, </s>), as
+// nanochat's render_conversation and HF's {% generation %} blocks count it — gets 1; what follows
+// (a newline) gets 0. The text is cut at the body's edges and each piece is encoded on its own
+// (special tokens parsed, no BOS/EOS added: the template writes them), so the ids decode to the
+// render. An assistant message the template writes nothing for, or writes in two places, gives
+// KILN_ERR_UNSUPPORTED naming it.
 RenderedTokens render_conversation_tokens(const ChatTemplateConfig& config,
                                           const ChatRequest& request, const Tokenizer& tokenizer);
 

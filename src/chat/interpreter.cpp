@@ -12,13 +12,18 @@ namespace kiln::chat {
 Interpreter::Interpreter(const RenderLimits& limits, std::time_t now)
     : limits_(limits), now_(now) {}
 
-std::string Interpreter::render(const TemplateAst& ast, const Dict& context) {
+std::string Interpreter::render(const TemplateAst& ast, const Dict& context, MessageTrace* trace) {
   Scope root;
   for (const auto& [k, v] : context.items) root.vars[k] = v;
   root_ = &root;
   std::string out;
+  root_out_ = &out;
+  trace_ = trace;
+  message_stack_.clear();
   exec_body(ast.body, root, out);
   root_ = nullptr;
+  root_out_ = nullptr;
+  trace_ = nullptr;
   return out;
 }
 
@@ -51,6 +56,15 @@ void Interpreter::append(std::string& out, const std::string& text, int line) {
     fail(KILN_ERR_OUT_OF_RANGE, "chat template output exceeded its budget of " +
                                     std::to_string(limits_.max_output_bytes) + " bytes (at line " +
                                     std::to_string(line) + ")");
+  }
+  if (trace_ && &out == root_out_ && !message_stack_.empty() && !text.empty()) {
+    const size_t message = message_stack_.back();
+    auto& spans = trace_->spans;
+    if (!spans.empty() && spans.back().message == message && spans.back().end == out.size()) {
+      spans.back().end += text.size();
+    } else {
+      spans.push_back({out.size(), out.size() + text.size(), message});
+    }
   }
   out += text;
 }
@@ -129,6 +143,14 @@ List iterate(const Value& v) {
 
 }  // namespace
 
+std::optional<size_t> Interpreter::traced_message(const Value& item) const {
+  if (!trace_ || !item.is_dict()) return std::nullopt;
+  const auto& messages = trace_->messages;
+  const auto it = std::find(messages.begin(), messages.end(), &item.dict());
+  if (it == messages.end()) return std::nullopt;
+  return static_cast<size_t>(it - messages.begin());
+}
+
 void Interpreter::exec_for(const Node& node, Scope& scope, std::string& out) {
   const Value iterable = eval(*node.expr, scope);
   if (!iterable.is_list() && !iterable.is_dict() && !iterable.is_string() &&
@@ -180,7 +202,10 @@ void Interpreter::exec_for(const Node& node, Scope& scope, std::string& out) {
     loop.set("previtem", i > 0 ? items[static_cast<size_t>(i - 1)] : Value());
     loop.set("nextitem", i + 1 < n ? items[static_cast<size_t>(i + 1)] : Value());
     body_scope.vars["loop"] = Value(std::move(loop));
+    const std::optional<size_t> message = traced_message(items[static_cast<size_t>(i)]);
+    if (message) message_stack_.push_back(*message);
     const Flow flow = exec_body(node.body, body_scope, out);
+    if (message) message_stack_.pop_back();
     if (flow == Flow::Break) break;
   }
 }

@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <ctime>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "chat/ast.hpp"
 #include "chat/value.hpp"
@@ -21,11 +23,27 @@ struct RenderLimits {
   int max_call_depth = 64;              // nested macro calls
 };
 
+// Which conversation message the template was iterating over when it wrote each stretch of the
+// final output. Messages are recognised by identity (the Dict objects of the context's message
+// list), so slices such as messages[1:] or messages[::-1] still count; a stretch written while
+// loops over two messages are nested belongs to the inner one. Output written outside any loop
+// over a message, or into a buffer that is not the final output (a macro's, a {% set %} block's)
+// and copied out later, belongs to none.
+struct MessageTrace {
+  struct Span {
+    size_t begin = 0, end = 0;  // bytes of the rendered text
+    size_t message = 0;         // index into `messages`
+  };
+  std::vector<const Dict*> messages;  // in: the message dicts to follow
+  std::vector<Span> spans;            // out: in output order, adjacent ones of a message merged
+};
+
 class Interpreter {
  public:
   Interpreter(const RenderLimits& limits, std::time_t now);
 
-  std::string render(const TemplateAst& ast, const Dict& context);
+  // `trace`, when given, is filled in as the output is written (see MessageTrace).
+  std::string render(const TemplateAst& ast, const Dict& context, MessageTrace* trace = nullptr);
 
   // Used by builtins.
   std::time_t now() const { return now_; }
@@ -44,6 +62,7 @@ class Interpreter {
   Flow exec_body(const Body& body, Scope& scope, std::string& out);
   Flow exec(const Node& node, Scope& scope, std::string& out);
   void exec_for(const Node& node, Scope& scope, std::string& out);
+  std::optional<size_t> traced_message(const Value& item) const;
   void exec_set(const Node& node, Scope& scope);
   Value make_macro(const Node& node);
 
@@ -66,6 +85,9 @@ class Interpreter {
   size_t output_bytes_ = 0;
   int call_depth_ = 0;
   Scope* root_ = nullptr;
+  const std::string* root_out_ = nullptr;  // the buffer render() returns
+  MessageTrace* trace_ = nullptr;
+  std::vector<size_t> message_stack_;  // messages whose loop iterations are running, innermost last
   std::vector<std::shared_ptr<const Node>> keep_alive_;
 };
 

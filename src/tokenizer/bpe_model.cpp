@@ -1,7 +1,10 @@
 #include "tokenizer/bpe_model.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <queue>
+#include <thread>
+#include <vector>
 
 #include "core/error.hpp"
 #include "tokenizer/utf8.hpp"
@@ -137,40 +140,68 @@ void BpeModel::load_vocab(const BpeTables& tables) {
 }
 
 void BpeModel::load_merges(const BpeTables& tables, const std::string& path) {
-  merges_ = MergeTable(tables.merges.size());
+  const size_t n_merges = tables.merges.size();
+  merges_ = MergeTable(n_merges);
   const size_t prefix_len = continuing_subword_prefix_.size();
-  // Merges are resolved in groups so that TokenIndex::find_many can overlap the lookups' cache
-  // misses: keys[3k], [3k + 1], [3k + 2] are merge k's left, right and merged token.
-  constexpr size_t kGroup = 128;
-  std::string merged[kGroup];
-  std::string_view keys[3 * kGroup];
-  int32_t ids[3 * kGroup];
-  for (size_t base = 0; base < tables.merges.size(); base += kGroup) {
-    const size_t n = std::min(kGroup, tables.merges.size() - base);
-    for (size_t k = 0; k < n; ++k) {
-      const auto [left, right] = tables.merges[base + k];
-      // The merged token drops the right part's continuing-subword prefix (HF
-      // models/bpe/model.rs).
-      merged[k].assign(left);
-      merged[k].append(right.substr(std::min(prefix_len, right.size())));
-      keys[3 * k] = left;
-      keys[3 * k + 1] = right;
-      keys[3 * k + 2] = merged[k];
-    }
-    vocab_.find_many(keys, 3 * n, ids);
-    for (size_t k = 0; k < n; ++k) merges_.prefetch(ids[3 * k], ids[3 * k + 1]);
-    for (size_t k = 0; k < n; ++k) {
-      const int32_t left_id = ids[3 * k], right_id = ids[3 * k + 1], merged_id = ids[3 * k + 2];
-      if (left_id < 0 || right_id < 0 || merged_id < 0) {
-        const size_t rank = base + k;
-        const std::string missing = std::string(left_id < 0    ? keys[3 * k]
-                                                : right_id < 0 ? keys[3 * k + 1]
-                                                               : merged[k]);
-        fail(KILN_ERR_FORMAT, "tokenizer " + path + "[" + std::to_string(rank) + "]: token \"" +
-                                  missing + "\" is not in the vocabulary");
+  // The merged token drops the right part's continuing-subword prefix (HF models/bpe/model.rs).
+  const auto merged_token = [&](size_t rank) {
+    const auto [left, right] = tables.merges[rank];
+    std::string merged(left);
+    merged.append(right.substr(std::min(prefix_len, right.size())));
+    return merged;
+  };
+  // ids[3k], [3k + 1], [3k + 2]: merge k's left, right and merged token. Resolving them is ~1 M
+  // vocabulary lookups that nearly all miss the cache, and they only read the vocabulary, so
+  // stretches of merges are resolved on several threads; within a stretch, in groups whose
+  // lookups TokenIndex::find_many overlaps. The inserts stay on this thread, in rank order: a
+  // later duplicate pair must replace an earlier one, as in HF's HashMap.
+  std::vector<int32_t> ids(3 * n_merges);
+  const auto resolve = [&](size_t begin, size_t end) {
+    constexpr size_t kGroup = 128;
+    std::string merged[kGroup];
+    std::string_view keys[3 * kGroup];
+    for (size_t base = begin; base < end; base += kGroup) {
+      const size_t n = std::min(kGroup, end - base);
+      for (size_t k = 0; k < n; ++k) {
+        const auto [left, right] = tables.merges[base + k];
+        merged[k] = merged_token(base + k);
+        keys[3 * k] = left;
+        keys[3 * k + 1] = right;
+        keys[3 * k + 2] = merged[k];
       }
-      merges_.insert(left_id, right_id, {static_cast<int32_t>(base + k), merged_id});
+      vocab_.find_many(keys, 3 * n, &ids[3 * base]);
     }
+  };
+  // Below this a thread costs more than it saves (Mistral's 1.8 MB file has 58k merges).
+  constexpr size_t kMinMergesPerThread = 32768;
+  const size_t threads =
+      std::clamp<size_t>(n_merges / kMinMergesPerThread, 1,
+                         std::min(8u, std::max(1u, std::thread::hardware_concurrency())));
+  {
+    std::vector<std::jthread> workers;
+    const size_t per_thread = (n_merges + threads - 1) / threads;
+    for (size_t t = 1; t < threads; ++t) {
+      const size_t begin = std::min(n_merges, t * per_thread);
+      workers.emplace_back(resolve, begin, std::min(n_merges, begin + per_thread));
+    }
+    resolve(0, std::min(n_merges, per_thread));
+  }
+
+  constexpr size_t kPrefetchAhead = 16;
+  for (size_t k = 0; k < n_merges; ++k) {
+    if (k + kPrefetchAhead < n_merges) {
+      merges_.prefetch(ids[3 * (k + kPrefetchAhead)], ids[3 * (k + kPrefetchAhead) + 1]);
+    }
+    const int32_t left_id = ids[3 * k], right_id = ids[3 * k + 1], merged_id = ids[3 * k + 2];
+    if (left_id < 0 || right_id < 0 || merged_id < 0) {
+      const auto [left, right] = tables.merges[k];
+      const std::string missing = left_id < 0    ? std::string(left)
+                                  : right_id < 0 ? std::string(right)
+                                                 : merged_token(k);
+      fail(KILN_ERR_FORMAT, "tokenizer " + path + "[" + std::to_string(k) + "]: token \"" +
+                                missing + "\" is not in the vocabulary");
+    }
+    merges_.insert(left_id, right_id, {static_cast<int32_t>(k), merged_id});
   }
 }
 

@@ -123,7 +123,7 @@ TEST_F(ChatAbi, RenderTokensMasksAssistantContent) {
   std::string text(len, '\0');
   ASSERT_EQ(kiln_detokenize(model_, masked.data(), masked.size(), 0, text.data(), len, &len),
             KILN_OK);
-  EXPECT_EQ(text, "Hello there");
+  EXPECT_EQ(text, "Hello there<|im_end|>");  // the reply and its end-of-turn token
 }
 
 }  // namespace

@@ -355,5 +355,190 @@ TEST(TokenizerTrain, BadArgumentsAndCancelGiveStatuses) {
   fs::remove_all(dir);
 }
 
+// kiln_tokenizer_encode_batch into exactly-sized buffers: the first call (capacity 0) must report
+// the size and the offsets, the second fills them.
+std::vector<std::vector<int32_t>> encode_batch(const kiln_tokenizer* t,
+                                               const std::vector<std::string>& texts,
+                                               uint32_t flags, int32_t threads) {
+  std::vector<const char*> ptrs;
+  std::vector<size_t> lens;
+  for (const std::string& s : texts) {
+    ptrs.push_back(s.data());
+    lens.push_back(s.size());
+  }
+  std::vector<size_t> offsets(texts.size() + 1, 12345);
+  size_t n = 0;
+  EXPECT_EQ(kiln_tokenizer_encode_batch(t, ptrs.data(), lens.data(), texts.size(), flags, threads,
+                                        nullptr, 0, offsets.data(), &n),
+            n == 0 && texts.empty() ? KILN_OK : KILN_ERR_BUFFER_TOO_SMALL)
+      << kiln_last_error();
+  EXPECT_EQ(offsets.back(), n);
+  const std::vector<size_t> reported = offsets;
+  std::vector<int32_t> ids(n);
+  EXPECT_EQ(kiln_tokenizer_encode_batch(t, ptrs.data(), lens.data(), texts.size(), flags, threads,
+                                        ids.data(), ids.size(), offsets.data(), &n),
+            KILN_OK)
+      << kiln_last_error();
+  EXPECT_EQ(offsets, reported);
+  std::vector<std::vector<int32_t>> out;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    out.emplace_back(ids.begin() + static_cast<ptrdiff_t>(offsets[i]),
+                     ids.begin() + static_cast<ptrdiff_t>(offsets[i + 1]));
+  }
+  return out;
+}
+
+std::vector<int32_t> encode_threaded(const kiln_tokenizer* t, const std::string& text,
+                                     uint32_t flags, int32_t threads) {
+  size_t n = 0;
+  kiln_status st =
+      kiln_tokenizer_encode_threaded(t, text.data(), text.size(), flags, threads, nullptr, 0, &n);
+  std::vector<int32_t> ids(n);
+  if (st == KILN_ERR_BUFFER_TOO_SMALL) {
+    st = kiln_tokenizer_encode_threaded(t, text.data(), text.size(), flags, threads, ids.data(),
+                                        ids.size(), &n);
+  }
+  EXPECT_EQ(st, KILN_OK) << kiln_last_error();
+  return ids;
+}
+
+// The batch call on the conformance corpus: every text's ids equal the HF-identical fixture ids
+// and the single call's, at 1, 2 and 4 threads, for a byte-level and a SentencePiece tokenizer.
+TEST(TokenizerBatch, EveryTextMatchesTheReferenceAtAnyThreadCount) {
+  for (const std::string name : {"qwen3", "mistral"}) {
+    SCOPED_TRACE(name);
+    TokenizerPtr t = load_tokenizer(unpacked_dir(name));
+    const std::vector<Row> rows = reference_rows(name);
+    ASSERT_GT(rows.size(), 100u);
+    // Repeated so that every thread gets several runs of texts.
+    std::vector<std::string> texts;
+    for (int copy = 0; copy < 4; ++copy) {
+      for (const Row& row : rows) texts.push_back(row.text);
+    }
+    for (const int32_t threads : {1, 2, 4}) {
+      SCOPED_TRACE("threads " + std::to_string(threads));
+      const auto got = encode_batch(t.get(), texts, KILN_TOKENIZE_PARSE_SPECIAL, threads);
+      ASSERT_EQ(got.size(), texts.size());
+      size_t mismatches = 0;
+      for (size_t i = 0; i < texts.size(); ++i) {
+        const Row& row = rows[i % rows.size()];
+        if (got[i] != row.ids) ++mismatches;
+        EXPECT_EQ(got[i], row.ids) << "text " << i;
+        if (mismatches > 5) break;
+      }
+    }
+    // With BOS/EOS added and special text left plain, too: as the single call does.
+    std::vector<std::string> few(texts.begin(), texts.begin() + 200);
+    const auto got = encode_batch(t.get(), few, KILN_TOKENIZE_ADD_SPECIAL, 2);
+    for (size_t i = 0; i < few.size(); ++i) {
+      EXPECT_EQ(got[i], encode(t.get(), few[i], KILN_TOKENIZE_ADD_SPECIAL)) << "text " << i;
+    }
+  }
+}
+
+// A long text (the corpus joined by newlines, about 300 KB: past the 128 KiB below which kiln
+// does not cut) on 1, 2 and 4 threads gives the ids of the single call; with special tokens
+// parsed and as plain text.
+TEST(TokenizerBatch, ThreadedLongTextMatchesTheSingleCall) {
+  for (const std::string name : {"qwen3", "llama3"}) {
+    SCOPED_TRACE(name);
+    TokenizerPtr t = load_tokenizer(unpacked_dir(name));
+    std::string text;
+    const std::vector<Row> rows = reference_rows(name);
+    while (text.size() < 300000) {
+      for (const Row& row : rows) text += row.text + "\n";
+    }
+    for (const uint32_t flags : {uint32_t{KILN_TOKENIZE_PARSE_SPECIAL}, uint32_t{0}}) {
+      const std::vector<int32_t> single = encode(t.get(), text, flags);
+      ASSERT_GT(single.size(), 1000u);
+      for (const int32_t threads : {1, 2, 4}) {
+        EXPECT_EQ(encode_threaded(t.get(), text, flags, threads), single)
+            << "flags " << flags << ", threads " << threads;
+      }
+    }
+  }
+}
+
+TEST(TokenizerBatch, ErrorsAreSpecific) {
+  TokenizerPtr t = load_tokenizer(unpacked_dir("qwen3"));
+  const char* texts[] = {"ok", "fine", "bad \xff here", nullptr, "also bad \xc3"};
+  const size_t lens[] = {2, 4, 10, 0, 10};
+  size_t offsets[6] = {}, n = 99;
+  int32_t ids[64];
+  // A NULL entry of length 0 is an empty text.
+  ASSERT_EQ(kiln_tokenizer_encode_batch(t.get(), texts, lens, 2, 0, 2, ids, 64, offsets, &n),
+            KILN_OK)
+      << kiln_last_error();
+  EXPECT_EQ(
+      kiln_tokenizer_encode_batch(t.get(), texts + 3, lens + 3, 1, 0, 2, ids, 64, offsets, &n),
+      KILN_OK);
+  EXPECT_EQ(n, 0u);
+  // Invalid UTF-8: the lowest bad text is named, with the byte the single call names.
+  EXPECT_EQ(kiln_tokenizer_encode_batch(t.get(), texts, lens, 5, 0, 4, ids, 64, offsets, &n),
+            KILN_ERR_INVALID_ARGUMENT);
+  std::string msg = kiln_last_error();
+  EXPECT_NE(msg.find("texts[2]"), std::string::npos) << msg;
+  size_t single_n = 0;
+  EXPECT_EQ(kiln_tokenizer_encode(t.get(), texts[2], lens[2], 0, ids, 64, &single_n),
+            KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(msg.find(kiln_last_error()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("byte 4"), std::string::npos) << msg;
+  // Too small: the size and the offsets come back.
+  EXPECT_EQ(kiln_tokenizer_encode_batch(t.get(), texts, lens, 2, 0, 1, ids, 1, offsets, &n),
+            KILN_ERR_BUFFER_TOO_SMALL);
+  EXPECT_GT(n, 1u);
+  EXPECT_EQ(offsets[2], n);
+  EXPECT_NE(std::string(kiln_last_error()).find("room for " + std::to_string(n)),
+            std::string::npos);
+  // NULLs and bad arguments.
+  const auto batch_status = [&](const kiln_tokenizer* tok, const char* const* tx, const size_t* ln,
+                                size_t count, uint32_t flags, int32_t threads, size_t* off,
+                                size_t* out_n) {
+    return kiln_tokenizer_encode_batch(tok, tx, ln, count, flags, threads, ids, 64, off, out_n);
+  };
+  EXPECT_EQ(batch_status(nullptr, texts, lens, 2, 0, 1, offsets, &n), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(batch_status(t.get(), nullptr, lens, 2, 0, 1, offsets, &n), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kiln_last_error()).find("texts"), std::string::npos);
+  EXPECT_EQ(batch_status(t.get(), texts, nullptr, 2, 0, 1, offsets, &n), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kiln_last_error()).find("text_lens"), std::string::npos);
+  EXPECT_EQ(batch_status(t.get(), texts, lens, 2, 0, 1, nullptr, &n), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kiln_last_error()).find("offsets"), std::string::npos);
+  EXPECT_EQ(batch_status(t.get(), texts, lens, 2, 0, 1, offsets, nullptr),
+            KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(batch_status(t.get(), texts, lens, 2, 0, -1, offsets, &n), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kiln_last_error()).find("n_threads is -1"), std::string::npos);
+  EXPECT_EQ(batch_status(t.get(), texts, lens, 2, 1u << 7, 1, offsets, &n),
+            KILN_ERR_INVALID_ARGUMENT);
+  const size_t null_len[] = {3};
+  const char* null_text[] = {nullptr};
+  EXPECT_EQ(batch_status(t.get(), null_text, null_len, 1, 0, 1, offsets, &n),
+            KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kiln_last_error()).find("texts[0] is NULL"), std::string::npos);
+  // An empty batch is fine.
+  EXPECT_EQ(batch_status(t.get(), nullptr, nullptr, 0, 0, 0, offsets, &n), KILN_OK);
+  EXPECT_EQ(n, 0u);
+  EXPECT_EQ(offsets[0], 0u);
+
+  // The threaded call: the single call's rules.
+  std::string long_text(300000, 'a');
+  long_text[200001] = '\xfe';
+  EXPECT_EQ(kiln_tokenizer_encode_threaded(t.get(), long_text.data(), long_text.size(), 0, 4, ids,
+                                           64, &n),
+            KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kiln_last_error()).find("byte 200001"), std::string::npos)
+      << kiln_last_error();
+  EXPECT_EQ(kiln_tokenizer_encode_threaded(t.get(), nullptr, 5, 0, 2, ids, 64, &n),
+            KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_tokenizer_encode_threaded(nullptr, "a", 1, 0, 2, ids, 64, &n),
+            KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_tokenizer_encode_threaded(t.get(), "a", 1, 0, -3, ids, 64, &n),
+            KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_tokenizer_encode_threaded(t.get(), "a", 1, 1u << 5, 2, ids, 64, &n),
+            KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_tokenizer_encode_threaded(t.get(), "hello world", 11, 0, 2, ids, 1, &n),
+            KILN_ERR_BUFFER_TOO_SMALL);
+  EXPECT_EQ(n, 2u);
+}
+
 }  // namespace
 }  // namespace kiln_abi_test

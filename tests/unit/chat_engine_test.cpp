@@ -66,7 +66,7 @@ TEST(ChatEngine, BudgetsStopRunawayTemplates) {
   EXPECT_NE(msg.find("nested deeper"), std::string::npos) << msg;
 }
 
-TEST(ChatEngine, AssistantMaskCoversExactlyAssistantContent) {
+TEST(ChatEngine, AssistantMaskCoversAssistantContentAndItsEndOfTurn) {
   const auto dir = test::fixtures_dir() / "tokenizers" / "qwen3";
   const auto tokenizer = Tokenizer::from_files(test::gunzip_fixture(dir / "tokenizer.json.gz"),
                                                dir / "tokenizer_config.json");
@@ -85,14 +85,43 @@ TEST(ChatEngine, AssistantMaskCoversExactlyAssistantContent) {
   // The ids are the whole render, tokenized as HF tokenizes the text (independent path).
   const std::string text = render_conversation(config, request);
   EXPECT_EQ(r.ids, tokenizer->encode(text, false, true));
-  // Each run of mask=1 decodes to one assistant answer, in order, and nothing else is masked.
+  // Each run of mask=1 decodes to one assistant answer and its end-of-turn token, in order
+  // (nanochat's convention: the model learns to stop), and nothing else is masked.
   std::vector<std::string> spans;
   for (size_t i = 0; i < r.ids.size(); ++i) {
     if (!r.mask[i]) continue;
     if (i == 0 || !r.mask[i - 1]) spans.emplace_back();
     spans.back() += tokenizer->decode(std::span<const int32_t>(&r.ids[i], 1), false);
   }
-  EXPECT_EQ(spans, answers);
+  // Qwen3 writes an empty think block before the last reply (HF's render shows it); it is part of
+  // what the template writes for that reply.
+  EXPECT_EQ(spans,
+            (std::vector<std::string>{answers[0] + "<|im_end|>",
+                                      "<think>\n\n</think>\n\n" + answers[1] + "<|im_end|>"}));
+}
+
+TEST(ChatEngine, AssistantMaskRefusesRepliesWrittenOutsideTheMessageLoop) {
+  const auto dir = test::fixtures_dir() / "tokenizers" / "qwen3";
+  const auto tokenizer = Tokenizer::from_files(test::gunzip_fixture(dir / "tokenizer.json.gz"),
+                                               dir / "tokenizer_config.json");
+  ChatRequest request;
+  request.messages = {{"user", std::string("Hi"), "", ""},
+                      {"assistant", std::string("Hello"), "", ""}};
+  std::string msg;
+  // The reply is written after the loop, so no stretch of output can be attributed to it.
+  request.template_override =
+      "{% for m in messages %}{% if m.role == 'user' %}U:{{ m.content }}\n{% endif %}{% endfor "
+      "%}A:{{ messages[1].content }}";
+  EXPECT_EQ(status_of([&] { render_conversation_tokens({}, request, *tokenizer); }, &msg),
+            KILN_ERR_UNSUPPORTED);
+  EXPECT_NE(msg.find("messages[1]"), std::string::npos) << msg;
+  // The reply is written in two places with another message in between.
+  request.template_override =
+      "{% for m in messages %}{{ m.content }}{% endfor %}{% for m in messages %}{{ m.content }}{% "
+      "endfor %}";
+  EXPECT_EQ(status_of([&] { render_conversation_tokens({}, request, *tokenizer); }, &msg),
+            KILN_ERR_UNSUPPORTED);
+  EXPECT_NE(msg.find("separate places"), std::string::npos) << msg;
 }
 
 TEST(ChatEngine, LoadsNamedTemplatesFromAList) {

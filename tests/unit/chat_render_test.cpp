@@ -1,5 +1,6 @@
 // Chat templates: kiln's Jinja engine against HF transformers' apply_chat_template renders of real
-// templates (tests/fixtures/chat, made by tools/gpu/make_chat_fixtures.py).
+// templates (tests/fixtures/chat, made by tools/gpu/make_chat_fixtures.py), and the assistant mask
+// of render_conversation_tokens against spans read off those renders.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -7,6 +8,7 @@
 #include "chat/conversation.hpp"
 #include "core/error.hpp"
 #include "test_support.hpp"
+#include "tokenizer/tokenizer.hpp"
 
 namespace kiln::chat {
 namespace {
@@ -82,6 +84,122 @@ TEST(ChatRender, EveryTemplateAndConversationMatchesHf) {
   EXPECT_EQ(matched, total);
   std::printf("chat templates: %d of %d template x conversation renders match HF\n", matched,
               total);
+}
+
+// How a template family marks an assistant turn in its rendered text: the header that opens it
+// and the tokens that can end it. Read off the templates and HF's renders, not off kiln's code.
+struct TurnMarkers {
+  std::string template_name, tokenizer_dir, header;
+  std::vector<std::string> ends;
+};
+
+// The byte ranges of `text` that a training mask should cover: after each assistant header, up to
+// and including the first end-of-turn token (the convention of nanochat and HF {% generation %}).
+// A header with no end after it is the generation prompt: nothing to learn there.
+std::vector<std::pair<size_t, size_t>> expected_spans(const std::string& text,
+                                                      const TurnMarkers& m) {
+  std::vector<std::pair<size_t, size_t>> spans;
+  for (size_t at = text.find(m.header); at != std::string::npos; at = text.find(m.header, at + 1)) {
+    const size_t body = at + m.header.size();
+    size_t end = std::string::npos;
+    for (const std::string& e : m.ends) {
+      const size_t hit = text.find(e, body);
+      if (hit != std::string::npos) end = std::min(end, hit + e.size());
+    }
+    if (end != std::string::npos) spans.emplace_back(body, end);
+  }
+  return spans;
+}
+
+TEST(ChatRender, AssistantMaskCoversTheRepliesOfHfRenders) {
+  const json expected = json::parse(test::read_file(chat_dir() / "expected" / "hf_renders.json"));
+  const json conversations = json::parse(test::read_file(chat_dir() / "conversations.json"));
+  const json special = json::parse(test::read_file(chat_dir() / "special_tokens.json"));
+  const std::time_t now = expected["fixed_now"].get<std::time_t>() + 12 * 3600;
+  const std::vector<TurnMarkers> families = {
+      {"qwen3", "qwen3", "<|im_start|>assistant\n", {"<|im_end|>"}},
+      {"qwen2.5", "qwen3", "<|im_start|>assistant\n", {"<|im_end|>"}},
+      {"llama3", "llama3", "<|start_header_id|>assistant<|end_header_id|>\n\n", {"<|eot_id|>"}},
+      {"llama3.3", "llama3", "<|start_header_id|>assistant<|end_header_id|>\n\n", {"<|eot_id|>"}},
+      {"gpt-oss", "gptoss", "<|start|>assistant", {"<|end|>", "<|return|>", "<|call|>"}},
+  };
+  int conversations_checked = 0;
+  for (const TurnMarkers& family : families) {
+    const auto dir = test::fixtures_dir() / "tokenizers" / family.tokenizer_dir;
+    const auto tokenizer = Tokenizer::from_files(test::gunzip_fixture(dir / "tokenizer.json.gz"),
+                                                 dir / "tokenizer_config.json");
+    ChatTemplateConfig config;
+    config.chat_template =
+        test::read_file(chat_dir() / "templates" / (family.template_name + ".jinja"));
+    config.bos_token = special[family.template_name]["bos_token"].get<std::string>();
+    config.eos_token = special[family.template_name]["eos_token"].get<std::string>();
+    for (const auto& conv : conversations) {
+      const std::string conv_name = conv["name"].get<std::string>();
+      const json& want = expected["renders"][family.template_name][conv_name];
+      if (!want.contains("text")) continue;  // HF raised: nothing to mask
+      SCOPED_TRACE(family.template_name + " × " + conv_name);
+      const std::string hf_text = want["text"].get<std::string>();
+      const RenderedTokens r =
+          render_conversation_tokens(config, request_from(conv, now), *tokenizer);
+      ASSERT_EQ(r.ids.size(), r.mask.size());
+      // The ids spell HF's render exactly; token_offsets[k] is where token k starts in it.
+      std::string spelled;
+      std::vector<size_t> token_offsets;
+      for (const int32_t id : r.ids) {
+        token_offsets.push_back(spelled.size());
+        spelled += tokenizer->token_bytes(id);
+      }
+      token_offsets.push_back(spelled.size());
+      ASSERT_EQ(spelled, hf_text);
+      const auto spans = expected_spans(hf_text, family);
+      size_t masked = 0;
+      for (size_t k = 0; k < r.ids.size(); ++k) {
+        const size_t b = token_offsets[k], e = token_offsets[k + 1];
+        bool inside = false, straddles = false;
+        for (const auto& [sb, se] : spans) {
+          inside = inside || (b >= sb && e <= se);
+          straddles = straddles || (b < se && e > sb && !(b >= sb && e <= se));
+        }
+        EXPECT_FALSE(straddles) << "token " << k << " crosses an assistant span's edge";
+        EXPECT_EQ(r.mask[k], inside ? 1 : 0)
+            << "token " << k << " '" << hf_text.substr(b, e - b) << "' at byte " << b;
+        masked += r.mask[k];
+      }
+      if (!spans.empty()) {
+        EXPECT_GT(masked, 0u);
+        ++conversations_checked;
+      }
+    }
+  }
+  EXPECT_GE(conversations_checked, 5 * 4);  // every family has 4 conversations with replies
+}
+
+// Qwen3 rewrites assistant content: it drops the <think> part of replies before the last user
+// message and re-emits the last reply's reasoning in its own format. The masked text is what HF's
+// render shows for each reply (tests/fixtures/chat/expected, qwen3 × thinking_history), read by
+// eye.
+TEST(ChatRender, Qwen3MaskFollowsTheRewrittenThinkingReplies) {
+  const json conversations = json::parse(test::read_file(chat_dir() / "conversations.json"));
+  const auto dir = test::fixtures_dir() / "tokenizers" / "qwen3";
+  const auto tokenizer = Tokenizer::from_files(test::gunzip_fixture(dir / "tokenizer.json.gz"),
+                                               dir / "tokenizer_config.json");
+  const ChatTemplateConfig config = load_chat_template_config(dir / "tokenizer_config.json", "");
+  ASSERT_FALSE(config.chat_template.empty());
+  const json* conv = nullptr;
+  for (const auto& c : conversations) {
+    if (c["name"] == "thinking_history") conv = &c;
+  }
+  ASSERT_NE(conv, nullptr);
+  const RenderedTokens r = render_conversation_tokens(config, request_from(*conv, 0), *tokenizer);
+  std::vector<std::string> replies;
+  for (size_t k = 0; k < r.ids.size(); ++k) {
+    if (!r.mask[k]) continue;
+    if (k == 0 || !r.mask[k - 1]) replies.emplace_back();
+    replies.back() += tokenizer->token_bytes(r.ids[k]);
+  }
+  const std::vector<std::string> want = {"x = 2<|im_end|>",
+                                         "<think>\nSubtract 2.\n</think>\n\nx = 1<|im_end|>"};
+  EXPECT_EQ(replies, want);
 }
 
 }  // namespace

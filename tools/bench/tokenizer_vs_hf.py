@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Tokenizer speed, kiln vs HF `tokenizers`, in one run on one machine (issue 3).
 
-Both encode the same corpus the same way: split on '\\n' (newline excluded), one encode call per
-line, single thread, no BOS/EOS (HF: encode(line, add_special_tokens=False); kiln: kiln-tokenize
-bench --special, which parses special-token text as HF's encode does). Load time is the time to
-build the tokenizer from tokenizer.json (kiln: kiln_tokenizer_load; HF: Tokenizer.from_file).
-HF's encode_batch over all lines (all threads) is measured too. The ids must be identical: kiln
-writes them with --ids-out (int32 per id, -1 after each line) and they are compared line by line.
+Both encode the same corpus the same way: split on '\\n' (newline excluded), no BOS/EOS,
+special-token text parsed (HF: encode(line, add_special_tokens=False); kiln: kiln-tokenize bench
+--special). Single thread: one encode call per line. All threads: every line in one batch call
+(HF: encode_batch; kiln: kiln_tokenizer_encode_batch, --threads 0 = all cores). Load time is the
+time to build the tokenizer from tokenizer.json (kiln: kiln_tokenizer_load; HF:
+Tokenizer.from_file). The ids must be identical everywhere: kiln writes its single-thread ids with
+--ids-out (int32 per id, -1 after each line), compared line by line with HF's encode; kiln-tokenize
+checks its batch ids against its single-thread ids, and HF's encode_batch ids are checked against
+HF's encode.
 
 usage: tokenizer_vs_hf.py --kiln-tokenize BIN --corpus mixed.txt[.gz] NAME=TOKENIZER_DIR ...
 Prints a Markdown table and exits 1 when any id differs."""
@@ -33,7 +36,9 @@ def read_corpus(path):
 
 def bench_kiln(binary, tok_dir, corpus_path, ids_path):
     out = subprocess.run([binary, "bench", "-t", tok_dir, "--text", corpus_path, "--special",
-                          "--ids-out", ids_path], check=True, capture_output=True, text=True)
+                          "--threads", "0", "--ids-out", ids_path], capture_output=True, text=True)
+    if out.returncode not in (0, 1) or not out.stdout.strip():
+        sys.exit(f"kiln-tokenize bench failed ({out.returncode}): {out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -45,10 +50,12 @@ def bench_hf(tok_dir, lines, n_bytes):
     encodings = [tok.encode(line, add_special_tokens=False) for line in lines]
     single_s = time.perf_counter() - start
     start = time.perf_counter()
-    tok.encode_batch(lines, add_special_tokens=False)
+    batch = tok.encode_batch(lines, add_special_tokens=False)
     batch_s = time.perf_counter() - start
+    ids = [e.ids for e in encodings]
     return {"load_s": load_s, "mb_per_s": n_bytes / 1e6 / single_s,
-            "batch_mb_per_s": n_bytes / 1e6 / batch_s, "ids": [e.ids for e in encodings]}
+            "batch_mb_per_s": n_bytes / 1e6 / batch_s, "ids": ids,
+            "batch_ids_identical": [e.ids for e in batch] == ids}
 
 
 def compare(kiln_ids_path, hf_ids):
@@ -85,8 +92,9 @@ def main():
               f"{tokenizers.__version__}; {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}\n")
         print("| tokenizer | kiln load (s) | HF load (s) | kiln MB/s (1 thread) | "
-              "HF MB/s (1 thread) | kiln / HF | HF encode_batch MB/s (all threads) | ids |")
-        print("|---|---|---|---|---|---|---|---|")
+              "HF MB/s (1 thread) | kiln / HF | kiln encode_batch MB/s (all threads) | "
+              "HF encode_batch MB/s (all threads) | kiln / HF | ids |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         failed = False
         for spec in args.tokenizers:
             name, tok_dir = spec.split("=", 1)
@@ -94,10 +102,15 @@ def main():
             k = bench_kiln(args.kiln_tokenize, tok_dir, plain, ids_path)
             h = bench_hf(tok_dir, lines, len(raw))
             mismatch = compare(ids_path, h["ids"])
+            if mismatch is None and not k["batch_ids_identical"]:
+                mismatch = "kiln encode_batch differs from kiln's single-thread ids"
+            if mismatch is None and not h["batch_ids_identical"]:
+                mismatch = "HF encode_batch differs from HF's encode"
             failed |= mismatch is not None
             print(f"| {name} | {k['load_s']:.3f} | {h['load_s']:.3f} | {k['mb_per_s']:.2f} | "
                   f"{h['mb_per_s']:.2f} | {k['mb_per_s'] / h['mb_per_s']:.2f}x | "
-                  f"{h['batch_mb_per_s']:.2f} | "
+                  f"{k['batch_mb_per_s']:.2f} | {h['batch_mb_per_s']:.2f} | "
+                  f"{k['batch_mb_per_s'] / h['batch_mb_per_s']:.2f}x | "
                   f"{'identical' if mismatch is None else 'DIFFER'} |", flush=True)
             if mismatch:
                 print(f"  {name}: first difference at {mismatch}", file=sys.stderr)

@@ -108,7 +108,8 @@ namespace Kiln
         }
 
         /// <summary>Renders and tokenizes for training: ids and mask of equal length, mask[i] = 1
-        /// where the token comes from an assistant message's content.</summary>
+        /// where the token belongs to an assistant reply as the template writes it, end-of-turn
+        /// token included (kiln.h's kiln_chat_render_tokens).</summary>
         public void ChatRenderTokens(IList<ChatMessage> messages, ChatOptions options, out int[] ids, out byte[] mask)
         {
             using (var chat = new NativeChat(messages, options))

@@ -156,6 +156,74 @@ namespace Kiln
                 kiln_c.kiln_tokenizer_encode(Handle, bytes, (ulong)bytes.Length, flags, b, c, out n));
         }
 
+        /// <summary>One long text to ids on up to nThreads threads (0: one per core); the ids are
+        /// exactly Encode's (kiln cuts the text only where the pieces cannot influence each other).</summary>
+        public int[] EncodeThreaded(string text, bool addSpecial = false, bool parseSpecial = false, int nThreads = 0)
+        {
+            var bytes = Utf8.Bytes(text);
+            uint flags = Flags.Tokenize(addSpecial, parseSpecial);
+            return Buffers.Fill<int>((int[] b, ulong c, out ulong n) =>
+                kiln_c.kiln_tokenizer_encode_threaded(Handle, bytes, (ulong)bytes.Length, flags, nThreads, b, c, out n));
+        }
+
+        /// <summary>Many texts to ids on up to nThreads threads (0: one per core), each exactly as
+        /// Encode would (HF tokenizers' encode_batch).</summary>
+        public int[][] EncodeBatch(IList<string> texts, bool addSpecial = false, bool parseSpecial = false, int nThreads = 0)
+        {
+            int count = texts.Count;
+            var encoded = new byte[count][];
+            int total = 0;
+            for (int i = 0; i < count; ++i)
+            {
+                encoded[i] = Utf8.Bytes(texts[i]);
+                total += encoded[i].Length;
+            }
+            // One pinned block holds every text; kiln reads texts[i] as a pointer into it.
+            var block = new byte[total + 1];
+            var lens = new ulong[count + 1];
+            var offsets = new ulong[count + 1];
+            var pointers = new IntPtr[count + 1];
+            uint flags = Flags.Tokenize(addSpecial, parseSpecial);
+            var pin = GCHandle.Alloc(block, GCHandleType.Pinned);
+            try
+            {
+                IntPtr start = pin.AddrOfPinnedObject();
+                int pos = 0;
+                for (int i = 0; i < count; ++i)
+                {
+                    Buffer.BlockCopy(encoded[i], 0, block, pos, encoded[i].Length);
+                    pointers[i] = start + pos;
+                    lens[i] = (ulong)encoded[i].Length;
+                    pos += encoded[i].Length;
+                }
+                // An id covers at least one byte: for byte-level BPE this is enough, so usually one call.
+                var ids = new int[total + 4 * count + 16];
+                ulong needed;
+                var status = kiln_c.kiln_tokenizer_encode_batch(Handle, pointers, lens, (ulong)count, flags, nThreads,
+                                                                ids, (ulong)ids.Length, offsets, out needed);
+                if (status == kiln_status.KILN_ERR_BUFFER_TOO_SMALL)
+                {
+                    // kiln filled offsets and needed: one retry with room for them suffices.
+                    ids = new int[(int)needed];
+                    status = kiln_c.kiln_tokenizer_encode_batch(Handle, pointers, lens, (ulong)count, flags, nThreads,
+                                                                ids, (ulong)ids.Length, offsets, out needed);
+                }
+                KilnException.Check(status);
+                var result = new int[count][];
+                for (int i = 0; i < count; ++i)
+                {
+                    int from = (int)offsets[i], to = (int)offsets[i + 1];
+                    result[i] = new int[to - from];
+                    Array.Copy(ids, from, result[i], 0, to - from);
+                }
+                return result;
+            }
+            finally
+            {
+                pin.Free();
+            }
+        }
+
         /// <summary>Ids to the bytes they stand for.</summary>
         public byte[] DecodeBytes(int[] ids, bool skipSpecial = false)
         {

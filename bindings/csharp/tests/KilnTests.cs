@@ -107,6 +107,31 @@ static class KilnTests
               "missing tokenizer.json");
     }
 
+    static void EncodeBatchAndThreadedMatchEncode()
+    {
+        using (var tok = Tokenizer.Load(Tiny))
+        {
+            var texts = new List<string>();
+            for (int i = 0; i < 50; ++i)
+                texts.AddRange(new[] { Phrase, "", "Hello, world!", "<|im_start|>user\nHi<|im_end|>", "Grüße 🙂" });
+            foreach (int threads in new[] { 1, 2, 4 })
+            {
+                var got = tok.EncodeBatch(texts, false, true, threads);
+                Check(got[0].SequenceEqual(PromptIds), "batch ids of the phrase are HF's (" + threads + " threads)");
+                for (int i = 0; i < texts.Count; ++i)
+                    Check(got[i].SequenceEqual(tok.Encode(texts[i], false, true)), "batch text " + i + " equals Encode");
+            }
+            var sb = new System.Text.StringBuilder();
+            for (int r = 0; r < 300; ++r) sb.Append(string.Join("\n", texts));
+            string longText = sb.ToString();
+            var single = tok.Encode(longText, false, true);
+            foreach (int threads in new[] { 1, 2, 4 })
+                Check(tok.EncodeThreaded(longText, false, true, threads).SequenceEqual(single), "EncodeThreaded equals Encode");
+            Check(Throws<KilnException>(() => tok.EncodeBatch(new[] { "a" }, false, false, -1)).Status == Status.InvalidArgument,
+                  "n_threads -1 is an invalid argument");
+        }
+    }
+
     static void TrainSaveAndReload()
     {
         string dir = Path.Combine(Path.GetTempPath(), "kiln-cs-train-" + Guid.NewGuid().ToString("N"));
@@ -342,7 +367,10 @@ static class KilnTests
             Check(ids.Length == mask.Length, "ids and mask lengths");
             Check(mask.Contains((byte)1), "a token masked as assistant content");
             var masked = ids.Where((id, i) => mask[i] == 1).ToArray();
-            Check(m.Detokenize(masked) == "Hello there", "masked tokens are the assistant's content");
+            // Qwen3 writes an empty think block before the last reply; the mask covers the reply
+            // as written, up to and including its end-of-turn token.
+            Check(m.Detokenize(masked) == "<think>\n\n</think>\n\nHello there<|im_end|>",
+                  "masked tokens are the assistant's reply and its end-of-turn token");
         }
     }
 
@@ -362,6 +390,7 @@ static class KilnTests
             { "InfoAndAbi", InfoAndAbi }, { "TokenizeRoundTrip", TokenizeRoundTrip },
             { "StandaloneAndModelTokenizersMatchTransformers", StandaloneAndModelTokenizersMatchTransformers },
             { "TrainSaveAndReload", TrainSaveAndReload },
+            { "EncodeBatchAndThreadedMatchEncode", EncodeBatchAndThreadedMatchEncode },
             { "GreedyEqualsTransformersAndStreamConcatenates", GreedyEqualsTransformersAndStreamConcatenates },
             { "ForwardAndSample", ForwardAndSample }, { "StopAfterNPieces", StopAfterNPieces },
             { "ThrowingCallbackIsContained", ThrowingCallbackIsContained },

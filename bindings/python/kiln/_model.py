@@ -214,7 +214,8 @@ class Model:
                            now: int = 0, max_steps: Optional[int] = None,
                            max_output_bytes: Optional[int] = None) -> Tuple[List[int], List[int]]:
         """Renders and tokenizes for training: ``(ids, mask)`` of equal length, ``mask[i]`` 1 where
-        the token comes from an assistant message's content. Arguments as in ``chat_render``."""
+        the token belongs to an assistant reply as the template writes it, end-of-turn token
+        included (kiln.h's kiln_chat_render_tokens). Arguments as in ``chat_render``."""
         msgs = [chat_message_tuple(m) for m in messages]
         options = self._chat_options(add_generation_prompt, tools, extra_context, template,
                                      template_name, now, max_steps, max_output_bytes)

@@ -83,7 +83,10 @@ class ModelTest(unittest.TestCase):
                                                   template=qwen3_chat_template())
         self.assertEqual(len(ids), len(mask))
         self.assertIn(1, mask)
-        self.assertEqual(self.model.detokenize([i for i, m in zip(ids, mask) if m]), "Hello there")
+        # Qwen3's template writes an empty think block before the last reply; the mask covers what
+        # the template writes for the reply, up to and including its end-of-turn token.
+        self.assertEqual(self.model.detokenize([i for i, m in zip(ids, mask) if m]),
+                         "<think>\n\n</think>\n\nHello there<|im_end|>")
 
     def test_forward_logits_match_transformers(self):
         with self.model.session() as s:
@@ -276,6 +279,26 @@ class TokenizerTest(unittest.TestCase):
             borrowed.close()  # detaches without freeing the model's tokenizer
             self.assertEqual(rt.load_model(TINY_QWEN2).tokenizer.decode(REF["token_ids"]), self.PHRASE)
         self.assertTrue(borrowed.closed)
+
+    def test_batch_and_threaded_encode_match_the_single_call(self):
+        texts = [self.PHRASE, "", "Hello, world!", "<|im_start|>user\nHi<|im_end|>", "Grüße 🙂"] * 50
+        with kiln.Tokenizer.load(TINY_QWEN2) as tok:
+            for threads in (1, 2, 4):
+                got = tok.encode_batch(texts, parse_special=True, n_threads=threads)
+                self.assertEqual(got[0], REF["token_ids"])  # HF's ids
+                self.assertEqual(got, [tok.encode(t, parse_special=True) for t in texts])
+            self.assertEqual(tok.encode_batch([]), [])
+            long_text = "\n".join(texts) * 300  # ~0.5 MB: cut into pieces on several threads
+            single = tok.encode(long_text, parse_special=True)
+            for threads in (1, 2, 4):
+                self.assertEqual(tok.encode_threaded(long_text, parse_special=True, n_threads=threads), single)
+            with self.assertRaises(kiln.InvalidArgumentError) as caught:
+                tok.encode_batch([b"fine", b"bad \xff", b"worse \xc3"])
+            self.assertIn("texts[1]", str(caught.exception))
+            with self.assertRaises(kiln.InvalidArgumentError):
+                tok.encode_batch(["a"], n_threads=-1)
+            with self.assertRaises(kiln.InvalidArgumentError):
+                tok.encode_threaded(b"bad \xff", n_threads=2)
 
     def test_a_missing_tokenizer_json_raises_not_found(self):
         with self.assertRaises(kiln.NotFoundError):

@@ -3121,6 +3121,32 @@ extern "C" {
     ) -> kiln_status;
 }
 extern "C" {
+    pub fn kiln_tokenizer_encode_threaded(
+        tokenizer: *const kiln_tokenizer,
+        text: *const ::std::os::raw::c_char,
+        text_len: usize,
+        flags: u32,
+        n_threads: i32,
+        ids: *mut i32,
+        capacity: usize,
+        n_ids: *mut usize,
+    ) -> kiln_status;
+}
+extern "C" {
+    pub fn kiln_tokenizer_encode_batch(
+        tokenizer: *const kiln_tokenizer,
+        texts: *const *const ::std::os::raw::c_char,
+        text_lens: *const usize,
+        n_texts: usize,
+        flags: u32,
+        n_threads: i32,
+        ids: *mut i32,
+        capacity: usize,
+        offsets: *mut usize,
+        n_ids: *mut usize,
+    ) -> kiln_status;
+}
+extern "C" {
     pub fn kiln_model_tokenizer(
         model: *const kiln_model,
         out_tokenizer: *mut *const kiln_tokenizer,

@@ -162,7 +162,8 @@ impl Model {
     }
 
     /// Renders and tokenizes for training: `(ids, mask)` of equal length, `mask[i]` 1 where the
-    /// token comes from an assistant message's content.
+    /// token belongs to an assistant reply as the template writes it, end-of-turn token included
+    /// (kiln.h's `kiln_chat_render_tokens`).
     pub fn chat_render_tokens(
         &self,
         messages: &[ChatMessage],

@@ -123,6 +123,81 @@ impl Tokenizer {
         })
     }
 
+    /// One long text to ids on up to `n_threads` threads (0: one per core); the ids are exactly
+    /// `encode`'s (kiln cuts the text only where the pieces cannot influence each other).
+    pub fn encode_threaded(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+        n_threads: i32,
+    ) -> Result<Vec<i32>> {
+        let flags = encode_flags(add_special, parse_special);
+        // SAFETY: the handle and `text` are alive for the call; fill passes a valid buffer.
+        fill(|buf, cap, n| unsafe {
+            sys::kiln_tokenizer_encode_threaded(
+                self.raw,
+                text.as_ptr() as *const c_char,
+                text.len(),
+                flags,
+                n_threads,
+                buf,
+                cap,
+                n,
+            )
+        })
+    }
+
+    /// Many texts to ids on up to `n_threads` threads (0: one per core), each exactly as `encode`
+    /// would (HF tokenizers' encode_batch). Texts are `&str` or raw bytes; bytes that are not
+    /// UTF-8 give an `InvalidArgument` error naming the text (`texts[i]`).
+    pub fn encode_batch<T: AsRef<[u8]>>(
+        &self,
+        texts: &[T],
+        add_special: bool,
+        parse_special: bool,
+        n_threads: i32,
+    ) -> Result<Vec<Vec<i32>>> {
+        let flags = encode_flags(add_special, parse_special);
+        let ptrs: Vec<*const c_char> = texts
+            .iter()
+            .map(|t| t.as_ref().as_ptr() as *const c_char)
+            .collect();
+        let lens: Vec<usize> = texts.iter().map(|t| t.as_ref().len()).collect();
+        let mut offsets = vec![0usize; texts.len() + 1];
+        // An id covers at least one byte: for byte-level BPE this is enough, so usually one call.
+        let mut ids = vec![0i32; lens.iter().sum::<usize>() + 4 * texts.len() + 16];
+        let mut needed = 0usize;
+        let mut call = |ids: &mut Vec<i32>, needed: &mut usize| {
+            // SAFETY: `ptrs`/`lens` describe `texts`, alive for the call; `offsets` holds
+            // texts.len() + 1 entries and `ids` ids.len().
+            unsafe {
+                sys::kiln_tokenizer_encode_batch(
+                    self.raw,
+                    ptrs.as_ptr(),
+                    lens.as_ptr(),
+                    texts.len(),
+                    flags,
+                    n_threads,
+                    ids.as_mut_ptr(),
+                    ids.len(),
+                    offsets.as_mut_ptr(),
+                    needed,
+                )
+            }
+        };
+        let mut status = call(&mut ids, &mut needed);
+        if status == sys::KILN_ERR_BUFFER_TOO_SMALL {
+            ids = vec![0i32; needed];
+            status = call(&mut ids, &mut needed);
+        }
+        check(status)?;
+        Ok(offsets
+            .windows(2)
+            .map(|w| ids[w[0]..w[1]].to_vec())
+            .collect())
+    }
+
     /// Ids to the bytes they stand for.
     pub fn decode_bytes(&self, ids: &[i32], skip_special: bool) -> Result<Vec<u8>> {
         let flags = if skip_special {
