@@ -244,9 +244,11 @@ RenderedTokens render_conversation_tokens(const ChatTemplateConfig& config,
   RenderedTokens out;
   const auto add = [&](size_t from, size_t to, bool assistant) {
     if (to <= from) return;
-    const std::vector<int32_t> ids =
-        tokenizer.encode(std::string_view(text).substr(from, to - from),
-                         /*add_special=*/false, /*parse_special=*/true);
+    // Each stretch is encoded as the continuation of the text before it, so that the ids are
+    // those of encoding the whole text (SentencePiece-style tokenizers mark the input's start).
+    const std::string_view all(text);
+    const std::vector<int32_t> ids = tokenizer.encode_continuation(
+        all.substr(0, from), all.substr(from, to - from), /*parse_special=*/true);
     out.ids.insert(out.ids.end(), ids.begin(), ids.end());
     out.mask.insert(out.mask.end(), ids.size(), assistant ? 1 : 0);
   };

@@ -132,14 +132,16 @@ std::vector<Segment> AddedVocabulary::split(std::vector<Segment> segments, bool 
       match->begin = std::max(match->begin, plain_start);
       if (match->begin > plain_start) {
         out.push_back({std::string(text.substr(plain_start, match->begin - plain_start)), -1,
-                       segment.at_input_start && plain_start == 0});
+                       segment.at_input_start && plain_start == 0,
+                       segment.continues_text && plain_start == 0});
       }
-      out.push_back({std::string(), match->id, false});
+      out.push_back({std::string(), match->id, false, false});
       plain_start = pos = match->end;
     }
     if (plain_start < text.size()) {
-      out.push_back(
-          {std::string(text.substr(plain_start)), -1, segment.at_input_start && plain_start == 0});
+      out.push_back({std::string(text.substr(plain_start)), -1,
+                     segment.at_input_start && plain_start == 0,
+                     segment.continues_text && plain_start == 0});
     }
   }
   return out;

@@ -32,6 +32,9 @@ struct Segment {
   std::string text;       // empty for an added token
   int32_t token_id = -1;  // >= 0 for an added token
   bool at_input_start = false;
+  // Does it directly follow plain text of the same input that was encoded before it
+  // (Tokenizer::encode_continuation)? Then a Prepend normalizer leaves it alone.
+  bool continues_text = false;
 };
 
 class AddedVocabulary {

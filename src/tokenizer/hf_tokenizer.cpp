@@ -83,7 +83,9 @@ void HfTokenizer::encode_text(const Segment& segment, bool parse_special,
                               std::vector<int32_t>& out) const {
   std::vector<Segment> parts;
   if (normalizer_) {
-    parts.push_back({normalizer_->normalize(segment.text), -1, segment.at_input_start});
+    parts.push_back({segment.continues_text ? normalizer_->normalize_continuation(segment.text)
+                                            : normalizer_->normalize(segment.text),
+                     -1, segment.at_input_start, segment.continues_text});
   } else {
     parts.push_back(segment);
   }
@@ -108,14 +110,41 @@ std::vector<int32_t> HfTokenizer::encode(std::string_view text, bool add_special
                                         std::to_string(*bad) + " of " +
                                         std::to_string(text.size()));
   }
-  std::vector<Segment> segments{{std::string(text), -1, true}};
+  return encode_segment({std::string(text), -1, true, false}, add_special, parse_special);
+}
+
+std::vector<int32_t> HfTokenizer::encode_continuation(std::string_view preceding,
+                                                      std::string_view text,
+                                                      bool parse_special) const {
+  if (preceding.empty()) return encode(text, /*add_special=*/false, parse_special);
+  if (const auto bad = find_invalid_utf8(text)) {
+    fail(KILN_ERR_INVALID_ARGUMENT, "tokenizer encode: input text is not valid UTF-8 at byte " +
+                                        std::to_string(*bad) + " of " +
+                                        std::to_string(text.size()));
+  }
+  // Text right after an added token starts a new stretch for the normalizer (HF normalizes
+  // each stretch between added tokens on its own); otherwise it continues the stretch.
+  bool after_plain_text = true;
+  if (parse_special) {
+    const std::vector<Segment> before =
+        added_.split({{std::string(preceding), -1, true, false}}, /*normalized=*/false);
+    after_plain_text = !before.empty() && before.back().token_id < 0;
+  }
+  return encode_segment({std::string(text), -1, false, after_plain_text}, /*add_special=*/false,
+                        parse_special);
+}
+
+std::vector<int32_t> HfTokenizer::encode_segment(Segment whole, bool add_special,
+                                                 bool parse_special) const {
+  const size_t text_size = whole.text.size();
+  std::vector<Segment> segments{std::move(whole)};
   // parse_special=false treats the text of every added token (special or not, e.g. Qwen's
   // <think>) as ordinary text: HF's split_special_tokens=True, extended to non-special ones so
   // that user text can never inject control tokens.
   if (parse_special) segments = added_.split(std::move(segments), /*normalized=*/false);
 
   std::vector<int32_t> ids;
-  ids.reserve(text.size() / 3 + 4);
+  ids.reserve(text_size / 3 + 4);
   if (add_special) ids = special_frame_.prefix;
   for (const Segment& segment : segments) {
     if (segment.token_id >= 0) {
@@ -143,7 +172,7 @@ std::vector<int32_t> HfTokenizer::encode_threaded(std::string_view text, bool ad
                                         std::to_string(*bad) + " of " +
                                         std::to_string(text.size()));
   }
-  std::vector<Segment> segments{{std::string(text), -1, true}};
+  std::vector<Segment> segments{{std::string(text), -1, true, false}};
   if (parse_special) segments = added_.split(std::move(segments), /*normalized=*/false);
 
   // Work items: an added token, or a stretch [begin, end) of a plain segment. Normalized added
@@ -187,7 +216,8 @@ std::vector<int32_t> HfTokenizer::encode_threaded(std::string_view text, bool ad
           results[i].push_back(item.segment->token_id);
         } else if (item.end > item.begin) {
           const Segment part{item.segment->text.substr(item.begin, item.end - item.begin), -1,
-                             item.segment->at_input_start && item.begin == 0};
+                             item.segment->at_input_start && item.begin == 0,
+                             item.segment->continues_text && item.begin == 0};
           encode_text(part, parse_special, results[i]);
         }
       }

@@ -26,6 +26,8 @@ class HfTokenizer final : public Tokenizer {
 
   std::vector<int32_t> encode(std::string_view text, bool add_special,
                               bool parse_special) const override;
+  std::vector<int32_t> encode_continuation(std::string_view preceding, std::string_view text,
+                                           bool parse_special) const override;
   std::vector<int32_t> encode_threaded(std::string_view text, bool add_special, bool parse_special,
                                        int n_threads) const override;
   std::string decode(std::span<const int32_t> ids, bool skip_special) const override;
@@ -40,6 +42,7 @@ class HfTokenizer final : public Tokenizer {
   bool cuts_at_line_starts() const { return line_splittable_; }
 
  private:
+  std::vector<int32_t> encode_segment(Segment whole, bool add_special, bool parse_special) const;
   void encode_text(const Segment& segment, bool parse_special, std::vector<int32_t>& out) const;
   void check_id(int32_t id, const char* what) const;
   std::optional<std::string_view> token_string(int32_t id) const;

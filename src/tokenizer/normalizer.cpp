@@ -94,6 +94,9 @@ class PrependNormalizer final : public Normalizer {
     if (text.empty()) return {};
     return prefix_ + std::string(text);
   }
+  std::string normalize_continuation(std::string_view text) const override {
+    return std::string(text);
+  }
 
  private:
   std::string prefix_;
@@ -119,6 +122,11 @@ class SequenceNormalizer final : public Normalizer {
   std::string normalize(std::string_view text) const override {
     std::string current(text);
     for (const auto& step : steps_) current = step->normalize(current);
+    return current;
+  }
+  std::string normalize_continuation(std::string_view text) const override {
+    std::string current(text);
+    for (const auto& step : steps_) current = step->normalize_continuation(current);
     return current;
   }
   // Each step keeps the text after the split starting with the same ASCII letter.

@@ -30,6 +30,14 @@ class Tokenizer {
   // parse_special: added-token text in the input becomes that token; otherwise it is plain text.
   virtual std::vector<int32_t> encode(std::string_view text, bool add_special,
                                       bool parse_special) const = 0;
+  // The ids that encode(preceding + text, false, parse_special) gives for `text`, where the cut
+  // between the two falls on a token boundary. How the first piece of `text` is encoded depends
+  // on what precedes it: SentencePiece-style tokenizers (Metaspace prepend_scheme "first", a
+  // Prepend normalizer) put "▁" before the input's start or, for Prepend, after an added token,
+  // but not in the middle of plain text. Reads all of `preceding` (an added-token scan).
+  virtual std::vector<int32_t> encode_continuation(std::string_view preceding,
+                                                   std::string_view text,
+                                                   bool parse_special) const = 0;
   // encode() on up to n_threads threads (0 = the hardware's): the text is cut where the pieces
   // on each side cannot depend on each other — at added tokens (with parse_special) and, for
   // pipelines where it has been shown safe, at line starts — and the ids are exactly encode()'s.
