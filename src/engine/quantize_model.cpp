@@ -95,7 +95,7 @@ std::optional<GgufName> gguf_name(const std::string& hf, const ModelConfig& c) {
   return std::nullopt;
 }
 
-// Rows [0, n_rows) of `row` elements each, converted in parallel chunks of whole rows: a 7B
+// Calls convert(r0, r1) over [0, n_rows) in chunks of whole rows on up to `threads` threads: a 7B
 // model's BF16 → float32 pass is as large as its quantisation, so it gets the same threads.
 template <typename ConvertRows>
 void convert_rows_parallel(int64_t n_rows, int threads, const ConvertRows& convert) {
@@ -303,7 +303,9 @@ Source gguf_source(const fs::path& path) {
     st.dims = t.dims;
     st.read = [f, &t](std::vector<float>& out, int threads) {
       out.resize(static_cast<size_t>(t.numel()));
-      const int64_t row = t.dims[0], n_rows = t.numel() / row;
+      const int64_t row = t.dims[0];
+      if (row <= 0) return;  // an empty tensor: nothing to convert
+      const int64_t n_rows = t.numel() / row;
       const size_t row_bytes = quant::quantized_bytes(t.type, row);
       convert_rows_parallel(n_rows, threads, [&](int64_t r0, int64_t r1) {
         quant::dequantize(t.type, t.data + static_cast<size_t>(r0) * row_bytes,
