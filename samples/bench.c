@@ -15,7 +15,7 @@ static void usage(FILE* out) {
           "usage: kiln-bench -m MODEL_DIR [options]\n"
           "Measure prompt processing (pp) and token generation (tg) speed in tokens/second.\n"
           "\n"
-          "  -m, --model DIR     Hugging Face model directory (required)\n"
+          "  -m, --model PATH    Hugging Face model directory or GGUF file (required)\n"
           "  -p, --n-prompt N    prompt tokens for pp (default: 512; 0 skips pp)\n"
           "  -n, --n-gen N       generated tokens for tg (default: 128; 0 skips tg)\n"
           "  -r, --repetitions R runs of each test; the median is reported (default: 3)\n"
@@ -23,7 +23,8 @@ static void usage(FILE* out) {
           "      --backend NAME  auto, cpu or cuda (default: auto)\n"
           "  -h, --help          show this help\n"
           "\n"
-          "Output: one line per test, 'pp512 <tok/s>' and 'tg128 <tok/s>'.\n");
+          "Output: 'load <s>' (kiln_model_load) and 'first token <s>' (load + session create +\n"
+          "a 1-token prompt decoded), then one line per test, 'pp512 <tok/s>' and 'tg128 <tok/s>'.\n");
 }
 
 static double now_seconds(void) {
@@ -87,8 +88,11 @@ int main(int argc, char** argv) {
   float* logits = NULL;
   double* times = NULL;
   int rc = 1;
+  double t_start = now_seconds();
   if (sample_check(kiln_runtime_create(&rt_opts, &rt), "creating the runtime")) goto done;
+  double t_runtime = now_seconds();
   if (sample_check(kiln_model_load(rt, model_dir, NULL, &model), "loading the model")) goto done;
+  double t_loaded = now_seconds();
   kiln_model_info info;
   info.struct_size = sizeof info;
   kiln_runtime_info rinfo;
@@ -117,9 +121,19 @@ int main(int argc, char** argv) {
     state = state * 1664525u + 1013904223u;
     ids[i] = (int32_t)(state % (uint32_t)info.vocab_size);
   }
+  size_t n = 0;
+  /* Time to first token from a cold start: one 1-token prompt decoded right after loading. */
+  if (sample_check(kiln_forward(session, ids, 1, KILN_LOGITS_LAST, logits, (size_t)info.vocab_size, &n),
+                   "first token")) {
+    goto done;
+  }
+  double t_first = now_seconds();
+  kiln_session_reset(session);
   printf("model %s (%s, %lld parameters), backend %s, %d threads\n", model_dir, info.architecture,
          (long long)info.n_parameters, rinfo.device_name, rinfo.n_threads);
-  size_t n = 0;
+  printf("load %.3f s (kiln_model_load, weights uploaded), first token %.3f s (load + session + "
+         "1-token decode), runtime %.3f s (kiln_runtime_create, before both)\n",
+         t_loaded - t_runtime, t_first - t_runtime, t_runtime - t_start);
   /* Warm-up: pages the weights in and sizes the scratch buffers. */
   if (sample_check(
           kiln_forward(session, ids, 8, KILN_LOGITS_LAST, logits, (size_t)info.vocab_size, &n),
