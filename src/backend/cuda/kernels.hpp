@@ -111,7 +111,7 @@ void quant_dequantize_bf16(const QuantMatrixView& w, bf16* out, cudaStream_t str
 // Largest head_dim the attention kernels take (register tiles of head_dim / 32 per lane).
 constexpr int kMaxAttentionHeadDim = 256;
 
-// kernels/attention_prefill.cu — causal grouped-query attention for n_tokens queries at positions
+// kernels/attention_prefill*.cu — causal grouped-query attention for n_tokens queries at positions
 // start_pos .. start_pos + n_tokens - 1 over cache rows 0 .. start_pos + n_tokens - 1, flash style:
 // keys in tiles through shared memory with an online softmax, nothing of size tokens × keys kept.
 // q: [n_tokens × n_heads × head_dim] float32; caches [ctx × n_kv_heads × head_dim] BF16; query head
@@ -120,6 +120,23 @@ constexpr int kMaxAttentionHeadDim = 256;
 void attention_prefill(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
                        int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
                        int32_t head_dim, cudaStream_t stream);
+
+// The two implementations attention_prefill dispatches to, callable directly for tests and
+// benchmarks. kernels/attention_prefill_mma.cu: BF16 tensor cores (q rounded to BF16 after the
+// 1/sqrt(head_dim) scaling, P rounded to BF16 before P·V, float32 accumulation), used whenever
+// attention_prefill_mma_supported: head_dim a multiple of 8 up to kMaxMmaPrefillHeadDim, q / k / v
+// 16-byte aligned, out 4-byte aligned, a GPU of compute capability 8.0 or later.
+// warps_per_block: 1, 2 or 4 (16 query rows each), or 0 to choose from the grid size and SM count.
+// kernels/attention_prefill.cu: float32 CUDA cores, any head_dim attention_prefill takes.
+constexpr int kMaxMmaPrefillHeadDim = 128;
+bool attention_prefill_mma_supported(const float* q, const bf16* k_cache, const bf16* v_cache,
+                                     bf16* out, int32_t head_dim);
+void attention_prefill_mma(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+                           int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
+                           int32_t head_dim, int warps_per_block, cudaStream_t stream);
+void attention_prefill_cuda_cores(const float* q, const bf16* k_cache, const bf16* v_cache,
+                                  bf16* out, int64_t n_tokens, int64_t start_pos, int32_t n_heads,
+                                  int32_t n_kv_heads, int32_t head_dim, cudaStream_t stream);
 
 // kernels/attention_decode.cu — the same for one query at position *position (device memory, so a
 // captured CUDA graph replays at any position) over cache rows 0 .. *position, the keys split into
