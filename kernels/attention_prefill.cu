@@ -169,7 +169,7 @@ void attention_prefill(const float* q, const bf16* k_cache, const bf16* v_cache,
   if (n_tokens == 0) return;
   if (attention_prefill_mma_supported(q, k_cache, v_cache, out, head_dim)) {
     attention_prefill_mma(q, k_cache, v_cache, out, n_tokens, start_pos, n_heads, n_kv_heads,
-                          head_dim, 0, stream);
+                          head_dim, MmaPrecision::kBf16x2, 0, stream);
   } else {
     attention_prefill_cuda_cores(q, k_cache, v_cache, out, n_tokens, start_pos, n_heads, n_kv_heads,
                                  head_dim, stream);

@@ -13,6 +13,13 @@
 // units (exp2f) and the online softmax state (running max m, running sum l) is float32 per row.
 // P is rounded to BF16 as the second product's input (as in FlashAttention-2). Columns past
 // head_dim up to the kernel's kD are zero in shared memory and skipped where whole.
+//
+// kSplit (MmaPrecision::kBf16x2, what attention_prefill uses): q and P are each carried as two
+// BF16 terms, hi = bf16(x) and lo = bf16(x − hi), and both products run on both terms (twice the
+// tensor-core work). K and V are BF16 already (the cache), so the products are then exact to
+// float32 accumulation and the result is as accurate as the float32 CUDA-core kernel's: one BF16
+// rounding of q alone moves a score of a few units by ~1e-2 and doubles the output's error,
+// which the HF parity gates (1e-2 relative L2 end to end) have no room for.
 #include <cstdint>
 #include <string>
 
@@ -37,13 +44,29 @@ using mma::tile_bytes;
 
 constexpr int kKeys = 64;  // keys per shared-memory tile
 
-template <int kD, int kWarps>
+template <int kD, int kWarps, bool kSplit>
 constexpr size_t mma_shared_bytes() {
-  // Q tile, then two stages of (K tile, V tile).
-  return tile_bytes<kD>(16 * kWarps) + 4 * tile_bytes<kD>(kKeys);
+  // Q tile (hi, and lo when split), then two stages of (K tile, V tile).
+  return (kSplit ? 2 : 1) * tile_bytes<kD>(16 * kWarps) + 4 * tile_bytes<kD>(kKeys);
 }
 
-template <int kD, int kWarps>
+// x as hi + lo, both BF16 pairs (lo = the rounding error of hi, itself rounded).
+__device__ __forceinline__ void split_pack(float x, float y, uint32_t& hi, uint32_t& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+  hi = mma::pack_raw(h.x, h.y);
+  lo = mma::pack_bf16(x - __bfloat162float(h.x), y - __bfloat162float(h.y));
+}
+
+// c_to_a (mma_tiles.cuh) for both terms of the split.
+__device__ __forceinline__ void c_to_a_split(uint32_t (&hi)[4], uint32_t (&lo)[4],
+                                             const float (&t0)[4], const float (&t1)[4]) {
+  split_pack(t0[0], t0[1], hi[0], lo[0]);
+  split_pack(t0[2], t0[3], hi[1], lo[1]);
+  split_pack(t1[0], t1[1], hi[2], lo[2]);
+  split_pack(t1[2], t1[3], hi[3], lo[3]);
+}
+
+template <int kD, int kWarps, bool kSplit>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_prefill_mma_kernel(const float* __restrict__ q, const bf16* __restrict__ k_cache,
                                  const bf16* __restrict__ v_cache, bf16* __restrict__ out,
@@ -54,7 +77,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   constexpr int kChunks = kD / 8;  // 16-byte chunks of a shared-memory row
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* q_s = reinterpret_cast<bf16*>(smem_raw);
-  bf16* kv_s = q_s + kRows * kLd;  // stage st: K at kv_s + st · 2·kKeys·kLd, V right after it
+  bf16* q_lo_s = q_s + kRows * kLd;  // used when kSplit
+  bf16* kv_s =
+      q_s + (kSplit ? 2 : 1) * kRows * kLd;  // stage st: K at kv_s + st · 2·kKeys·kLd, V after
 
   const int n_rows = n_tokens * group;
   const int r0 = (gridDim.x - 1 - blockIdx.x) * kRows;
@@ -91,20 +116,24 @@ __global__ void __launch_bounds__(kWarps * 32)
       a = *reinterpret_cast<const float4*>(src);
       b = *reinterpret_cast<const float4*>(src + 4);
     }
-    uint4 packed;
-    packed.x = mma::pack_bf16(a.x * scale_log2, a.y * scale_log2);
-    packed.y = mma::pack_bf16(a.z * scale_log2, a.w * scale_log2);
-    packed.z = mma::pack_bf16(b.x * scale_log2, b.y * scale_log2);
-    packed.w = mma::pack_bf16(b.z * scale_log2, b.w * scale_log2);
-    *reinterpret_cast<uint4*>(q_s + r * kLd + col) = packed;
+    uint4 hi, lo;
+    split_pack(a.x * scale_log2, a.y * scale_log2, hi.x, lo.x);
+    split_pack(a.z * scale_log2, a.w * scale_log2, hi.y, lo.y);
+    split_pack(b.x * scale_log2, b.y * scale_log2, hi.z, lo.z);
+    split_pack(b.z * scale_log2, b.w * scale_log2, hi.w, lo.w);
+    *reinterpret_cast<uint4*>(q_s + r * kLd + col) = hi;
+    if (kSplit) *reinterpret_cast<uint4*>(q_lo_s + r * kLd + col) = lo;
   }
   __syncthreads();
 
   // This warp's Q fragments stay in registers for every key tile.
   const int warp_row0 = r0 + warp * 16;
-  uint32_t q_frag[kD / 16][4];
+  uint32_t q_frag[kD / 16][4], q_lo_frag[kSplit ? kD / 16 : 1][4];
 #pragma unroll
-  for (int kk = 0; kk < kD / 16; ++kk) load_a(q_frag[kk], q_s, kLd, warp * 16, kk * 16, lane);
+  for (int kk = 0; kk < kD / 16; ++kk) {
+    load_a(q_frag[kk], q_s, kLd, warp * 16, kk * 16, lane);
+    if constexpr (kSplit) load_a(q_lo_frag[kk], q_lo_s, kLd, warp * 16, kk * 16, lane);
+  }
 
   // Causal limits: this thread's rows (lane / 4 and lane / 4 + 8 of the warp) see keys up to
   // start_pos + their token; the warp as a whole, from its first row's limit to its last row's.
@@ -143,6 +172,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         uint32_t bb[4];
         load_b_trans2(bb, k_s, kLd, n * 8, kk * 16, lane);
         mma_pair(s[n], s[n + 1], q_frag[kk], bb);
+        if constexpr (kSplit) mma_pair(s[n], s[n + 1], q_lo_frag[kk], bb);
       }
     }
 
@@ -186,17 +216,22 @@ __global__ void __launch_bounds__(kWarps * 32)
       acc[n][3] *= corr[1];
     }
 
-    // acc += P V, P rounded to BF16 as the product's input.
+    // acc += P V, P rounded to BF16 as the product's input (or split in two BF16 terms).
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
-      uint32_t a[4];
-      c_to_a(a, s[2 * kk], s[2 * kk + 1]);
+      uint32_t a[4], a_lo[4];
+      if constexpr (kSplit) {
+        c_to_a_split(a, a_lo, s[2 * kk], s[2 * kk + 1]);
+      } else {
+        c_to_a(a, s[2 * kk], s[2 * kk + 1]);
+      }
 #pragma unroll
       for (int n = 0; n < kD / 8; n += 2) {
         if (n * 8 >= D) break;
         uint32_t bb[4];
         load_b2(bb, v_s, kLd, kk * 16, n * 8, lane);
         mma_pair(acc[n], acc[n + 1], a, bb);
+        if constexpr (kSplit) mma_pair(acc[n], acc[n + 1], a_lo, bb);
       }
     }
   }
@@ -222,12 +257,12 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-template <int kD, int kWarps>
+template <int kD, int kWarps, bool kSplit>
 void launch(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out, int n_tokens,
             int start_pos, int n_heads, int n_kv_heads, int D, cudaStream_t stream) {
-  constexpr size_t smem = mma_shared_bytes<kD, kWarps>();
+  constexpr size_t smem = mma_shared_bytes<kD, kWarps, kSplit>();
   if constexpr (smem > 48 * 1024) {
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_mma_kernel<kD, kWarps>,
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_mma_kernel<kD, kWarps, kSplit>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem)));
   }
@@ -236,25 +271,25 @@ void launch(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
   const dim3 grid(static_cast<unsigned>((n_rows + 16 * kWarps - 1) / (16 * kWarps)),
                   static_cast<unsigned>(n_kv_heads));
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(D));
-  attention_prefill_mma_kernel<kD, kWarps><<<grid, kWarps * 32, smem, stream>>>(
+  attention_prefill_mma_kernel<kD, kWarps, kSplit><<<grid, kWarps * 32, smem, stream>>>(
       q, k_cache, v_cache, out, n_tokens, start_pos, n_heads, group, D, scale_log2);
   check_launch("attention_prefill_mma_kernel");
 }
 
-template <int kD>
+template <int kD, bool kSplit>
 void launch_warps(int warps, const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
                   int n_tokens, int start_pos, int n_heads, int n_kv_heads, int D,
                   cudaStream_t stream) {
   switch (warps) {
     case 1:
-      return launch<kD, 1>(q, k_cache, v_cache, out, n_tokens, start_pos, n_heads, n_kv_heads, D,
-                           stream);
+      return launch<kD, 1, kSplit>(q, k_cache, v_cache, out, n_tokens, start_pos, n_heads,
+                                   n_kv_heads, D, stream);
     case 2:
-      return launch<kD, 2>(q, k_cache, v_cache, out, n_tokens, start_pos, n_heads, n_kv_heads, D,
-                           stream);
+      return launch<kD, 2, kSplit>(q, k_cache, v_cache, out, n_tokens, start_pos, n_heads,
+                                   n_kv_heads, D, stream);
     default:
-      return launch<kD, 4>(q, k_cache, v_cache, out, n_tokens, start_pos, n_heads, n_kv_heads, D,
-                           stream);
+      return launch<kD, 4, kSplit>(q, k_cache, v_cache, out, n_tokens, start_pos, n_heads,
+                                   n_kv_heads, D, stream);
   }
 }
 
@@ -276,6 +311,25 @@ int auto_warps(int64_t n_rows, int32_t n_kv_heads) {
   return 1;
 }
 
+template <bool kSplit>
+void launch_head_dim(int warps, const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+                     int n_tokens, int start_pos, int n_heads, int n_kv_heads, int D,
+                     cudaStream_t stream) {
+  if (D <= 32) {
+    launch_warps<32, kSplit>(warps, q, k_cache, v_cache, out, n_tokens, start_pos, n_heads,
+                             n_kv_heads, D, stream);
+  } else if (D <= 64) {
+    launch_warps<64, kSplit>(warps, q, k_cache, v_cache, out, n_tokens, start_pos, n_heads,
+                             n_kv_heads, D, stream);
+  } else if (D <= 96) {
+    launch_warps<96, kSplit>(warps, q, k_cache, v_cache, out, n_tokens, start_pos, n_heads,
+                             n_kv_heads, D, stream);
+  } else {
+    launch_warps<128, kSplit>(warps, q, k_cache, v_cache, out, n_tokens, start_pos, n_heads,
+                              n_kv_heads, D, stream);
+  }
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
@@ -289,7 +343,8 @@ bool attention_prefill_mma_supported(const float* q, const bf16* k_cache, const 
 
 void attention_prefill_mma(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
                            int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
-                           int32_t head_dim, int warps_per_block, cudaStream_t stream) {
+                           int32_t head_dim, MmaPrecision precision, int warps_per_block,
+                           cudaStream_t stream) {
   if (!attention_prefill_mma_supported(q, k_cache, v_cache, out, head_dim) || n_kv_heads <= 0 ||
       n_heads % n_kv_heads != 0) {
     fail(KILN_ERR_UNSUPPORTED,
@@ -309,18 +364,12 @@ void attention_prefill_mma(const float* q, const bf16* k_cache, const bf16* v_ca
   const int warps = warps_per_block == 0 ? auto_warps(n_rows, n_kv_heads) : warps_per_block;
   const auto n = static_cast<int>(n_tokens);
   const auto start = static_cast<int>(start_pos);
-  if (head_dim <= 32) {
-    launch_warps<32>(warps, q, k_cache, v_cache, out, n, start, n_heads, n_kv_heads, head_dim,
-                     stream);
-  } else if (head_dim <= 64) {
-    launch_warps<64>(warps, q, k_cache, v_cache, out, n, start, n_heads, n_kv_heads, head_dim,
-                     stream);
-  } else if (head_dim <= 96) {
-    launch_warps<96>(warps, q, k_cache, v_cache, out, n, start, n_heads, n_kv_heads, head_dim,
-                     stream);
+  if (precision == MmaPrecision::kBf16x2) {
+    launch_head_dim<true>(warps, q, k_cache, v_cache, out, n, start, n_heads, n_kv_heads, head_dim,
+                          stream);
   } else {
-    launch_warps<128>(warps, q, k_cache, v_cache, out, n, start, n_heads, n_kv_heads, head_dim,
-                      stream);
+    launch_head_dim<false>(warps, q, k_cache, v_cache, out, n, start, n_heads, n_kv_heads, head_dim,
+                           stream);
   }
 }
 
