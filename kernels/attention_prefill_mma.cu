@@ -169,6 +169,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (kk >= k_steps) break;
 #pragma unroll
       for (int n = 0; n < kKeys / 8; n += 2) {
+        // Keys past the warp's last row (the diagonal tile): their scores are masked below.
+        if (k0 + n * 8 > warp_last_limit) break;
         uint32_t bb[4];
         load_b_trans2(bb, k_s, kLd, n * 8, kk * 16, lane);
         mma_pair(s[n], s[n + 1], q_frag[kk], bb);
@@ -219,6 +221,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     // acc += P V, P rounded to BF16 as the product's input (or split in two BF16 terms).
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
+      if (k0 + kk * 16 > warp_last_limit) break;  // P is zero there for every row of the warp
       uint32_t a[4], a_lo[4];
       if constexpr (kSplit) {
         c_to_a_split(a, a_lo, s[2 * kk], s[2 * kk + 1]);
