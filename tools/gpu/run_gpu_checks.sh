@@ -46,6 +46,11 @@ timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
   "$pack/bin/cuda_attention_prefill_test" --gtest_filter='-*Timing*' > "$out/memcheck_prefill.log" 2>&1
 echo "memcheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/memcheck_prefill.log") clean summaries)"
 tail -2 "$out/memcheck_prefill.log"
+echo "=== compute-sanitizer racecheck: cuda_attention_prefill_test (block sizes / head dims)"
+timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 \
+  "$pack/bin/cuda_attention_prefill_test" --gtest_filter='*EveryBlockSize*' > "$out/racecheck_prefill.log" 2>&1
+echo "racecheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/racecheck_prefill.log") clean summaries)"
+tail -2 "$out/racecheck_prefill.log"
 
 echo "=== benchmark: Qwen2.5-0.5B shape"
 model=/tmp/qwen05b
