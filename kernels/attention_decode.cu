@@ -10,6 +10,7 @@
 #include "backend/cuda/kernels.hpp"
 #include "common.cuh"
 #include "core/error.hpp"
+#include "overlapped_launch.cuh"
 
 namespace kiln::cuda {
 
@@ -44,6 +45,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   __shared__ float q_s[kMaxAttentionHeadDim];
   __shared__ float m_w[kWarps], l_w[kWarps];
   __shared__ float acc_w[kWarps][kMaxAttentionHeadDim];
+  detail::allow_dependents();
+  detail::wait_for_inputs();
 
   const int h = blockIdx.x, split = blockIdx.y;
   const int kv_head = h / group;
@@ -126,6 +129,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 // Merges the per-chunk states of each head: out = Σ a_s·2^(m_s − M) / Σ l_s·2^(m_s − M).
 __global__ void attention_decode_merge_kernel(const float* partials, bf16* out, int D,
                                               const int32_t* position) {
+  detail::allow_dependents();
+  detail::wait_for_inputs();
   const int n_splits = static_cast<int>(n_splits_for(*position + 1));
   if (n_splits == 1) return;  // the attention kernel wrote the output itself
   const int h = blockIdx.x;
@@ -152,13 +157,12 @@ void launch(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
   const auto max_splits = static_cast<unsigned>(n_splits_for(max_keys));
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(D));
   const dim3 grid(static_cast<unsigned>(n_heads), max_splits);
-  attention_decode_kernel<kChunks><<<grid, kWarps * 32, 0, stream>>>(
-      q, k_cache, v_cache, out, partials, position, n_heads, group, D, scale_log2);
-  check_launch("attention_decode_kernel");
+  detail::launch_overlapped(attention_decode_kernel<kChunks>, grid, kWarps * 32, 0, stream,
+                            "attention_decode_kernel", q, k_cache, v_cache, out, partials, position,
+                            n_heads, group, D, scale_log2);
   if (max_splits > 1) {
-    attention_decode_merge_kernel<<<static_cast<unsigned>(n_heads), 128, 0, stream>>>(partials, out,
-                                                                                      D, position);
-    check_launch("attention_decode_merge_kernel");
+    detail::launch_overlapped(attention_decode_merge_kernel, static_cast<unsigned>(n_heads), 128, 0,
+                              stream, "attention_decode_merge_kernel", partials, out, D, position);
   }
 }
 

@@ -1,62 +1,148 @@
 // Matrix-vector product for one token (decode): y[n] = W[n × k] · x[k] (+ beta · y), BF16 W and x,
-// float32 accumulation. cuBLAS's general product pads a single row into a tile; here one warp
-// reads one weight row with 16-byte loads (eight BF16 per lane, several in flight), which is what
-// a memory-bound decode step needs.
+// float32 accumulation. A decode step is a chain of such products whose matrices are small (1.6 to
+// 17 MB on a 0.5B model), so each one is bound by memory LATENCY more than bandwidth: what matters
+// is how many bytes are in flight per SM. One warp takes one row (two for the SwiGLU form) and
+// issues every 16-byte load of a chunk of up to kLoads·256 elements before using any of them — a
+// whole 896- or 4864-wide row in one round trip — and blocks are sized so that even 896 rows spread
+// over every SM. (ncu on the H100, 0.5B shape: the earlier loop with four loads in flight per lane
+// reached 0.9–1.2 TB/s on these matrices; tools/gpu/NOTES.md has the figures.)
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "common.cuh"
 #include "core/error.hpp"
+#include "overlapped_launch.cuh"
 
 namespace kiln::cuda {
 
 namespace {
 
-constexpr int kWarps = 8;
+// Fewer warps per block when the rows are few, so that the blocks still cover the GPU's SMs.
+int warps_per_block(int64_t rows) { return rows >= 2048 ? 8 : 4; }
 
-template <bool kVector>
-__global__ void __launch_bounds__(kWarps * 32)
+__device__ __forceinline__ float dot8(const uint4& wv, const uint4& xv) {
+  const auto* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv);
+  const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
+  float acc = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 a = __bfloat1622float2(w2[j]);
+    const float2 b = __bfloat1622float2(x2[j]);
+    acc += a.x * b.x + a.y * b.y;
+  }
+  return acc;
+}
+
+// kRows rows' loads for one chunk [base, base + kLoads·256) of k, held in registers.
+template <int kRows, int kLoads>
+struct RowChunk {
+  uint4 w[kRows][kLoads];
+
+  __device__ __forceinline__ void load(const bf16* const (&rows)[kRows], int64_t base, int64_t k,
+                                       int lane) {
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int64_t idx = base + (static_cast<int64_t>(i) * 32 + lane) * 8;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        w[r][i] = idx < k ? __ldg(reinterpret_cast<const uint4*>(rows[r] + idx)) : uint4{};
+      }
+    }
+  }
+
+  __device__ __forceinline__ void consume(const bf16* x, int64_t base, int64_t k, int lane,
+                                          float (&acc)[kRows]) const {
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int64_t idx = base + (static_cast<int64_t>(i) * 32 + lane) * 8;
+      if (idx < k) {
+        const uint4 xv = *reinterpret_cast<const uint4*>(x + idx);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) acc[r] += dot8(w[r][i], xv);
+      }
+    }
+  }
+};
+
+// acc[r] = warp-wide dot(rows[r], x); `first` already holds the chunk at 0 (loaded early so that
+// its latency overlaps whatever the caller did meanwhile).
+template <int kRows, int kLoads>
+__device__ __forceinline__ void dot_rows(const bf16* const (&rows)[kRows], const bf16* x, int64_t k,
+                                         int lane, const RowChunk<kRows, kLoads>& first,
+                                         float (&acc)[kRows]) {
+  constexpr int64_t kChunk = static_cast<int64_t>(kLoads) * 256;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
+  first.consume(x, 0, k, lane, acc);
+  for (int64_t base = kChunk; base < k; base += kChunk) {
+    RowChunk<kRows, kLoads> next;
+    next.load(rows, base, k, lane);
+    next.consume(x, base, k, lane, acc);
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) acc[r] = detail::warp_sum(acc[r]);
+}
+
+// The 16-byte path: k % 8 == 0, W and x 16-byte aligned.
+template <int kLoads>
+__global__ void __launch_bounds__(256)
     gemv_bf16_kernel(const bf16* x, const bf16* w, float* y, int64_t k, int64_t n, float beta) {
+  detail::allow_dependents();
   const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= n) return;  // no wait needed: this warp touches nothing
+  const bf16* const rows[1] = {w + row * k};
+  RowChunk<1, kLoads> first;
+  first.load(rows, 0, k, lane);  // weights only: before the previous kernel has finished
+  detail::wait_for_inputs();
+  float acc[1];
+  dot_rows(rows, x, k, lane, first, acc);
+  if (lane == 0) y[row] = beta == 0.0f ? acc[0] : beta * y[row] + acc[0];  // y unread when beta = 0
+}
+
+// Any k and alignment: one element per lane at a time.
+__global__ void __launch_bounds__(256)
+    gemv_bf16_scalar_kernel(const bf16* x, const bf16* w, float* y, int64_t k, int64_t n,
+                            float beta) {
+  detail::allow_dependents();
+  detail::wait_for_inputs();
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   if (row >= n) return;
   const bf16* w_row = w + row * k;
   float acc = 0.0f;
-  if constexpr (kVector) {
-#pragma unroll 4
-    for (int64_t i = lane * 8; i < k; i += 32 * 8) {
-      const uint4 wv = *reinterpret_cast<const uint4*>(w_row + i);
-      const uint4 xv = *reinterpret_cast<const uint4*>(x + i);
-      const auto* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv);
-      const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float2 a = __bfloat1622float2(w2[j]);
-        const float2 b = __bfloat1622float2(x2[j]);
-        acc += a.x * b.x + a.y * b.y;
-      }
-    }
-  } else {
-    for (int64_t i = lane; i < k; i += 32) {
-      acc += __bfloat162float(w_row[i]) * __bfloat162float(x[i]);
-    }
-  }
+  for (int64_t i = lane; i < k; i += 32) acc += __bfloat162float(w_row[i]) * __bfloat162float(x[i]);
   acc = detail::warp_sum(acc);
-  if (lane == 0) y[row] = beta == 0.0f ? acc : beta * y[row] + acc;  // y unread when beta = 0
+  if (lane == 0) y[row] = beta == 0.0f ? acc : beta * y[row] + acc;
 }
 
 // The decode step's RMSNorm fused into the product that follows it: each block normalises x itself
-// (the same arithmetic, reduction order and BF16 rounding as rms_norm_kernel, 256 threads) into
-// shared memory, then each warp takes one output row. kSwiglu: the fused gate/up projection, rows
-// i and inter + i, whose SwiGLU is written directly as BF16.
-template <bool kSwiglu, bool kVector>
-__global__ void __launch_bounds__(kWarps * 32)
+// (the same arithmetic, reduction order and BF16 rounding as rms_norm_kernel) into shared memory —
+// after issuing its first chunk of weight loads, so the two latencies overlap — then each warp
+// takes one output row. kSwiglu: the fused gate/up projection, rows i and inter + i, whose SwiGLU
+// is written directly as BF16. Needs the 16-byte path (k % 8 == 0, W aligned).
+template <bool kSwiglu, int kLoads>
+__global__ void __launch_bounds__(256)
     rms_norm_gemv_kernel(const float* x, const float* norm_w, float eps, const bf16* w, float* y,
                          bf16* act, int64_t k, int64_t n_rows, float beta) {
+  detail::allow_dependents();
   extern __shared__ uint4 smem_raw[];
   bf16* xs = reinterpret_cast<bf16*>(smem_raw);
+  constexpr int kRows = kSwiglu ? 2 : 1;
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const bool active = row < n_rows;
+  const bf16* rows[kRows];
+  rows[0] = w + (active ? row : 0) * k;
+  if constexpr (kSwiglu) rows[1] = w + (active ? n_rows + row : 0) * k;
+  RowChunk<kRows, kLoads> first;
+  if (active) first.load(rows, 0, k, lane);  // weights only: before the previous kernel is done
+  detail::wait_for_inputs();
+
+  // Every warp takes part in the norm (block-wide reduction), active or not.
   float sum_sq = 0.0f;
   for (int64_t i = threadIdx.x; i < k; i += blockDim.x) sum_sq += x[i] * x[i];
   const float inv_rms = rsqrtf(detail::block_sum(sum_sq) / static_cast<float>(k) + eps);
@@ -64,40 +150,32 @@ __global__ void __launch_bounds__(kWarps * 32)
     xs[i] = __float2bfloat16(norm_w[i] * (x[i] * inv_rms));
   }
   __syncthreads();
+  if (!active) return;
 
-  const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (row >= n_rows) return;
-  auto dot = [&](const bf16* w_row) {
-    float acc = 0.0f;
-    if constexpr (kVector) {
-#pragma unroll 4
-      for (int64_t i = lane * 8; i < k; i += 32 * 8) {
-        const uint4 wv = *reinterpret_cast<const uint4*>(w_row + i);
-        const uint4 xv = *reinterpret_cast<const uint4*>(xs + i);
-        const auto* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv);
-        const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float2 a = __bfloat1622float2(w2[j]);
-          const float2 b = __bfloat1622float2(x2[j]);
-          acc += a.x * b.x + a.y * b.y;
-        }
-      }
-    } else {
-      for (int64_t i = lane; i < k; i += 32) {
-        acc += __bfloat162float(w_row[i]) * __bfloat162float(xs[i]);
-      }
-    }
-    return detail::warp_sum(acc);
-  };
+  float acc[kRows];
+  dot_rows(rows, xs, k, lane, first, acc);
+  if (lane != 0) return;
   if constexpr (kSwiglu) {
-    const float g = dot(w + row * k);
-    const float u = dot(w + (n_rows + row) * k);
-    if (lane == 0) act[row] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
+    const float g = acc[0], u = acc[1];
+    act[row] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
   } else {
-    const float acc = dot(w + row * k);
-    if (lane == 0) y[row] = beta == 0.0f ? acc : beta * y[row] + acc;
+    y[row] = beta == 0.0f ? acc[0] : beta * y[row] + acc[0];
+  }
+}
+
+// Calls f(std::integral_constant<int, kLoads>) with the smallest chunk (in 16-byte loads per lane)
+// that holds a whole row, up to 24 loads (96 registers per row); longer rows loop over chunks.
+template <typename F>
+void with_loads(int64_t k, F&& f) {
+  const int64_t loads = (k + 255) / 256;
+  if (loads <= 4) {
+    f(std::integral_constant<int, 4>{});
+  } else if (loads <= 8) {
+    f(std::integral_constant<int, 8>{});
+  } else if (loads <= 16) {
+    f(std::integral_constant<int, 16>{});
+  } else {
+    f(std::integral_constant<int, 24>{});
   }
 }
 
@@ -108,16 +186,18 @@ void launch_rms_norm_gemv(const float* x, const float* norm_w, float eps, const 
     fail(KILN_ERR_INTERNAL, "rms_norm_gemv: k = " + std::to_string(k) + " exceeds shared memory");
   }
   if (n_rows == 0) return;
-  const unsigned blocks = detail::grid_for(n_rows, kWarps);
-  const size_t smem = (static_cast<size_t>(k) * sizeof(bf16) + 15) / 16 * 16;
-  if (k % 8 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0) {
-    rms_norm_gemv_kernel<kSwiglu, true>
-        <<<blocks, kWarps * 32, smem, stream>>>(x, norm_w, eps, w, y, act, k, n_rows, beta);
-  } else {
-    rms_norm_gemv_kernel<kSwiglu, false>
-        <<<blocks, kWarps * 32, smem, stream>>>(x, norm_w, eps, w, y, act, k, n_rows, beta);
+  if (k % 8 != 0 || reinterpret_cast<uintptr_t>(w) % 16 != 0) {
+    fail(KILN_ERR_INTERNAL, "rms_norm_gemv: k = " + std::to_string(k) +
+                                " is not a multiple of 8 or the weights are not 16-byte aligned");
   }
-  check_launch("rms_norm_gemv_kernel");
+  const int warps = warps_per_block(n_rows);
+  const unsigned blocks = detail::grid_for(n_rows, warps);
+  const size_t smem = (static_cast<size_t>(k) * sizeof(bf16) + 15) / 16 * 16;
+  with_loads(k, [&](auto loads) {
+    detail::launch_overlapped(rms_norm_gemv_kernel<kSwiglu, decltype(loads)::value>, blocks,
+                              warps * 32, smem, stream, "rms_norm_gemv_kernel", x, norm_w, eps, w,
+                              y, act, k, n_rows, beta);
+  });
 }
 
 }  // namespace
@@ -125,22 +205,22 @@ void launch_rms_norm_gemv(const float* x, const float* norm_w, float eps, const 
 void gemv_bf16(const bf16* x, const bf16* w, float* y, int64_t k, int64_t n, float beta,
                cudaStream_t stream) {
   if (n == 0) return;
-  const unsigned blocks = detail::grid_for(n, kWarps);
+  const int warps = warps_per_block(n);
+  const unsigned blocks = detail::grid_for(n, warps);
   const bool vector = k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                       reinterpret_cast<uintptr_t>(w) % 16 == 0;
   if (vector) {
-    gemv_bf16_kernel<true><<<blocks, kWarps * 32, 0, stream>>>(x, w, y, k, n, beta);
+    with_loads(k, [&](auto loads) {
+      detail::launch_overlapped(gemv_bf16_kernel<decltype(loads)::value>, blocks, warps * 32, 0,
+                                stream, "gemv_bf16_kernel", x, w, y, k, n, beta);
+    });
   } else {
-    gemv_bf16_kernel<false><<<blocks, kWarps * 32, 0, stream>>>(x, w, y, k, n, beta);
+    detail::launch_overlapped(gemv_bf16_scalar_kernel, blocks, warps * 32, 0, stream,
+                              "gemv_bf16_scalar_kernel", x, w, y, k, n, beta);
   }
-  check_launch("gemv_bf16_kernel");
 }
 
-}  // namespace kiln::cuda
-
-namespace kiln::cuda {
-
-bool rms_norm_gemv_supported(int64_t k) { return k > 0 && k * 2 <= 48 * 1024; }
+bool rms_norm_gemv_supported(int64_t k) { return k > 0 && k % 8 == 0 && k * 2 <= 48 * 1024; }
 
 void rms_norm_gemv_bf16(const float* x, const float* norm_w, float eps, const bf16* w, float* y,
                         int64_t k, int64_t n, float beta, cudaStream_t stream) {

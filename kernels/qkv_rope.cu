@@ -7,6 +7,7 @@
 #include "backend/cuda/kernels.hpp"
 #include "common.cuh"
 #include "core/error.hpp"
+#include "overlapped_launch.cuh"
 
 namespace kiln::cuda {
 
@@ -18,6 +19,8 @@ __global__ void qkv_rope_kernel(const float* qkv, const float* bias, const float
                                 const float* k_norm, float eps, const float* inv_freq,
                                 const int32_t* start_pos, QkvShape s, float* q_out, bf16* k_cache,
                                 bf16* v_cache) {
+  detail::allow_dependents();
+  detail::wait_for_inputs();
   __shared__ float vec[kMaxAttentionHeadDim];
   const int head = blockIdx.x;
   const int64_t t = blockIdx.y;
@@ -83,9 +86,9 @@ void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const fl
   if (n_tokens == 0) return;
   const dim3 grid(static_cast<unsigned>(shape.n_heads + 2 * shape.n_kv_heads),
                   static_cast<unsigned>(n_tokens));
-  qkv_rope_kernel<<<grid, 32, 0, stream>>>(qkv, bias, q_norm, k_norm, eps, inv_freq, start_pos,
-                                           shape, q_out, k_cache, v_cache);
-  check_launch("qkv_rope_kernel");
+  detail::launch_overlapped(qkv_rope_kernel, grid, 32, 0, stream, "qkv_rope_kernel", qkv, bias,
+                            q_norm, k_norm, eps, inv_freq, start_pos, shape, q_out, k_cache,
+                            v_cache);
 }
 
 }  // namespace kiln::cuda

@@ -22,6 +22,7 @@
 #include "backend/cuda/kernels.hpp"
 #include "common.cuh"
 #include "core/error.hpp"
+#include "overlapped_launch.cuh"
 
 namespace kiln::cuda {
 
@@ -262,6 +263,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     quant_gemv_kernel(const bf16* x, const float* x_f32, const float* norm_w, float eps,
                       const uint8_t* w, size_t row_bytes, float* y, bf16* act, int64_t k,
                       int64_t n_rows, float beta) {
+  detail::allow_dependents();
+  detail::wait_for_inputs();
   extern __shared__ uint4 smem_raw[];
   if constexpr (M != Mode::kPlain) {
     bf16* xs = reinterpret_cast<bf16*>(smem_raw);
@@ -387,8 +390,9 @@ struct GemvLaunch {
   void run() const {
     const size_t smem =
         M == Mode::kPlain ? 0 : (static_cast<size_t>(w.k) * sizeof(bf16) + 15) / 16 * 16;
-    quant_gemv_kernel<F, M><<<detail::grid_for(n_rows, kWarps), kWarps * 32, smem, stream>>>(
-        x, x_f32, norm_w, eps, w.data, w.row_bytes, y, act, w.k, n_rows, beta);
+    detail::launch_overlapped(quant_gemv_kernel<F, M>, detail::grid_for(n_rows, kWarps),
+                              kWarps * 32, smem, stream, "quant_gemv_kernel", x, x_f32, norm_w, eps,
+                              w.data, w.row_bytes, y, act, w.k, n_rows, beta);
   }
 };
 
@@ -396,7 +400,6 @@ template <Mode M>
 void launch_gemv(const GemvLaunch<M>& launch) {
   if (launch.n_rows == 0) return;
   dispatch(launch.w.format, launch);
-  check_launch("quant_gemv_kernel");
 }
 
 struct EmbeddingLaunch {

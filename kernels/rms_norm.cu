@@ -3,6 +3,7 @@
 #include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "common.cuh"
+#include "overlapped_launch.cuh"
 
 namespace kiln::cuda {
 
@@ -12,6 +13,8 @@ constexpr int kThreads = 256;
 
 __global__ void rms_norm_kernel(float* x, const float* residual, const float* weight, bf16* out,
                                 int64_t dim, float eps) {
+  detail::allow_dependents();
+  detail::wait_for_inputs();
   const int64_t row = blockIdx.x;
   float* xr = x + row * dim;
   float sum_sq = 0.0f;
@@ -36,9 +39,8 @@ __global__ void rms_norm_kernel(float* x, const float* residual, const float* we
 void rms_norm(float* x, const float* residual, const float* weight, bf16* out, int64_t rows,
               int64_t dim, float eps, cudaStream_t stream) {
   if (rows == 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, residual, weight, out,
-                                                                        dim, eps);
-  check_launch("rms_norm_kernel");
+  detail::launch_overlapped(rms_norm_kernel, static_cast<unsigned>(rows), kThreads, 0, stream,
+                            "rms_norm_kernel", x, residual, weight, out, dim, eps);
 }
 
 }  // namespace kiln::cuda

@@ -10,12 +10,12 @@
 #include "kiln.h"
 #include "sample_util.h"
 
-static void usage(FILE *out) {
+static void usage(FILE* out) {
   fprintf(out,
           "usage: kiln-bench -m MODEL_DIR [options]\n"
           "Measure prompt processing (pp) and token generation (tg) speed in tokens/second.\n"
           "\n"
-          "  -m, --model DIR     Hugging Face model directory (required)\n"
+          "  -m, --model PATH    Hugging Face model directory or GGUF file (required)\n"
           "  -p, --n-prompt N    prompt tokens for pp (default: 512; 0 skips pp)\n"
           "  -n, --n-gen N       generated tokens for tg (default: 128; 0 skips tg)\n"
           "  -r, --repetitions R runs of each test; the median is reported (default: 3)\n"
@@ -23,7 +23,8 @@ static void usage(FILE *out) {
           "      --backend NAME  auto, cpu or cuda (default: auto)\n"
           "  -h, --help          show this help\n"
           "\n"
-          "Output: one line per test, 'pp512 <tok/s>' and 'tg128 <tok/s>'.\n");
+          "Output: 'load <s>' (kiln_model_load) and 'first token <s>' (load + session create +\n"
+          "a 1-token prompt decoded), then one line per test, 'pp512 <tok/s>' and 'tg128 <tok/s>'.\n");
 }
 
 static double now_seconds(void) {
@@ -32,13 +33,13 @@ static double now_seconds(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
+static int cmp_double(const void* a, const void* b) {
+  double x = *(const double*)a, y = *(const double*)b;
   return (x > y) - (x < y);
 }
 
-int main(int argc, char **argv) {
-  const char *model_dir = NULL;
+int main(int argc, char** argv) {
+  const char* model_dir = NULL;
   long n_prompt = 512, n_gen = 128, reps = 3, threads = 0;
   kiln_runtime_options rt_opts;
   if (sample_check(kiln_runtime_options_default(&rt_opts, sizeof rt_opts), "options")) return 1;
@@ -53,12 +54,18 @@ int main(int argc, char **argv) {
       return 2;
     }
     int bad = 0;
-    if (!strcmp(a, "-m") || !strcmp(a, "--model")) model_dir = v;
-    else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) bad = sample_parse_long(v, 0, 1 << 20, &n_prompt);
-    else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) bad = sample_parse_long(v, 0, 1 << 20, &n_gen);
-    else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) bad = sample_parse_long(v, 1, 1000, &reps);
-    else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = sample_parse_long(v, 0, 4096, &threads);
-    else if (!strcmp(a, "--backend")) bad = sample_parse_backend(v, &rt_opts.backend);
+    if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+      model_dir = v;
+    else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt"))
+      bad = sample_parse_long(v, 0, 1 << 20, &n_prompt);
+    else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen"))
+      bad = sample_parse_long(v, 0, 1 << 20, &n_gen);
+    else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions"))
+      bad = sample_parse_long(v, 1, 1000, &reps);
+    else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
+      bad = sample_parse_long(v, 0, 4096, &threads);
+    else if (!strcmp(a, "--backend"))
+      bad = sample_parse_backend(v, &rt_opts.backend);
     else {
       fprintf(stderr, "kiln-bench: unknown option '%s' (see --help)\n", a);
       return 2;
@@ -74,15 +81,18 @@ int main(int argc, char **argv) {
     return 2;
   }
   rt_opts.n_threads = (int32_t)threads;
-  kiln_runtime *rt = NULL;
-  kiln_model *model = NULL;
-  kiln_session *session = NULL;
-  int32_t *ids = NULL;
-  float *logits = NULL;
-  double *times = NULL;
+  kiln_runtime* rt = NULL;
+  kiln_model* model = NULL;
+  kiln_session* session = NULL;
+  int32_t* ids = NULL;
+  float* logits = NULL;
+  double* times = NULL;
   int rc = 1;
+  double t_start = now_seconds();
   if (sample_check(kiln_runtime_create(&rt_opts, &rt), "creating the runtime")) goto done;
+  double t_runtime = now_seconds();
   if (sample_check(kiln_model_load(rt, model_dir, NULL, &model), "loading the model")) goto done;
+  double t_loaded = now_seconds();
   kiln_model_info info;
   info.struct_size = sizeof info;
   kiln_runtime_info rinfo;
@@ -93,10 +103,14 @@ int main(int argc, char **argv) {
   }
   kiln_session_options s_opts;
   kiln_session_options_default(&s_opts, sizeof s_opts);
-  s_opts.context_length = (int32_t)(n_prompt > n_gen ? n_prompt : n_gen) + 1;
-  if (sample_check(kiln_session_create(model, &s_opts, &session), "creating the session")) goto done;
+  /* At least the 8 warm-up tokens: short runs (-p 0 -n 3) must not read past the ids. */
+  long longest = n_prompt > n_gen ? n_prompt : n_gen;
+  if (longest < 8) longest = 8;
+  s_opts.context_length = (int32_t)longest + 1;
+  if (sample_check(kiln_session_create(model, &s_opts, &session), "creating the session"))
+    goto done;
 
-  size_t n_ids = (size_t)(n_prompt > n_gen ? n_prompt : n_gen);
+  size_t n_ids = (size_t)longest;
   ids = malloc((n_ids + 1) * sizeof *ids);
   logits = malloc((size_t)info.vocab_size * sizeof *logits);
   times = malloc((size_t)reps * sizeof *times);
@@ -107,12 +121,23 @@ int main(int argc, char **argv) {
     state = state * 1664525u + 1013904223u;
     ids[i] = (int32_t)(state % (uint32_t)info.vocab_size);
   }
+  size_t n = 0;
+  /* Time to first token from a cold start: one 1-token prompt decoded right after loading. */
+  if (sample_check(kiln_forward(session, ids, 1, KILN_LOGITS_LAST, logits, (size_t)info.vocab_size, &n),
+                   "first token")) {
+    goto done;
+  }
+  double t_first = now_seconds();
+  kiln_session_reset(session);
   printf("model %s (%s, %lld parameters), backend %s, %d threads\n", model_dir, info.architecture,
          (long long)info.n_parameters, rinfo.device_name, rinfo.n_threads);
-  size_t n = 0;
+  printf("load %.3f s (kiln_model_load, weights uploaded), first token %.3f s (load + session + "
+         "1-token decode), runtime %.3f s (kiln_runtime_create, before both)\n",
+         t_loaded - t_runtime, t_first - t_runtime, t_runtime - t_start);
   /* Warm-up: pages the weights in and sizes the scratch buffers. */
-  if (sample_check(kiln_forward(session, ids, 8, KILN_LOGITS_LAST, logits, (size_t)info.vocab_size, &n),
-                   "warm-up")) {
+  if (sample_check(
+          kiln_forward(session, ids, 8, KILN_LOGITS_LAST, logits, (size_t)info.vocab_size, &n),
+          "warm-up")) {
     goto done;
   }
   for (int test = 0; test < 2; ++test) {
@@ -123,13 +148,15 @@ int main(int argc, char **argv) {
       double t0 = now_seconds();
       if (test == 0) {
         if (sample_check(kiln_forward(session, ids, (size_t)count, KILN_LOGITS_LAST, logits,
-                                      (size_t)info.vocab_size, &n), "pp")) {
+                                      (size_t)info.vocab_size, &n),
+                         "pp")) {
           goto done;
         }
       } else {
         for (long k = 0; k < count; ++k) {
           if (sample_check(kiln_forward(session, ids + k, 1, KILN_LOGITS_LAST, logits,
-                                        (size_t)info.vocab_size, &n), "tg")) {
+                                        (size_t)info.vocab_size, &n),
+                           "tg")) {
             goto done;
           }
         }

@@ -9,6 +9,7 @@
 #include <regex>
 
 #include "core/error.hpp"
+#include "engine/quant_mix.hpp"
 #include "formats/gguf.hpp"
 #include "formats/gguf_tokenizer.hpp"
 #include "formats/gguf_writer.hpp"
@@ -37,7 +38,8 @@ constexpr int32_t kTokenNormal = 1, kTokenControl = 3, kTokenUserDefined = 4, kT
 struct SourceTensor {
   std::string name;
   std::vector<int64_t> dims;  // ggml order
-  std::function<void(std::vector<float>&)> read;
+  // Fills out with the tensor as float32, converting whole rows on up to `threads` threads.
+  std::function<void(std::vector<float>& out, int threads)> read;
 };
 
 struct Source {
@@ -91,6 +93,18 @@ std::optional<GgufName> gguf_name(const std::string& hf, const ModelConfig& c) {
     return out;
   }
   return std::nullopt;
+}
+
+// Calls convert(r0, r1) over [0, n_rows) in chunks of whole rows on up to `threads` threads: a 7B
+// model's BF16 → float32 pass is as large as its quantisation, so it gets the same threads.
+template <typename ConvertRows>
+void convert_rows_parallel(int64_t n_rows, int threads, const ConvertRows& convert) {
+  constexpr int64_t kChunkRows = 64;
+  const int64_t chunks = (n_rows + kChunkRows - 1) / kChunkRows;
+#pragma omp parallel for num_threads(threads) schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    convert(c * kChunkRows, std::min(n_rows, (c + 1) * kChunkRows));
+  }
 }
 
 // HF rotate_half rows → llama.cpp's interleaved rows (convert_hf_to_gguf.py LlamaModel.permute):
@@ -246,13 +260,17 @@ Source hf_source(const fs::path& dir) {
     st.name = name->name;
     st.dims.assign(t.shape.rbegin(), t.shape.rend());
     const int32_t heads = name->permute_heads;
-    st.read = [weights, &t, heads](std::vector<float>& out) {
+    st.read = [weights, &t, heads](std::vector<float>& out, int threads) {
       out.resize(static_cast<size_t>(t.numel()));
-      convert_to_f32(t.dtype, t.data, out.data(), out.size());
-      if (heads > 0) {
-        const int64_t rows = t.shape[0], cols = t.shape.size() > 1 ? t.shape[1] : 1;
-        permute_rows(out, rows, cols, heads);
-      }
+      const int64_t rows = t.shape.empty() ? 1 : t.shape[0];
+      const int64_t cols = rows > 0 ? t.numel() / rows : 0;
+      const size_t elem = dtype_size(t.dtype);
+      convert_rows_parallel(rows, threads, [&](int64_t r0, int64_t r1) {
+        const auto first = static_cast<size_t>(r0 * cols);
+        convert_to_f32(t.dtype, static_cast<const uint8_t*>(t.data) + first * elem,
+                       out.data() + first, static_cast<size_t>((r1 - r0) * cols));
+      });
+      if (heads > 0) permute_rows(out, rows, cols, heads);
     };
     s.tensors.push_back(std::move(st));
   }
@@ -283,9 +301,16 @@ Source gguf_source(const fs::path& path) {
     SourceTensor st;
     st.name = t.name;
     st.dims = t.dims;
-    st.read = [f, &t](std::vector<float>& out) {
+    st.read = [f, &t](std::vector<float>& out, int threads) {
       out.resize(static_cast<size_t>(t.numel()));
-      quant::dequantize(t.type, t.data, out.data(), t.numel());
+      const int64_t row = t.dims[0];
+      if (row <= 0) return;  // an empty tensor: nothing to convert
+      const int64_t n_rows = t.numel() / row;
+      const size_t row_bytes = quant::quantized_bytes(t.type, row);
+      convert_rows_parallel(n_rows, threads, [&](int64_t r0, int64_t r1) {
+        quant::dequantize(t.type, t.data + static_cast<size_t>(r0) * row_bytes,
+                          out.data() + r0 * row, (r1 - r0) * row);
+      });
     };
     s.tensors.push_back(std::move(st));
   }
@@ -293,36 +318,6 @@ Source gguf_source(const fs::path& path) {
 }
 
 // ---------------------------------------------------------------------------------------------
-
-bool use_more_bits(int64_t i, int64_t n) {
-  return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
-}
-
-// llama.cpp's fallbacks when rows are not whole super-blocks (see the header).
-GgmlType fit_rows(GgmlType t, int64_t row) {
-  if ((t == GgmlType::Q4_K || t == GgmlType::Q6_K) && row % 256 != 0) t = GgmlType::Q8_0;
-  if (t == GgmlType::Q8_0 && row % 32 != 0) t = GgmlType::F16;
-  return t;
-}
-
-GgmlType tensor_type(const SourceTensor& t, QuantizeTarget target, bool has_output,
-                     int64_t n_layers) {
-  if (t.dims.size() < 2) return GgmlType::F32;
-  GgmlType type = GgmlType::F16;
-  if (target == QuantizeTarget::Q8_0) type = GgmlType::Q8_0;
-  if (target == QuantizeTarget::Q4_K_M) {
-    type = GgmlType::Q4_K;
-    static const std::regex kLayer(R"(blk\.(\d+)\.(attn_v|ffn_down)\.weight)");
-    std::smatch m;
-    if (t.name == "output.weight" || (!has_output && t.name == "token_embd.weight")) {
-      type = GgmlType::Q6_K;
-    } else if (std::regex_match(t.name, m, kLayer) &&
-               use_more_bits(std::stoll(m[1].str()), n_layers)) {
-      type = GgmlType::Q6_K;
-    }
-  }
-  return fit_rows(type, t.dims[0]);
-}
 
 }  // namespace
 
@@ -355,12 +350,13 @@ void quantize_model(const fs::path& src, const fs::path& dst, QuantizeTarget tar
 
   std::vector<GgufTensorPlan> plan;
   for (const SourceTensor& t : s.tensors) {
-    plan.push_back({t.name, t.dims, tensor_type(t, target, has_output, s.n_layers)});
+    plan.push_back(
+        {t.name, t.dims, quantized_tensor_type(target, t.name, t.dims, has_output, s.n_layers)});
   }
   const int threads = std::max(1, n_threads);
   const auto produce = [&](size_t i, std::vector<uint8_t>& out) {
     std::vector<float> values;
-    s.tensors[i].read(values);
+    s.tensors[i].read(values, threads);
     const int64_t row = plan[i].dims[0];
     const auto n_rows = static_cast<int64_t>(values.size()) / row;
     const size_t row_bytes = quant::quantized_bytes(plan[i].type, row);

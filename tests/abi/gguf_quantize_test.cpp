@@ -116,6 +116,36 @@ INSTANTIATE_TEST_SUITE_P(TinyQwen2, Quantize,
                                            QuantCase{KILN_QUANTIZE_Q4_K_M, "q4_k_m", false}),
                          [](const auto& info) { return info.param.name; });
 
+// Rows that are not whole 256-element super-blocks (tests/fixtures/hf/qwen2: hidden 64, ffn 160):
+// Q4_K_M falls back to q5_0 (and Q6_K to q8_0) as llama.cpp's does. The reload stays within the
+// Q4_K_M bound above: 1.5× llama.cpp's own Q4_K_M error on tiny-qwen2.
+TEST(Quantize, Q4_K_MFallbackTypesReloadWithinTheQ4_K_MBound) {
+  const fs::path dir = fixtures() / "hf" / "qwen2";
+  const auto ref = nlohmann::json::parse(read_file(dir / "ref.json"));
+  const auto ids = ref.at("ids").get<std::vector<int32_t>>();
+  const std::vector<float> hf = read_f32(dir / "logits.bin");
+  const auto manifest = nlohmann::json::parse(read_file(gguf_fixture_dir() / "manifest.json"));
+  const double bound =
+      1.5 *
+      manifest.at("diff_vs_hf_f32").at("llamacpp_q4_k_m_logits.bin").at("rel_l2").get<double>();
+  auto rt = make_cpu_runtime();
+  const fs::path out = temp_path("qwen2-64-q4_k_m.gguf");
+  KILN_ASSERT_OK(quantize(rt.get(), dir, out, KILN_QUANTIZE_Q4_K_M));
+  auto model = load(rt.get(), out);
+  ASSERT_TRUE(model);
+  auto session = make_session(model.get());
+  std::vector<float> logits(hf.size());
+  size_t n = 0;
+  KILN_ASSERT_OK(kiln_forward(session.get(), ids.data(), ids.size(), KILN_LOGITS_ALL, logits.data(),
+                              logits.size(), &n));
+  ASSERT_EQ(n, hf.size());
+  const double err = rel_l2(logits, hf);
+  std::printf("[quantize] q4_k_m with q5_0/q8_0 fallbacks (hidden 64) vs HF %.4g, bound %.4g\n",
+              err, bound);
+  EXPECT_LE(err, bound);
+  fs::remove(out);
+}
+
 // A GGUF source: llama.cpp's F32 file re-written as Q8_0 behaves like the HF conversion.
 TEST(Quantize, GgufSourceIsRequantised) {
   auto rt = make_cpu_runtime();

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/cuda_handles.hpp"
@@ -152,8 +153,9 @@ TEST_F(CudaKernels, SwiGluOfTheFusedGateUpRows) {
 TEST_F(CudaKernels, LinearBf16MatchesTheProductOfTheRoundedInputs) {
   CublasHandle handle(nullptr);
   // m = 1 runs the gemv kernel (16-byte path when k % 8 == 0, scalar otherwise), m > 1 cuBLAS.
-  const int64_t shapes[][3] = {{1, 100, 77}, {1, 896, 1153}, {1, 4864, 301},
-                               {7, 100, 77}, {33, 100, 77},  {5, 896, 130}};
+  // m = 1, k = 7000: rows longer than one chunk of in-flight loads (the chunk loop).
+  const int64_t shapes[][3] = {{1, 100, 77},  {1, 896, 1153}, {1, 4864, 301}, {1, 7000, 37},
+                               {1, 24, 2500}, {7, 100, 77},   {33, 100, 77},  {5, 896, 130}};
   for (const auto& [m, k, n] : shapes) {
     const auto x = to_bf16(random_normal(m * k, rng));
     const auto w = to_bf16(random_normal(n * k, rng));
@@ -180,8 +182,11 @@ TEST_F(CudaKernels, LinearBf16MatchesTheProductOfTheRoundedInputs) {
 // The decode step's fused RMSNorm + one-row product (plain and SwiGLU forms) against the norm
 // (rounded to BF16 as rms_norm() rounds it) followed by the product, in float64.
 TEST_F(CudaKernels, FusedRmsNormGemvMatchesNormThenProduct) {
-  for (const int64_t k : {72, 100, 896}) {  // 100: the scalar path
-    const int64_t n = 203, inter = 101;
+  EXPECT_FALSE(rms_norm_gemv_supported(100));  // k % 8 != 0: the caller takes norm + product
+  // 7000: longer than one chunk of in-flight loads; n = 2500: the 8-warp blocks.
+  for (const auto& [k, n] :
+       {std::pair<int64_t, int64_t>{72, 203}, {896, 203}, {7000, 203}, {896, 2500}}) {
+    const int64_t inter = n / 2;
     const auto x = random_normal(k, rng, 2.0f);
     const auto norm_w = random_normal(k, rng);
     const auto w = to_bf16(random_normal(n * k, rng));
@@ -395,6 +400,101 @@ TEST_F(CudaKernels, DecodeAttentionMatchesAcrossSplitBoundaries) {
   run_attention_case({1, 599, 4, 4, 128}, rng, true);
   run_attention_case({1, 40, 4, 2, 16}, rng, true);
   run_attention_case({1, 520, 8, 1, 256}, rng, true);
+}
+
+// The decode step's fused kernel (q/k/v preparation + attention + chunk merge) against the HF
+// math in float64: bias, per-head norm, RoPE of the new token's q and k, k and v rounded to BF16 as
+// the cache holds them, then softmax attention over the cached rows and the new one. Also checks
+// the new cache row, that no other row changed, and that the merge counters are zero again.
+TEST_F(CudaKernels, FusedDecodeAttentionMatchesQkvPreparationThenAttention) {
+  struct Case {
+    QkvCase qkv;
+    int32_t n_heads, n_kv_heads, pos;
+    int64_t extra_context;
+  };
+  const Case cases[] = {
+      {{true, false, 64, 64}, 14, 2, 0, 0},     {{true, false, 64, 64}, 14, 2, 30, 0},
+      {{true, false, 64, 64}, 14, 2, 255, 700}, {{false, true, 128, 128}, 4, 4, 256, 0},
+      {{true, true, 64, 64}, 14, 2, 1000, 300}, {{false, false, 256, 128}, 8, 1, 520, 0},
+      {{true, true, 48, 24}, 6, 3, 3000, 0}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE("pos " + std::to_string(c.pos) + " head_dim " + std::to_string(c.qkv.head_dim) +
+                 " heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads));
+    const QkvShape s{c.n_heads, c.n_kv_heads, c.qkv.head_dim, c.qkv.rot_dim};
+    const int64_t D = s.head_dim, q_dim = s.n_heads * D, kv_dim = s.n_kv_heads * D;
+    const int64_t width = q_dim + 2 * kv_dim, ctx = c.pos + 1 + c.extra_context;
+    const auto qkv = random_normal(width, rng);
+    const auto bias = random_normal(width, rng, 0.5f);
+    const auto qn = random_normal(D, rng), kn = random_normal(D, rng);
+    std::vector<float> inv_freq(s.rot_dim / 2);
+    for (size_t i = 0; i < inv_freq.size(); ++i) {
+      inv_freq[i] = static_cast<float>(1.0 / std::pow(1e4, 2.0 * double(i) / s.rot_dim));
+    }
+    auto k_cache = to_bf16(random_normal(ctx * kv_dim, rng));
+    auto v_cache = to_bf16(random_normal(ctx * kv_dim, rng));
+
+    // Reference: prepare each head vector (float64), q unrounded, k and v rounded to BF16.
+    std::vector<float> q(q_dim), k_all = from_bf16(k_cache), v_all = from_bf16(v_cache);
+    for (int64_t head = 0; head < s.n_heads + 2 * s.n_kv_heads; ++head) {
+      std::vector<double> v(D);
+      for (int64_t d = 0; d < D; ++d) {
+        v[d] = double(qkv[head * D + d]) + (c.qkv.bias ? bias[head * D + d] : 0.0);
+      }
+      const bool is_q = head < s.n_heads, is_k = !is_q && head < s.n_heads + s.n_kv_heads;
+      if (c.qkv.qk_norm && (is_q || is_k)) {
+        double ss = 0;
+        for (double e : v) ss += e * e;
+        const double inv = 1.0 / std::sqrt(ss / double(D) + 1e-6);
+        for (int64_t d = 0; d < D; ++d) v[d] = (is_q ? qn[d] : kn[d]) * v[d] * inv;
+      }
+      if (is_q || is_k) {
+        const int64_t half = s.rot_dim / 2;
+        std::vector<double> r = v;
+        for (int64_t i = 0; i < half; ++i) {
+          const double angle = double(static_cast<float>(c.pos) * inv_freq[i]);
+          r[i] = v[i] * std::cos(angle) - v[i + half] * std::sin(angle);
+          r[i + half] = v[i + half] * std::cos(angle) + v[i] * std::sin(angle);
+        }
+        v = r;
+      }
+      for (int64_t d = 0; d < D; ++d) {
+        if (is_q) {
+          q[head * D + d] = static_cast<float>(v[d]);
+        } else if (is_k) {
+          k_all[c.pos * kv_dim + (head - s.n_heads) * D + d] = round_to_bf16(float(v[d]));
+        } else {
+          v_all[c.pos * kv_dim + (head - s.n_heads - s.n_kv_heads) * D + d] =
+              round_to_bf16(float(v[d]));
+        }
+      }
+    }
+    const AttnCase attn{1, c.pos, c.n_heads, c.n_kv_heads, c.qkv.head_dim};
+    const auto want = attention_reference(q, k_all, v_all, attn);
+
+    DeviceArray<float> d_qkv(qkv), d_bias(bias), d_qn(qn), d_kn(kn), d_freq(inv_freq);
+    DeviceArray<bf16> d_k(k_cache), d_v(v_cache), d_out(q_dim);
+    DeviceArray<float> partials(decode_partials_floats(s.n_heads, s.head_dim, ctx));
+    DeviceArray<unsigned> counters(std::vector<unsigned>(s.n_heads, 0u));
+    DeviceArray<int32_t> position(std::vector<int32_t>{c.pos});
+    for (int run = 0; run < 2; ++run) {  // twice: the counters must have been reset by the first
+      attention_decode_fused(
+          d_qkv.get(), c.qkv.bias ? d_bias.get() : nullptr, c.qkv.qk_norm ? d_qn.get() : nullptr,
+          c.qkv.qk_norm ? d_kn.get() : nullptr, 1e-6f, d_freq.get(), position.get(), ctx, s,
+          d_k.get(), d_v.get(), d_out.get(), partials.get(), counters.get(), nullptr);
+      expect_bf16_close(from_bf16(d_out.download()), want, 1e-4, "fused decode attention");
+      for (unsigned n : counters.download()) ASSERT_EQ(n, 0u);
+    }
+    const auto k_got = from_bf16(d_k.download()), v_got = from_bf16(d_v.download());
+    for (int64_t i = 0; i < ctx * kv_dim; ++i) {
+      if (i / kv_dim == c.pos) {  // the new row as prepared: within one BF16 rounding
+        ASSERT_NEAR(k_got[i], k_all[i], std::abs(k_all[i]) / 128.0 + 1e-4) << "k cache " << i;
+        ASSERT_NEAR(v_got[i], v_all[i], std::abs(v_all[i]) / 128.0 + 1e-6) << "v cache " << i;
+      } else {  // every other row untouched
+        ASSERT_EQ(k_got[i], k_all[i]) << "k cache element " << i;
+        ASSERT_EQ(v_got[i], v_all[i]) << "v cache element " << i;
+      }
+    }
+  }
 }
 
 TEST_F(CudaKernels, AttentionRejectsUnsupportedHeadDims) {

@@ -34,6 +34,8 @@ std::vector<float> weights_like(int64_t n, std::mt19937& rng) {
 
 // The per-element bound of the format's rule for element k of block b (see quantize.hpp):
 //   Q8_0: d/2, or the clamp loss max|x| − 127 d when the f16 rounding of d shrank it;
+//   Q5_0: |d|/2, or the clamp loss max|x| − 15|d| for the values of the sign opposite to the
+//         largest-magnitude one (the codes reach 15|d| on that side, 16|d| on the other);
 //   Q4_K: d·sc/2 + dmin/2 + 7.5 d (the sub-block's integer scale and min each off by at most
 //         half a step of the super-block factors, which moves the range ends by 15·d/2, dmin/2);
 //   Q6_K: d·sc/2 + 15.5 d (the range end 31·d·sc is off by at most 31·d/2).
@@ -44,6 +46,12 @@ double bound(GgmlType t, const uint8_t* b, int k, const float* block_values) {
       double amax = 0;
       for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(double(block_values[j])));
       return std::max(d / 2, amax - 127 * d);
+    }
+    case GgmlType::Q5_0: {
+      const double d = std::fabs(test::half(b));
+      double amax = 0;
+      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(double(block_values[j])));
+      return std::max(d / 2, amax - 15 * d);
     }
     case GgmlType::Q4_K: {
       int sc = 0, mn = 0;
@@ -93,7 +101,8 @@ TEST_P(Quantiser, DequantisedValuesStayWithinTheFormatsRoundingBound) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, Quantiser,
-                         ::testing::Values(GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K),
+                         ::testing::Values(GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_K,
+                                           GgmlType::Q6_K),
                          [](const auto& p) {
                            return std::string(
                                quant::find_ggml_type(static_cast<uint32_t>(p.param))->name);
@@ -169,6 +178,28 @@ TEST(QuantizeModel, WrittenFileReadsBackWithTheHfHyperParametersAndLlamaCppsType
                                << static_cast<int>(r.type);
     EXPECT_EQ(t->offset % 32, 0u) << r.name;
   }
+}
+
+// A model whose rows are not whole super-blocks (tests/fixtures/hf/qwen2: hidden 64, ffn 160,
+// 2 layers, tied): llama.cpp's fallbacks, q5_0 for Q4_K and q8_0 for Q6_K. use_more_bits(i, 2)
+// holds for layer 1 only (i >= 7·2/8 = 1); the tied embeddings take the output's Q6_K → q8_0.
+TEST(QuantizeModel, Q4_K_MRowsOfPartialSuperBlocksTakeLlamaCppsFallbacks) {
+  const fs::path out = test::temp_dir("quantize-fallback") / "q4_k_m.gguf";
+  quantize_model(test::fixtures_dir() / "hf" / "qwen2", out, QuantizeTarget::Q4_K_M, 2, nullptr);
+  const auto f = GgufFile::open(out);
+  const auto type_of = [&](const std::string& name) {
+    const GgufTensor* t = f->find_tensor(name);
+    EXPECT_NE(t, nullptr) << name;
+    return t ? static_cast<GgmlType>(t->type) : GgmlType::F32;
+  };
+  EXPECT_EQ(type_of("token_embd.weight"), GgmlType::Q8_0);
+  EXPECT_EQ(type_of("blk.0.attn_q.weight"), GgmlType::Q5_0);
+  EXPECT_EQ(type_of("blk.0.attn_v.weight"), GgmlType::Q5_0);
+  EXPECT_EQ(type_of("blk.1.attn_v.weight"), GgmlType::Q8_0);
+  EXPECT_EQ(type_of("blk.0.ffn_down.weight"), GgmlType::Q5_0);
+  EXPECT_EQ(type_of("blk.1.ffn_down.weight"), GgmlType::Q8_0);
+  EXPECT_EQ(type_of("blk.1.ffn_up.weight"), GgmlType::Q5_0);
+  EXPECT_EQ(type_of("blk.1.attn_norm.weight"), GgmlType::F32);
 }
 
 // F16 is round-to-nearest-even in both writers: kiln's F16 file holds llama.cpp's F16 bytes.

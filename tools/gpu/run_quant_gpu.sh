@@ -78,9 +78,8 @@ def grab(path, pat):
         return None
 def f(x, d=0): return "n/a" if x is None else f"{x:,.{d}f}"
 def r(a, b): return "n/a" if a is None or b is None else f"{a / b:.2f}x"
-print("\nkiln-quantize's Q4_K_M falls back to Q8_0 for rows that are not whole 256-element "
-      "super-blocks (hidden 896 here), where llama.cpp's falls back to q5_0: its file is larger "
-      "than llama.cpp's (compare the memory-bound limits).")
+print("\nkiln-quantize's Q4_K_M is llama.cpp's mix: rows of 896 are not whole 256-element "
+      "super-blocks, so most matrices fall back to q5_0 (Q6_K ones to q8_0), as in llama.cpp's file.")
 print("\n| GGUF | file bytes | kiln pp512 | llama.cpp pp512 | ratio | kiln tg128 | llama.cpp tg128 | ratio | memory-bound tg limit | kiln % of limit |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for t, (lp, lt) in peers.items():

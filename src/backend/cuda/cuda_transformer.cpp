@@ -60,6 +60,10 @@ CudaSessionState::CudaSessionState(std::shared_ptr<DeviceAllocator> allocator,
                                static_cast<int32_t>(dims.head_dim), context_length)) *
                                sizeof(float),
                            "decode attention partial results" + ctx);
+  decode_counters_ = allocator_->allocate(static_cast<size_t>(dims.n_heads) * sizeof(unsigned),
+                                          "decode attention counters");
+  KILN_CUDA_CHECK(
+      cudaMemsetAsync(decode_counters_.get(), 0, decode_counters_.size(), stream_.get()));
   logits_host_ = PinnedBuffer(static_cast<size_t>(dims.vocab) * sizeof(float), "logits");
   cublas_workspace_ = allocator_->allocate(kCublasWorkspaceBytes, "the cuBLAS workspace" + ctx);
   KILN_CUDA_CHECK(
@@ -425,14 +429,16 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
       rms_norm(x, nullptr, ptr<float>(L.attn_norm), normed, n, d.hidden, eps_, stream);
       linear(*s, L.wqkv, normed, ptr<float>(s->qkv_), n, 0.0f);
     }
-    qkv_rope(ptr<float>(s->qkv_), ptr<float>(L.bqkv), ptr<float>(L.q_norm), ptr<float>(L.k_norm),
-             eps_, ptr<float>(inv_freq_), s->position(), n, shape, ptr<float>(s->q_), k_cache,
-             v_cache, stream);
     if (n == 1) {
-      attention_decode(ptr<float>(s->q_), k_cache, v_cache, ptr<bf16>(s->attn_), s->position(),
-                       s->context_length(), shape.n_heads, shape.n_kv_heads, shape.head_dim,
-                       ptr<float>(s->decode_partials_), stream);
+      attention_decode_fused(ptr<float>(s->qkv_), ptr<float>(L.bqkv), ptr<float>(L.q_norm),
+                             ptr<float>(L.k_norm), eps_, ptr<float>(inv_freq_), s->position(),
+                             s->context_length(), shape, k_cache, v_cache, ptr<bf16>(s->attn_),
+                             ptr<float>(s->decode_partials_), s->decode_counters_.as<unsigned>(),
+                             stream);
     } else {
+      qkv_rope(ptr<float>(s->qkv_), ptr<float>(L.bqkv), ptr<float>(L.q_norm), ptr<float>(L.k_norm),
+               eps_, ptr<float>(inv_freq_), s->position(), n, shape, ptr<float>(s->q_), k_cache,
+               v_cache, stream);
       attention_prefill(ptr<float>(s->q_), k_cache, v_cache, ptr<bf16>(s->attn_), n, start_pos,
                         shape.n_heads, shape.n_kv_heads, shape.head_dim, stream);
     }

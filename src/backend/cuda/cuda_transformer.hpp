@@ -68,7 +68,7 @@ class CudaSessionState final : public SessionState {
   int32_t context_length_;
   Stream stream_;
   CublasHandle cublas_;
-  DeviceBuffer k_cache_, v_cache_, decode_partials_, cublas_workspace_;
+  DeviceBuffer k_cache_, v_cache_, decode_partials_, decode_counters_, cublas_workspace_;
   int64_t token_capacity_ = 0, logit_row_capacity_ = 0;
   DeviceBuffer ids_, x_, normed_, qkv_, q_, attn_, gate_up_, act_, logits_, quant_scratch_;
   PinnedBuffer ids_host_, logits_host_;

@@ -155,4 +155,15 @@ void attention_decode(const float* q, const bf16* k_cache, const bf16* v_cache, 
                       const int32_t* position, int64_t max_keys, int32_t n_heads,
                       int32_t n_kv_heads, int32_t head_dim, float* partials, cudaStream_t stream);
 
+// kernels/attention_decode_fused.cu — qkv_rope followed by attention_decode for the one token at
+// *position, in one kernel (the decode step's path for a BF16 cache): qkv is the fused projection's
+// float32 output [q_dim + 2·kv_dim] before bias, the new key and value go into the caches' row
+// *position, out as attention_decode. `partials` as attention_decode's; `counters` holds n_heads
+// unsigned ints that are zero before the call and zero again after it.
+void attention_decode_fused(const float* qkv, const float* bias, const float* q_norm,
+                            const float* k_norm, float eps, const float* inv_freq,
+                            const int32_t* position, int64_t max_keys, QkvShape shape,
+                            bf16* k_cache, bf16* v_cache, bf16* out, float* partials,
+                            unsigned* counters, cudaStream_t stream);
+
 }  // namespace kiln::cuda

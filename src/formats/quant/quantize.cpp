@@ -43,6 +43,35 @@ void quantize_q8_0(const float* x, uint8_t* dst, int64_t blocks) {
   }
 }
 
+// Q5_0: the value of largest magnitude m maps to the code 0 (d = m / −16), so the 32 codes
+// cover −16·d .. 15·d with m's sign at the wide end; q = round(x / d) + 16 clamped to 0..31.
+void quantize_q5_0(const float* x, uint8_t* dst, int64_t blocks) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* v = x + b * kQK32;
+    uint8_t* out = dst + b * sizeof(BlockQ5_0);
+    float m = 0.0f;
+    for (int j = 0; j < kQK32; ++j) {
+      if (std::fabs(v[j]) > std::fabs(m)) m = v[j];
+    }
+    const uint16_t dh = float_to_half(m / -16.0f);
+    const float d = half_value(dh);
+    store_u16(out, dh);
+    uint32_t qh = 0;
+    uint8_t* qs = out + offsetof(BlockQ5_0, qs);
+    std::memset(qs, 0, kQK32 / 2);
+    for (int j = 0; j < kQK32; ++j) {
+      const int q = d != 0.0f ? round_clamp(v[j] / d, -16, 15) + 16 : 16;
+      // Element j < 16 in the low nibble of qs[j], j >= 16 in the high nibble of qs[j − 16];
+      // bit 4 of every element's code is bit j of qh (blocks.hpp).
+      qs[j % 16] |= static_cast<uint8_t>((q & 0x0F) << (j < 16 ? 0 : 4));
+      qh |= static_cast<uint32_t>(q >> 4) << j;
+    }
+    for (int k = 0; k < 4; ++k) {
+      out[offsetof(BlockQ5_0, qh) + k] = static_cast<uint8_t>(qh >> (8 * k));
+    }
+  }
+}
+
 // 6-bit scales and mins of Q4_K into the 12 bytes (the inverse of scale_min_k4).
 void pack_scales_k4(const int* sc, const int* mn, uint8_t* s) {
   std::memset(s, 0, kKScaleBytes);
@@ -175,6 +204,7 @@ bool can_quantize(GgmlType type) {
   switch (type) {
     case GgmlType::F32:
     case GgmlType::F16:
+    case GgmlType::Q5_0:
     case GgmlType::Q8_0:
     case GgmlType::Q4_K:
     case GgmlType::Q6_K:
@@ -202,6 +232,8 @@ void quantize(GgmlType type, const float* src, uint8_t* dst, int64_t n) {
       return;
     case GgmlType::F16:
       return quantize_f16(src, dst, n);
+    case GgmlType::Q5_0:
+      return quantize_q5_0(src, dst, blocks);
     case GgmlType::Q8_0:
       return quantize_q8_0(src, dst, blocks);
     case GgmlType::Q4_K:

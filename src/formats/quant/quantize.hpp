@@ -5,6 +5,8 @@
 // be slightly more accurate).
 //   F16:  IEEE binary16, round to nearest even.
 //   Q8_0: d = max|x| / 127 (stored as f16), q = round(x / d).
+//   Q5_0: m = the value of largest |x|, d = m / −16 (f16), q = round(x / d) + 16 clamped to
+//         0..31 (m itself lands on code 0; the other end of the range is 15·|d|).
 //   Q4_K: per sub-block of 32, scale = (max − min(min, 0)) / 15 and offset = −min(min, 0); the
 //         super-block factors are d = max scale / 63 and dmin = max offset / 63 (f16); each
 //         sub-block keeps round(scale / d), round(offset / dmin) as 6 bits, and q = round((x +
@@ -19,7 +21,7 @@
 
 namespace kiln::quant {
 
-// True for the types quantize() writes: F32, F16, Q8_0, Q4_K, Q6_K.
+// True for the types quantize() writes: F32, F16, Q5_0, Q8_0, Q4_K, Q6_K.
 bool can_quantize(GgmlType type);
 
 // n float32 values (a multiple of the type's block size) → blocks at dst (row_bytes(type, n)

@@ -1,0 +1,276 @@
+// The decode step's attention for one new token with the q/k/v preparation fused in (BF16 KV
+// cache): two kernels of the unfused path (qkv_rope, then attention_decode and its merge) become
+// one, because at batch 1 each kernel costs a few microseconds of fixed latency whatever its work.
+//
+// Grid (head, key chunk of kDecodeSplitKeys), four warps. Every block prepares its head's q from
+// the fused projection's output (bias, Qwen3 q-norm, RoPE — qkv_rope's arithmetic). The block that
+// holds the newest key (the last chunk) also prepares that key and value itself (bias, k-norm,
+// RoPE, rounded to BF16 exactly as the cache would hold them) and uses them from shared memory:
+// blocks never read a cache row another block of this step writes. The first query head of each
+// KV group writes the new row into the cache for the steps that follow. Chunks are merged by the
+// last block of each head to finish (an atomic counter per head; the merge runs in chunk order, so
+// the result does not depend on which block came last).
+#include <string>
+
+#include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/kernels.hpp"
+#include "common.cuh"
+#include "core/error.hpp"
+#include "overlapped_launch.cuh"
+
+namespace kiln::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;
+
+__host__ __device__ int64_t n_splits_for(int64_t n_keys) {
+  return (n_keys + kDecodeSplitKeys - 1) / kDecodeSplitKeys;
+}
+
+// One warp: out[d] = scale · (RoPE(norm(src + bias)))[d] for one head vector of the projection,
+// as qkv_rope_kernel computes it; `round` rounds to BF16 first (the value a cache row holds).
+__device__ void prepare_head(const float* src, const float* bias, const float* norm, float eps,
+                             const float* inv_freq, int pos, int D, int rot_dim, bool rotate,
+                             bool round, float scale, float* work, float* out) {
+  const int lane = threadIdx.x % 32;
+  float sum_sq = 0.0f;
+  for (int d = lane; d < D; d += 32) {
+    float v = src[d];
+    if (bias != nullptr) v += bias[d];
+    work[d] = v;
+    sum_sq += v * v;
+  }
+  if (norm != nullptr) {
+    const float inv_rms = rsqrtf(detail::warp_sum(sum_sq) / static_cast<float>(D) + eps);
+    for (int d = lane; d < D; d += 32) work[d] = norm[d] * (work[d] * inv_rms);
+  }
+  __syncwarp();  // RoPE reads the partner element, written by another lane
+  const int half = rot_dim / 2;
+  for (int d = lane; d < D; d += 32) {
+    float o = work[d];
+    if (rotate && d < rot_dim) {
+      const int i = d < half ? d : d - half;
+      const float angle = static_cast<float>(pos) * inv_freq[i];
+      float sin_a, cos_a;
+      sincosf(angle, &sin_a, &cos_a);
+      o = d < half ? work[d] * cos_a - work[d + half] * sin_a
+                   : work[d] * cos_a + work[d - half] * sin_a;
+    }
+    if (round) o = __bfloat162float(__float2bfloat16(o));
+    out[d] = o * scale;
+  }
+}
+
+__device__ __forceinline__ float dot_key(const float* q_s, const bf16* key, int D) {
+  float s = 0.0f;
+  for (int d = 0; d < D; d += 8) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(key + d);
+    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 k2 = __bfloat1622float2(pairs[i]);
+      s += q_s[d + 2 * i] * k2.x + q_s[d + 2 * i + 1] * k2.y;
+    }
+  }
+  return s;
+}
+
+template <int kChunks>
+__global__ void __launch_bounds__(kWarps * 32)
+    attention_decode_fused_kernel(const float* qkv, const float* bias, const float* q_norm,
+                                  const float* k_norm, float eps, const float* inv_freq,
+                                  const int32_t* position, QkvShape s, bf16* k_cache, bf16* v_cache,
+                                  bf16* out, float* partials, unsigned* counters,
+                                  float scale_log2) {
+  __shared__ float q_s[kMaxAttentionHeadDim], k_new[kMaxAttentionHeadDim],
+      v_new[kMaxAttentionHeadDim], work[3][kMaxAttentionHeadDim];
+  __shared__ float m_w[kWarps], l_w[kWarps];
+  __shared__ float acc_w[kWarps][kMaxAttentionHeadDim];
+  __shared__ bool merges;
+  detail::allow_dependents();
+  detail::wait_for_inputs();
+
+  const int h = blockIdx.x, split = blockIdx.y;
+  const int D = s.head_dim, group = s.n_heads / s.n_kv_heads, kv_head = h / group;
+  const int64_t kv_stride = static_cast<int64_t>(s.n_kv_heads) * D;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int pos = *position, n_keys = pos + 1;
+  const int n_splits = static_cast<int>(n_splits_for(n_keys));
+  if (split >= n_splits) return;  // the grid covers the whole context; these keys are not in use
+  const bool newest = split == n_splits - 1;  // this chunk holds key `pos`
+  const int key_begin = split * kDecodeSplitKeys;
+  const int cached_end = newest ? pos : min(key_begin + kDecodeSplitKeys, n_keys);
+
+  const int q_dim = s.n_heads * D;
+  const int64_t k_off = q_dim + static_cast<int64_t>(kv_head) * D;
+  const int64_t v_off = q_dim + kv_stride + static_cast<int64_t>(kv_head) * D;
+  if (warp == 0) {
+    prepare_head(qkv + static_cast<int64_t>(h) * D,
+                 bias ? bias + static_cast<int64_t>(h) * D : nullptr, q_norm, eps, inv_freq, pos, D,
+                 s.rot_dim, true, false, scale_log2, work[0], q_s);
+  } else if (warp == 1 && newest) {
+    prepare_head(qkv + k_off, bias ? bias + k_off : nullptr, k_norm, eps, inv_freq, pos, D,
+                 s.rot_dim, true, true, 1.0f, work[1], k_new);
+  } else if (warp == 2 && newest) {
+    prepare_head(qkv + v_off, bias ? bias + v_off : nullptr, nullptr, eps, inv_freq, pos, D,
+                 s.rot_dim, false, true, 1.0f, work[2], v_new);
+  }
+  __syncthreads();
+  if (newest && h % group == 0) {  // one writer per KV head: the row the next steps read
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      k_cache[static_cast<int64_t>(pos) * kv_stride + static_cast<int64_t>(kv_head) * D + d] =
+          __float2bfloat16(k_new[d]);
+      v_cache[static_cast<int64_t>(pos) * kv_stride + static_cast<int64_t>(kv_head) * D + d] =
+          __float2bfloat16(v_new[d]);
+    }
+  }
+
+  float m = -INFINITY, l = 0.0f, acc[kChunks];
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) acc[c] = 0.0f;
+  for (int tile = key_begin + warp * 32; tile < cached_end; tile += kWarps * 32) {
+    const int key = tile + lane;
+    const float score =
+        key < cached_end ? dot_key(q_s, k_cache + key * kv_stride + kv_head * D, D) : -INFINITY;
+    const float m_new = fmaxf(m, detail::warp_max(score));  // finite: lane 0's key is valid
+    const float p = exp2f(score - m_new);
+    const float correction = exp2f(m - m_new);
+    l = l * correction + detail::warp_sum(p);
+    m = m_new;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) acc[c] *= correction;
+    const int n_valid = min(32, cached_end - tile);
+    for (int j = 0; j < n_valid; ++j) {
+      const float pj = __shfl_sync(0xffffffffu, p, j);
+      const bf16* v_row = v_cache + (tile + j) * kv_stride + kv_head * D;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        const int d = lane + 32 * c;
+        if (d < D) acc[c] += pj * __bfloat162float(v_row[d]);
+      }
+    }
+  }
+  if (newest && warp == 0) {  // the new key, from shared memory
+    float score = 0.0f;
+    for (int d = lane; d < D; d += 32) score += q_s[d] * k_new[d];
+    score = detail::warp_sum(score);
+    const float m_new = fmaxf(m, score);
+    const float p = exp2f(score - m_new);
+    const float correction = exp2f(m - m_new);
+    l = l * correction + p;
+    m = m_new;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int d = lane + 32 * c;
+      acc[c] = acc[c] * correction + (d < D ? p * v_new[d] : 0.0f);
+    }
+  }
+
+  if (lane == 0) {
+    m_w[warp] = m;
+    l_w[warp] = l;
+  }
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int d = lane + 32 * c;
+    if (d < D) acc_w[warp][d] = acc[c];
+  }
+  __syncthreads();
+
+  // Merge the warps' states: a warp that saw no key has m = -inf and weight exp2(-inf) = 0.
+  float m_all = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, m_w[w]);
+  float weight[kWarps], l_all = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    weight[w] = exp2f(m_w[w] - m_all);
+    l_all += l_w[w] * weight[w];
+  }
+  float* state = partials + (static_cast<int64_t>(h) * n_splits + split) * (D + 2);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float a = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) a += acc_w[w][d] * weight[w];
+    if (n_splits == 1) {
+      out[h * D + d] = __float2bfloat16(a / l_all);
+    } else {
+      state[d] = a;
+    }
+  }
+  if (n_splits == 1) return;
+  if (threadIdx.x == 0) {
+    state[D] = m_all;
+    state[D + 1] = l_all;
+  }
+
+  // The last of the head's blocks to get here merges every chunk's state, in chunk order.
+  __threadfence();  // this block's state is visible before it is counted
+  __syncthreads();
+  if (threadIdx.x == 0) merges = atomicAdd(&counters[h], 1u) == static_cast<unsigned>(n_splits - 1);
+  __syncthreads();
+  if (!merges) return;
+  __threadfence();
+  const float* base = partials + static_cast<int64_t>(h) * n_splits * (D + 2);
+  float m_max = -INFINITY;
+  for (int c = 0; c < n_splits; ++c) m_max = fmaxf(m_max, __ldcg(base + c * (D + 2) + D));
+  float l_sum = 0.0f;
+  for (int c = 0; c < n_splits; ++c) {
+    l_sum += __ldcg(base + c * (D + 2) + D + 1) * exp2f(__ldcg(base + c * (D + 2) + D) - m_max);
+  }
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float a = 0.0f;
+    for (int c = 0; c < n_splits; ++c) {
+      a += __ldcg(base + c * (D + 2) + d) * exp2f(__ldcg(base + c * (D + 2) + D) - m_max);
+    }
+    out[h * D + d] = __float2bfloat16(a / l_sum);
+  }
+  if (threadIdx.x == 0) counters[h] = 0;  // ready for the next layer and step
+}
+
+template <int kChunks>
+void launch(const float* qkv, const float* bias, const float* q_norm, const float* k_norm,
+            float eps, const float* inv_freq, const int32_t* position, int64_t max_keys,
+            QkvShape shape, bf16* k_cache, bf16* v_cache, bf16* out, float* partials,
+            unsigned* counters, cudaStream_t stream) {
+  const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(shape.head_dim));
+  const dim3 grid(static_cast<unsigned>(shape.n_heads),
+                  static_cast<unsigned>(n_splits_for(max_keys)));
+  detail::launch_overlapped(attention_decode_fused_kernel<kChunks>, grid, kWarps * 32, 0, stream,
+                            "attention_decode_fused_kernel", qkv, bias, q_norm, k_norm, eps,
+                            inv_freq, position, shape, k_cache, v_cache, out, partials, counters,
+                            scale_log2);
+}
+
+}  // namespace
+
+void attention_decode_fused(const float* qkv, const float* bias, const float* q_norm,
+                            const float* k_norm, float eps, const float* inv_freq,
+                            const int32_t* position, int64_t max_keys, QkvShape shape,
+                            bf16* k_cache, bf16* v_cache, bf16* out, float* partials,
+                            unsigned* counters, cudaStream_t stream) {
+  const int D = shape.head_dim;
+  if (D <= 0 || D % 8 != 0 || D > kMaxAttentionHeadDim || shape.n_kv_heads <= 0 ||
+      shape.n_heads % shape.n_kv_heads != 0 || shape.rot_dim % 2 != 0 || shape.rot_dim > D) {
+    fail(KILN_ERR_UNSUPPORTED, "CUDA fused decode attention: head_dim " + std::to_string(D) +
+                                   " (a multiple of 8, at most " +
+                                   std::to_string(kMaxAttentionHeadDim) + "), rotary dimension " +
+                                   std::to_string(shape.rot_dim) + ", " +
+                                   std::to_string(shape.n_heads) + " heads over " +
+                                   std::to_string(shape.n_kv_heads) + " KV heads");
+  }
+  if (max_keys <= 0) return;
+  if (D <= 64) {
+    launch<2>(qkv, bias, q_norm, k_norm, eps, inv_freq, position, max_keys, shape, k_cache, v_cache,
+              out, partials, counters, stream);
+  } else if (D <= 128) {
+    launch<4>(qkv, bias, q_norm, k_norm, eps, inv_freq, position, max_keys, shape, k_cache, v_cache,
+              out, partials, counters, stream);
+  } else {
+    launch<8>(qkv, bias, q_norm, k_norm, eps, inv_freq, position, max_keys, shape, k_cache, v_cache,
+              out, partials, counters, stream);
+  }
+}
+
+}  // namespace kiln::cuda
