@@ -1,4 +1,6 @@
-// Causal grouped-query attention for a batch of queries (prefill), flash-attention style: each
+// Causal grouped-query attention for a batch of queries (prefill) on CUDA cores in float32 — the
+// fallback of attention_prefill (which also dispatches here) where the tensor-core kernel
+// (attention_prefill_mma.cu) does not apply — flash-attention style: each
 // block takes 16 consecutive query rows of one head, streams the keys in tiles of 32 through shared
 // memory and keeps an online softmax (running max, running sum, rescaled accumulator) per row, so
 // no tokens × keys matrix exists anywhere. Scores are in log2 units (q pre-scaled by
@@ -146,11 +148,7 @@ void launch(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
   check_launch("attention_prefill_kernel");
 }
 
-}  // namespace
-
-void attention_prefill(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
-                       int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
-                       int32_t head_dim, cudaStream_t stream) {
+void check_prefill_shape(int32_t n_heads, int32_t n_kv_heads, int32_t head_dim) {
   if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > kMaxAttentionHeadDim || n_kv_heads <= 0 ||
       n_heads % n_kv_heads != 0) {
     fail(KILN_ERR_UNSUPPORTED,
@@ -158,6 +156,30 @@ void attention_prefill(const float* q, const bf16* k_cache, const bf16* v_cache,
              " (must be a multiple of 8, at most " + std::to_string(kMaxAttentionHeadDim) + "), " +
              std::to_string(n_heads) + " heads over " + std::to_string(n_kv_heads) + " KV heads");
   }
+}
+
+}  // namespace
+
+// Tensor cores where the shape and the GPU allow (kernels/attention_prefill_mma.cu), these CUDA
+// cores otherwise.
+void attention_prefill(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+                       int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
+                       int32_t head_dim, cudaStream_t stream) {
+  check_prefill_shape(n_heads, n_kv_heads, head_dim);
+  if (n_tokens == 0) return;
+  if (attention_prefill_mma_supported(q, k_cache, v_cache, out, head_dim)) {
+    attention_prefill_mma(q, k_cache, v_cache, out, n_tokens, start_pos, n_heads, n_kv_heads,
+                          head_dim, MmaPrecision::kBf16x2, 0, stream);
+  } else {
+    attention_prefill_cuda_cores(q, k_cache, v_cache, out, n_tokens, start_pos, n_heads, n_kv_heads,
+                                 head_dim, stream);
+  }
+}
+
+void attention_prefill_cuda_cores(const float* q, const bf16* k_cache, const bf16* v_cache,
+                                  bf16* out, int64_t n_tokens, int64_t start_pos, int32_t n_heads,
+                                  int32_t n_kv_heads, int32_t head_dim, cudaStream_t stream) {
+  check_prefill_shape(n_heads, n_kv_heads, head_dim);
   if (n_tokens == 0) return;
   const int group = n_heads / n_kv_heads;
   const auto n = static_cast<int>(n_tokens);

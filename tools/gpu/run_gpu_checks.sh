@@ -29,17 +29,28 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 if ldd "$pack"/bin/* | grep "not found"; then echo "missing libraries (above)"; fi
 
 status=0
-for t in cuda_kernels_test cuda_model_test cuda_hf_parity_test cuda_quant_test cuda_quant_model_test \
-    cuda_gguf_test; do
+for t in cuda_kernels_test cuda_attention_prefill_test cuda_model_test cuda_hf_parity_test \
+    cuda_quant_test cuda_quant_model_test cuda_gguf_test; do
   echo "=== $t"
   "$pack/bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1 || status=1
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[ parity|^\[ (gguf|quant)|^\[  FAILED" "$out/$t.log" | head -40
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[ parity|^\[ (gguf|quant)|^\[  FAILED|^\[prefill attention|^  tokens" \
+    "$out/$t.log" | head -40
 done
 echo "=== compute-sanitizer memcheck: cuda_kernels_test"
 timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$pack/bin/cuda_kernels_test" \
   > "$out/memcheck.log" 2>&1
 echo "memcheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/memcheck.log") clean summaries)"
 tail -2 "$out/memcheck.log"
+echo "=== compute-sanitizer memcheck: cuda_attention_prefill_test (correctness tests)"
+timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
+  "$pack/bin/cuda_attention_prefill_test" --gtest_filter='-*Timing*' > "$out/memcheck_prefill.log" 2>&1
+echo "memcheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/memcheck_prefill.log") clean summaries)"
+tail -2 "$out/memcheck_prefill.log"
+echo "=== compute-sanitizer racecheck: cuda_attention_prefill_test (block sizes / head dims)"
+timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 \
+  "$pack/bin/cuda_attention_prefill_test" --gtest_filter='*EveryBlockSize*' > "$out/racecheck_prefill.log" 2>&1
+echo "racecheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/racecheck_prefill.log") clean summaries)"
+tail -2 "$out/racecheck_prefill.log"
 
 echo "=== benchmark: Qwen2.5-0.5B shape"
 model=/tmp/qwen05b

@@ -111,7 +111,7 @@ void quant_dequantize_bf16(const QuantMatrixView& w, bf16* out, cudaStream_t str
 // Largest head_dim the attention kernels take (register tiles of head_dim / 32 per lane).
 constexpr int kMaxAttentionHeadDim = 256;
 
-// kernels/attention_prefill.cu — causal grouped-query attention for n_tokens queries at positions
+// kernels/attention_prefill*.cu — causal grouped-query attention for n_tokens queries at positions
 // start_pos .. start_pos + n_tokens - 1 over cache rows 0 .. start_pos + n_tokens - 1, flash style:
 // keys in tiles through shared memory with an online softmax, nothing of size tokens × keys kept.
 // q: [n_tokens × n_heads × head_dim] float32; caches [ctx × n_kv_heads × head_dim] BF16; query head
@@ -120,6 +120,28 @@ constexpr int kMaxAttentionHeadDim = 256;
 void attention_prefill(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
                        int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
                        int32_t head_dim, cudaStream_t stream);
+
+// The two implementations attention_prefill dispatches to, callable directly for tests and
+// benchmarks. kernels/attention_prefill_mma.cu: BF16 tensor cores with float32 accumulation,
+// used whenever attention_prefill_mma_supported: head_dim a multiple of 8 up to
+// kMaxMmaPrefillHeadDim, q / k / v 16-byte aligned, out 4-byte aligned, a GPU of compute
+// capability 8.0 or later. precision kBf16: q (after the 1/sqrt(head_dim) scaling) and P are
+// rounded to BF16 as the products' inputs, as FlashAttention-2 does (output error about twice the
+// CUDA-core kernel's); kBf16x2 (attention_prefill's choice): each is carried as two BF16 terms,
+// twice the tensor-core work, as accurate as float32. warps_per_block: 1, 2 or 4 (16 query rows
+// each), or 0 to choose from the grid size and the SM count.
+// kernels/attention_prefill.cu: float32 CUDA cores, any head_dim attention_prefill takes.
+constexpr int kMaxMmaPrefillHeadDim = 128;
+enum class MmaPrecision { kBf16, kBf16x2 };
+bool attention_prefill_mma_supported(const float* q, const bf16* k_cache, const bf16* v_cache,
+                                     bf16* out, int32_t head_dim);
+void attention_prefill_mma(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+                           int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
+                           int32_t head_dim, MmaPrecision precision, int warps_per_block,
+                           cudaStream_t stream);
+void attention_prefill_cuda_cores(const float* q, const bf16* k_cache, const bf16* v_cache,
+                                  bf16* out, int64_t n_tokens, int64_t start_pos, int32_t n_heads,
+                                  int32_t n_kv_heads, int32_t head_dim, cudaStream_t stream);
 
 // kernels/attention_decode.cu — the same for one query at position *position (device memory, so a
 // captured CUDA graph replays at any position) over cache rows 0 .. *position, the keys split into
