@@ -41,6 +41,11 @@ static void usage(FILE* out) {
       "      --data FILE       training data: UTF-8 text (tokenized with the model's\n"
       "                        tokenizer), llm.c .bin shards, or raw .u16 / .u32 token ids\n"
       "      --val FILE        validation data (default: the last 5%% of --data)\n"
+      "      --windows MODE    how rows are cut from the data: sequential (default; consecutive\n"
+      "                        windows, wrapping at the end) or random (uniform offsets drawn\n"
+      "                        from --seed and the step: reproducible and resumable)\n"
+      "      --bos-first       every row is a fresh context starting with the model's BOS:\n"
+      "                        inputs [BOS, y0 .. y(T-2)], targets y (training and validation)\n"
       "\n"
       "Run:\n"
       "      --steps N         the step to stop at (default: 100)\n"
@@ -170,13 +175,24 @@ static int path_join(char* buf, size_t cap, const char* dir, const char* name) {
   return n < 0 || (size_t)n >= cap;
 }
 
+/* What kiln-train stores as the trainer's data state: the cursor and how rows are drawn, so that
+ * --resume continues the same stream. A checkpoint of an older kiln-train holds only the cursor
+ * (sequential windows without BOS). */
+typedef struct data_state {
+  token_cursor cursor;
+  uint64_t windows_seed;
+  int32_t random_windows; /* 0: sequential, 1: random offsets */
+  int32_t bos;            /* >= 0: rows start with this id (--bos-first); -1: plain windows */
+} data_state;
+
 /* Validation: the first `n_batches` batches of the validation stream, the same every time. */
-static int validate(kiln_trainer* trainer, const token_data* val, int32_t B, int32_t T,
-                    long n_batches, int32_t* inputs, int32_t* targets, double* out_loss) {
+static int validate(kiln_trainer* trainer, const token_data* val, int32_t bos, int32_t B,
+                    int32_t T, long n_batches, int32_t* inputs, int32_t* targets,
+                    double* out_loss) {
   token_cursor cursor = {0, 0};
   double weighted = 0, weight = 0;
   for (long i = 0; i < n_batches; ++i) {
-    token_next_batch(val, &cursor, B, T, inputs, targets);
+    token_next_batch(val, &cursor, bos, B, T, inputs, targets);
     kiln_batch batch = {sizeof batch, B, T, inputs, targets, NULL, NULL};
     kiln_train_result r;
     memset(&r, 0, sizeof r);
@@ -189,25 +205,25 @@ static int validate(kiln_trainer* trainer, const token_data* val, int32_t B, int
   return 0;
 }
 
-static int save_checkpoint(kiln_trainer* trainer, const char* dir, const token_cursor* cursor) {
+static int save_checkpoint(kiln_trainer* trainer, const char* dir, const data_state* state) {
   char path[4096];
   if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
     fprintf(stderr, "kiln-train: cannot create '%s': %s\n", dir, strerror(errno));
     return 1;
   }
   if (path_join(path, sizeof path, dir, "checkpoint.kiln")) return 1;
-  if (sample_check(kiln_trainer_set_data_state(trainer, cursor, sizeof *cursor), "data state"))
+  if (sample_check(kiln_trainer_set_data_state(trainer, state, sizeof *state), "data state"))
     return 1;
   return sample_check(kiln_checkpoint_save(trainer, path), "saving the checkpoint");
 }
 
 typedef struct args {
   const char *preset, *model_dir, *resume_dir, *tokenizer_dir, *data, *val, *save_dir, *export_dir,
-      *log_path, *plot_path, *optimizer, *schedule, *backend;
+      *log_path, *plot_path, *optimizer, *schedule, *backend, *windows;
   long steps, total_steps, batch, seq, accum, warmup, mtp, seed, eval_every, eval_batches,
       save_every, threads;
   float lr, wd, clip;
-  int quiet;
+  int quiet, bos_first;
 } args;
 
 static int parse_args(int argc, char** argv, args* a) {
@@ -218,6 +234,8 @@ static int parse_args(int argc, char** argv, args* a) {
     if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
       usage(stdout);
       exit(0);
+    } else if (!strcmp(k, "--bos-first")) {
+      a->bos_first = 1, takes_value = 0;
     } else if (!strcmp(k, "-q") || !strcmp(k, "--quiet")) {
       a->quiet = 1, takes_value = 0;
     } else if (!v) {
@@ -247,6 +265,10 @@ static int parse_args(int argc, char** argv, args* a) {
       a->optimizer = v;
     else if (!strcmp(k, "--schedule"))
       a->schedule = v;
+    else if (!strcmp(k, "--windows")) {
+      a->windows = v;
+      bad = strcmp(v, "sequential") && strcmp(v, "random");
+    }
     else if (!strcmp(k, "--backend")) {
       a->backend = v;
       bad = strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto");
@@ -345,7 +367,7 @@ static int configure(const args* a, kiln_trainer_options* o) {
 /* Creates the trainer from a preset, a model directory or a checkpoint. `model` receives a model
  * whose tokenizer tokenizes the data (the source model, or a snapshot when resuming). */
 static int make_trainer(const args* a, kiln_runtime* rt, kiln_trainer** trainer, kiln_model** model,
-                        token_cursor* cursor) {
+                        data_state* state, int* resumed) {
   kiln_trainer_options o;
   if (configure(a, &o)) return 2;
   if (a->resume_dir) {
@@ -353,11 +375,20 @@ static int make_trainer(const args* a, kiln_runtime* rt, kiln_trainer** trainer,
     if (path_join(path, sizeof path, a->resume_dir, "checkpoint.kiln")) return 1;
     if (sample_check(kiln_checkpoint_load(rt, path, trainer), "resuming")) return 1;
     size_t got = 0;
-    if (kiln_trainer_get_data_state(*trainer, cursor, sizeof *cursor, &got) != KILN_OK ||
-        got != sizeof *cursor) {
+    data_state saved;
+    memset(&saved, 0, sizeof saved);
+    if (kiln_trainer_get_data_state(*trainer, &saved, sizeof saved, &got) != KILN_OK ||
+        (got != sizeof saved && got != sizeof saved.cursor)) {
       fprintf(stderr, "kiln-train: '%s' holds no kiln-train data cursor\n", path);
       return 1;
     }
+    if (got == sizeof saved) {
+      *state = saved;
+    } else {  /* an older checkpoint: the cursor of sequential windows without BOS */
+      state->cursor = saved.cursor;
+      state->random_windows = 0, state->bos = -1;
+    }
+    *resumed = 1;
     return sample_check(kiln_trainer_snapshot(*trainer, model), "snapshot");
   }
   if (a->preset) {
@@ -411,10 +442,11 @@ int main(int argc, char** argv) {
   int32_t *inputs = NULL, *targets = NULL;
   FILE* log = NULL;
   series train_curve = {0}, val_curve = {0};
-  token_cursor cursor = {0, 0};
+  data_state data = {{0, 0}, (uint64_t)a.seed, a.windows && !strcmp(a.windows, "random"), -1};
+  int resumed = 0;
   rc = 1;
   if (sample_check(kiln_runtime_create(&rt_opts, &rt), "creating the runtime")) goto done;
-  rc = make_trainer(&a, rt, &trainer, &model, &cursor);
+  rc = make_trainer(&a, rt, &trainer, &model, &data, &resumed);
   if (rc) goto done;
   rc = 1;
 
@@ -422,6 +454,17 @@ int main(int argc, char** argv) {
   memset(&info, 0, sizeof info);
   info.struct_size = sizeof info;
   kiln_model_get_info(model, &info);
+  if (resumed && (a.windows || a.bos_first)) {
+    fprintf(stderr, "kiln-train: --windows and --bos-first come from the checkpoint on --resume\n");
+    goto done;
+  }
+  if (!resumed && a.bos_first) {
+    if (info.bos_token_id < 0) {
+      fprintf(stderr, "kiln-train: --bos-first, but the model has no BOS token\n");
+      goto done;
+    }
+    data.bos = info.bos_token_id;
+  }
   const kiln_tokenizer* tok = NULL;
   kiln_model_tokenizer(model, &tok);
   if (token_data_load(a.data, tok, &train)) goto done;
@@ -468,7 +511,13 @@ int main(int argc, char** argv) {
   const double t_start = now_seconds();
   const long first = (long)tinfo.step;
   for (long step = first + 1; step <= a.steps; ++step) {
-    token_next_batch(&train, &cursor, (int32_t)a.batch, (int32_t)a.seq, inputs, targets);
+    if (data.random_windows) {
+      token_random_batch(&train, &data.cursor, data.windows_seed, data.bos, (int32_t)a.batch,
+                         (int32_t)a.seq, inputs, targets);
+    } else {
+      token_next_batch(&train, &data.cursor, data.bos, (int32_t)a.batch, (int32_t)a.seq, inputs,
+                       targets);
+    }
     kiln_batch batch = {sizeof batch, (int32_t)a.batch, (int32_t)a.seq, inputs, targets, NULL,
                         NULL};
     kiln_train_result r;
@@ -492,8 +541,8 @@ int main(int argc, char** argv) {
      * so that an interrupted and resumed run logs exactly what an uninterrupted one does. */
     if ((a.eval_every > 0 && step % a.eval_every == 0) || step == (long)tinfo_total) {
       double vl;
-      if (validate(trainer, &val, (int32_t)a.batch, (int32_t)a.seq, a.eval_batches, inputs, targets,
-                   &vl)) {
+      if (validate(trainer, &val, data.bos, (int32_t)a.batch, (int32_t)a.seq, a.eval_batches,
+                   inputs, targets, &vl)) {
         goto done;
       }
       series_add(&val_curve, (double)step, vl);
@@ -505,7 +554,7 @@ int main(int argc, char** argv) {
         fprintf(stderr, "%sstep %ld: validation loss %.4f\n", tty ? "\n" : "", step, vl);
     }
     if (a.save_dir && ((a.save_every > 0 && step % a.save_every == 0) || step == a.steps)) {
-      if (save_checkpoint(trainer, a.save_dir, &cursor)) goto done;
+      if (save_checkpoint(trainer, a.save_dir, &data)) goto done;
     }
   }
   if (tty) fputc('\n', stderr);

@@ -168,16 +168,46 @@ void token_data_split(token_data* all, double fraction, size_t min_tail, token_d
   all->n -= tail;
 }
 
-void token_next_batch(const token_data* d, token_cursor* cursor, int32_t B, int32_t T,
+/* One row from offset `start`: see token_next_batch for the two layouts. */
+static void fill_row(const token_data* d, uint64_t start, int32_t bos, int32_t T, int32_t* inputs,
+                     int32_t* targets) {
+  const int32_t* row = d->ids + start;
+  if (bos >= 0) {
+    inputs[0] = bos;
+    memcpy(inputs + 1, row, (size_t)(T - 1) * sizeof(int32_t));
+    memcpy(targets, row, (size_t)T * sizeof(int32_t));
+  } else {
+    memcpy(inputs, row, (size_t)T * sizeof(int32_t));
+    memcpy(targets, row + 1, (size_t)T * sizeof(int32_t));
+  }
+}
+
+void token_next_batch(const token_data* d, token_cursor* cursor, int32_t bos, int32_t B, int32_t T,
                       int32_t* inputs, int32_t* targets) {
   for (int32_t b = 0; b < B; ++b) {
     if (cursor->position + (uint64_t)T + 1 > d->n) {
       cursor->position = 0;
       cursor->epoch += 1;
     }
-    const int32_t* row = d->ids + cursor->position;
-    memcpy(inputs + (size_t)b * T, row, (size_t)T * sizeof(int32_t));
-    memcpy(targets + (size_t)b * T, row + 1, (size_t)T * sizeof(int32_t));
+    fill_row(d, cursor->position, bos, T, inputs + (size_t)b * T, targets + (size_t)b * T);
     cursor->position += (uint64_t)T;
   }
+}
+
+/* splitmix64's output function (Steele, Lea, Flood): a fixed, well-mixed 64-bit hash. */
+static uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+void token_random_batch(const token_data* d, token_cursor* cursor, uint64_t seed, int32_t bos,
+                        int32_t B, int32_t T, int32_t* inputs, int32_t* targets) {
+  const uint64_t span = d->n - (uint64_t)T; /* offsets 0 .. n - T - 1 keep row + T in range */
+  for (int32_t b = 0; b < B; ++b) {
+    const uint64_t h = mix64(mix64(seed ^ mix64(cursor->position)) + (uint64_t)b);
+    fill_row(d, h % span, bos, T, inputs + (size_t)b * T, targets + (size_t)b * T);
+  }
+  cursor->position += 1;
 }

@@ -35,8 +35,18 @@ typedef struct token_cursor {
   uint64_t epoch;
 } token_cursor;
 
-/* Fills inputs/targets [B*T] from `d` at `cursor` and advances it. d->n must be > T. */
-void token_next_batch(const token_data* d, token_cursor* cursor, int32_t B, int32_t T,
+/* Fills inputs/targets [B*T] from `d` at `cursor` and advances it. d->n must be > T. With
+ * bos >= 0 each row instead takes T consecutive tokens y as targets and [bos, y0 .. y(T-2)] as
+ * inputs (every window a fresh context that starts with BOS, as models/kjv-tiny/train.py trains
+ * and evaluates); bos < 0: the plain shifted window above. */
+void token_next_batch(const token_data* d, token_cursor* cursor, int32_t bos, int32_t B, int32_t T,
                       int32_t* inputs, int32_t* targets);
+
+/* Random windows (train.py's sampling): row b of the batch numbered cursor->position starts at an
+ * offset drawn uniformly from [0, n - T - 1] by a fixed hash (splitmix64) of (seed, batch number,
+ * b), so a run is reproducible, independent of the thread count, and resumable from the cursor;
+ * position advances by one per batch. `bos` as in token_next_batch. */
+void token_random_batch(const token_data* d, token_cursor* cursor, uint64_t seed, int32_t bos,
+                        int32_t B, int32_t T, int32_t* inputs, int32_t* targets);
 
 #endif
