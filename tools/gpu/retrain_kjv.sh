@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Retrains the bundled default model (models/kjv-tiny) with kiln-train on the GPU machine, with
+# models/kjv-tiny/train.py's recipe (same split and token streams, random 256-token windows that
+# start with BOS, batch 64, 2000 steps, AdamW lr 1e-3 betas 0.9/0.95, warmup 100 then cosine to
+# 10 %, weight decay 0.1, clip 1.0, residual dropout 0.2, seed 1234), then measures the kiln model
+# and the PyTorch-trained one with the same independent evaluator (tools/gpu/eval_kjv.py: HF
+# transformers, train.py's validation windows). The kiln export lands in $OUT/kjv-tiny-kiln.
+# usage (GPU machine, repository root): retrain_kjv.sh ARCHIVE   (a pack holding kiln-train)
+#   CORPUS=...  the chapters file models/kjv-tiny/prepare_corpus.py writes
+#               (default .devcarry/kjv_chapters.txt.gz, carried to the GPU machine)
+set -uo pipefail
+root=$(pwd)
+out=${OUT:-$root/gpu-out}
+mkdir -p "$out"
+work=/tmp/kiln-kjv
+rm -rf "$work" && mkdir -p "$work" && tar -C "$work" -xJf "$1"
+pack=$work/cuda-build
+export LD_LIBRARY_PATH="$pack/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+corpus=${CORPUS:-$root/.devcarry/kjv_chapters.txt.gz}
+
+python3 "$root/tools/gpu/eval_kjv.py" split --corpus "$corpus" --tokenizer "$root/models/kjv-tiny" \
+  --out "$work" || exit 1
+t0=$SECONDS
+"$pack/bin/kiln-train" --preset kjv-tiny --tokenizer "$root/models/kjv-tiny" --backend cuda \
+  --data "$work/train.u16" --val "$work/val.u16" --windows random --bos-first \
+  --steps 2000 --batch 64 --seq 256 --lr 1e-3 --warmup 100 --schedule cosine --wd 0.1 --clip 1.0 \
+  --dropout 0.2 --seed 1234 --eval-every 100 --eval-batches 2 \
+  --export "$out/kjv-tiny-kiln" --log-jsonl "$out/kjv_train.jsonl" --plot "$out/kjv_loss.svg" -q
+status=$?
+echo "kiln-train exit $status, $((SECONDS - t0)) s"
+grep val_loss "$out/kjv_train.jsonl" | tail -5
+[ $status -eq 0 ] || exit 1
+python3 "$root/tools/gpu/eval_kjv.py" eval --val "$work/val.u16" --bf16-weights \
+  "$root/models/kjv-tiny" "$out/kjv-tiny-kiln"
