@@ -6,12 +6,15 @@
 // arena bytes.
 #pragma once
 
+#include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace kiln::tok {
@@ -22,6 +25,9 @@ class TokenIndex {
   // A later insert of the same string replaces its id (a JSON object with a repeated key keeps
   // the last value). Throws KILN_ERR_FORMAT when the arena would pass 4 GiB.
   void insert(std::string_view token, int32_t id);
+  // insert() of each entry in order, with the home slots of a batch prefetched first: a vocabulary
+  // of 150k tokens is 150k cache misses into the table, and overlapping them halves the build.
+  void insert_many(const std::pair<std::string_view, int32_t>* entries, size_t n);
 
   std::optional<int32_t> find(std::string_view token) const {
     if (slots_.empty()) return std::nullopt;
@@ -69,7 +75,14 @@ class TokenIndex {
     uint32_t length = 0;
   };
   static uint64_t hash(std::string_view s) { return std::hash<std::string_view>{}(s); }
+  // Slots for n tokens at a load factor of at most 3/4: linear probing with 32-bit tags stays
+  // short there, and the table is half the size (and half the page faults of a first load) of
+  // one kept at 1/2.
+  static size_t capacity_for(size_t n) {
+    return std::bit_ceil(std::max<size_t>(16, n + n / 3 + 1));
+  }
   void grow();
+  void insert_hashed(std::string_view token, int32_t id, uint64_t h);
 
   std::string arena_;
   std::vector<Slot> slots_;
