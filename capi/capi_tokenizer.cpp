@@ -8,8 +8,10 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/log.hpp"
 #include "shim.hpp"
 #include "tokenizer/batch_encode.hpp"
+#include "tokenizer/load_timer.hpp"
 
 using kiln::fail;
 using kiln::capi::check_flags;
@@ -31,7 +33,14 @@ std::unique_ptr<kiln::Tokenizer> load_tokenizer(const fs::path& path) {
                                  ? "tokenizer directory " + path.string() + " has no tokenizer.json"
                                  : "tokenizer file " + path.string() + " does not exist");
   }
-  return kiln::Tokenizer::from_files(json, json.parent_path() / "tokenizer_config.json");
+  // Where the load time went, for whoever listens at debug level (kiln-tokenize bench --phases).
+  kiln::tok::LoadTimer timer;
+  auto tokenizer =
+      kiln::Tokenizer::from_files(json, json.parent_path() / "tokenizer_config.json", &timer);
+  // A sink of its own at debug level defers to the process-wide sink's threshold (log.cpp).
+  kiln::Logger(kiln::LogSink{nullptr, nullptr, KILN_LOG_DEBUG})
+      .debug("tokenizer load " + json.string() + ": " + timer.summary());
+  return tokenizer;
 }
 
 const kiln::Tokenizer& require_tokenizer(const kiln_tokenizer* tokenizer) {

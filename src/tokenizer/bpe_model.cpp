@@ -42,7 +42,8 @@ struct CandidateMerge {
 
 }  // namespace
 
-BpeModel BpeModel::from_json(const Json& model, const std::string& path, const BpeTables* tables) {
+BpeModel BpeModel::from_json(const Json& model, const std::string& path, const BpeTables* tables,
+                             LoadTimer* timer) {
   const std::string type = json_string_or(model, "type", path, "BPE");
   if (type != "BPE") {
     fail(KILN_ERR_UNSUPPORTED, "tokenizer model type \"" + type + "\" at " + path +
@@ -62,6 +63,7 @@ BpeModel BpeModel::from_json(const Json& model, const std::string& path, const B
   }
   BpeModel bpe;
   bpe.load_vocab(*tables);
+  mark_stage(timer, "vocabulary index");
   bpe.continuing_subword_prefix_ = json_string_or(model, "continuing_subword_prefix", path, "");
   bpe.end_of_word_suffix_ = json_string_or(model, "end_of_word_suffix", path, "");
   bpe.fuse_unk_ = json_bool_or(model, "fuse_unk", path, false);
@@ -75,7 +77,7 @@ BpeModel BpeModel::from_json(const Json& model, const std::string& path, const B
     }
     bpe.unk_id_ = *id;
   }
-  bpe.load_merges(*tables, path + ".merges");
+  bpe.load_merges(*tables, path + ".merges", timer);
   return bpe;
 }
 
@@ -124,11 +126,11 @@ BpeTables BpeModel::tables_from_json(const Json& model, const std::string& path)
 
 void BpeModel::load_vocab(const BpeTables& tables) {
   vocab_.reserve(tables.vocab.size(), tables.vocab_bytes);
-  for (const auto& [token, id] : tables.vocab) vocab_.insert(token, id);
+  vocab_.insert_many(tables.vocab.data(), tables.vocab.size());
   vocab_.index_ids();
   for (int32_t id = 0; id <= vocab_.max_id(); ++id) {
     const auto token = vocab_.token(id);
-    if (!token) continue;
+    if (!token || token->size() > 4) continue;  // one UTF-8 character is at most 4 bytes
     size_t len = 0;
     const auto cp = decode_utf8_at(*token, 0, len);
     if (cp && len == token->size()) char_ids_.emplace(*cp, id);
@@ -139,7 +141,7 @@ void BpeModel::load_vocab(const BpeTables& tables) {
   }
 }
 
-void BpeModel::load_merges(const BpeTables& tables, const std::string& path) {
+void BpeModel::load_merges(const BpeTables& tables, const std::string& path, LoadTimer* timer) {
   const size_t n_merges = tables.merges.size();
   merges_ = MergeTable(n_merges);
   const size_t prefix_len = continuing_subword_prefix_.size();
@@ -158,16 +160,24 @@ void BpeModel::load_merges(const BpeTables& tables, const std::string& path) {
   std::vector<int32_t> ids(3 * n_merges);
   const auto resolve = [&](size_t begin, size_t end) {
     constexpr size_t kGroup = 128;
-    std::string merged[kGroup];
+    // The group's merged tokens side by side in one buffer: no heap string per merge.
+    std::string merged;
+    size_t merged_end[kGroup];
     std::string_view keys[3 * kGroup];
     for (size_t base = begin; base < end; base += kGroup) {
       const size_t n = std::min(kGroup, end - base);
+      merged.clear();
       for (size_t k = 0; k < n; ++k) {
         const auto [left, right] = tables.merges[base + k];
-        merged[k] = merged_token(base + k);
+        merged.append(left);
+        merged.append(right.substr(std::min(prefix_len, right.size())));
+        merged_end[k] = merged.size();
         keys[3 * k] = left;
         keys[3 * k + 1] = right;
-        keys[3 * k + 2] = merged[k];
+      }
+      for (size_t k = 0; k < n; ++k) {  // views once the buffer no longer moves
+        const size_t start = k == 0 ? 0 : merged_end[k - 1];
+        keys[3 * k + 2] = std::string_view(merged).substr(start, merged_end[k] - start);
       }
       vocab_.find_many(keys, 3 * n, &ids[3 * base]);
     }
@@ -186,6 +196,7 @@ void BpeModel::load_merges(const BpeTables& tables, const std::string& path) {
     }
     resolve(0, std::min(n_merges, per_thread));
   }
+  mark_stage(timer, "merges resolved");
 
   constexpr size_t kPrefetchAhead = 16;
   for (size_t k = 0; k < n_merges; ++k) {
@@ -203,6 +214,7 @@ void BpeModel::load_merges(const BpeTables& tables, const std::string& path) {
     }
     merges_.insert(left_id, right_id, {static_cast<int32_t>(k), merged_id});
   }
+  mark_stage(timer, "merge table");
 }
 
 std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {

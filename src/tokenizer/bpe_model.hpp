@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tokenizer/json_fields.hpp"
+#include "tokenizer/load_timer.hpp"
 #include "tokenizer/merge_table.hpp"
 #include "tokenizer/token_index.hpp"
 
@@ -35,8 +36,9 @@ class BpeModel {
   // Reads tokenizer.json's "model" object. Throws KILN_ERR_UNSUPPORTED for a non-BPE type and
   // KILN_ERR_FORMAT for malformed vocab or merges (naming the entry). With `tables`, vocab and
   // merges come from there and model's own "vocab"/"merges" members are not read.
+  // `timer` records the stages when given.
   static BpeModel from_json(const Json& model, const std::string& path,
-                            const BpeTables* tables = nullptr);
+                            const BpeTables* tables = nullptr, LoadTimer* timer = nullptr);
 
   // Appends the ids of one pre-tokenized word.
   void encode_word(std::string_view word, std::vector<int32_t>& out) const;
@@ -50,7 +52,7 @@ class BpeModel {
   BpeModel() = default;
   static BpeTables tables_from_json(const Json& model, const std::string& path);
   void load_vocab(const BpeTables& tables);
-  void load_merges(const BpeTables& tables, const std::string& path);
+  void load_merges(const BpeTables& tables, const std::string& path, LoadTimer* timer);
   void add_initial_symbols(std::string_view word, std::vector<int32_t>& symbols) const;
 
   TokenIndex vocab_;

@@ -19,8 +19,10 @@ const Json& field_or_null(const Json& object, const char* key) {
 }
 }  // namespace
 
-HfTokenizer::HfTokenizer(const Json& tokenizer, const Json& config, const BpeTables* tables)
-    : model_(BpeModel::from_json(json_require(tokenizer, "model", "tokenizer"), "model", tables)),
+HfTokenizer::HfTokenizer(const Json& tokenizer, const Json& config, const BpeTables* tables,
+                         LoadTimer* timer)
+    : model_(BpeModel::from_json(json_require(tokenizer, "model", "tokenizer"), "model", tables,
+                                 timer)),
       added_(AddedVocabulary::from_json(field_or_null(tokenizer, "added_tokens"), "added_tokens")),
       normalizer_(make_normalizer(field_or_null(tokenizer, "normalizer"), "normalizer")),
       pre_tokenizer_(
@@ -54,6 +56,7 @@ HfTokenizer::HfTokenizer(const Json& tokenizer, const Json& config, const BpeTab
   }
   for (const int32_t id : special_frame_.prefix) check_id(id, "post_processor special token");
   for (const int32_t id : special_frame_.suffix) check_id(id, "post_processor special token");
+  mark_stage(timer, "added tokens, normalizer, pre-tokenizer, decoder");
 }
 
 // bos_token / eos_token: a token string, {"content": "..."} (an AddedToken), or null.

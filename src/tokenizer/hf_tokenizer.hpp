@@ -11,6 +11,7 @@
 #include "tokenizer/bpe_model.hpp"
 #include "tokenizer/decoder.hpp"
 #include "tokenizer/json_fields.hpp"
+#include "tokenizer/load_timer.hpp"
 #include "tokenizer/normalizer.hpp"
 #include "tokenizer/post_processor.hpp"
 #include "tokenizer/pre_tokenizer.hpp"
@@ -21,8 +22,10 @@ namespace kiln::tok {
 class HfTokenizer final : public Tokenizer {
  public:
   // `config` is tokenizer_config.json (null when absent). `tables`, when given, holds
-  // model.vocab and model.merges already read (see BpeModel::from_json).
-  HfTokenizer(const Json& tokenizer, const Json& config, const BpeTables* tables = nullptr);
+  // model.vocab and model.merges already read (see BpeModel::from_json). `timer` records the
+  // build's stages when given.
+  HfTokenizer(const Json& tokenizer, const Json& config, const BpeTables* tables = nullptr,
+              LoadTimer* timer = nullptr);
 
   std::vector<int32_t> encode(std::string_view text, bool add_special,
                               bool parse_special) const override;

@@ -6,14 +6,13 @@
 namespace kiln::tok {
 
 MergeTable::MergeTable(size_t expected_entries) {
-  // Keep the load factor at or below 1/2.
-  const size_t capacity = std::bit_ceil(std::max<size_t>(16, expected_entries * 2));
+  const size_t capacity = capacity_for(expected_entries);
   slots_.resize(capacity);
   mask_ = capacity - 1;
 }
 
 void MergeTable::insert(int32_t left, int32_t right, MergeResult result) {
-  if ((size_ + 1) * 2 > slots_.size()) grow();
+  if (capacity_for(size_ + 1) > slots_.size()) grow();
   const uint64_t key = pack(left, right);
   for (size_t i = hash(key) & mask_;; i = (i + 1) & mask_) {
     Slot& slot = slots_[i];

@@ -9,7 +9,7 @@ namespace kiln::tok {
 
 void TokenIndex::reserve(size_t n_tokens, size_t n_bytes) {
   arena_.reserve(n_bytes);
-  const size_t capacity = std::bit_ceil(std::max<size_t>(16, n_tokens * 2));  // load <= 1/2
+  const size_t capacity = capacity_for(n_tokens);
   if (capacity > slots_.size()) {
     std::vector<Slot> old = std::move(slots_);
     slots_.assign(capacity, Slot{});
@@ -31,11 +31,31 @@ void TokenIndex::reserve(size_t n_tokens, size_t n_bytes) {
   }
 }
 
-void TokenIndex::grow() { reserve(std::max<size_t>(8, slots_.size()), arena_.size()); }
+void TokenIndex::grow() { reserve(std::max<size_t>(16, slots_.size()), arena_.size()); }
 
 void TokenIndex::insert(std::string_view token, int32_t id) {
-  if ((size_ + 1) * 2 > slots_.size()) grow();
-  const uint64_t h = hash(token);
+  if (capacity_for(size_ + 1) > slots_.size()) grow();
+  insert_hashed(token, id, hash(token));
+}
+
+void TokenIndex::insert_many(const std::pair<std::string_view, int32_t>* entries, size_t n) {
+  constexpr size_t kBatch = 32;
+  uint64_t hashes[kBatch];
+  for (size_t base = 0; base < n; base += kBatch) {
+    const size_t m = std::min(kBatch, n - base);
+    // Room for the whole batch first, so that no slot prefetched below moves.
+    if (capacity_for(size_ + m) > slots_.size()) reserve(size_ + m, arena_.size());
+    for (size_t k = 0; k < m; ++k) {
+      hashes[k] = hash(entries[base + k].first);
+      __builtin_prefetch(&slots_[hashes[k] & mask_], 1);
+    }
+    for (size_t k = 0; k < m; ++k) {
+      insert_hashed(entries[base + k].first, entries[base + k].second, hashes[k]);
+    }
+  }
+}
+
+void TokenIndex::insert_hashed(std::string_view token, int32_t id, uint64_t h) {
   const auto tag = static_cast<uint32_t>(h >> 32);
   for (size_t i = h & mask_;; i = (i + 1) & mask_) {
     Slot& slot = slots_[i];

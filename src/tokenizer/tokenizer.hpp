@@ -14,6 +14,10 @@
 
 namespace kiln {
 
+namespace tok {
+class LoadTimer;
+}
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -21,10 +25,13 @@ class Tokenizer {
   // tokenizer_config_json may be a path that does not exist (then defaults apply).
   // Throws kiln::Error: KILN_ERR_NOT_FOUND, KILN_ERR_FORMAT (naming the JSON field),
   // KILN_ERR_UNSUPPORTED (Unigram/WordPiece/unknown component, naming it).
+  // `timer`, when given, records how long each stage of the load took.
   static std::unique_ptr<Tokenizer> from_files(const std::filesystem::path& tokenizer_json,
-                                               const std::filesystem::path& tokenizer_config_json);
-  static std::unique_ptr<Tokenizer> from_json(const std::string& tokenizer_json,
-                                              const std::string& tokenizer_config_json);
+                                               const std::filesystem::path& tokenizer_config_json,
+                                               tok::LoadTimer* timer = nullptr);
+  static std::unique_ptr<Tokenizer> from_json(std::string_view tokenizer_json,
+                                              std::string_view tokenizer_config_json,
+                                              tok::LoadTimer* timer = nullptr);
 
   // add_special: BOS/EOS per the post-processor / tokenizer_config (add_bos_token, add_eos_token).
   // parse_special: added-token text in the input becomes that token; otherwise it is plain text.

@@ -92,15 +92,25 @@ bool read_merges(dom::element merges, BpeTables& tables) {
 
 }  // namespace
 
-TokenizerJsonReader::TokenizerJsonReader(std::string_view text, const std::string& what)
+static_assert(TokenizerJsonReader::kPadding >= simdjson::SIMDJSON_PADDING);
+
+TokenizerJsonReader::TokenizerJsonReader(std::string_view text, const std::string& what,
+                                         bool padded, LoadTimer* timer)
     : parser_(std::make_unique<Parser>()) {
-  const simdjson::padded_string padded(text);
-  // simdjson reports a failed allocation as a value, not an exception: it must not read as
-  // "not valid JSON".
-  if (padded.size() != text.size()) throw std::bad_alloc();
+  simdjson::padded_string copy;
+  if (!padded) {
+    copy = simdjson::padded_string(text);
+    // simdjson reports a failed allocation as a value, not an exception: it must not read as
+    // "not valid JSON".
+    if (copy.size() != text.size()) throw std::bad_alloc();
+  }
   dom::element root;
-  const simdjson::error_code parsed = parser_->parser.parse(padded).get(root);
+  const simdjson::error_code parsed =
+      parser_->parser
+          .parse(padded ? text.data() : copy.data(), text.size(), /*realloc_if_needed=*/false)
+          .get(root);
   if (parsed == simdjson::MEMALLOC) throw std::bad_alloc();
+  mark_stage(timer, "simdjson parse");
   if (parsed) {
     // Error path only: nlohmann says where the text stops being JSON.
     try {
@@ -116,6 +126,7 @@ TokenizerJsonReader::TokenizerJsonReader(std::string_view text, const std::strin
     fail(KILN_ERR_FORMAT, what + " is not a JSON object (got " + to_json(root).type_name() + ")");
   }
   document_ = Json::object();
+  bool model_seen = false;
   for (const dom::key_value_pair field : object) {
     dom::object model;
     if (field.key != "model" || field.value.get_object().get(model)) {
@@ -124,8 +135,11 @@ TokenizerJsonReader::TokenizerJsonReader(std::string_view text, const std::strin
     }
     dom::element vocab, merges;
     BpeTables tables;
+    mark_stage(timer, model_seen ? "document" : "document before model");
+    model_seen = true;
     const bool fast = !model["vocab"].get(vocab) && !model["merges"].get(merges) &&
                       read_vocab(vocab, tables) && read_merges(merges, tables);
+    mark_stage(timer, "vocab + merges lists");
     Json settings = Json::object();
     for (const dom::key_value_pair member : model) {
       if (fast && (member.key == "vocab" || member.key == "merges")) continue;
@@ -138,6 +152,7 @@ TokenizerJsonReader::TokenizerJsonReader(std::string_view text, const std::strin
       tables_.reset();
     }
   }
+  mark_stage(timer, "document");
 }
 
 TokenizerJsonReader::~TokenizerJsonReader() = default;

@@ -12,14 +12,21 @@
 
 #include "tokenizer/bpe_model.hpp"
 #include "tokenizer/json_fields.hpp"
+#include "tokenizer/load_timer.hpp"
 
 namespace kiln::tok {
 
 class TokenizerJsonReader {
  public:
+  // Readable bytes a caller may promise after the text (`padded`), so that the parser reads it in
+  // place instead of copying it into a padded buffer first.
+  static constexpr size_t kPadding = 64;
+
   // `what` names the file in messages ("tokenizer.json"). Throws KILN_ERR_FORMAT for text that
-  // is not JSON (with nlohmann's description of where) or not a JSON object.
-  TokenizerJsonReader(std::string_view text, const std::string& what);
+  // is not JSON (with nlohmann's description of where) or not a JSON object. `padded`: kPadding
+  // bytes after the text are readable (their values do not matter).
+  TokenizerJsonReader(std::string_view text, const std::string& what, bool padded = false,
+                      LoadTimer* timer = nullptr);
   ~TokenizerJsonReader();
   TokenizerJsonReader(const TokenizerJsonReader&) = delete;
   TokenizerJsonReader& operator=(const TokenizerJsonReader&) = delete;

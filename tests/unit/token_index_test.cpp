@@ -1,6 +1,6 @@
 // TokenIndex (the vocabulary's flat string → id table) against std::map on random keys: inserts
-// with repeated keys (the last id wins), find and find_many on present and absent keys, id →
-// string.
+// (one by one and insert_many's batches) with repeated keys (the last id wins), find and
+// find_many on present and absent keys, id → string.
 #include "tokenizer/token_index.hpp"
 
 #include <gtest/gtest.h>
@@ -54,6 +54,35 @@ TEST(TokenIndex, AgreesWithStdMap) {
   EXPECT_EQ(index.max_id(), max_id);
   EXPECT_EQ(index.token(-1), std::nullopt);
   EXPECT_EQ(index.token(max_id + 1), std::nullopt);
+}
+
+// insert_many, into an index reserved for the entries and into an empty one that must grow
+// between batches, gives the same table as std::map built in the same order.
+TEST(TokenIndex, InsertManyAgreesWithStdMap) {
+  for (const bool reserved : {true, false}) {
+    std::mt19937 rng(reserved ? 7 : 8);
+    std::vector<std::string> keys;
+    for (int i = 0; i < 30000; ++i) keys.push_back(random_key(rng));  // many repeats
+    std::vector<std::pair<std::string_view, int32_t>> entries;
+    std::map<std::string, int32_t> reference;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      entries.emplace_back(keys[i], static_cast<int32_t>(i));
+      reference[keys[i]] = static_cast<int32_t>(i);
+    }
+    TokenIndex index;
+    if (reserved) index.reserve(entries.size(), 12 * entries.size());
+    index.insert_many(entries.data(), 1000);  // two calls: the second continues the first
+    index.insert_many(entries.data() + 1000, entries.size() - 1000);
+    index.index_ids();
+    ASSERT_EQ(index.size(), reference.size()) << reserved;
+    for (const auto& [key, id] : reference) {
+      ASSERT_EQ(index.find(key).value_or(-1), id) << reserved;
+      ASSERT_EQ(index.token(id), std::optional<std::string_view>(key)) << reserved;
+    }
+    for (int i = 0; i < 2000; ++i) {
+      ASSERT_FALSE(index.find(random_key(rng) + "#absent").has_value()) << reserved;
+    }
+  }
 }
 
 }  // namespace
