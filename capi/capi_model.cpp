@@ -14,6 +14,7 @@ namespace {
 kiln_model_load_options load_defaults() {
   kiln_model_load_options o{};
   o.struct_size = sizeof o;
+  o.precision = KILN_PRECISION_DEFAULT;
   return o;
 }
 }  // namespace
@@ -37,6 +38,13 @@ KILN_API kiln_status kiln_model_load(kiln_runtime* runtime, const char* path,
     require_non_null(path, "path");
     kiln::capi::check_struct_size(options, "kiln_model_load_options");
     const kiln_model_load_options o = options ? *options : load_defaults();
+    if (o.precision != KILN_PRECISION_DEFAULT && o.precision != KILN_PRECISION_BF16 &&
+        o.precision != KILN_PRECISION_F32) {
+      fail(KILN_ERR_INVALID_ARGUMENT,
+           "kiln_model_load_options.precision is " + std::to_string(static_cast<int>(o.precision)) +
+               "; expected KILN_PRECISION_DEFAULT (0), KILN_PRECISION_BF16 (1) or "
+               "KILN_PRECISION_F32 (2)");
+    }
     kiln::ProgressFn progress;
     if (o.progress_fn) {
       progress = [fn = o.progress_fn, ud = o.progress_user_data](float f, const char* stage) {
@@ -44,7 +52,7 @@ KILN_API kiln_status kiln_model_load(kiln_runtime* runtime, const char* path,
       };
     }
     auto model = std::make_unique<kiln_model>();
-    model->impl = kiln::load_model(*runtime->impl, path, progress);
+    model->impl = kiln::load_model(*runtime->impl, path, progress, o.precision);
     model->runtime = runtime->impl.get();
     model->tokenizer.impl = model->impl->tokenizer.get();
     *out_model = model.release();
@@ -92,9 +100,9 @@ KILN_API kiln_status kiln_tokenize(const kiln_model* model, const char* text, si
     if (text_len > 0) require_non_null(text, "text");
     check_flags(flags, KILN_TOKENIZE_ADD_SPECIAL | KILN_TOKENIZE_PARSE_SPECIAL, "tokenize flags");
     const auto& tok = model->impl->require_tokenizer();
-    std::vector<int32_t> out = tok.encode(std::string_view(text ? text : "", text_len),
-                                          flags & KILN_TOKENIZE_ADD_SPECIAL,
-                                          flags & KILN_TOKENIZE_PARSE_SPECIAL);
+    std::vector<int32_t> out =
+        tok.encode(std::string_view(text ? text : "", text_len), flags & KILN_TOKENIZE_ADD_SPECIAL,
+                   flags & KILN_TOKENIZE_PARSE_SPECIAL);
     copy_out(out.data(), out.size(), sizeof(int32_t), ids, capacity, n_ids, "token ids");
   });
 }
@@ -107,8 +115,8 @@ KILN_API kiln_status kiln_detokenize(const kiln_model* model, const int32_t* ids
     if (n_ids > 0) require_non_null(ids, "ids");
     check_flags(flags, KILN_DETOKENIZE_SKIP_SPECIAL, "detokenize flags");
     const auto& tok = model->impl->require_tokenizer();
-    std::string out = tok.decode(std::span<const int32_t>(ids, n_ids),
-                                 flags & KILN_DETOKENIZE_SKIP_SPECIAL);
+    std::string out =
+        tok.decode(std::span<const int32_t>(ids, n_ids), flags & KILN_DETOKENIZE_SKIP_SPECIAL);
     copy_out(out.data(), out.size(), 1, text, capacity, text_len, "text");
   });
 }

@@ -158,10 +158,26 @@ KILN_API kiln_status kiln_runtime_get_info(const kiln_runtime *runtime, kiln_run
  * operation then returns KILN_ERR_CANCELLED and frees what it took. */
 typedef int (*kiln_progress_fn)(float fraction, const char *stage, void *user_data);
 
+/* The number format a model computes in (kiln_model_load_options.precision).
+ * KILN_PRECISION_DEFAULT: the backend's own: BF16 on CUDA, float32 on the CPU.
+ * KILN_PRECISION_BF16: CUDA only (BF16 weights, matrix inputs and KV cache, float32 accumulation);
+ *   on a CPU runtime the load fails with KILN_ERR_UNSUPPORTED (the CPU computes in float32).
+ * KILN_PRECISION_F32: float32 weights, KV cache and arithmetic throughout (cuBLAS without TF32):
+ *   a checking mode on CUDA (about 2x the device memory of BF16 and slower), the default on the
+ *   CPU. On CUDA a GGUF file's block-quantised matrices are dequantised to float32 at load (their
+ *   exact values; 4 bytes per weight) instead of staying quantised.
+ * Any other value gives KILN_ERR_INVALID_ARGUMENT. */
+typedef enum kiln_precision {
+  KILN_PRECISION_DEFAULT = 0,
+  KILN_PRECISION_BF16 = 1,
+  KILN_PRECISION_F32 = 2
+} kiln_precision;
+
 typedef struct kiln_model_load_options {
   size_t struct_size;
   kiln_progress_fn progress_fn;  /* optional                                                   */
   void *progress_user_data;
+  kiln_precision precision;      /* default KILN_PRECISION_DEFAULT (see kiln_precision)        */
 } kiln_model_load_options;
 
 KILN_API kiln_status kiln_model_load_options_default(kiln_model_load_options *options, size_t struct_size);

@@ -11,6 +11,7 @@
 #include "common.cuh"
 #include "core/error.hpp"
 #include "overlapped_launch.cuh"
+#include "element.cuh"
 
 namespace kiln::cuda {
 
@@ -37,9 +38,20 @@ __device__ __forceinline__ float dot_key(const float* q_s, const bf16* key, int 
   return s;
 }
 
-template <int kChunks>
+// The same with a float32 key row (the F32 precision), 4 elements per load.
+__device__ __forceinline__ float dot_key(const float* q_s, const float* key, int D) {
+  float s = 0.0f;
+  for (int d = 0; d < D; d += 4) {
+    const float4 k4 = *reinterpret_cast<const float4*>(key + d);
+    s += q_s[d] * k4.x + q_s[d + 1] * k4.y + q_s[d + 2] * k4.z + q_s[d + 3] * k4.w;
+  }
+  return s;
+}
+
+// T: the element type of the KV cache and of the output (BF16, or float32 for F32).
+template <int kChunks, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
-    attention_decode_kernel(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+    attention_decode_kernel(const float* q, const T* k_cache, const T* v_cache, T* out,
                             float* partials, const int32_t* position, int n_heads, int group, int D,
                             float scale_log2) {
   __shared__ float q_s[kMaxAttentionHeadDim];
@@ -79,11 +91,11 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int n_valid = min(32, key_end - tile);
     for (int j = 0; j < n_valid; ++j) {
       const float pj = __shfl_sync(0xffffffffu, p, j);
-      const bf16* v_row = v_cache + (tile + j) * kv_stride + kv_head * D;
+      const T* v_row = v_cache + (tile + j) * kv_stride + kv_head * D;
 #pragma unroll
       for (int c = 0; c < kChunks; ++c) {
         const int d = lane + 32 * c;
-        if (d < D) acc[c] += pj * __bfloat162float(v_row[d]);
+        if (d < D) acc[c] += pj * detail::load_f(v_row + d);
       }
     }
   }
@@ -114,7 +126,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) a += acc_w[w][d] * weight[w];
     if (n_splits == 1) {
-      out[h * D + d] = __float2bfloat16(a / l_all);
+      detail::store_f(out + h * D + d, a / l_all);
     } else {
       partials[(static_cast<int64_t>(h) * n_splits + split) * (D + 2) + d] = a;
     }
@@ -127,7 +139,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 // Merges the per-chunk states of each head: out = Σ a_s·2^(m_s − M) / Σ l_s·2^(m_s − M).
-__global__ void attention_decode_merge_kernel(const float* partials, bf16* out, int D,
+template <typename T>
+__global__ void attention_decode_merge_kernel(const float* partials, T* out, int D,
                                               const int32_t* position) {
   detail::allow_dependents();
   detail::wait_for_inputs();
@@ -146,35 +159,30 @@ __global__ void attention_decode_merge_kernel(const float* partials, bf16* out, 
     for (int s = 0; s < n_splits; ++s) {
       a += base[s * (D + 2) + d] * exp2f(base[s * (D + 2) + D] - m_all);
     }
-    out[h * D + d] = __float2bfloat16(a / l_all);
+    detail::store_f(out + h * D + d, a / l_all);
   }
 }
 
-template <int kChunks>
-void launch(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
-            const int32_t* position, int64_t max_keys, int n_heads, int group, int D,
-            float* partials, cudaStream_t stream) {
+template <int kChunks, typename T>
+void launch(const float* q, const T* k_cache, const T* v_cache, T* out, const int32_t* position,
+            int64_t max_keys, int n_heads, int group, int D, float* partials, cudaStream_t stream) {
   const auto max_splits = static_cast<unsigned>(n_splits_for(max_keys));
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(D));
   const dim3 grid(static_cast<unsigned>(n_heads), max_splits);
-  detail::launch_overlapped(attention_decode_kernel<kChunks>, grid, kWarps * 32, 0, stream,
-                            "attention_decode_kernel", q, k_cache, v_cache, out, partials, position,
-                            n_heads, group, D, scale_log2);
+  attention_decode_kernel<kChunks, T><<<grid, kWarps * 32, 0, stream>>>(
+      q, k_cache, v_cache, out, partials, position, n_heads, group, D, scale_log2);
+  check_launch("attention_decode_kernel");
   if (max_splits > 1) {
-    detail::launch_overlapped(attention_decode_merge_kernel, static_cast<unsigned>(n_heads), 128, 0,
-                              stream, "attention_decode_merge_kernel", partials, out, D, position);
+    attention_decode_merge_kernel<T>
+        <<<static_cast<unsigned>(n_heads), 128, 0, stream>>>(partials, out, D, position);
+    check_launch("attention_decode_merge_kernel");
   }
 }
 
-}  // namespace
-
-int64_t decode_partials_floats(int32_t n_heads, int32_t head_dim, int64_t max_keys) {
-  return static_cast<int64_t>(n_heads) * n_splits_for(max_keys) * (head_dim + 2);
-}
-
-void attention_decode(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
-                      const int32_t* position, int64_t max_keys, int32_t n_heads,
-                      int32_t n_kv_heads, int32_t head_dim, float* partials, cudaStream_t stream) {
+template <typename T>
+void dispatch(const float* q, const T* k_cache, const T* v_cache, T* out, const int32_t* position,
+              int64_t max_keys, int32_t n_heads, int32_t n_kv_heads, int32_t head_dim,
+              float* partials, cudaStream_t stream) {
   if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > kMaxAttentionHeadDim || n_kv_heads <= 0 ||
       n_heads % n_kv_heads != 0) {
     fail(KILN_ERR_UNSUPPORTED,
@@ -194,6 +202,27 @@ void attention_decode(const float* q, const bf16* k_cache, const bf16* v_cache, 
     launch<8>(q, k_cache, v_cache, out, position, max_keys, n_heads, group, head_dim, partials,
               stream);
   }
+}
+
+}  // namespace
+
+int64_t decode_partials_floats(int32_t n_heads, int32_t head_dim, int64_t max_keys) {
+  return static_cast<int64_t>(n_heads) * n_splits_for(max_keys) * (head_dim + 2);
+}
+
+void attention_decode(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+                      const int32_t* position, int64_t max_keys, int32_t n_heads,
+                      int32_t n_kv_heads, int32_t head_dim, float* partials, cudaStream_t stream) {
+  dispatch(q, k_cache, v_cache, out, position, max_keys, n_heads, n_kv_heads, head_dim, partials,
+           stream);
+}
+
+void attention_decode_f32(const float* q, const float* k_cache, const float* v_cache, float* out,
+                          const int32_t* position, int64_t max_keys, int32_t n_heads,
+                          int32_t n_kv_heads, int32_t head_dim, float* partials,
+                          cudaStream_t stream) {
+  dispatch(q, k_cache, v_cache, out, position, max_keys, n_heads, n_kv_heads, head_dim, partials,
+           stream);
 }
 
 }  // namespace kiln::cuda

@@ -1,6 +1,6 @@
 // The step from the fused q/k/v projection to attention, in one pass per head vector: bias, the
 // Qwen3 per-head RMSNorm of q and k, RoPE (HF rotate_half layout, partial rotary), then q out in
-// float32 and k/v into the BF16 KV cache at the token's position.
+// float32 and k/v into the BF16 (F32 precision: float32) KV cache at the token's position.
 #include <string>
 
 #include "backend/cuda/cuda_check.hpp"
@@ -8,6 +8,7 @@
 #include "common.cuh"
 #include "core/error.hpp"
 #include "overlapped_launch.cuh"
+#include "element.cuh"
 
 namespace kiln::cuda {
 
@@ -15,10 +16,11 @@ namespace {
 
 // One warp per (head vector, token). blockIdx.x: the head among q heads, then k heads, then v
 // heads (the order of the fused projection's output row); blockIdx.y: the token.
+template <typename T>
 __global__ void qkv_rope_kernel(const float* qkv, const float* bias, const float* q_norm,
                                 const float* k_norm, float eps, const float* inv_freq,
-                                const int32_t* start_pos, QkvShape s, float* q_out, bf16* k_cache,
-                                bf16* v_cache) {
+                                const int32_t* start_pos, QkvShape s, float* q_out, T* k_cache,
+                                T* v_cache) {
   detail::allow_dependents();
   detail::wait_for_inputs();
   __shared__ float vec[kMaxAttentionHeadDim];
@@ -62,21 +64,21 @@ __global__ void qkv_rope_kernel(const float* qkv, const float* bias, const float
     if (kind == 0) {
       q_out[t * s.n_heads * D + static_cast<int64_t>(head) * D + d] = out;
     } else if (kind == 1) {
-      k_cache[static_cast<int64_t>(pos) * kv_dim + static_cast<int64_t>(head - s.n_heads) * D + d] =
-          __float2bfloat16(out);
+      detail::store_f(k_cache + static_cast<int64_t>(pos) * kv_dim +
+                          static_cast<int64_t>(head - s.n_heads) * D + d,
+                      out);
     } else {
-      v_cache[static_cast<int64_t>(pos) * kv_dim +
-              static_cast<int64_t>(head - s.n_heads - s.n_kv_heads) * D + d] =
-          __float2bfloat16(out);
+      detail::store_f(v_cache + static_cast<int64_t>(pos) * kv_dim +
+                          static_cast<int64_t>(head - s.n_heads - s.n_kv_heads) * D + d,
+                      out);
     }
   }
 }
 
-}  // namespace
-
-void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const float* k_norm,
-              float eps, const float* inv_freq, const int32_t* start_pos, int64_t n_tokens,
-              QkvShape shape, float* q_out, bf16* k_cache, bf16* v_cache, cudaStream_t stream) {
+template <typename T>
+void launch(const float* qkv, const float* bias, const float* q_norm, const float* k_norm,
+            float eps, const float* inv_freq, const int32_t* start_pos, int64_t n_tokens,
+            QkvShape shape, float* q_out, T* k_cache, T* v_cache, cudaStream_t stream) {
   if (shape.head_dim <= 0 || shape.head_dim > kMaxAttentionHeadDim || shape.rot_dim % 2 != 0 ||
       shape.rot_dim > shape.head_dim) {
     fail(KILN_ERR_UNSUPPORTED, "CUDA qkv/RoPE kernel: head_dim " + std::to_string(shape.head_dim) +
@@ -86,9 +88,25 @@ void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const fl
   if (n_tokens == 0) return;
   const dim3 grid(static_cast<unsigned>(shape.n_heads + 2 * shape.n_kv_heads),
                   static_cast<unsigned>(n_tokens));
-  detail::launch_overlapped(qkv_rope_kernel, grid, 32, 0, stream, "qkv_rope_kernel", qkv, bias,
-                            q_norm, k_norm, eps, inv_freq, start_pos, shape, q_out, k_cache,
-                            v_cache);
+  qkv_rope_kernel<T><<<grid, 32, 0, stream>>>(qkv, bias, q_norm, k_norm, eps, inv_freq, start_pos,
+                                              shape, q_out, k_cache, v_cache);
+  check_launch("qkv_rope_kernel");
+}
+
+}  // namespace
+
+void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const float* k_norm,
+              float eps, const float* inv_freq, const int32_t* start_pos, int64_t n_tokens,
+              QkvShape shape, float* q_out, bf16* k_cache, bf16* v_cache, cudaStream_t stream) {
+  launch(qkv, bias, q_norm, k_norm, eps, inv_freq, start_pos, n_tokens, shape, q_out, k_cache,
+         v_cache, stream);
+}
+
+void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const float* k_norm,
+              float eps, const float* inv_freq, const int32_t* start_pos, int64_t n_tokens,
+              QkvShape shape, float* q_out, float* k_cache, float* v_cache, cudaStream_t stream) {
+  launch(qkv, bias, q_norm, k_norm, eps, inv_freq, start_pos, n_tokens, shape, q_out, k_cache,
+         v_cache, stream);
 }
 
 }  // namespace kiln::cuda

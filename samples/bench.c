@@ -21,6 +21,7 @@ static void usage(FILE* out) {
           "  -r, --repetitions R runs of each test; the median is reported (default: 3)\n"
           "  -t, --threads N     CPU threads (default: all cores)\n"
           "      --backend NAME  auto, cpu or cuda (default: auto)\n"
+          "      --precision P   default, bf16 (CUDA) or f32 (CUDA checking mode; the CPU's own)\n"
           "  -h, --help          show this help\n"
           "\n"
           "Output: 'load <s>' (kiln_model_load) and 'first token <s>' (load + session create +\n"
@@ -41,6 +42,7 @@ static int cmp_double(const void* a, const void* b) {
 int main(int argc, char** argv) {
   const char* model_dir = NULL;
   long n_prompt = 512, n_gen = 128, reps = 3, threads = 0;
+  kiln_precision precision = KILN_PRECISION_DEFAULT;
   kiln_runtime_options rt_opts;
   if (sample_check(kiln_runtime_options_default(&rt_opts, sizeof rt_opts), "options")) return 1;
   for (int i = 1; i < argc; ++i) {
@@ -66,6 +68,8 @@ int main(int argc, char** argv) {
       bad = sample_parse_long(v, 0, 4096, &threads);
     else if (!strcmp(a, "--backend"))
       bad = sample_parse_backend(v, &rt_opts.backend);
+    else if (!strcmp(a, "--precision"))
+      bad = sample_parse_precision(v, &precision);
     else {
       fprintf(stderr, "kiln-bench: unknown option '%s' (see --help)\n", a);
       return 2;
@@ -91,7 +95,11 @@ int main(int argc, char** argv) {
   double t_start = now_seconds();
   if (sample_check(kiln_runtime_create(&rt_opts, &rt), "creating the runtime")) goto done;
   double t_runtime = now_seconds();
-  if (sample_check(kiln_model_load(rt, model_dir, NULL, &model), "loading the model")) goto done;
+  kiln_model_load_options load_opts;
+  kiln_model_load_options_default(&load_opts, sizeof load_opts);
+  load_opts.precision = precision;
+  if (sample_check(kiln_model_load(rt, model_dir, &load_opts, &model), "loading the model"))
+    goto done;
   double t_loaded = now_seconds();
   kiln_model_info info;
   info.struct_size = sizeof info;

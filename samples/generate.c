@@ -33,6 +33,7 @@ static void usage(FILE *out) {
           "      --ctx N           context length of the session (default: the model's, <= 4096)\n"
           "  -t, --threads N       CPU threads (default: all cores)\n"
           "      --backend NAME    auto, cpu or cuda (default: auto)\n"
+          "      --precision P     default, bf16 (CUDA) or f32 (CUDA checking mode; the CPU's own)\n"
           "  -v, --verbose         log loading details to stderr\n"
           "  -h, --help            show this help\n"
           "\n"
@@ -65,6 +66,7 @@ int main(int argc, char **argv) {
   const char *stops[MAX_STOPS];
   size_t n_stops = 0;
   long n_predict = 128, threads = 0, ctx = 0, seed = 0xC0FFEE;
+  kiln_precision precision = KILN_PRECISION_DEFAULT;
   int ignore_eos = 0, verbose = 0;
 
   kiln_sampling_options sampling;
@@ -117,6 +119,8 @@ int main(int argc, char **argv) {
       bad = sample_parse_long(v, 0, 4096, &threads);
     } else if (!strcmp(a, "--backend")) {
       bad = sample_parse_backend(v, &rt_opts.backend);
+    } else if (!strcmp(a, "--precision")) {
+      bad = sample_parse_precision(v, &precision);
     } else {
       fprintf(stderr, "kiln-generate: unknown option '%s' (see --help)\n", a);
       return 2;
@@ -139,6 +143,7 @@ int main(int argc, char **argv) {
   kiln_model_load_options load_opts;
   kiln_model_load_options_default(&load_opts, sizeof load_opts);
   load_opts.progress_fn = sample_progress_bar;
+  load_opts.precision = precision;
   if (sample_check(kiln_model_load(rt, model_dir, &load_opts, &model), "loading the model")) {
     goto done;
   }

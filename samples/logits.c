@@ -17,6 +17,7 @@ static void usage(FILE *out) {
           "      --ids LIST      comma-separated token ids (required)\n"
           "  -o, --output FILE   where to write the logits (required)\n"
           "      --backend NAME  auto, cpu or cuda (default: auto)\n"
+          "      --precision P   default, bf16 (CUDA) or f32 (CUDA checking mode; the CPU's own)\n"
           "  -t, --threads N     CPU threads (default: all cores)\n"
           "  -h, --help          show this help\n");
 }
@@ -24,6 +25,7 @@ static void usage(FILE *out) {
 int main(int argc, char **argv) {
   const char *model_dir = NULL, *ids_text = NULL, *out_path = NULL;
   long threads = 0;
+  kiln_precision precision = KILN_PRECISION_DEFAULT;
   kiln_runtime_options rt_opts;
   if (sample_check(kiln_runtime_options_default(&rt_opts, sizeof rt_opts), "options")) return 1;
   for (int i = 1; i < argc; ++i) {
@@ -42,6 +44,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--ids")) ids_text = v;
     else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out_path = v;
     else if (!strcmp(a, "--backend")) bad = sample_parse_backend(v, &rt_opts.backend);
+    else if (!strcmp(a, "--precision")) bad = sample_parse_precision(v, &precision);
     else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = sample_parse_long(v, 0, 4096, &threads);
     else {
       fprintf(stderr, "kiln-logits: unknown option '%s' (see --help)\n", a);
@@ -76,6 +79,7 @@ int main(int argc, char **argv) {
   kiln_model_load_options load_opts;
   kiln_model_load_options_default(&load_opts, sizeof load_opts);
   load_opts.progress_fn = sample_progress_bar;
+  load_opts.precision = precision;
   if (sample_check(kiln_model_load(rt, model_dir, &load_opts, &model), "loading the model")) {
     goto done;
   }

@@ -102,6 +102,25 @@ func TestInfoAndABI(t *testing.T) {
 	}
 }
 
+// On the CPU: F32 is the CPU's own precision, BF16 (a CUDA precision) is StatusUnsupported.
+func TestPrecisionOption(t *testing.T) {
+	rt, _ := fixture(t)
+	m, err := rt.LoadModelWith(tinyDir(), LoadOptions{Precision: PrecisionF32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := m.Info(); err != nil || info.VocabSize != 512 {
+		t.Errorf("F32 info %+v, %v", info, err)
+	}
+	_ = m.Close()
+	var kerr *Error
+	_, err = rt.LoadModelWith(tinyDir(), LoadOptions{Precision: PrecisionBF16})
+	if !errors.As(err, &kerr) || kerr.Status != StatusUnsupported ||
+		!strings.Contains(kerr.Message, "KILN_PRECISION_BF16") {
+		t.Errorf("BF16 on the CPU: %v", err)
+	}
+}
+
 func TestTokenizeMatchesTransformersAndRoundTrips(t *testing.T) {
 	ref := loadReference(t)
 	_, m := fixture(t)

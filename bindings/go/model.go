@@ -31,10 +31,35 @@ type Model struct {
 	rt  *Runtime
 }
 
+// Precision is the number format a model computes in (kiln.h, kiln_precision): PrecisionDefault
+// is BF16 on CUDA and float32 on the CPU; PrecisionBF16 is CUDA only; PrecisionF32 is the CUDA
+// checking mode (float32 throughout).
+type Precision int
+
+var (
+	PrecisionDefault = Precision(raw.KILN_PRECISION_DEFAULT)
+	PrecisionBF16    = Precision(raw.KILN_PRECISION_BF16)
+	PrecisionF32     = Precision(raw.KILN_PRECISION_F32)
+)
+
+// LoadOptions are LoadModelWith's options; the zero value is the default load.
+type LoadOptions struct {
+	// Progress, when not nil, is called with (fraction, stage) and may return true to cancel.
+	Progress func(fraction float32, stage string) bool
+	// Precision: PrecisionDefault (the zero value) unless set.
+	Precision Precision
+}
+
 // LoadModel loads a Hugging Face model directory. progress(fraction, stage), when not nil, may
 // return true to cancel (an error with StatusCancelled); a panic in it cancels and is reported as
 // the returned error.
 func (r *Runtime) LoadModel(path string, progress func(fraction float32, stage string) bool) (*Model, error) {
+	return r.LoadModelWith(path, LoadOptions{Progress: progress})
+}
+
+// LoadModelWith is LoadModel with every load option (the precision included).
+func (r *Runtime) LoadModelWith(path string, o LoadOptions) (*Model, error) {
+	progress := o.Progress
 	rptr, err := r.handle()
 	if err != nil {
 		return nil, err
@@ -44,6 +69,7 @@ func (r *Runtime) LoadModel(path string, progress func(fraction float32, stage s
 	if err := call(func() status { return raw.Kiln_model_load_options_default(opts) }); err != nil {
 		return nil, err
 	}
+	opts.SetPrecision(raw.Enum_SS_kiln_precision(o.Precision))
 	var state *progressState
 	if progress != nil {
 		state = &progressState{fn: progress}

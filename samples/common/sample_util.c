@@ -39,6 +39,18 @@ int sample_parse_backend(const char* name, kiln_backend* out) {
   return 0;
 }
 
+int sample_parse_precision(const char* name, kiln_precision* out) {
+  if (strcmp(name, "default") == 0)
+    *out = KILN_PRECISION_DEFAULT;
+  else if (strcmp(name, "bf16") == 0)
+    *out = KILN_PRECISION_BF16;
+  else if (strcmp(name, "f32") == 0)
+    *out = KILN_PRECISION_F32;
+  else
+    return 1;
+  return 0;
+}
+
 int sample_parse_long(const char* text, long min, long max, long* out) {
   char* end = NULL;
   errno = 0;

@@ -17,6 +17,9 @@ int sample_progress_bar(float fraction, const char* stage, void* user_data);
 /* Parses a backend name: "auto", "cpu" or "cuda". Returns 0 on success. */
 int sample_parse_backend(const char* name, kiln_backend* out);
 
+/* Parses "default", "bf16" or "f32" (--precision); returns 0 on success. */
+int sample_parse_precision(const char* name, kiln_precision* out);
+
 /* Parses "1,2,3" into a malloc'd array; returns 0 on success (caller frees *ids). */
 int sample_parse_ids(const char* text, int32_t** ids, size_t* n_ids);
 

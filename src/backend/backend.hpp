@@ -61,10 +61,19 @@ class Backend {
   // otherwise the engine dequantises them to float32 first.
   virtual bool keeps_quantized_weights() const { return false; }
 
-  // `weights` stays alive as long as the executor (it may point into the mmap).
+  // `weights` stays alive as long as the executor (it may point into the mmap). `precision`: a
+  // valid kiln_precision (kiln.h says what each backend does with it; one it cannot honour gives
+  // KILN_ERR_UNSUPPORTED).
   virtual std::unique_ptr<ModelExecutor> load_model(const ModelConfig& config,
                                                     std::shared_ptr<const WeightSet> weights,
-                                                    const ProgressFn& progress) const = 0;
+                                                    const ProgressFn& progress,
+                                                    kiln_precision precision) const = 0;
+  // The backend's default precision.
+  std::unique_ptr<ModelExecutor> load_model(const ModelConfig& config,
+                                            std::shared_ptr<const WeightSet> weights,
+                                            const ProgressFn& progress) const {
+    return load_model(config, std::move(weights), progress, KILN_PRECISION_DEFAULT);
+  }
 
   // The engine that trains on this backend's device, uploading `state` (docs/training-design.md,
   // "CUDA"); null means the host engine (the CPU trainer). Throws KILN_ERR_OUT_OF_MEMORY (with the

@@ -63,7 +63,7 @@ ProgressFn sub_progress(const ProgressFn& progress, float begin, float span) {
 }
 
 void load_hf_directory(const Runtime& runtime, const fs::path& path, const ProgressFn& progress,
-                       Model& model) {
+                       kiln_precision precision, Model& model) {
   std::error_code ec;
   report(progress, 0.0f, "config");
   model.directory = path;
@@ -93,8 +93,8 @@ void load_hf_directory(const Runtime& runtime, const fs::path& path, const Progr
   report(progress, 0.02f, "weights");
   std::shared_ptr<const WeightSet> weights = WeightSet::open_dir(path);
   model.weights = weights;
-  model.executor =
-      runtime.backend().load_model(model.config, weights, sub_progress(progress, 0.02f, 0.98f));
+  model.executor = runtime.backend().load_model(model.config, weights,
+                                                sub_progress(progress, 0.02f, 0.98f), precision);
 }
 
 bool has_gguf_magic(const fs::path& path) {
@@ -107,7 +107,7 @@ bool has_gguf_magic(const fs::path& path) {
 // on quantised blocks (the CPU) gets the tensors as stored, in the file's mapping; for the others
 // they are dequantised to float32 at load, after which the file is unmapped.
 void load_gguf(const Runtime& runtime, const fs::path& path, const ProgressFn& progress,
-               Model& model) {
+               kiln_precision precision, Model& model) {
   report(progress, 0.0f, "config");
   std::shared_ptr<const GgufFile> file = GgufFile::open(path);
   model.config = gguf_model_config(*file);
@@ -132,14 +132,14 @@ void load_gguf(const Runtime& runtime, const fs::path& path, const ProgressFn& p
           ? gguf_weights_as_stored(file, model.config, weight_progress)
           : gguf_weights(*file, model.config, weight_progress);
   model.weights = weights;
-  model.executor =
-      runtime.backend().load_model(model.config, weights, sub_progress(progress, 0.5f, 0.5f));
+  model.executor = runtime.backend().load_model(model.config, weights,
+                                                sub_progress(progress, 0.5f, 0.5f), precision);
 }
 
 }  // namespace
 
 std::shared_ptr<const Model> load_model(const Runtime& runtime, const fs::path& path,
-                                        const ProgressFn& progress) {
+                                        const ProgressFn& progress, kiln_precision precision) {
   const auto t0 = std::chrono::steady_clock::now();
   std::error_code ec;
   if (!fs::exists(path, ec)) {
@@ -147,9 +147,9 @@ std::shared_ptr<const Model> load_model(const Runtime& runtime, const fs::path& 
   }
   auto model = std::make_shared<Model>();
   if (fs::is_directory(path, ec)) {
-    load_hf_directory(runtime, path, progress, *model);
+    load_hf_directory(runtime, path, progress, precision, *model);
   } else if (has_gguf_magic(path)) {
-    load_gguf(runtime, path, progress, *model);
+    load_gguf(runtime, path, progress, precision, *model);
   } else {
     fail(KILN_ERR_UNSUPPORTED, "model path '" + path.string() +
                                    "' is a file but not a GGUF file; kiln loads GGUF files and "

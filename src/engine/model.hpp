@@ -25,7 +25,8 @@ struct Model {
   int32_t bos_id = -1;
   std::vector<int32_t> eos_ids;
   int64_t n_parameters = 0;
-  std::filesystem::path directory;  // where it was loaded from (chat templates read tokenizer_config.json)
+  std::filesystem::path
+      directory;  // where it was loaded from (chat templates read tokenizer_config.json)
   // The texts the model was built from, kept so training can checkpoint and export it: config.json
   // (empty for GGUF), tokenizer.json and tokenizer_config.json (empty when absent).
   std::string config_json;
@@ -39,7 +40,9 @@ struct Model {
 void resolve_special_ids(Model& model);
 
 // Loads a model directory. Throws kiln::Error (see kiln_model_load for the statuses).
+// `precision`: a valid kiln_precision, passed to the backend.
 std::shared_ptr<const Model> load_model(const Runtime& runtime, const std::filesystem::path& path,
-                                        const ProgressFn& progress);
+                                        const ProgressFn& progress,
+                                        kiln_precision precision = KILN_PRECISION_DEFAULT);
 
 }  // namespace kiln

@@ -15,6 +15,13 @@ namespace Kiln
     {
         Auto = kiln_backend.KILN_BACKEND_AUTO, Cpu = kiln_backend.KILN_BACKEND_CPU, Cuda = kiln_backend.KILN_BACKEND_CUDA,
     }
+    /// <summary>The number format a model computes in (kiln.h, kiln_precision): Default is BF16 on CUDA and
+    /// float32 on the CPU; Bf16 is CUDA only; F32 is the CUDA checking mode (float32 throughout).</summary>
+    public enum Precision
+    {
+        Default = kiln_precision.KILN_PRECISION_DEFAULT, Bf16 = kiln_precision.KILN_PRECISION_BF16,
+        F32 = kiln_precision.KILN_PRECISION_F32,
+    }
     public enum LogLevel
     {
         Debug = kiln_log_level.KILN_LOG_DEBUG, Info = kiln_log_level.KILN_LOG_INFO, Warn = kiln_log_level.KILN_LOG_WARN,
@@ -118,10 +125,12 @@ namespace Kiln
             }
         }
 
-        /// <summary>Loads a Hugging Face model directory; progress(fraction, stage) returning true cancels.</summary>
-        public Model LoadModel(string path, Func<float, string, bool> progress = null)
+        /// <summary>Loads a Hugging Face model directory; progress(fraction, stage) returning true cancels;
+        /// precision: see <see cref="Precision"/>.</summary>
+        public Model LoadModel(string path, Func<float, string, bool> progress = null,
+                               Precision precision = Precision.Default)
         {
-            return new Model(this, path, progress);
+            return new Model(this, path, progress, precision);
         }
 
         /// <summary>Converts a Hugging Face model directory or a GGUF file to the GGUF file dst (written
@@ -173,11 +182,12 @@ namespace Kiln
     {
         internal readonly ModelHandle Handle = new ModelHandle();
 
-        internal Model(Runtime runtime, string path, Func<float, string, bool> progress)
+        internal Model(Runtime runtime, string path, Func<float, string, bool> progress, Precision precision)
         {
             using (var o = new kiln_model_load_options())
             {
                 KilnException.Check(kiln_c.kiln_model_load_options_default(o));
+                o.precision = (kiln_precision)precision;
                 Load(runtime, path, o, progress);
             }
         }

@@ -60,6 +60,26 @@ static class KilnTests
         }
     }
 
+    // On the CPU: F32 is the CPU's own precision (same info), BF16 is a CUDA precision.
+    static void PrecisionOption()
+    {
+        using (var rt = Cpu())
+        {
+            using (var m = rt.LoadModel(Tiny, null, Precision.F32))
+                Check(m.Info.VocabSize == 512, "F32 load");
+            try
+            {
+                rt.LoadModel(Tiny, null, Precision.Bf16).Dispose();
+                Check(false, "BF16 on the CPU loaded");
+            }
+            catch (KilnException e)
+            {
+                Check(e.Status == Status.Unsupported && e.Message.Contains("KILN_PRECISION_BF16"),
+                      "BF16 on the CPU: " + e.Status + " " + e.Message);
+            }
+        }
+    }
+
     static void TokenizeRoundTrip()
     {
         using (var rt = Cpu())
@@ -388,6 +408,7 @@ static class KilnTests
         var tests = new Dictionary<string, Action>
         {
             { "InfoAndAbi", InfoAndAbi }, { "TokenizeRoundTrip", TokenizeRoundTrip },
+            { "PrecisionOption", PrecisionOption },
             { "StandaloneAndModelTokenizersMatchTransformers", StandaloneAndModelTokenizersMatchTransformers },
             { "TrainSaveAndReload", TrainSaveAndReload },
             { "EncodeBatchAndThreadedMatchEncode", EncodeBatchAndThreadedMatchEncode },

@@ -15,8 +15,8 @@ from ._errors import (BackendError, BufferTooSmallError, BusyError, CancelledErr
                       VersionMismatchError)
 from ._model import Model, ModelInfo
 from ._native import c as raw
-from ._runtime import (Backend, LogLevel, QuantizeType, Runtime, RuntimeInfo, set_log_callback,
-                       version)
+from ._runtime import (Backend, LogLevel, Precision, QuantizeType, Runtime, RuntimeInfo,
+                       set_log_callback, version)
 from ._session import GenerateResult, LogitsMode, Session, StopReason
 from ._tokenizer import Tokenizer
 from ._trainer import (MAX_MTP_HEADS, LrSchedule, Optimizer, ParamGroup, ParamRole, Trainer,
@@ -28,7 +28,7 @@ __all__ = [
     "ABI_VERSION", "Backend", "BackendError", "BufferTooSmallError", "BusyError", "CancelledError",
     "ContextFullError", "Error", "FormatError", "GenerateResult", "IOError_", "InternalError",
     "InvalidArgumentError", "LogLevel", "LogitsMode", "Model", "ModelInfo", "NotFoundError",
-    "OutOfMemoryError", "OutOfRangeError", "QuantizeType", "Runtime", "RuntimeInfo", "Session",
+    "OutOfMemoryError", "OutOfRangeError", "Precision", "QuantizeType", "Runtime", "RuntimeInfo", "Session",
     "StopReason", "Tokenizer", "UnsupportedError", "VersionMismatchError", "raw", "set_log_callback",
     "version",
     # training

@@ -79,11 +79,13 @@ class Model:
         path: Union[str, "os.PathLike[str]"],
         *,
         progress: Optional[Callable[[float, str], Any]] = None,
+        precision: int = c.KILN_PRECISION_DEFAULT,
     ) -> None:
         self._handle = None
         self._runtime = runtime
         options = c.kiln_model_load_options()
         check(c.kiln_model_load_options_default(options))
+        options.precision = int(precision)
         guard = GuardedCallback(progress) if progress is not None else None
         if guard is not None:
             c.kiln_py_model_load_options_set_progress_callback(options, guard)

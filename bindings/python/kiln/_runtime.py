@@ -22,6 +22,15 @@ class Backend(enum.IntEnum):
     CUDA = c.KILN_BACKEND_CUDA
 
 
+class Precision(enum.IntEnum):
+    """The number format a model computes in (kiln.h, kiln_precision): DEFAULT is BF16 on CUDA and
+    float32 on the CPU; BF16 is CUDA only; F32 is the CUDA checking mode (float32 throughout)."""
+
+    DEFAULT = c.KILN_PRECISION_DEFAULT
+    BF16 = c.KILN_PRECISION_BF16
+    F32 = c.KILN_PRECISION_F32
+
+
 class QuantizeType(enum.IntEnum):
     F16 = c.KILN_QUANTIZE_F16
     Q8_0 = c.KILN_QUANTIZE_Q8_0
@@ -105,13 +114,17 @@ class Runtime:
         return RuntimeInfo(Backend(info.backend), info.n_threads, info.device_name)
 
     def load_model(
-        self, path: Union[str, "os.PathLike[str]"], *, progress: Optional[Callable[[float, str], Any]] = None
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        progress: Optional[Callable[[float, str], Any]] = None,
+        precision: "Precision" = Precision.DEFAULT,
     ) -> "Model":
         """Loads a Hugging Face model directory. ``progress(fraction, stage)`` may return True (or
-        raise) to cancel the load."""
+        raise) to cancel the load. ``precision``: see ``Precision``."""
         from ._model import Model
 
-        return Model(self, path, progress=progress)
+        return Model(self, path, progress=progress, precision=precision)
 
     def quantize(
         self,

@@ -163,6 +163,14 @@ class ModelTest(unittest.TestCase):
         self.assertEqual(result.stop_reason, kiln.StopReason.STRING)
         self.assertEqual(result.text, text[: text.index(stop)])
 
+    def test_precision_option_on_the_cpu(self):
+        # F32 is the CPU's own precision; BF16 is a CUDA precision.
+        with self.runtime.load_model(TINY_QWEN2, precision=kiln.Precision.F32) as model:
+            self.assertEqual(model.info.vocab_size, 512)
+        with self.assertRaises(kiln.UnsupportedError) as cm:
+            self.runtime.load_model(TINY_QWEN2, precision=kiln.Precision.BF16)
+        self.assertIn("KILN_PRECISION_BF16", cm.exception.message)
+
     def test_errors_map_to_exceptions_with_kiln_messages(self):
         with self.assertRaises(kiln.NotFoundError) as cm:
             self.runtime.load_model("/no/such/model-dir")

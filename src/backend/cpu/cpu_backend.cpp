@@ -6,6 +6,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/cpu/cpu_transformer.hpp"
+#include "core/error.hpp"
 #include "model/config.hpp"
 #include "model/transformer_weights.hpp"
 
@@ -42,7 +43,14 @@ class CpuBackend final : public Backend {
 
   std::unique_ptr<ModelExecutor> load_model(const ModelConfig& config,
                                             std::shared_ptr<const WeightSet> weights,
-                                            const ProgressFn& progress) const override {
+                                            const ProgressFn& progress,
+                                            kiln_precision precision) const override {
+    // The CPU computes in float32 only: BF16 is a CUDA precision.
+    if (precision == KILN_PRECISION_BF16) {
+      fail(KILN_ERR_UNSUPPORTED,
+           "precision KILN_PRECISION_BF16 is not available on the CPU backend, which computes in "
+           "float32 (use KILN_PRECISION_DEFAULT or KILN_PRECISION_F32, or a CUDA runtime)");
+    }
     const TransformerWeights resolved = resolve_transformer_weights(config, *weights);
     return std::make_unique<cpu::CpuTransformer>(config, resolved, rope_inverse_frequencies(config),
                                                  n_threads_, std::move(weights), progress);

@@ -56,7 +56,8 @@ class CudaBackend final : public Backend {
 
   std::unique_ptr<ModelExecutor> load_model(const ModelConfig& config,
                                             std::shared_ptr<const WeightSet> weights,
-                                            const ProgressFn& progress) const override {
+                                            const ProgressFn& progress,
+                                            kiln_precision precision) const override {
     try {
       require_cuda_structure(config);  // before resolving: name what is missing, not a tensor
     } catch (const Error& e) {
@@ -68,8 +69,9 @@ class CudaBackend final : public Backend {
     }
     const TransformerWeights resolved = resolve_transformer_weights(config, *weights);
     // The weights are copied to the device; the executor keeps nothing of the WeightSet.
-    return std::make_unique<cuda::CudaTransformer>(
-        config, resolved, rope_inverse_frequencies(config), allocator_, progress);
+    return std::make_unique<cuda::CudaTransformer>(config, resolved,
+                                                   rope_inverse_frequencies(config), allocator_,
+                                                   progress, precision == KILN_PRECISION_F32);
   }
 
   // A model on a CUDA runtime trains on the GPU (docs/training-design.md, "CUDA").

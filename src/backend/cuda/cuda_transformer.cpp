@@ -50,8 +50,9 @@ CudaSessionState::CudaSessionState(std::shared_ptr<DeviceAllocator> allocator,
          "context length must be positive, got " + std::to_string(context_length));
   }
   const size_t cache_bytes = static_cast<size_t>(dims.n_layers) * context_length *
-                             static_cast<size_t>(dims.kv_dim()) * sizeof(bf16);
-  const std::string ctx = " for a context of " + std::to_string(context_length) + " tokens";
+                             static_cast<size_t>(dims.kv_dim()) * dims.element_bytes();
+  const std::string ctx = std::string(dims.f32 ? " (float32)" : "") + " for a context of " +
+                          std::to_string(context_length) + " tokens";
   k_cache_ = allocator_->allocate(cache_bytes, "the KV cache (K)" + ctx);
   v_cache_ = allocator_->allocate(cache_bytes, "the KV cache (V)" + ctx);
   decode_partials_ =
@@ -81,6 +82,12 @@ bf16* CudaSessionState::k_cache(int32_t layer) const {
 bf16* CudaSessionState::v_cache(int32_t layer) const {
   return v_cache_.as<bf16>() + static_cast<size_t>(layer) * context_length_ * dims_.kv_dim();
 }
+float* CudaSessionState::k_cache_f32(int32_t layer) const {
+  return k_cache_.as<float>() + static_cast<size_t>(layer) * context_length_ * dims_.kv_dim();
+}
+float* CudaSessionState::v_cache_f32(int32_t layer) const {
+  return v_cache_.as<float>() + static_cast<size_t>(layer) * context_length_ * dims_.kv_dim();
+}
 
 void CudaSessionState::reserve(int64_t n_tokens, int64_t logit_rows) {
   if (n_tokens > token_capacity_ || logit_rows > logit_row_capacity_) decode_step_.reset();
@@ -97,12 +104,14 @@ void CudaSessionState::reserve(int64_t n_tokens, int64_t logit_rows) {
     ids_host_ = PinnedBuffer();
     ids_ = allocator_->allocate((n + 1) * sizeof(int32_t), "token ids" + what);
     x_ = allocator_->allocate(n * d.hidden * sizeof(float), "the residual stream" + what);
-    normed_ = allocator_->allocate(n * d.hidden * sizeof(bf16), "normalised activations" + what);
+    // Inputs of matrix products: BF16, or float32 in the F32 precision.
+    const size_t in_bytes = d.element_bytes();
+    normed_ = allocator_->allocate(n * d.hidden * in_bytes, "normalised activations" + what);
     qkv_ = allocator_->allocate(n * d.qkv_dim() * sizeof(float), "q/k/v projections" + what);
     q_ = allocator_->allocate(n * d.q_dim() * sizeof(float), "queries" + what);
-    attn_ = allocator_->allocate(n * d.q_dim() * sizeof(bf16), "attention outputs" + what);
+    attn_ = allocator_->allocate(n * d.q_dim() * in_bytes, "attention outputs" + what);
     gate_up_ = allocator_->allocate(n * 2 * d.intermediate * sizeof(float), "gate/up" + what);
-    act_ = allocator_->allocate(n * d.intermediate * sizeof(bf16), "SwiGLU outputs" + what);
+    act_ = allocator_->allocate(n * d.intermediate * in_bytes, "SwiGLU outputs" + what);
     ids_host_ = PinnedBuffer((n + 1) * sizeof(int32_t), "token ids");
     token_capacity_ = cap;
   }
@@ -170,7 +179,7 @@ void CudaTransformer::validate(const ModelConfig& config, const TransformerWeigh
 CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWeights& w,
                                  const std::vector<float>& inv_freq,
                                  std::shared_ptr<DeviceAllocator> allocator,
-                                 const ProgressFn& progress)
+                                 const ProgressFn& progress, bool f32)
     : allocator_(std::move(allocator)),
       eps_(config.rms_norm_eps),
       qk_norm_(config.qk_norm == QkNormKind::BeforeRopeWeighted) {
@@ -182,6 +191,7 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
   dims_.head_dim = config.head_dim;
   dims_.intermediate = config.intermediate_size;
   dims_.n_layers = config.n_layers;
+  dims_.f32 = f32;
   dims_.rot_dim =
       static_cast<int64_t>(static_cast<float>(dims_.head_dim) * config.partial_rotary_factor);
   dims_.rot_dim -= dims_.rot_dim % 2;
@@ -208,9 +218,13 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
 
   use_device(allocator_->device());
   WeightUploader up(*allocator_, progress, total);
+  // Every matrix goes through here: as stored / BF16, or float32 in the F32 precision.
+  auto upload_matrix = [&](const std::vector<const WeightRef*>& parts, const std::string& what) {
+    return f32 ? up.upload_matrix_f32(parts, what + " (float32)") : up.upload_matrix(parts, what);
+  };
   tied_ = tied;
-  embed_ = up.upload_matrix({&w.embed}, "embed_tokens");
-  if (!tied) lm_head_ = up.upload_matrix({&w.lm_head}, "lm_head");
+  embed_ = upload_matrix({&w.embed}, "embed_tokens");
+  if (!tied) lm_head_ = upload_matrix({&w.lm_head}, "lm_head");
   final_norm_ = up.upload_f32({&w.final_norm}, {0}, "final norm");
   inv_freq_ = up.upload_host_f32(inv_freq, "RoPE inverse frequencies");
 
@@ -220,20 +234,20 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
     const std::string at = " of layer " + std::to_string(i);
     Layer L;
     L.attn_norm = up.upload_f32({&l.attn_norm}, {0}, "input_layernorm" + at);
-    L.wqkv = up.upload_matrix({&l.wq, &l.wk, &l.wv}, "q/k/v_proj" + at);
+    L.wqkv = upload_matrix({&l.wq, &l.wk, &l.wv}, "q/k/v_proj" + at);
     if (l.bq.tensor || l.bk.tensor || l.bv.tensor) {
       L.bqkv = up.upload_f32({&l.bq, &l.bk, &l.bv}, {dims_.q_dim(), dims_.kv_dim(), dims_.kv_dim()},
                              "q/k/v_proj bias" + at);
     }
-    L.wo = up.upload_matrix({&l.wo}, "o_proj" + at);
+    L.wo = upload_matrix({&l.wo}, "o_proj" + at);
     if (l.bo.tensor) L.bo = up.upload_f32({&l.bo}, {0}, "o_proj bias" + at);
     if (qk_norm_) {
       L.q_norm = up.upload_f32({&l.q_norm}, {0}, "q_norm" + at);
       L.k_norm = up.upload_f32({&l.k_norm}, {0}, "k_norm" + at);
     }
     L.ffn_norm = up.upload_f32({&l.ffn_norm}, {0}, "post_attention_layernorm" + at);
-    L.w_gate_up = up.upload_matrix({&l.w_gate, &l.w_up}, "gate/up_proj" + at);
-    L.w_down = up.upload_matrix({&l.w_down}, "down_proj" + at);
+    L.w_gate_up = upload_matrix({&l.w_gate, &l.w_up}, "gate/up_proj" + at);
+    L.w_down = upload_matrix({&l.w_down}, "down_proj" + at);
     for (const DeviceMatrix* m : {&L.wqkv, &L.wo, &L.w_gate_up, &L.w_down}) {
       const int64_t weights = m->rows * m->cols;
       storage_.weights += weights;
@@ -264,6 +278,7 @@ std::unique_ptr<SessionState> CudaTransformer::create_state(int32_t context_leng
 
 void CudaTransformer::compute_logits(CudaSessionState& s, int64_t first_row, int64_t rows,
                                      float* out) const {
+  if (dims_.f32) return compute_logits_f32(s, first_row, rows, out);
   const cudaStream_t stream = s.stream_.get();
   rms_norm(ptr<float>(s.x_) + first_row * dims_.hidden, nullptr, ptr<float>(final_norm_),
            ptr<bf16>(s.normed_), rows, dims_.hidden, eps_, stream);
@@ -389,6 +404,7 @@ void CudaTransformer::linear(CudaSessionState& s, const DeviceMatrix& w, const b
 
 void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t start_pos,
                                      const std::atomic<bool>* cancel) const {
+  if (dims_.f32) return enqueue_layers_f32(state, n, start_pos, cancel);
   CudaSessionState* s = &state;
   const ModelDims& d = dims_;
   const cudaStream_t stream = s->stream_.get();

@@ -7,7 +7,8 @@
 // dequantises one matrix at a time into a per-session BF16 scratch buffer for cuBLAS. A quantised
 // embedding table (and lm_head) stays quantised too: rows are gathered by a dequantising kernel,
 // the decode step's logits come from the fused kernel, and many-row logits dequantise the lm_head
-// a tile of vocabulary rows at a time. Each session
+// a tile of vocabulary rows at a time. The F32 precision (ModelDims::f32) keeps every weight,
+// the KV cache and the products' inputs in float32 instead (cuda_transformer_f32.cpp). Each session
 // owns a CUDA stream and a cuBLAS handle, so sessions on one model may run from different threads.
 #pragma once
 
@@ -30,6 +31,11 @@ struct ModelDims {
   int32_t n_layers;
   // Elements of the largest quantised matrix (0: none): the session's prefill scratch.
   int64_t quant_scratch_elements = 0;
+  // The F32 checking precision (KILN_PRECISION_F32): float32 weights, KV cache and matrix inputs,
+  // full-float32 cuBLAS; see cuda_transformer_f32.cpp.
+  bool f32 = false;
+  // Bytes of one element of the KV cache and of a matrix product's input buffer.
+  size_t element_bytes() const { return f32 ? sizeof(float) : sizeof(bf16); }
   int64_t q_dim() const { return n_heads * head_dim; }
   int64_t kv_dim() const { return n_kv_heads * head_dim; }
   int64_t qkv_dim() const { return q_dim() + 2 * kv_dim(); }
@@ -58,6 +64,8 @@ class CudaSessionState final : public SessionState {
   int32_t* token_ids() const { return ids_.as<int32_t>() + 1; }
   bf16* k_cache(int32_t layer) const;
   bf16* v_cache(int32_t layer) const;
+  float* k_cache_f32(int32_t layer) const;
+  float* v_cache_f32(int32_t layer) const;
 
   // The BF16 scratch a quantised matrix is dequantised into for a many-row product (allocated at
   // the first batch of more than one token; null while none).
@@ -79,10 +87,11 @@ class CudaTransformer final : public ModelExecutor {
  public:
   // Validates every weight shape against the config (KILN_ERR_FORMAT naming the tensor) and
   // uploads them (KILN_ERR_OUT_OF_MEMORY under the allocator's cap or the device's memory, with
-  // every partial allocation freed). `inv_freq`: the RoPE inverse frequencies.
+  // every partial allocation freed). `inv_freq`: the RoPE inverse frequencies. `f32`: the F32
+  // checking precision (every matrix float32, GGUF blocks dequantised at upload).
   CudaTransformer(const ModelConfig& config, const TransformerWeights& weights,
                   const std::vector<float>& inv_freq, std::shared_ptr<DeviceAllocator> allocator,
-                  const ProgressFn& progress = {});
+                  const ProgressFn& progress = {}, bool f32 = false);
 
   std::unique_ptr<SessionState> create_state(int32_t context_length) const override;
   void forward(SessionState& state, std::span<const int32_t> ids, int32_t start_pos, float* logits,
@@ -111,6 +120,11 @@ class CudaTransformer final : public ModelExecutor {
                       const std::atomic<bool>* cancel) const;
   // The final norm and the head over `rows` rows of x starting at row `first_row`, into `out`.
   void compute_logits(CudaSessionState& s, int64_t first_row, int64_t rows, float* out) const;
+  // The F32 precision's forms of the two above (cuda_transformer_f32.cpp): no fused kernels,
+  // cuBLAS for every product.
+  void enqueue_layers_f32(CudaSessionState& s, int64_t n, int32_t start_pos,
+                          const std::atomic<bool>* cancel) const;
+  void compute_logits_f32(CudaSessionState& s, int64_t first_row, int64_t rows, float* out) const;
 
   std::shared_ptr<DeviceAllocator> allocator_;
   ModelDims dims_{};

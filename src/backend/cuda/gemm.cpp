@@ -53,4 +53,17 @@ void linear_bf16_strided(cublasHandle_t handle, const bf16* x, const bf16* w, fl
   gemm(handle, x, w, y, m, k, n, ldy, beta);
 }
 
+void linear_f32(cublasHandle_t handle, const float* x, const float* w, float* y, int64_t m,
+                int64_t k, int64_t n, int64_t ldy, float beta) {
+  check_dims(m, k, n, ldy);
+  if (m == 0 || n == 0) return;
+  const float alpha = 1.0f;
+  // The layout of gemm() above, with float32 operands.
+  KILN_CUDA_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                               static_cast<int>(m), static_cast<int>(k), &alpha, w, CUDA_R_32F,
+                               static_cast<int>(k), x, CUDA_R_32F, static_cast<int>(k), &beta, y,
+                               CUDA_R_32F, static_cast<int>(ldy), CUBLAS_COMPUTE_32F_PEDANTIC,
+                               CUBLAS_GEMM_DEFAULT));
+}
+
 }  // namespace kiln::cuda

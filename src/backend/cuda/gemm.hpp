@@ -21,4 +21,11 @@ void linear_bf16(cublasHandle_t handle, const bf16* x, const bf16* w, float* y, 
 void linear_bf16_strided(cublasHandle_t handle, const bf16* x, const bf16* w, float* y, int64_t m,
                          int64_t k, int64_t n, int64_t ldy, float beta);
 
+// The F32 precision (KILN_PRECISION_F32): x, W and y float32, a full-float32 product with
+// reduced-precision shortcuts (TF32 tensor cores, split reductions in lower precision) ruled out
+// by CUBLAS_COMPUTE_32F_PEDANTIC. Every m, including the decode step's m = 1, goes to cuBLAS: this
+// is a checking mode, not a fast one. ldy ≥ n is y's row stride.
+void linear_f32(cublasHandle_t handle, const float* x, const float* w, float* y, int64_t m,
+                int64_t k, int64_t n, int64_t ldy, float beta);
+
 }  // namespace kiln::cuda

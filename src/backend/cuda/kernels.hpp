@@ -2,7 +2,9 @@
 // its work on `stream` and checks the launch (KILN_ERR_BACKEND on failure); none synchronises.
 // Layouts are row-major. Activations are float32; inputs of matrix products are BF16 (the
 // producers write them in BF16 directly, so no separate conversion pass exists); weights are BF16,
-// norm weights and biases float32. Shapes are validated by the caller (CudaTransformer).
+// norm weights and biases float32. The F32 checking precision (KILN_PRECISION_F32) has float32
+// overloads / _f32 entries where a BF16 buffer would be read or written. Shapes are validated by
+// the caller (CudaTransformer).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -17,11 +19,17 @@ using bf16 = __nv_bfloat16;
 // kernels/embedding.cu — out[t, :] = float(table[ids[t], :]); ids already validated in [0, vocab).
 void embedding_gather(const int32_t* ids, const bf16* table, float* out, int64_t n_tokens,
                       int64_t dim, cudaStream_t stream);
+// The F32 precision's form: a float32 table.
+void embedding_gather(const int32_t* ids, const float* table, float* out, int64_t n_tokens,
+                      int64_t dim, cudaStream_t stream);
 
 // kernels/rms_norm.cu — HF LlamaRMSNorm per row of `dim`: out = weight * (x / sqrt(mean(x²) +
 // eps)), written as BF16 (it feeds a matrix product). When `residual` is not null, x += residual
 // first and the sum is written back to x (the fused residual-add variant).
 void rms_norm(float* x, const float* residual, const float* weight, bf16* out, int64_t rows,
+              int64_t dim, float eps, cudaStream_t stream);
+// The F32 precision's form: the normalised rows written as float32.
+void rms_norm(float* x, const float* residual, const float* weight, float* out, int64_t rows,
               int64_t dim, float eps, cudaStream_t stream);
 
 // kernels/bias_add.cu — x[r, c] += bias[c] for rows × cols.
@@ -30,6 +38,7 @@ void bias_add(float* x, const float* bias, int64_t rows, int64_t cols, cudaStrea
 // kernels/swiglu.cu — gate_up is [rows × 2·dim] (gate in the first dim columns, up in the second,
 // the fused gate/up projection's output); out[r, i] = silu(gate) · up as BF16.
 void swiglu(const float* gate_up, bf16* out, int64_t rows, int64_t dim, cudaStream_t stream);
+void swiglu(const float* gate_up, float* out, int64_t rows, int64_t dim, cudaStream_t stream);
 
 // kernels/qkv_rope.cu — the step between the fused q/k/v projection and attention. qkv is
 // [n_tokens × (q_dim + 2·kv_dim)] (q heads, then k heads, then v heads; q_dim = n_heads·head_dim,
@@ -46,6 +55,10 @@ struct QkvShape {
 void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const float* k_norm,
               float eps, const float* inv_freq, const int32_t* start_pos, int64_t n_tokens,
               QkvShape shape, float* q_out, bf16* k_cache, bf16* v_cache, cudaStream_t stream);
+// The F32 precision's form: k and v stored unrounded into float32 caches.
+void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const float* k_norm,
+              float eps, const float* inv_freq, const int32_t* start_pos, int64_t n_tokens,
+              QkvShape shape, float* q_out, float* k_cache, float* v_cache, cudaStream_t stream);
 
 // kernels/gemv.cu — y[n] = W[n × k] · x[k] + beta · y (W row-major BF16, x BF16, y float32; y is
 // not read when beta = 0): the one-token case of linear_bf16 (gemm.hpp), which dispatches to it.
@@ -142,6 +155,11 @@ void attention_prefill_mma(const float* q, const bf16* k_cache, const bf16* v_ca
 void attention_prefill_cuda_cores(const float* q, const bf16* k_cache, const bf16* v_cache,
                                   bf16* out, int64_t n_tokens, int64_t start_pos, int32_t n_heads,
                                   int32_t n_kv_heads, int32_t head_dim, cudaStream_t stream);
+// kernels/attention_prefill_f32.cu — the same for the F32 precision: float32 caches and output
+// (CUDA cores, the scheme above; a separate entry so the BF16 kernel can change on its own).
+void attention_prefill_f32(const float* q, const float* k_cache, const float* v_cache, float* out,
+                           int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
+                           int32_t head_dim, cudaStream_t stream);
 
 // kernels/attention_decode.cu — the same for one query at position *position (device memory, so a
 // captured CUDA graph replays at any position) over cache rows 0 .. *position, the keys split into
@@ -154,6 +172,11 @@ int64_t decode_partials_floats(int32_t n_heads, int32_t head_dim, int64_t max_ke
 void attention_decode(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
                       const int32_t* position, int64_t max_keys, int32_t n_heads,
                       int32_t n_kv_heads, int32_t head_dim, float* partials, cudaStream_t stream);
+// The F32 precision's form (the same kernels instantiated for float32 caches and output).
+void attention_decode_f32(const float* q, const float* k_cache, const float* v_cache, float* out,
+                          const int32_t* position, int64_t max_keys, int32_t n_heads,
+                          int32_t n_kv_heads, int32_t head_dim, float* partials,
+                          cudaStream_t stream);
 
 // kernels/attention_decode_fused.cu — qkv_rope followed by attention_decode for the one token at
 // *position, in one kernel (the decode step's path for a BF16 cache): qkv is the fused projection's

@@ -89,7 +89,7 @@ std::optional<QuantFormat> device_quant_format(const TensorView& t) {
 }
 
 size_t DeviceMatrix::device_bytes() const {
-  size_t bytes = bf16_data.size();
+  size_t bytes = bf16_data.size() + f32_data.size();
   for (const Segment& s : segments) bytes += s.data.size();
   return bytes;
 }
@@ -210,6 +210,45 @@ DeviceMatrix WeightUploader::upload_matrix(const std::vector<const WeightRef*>& 
     }
     first_row += rows;
     m.segments.push_back(std::move(seg));
+  }
+  return m;
+}
+
+DeviceMatrix WeightUploader::upload_matrix_f32(const std::vector<const WeightRef*>& parts,
+                                               const std::string& what) {
+  DeviceMatrix m;
+  m.cols = parts.front()->cols;
+  int64_t total = 0;
+  for (const WeightRef* p : parts) {
+    total += checked_block_elements(*p);
+    m.rows += p->rows;
+  }
+  m.f32_data = allocator_.allocate(static_cast<size_t>(total) * sizeof(float), what);
+  auto* dst = m.f32_data.as<float>();
+  // The staging buffers hold kChunkElements BF16 values, so half as many floats; still a whole
+  // number of blocks (256 divides it) for a block format.
+  constexpr int64_t kChunk = kChunkElements / 2;
+  for (const WeightRef* p : parts) {
+    const int64_t n = p->rows * p->cols;
+    const uint8_t* src = block_data(*p);
+    for (int64_t begin = 0; begin < n; begin += kChunk) {
+      const int64_t count = std::min(kChunk, n - begin);
+      const int slot = next_staging_;
+      next_staging_ ^= 1;
+      KILN_CUDA_CHECK(cudaEventSynchronize(staging_free_[slot].get()));
+      auto* staged = staging_[slot].as<float>();
+      const uint8_t* at = src + p->tensor->byte_offset(begin);
+      if (p->tensor->dtype == DType::GGML) {
+        quant::dequantize(p->tensor->ggml_type, at, staged, count);
+      } else {
+        convert_to_f32(p->tensor->dtype, at, staged, static_cast<size_t>(count));
+      }
+      KILN_CUDA_CHECK(cudaMemcpyAsync(dst, staged, static_cast<size_t>(count) * sizeof(float),
+                                      cudaMemcpyHostToDevice, stream_.get()));
+      KILN_CUDA_CHECK(cudaEventRecord(staging_free_[slot].get(), stream_.get()));
+      dst += count;
+    }
+    advance(n, what);
   }
   return m;
 }

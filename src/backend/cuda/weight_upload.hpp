@@ -1,3 +1,5 @@
+// (The F32 precision, KILN_PRECISION_F32, uploads every matrix as float32 instead: exact widening
+// of BF16/F16/F32, GGUF blocks dequantised on the host, through the same staging buffers.)
 // Moves model weights from the (memory-mapped) safetensors or GGUF into device memory once, at
 // load: matrices in a GGUF block format the CUDA kernels compute on (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
 // Q4_K, Q5_K, Q6_K) as stored, byte for byte; other matrices as BF16 (converted from F32/F16, or
@@ -30,10 +32,12 @@ struct DeviceMatrix {
   };
   DeviceBuffer bf16_data;  // when not quantised
   std::vector<Segment> segments;
+  DeviceBuffer f32_data;  // the F32 precision: every matrix float32 (never quantised)
   int64_t rows = 0, cols = 0;
 
   bool quantized() const { return !segments.empty(); }
   const bf16* bf16_ptr() const { return bf16_data.as<bf16>(); }
+  const float* f32_ptr() const { return f32_data.as<float>(); }
   size_t device_bytes() const;
 };
 
@@ -49,6 +53,12 @@ class WeightUploader {
   // The blocks stacked by rows, kept quantised when every part is in a format the kernels take
   // (runs of parts in the same format share a segment), else as upload_bf16.
   DeviceMatrix upload_matrix(const std::vector<const WeightRef*>& parts, const std::string& what);
+
+  // The F32 precision: the blocks stacked by rows into one float32 device matrix, each value the
+  // source's exactly (BF16/F16 widen exactly; a GGUF block format is dequantised on the host to
+  // its exact float values).
+  DeviceMatrix upload_matrix_f32(const std::vector<const WeightRef*>& parts,
+                                 const std::string& what);
 
   // The blocks concatenated as one float32 vector; an absent part (null tensor) contributes
   // `absent_sizes[i]` zeros (a fused bias where only some projections have one).

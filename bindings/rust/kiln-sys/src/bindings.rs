@@ -358,18 +358,23 @@ pub type kiln_progress_fn = ::std::option::Option<
         user_data: *mut ::std::os::raw::c_void,
     ) -> ::std::os::raw::c_int,
 >;
+pub const KILN_PRECISION_DEFAULT: kiln_precision = 0;
+pub const KILN_PRECISION_BF16: kiln_precision = 1;
+pub const KILN_PRECISION_F32: kiln_precision = 2;
+pub type kiln_precision = ::std::os::raw::c_uint;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct kiln_model_load_options {
     pub struct_size: usize,
     pub progress_fn: kiln_progress_fn,
     pub progress_user_data: *mut ::std::os::raw::c_void,
+    pub precision: kiln_precision,
 }
 #[test]
 fn bindgen_test_layout_kiln_model_load_options() {
     assert_eq!(
         ::std::mem::size_of::<kiln_model_load_options>(),
-        24usize,
+        32usize,
         concat!("Size of: ", stringify!(kiln_model_load_options))
     );
     assert_eq!(
@@ -428,6 +433,23 @@ fn bindgen_test_layout_kiln_model_load_options() {
         );
     }
     test_field_progress_user_data();
+    fn test_field_precision() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_model_load_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).precision) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_model_load_options),
+                "::",
+                stringify!(precision)
+            )
+        );
+    }
+    test_field_precision();
 }
 extern "C" {
     pub fn kiln_model_load_options_default(

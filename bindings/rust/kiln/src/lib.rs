@@ -30,7 +30,7 @@ mod tokenizer_train;
 
 pub use chat::{ChatMessage, ChatOptions};
 pub use error::{Error, ErrorKind, Result};
-pub use model::{Model, ModelInfo};
+pub use model::{Model, ModelInfo, Precision};
 pub use quantize::QuantizeType;
 pub use runtime::{
     reset_log_callback, set_log_callback, Backend, LogLevel, Runtime, RuntimeInfo, RuntimeOptions,

@@ -82,10 +82,40 @@ fn opt_id(id: i32) -> Option<i32> {
     }
 }
 
+/// The number format a model computes in (kiln.h, `kiln_precision`): `Default` is BF16 on CUDA
+/// and float32 on the CPU; `Bf16` is CUDA only; `F32` is the CUDA checking mode (float32
+/// throughout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Default,
+    Bf16,
+    F32,
+}
+
+impl Precision {
+    fn to_raw(self) -> sys::kiln_precision {
+        match self {
+            Precision::Default => sys::KILN_PRECISION_DEFAULT,
+            Precision::Bf16 => sys::KILN_PRECISION_BF16,
+            Precision::F32 => sys::KILN_PRECISION_F32,
+        }
+    }
+}
+
 impl Model {
     /// Loads a Hugging Face model directory.
     pub fn load(runtime: &Runtime, path: impl AsRef<Path>) -> Result<Model> {
-        Self::load_raw(runtime, path.as_ref(), None)
+        Self::load_raw(runtime, path.as_ref(), None, Precision::Default)
+    }
+
+    /// Loads in the given precision (see `Precision`).
+    pub fn load_with_precision(
+        runtime: &Runtime,
+        path: impl AsRef<Path>,
+        precision: Precision,
+    ) -> Result<Model> {
+        Self::load_raw(runtime, path.as_ref(), None, precision)
     }
 
     /// Loads with `progress(fraction, stage)`; returning true cancels (ErrorKind::Cancelled). A
@@ -97,7 +127,7 @@ impl Model {
     ) -> Result<Model> {
         let f: &mut ProgressFn = &mut progress;
         let mut guard = Guarded::new(f);
-        let result = Self::load_raw(runtime, path.as_ref(), Some(&mut guard));
+        let result = Self::load_raw(runtime, path.as_ref(), Some(&mut guard), Precision::Default);
         guard.resume();
         result
     }
@@ -106,6 +136,7 @@ impl Model {
         runtime: &Runtime,
         path: &Path,
         progress: Option<&mut Guarded<ProgressFn>>,
+        precision: Precision,
     ) -> Result<Model> {
         let cpath = path_cstring(path)?;
         // SAFETY: zeroed C struct filled by kiln.
@@ -113,6 +144,7 @@ impl Model {
         check(unsafe {
             sys::kiln_model_load_options_default(&mut options, std::mem::size_of_val(&options))
         })?;
+        options.precision = precision.to_raw();
         if let Some(guard) = progress {
             options.progress_fn = Some(progress_trampoline);
             options.progress_user_data = guard as *mut Guarded<ProgressFn> as *mut c_void;

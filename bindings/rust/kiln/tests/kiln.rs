@@ -88,6 +88,19 @@ fn abi_and_info() {
         .contains(&info.eos_token_id.unwrap()));
 }
 
+// On the CPU: F32 is the CPU's own precision, BF16 (a CUDA precision) is Unsupported.
+#[test]
+fn precision_option() {
+    let rt = runtime();
+    let model = Model::load_with_precision(&rt, tiny(), kiln::Precision::F32).unwrap();
+    assert_eq!(model.info().unwrap().vocab_size, 512);
+    let e = Model::load_with_precision(&rt, tiny(), kiln::Precision::Bf16)
+        .err()
+        .expect("BF16 on the CPU loaded");
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.to_string().contains("KILN_PRECISION_BF16"), "{e}");
+}
+
 #[test]
 fn tokenize_matches_transformers_and_round_trips() {
     let r = reference();
