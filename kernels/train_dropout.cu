@@ -18,8 +18,9 @@ __global__ void dropout_kernel(DropoutSite site, const float* x, const float* re
   if (i >= n) return;
   const bool keep = kiln::train::dropout_keep(site.key, site.index0 + static_cast<uint64_t>(i),
                                               site.threshold);
-  float v = keep ? x[i] * site.scale : 0.0f;
-  if (residual != nullptr) v = residual[i] + v;
+  // Explicit roundings: no fused multiply-add, so the values are the CPU engine's bit for bit.
+  float v = keep ? __fmul_rn(x[i], site.scale) : 0.0f;
+  if (residual != nullptr) v = __fadd_rn(residual[i], v);
   out[i] = v;
   if (out_bf16 != nullptr) out_bf16[i] = __float2bfloat16(v);
 }
