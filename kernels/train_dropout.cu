@@ -16,8 +16,8 @@ __global__ void dropout_kernel(DropoutSite site, const float* x, const float* re
                                bf16* out_bf16, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const bool keep = kiln::train::dropout_keep(site.key, site.index0 + static_cast<uint64_t>(i),
-                                              site.threshold);
+  const bool keep =
+      kiln::train::dropout_keep(site.key, site.index0 + static_cast<uint64_t>(i), site.threshold);
   // Explicit roundings: no fused multiply-add, so the values are the CPU engine's bit for bit.
   float v = keep ? __fmul_rn(x[i], site.scale) : 0.0f;
   if (residual != nullptr) v = __fadd_rn(residual[i], v);

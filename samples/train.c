@@ -255,8 +255,7 @@ static int parse_args(int argc, char** argv, args* a) {
     else if (!strcmp(k, "--backend")) {
       a->backend = v;
       bad = strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto");
-    }
-    else if (!strcmp(k, "--steps"))
+    } else if (!strcmp(k, "--steps"))
       bad = sample_parse_long(v, 1, 1L << 40, &a->steps), a->steps_given = 1;
     else if (!strcmp(k, "--total-steps"))
       bad = sample_parse_long(v, 1, 1L << 40, &a->total_steps);

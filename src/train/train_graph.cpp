@@ -345,7 +345,8 @@ struct TrainGraph<T>::Impl {
     attention_forward<T>(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.probs.data(), rows, S,
                          nh, nkv, hd, nt);
     linear_forward<T>(a.attn.data(), p + o.wo, param(p, o.bo), a.x_mid.data(), n, qd, H, nt);
-    if (drop.active()) apply_dropout(dropout_site_attention(static_cast<int64_t>(bi)), a.x_mid.data(), n);
+    if (drop.active())
+      apply_dropout(dropout_site_attention(static_cast<int64_t>(bi)), a.x_mid.data(), n);
     for (int64_t i = 0; i < n * H; ++i) a.x_mid[i] += x[i];
 
     norm_fwd(a.x_mid.data(), param(p, o.mlp_norm_w), param(p, o.mlp_norm_b), a.n2.data(),
@@ -411,8 +412,8 @@ struct TrainGraph<T>::Impl {
       apply_dropout(dropout_site_attention(static_cast<int64_t>(bi)), d_branch.data(), n);
       d_o = d_branch.data();
     }
-    linear_backward<T>(d_o, a.attn.data(), p + o.wo, d_attn.data(), false, g + o.wo,
-                       param(g, o.bo), n, qd, H, nt);
+    linear_backward<T>(d_o, a.attn.data(), p + o.wo, d_attn.data(), false, g + o.wo, param(g, o.bo),
+                       n, qd, H, nt);
     attention_backward<T>(d_attn.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
                           dq.data(), dk.data(), dv.data(), rows, S, nh, nkv, hd, nt);
     qk_backward(dq, dq_tmp, param(p, o.q_norm), param(g, o.q_norm), a.q_pre.data(), a.rstd_q.data(),

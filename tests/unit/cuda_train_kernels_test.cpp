@@ -799,9 +799,8 @@ TEST_F(CudaTrainKernels, DropoutDrawsTheCpuMaskBitForBit) {
   std::vector<float> want_plain(n), want_res(n);
   int64_t dropped = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const bool keep =
-        kiln::train::dropout_bits(site.key, site.index0 + static_cast<uint64_t>(i)) >=
-        site.threshold;
+    const bool keep = kiln::train::dropout_bits(site.key, site.index0 + static_cast<uint64_t>(i)) >=
+                      site.threshold;
     dropped += !keep;
     const float v = keep ? x[i] * site.scale : 0.0f;
     want_plain[i] = v;

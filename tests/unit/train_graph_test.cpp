@@ -181,8 +181,7 @@ class Reference {
       for (int32_t l = 0; l + 1 < c_.n_layers; ++l) x = block(x, layer_prefix(l), l, r);
       for (int32_t h = 0; h <= c_.n_mtp_heads; ++h) {
         const int64_t bi = h == 0 ? c_.n_layers - 1 : c_.n_layers + h - 1;
-        const auto y =
-            block(x, h == 0 ? layer_prefix(c_.n_layers - 1) : mtp_head_prefix(h), bi, r);
+        const auto y = block(x, h == 0 ? layer_prefix(c_.n_layers - 1) : mtp_head_prefix(h), bi, r);
         for (int64_t t = 0; t < seq; ++t) {
           const Vec f = norm(y[t], "model.norm");
           const double* W =
@@ -424,10 +423,9 @@ void check_gradient(const Variant& variant, const Dropout& dropout) {
   // J = Σ_h c_h · loss_sum_h / N_h
   Vec scratch(p.size(), 0.0);
   const auto objective = [&] {
-    const auto losses =
-        dropout.active()
-            ? graph.forward_backward(p, scratch, view, norms, mtp_weights, nullptr, dropout)
-            : graph.forward_loss(p, view);
+    const auto losses = dropout.active() ? graph.forward_backward(p, scratch, view, norms,
+                                                                  mtp_weights, nullptr, dropout)
+                                         : graph.forward_loss(p, view);
     double j = 0;
     for (size_t h = 0; h < losses.size(); ++h) {
       j += (h == 0 ? 1.0 : mtp_weights[h - 1]) * losses[h].loss_sum / norms[h];

@@ -792,8 +792,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
         block_backward(static_cast<size_t>(l), d_trunk_, rows);
       }
       if (drop_.active()) {
-        dropout_apply(dropout_site(kiln::train::kDropoutSiteEmbedding), d_trunk_, nullptr,
-                      d_trunk_, nullptr, n * H_, st);
+        dropout_apply(dropout_site(kiln::train::kDropoutSiteEmbedding), d_trunk_, nullptr, d_trunk_,
+                      nullptr, n * H_, st);
       }
       const float* d_embed = d_trunk_;
       if (c_.embed_norm) {
