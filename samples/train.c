@@ -31,7 +31,8 @@ static void usage(FILE* out) {
       "      --preset NAME     a fresh model: tiny (Llama, trains in seconds), tiny-gpt2,\n"
       "                        tiny-nanochat, kjv-tiny (the bundled model's shape; its\n"
       "                        defaults follow models/kjv-tiny/train.py: --steps 2000\n"
-      "                        --batch 64 --seq 256 --warmup 100 --dropout 0.2),\n"
+      "                        --batch 64 --seq 256 --warmup 100 --dropout 0.2,\n"
+      "                        --eval-every 100, weight decay on the embedding),\n"
       "                        gpt2-124m (GPT-2 small, vocab 50304)\n"
       "      --model DIR       fine-tune a Hugging Face model directory\n"
       "      --resume DIR      continue the run saved in DIR (its options and data cursor);\n"
@@ -313,7 +314,9 @@ static int parse_args(int argc, char** argv, args* a) {
   return 0;
 }
 
-static int configure(const args* a, kiln_trainer_options* o) {
+/* `embed_group` is storage for a parameter group the options may point at (kiln copies it when the
+ * trainer is created). */
+static int configure(const args* a, kiln_trainer_options* o, kiln_param_group* embed_group) {
   kiln_trainer_options_default(o, sizeof *o);
   o->learning_rate = a->lr;
   o->weight_decay = a->wd;
@@ -346,6 +349,14 @@ static int configure(const args* a, kiln_trainer_options* o) {
     return 2;
   }
   o->min_lr_ratio = 0.1f;
+  if (a->preset && !strcmp(a->preset, "kjv-tiny")) {
+    /* train.py decays every matrix, the (tied) embedding included; kiln's default spares it. */
+    embed_group->role = KILN_PARAM_EMBEDDING;
+    embed_group->learning_rate = -1.0f;
+    embed_group->weight_decay = a->wd;
+    o->param_groups = embed_group;
+    o->n_param_groups = 1;
+  }
   return 0;
 }
 
@@ -354,7 +365,8 @@ static int configure(const args* a, kiln_trainer_options* o) {
 static int make_trainer(const args* a, kiln_runtime* rt, kiln_trainer** trainer, kiln_model** model,
                         token_cursor* cursor) {
   kiln_trainer_options o;
-  if (configure(a, &o)) return 2;
+  kiln_param_group embed_group;
+  if (configure(a, &o, &embed_group)) return 2;
   if (a->resume_dir) {
     char path[4096];
     if (path_join(path, sizeof path, a->resume_dir, "checkpoint.kiln")) return 1;
