@@ -258,7 +258,7 @@ struct TrainGraph<T>::Impl {
     const uint32_t threshold = dropout_threshold(drop.p);
     const T scale = dropout_scale<T>(drop.p);
     const auto index0 = static_cast<uint64_t>(drop.first_row * S * H);
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (n * H > (int64_t{1} << 14))
     for (int64_t i = 0; i < n * H; ++i) {
       v[i] = dropout_keep(key, index0 + static_cast<uint64_t>(i), threshold) ? v[i] * scale : T(0);
     }

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.hpp"
@@ -626,25 +627,34 @@ TEST(TrainGraphSemantics, DropoutMicroBatchesSumToTheFullBatchGradient) {
   expect_same_grads(got, want, 1e-12, "dropout micro-batches");
 }
 
+// One float32 forward_backward: the main head's loss sum and the gradient.
+std::pair<double, std::vector<float>> float_step(TrainGraph<float>& graph,
+                                                 const std::vector<float>& p, const Batch& b,
+                                                 std::span<const double> norms,
+                                                 const Dropout& dropout) {
+  std::vector<float> grads(p.size(), 0.0f);
+  const double loss =
+      graph.forward_backward(p, grads, b.view(), norms, {}, nullptr, dropout)[0].loss_sum;
+  return {loss, std::move(grads)};
+}
+
 // p = 0 is no dropout at all, bit for bit, whatever the seed, step and row.
 TEST(TrainGraphSemantics, ZeroDropoutIsBitIdentical) {
   const ModelConfig c = make_config({"nanochat_mtp2", Family::NanoChat, 2, 2});
   TrainGraph<float> graph(c, kRows, kSeq, 2);
   const Vec pd = random_params(graph.layout(), 31);
-  const std::vector<float> p(pd.begin(), pd.end());
+  std::vector<float> p;
+  for (const double v : pd) p.push_back(static_cast<float>(v));
   const Batch b = random_batch(kRows, kSeq, c.vocab_size, 32, true);
   const std::vector<double> norms = loss_weight_totals(c, b.view(), kSeq);
-  std::vector<float> plain(p.size(), 0.0f), zero(p.size(), 0.0f), dropped(p.size(), 0.0f);
-  const auto l0 = graph.forward_backward(p, plain, b.view(), norms, {});
-  const auto l1 = graph.forward_backward(p, zero, b.view(), norms, {}, nullptr, {0.0f, 5, 9, 3});
-  EXPECT_EQ(l0[0].loss_sum, l1[0].loss_sum);
-  EXPECT_EQ(plain, zero);
-  const auto l2 = graph.forward_backward(p, dropped, b.view(), norms, {}, nullptr, {0.1f, 5, 9, 3});
-  EXPECT_NE(l0[0].loss_sum, l2[0].loss_sum);
-  EXPECT_NE(plain, dropped);
-  std::vector<float> g(p.size(), 0.0f);
-  EXPECT_THROW(graph.forward_backward(p, g, b.view(), norms, {}, nullptr, {1.0f, 5, 9, 3}),
-               kiln::Error);
+  const auto plain = float_step(graph, p, b, norms, {});
+  const auto zero = float_step(graph, p, b, norms, {0.0f, 5, 9, 3});
+  const auto dropped = float_step(graph, p, b, norms, {0.1f, 5, 9, 3});
+  EXPECT_EQ(plain.first, zero.first);
+  EXPECT_TRUE(plain.second == zero.second) << "p = 0 changed the gradient";
+  EXPECT_NE(plain.first, dropped.first);
+  EXPECT_FALSE(plain.second == dropped.second) << "p = 0.1 changed nothing";
+  EXPECT_THROW(float_step(graph, p, b, norms, {1.0f, 5, 9, 3}), kiln::Error);
 }
 
 // The mask itself: the dropped fraction of 2^20 elements is within 5 binomial standard
