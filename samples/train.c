@@ -31,8 +31,8 @@ static void usage(FILE* out) {
       "      --preset NAME     a fresh model: tiny (Llama, trains in seconds), tiny-gpt2,\n"
       "                        tiny-nanochat, kjv-tiny (the bundled model's shape; its\n"
       "                        defaults follow models/kjv-tiny/train.py: --steps 2000\n"
-      "                        --batch 64 --seq 256 --warmup 100 --dropout 0.2,\n"
-      "                        --eval-every 100, weight decay on the embedding),\n"
+      "                        --batch 64 --seq 256 --dropout 0.2 --eval-every 100,\n"
+      "                        weight decay on the embedding; warmup steps/20 = 100),\n"
       "                        gpt2-124m (GPT-2 small, vocab 50304)\n"
       "      --model DIR       fine-tune a Hugging Face model directory\n"
       "      --resume DIR      continue the run saved in DIR (its options and data cursor);\n"
@@ -422,7 +422,7 @@ int main(int argc, char** argv) {
     if (!a.steps_given) a.steps = 2000;
     if (!a.batch_given) a.batch = 64;
     if (!a.seq_given) a.seq = 256;
-    if (a.warmup < 0) a.warmup = 100;
+    /* warmup: the general steps/20 is train.py's 100 at its 2000 steps */
     if (a.eval_every < 0) a.eval_every = 100;
   }
   if (a.eval_every < 0) a.eval_every = a.steps >= 10 ? a.steps / 10 : 1;
