@@ -100,6 +100,7 @@ kiln::TrainerOptions to_engine(const kiln_trainer_options& o) {
   t.grad_accum_steps = o.grad_accum_steps;
   t.clip_norm = o.max_grad_norm;
   t.seed = o.seed;
+  t.residual_dropout = o.residual_dropout;
   if (o.n_mtp_heads < 0 || o.n_mtp_heads > KILN_MAX_MTP_HEADS) {
     fail(KILN_ERR_INVALID_ARGUMENT, "kiln_trainer_options.n_mtp_heads is " +
                                         std::to_string(o.n_mtp_heads) + "; expected 0.." +

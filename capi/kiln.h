@@ -558,6 +558,12 @@ typedef struct kiln_trainer_options {
                                   * share of micro-batches done), "optimizer" before the update
                                   * (fraction 1); non-zero cancels the step                    */
   void *progress_user_data;
+  float residual_dropout;        /* GPT-2-style dropout probability on the embedding output and on
+                                  * each attention / MLP output before it joins the residual
+                                  * (MTP heads included); kept values scale by 1/(1-p); only in
+                                  * kiln_train_step (eval and forward never drop); masks are a
+                                  * function of seed, step and position, so a resumed run draws
+                                  * the same ones on CPU and CUDA. [0, 1); default 0 = off      */
 } kiln_trainer_options;
 
 KILN_API kiln_status kiln_trainer_options_default(kiln_trainer_options *options, size_t struct_size);

@@ -29,7 +29,10 @@ static void usage(FILE* out) {
       "\n"
       "Model (one of):\n"
       "      --preset NAME     a fresh model: tiny (Llama, trains in seconds), tiny-gpt2,\n"
-      "                        tiny-nanochat, kjv-tiny (the bundled model's shape),\n"
+      "                        tiny-nanochat, kjv-tiny (the bundled model's shape; its\n"
+      "                        defaults follow models/kjv-tiny/train.py: --steps 2000\n"
+      "                        --batch 64 --seq 256 --dropout 0.2 --eval-every 100,\n"
+      "                        weight decay on the embedding; warmup steps/20 = 100),\n"
       "                        gpt2-124m (GPT-2 small, vocab 50304)\n"
       "      --model DIR       fine-tune a Hugging Face model directory\n"
       "      --resume DIR      continue the run saved in DIR (its options and data cursor);\n"
@@ -59,6 +62,9 @@ static void usage(FILE* out) {
       "      --wd X            weight decay (default: 0.1)\n"
       "      --clip X          global gradient-norm clip, 0 = off (default: 1.0)\n"
       "      --mtp N           extra multi-token-prediction heads (default: 0)\n"
+      "      --dropout P       GPT-2-style residual dropout in [0, 1) on the embedding and\n"
+      "                        every attention / MLP output, training steps only (default:\n"
+      "                        0.2 for --preset kjv-tiny, as its train.py; else 0)\n"
       "      --seed S          seed of the initialisation and the trainer (default: 1337)\n"
       "      --eval-every N    validation loss every N steps, 0 = only at the end\n"
       "                        (default: steps/10)\n"
@@ -222,8 +228,8 @@ typedef struct args {
       *log_path, *plot_path, *optimizer, *schedule, *backend, *windows;
   long steps, total_steps, batch, seq, accum, warmup, mtp, seed, eval_every, eval_batches,
       save_every, threads;
-  float lr, wd, clip;
-  int quiet, bos_first;
+  float lr, wd, clip, dropout;
+  int quiet, bos_first, steps_given, batch_given, seq_given;
 } args;
 
 static int parse_args(int argc, char** argv, args* a) {
@@ -272,15 +278,14 @@ static int parse_args(int argc, char** argv, args* a) {
     else if (!strcmp(k, "--backend")) {
       a->backend = v;
       bad = strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto");
-    }
-    else if (!strcmp(k, "--steps"))
-      bad = sample_parse_long(v, 1, 1L << 40, &a->steps);
+    } else if (!strcmp(k, "--steps"))
+      bad = sample_parse_long(v, 1, 1L << 40, &a->steps), a->steps_given = 1;
     else if (!strcmp(k, "--total-steps"))
       bad = sample_parse_long(v, 1, 1L << 40, &a->total_steps);
     else if (!strcmp(k, "--batch"))
-      bad = sample_parse_long(v, 1, 1 << 20, &a->batch);
+      bad = sample_parse_long(v, 1, 1 << 20, &a->batch), a->batch_given = 1;
     else if (!strcmp(k, "--seq"))
-      bad = sample_parse_long(v, 1, 1 << 20, &a->seq);
+      bad = sample_parse_long(v, 1, 1 << 20, &a->seq), a->seq_given = 1;
     else if (!strcmp(k, "--accum"))
       bad = sample_parse_long(v, 1, 1 << 20, &a->accum);
     else if (!strcmp(k, "--warmup"))
@@ -303,6 +308,8 @@ static int parse_args(int argc, char** argv, args* a) {
       bad = sample_parse_float(v, &a->wd) || !(a->wd >= 0);
     else if (!strcmp(k, "--clip"))
       bad = sample_parse_float(v, &a->clip) || !(a->clip >= 0);
+    else if (!strcmp(k, "--dropout"))
+      bad = sample_parse_float(v, &a->dropout) || !(a->dropout >= 0 && a->dropout < 1);
     else {
       fprintf(stderr, "kiln-train: unknown option '%s' (see --help)\n", k);
       return 2;
@@ -329,7 +336,9 @@ static int parse_args(int argc, char** argv, args* a) {
   return 0;
 }
 
-static int configure(const args* a, kiln_trainer_options* o) {
+/* `embed_group` is storage for a parameter group the options may point at (kiln copies it when the
+ * trainer is created). */
+static int configure(const args* a, kiln_trainer_options* o, kiln_param_group* embed_group) {
   kiln_trainer_options_default(o, sizeof *o);
   o->learning_rate = a->lr;
   o->weight_decay = a->wd;
@@ -337,6 +346,7 @@ static int configure(const args* a, kiln_trainer_options* o) {
   o->grad_accum_steps = (int32_t)a->accum;
   o->seed = (uint64_t)a->seed;
   o->n_mtp_heads = (int32_t)a->mtp;
+  o->residual_dropout = a->dropout;
   o->total_steps = a->total_steps > 0 ? a->total_steps : a->steps;
   o->warmup_steps = a->warmup >= 0 ? a->warmup : o->total_steps / 20;
   if (!strcmp(a->optimizer, "adamw"))
@@ -361,6 +371,14 @@ static int configure(const args* a, kiln_trainer_options* o) {
     return 2;
   }
   o->min_lr_ratio = 0.1f;
+  if (a->preset && !strcmp(a->preset, "kjv-tiny")) {
+    /* train.py decays every matrix, the (tied) embedding included; kiln's default spares it. */
+    embed_group->role = KILN_PARAM_EMBEDDING;
+    embed_group->learning_rate = -1.0f;
+    embed_group->weight_decay = a->wd;
+    o->param_groups = embed_group;
+    o->n_param_groups = 1;
+  }
   return 0;
 }
 
@@ -369,7 +387,8 @@ static int configure(const args* a, kiln_trainer_options* o) {
 static int make_trainer(const args* a, kiln_runtime* rt, kiln_trainer** trainer, kiln_model** model,
                         data_state* state, int* resumed) {
   kiln_trainer_options o;
-  if (configure(a, &o)) return 2;
+  kiln_param_group embed_group;
+  if (configure(a, &o, &embed_group)) return 2;
   if (a->resume_dir) {
     char path[4096];
     if (path_join(path, sizeof path, a->resume_dir, "checkpoint.kiln")) return 1;
@@ -424,8 +443,19 @@ int main(int argc, char** argv) {
   a.optimizer = "adamw", a.schedule = "cosine", a.backend = "cpu";
   a.steps = 100, a.batch = 8, a.seq = 64, a.accum = 1, a.warmup = -1, a.seed = 1337;
   a.eval_every = -1, a.eval_batches = 4, a.lr = 1e-3f, a.wd = 0.1f, a.clip = 1.0f;
+  a.dropout = -1.0f; /* not given: the preset's */
   int rc = parse_args(argc, argv, &a);
   if (rc) return rc;
+  /* kjv-tiny's defaults are models/kjv-tiny/train.py's recipe (what an explicit flag overrides). */
+  const int kjv = a.preset && !strcmp(a.preset, "kjv-tiny");
+  if (a.dropout < 0) a.dropout = kjv ? 0.2f : 0.0f;
+  if (kjv) {
+    if (!a.steps_given) a.steps = 2000;
+    if (!a.batch_given) a.batch = 64;
+    if (!a.seq_given) a.seq = 256;
+    /* warmup: the general steps/20 is train.py's 100 at its 2000 steps */
+    if (a.eval_every < 0) a.eval_every = 100;
+  }
   if (a.eval_every < 0) a.eval_every = a.steps >= 10 ? a.steps / 10 : 1;
 
   kiln_runtime_options rt_opts;
@@ -506,6 +536,10 @@ int main(int argc, char** argv) {
     fprintf(stderr, "kiln-train: %s, %lld parameters, %zu training tokens, step %lld -> %ld\n",
             tinfo.architecture, (long long)tinfo.n_parameters, train.n, (long long)tinfo.step,
             a.steps);
+    if (a.resume_dir)
+      fprintf(stderr, "kiln-train: options (dropout included) from the checkpoint\n");
+    else
+      fprintf(stderr, "kiln-train: residual dropout %g\n", (double)a.dropout);
   }
   const int64_t tinfo_total = a.total_steps > 0 ? a.total_steps : a.steps;
   const double t_start = now_seconds();

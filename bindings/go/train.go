@@ -108,6 +108,7 @@ type TrainerOptions struct {
 	Seed             uint64
 	NMTPHeads        int32
 	MTPLossWeights   [MaxMTPHeads]float32
+	ResidualDropout  float32 // GPT-2-style residual dropout in [0, 1), train steps only; 0 = off
 	// Progress, when not nil, is called during every step: stage "forward" before each
 	// micro-batch's forward + backward pass (fraction = the share of micro-batches done), then
 	// "optimizer" before the update (fraction 1); returning true cancels the step. A panic in it cancels the step and is
@@ -127,7 +128,8 @@ func DefaultTrainerOptions() TrainerOptions {
 		Schedule: LRSchedule(o.GetSchedule()), WarmupSteps: o.GetWarmup_steps(),
 		TotalSteps: o.GetTotal_steps(), MinLRRatio: o.GetMin_lr_ratio(),
 		DecayFraction: o.GetDecay_fraction(), GradAccumSteps: int32(o.GetGrad_accum_steps()),
-		MaxGradNorm: o.GetMax_grad_norm(), Seed: o.GetSeed(), NMTPHeads: int32(o.GetN_mtp_heads())}
+		MaxGradNorm: o.GetMax_grad_norm(), Seed: o.GetSeed(), NMTPHeads: int32(o.GetN_mtp_heads()),
+		ResidualDropout: o.GetResidual_dropout()}
 	for k := range t.MTPLossWeights {
 		t.MTPLossWeights[k] = raw.Kiln_bind_trainer_options_mtp_loss_weight(o, k)
 	}
@@ -178,6 +180,7 @@ func newCTrainerOptions(t TrainerOptions) *cTrainerOptions {
 	o.SetMax_grad_norm(t.MaxGradNorm)
 	o.SetSeed(t.Seed)
 	o.SetN_mtp_heads(int(t.NMTPHeads))
+	o.SetResidual_dropout(t.ResidualDropout)
 	for k, w := range t.MTPLossWeights {
 		raw.Kiln_bind_trainer_options_set_mtp_loss_weight(o, k, w)
 	}

@@ -177,6 +177,16 @@ func TestBatchesAreCheckedBeforeKilnReadsThem(t *testing.T) {
 	}
 }
 
+func TestResidualDropoutReachesKiln(t *testing.T) {
+	f := newTrainFixture(t)
+	opts := DefaultTrainerOptions()
+	opts.ResidualDropout = 1
+	if _, err := NewTrainer(f.model(t), opts); err == nil || !strings.Contains(err.Error(), "residual_dropout") {
+		t.Errorf("residual dropout 1: got %v, want an error naming residual_dropout", err)
+	}
+	f.trainer(t, func(o *TrainerOptions) { o.ResidualDropout = 0.2 })
+}
+
 func TestNewTrainerOnAClosedModelFails(t *testing.T) {
 	rt, m := fixture(t)
 	_ = rt

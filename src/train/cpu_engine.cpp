@@ -30,9 +30,10 @@ class CpuEngine final : public TrainEngine {
 
   std::vector<HeadLoss> forward_backward(const TrainBatch& batch,
                                          std::span<const double> normalisers,
-                                         std::span<const float> mtp_weights,
+                                         std::span<const float> mtp_weights, const Dropout& dropout,
                                          const std::atomic<bool>* cancel) override {
-    return graph_->forward_backward(s_.values, grads_, batch, normalisers, mtp_weights, cancel);
+    return graph_->forward_backward(s_.values, grads_, batch, normalisers, mtp_weights, cancel,
+                                    dropout);
   }
 
   std::vector<HeadLoss> forward_loss(const TrainBatch& batch,

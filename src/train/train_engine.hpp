@@ -41,10 +41,13 @@ class TrainEngine {
   // when they already fit; the next step then allocates nothing).
   virtual void reserve(int64_t rows, int64_t cols) = 0;
   virtual void zero_grads() = 0;
-  // TrainGraph::forward_backward's contract: ADDS the gradient, returns each head's loss.
+  // TrainGraph::forward_backward's contract: ADDS the gradient, returns each head's loss;
+  // `dropout` is this micro-batch's residual dropout (dropout_mask.hpp: every engine draws the
+  // same mask).
   virtual std::vector<HeadLoss> forward_backward(const TrainBatch& batch,
                                                  std::span<const double> normalisers,
                                                  std::span<const float> mtp_weights,
+                                                 const Dropout& dropout,
                                                  const std::atomic<bool>* cancel) = 0;
   virtual std::vector<HeadLoss> forward_loss(const TrainBatch& batch,
                                              const std::atomic<bool>* cancel) = 0;

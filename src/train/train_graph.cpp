@@ -161,10 +161,12 @@ struct TrainGraph<T>::Impl {
   std::vector<T> embed_raw, embed_normed, embed_mean, embed_rstd;
   std::vector<std::vector<T>> head_y, head_mean, head_rstd;
   std::vector<T> logit_buf, dlogit_buf, row_scale, row_loss;
+  // The dropout of the running forward_backward (inactive for every other call).
+  Dropout drop;
   std::vector<int32_t> row_target;
   // Backward scratch, shared by all blocks.
   std::vector<T> d_head_y, d_x, d_trunk, d_next, d_mid, d_n, d_attn, dq, dk, dv, dq_tmp, dk_tmp,
-      d_act, d_gate, d_up;
+      d_act, d_gate, d_up, d_branch;
 
   Impl(const ModelConfig& config, int64_t max_batch, int64_t seq, int n_threads)
       : c(config), layout(make_param_layout(config)) {
@@ -249,6 +251,19 @@ struct TrainGraph<T>::Impl {
     for (auto* v : {&d_act, &d_gate, &d_up}) allocate(*v, N * I);
   }
 
+  // Inverted dropout of one site over the first n tokens' hidden vectors, in place (forward on
+  // the branch output, backward on its gradient: the same elements, the same scale).
+  void apply_dropout(uint32_t site, T* v, int64_t n) const {
+    const uint64_t key = dropout_site_key(drop.seed, drop.step, site);
+    const uint32_t threshold = dropout_threshold(drop.p);
+    const T scale = dropout_scale<T>(drop.p);
+    const auto index0 = static_cast<uint64_t>(drop.first_row * S * H);
+#pragma omp parallel for num_threads(nt) schedule(static) if (n * H > (int64_t{1} << 14))
+    for (int64_t i = 0; i < n * H; ++i) {
+      v[i] = dropout_keep(key, index0 + static_cast<uint64_t>(i), threshold) ? v[i] * scale : T(0);
+    }
+  }
+
   // ---- norms -----------------------------------------------------------------------------
 
   void norm_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t rows,
@@ -330,6 +345,8 @@ struct TrainGraph<T>::Impl {
     attention_forward<T>(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.probs.data(), rows, S,
                          nh, nkv, hd, nt);
     linear_forward<T>(a.attn.data(), p + o.wo, param(p, o.bo), a.x_mid.data(), n, qd, H, nt);
+    if (drop.active())
+      apply_dropout(dropout_site_attention(static_cast<int64_t>(bi)), a.x_mid.data(), n);
     for (int64_t i = 0; i < n * H; ++i) a.x_mid[i] += x[i];
 
     norm_fwd(a.x_mid.data(), param(p, o.mlp_norm_w), param(p, o.mlp_norm_b), a.n2.data(),
@@ -349,6 +366,7 @@ struct TrainGraph<T>::Impl {
         break;
     }
     linear_forward<T>(a.act.data(), p + o.w_down, param(p, o.b_down), a.out.data(), n, I, H, nt);
+    if (drop.active()) apply_dropout(dropout_site_mlp(static_cast<int64_t>(bi)), a.out.data(), n);
     for (int64_t i = 0; i < n * H; ++i) a.out[i] += a.x_mid[i];
   }
 
@@ -358,7 +376,14 @@ struct TrainGraph<T>::Impl {
     Acts& a = acts[bi];
     const int64_t n = rows * S;
     std::copy(dout, dout + n * H, d_mid.begin());
-    linear_backward<T>(dout, a.act.data(), p + o.w_down, d_act.data(), false, g + o.w_down,
+    // The branch's gradient: the residual's, through the same dropout mask.
+    const T* d_down = dout;
+    if (drop.active()) {
+      std::copy(dout, dout + n * H, d_branch.begin());
+      apply_dropout(dropout_site_mlp(static_cast<int64_t>(bi)), d_branch.data(), n);
+      d_down = d_branch.data();
+    }
+    linear_backward<T>(d_down, a.act.data(), p + o.w_down, d_act.data(), false, g + o.w_down,
                        param(g, o.b_down), n, I, H, nt);
     switch (c.mlp) {
       case MlpKind::SwiGLU:
@@ -381,8 +406,14 @@ struct TrainGraph<T>::Impl {
     norm_bwd(d_n.data(), a.x_mid.data(), param(p, o.mlp_norm_w), a.mean2.data(), a.rstd2.data(),
              d_mid.data(), param(g, o.mlp_norm_w), param(g, o.mlp_norm_b), n, H);
 
-    linear_backward<T>(d_mid.data(), a.attn.data(), p + o.wo, d_attn.data(), false, g + o.wo,
-                       param(g, o.bo), n, qd, H, nt);
+    const T* d_o = d_mid.data();
+    if (drop.active()) {
+      std::copy(d_mid.begin(), d_mid.begin() + n * H, d_branch.begin());
+      apply_dropout(dropout_site_attention(static_cast<int64_t>(bi)), d_branch.data(), n);
+      d_o = d_branch.data();
+    }
+    linear_backward<T>(d_o, a.attn.data(), p + o.wo, d_attn.data(), false, g + o.wo, param(g, o.bo),
+                       n, qd, H, nt);
     attention_backward<T>(d_attn.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
                           dq.data(), dk.data(), dv.data(), rows, S, nh, nkv, hd, nt);
     qk_backward(dq, dq_tmp, param(p, o.q_norm), param(g, o.q_norm), a.q_pre.data(), a.rstd_q.data(),
@@ -422,6 +453,10 @@ struct TrainGraph<T>::Impl {
     if (c.embed_norm) {
       norm_fwd(embed_raw.data(), param(p, off_final_w), param(p, off_final_b), embed_normed.data(),
                embed_mean.data(), embed_rstd.data(), n, H);
+    }
+    if (drop.active()) {
+      apply_dropout(kDropoutSiteEmbedding, c.embed_norm ? embed_normed.data() : embed_raw.data(),
+                    n);
     }
     for (size_t bi = 0; bi < blocks.size(); ++bi) {
       check_cancel(cancel);
@@ -481,8 +516,13 @@ struct TrainGraph<T>::Impl {
 
   std::vector<HeadLoss> run(const T* p, T* g, const TrainBatch& batch,
                             std::span<const double> normalisers, std::span<const float> mtp_weights,
-                            const std::atomic<bool>* cancel) {
+                            const std::atomic<bool>* cancel, const Dropout& dropout) {
     const int64_t rows = validate_batch(c, batch, S, B, true);
+    if (!(dropout.p >= 0.0f && dropout.p < 1.0f)) {
+      fail(KILN_ERR_INVALID_ARGUMENT,
+           "residual dropout " + std::to_string(dropout.p) + " outside [0, 1)");
+    }
+    drop = g != nullptr ? dropout : Dropout{};
     std::vector<double> scales(static_cast<size_t>(n_heads), 0.0);
     if (g != nullptr) {
       if (static_cast<int32_t>(normalisers.size()) != n_heads) {
@@ -512,6 +552,7 @@ struct TrainGraph<T>::Impl {
         scales[h] = norm > 0.0 ? coef / norm : 0.0;
       }
       ensure_backward_scratch();
+      if (drop.active() && d_branch.empty()) allocate(d_branch, B * S * H);
     }
     forward_trunk_and_heads(p, batch.inputs.data(), rows, cancel);
     const int64_t n = rows * S;
@@ -536,6 +577,7 @@ struct TrainGraph<T>::Impl {
                      rows);
       std::swap(d_trunk, d_next);
     }
+    if (drop.active()) apply_dropout(kDropoutSiteEmbedding, d_trunk.data(), n);
     const T* d_embed = d_trunk.data();
     if (c.embed_norm) {
       std::fill(d_next.begin(), d_next.begin() + n * H, T(0));
@@ -587,10 +629,11 @@ std::vector<HeadLoss> TrainGraph<T>::forward_backward(std::span<const T> params,
                                                       const TrainBatch& batch,
                                                       std::span<const double> normalisers,
                                                       std::span<const float> mtp_weights,
-                                                      const std::atomic<bool>* cancel) {
+                                                      const std::atomic<bool>* cancel,
+                                                      const Dropout& dropout) {
   impl_->check_params(params, "parameter buffer");
   impl_->check_params(grads, "gradient buffer");
-  return impl_->run(params.data(), grads.data(), batch, normalisers, mtp_weights, cancel);
+  return impl_->run(params.data(), grads.data(), batch, normalisers, mtp_weights, cancel, dropout);
 }
 
 template <class T>
@@ -598,7 +641,7 @@ std::vector<HeadLoss> TrainGraph<T>::forward_loss(std::span<const T> params,
                                                   const TrainBatch& batch,
                                                   const std::atomic<bool>* cancel) {
   impl_->check_params(params, "parameter buffer");
-  return impl_->run(params.data(), nullptr, batch, {}, {}, cancel);
+  return impl_->run(params.data(), nullptr, batch, {}, {}, cancel, Dropout{});
 }
 
 template <class T>
@@ -619,6 +662,7 @@ void TrainGraph<T>::forward_logits(std::span<const T> params, std::span<const in
   expect(out.logits.size(), m.n_heads * n * m.V, "logits output");
   expect(out.trunk_hidden.size(), n * m.H, "trunk hidden output");
   expect(out.final_hidden.size(), n * m.H, "final hidden output");
+  m.drop = Dropout{};
   m.forward_trunk_and_heads(params.data(), ids.data(), rows, cancel);
   if (!out.trunk_hidden.empty()) {
     std::copy(m.trunk_output(), m.trunk_output() + n * m.H, out.trunk_hidden.begin());

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "model/config.hpp"
+#include "train/dropout_mask.hpp"
 #include "train/param_layout.hpp"
 
 namespace kiln::train {
@@ -97,14 +98,16 @@ class TrainGraph {
   // a head whose batch weight is positive while its normaliser is not, bad weights),
   // KILN_ERR_OUT_OF_RANGE (an input id or target outside the vocabulary), KILN_ERR_CANCELLED when
   // *cancel turns true (checked between blocks; `grads` then holds a partial sum and must be
-  // discarded).
+  // discarded). `dropout` (dropout_mask.hpp) drops the residual-branch outputs of this forward
+  // and the same elements of their gradients; the returned losses are those of the dropped model.
   std::vector<HeadLoss> forward_backward(std::span<const T> params, std::span<T> grads,
                                          const TrainBatch& batch,
                                          std::span<const double> normalisers,
                                          std::span<const float> mtp_weights,
-                                         const std::atomic<bool>* cancel = nullptr);
+                                         const std::atomic<bool>* cancel = nullptr,
+                                         const Dropout& dropout = {});
 
-  // Forward only: each head's loss over this batch.
+  // Forward only (never drops): each head's loss over this batch.
   std::vector<HeadLoss> forward_loss(std::span<const T> params, const TrainBatch& batch,
                                      const std::atomic<bool>* cancel = nullptr);
 

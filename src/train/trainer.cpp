@@ -38,6 +38,10 @@ void validate_trainer_options(const TrainerOptions& o) {
     fail(KILN_ERR_INVALID_ARGUMENT, "max_grad_norm is " + std::to_string(o.clip_norm) +
                                         "; it must be finite and >= 0 (0 = no clipping)");
   }
+  if (!(o.residual_dropout >= 0.0f && o.residual_dropout < 1.0f)) {
+    fail(KILN_ERR_INVALID_ARGUMENT, "residual_dropout is " + std::to_string(o.residual_dropout) +
+                                        "; it must be in [0, 1) (0 = off)");
+  }
   if (o.mtp_weights.size() > static_cast<size_t>(kMaxMtpHeads)) {
     fail(KILN_ERR_INVALID_ARGUMENT, "at most " + std::to_string(kMaxMtpHeads) + " MTP heads");
   }
@@ -136,8 +140,12 @@ class EngineTrainer final : public Trainer {
     std::vector<train::HeadLoss> total(static_cast<size_t>(n_heads()));
     for (size_t m = 0; m < micro.size(); ++m) {
       report(static_cast<float>(m) / static_cast<float>(micro.size()), "forward");
+      // Masks keyed by the seed and the step (both in checkpoints), indexed over the whole batch.
+      const train::Dropout dropout{options_.residual_dropout, options_.seed, step_,
+                                   static_cast<int64_t>(m) * (batch.rows / accum)};
       auto losses = run_cancellable([&] {
-        return engine_->forward_backward(micro[m], normalisers, options_.mtp_weights, &cancel_);
+        return engine_->forward_backward(micro[m], normalisers, options_.mtp_weights, dropout,
+                                         &cancel_);
       });
       add(total, losses);
     }

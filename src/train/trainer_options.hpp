@@ -16,6 +16,7 @@ struct TrainerOptions {
   float clip_norm = 0.0f;  // 0 = no clipping
   uint64_t seed = 0;
   std::vector<float> mtp_weights;  // one per MTP head (docs/training-design.md)
+  float residual_dropout = 0.0f;   // [0, 1); train steps only (train/dropout_mask.hpp)
 };
 
 }  // namespace kiln

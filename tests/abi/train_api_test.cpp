@@ -222,6 +222,94 @@ TEST(TrainApi, CheckpointResumeIsBitIdentical) {
   fs::remove(path);
 }
 
+// Residual dropout's masks are a function of the seed and the step, both in the checkpoint (and
+// the probability with them), so 2 steps + save + load + 2 steps equal 4 steps bit for bit.
+TEST(TrainApi, ResidualDropoutResumeIsBitIdentical) {
+  auto rt = make_cpu_runtime();
+  auto m = create(rt.get());
+  auto o = options();
+  o.residual_dropout = 0.2f;
+  o.schedule = KILN_LR_WARMUP_COSINE;
+  o.warmup_steps = 1;
+  o.total_steps = 4;
+  auto straight = trainer(m.get(), o), first = trainer(m.get(), o);
+  std::vector<double> losses;
+  for (int s = 0; s < 4; ++s) {
+    const Data d = data(40 + s);
+    auto b = d.batch();
+    auto r = result();
+    KILN_ASSERT_OK(kiln_train_step(straight.get(), &b, &r));
+    losses.push_back(r.loss);
+  }
+  for (int s = 0; s < 2; ++s) {
+    const Data d = data(40 + s);
+    auto b = d.batch();
+    KILN_ASSERT_OK(kiln_train_step(first.get(), &b, nullptr));
+  }
+  const fs::path path =
+      fs::temp_directory_path() / ("kiln_dropout_resume_" + std::to_string(getpid()));
+  KILN_ASSERT_OK(kiln_checkpoint_save(first.get(), path.string().c_str()));
+  first.reset();
+  kiln_trainer* raw = nullptr;
+  KILN_ASSERT_OK(kiln_checkpoint_load(rt.get(), path.string().c_str(), &raw));
+  TrainerPtr resumed(raw);
+  for (int s = 2; s < 4; ++s) {
+    const Data d = data(40 + s);
+    auto b = d.batch();
+    auto r = result();
+    KILN_ASSERT_OK(kiln_train_step(resumed.get(), &b, &r));
+    EXPECT_EQ(r.loss, losses[s]) << "step " << s;  // bit-identical, not merely close
+  }
+  const Data probe = data(99);
+  EXPECT_EQ(logits(straight.get(), probe.inputs), logits(resumed.get(), probe.inputs));
+  fs::remove(path);
+}
+
+// Dropout applies to train steps only: the same weights evaluate to the same loss whatever p, a
+// train step's loss is that of the dropped model, and grad accumulation does not change masks.
+TEST(TrainApi, ResidualDropoutOnlyInTrainSteps) {
+  auto rt = make_cpu_runtime();
+  auto m = create(rt.get());
+  auto od = options();
+  od.residual_dropout = 0.3f;
+  auto oa = od;
+  oa.grad_accum_steps = 2;
+  auto plain = trainer(m.get(), options()), dropped = trainer(m.get(), od),
+       accum = trainer(m.get(), oa);
+  const Data d = data(5);
+  auto b = d.batch(true, true);
+  auto e0 = result(), e1 = result();
+  KILN_ASSERT_OK(kiln_eval_loss(plain.get(), &b, &e0));
+  KILN_ASSERT_OK(kiln_eval_loss(dropped.get(), &b, &e1));
+  EXPECT_EQ(e0.loss, e1.loss);  // bit for bit
+  EXPECT_EQ(logits(plain.get(), d.inputs), logits(dropped.get(), d.inputs));
+  auto r0 = result(), r1 = result(), r2 = result();
+  KILN_ASSERT_OK(kiln_train_step(plain.get(), &b, &r0));
+  KILN_ASSERT_OK(kiln_train_step(dropped.get(), &b, &r1));
+  KILN_ASSERT_OK(kiln_train_step(accum.get(), &b, &r2));
+  EXPECT_NEAR(r0.loss, e0.loss, 1e-6);  // no dropout: the step's loss is the evaluation's
+  EXPECT_NE(r1.loss, r0.loss);          // dropout: that of a thinned model
+  EXPECT_NEAR(r2.loss, r1.loss, 1e-6);
+  EXPECT_NEAR(r2.grad_norm, r1.grad_norm, 1e-5 * r1.grad_norm);
+}
+
+TEST(TrainApi, ResidualDropoutOutsideZeroToOneIsRejected) {
+  auto rt = make_cpu_runtime();
+  auto m = create(rt.get());
+  kiln_trainer_options defaults;
+  KILN_ASSERT_OK(kiln_trainer_options_default(&defaults, sizeof defaults));
+  EXPECT_EQ(defaults.residual_dropout, 0.0f);
+  for (const float p : {-0.1f, 1.0f, 1.5f, std::nanf("")}) {
+    auto o = options();
+    o.residual_dropout = p;
+    kiln_trainer* bad = nullptr;
+    EXPECT_EQ(kiln_trainer_create(m.get(), &o, &bad), KILN_ERR_INVALID_ARGUMENT) << p;
+    EXPECT_EQ(bad, nullptr);
+    EXPECT_NE(std::string(kiln_last_error()).find("residual_dropout"), std::string::npos)
+        << kiln_last_error();
+  }
+}
+
 TEST(TrainApi, MtpHeadsReportTheirLossesAndShareTheMainHead) {
   auto rt = make_cpu_runtime();
   auto m = create(rt.get());

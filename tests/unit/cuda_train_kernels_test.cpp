@@ -23,6 +23,7 @@
 
 #include "backend/cuda/train_kernels.hpp"
 #include "cuda_test_util.hpp"
+#include "train/dropout_mask.hpp"
 
 namespace kiln::cuda::train {
 namespace {
@@ -779,6 +780,54 @@ TEST_F(CudaTrainKernels, ColumnSumAddsEveryRowDeterministically) {
       expect_bit_identical(got_b[0], got_b[1], what + " bf16");
     }
   }
+}
+
+// The GPU draws the mask the CPU engine draws (the shared header evaluated on the host here),
+// bit for bit: kept elements are exactly x · scale (+ residual), dropped ones exactly 0 (+
+// residual), at an index offset as a later micro-batch has; in place and with the BF16 copy.
+TEST_F(CudaTrainKernels, DropoutDrawsTheCpuMaskBitForBit) {
+  const int64_t n = (int64_t{1} << 20) + 13;
+  const float p = 0.2f;
+  DropoutSite site;
+  site.key = kiln::train::dropout_site_key(1337, 42, kiln::train::dropout_site_mlp(3));
+  site.index0 = 5 * 256 * 256;
+  site.threshold = kiln::train::dropout_threshold(p);
+  site.scale = kiln::train::dropout_scale<float>(p);
+  ASSERT_EQ(site.scale, 1.0f / (1.0f - p));
+  const auto x = random_normal(n, rng);
+  const auto res = random_normal(n, rng);
+  std::vector<float> want_plain(n), want_res(n);
+  int64_t dropped = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const bool keep = kiln::train::dropout_bits(site.key, site.index0 + static_cast<uint64_t>(i)) >=
+                      site.threshold;
+    dropped += !keep;
+    const float v = keep ? x[i] * site.scale : 0.0f;
+    want_plain[i] = v;
+    want_res[i] = res[i] + v;
+  }
+  const double sd = std::sqrt(double(p) * (1 - p) / double(n));
+  EXPECT_NEAR(double(dropped) / double(n), p, 5 * sd) << "dropped fraction";
+  std::printf("dropout: %lld of %lld dropped (%.5f, p = %.2f)\n", static_cast<long long>(dropped),
+              static_cast<long long>(n), double(dropped) / double(n), double(p));
+
+  DeviceArray<float> d_x(x), d_res(res), out(n);
+  DeviceArray<bf16> out_b(n);
+  out.poison();
+  dropout_apply(site, d_x.get(), nullptr, out.get(), nullptr, n, nullptr);
+  sync_ok();
+  expect_bit_identical(out.download(), want_plain, "dropout (no residual)");
+  dropout_apply(site, d_x.get(), d_res.get(), out.get(), out_b.get(), n, nullptr);
+  sync_ok();
+  expect_bit_identical(out.download(), want_res, "dropout + residual");
+  const auto got_b = out_b.download();
+  for (int64_t i = 0; i < n; ++i) {
+    const __nv_bfloat16_raw raw = got_b[i];
+    ASSERT_EQ(raw.x, test::to_bf16_bits(want_res[i])) << "bf16 copy [" << i << "]";
+  }
+  dropout_apply(site, d_x.get(), nullptr, d_x.get(), nullptr, n, nullptr);  // in place
+  sync_ok();
+  expect_bit_identical(d_x.download(), want_plain, "dropout in place");
 }
 
 TEST_F(CudaTrainKernels, ToBf16RoundsToNearestEven) {

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.hpp"
@@ -158,10 +159,15 @@ class Reference {
   Reference(const ModelConfig& c, const ParamLayout& layout, const Vec& p)
       : c_(c), layout_(layout), p_(p), inv_freq_(rope_inverse_frequencies(c)) {}
 
+  // Residual dropout as the contract defines it (dropout_mask.hpp's keep(), scale 1/(1-p) in
+  // float64) at the embedding output and every sub-layer output; p = 0: none.
+  void set_dropout(const Dropout& d) { drop_ = d; }
+
   // Logits of every head, [head][row × seq][vocab].
   std::vector<Vec> logits(const std::vector<int32_t>& ids, int64_t seq) const {
     const int64_t rows = static_cast<int64_t>(ids.size()) / seq, H = c_.hidden_size;
     std::vector<Vec> out(1 + c_.n_mtp_heads, Vec(ids.size() * c_.vocab_size));
+    seq_ = seq;
     for (int64_t r = 0; r < rows; ++r) {
       std::vector<Vec> x(seq);
       for (int64_t t = 0; t < seq; ++t) {
@@ -171,10 +177,12 @@ class Reference {
           for (int64_t j = 0; j < H; ++j) x[t][j] += P("model.embed_positions.weight")[t * H + j];
         }
         if (c_.embed_norm) x[t] = norm(x[t], "model.norm");
+        dropout(x[t], kDropoutSiteEmbedding, r, t);
       }
-      for (int32_t l = 0; l + 1 < c_.n_layers; ++l) x = block(x, layer_prefix(l));
+      for (int32_t l = 0; l + 1 < c_.n_layers; ++l) x = block(x, layer_prefix(l), l, r);
       for (int32_t h = 0; h <= c_.n_mtp_heads; ++h) {
-        const auto y = block(x, h == 0 ? layer_prefix(c_.n_layers - 1) : mtp_head_prefix(h));
+        const int64_t bi = h == 0 ? c_.n_layers - 1 : c_.n_layers + h - 1;
+        const auto y = block(x, h == 0 ? layer_prefix(c_.n_layers - 1) : mtp_head_prefix(h), bi, r);
         for (int64_t t = 0; t < seq; ++t) {
           const Vec f = norm(y[t], "model.norm");
           const double* W =
@@ -212,6 +220,19 @@ class Reference {
   }
 
  private:
+  // Token t of batch row r: element j is element ((first_row + r)·seq + t)·H + j of the mask.
+  void dropout(Vec& v, uint32_t site, int64_t r, int64_t t) const {
+    if (drop_.p == 0.0f) return;
+    const uint64_t key = dropout_site_key(drop_.seed, drop_.step, site);
+    const double p = drop_.p;
+    const auto threshold = static_cast<uint64_t>(std::floor(p * 4294967296.0));
+    const int64_t H = c_.hidden_size;
+    for (int64_t j = 0; j < H; ++j) {
+      const auto index = static_cast<uint64_t>(((drop_.first_row + r) * seq_ + t) * H + j);
+      v[j] = dropout_bits(key, index) >= threshold ? v[j] / (1.0 - p) : 0.0;
+    }
+  }
+
   const double* P(const std::string& name) const {
     const ParamSpec* s = layout_.find(name);
     return s ? p_.data() + s->offset : nullptr;
@@ -282,7 +303,8 @@ class Reference {
     }
   }
 
-  std::vector<Vec> block(const std::vector<Vec>& x, const std::string& p) const {
+  std::vector<Vec> block(const std::vector<Vec>& x, const std::string& p, int64_t bi,
+                         int64_t r) const {
     const int64_t seq = static_cast<int64_t>(x.size()), hd = c_.head_dim;
     const int64_t nh = c_.n_heads, group = c_.n_heads / c_.n_kv_heads;
     std::vector<Vec> q(seq), k(seq), v(seq), out(seq);
@@ -310,6 +332,7 @@ class Reference {
           for (int64_t e = 0; e < hd; ++e) attn[h * hd + e] += s[j] / sum * v[j][g * hd + e];
       }
       Vec mid = linear(attn, p + "self_attn.o_proj");
+      dropout(mid, dropout_site_attention(bi), r, t);
       for (size_t i = 0; i < mid.size(); ++i) mid[i] += x[t][i];
       const Vec h2 = norm(mid, p + "post_attention_layernorm");
       Vec a = linear(h2, p + "mlp.up_proj");
@@ -323,6 +346,7 @@ class Reference {
         for (double& e : a) e = e > 0 ? e * e : 0.0;
       }
       out[t] = linear(a, p + "mlp.down_proj");
+      dropout(out[t], dropout_site_mlp(bi), r, t);
       for (size_t i = 0; i < mid.size(); ++i) out[t][i] += mid[i];
     }
     return out;
@@ -332,6 +356,8 @@ class Reference {
   const ParamLayout& layout_;
   const Vec& p_;
   std::vector<float> inv_freq_;
+  Dropout drop_;
+  mutable int64_t seq_ = 0;  // of the logits() call running
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -379,8 +405,14 @@ TEST_P(TrainGraphFamilies, ForwardMatchesFloat64Reference) {
   }
 }
 
-TEST_P(TrainGraphFamilies, GradientMatchesFiniteDifferences) {
-  const ModelConfig c = make_config(GetParam());
+// A dropout draw with a step and a first row other than 0 (the index offset a later
+// micro-batch has), so the test covers every input of the mask.
+Dropout test_dropout(float p = 0.3f) { return Dropout{p, 0xC0FFEEull, 7, 1}; }
+
+// forward_backward's gradient against central differences of the objective it minimises (with
+// `dropout`: the same mask in every evaluation, which the counter-based draw guarantees).
+void check_gradient(const Variant& variant, const Dropout& dropout) {
+  const ModelConfig c = make_config(variant);
   TrainGraph<double> graph(c, kRows, kSeq, 2);
   Vec p = random_params(graph.layout(), 3);
   const Batch b = random_batch(kRows, kSeq, c.vocab_size, 4, true);
@@ -390,8 +422,11 @@ TEST_P(TrainGraphFamilies, GradientMatchesFiniteDifferences) {
   for (int32_t k = 1; k <= c.n_mtp_heads; ++k) mtp_weights.push_back(0.5f * static_cast<float>(k));
 
   // J = Σ_h c_h · loss_sum_h / N_h
+  Vec scratch(p.size(), 0.0);
   const auto objective = [&] {
-    const auto losses = graph.forward_loss(p, view);
+    const auto losses = dropout.active() ? graph.forward_backward(p, scratch, view, norms,
+                                                                  mtp_weights, nullptr, dropout)
+                                         : graph.forward_loss(p, view);
     double j = 0;
     for (size_t h = 0; h < losses.size(); ++h) {
       j += (h == 0 ? 1.0 : mtp_weights[h - 1]) * losses[h].loss_sum / norms[h];
@@ -399,7 +434,7 @@ TEST_P(TrainGraphFamilies, GradientMatchesFiniteDifferences) {
     return j;
   };
   Vec grads(p.size(), 0.0);
-  graph.forward_backward(p, grads, view, norms, mtp_weights);
+  graph.forward_backward(p, grads, view, norms, mtp_weights, nullptr, dropout);
 
   std::mt19937 gen(5);
   int checked = 0;
@@ -419,6 +454,40 @@ TEST_P(TrainGraphFamilies, GradientMatchesFiniteDifferences) {
     }
   }
   EXPECT_EQ(checked, 2 * static_cast<int>(graph.layout().specs().size()));
+}
+
+TEST_P(TrainGraphFamilies, GradientMatchesFiniteDifferences) { check_gradient(GetParam(), {}); }
+
+TEST_P(TrainGraphFamilies, DropoutGradientMatchesFiniteDifferences) {
+  check_gradient(GetParam(), test_dropout());
+}
+
+// The loss of a training forward with dropout against the float64 reference drawing the same
+// masks; evaluation (forward_loss) never drops.
+TEST_P(TrainGraphFamilies, DropoutLossMatchesFloat64Reference) {
+  const ModelConfig c = make_config(GetParam());
+  TrainGraph<double> graph(c, kRows, kSeq, 2);
+  const Vec p = random_params(graph.layout(), 11);
+  const Batch b = random_batch(kRows, kSeq, c.vocab_size, 12, true);
+  Reference ref(c, graph.layout(), p);
+  Vec clean_sum, weight_sum, dropped_sum;
+  ref.loss(b, kSeq, clean_sum, weight_sum);
+  ref.set_dropout(test_dropout());
+  ref.loss(b, kSeq, dropped_sum, weight_sum);
+
+  const std::vector<double> norms = loss_weight_totals(c, b.view(), kSeq);
+  Vec grads(p.size(), 0.0);
+  const auto losses =
+      graph.forward_backward(p, grads, b.view(), norms, {}, nullptr, test_dropout());
+  ASSERT_EQ(losses.size(), dropped_sum.size());
+  for (size_t h = 0; h < losses.size(); ++h) {
+    EXPECT_NEAR(losses[h].loss_sum, dropped_sum[h], 1e-10) << "head " << h;
+    EXPECT_GT(std::abs(dropped_sum[h] - clean_sum[h]), 1e-3) << "dropout changed nothing";
+  }
+  const auto eval = graph.forward_loss(p, b.view());
+  for (size_t h = 0; h < eval.size(); ++h) {
+    EXPECT_NEAR(eval[h].loss_sum, clean_sum[h], 1e-10) << "head " << h;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, TrainGraphFamilies, ::testing::ValuesIn(kVariants),
@@ -531,6 +600,92 @@ TEST(TrainGraphSemantics, MicroBatchesSumToTheFullBatchGradient) {
   }
   EXPECT_NEAR(loss0 / weight0, full.losses[0].loss_sum / full.losses[0].weight_sum, 1e-13);
   expect_same_grads(summed, full.grads, 1e-12, "micro-batches vs full batch");
+}
+
+// Masks are indexed over the whole step's batch, so grad-accumulation micro-batches (each with its
+// first row) draw the full batch's mask and their gradients sum to the full batch's.
+TEST(TrainGraphSemantics, DropoutMicroBatchesSumToTheFullBatchGradient) {
+  const ModelConfig c = make_config({"gpt2_mtp1", Family::Gpt2, 3, 1, true});
+  constexpr int64_t rows = 4, half = 2;
+  TrainGraph<double> full(c, rows, kSeq, 2), micro(c, half, kSeq, 2);
+  const Vec p = random_params(full.layout(), 21);
+  const Batch b = random_batch(rows, kSeq, c.vocab_size, 22, true);
+  const std::vector<double> norms = loss_weight_totals(c, b.view(), kSeq);
+  const Dropout whole{0.25f, 99, 3, 0};
+  Vec want(p.size(), 0.0), got(p.size(), 0.0);
+  const auto l_full = full.forward_backward(p, want, b.view(), norms, {}, nullptr, whole);
+  double loss_parts = 0;
+  for (int64_t part = 0; part < rows / half; ++part) {
+    const size_t lo = static_cast<size_t>(part * half * kSeq), len = half * kSeq;
+    const TrainBatch v{std::span(b.inputs).subspan(lo, len), std::span(b.targets).subspan(lo, len),
+                       std::span(b.mask).subspan(lo, len), std::span(b.weights).subspan(lo, len)};
+    Dropout d = whole;
+    d.first_row = part * half;
+    loss_parts += micro.forward_backward(p, got, v, norms, {}, nullptr, d)[0].loss_sum;
+  }
+  EXPECT_NEAR(loss_parts, l_full[0].loss_sum, 1e-12 * std::abs(l_full[0].loss_sum));
+  expect_same_grads(got, want, 1e-12, "dropout micro-batches");
+}
+
+// One float32 forward_backward: the main head's loss sum and the gradient.
+std::pair<double, std::vector<float>> float_step(TrainGraph<float>& graph,
+                                                 const std::vector<float>& p, const Batch& b,
+                                                 std::span<const double> norms,
+                                                 const Dropout& dropout) {
+  std::vector<float> grads(p.size(), 0.0f);
+  const double loss =
+      graph.forward_backward(p, grads, b.view(), norms, {}, nullptr, dropout)[0].loss_sum;
+  return {loss, std::move(grads)};
+}
+
+// p = 0 is no dropout at all, bit for bit, whatever the seed, step and row.
+TEST(TrainGraphSemantics, ZeroDropoutIsBitIdentical) {
+  const ModelConfig c = make_config({"nanochat_mtp2", Family::NanoChat, 2, 2});
+  TrainGraph<float> graph(c, kRows, kSeq, 2);
+  const Vec pd = random_params(graph.layout(), 31);
+  std::vector<float> p;
+  for (const double v : pd) p.push_back(static_cast<float>(v));
+  const Batch b = random_batch(kRows, kSeq, c.vocab_size, 32, true);
+  const std::vector<double> norms = loss_weight_totals(c, b.view(), kSeq);
+  const auto plain = float_step(graph, p, b, norms, {});
+  const auto zero = float_step(graph, p, b, norms, {0.0f, 5, 9, 3});
+  const auto dropped = float_step(graph, p, b, norms, {0.1f, 5, 9, 3});
+  EXPECT_EQ(plain.first, zero.first);
+  EXPECT_TRUE(plain.second == zero.second) << "p = 0 changed the gradient";
+  EXPECT_NE(plain.first, dropped.first);
+  EXPECT_FALSE(plain.second == dropped.second) << "p = 0.1 changed nothing";
+  EXPECT_THROW(float_step(graph, p, b, norms, {1.0f, 5, 9, 3}), kiln::Error);
+}
+
+// The mask itself: the dropped fraction of 2^20 elements is within 5 binomial standard
+// deviations of p, and masks of other sites, steps and seeds are independent (they overlap in
+// p² of the elements, within the same bound).
+TEST(TrainDropoutMask, FractionAndIndependence) {
+  constexpr uint64_t n = uint64_t{1} << 20;
+  for (const float p : {0.1f, 0.2f, 0.5f}) {
+    const uint32_t threshold = dropout_threshold(p);
+    EXPECT_EQ(threshold, static_cast<uint32_t>(std::floor(double(p) * 4294967296.0)));
+    const uint64_t a = dropout_site_key(1337, 10, dropout_site_attention(2));
+    const uint64_t others[] = {dropout_site_key(1337, 10, dropout_site_mlp(2)),
+                               dropout_site_key(1337, 11, dropout_site_attention(2)),
+                               dropout_site_key(1338, 10, dropout_site_attention(2)),
+                               dropout_site_key(1337, 10, kDropoutSiteEmbedding)};
+    const double sd = std::sqrt(double(p) * (1 - p) / n);
+    int64_t dropped = 0;
+    for (uint64_t i = 0; i < n; ++i) dropped += !dropout_keep(a, i, threshold);
+    EXPECT_NEAR(double(dropped) / n, p, 5 * sd) << "p " << p;
+    for (const uint64_t b : others) {
+      ASSERT_NE(a, b);
+      int64_t both = 0;
+      for (uint64_t i = 0; i < n; ++i) {
+        both += !dropout_keep(a, i, threshold) && !dropout_keep(b, i, threshold);
+      }
+      const double q = double(p) * p;
+      EXPECT_NEAR(double(both) / n, q, 5 * std::sqrt(q * (1 - q) / n)) << "p " << p;
+    }
+  }
+  EXPECT_EQ(dropout_threshold(0.0f), 0u);  // p = 0 keeps every element
+  EXPECT_EQ(dropout_scale<double>(0.25f), 1.0 / 0.75);
 }
 
 TEST(TrainGraphSemantics, FloatResultsAreBitIdenticalAcrossThreadCounts) {

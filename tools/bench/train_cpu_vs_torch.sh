@@ -13,7 +13,7 @@ python3 -c "import numpy as np; np.random.default_rng(0).integers(0, 4096, 4_000
 for shape in "8 128" "4 512"; do
   set -- $shape
   B=$1 T=$2
-  "$build/bin/kiln-train" --preset kjv-tiny --data "$work/data.u16" --steps 8 --batch "$B" --seq "$T" \
+  "$build/bin/kiln-train" --preset kjv-tiny --dropout 0 --data "$work/data.u16" --steps 8 --batch "$B" --seq "$T" \
     --eval-every 0 --eval-batches 1 -t "$threads" -q --log-jsonl "$work/kiln.jsonl"
   python3 - "$work/kiln.jsonl" "$B" "$T" "$threads" <<'PY'
 import json, statistics, sys

@@ -71,6 +71,8 @@ namespace Kiln
         public ulong Seed;
         public int NMtpHeads;
         public float[] MtpLossWeights;
+        /// <summary>GPT-2-style residual dropout probability in [0, 1), train steps only; 0 = off.</summary>
+        public float ResidualDropout;
         /// <summary>Called during every step: stage "forward" before each micro-batch's forward +
         /// backward pass (fraction = the share of micro-batches done), then "optimizer" before the
         /// update (fraction 1); returning true cancels the step. An exception it throws cancels the step and is rethrown by it.</summary>
@@ -85,7 +87,7 @@ namespace Kiln
             MuonMomentum = o.muon_momentum; MuonNsSteps = o.muon_ns_steps; Schedule = (LrSchedule)o.schedule;
             WarmupSteps = o.warmup_steps; TotalSteps = o.total_steps; MinLrRatio = o.min_lr_ratio;
             DecayFraction = o.decay_fraction; GradAccumSteps = o.grad_accum_steps; MaxGradNorm = o.max_grad_norm;
-            Seed = o.seed; NMtpHeads = o.n_mtp_heads;
+            Seed = o.seed; NMtpHeads = o.n_mtp_heads; ResidualDropout = o.residual_dropout;
             MtpLossWeights = new float[kiln_c.KILN_MAX_MTP_HEADS];
             for (int k = 0; k < MtpLossWeights.Length; k++)
                 MtpLossWeights[k] = kiln_c.kiln_bind_trainer_options_mtp_loss_weight(o, k);
@@ -111,7 +113,7 @@ namespace Kiln
             o.muon_momentum = MuonMomentum; o.muon_ns_steps = MuonNsSteps; o.schedule = (kiln_lr_schedule)Schedule;
             o.warmup_steps = WarmupSteps; o.total_steps = TotalSteps; o.min_lr_ratio = MinLrRatio;
             o.decay_fraction = DecayFraction; o.grad_accum_steps = GradAccumSteps; o.max_grad_norm = MaxGradNorm;
-            o.seed = Seed; o.n_mtp_heads = NMtpHeads;
+            o.seed = Seed; o.n_mtp_heads = NMtpHeads; o.residual_dropout = ResidualDropout;
             for (int k = 0; k < kiln_c.KILN_MAX_MTP_HEADS; k++)
                 kiln_c.kiln_bind_trainer_options_set_mtp_loss_weight(o, k, k < MtpLossWeights.Length ? MtpLossWeights[k] : 0f);
             return o;

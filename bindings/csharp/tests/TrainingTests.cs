@@ -68,6 +68,7 @@ static class TrainingTests
               && o.Epsilon == 1e-8f && o.WeightDecay == 0.1f && o.MuonLearningRate == 0.02f && o.MuonMomentum == 0.95f
               && o.MuonNsSteps == 5 && o.Schedule == LrSchedule.Constant && o.DecayFraction == 0.2f
               && o.GradAccumSteps == 1 && o.MaxGradNorm == 1f && o.Seed == 1337 && o.NMtpHeads == 0
+              && o.ResidualDropout == 0f
               && o.MtpLossWeights.Length == 8 && o.MtpLossWeights.All(w => w == 1f), "defaults of kiln.h");
     }
 

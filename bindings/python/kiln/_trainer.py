@@ -196,7 +196,9 @@ class Trainer:
     muon_learning_rate, muon_momentum, muon_ns_steps, param_groups (ParamGroup or
     (role, learning_rate, weight_decay) items), schedule ("constant" | "warmup_cosine" |
     "warmup_linear" | "warmup_stable_decay"), warmup_steps, total_steps, min_lr_ratio,
-    decay_fraction, grad_accum_steps, max_grad_norm, seed, n_mtp_heads, mtp_loss_weights.
+    decay_fraction, grad_accum_steps, max_grad_norm, seed, n_mtp_heads, mtp_loss_weights,
+    residual_dropout (GPT-2-style dropout in [0, 1) on the embedding and each sub-layer output,
+    train steps only; 0 = off).
 
     ``progress(fraction, stage)`` is called during every step: stage "forward" before each
     micro-batch's forward + backward pass (fraction = the share of micro-batches done), then
@@ -232,6 +234,7 @@ class Trainer:
         seed: Optional[int] = None,
         n_mtp_heads: Optional[int] = None,
         mtp_loss_weights: Optional[Sequence[float]] = None,
+        residual_dropout: Optional[float] = None,
         progress: Optional[Progress] = None,
     ) -> None:
         self._handle = None
@@ -243,7 +246,8 @@ class Trainer:
                        muon_momentum=muon_momentum, muon_ns_steps=muon_ns_steps,
                        warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio,
                        decay_fraction=decay_fraction, grad_accum_steps=grad_accum_steps,
-                       max_grad_norm=max_grad_norm, seed=seed, n_mtp_heads=n_mtp_heads)
+                       max_grad_norm=max_grad_norm, seed=seed, n_mtp_heads=n_mtp_heads,
+                       residual_dropout=residual_dropout)
         for name, value in scalars.items():
             if value is not None:
                 setattr(options, name, value)

@@ -129,6 +129,7 @@ class TrainingErrorTest(unittest.TestCase):
         self.assertAlmostEqual(o.muon_learning_rate, 0.02, places=6)
         self.assertEqual((o.muon_ns_steps, o.grad_accum_steps, o.seed, o.n_mtp_heads), (5, 1, 1337, 0))
         self.assertEqual(o.max_grad_norm, 1.0)
+        self.assertEqual(o.residual_dropout, 0.0)
         self.assertEqual(o.schedule, kiln.LrSchedule.CONSTANT)
         c = kiln.raw.kiln_model_create_options()
         self.assertEqual(kiln.raw.kiln_model_create_options_default(c), kiln.raw.KILN_OK)
@@ -177,6 +178,14 @@ class TrainingTest(unittest.TestCase):
         trainer = kiln.Trainer(self.fresh_model(), **{"learning_rate": 3e-3, **options})
         self.addCleanup(trainer.close)
         return trainer
+
+    def test_residual_dropout_reaches_kiln(self):
+        with self.assertRaisesRegex(kiln.InvalidArgumentError, "residual_dropout is 1"):
+            self.trainer(residual_dropout=1.0)
+        trainer = self.trainer(residual_dropout=0.2)
+        before = trainer.eval_loss(self.inputs, self.targets).loss
+        step = trainer.step(self.inputs, self.targets)
+        self.assertNotEqual(step.loss, before)  # a train step's loss is the thinned model's
 
     def test_a_fresh_model_has_the_configured_shape_and_tokenizer(self):
         model = self.fresh_model()

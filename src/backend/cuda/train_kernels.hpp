@@ -145,6 +145,22 @@ void cross_entropy(bf16* logits, const int32_t* targets, const float* scale, flo
                    float* row_loss, int64_t rows, int64_t vocab, bool write_grad,
                    cudaStream_t stream);
 
+// ---- kernels/train_dropout.cu -------------------------------------------------------------------
+// One residual-dropout site of one micro-batch (src/train/dropout_mask.hpp): element i of the
+// call is element index0 + i of the step's mask for the site whose key is `key`.
+struct DropoutSite {
+  uint64_t key = 0;        // dropout_site_key(seed, step, site)
+  uint64_t index0 = 0;     // the micro-batch's first element within the step's batch
+  uint32_t threshold = 0;  // dropout_threshold(p): kept iff the element's bits >= it
+  float scale = 1.0f;      // dropout_scale<float>(p)
+};
+// out[i] = (residual ? residual[i] : 0) + (kept(i) ? x[i] · scale : 0) for i < n (float32), and
+// out_bf16[i] = bf16(out[i]) when out_bf16 is not null. out may be x (in place). Forward: the
+// sub-layer output joining the residual; backward (no residual): the gradient of the sub-layer
+// output from the residual's gradient.
+void dropout_apply(const DropoutSite& site, const float* x, const float* residual, float* out,
+                   bf16* out_bf16, int64_t n, cudaStream_t stream);
+
 // ---- kernels/train_reduce.cu --------------------------------------------------------------------
 // out[c] += Σ_r x[r, c] (bias gradients from a BF16 output gradient), fixed order; `workspace`
 // holds column_sum_workspace_floats(rows, cols) floats.

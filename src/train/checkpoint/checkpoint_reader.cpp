@@ -111,6 +111,7 @@ class Reader {
     t.grad_accum_steps = o.grad_accum_steps();
     t.clip_norm = o.clip_norm();
     t.seed = o.seed();
+    t.residual_dropout = o.residual_dropout();
     if (o.mtp_weights() != nullptr) {
       t.mtp_weights.assign(o.mtp_weights()->begin(), o.mtp_weights()->end());
     }

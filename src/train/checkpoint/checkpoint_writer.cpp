@@ -83,6 +83,7 @@ flatbuffers::Offset<ckpt::TrainerOptions> build_options(flatbuffers::FlatBufferB
   t.add_clip_norm(o.clip_norm);
   t.add_seed(o.seed);
   t.add_mtp_weights(mtp);
+  t.add_residual_dropout(o.residual_dropout);
   return t.Finish();
 }
 

@@ -2130,12 +2130,13 @@ pub struct kiln_trainer_options {
     pub mtp_loss_weights: [f32; 8usize],
     pub progress_fn: kiln_progress_fn,
     pub progress_user_data: *mut ::std::os::raw::c_void,
+    pub residual_dropout: f32,
 }
 #[test]
 fn bindgen_test_layout_kiln_trainer_options() {
     assert_eq!(
         ::std::mem::size_of::<kiln_trainer_options>(),
-        168usize,
+        176usize,
         concat!("Size of: ", stringify!(kiln_trainer_options))
     );
     assert_eq!(
@@ -2551,6 +2552,23 @@ fn bindgen_test_layout_kiln_trainer_options() {
         );
     }
     test_field_progress_user_data();
+    fn test_field_residual_dropout() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_trainer_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).residual_dropout) as usize - ptr as usize
+            },
+            168usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_trainer_options),
+                "::",
+                stringify!(residual_dropout)
+            )
+        );
+    }
+    test_field_residual_dropout();
 }
 extern "C" {
     pub fn kiln_trainer_options_default(

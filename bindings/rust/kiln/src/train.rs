@@ -197,6 +197,8 @@ pub struct TrainerOptions {
     pub seed: u64,
     pub n_mtp_heads: i32,
     pub mtp_loss_weights: [f32; MAX_MTP_HEADS],
+    /// GPT-2-style residual dropout probability in [0, 1) (train steps only); 0 = off.
+    pub residual_dropout: f32,
 }
 
 fn raw_trainer_options() -> sys::kiln_trainer_options {
@@ -241,6 +243,7 @@ impl Default for TrainerOptions {
             seed: raw.seed,
             n_mtp_heads: raw.n_mtp_heads,
             mtp_loss_weights: raw.mtp_loss_weights,
+            residual_dropout: raw.residual_dropout,
         }
     }
 }
@@ -302,6 +305,7 @@ impl TrainerOptions {
         raw.seed = self.seed;
         raw.n_mtp_heads = self.n_mtp_heads;
         raw.mtp_loss_weights = self.mtp_loss_weights;
+        raw.residual_dropout = self.residual_dropout;
         Ok(raw)
     }
 }

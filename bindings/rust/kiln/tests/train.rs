@@ -132,6 +132,7 @@ fn trainer_option_defaults_are_those_of_kiln_h() {
         (o.decay_fraction, o.mtp_loss_weights),
         (0.2, [1.0; kiln::MAX_MTP_HEADS])
     );
+    assert_eq!(o.residual_dropout, 0.0);
     assert_eq!(ModelCreateOptions::default().seed, 1337);
 }
 

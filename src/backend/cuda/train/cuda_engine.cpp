@@ -22,6 +22,7 @@
 #include "backend/cuda/train/lt_gemm.hpp"
 #include "backend/cuda/train_kernels.hpp"
 #include "core/error.hpp"
+#include "train/dropout_mask.hpp"
 #include "train/model_layout.hpp"
 
 namespace kiln::cuda::train {
@@ -172,7 +173,12 @@ class CudaEngine final : public kiln::train::TrainEngine {
   std::vector<HeadLoss> forward_backward(const TrainBatch& batch,
                                          std::span<const double> normalisers,
                                          std::span<const float> mtp_weights,
+                                         const kiln::train::Dropout& dropout,
                                          const std::atomic<bool>* cancel) override {
+    if (!(dropout.p >= 0.0f && dropout.p < 1.0f)) {
+      fail(KILN_ERR_INVALID_ARGUMENT,
+           "residual dropout " + std::to_string(dropout.p) + " outside [0, 1)");
+    }
     const std::vector<double> own = kiln::train::loss_weight_totals(c_, batch, S_);
     std::vector<double> scales(static_cast<size_t>(n_heads_), 0.0);
     if (static_cast<int32_t>(normalisers.size()) != n_heads_) {
@@ -192,7 +198,15 @@ class CudaEngine final : public kiln::train::TrainEngine {
       }
       scales[h] = norm > 0.0 ? coef / norm : 0.0;
     }
-    return run(batch, scales, true, cancel);
+    drop_ = dropout;
+    try {
+      auto losses = run(batch, scales, true, cancel);
+      drop_ = {};
+      return losses;
+    } catch (...) {
+      drop_ = {};  // forward_loss and forward_logits never drop
+      throw;
+    }
   }
 
   std::vector<HeadLoss> forward_loss(const TrainBatch& batch,
@@ -536,6 +550,16 @@ class CudaEngine final : public kiln::train::TrainEngine {
   const float* inv_freq() const { return rot_dim_ > 0 ? inv_freq_ : nullptr; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(hd_)); }
 
+  // The dropout site `site` of the running micro-batch (drop_ is active).
+  DropoutSite dropout_site(uint32_t site) const {
+    DropoutSite d;
+    d.key = kiln::train::dropout_site_key(drop_.seed, drop_.step, site);
+    d.index0 = static_cast<uint64_t>(drop_.first_row * S_ * H_);
+    d.threshold = kiln::train::dropout_threshold(drop_.p);
+    d.scale = kiln::train::dropout_scale<float>(drop_.p);
+    return d;
+  }
+
   // y[n × out] = x[n × in] · Wᵀ (+ bias) (+ residual)
   void linear(const bf16* x, const bf16* w, int64_t n, int64_t in, int64_t out, void* y,
               OutType type, const void* bias = nullptr, const float* residual = nullptr) {
@@ -593,12 +617,22 @@ class CudaEngine final : public kiln::train::TrainEngine {
     qkv_forward(a.qkv, nullptr, shape(rows), qk_norm(o), inv_freq(), rope_reversed(), a.q, a.k, a.v,
                 a.q_rstd, a.k_rstd, st);
     attention_forward(a.q, a.k, a.v, a.o, a.lse, shape(rows), attn_scale(), st);
-    linear(a.o, b.w_o, n, qd_, H_, a.x_mid, OutType::F32, W(o.bo), x);
+    const bool drop = drop_.active();
+    // With dropout the residual joins after the mask (dropout_apply), not in the GEMM epilogue.
+    linear(a.o, b.w_o, n, qd_, H_, a.x_mid, OutType::F32, W(o.bo), drop ? nullptr : x);
+    if (drop) {
+      dropout_apply(dropout_site(kiln::train::dropout_site_attention(static_cast<int64_t>(bi))),
+                    a.x_mid, x, a.x_mid, nullptr, n * H_, st);
+    }
     norm_forward(norm_type_, a.x_mid, W(o.mlp_norm_w), W(o.mlp_norm_b), eps(), a.n2, nullptr,
                  a.mean2, a.rstd2, n, H_, st);
     linear(a.n2, b.w_gu, n, H_, gu_ * I_, a.h, OutType::BF16, b.b_gu);
     activation_forward(act_, a.h, a.a, n, I_, st);
-    linear(a.a, b.w_down, n, I_, H_, a.out, OutType::F32, W(o.b_down), a.x_mid);
+    linear(a.a, b.w_down, n, I_, H_, a.out, OutType::F32, W(o.b_down), drop ? nullptr : a.x_mid);
+    if (drop) {
+      dropout_apply(dropout_site(kiln::train::dropout_site_mlp(static_cast<int64_t>(bi))), a.out,
+                    a.x_mid, a.out, nullptr, n * H_, st);
+    }
   }
 
   void forward_trunk_and_heads(int64_t rows, const std::atomic<bool>* cancel) {
@@ -608,6 +642,11 @@ class CudaEngine final : public kiln::train::TrainEngine {
     if (c_.embed_norm) {
       norm_forward(norm_type_, embed_raw_, W(off_final_w_), W(off_final_b_), eps(), g_bf16_,
                    embed_normed_, embed_mean_, embed_rstd_, n, H_, st);
+    }
+    if (drop_.active()) {
+      float* first = c_.embed_norm ? embed_normed_ : embed_raw_;
+      dropout_apply(dropout_site(kiln::train::kDropoutSiteEmbedding), first, nullptr, first,
+                    nullptr, n * H_, st);
     }
     for (size_t bi = 0; bi < blocks_.size(); ++bi) {
       check_cancel(cancel);
@@ -634,11 +673,20 @@ class CudaEngine final : public kiln::train::TrainEngine {
     const int64_t n = rows * S_;
     cudaStream_t st = stream_.get();
     const int64_t gi = gu_ * I_;
-    // MLP
-    to_bf16(d, g_bf16_, n * H_, st);
+    const bool drop = drop_.active();
+    // MLP. With dropout its output's gradient is the residual's through the mask, into d_n_
+    // (free until the gate/up dX below) and its BF16 copy.
+    const float* d_down = d;
+    if (drop) {
+      dropout_apply(dropout_site(kiln::train::dropout_site_mlp(static_cast<int64_t>(bi))), d,
+                    nullptr, d_n_, g_bf16_, n * H_, st);
+      d_down = d_n_;
+    } else {
+      to_bf16(d, g_bf16_, n * H_, st);
+    }
     linear_dx(g_bf16_, H_, b.w_down, n, I_, H_, d_a_, OutType::F32);
     linear_dw(g_bf16_, H_, a.a, n, I_, H_, G(o.w_down));
-    if (o.b_down >= 0) column_sum(d, G(o.b_down), n, H_, workspace_, st);
+    if (o.b_down >= 0) column_sum(d_down, G(o.b_down), n, H_, workspace_, st);
     activation_backward(act_, a.h, d_a_, dh_, n, I_, st);
     linear_dx(dh_, gi, b.w_gu, n, H_, gi, d_n_, OutType::F32);
     if (o.w_gate >= 0) linear_dw(dh_, gi, a.n2, n, H_, I_, G(o.w_gate));
@@ -651,10 +699,16 @@ class CudaEngine final : public kiln::train::TrainEngine {
     }
     norm_backward(norm_type_, d_n_, a.x_mid, W(o.mlp_norm_w), a.mean2, a.rstd2, d, true, g_bf16_,
                   G(o.mlp_norm_w), G(o.mlp_norm_b), n, H_, workspace_, st);
-    // attention
+    // attention (d_n_ is free again: the norm's backward has read it)
+    const float* d_attn = d;
+    if (drop) {
+      dropout_apply(dropout_site(kiln::train::dropout_site_attention(static_cast<int64_t>(bi))), d,
+                    nullptr, d_n_, g_bf16_, n * H_, st);
+      d_attn = d_n_;
+    }
     linear_dx(g_bf16_, H_, b.w_o, n, qd_, H_, d_o_, OutType::BF16);
     linear_dw(g_bf16_, H_, a.o, n, qd_, H_, G(o.wo));
-    if (o.bo >= 0) column_sum(d, G(o.bo), n, H_, workspace_, st);
+    if (o.bo >= 0) column_sum(d_attn, G(o.bo), n, H_, workspace_, st);
     attention_backward(a.q, a.k, a.v, a.o, a.lse, d_o_, dq_, dk_, dv_, shape(rows), attn_scale(),
                        workspace_, st);
     float* dbias = nullptr;
@@ -737,6 +791,10 @@ class CudaEngine final : public kiln::train::TrainEngine {
         check_cancel(cancel);
         block_backward(static_cast<size_t>(l), d_trunk_, rows);
       }
+      if (drop_.active()) {
+        dropout_apply(dropout_site(kiln::train::kDropoutSiteEmbedding), d_trunk_, nullptr, d_trunk_,
+                      nullptr, n * H_, st);
+      }
       const float* d_embed = d_trunk_;
       if (c_.embed_norm) {
         norm_backward(norm_type_, d_trunk_, embed_raw_, W(off_final_w_), embed_mean_, embed_rstd_,
@@ -789,6 +847,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
   float* clip_scale_ = nullptr;
 
   int64_t cap_rows_ = 0, S_ = 0, chunk_rows_ = 1;
+  kiln::train::Dropout drop_;  // the running forward_backward's; inactive otherwise
   std::vector<BlockActs> acts_;
   std::vector<bf16*> head_y_;
   std::vector<float*> head_mean_, head_rstd_;
