@@ -6,6 +6,7 @@
 # and the PyTorch-trained one with the same independent evaluator (tools/gpu/eval_kjv.py: HF
 # transformers, train.py's validation windows). The kiln export lands in $OUT/kjv-tiny-kiln.
 # usage (GPU machine, repository root): retrain_kjv.sh ARCHIVE   (a pack holding kiln-train)
+#   SEED=N      another seed than the recipe's 1234 (to measure seed-to-seed spread)
 #   CORPUS=...  the chapters file models/kjv-tiny/prepare_corpus.py writes
 #               (default .devcarry/kjv_chapters.txt.gz, carried to the GPU machine)
 set -uo pipefail
@@ -24,11 +25,11 @@ t0=$SECONDS
 "$pack/bin/kiln-train" --preset kjv-tiny --tokenizer "$root/models/kjv-tiny" --backend cuda \
   --data "$work/train.u16" --val "$work/val.u16" --windows random --bos-first \
   --steps 2000 --batch 64 --seq 256 --lr 1e-3 --warmup 100 --schedule cosine --wd 0.1 --clip 1.0 \
-  --dropout 0.2 --seed 1234 --eval-every 100 --eval-batches 2 \
-  --export "$out/kjv-tiny-kiln" --log-jsonl "$out/kjv_train.jsonl" --plot "$out/kjv_loss.svg" -q
+  --dropout 0.2 --seed "${SEED:-1234}" --eval-every 100 --eval-batches 2 \
+  --export "$out/kjv-tiny-kiln${SEED:+-$SEED}" --log-jsonl "$out/kjv_train.jsonl" --plot "$out/kjv_loss.svg" -q
 status=$?
 echo "kiln-train exit $status, $((SECONDS - t0)) s"
 grep val_loss "$out/kjv_train.jsonl" | tail -5
 [ $status -eq 0 ] || exit 1
 python3 "$root/tools/gpu/eval_kjv.py" eval --val "$work/val.u16" --bf16-weights \
-  "$root/models/kjv-tiny" "$out/kjv-tiny-kiln"
+  "$root/models/kjv-tiny" "$out/kjv-tiny-kiln${SEED:+-$SEED}"
