@@ -36,8 +36,8 @@ KILN_API kiln_status kiln_model_load(kiln_runtime* runtime, const char* path,
     *out_model = nullptr;
     require_non_null(runtime, "runtime");
     require_non_null(path, "path");
-    kiln::capi::check_struct_size(options, "kiln_model_load_options");
-    const kiln_model_load_options o = options ? *options : load_defaults();
+    const kiln_model_load_options o =
+        kiln::capi::read_options(options, load_defaults(), "kiln_model_load_options");
     if (o.precision != KILN_PRECISION_DEFAULT && o.precision != KILN_PRECISION_BF16 &&
         o.precision != KILN_PRECISION_F32) {
       fail(KILN_ERR_INVALID_ARGUMENT,

@@ -207,8 +207,8 @@ KILN_API kiln_status kiln_trainer_create(const kiln_model* model,
     require_non_null(out_trainer, "out_trainer");
     *out_trainer = nullptr;
     require_non_null(model, "model");
-    check_struct_size(options, "kiln_trainer_options");
-    const kiln_trainer_options o = options ? *options : trainer_defaults();
+    const kiln_trainer_options o =
+        kiln::capi::read_options(options, trainer_defaults(), "kiln_trainer_options");
     // The trainer computes where the model's runtime does (a CUDA runtime trains on the GPU).
     const kiln::Backend* backend = model->runtime ? &model->runtime->backend() : nullptr;
     auto impl = kiln::Trainer::create(*model->impl, to_engine(o), backend);

@@ -15,9 +15,11 @@
  *           it are alive: its memory is kept until the last session is freed.
  * Options.  Passed by pointer, never by value. Each options struct starts with `struct_size`. Fill
  *           it with kiln_*_options_default(&opts, sizeof opts) and then change the fields you care
- *           about; NULL options mean defaults. A struct_size the library does not know (a header
- *           newer or older than the library) is rejected with KILN_ERR_VERSION_MISMATCH and a
- *           message naming both sizes.
+ *           about; NULL options mean defaults. Structs grow only by appending fields: a program
+ *           built against an older kiln.h keeps working with a newer library, which reads the
+ *           older struct and uses the defaults for the fields added since. A struct_size the
+ *           library does not know (a header newer than the library) is rejected with
+ *           KILN_ERR_VERSION_MISMATCH and a message naming both sizes.
  * Buffers.  Caller-owned. A call that fills a buffer takes its capacity and always reports the size
  *           it needed through an out-parameter; when the capacity is too small it returns
  *           KILN_ERR_BUFFER_TOO_SMALL, changes no state, and one retry with the reported size

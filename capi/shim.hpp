@@ -3,6 +3,7 @@
 // exception crosses the ABI.
 #pragma once
 
+#include <cstddef>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -98,32 +99,83 @@ void require_non_null(const T* p, const char* what) {
   if (!p) fail(KILN_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL");
 }
 
-// Checks an options struct handed in by the caller. The library accepts exactly the sizes it knows
-// (one per ABI revision of the struct; this is revision 1), so that fields it has never heard of
-// are never silently ignored and fields it expects are never read past the caller's struct.
+// Options structs grow only by appending fields, and every size a released kiln.h gave a struct
+// stays accepted: a caller built against an older kiln.h passes its older, smaller struct_size,
+// and the library reads that prefix and takes the defaults for the fields appended since.
+// OptionsRevisions<T>::older lists the earlier sizes of T (none for a struct that never grew);
+// any other size — a newer header's, or garbage — is refused, so fields the library has never
+// heard of are never silently ignored and nothing is read past the caller's struct.
+template <typename T>
+struct OptionsRevisions {
+  static constexpr size_t older[] = {0};  // 0: no earlier revision
+};
+
+// The size an earlier revision had when it ended just before `field_offset` (the first field
+// appended by the next revision), padded as the compiler pads the struct.
+constexpr size_t revision_size(size_t field_offset, size_t alignment) {
+  return (field_offset + alignment - 1) / alignment * alignment;
+}
+
+// Revision 1 had no `precision` (appended with the F32 option).
+template <>
+struct OptionsRevisions<kiln_model_load_options> {
+  static constexpr size_t older[] = {revision_size(offsetof(kiln_model_load_options, precision),
+                                                   alignof(kiln_model_load_options))};
+};
+// Revision 1 had no `residual_dropout` (appended with dropout).
+template <>
+struct OptionsRevisions<kiln_trainer_options> {
+  static constexpr size_t older[] = {revision_size(offsetof(kiln_trainer_options, residual_dropout),
+                                                   alignof(kiln_trainer_options))};
+};
+
+template <typename T>
+bool known_struct_size(size_t size) {
+  if (size == sizeof(T)) return true;
+  for (const size_t s : OptionsRevisions<T>::older) {
+    if (s != 0 && size == s) return true;
+  }
+  return false;
+}
+
+template <typename T>
+[[noreturn]] void unknown_struct_size(size_t size, const char* type_name) {
+  fail(KILN_ERR_VERSION_MISMATCH,
+       std::string(type_name) + ".struct_size is " + std::to_string(size) +
+           " but this libkiln (ABI " + std::to_string(KILN_ABI_VERSION) + ") knows size " +
+           std::to_string(sizeof(T)) + "; fill it with " + type_name +
+           "_default(&opts, sizeof opts) and build against a kiln.h no newer than this library");
+}
+
+// Checks a struct handed in by the caller (options, or a result the library fills): its size must
+// be one the library knows. Structs with older revisions are read through read_options().
 template <typename T>
 void check_struct_size(const T* opts, const char* type_name) {
-  if (opts && opts->struct_size != sizeof(T)) {
-    fail(KILN_ERR_VERSION_MISMATCH,
-         std::string(type_name) + ".struct_size is " + std::to_string(opts->struct_size) +
-             " but this libkiln (ABI " + std::to_string(KILN_ABI_VERSION) + ") knows size " +
-             std::to_string(sizeof(T)) + "; fill it with " + type_name +
-             "_default(&opts, sizeof opts) and build against the kiln.h of this library");
+  if (opts && !known_struct_size<T>(opts->struct_size)) {
+    unknown_struct_size<T>(opts->struct_size, type_name);
   }
 }
 
-// Fills defaults into a caller struct after checking its size.
+// The caller's options as this library's struct: the caller's prefix (its struct_size bytes, of
+// any revision the library knows), then the defaults for the fields appended since; NULL →
+// the defaults.
+template <typename T>
+T read_options(const T* opts, const T& defaults, const char* type_name) {
+  if (!opts) return defaults;
+  check_struct_size(opts, type_name);
+  T out = defaults;
+  std::memcpy(static_cast<void*>(&out), opts, opts->struct_size);
+  out.struct_size = sizeof(T);
+  return out;
+}
+
+// Fills defaults into a caller struct of any known revision (only its struct_size bytes).
 template <typename T>
 void init_options(T* opts, size_t struct_size, const char* type_name, const T& defaults) {
   require_non_null(opts, type_name);
-  if (struct_size != sizeof(T)) {
-    fail(KILN_ERR_VERSION_MISMATCH,
-         std::string(type_name) + ": struct_size argument is " + std::to_string(struct_size) +
-             " but this libkiln (ABI " + std::to_string(KILN_ABI_VERSION) + ") knows size " +
-             std::to_string(sizeof(T)) + "; build against the kiln.h of this library");
-  }
-  *opts = defaults;
-  opts->struct_size = sizeof(T);
+  if (!known_struct_size<T>(struct_size)) unknown_struct_size<T>(struct_size, type_name);
+  std::memcpy(static_cast<void*>(opts), &defaults, struct_size);
+  opts->struct_size = struct_size;
 }
 
 // Throws KILN_ERR_INVALID_ARGUMENT naming `what` when flags has bits outside `known`.
