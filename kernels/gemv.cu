@@ -2,9 +2,8 @@
 // float32 accumulation. A decode step is a chain of such products whose matrices are small (1.6 to
 // 17 MB on a 0.5B model), so each one is bound by memory LATENCY more than bandwidth: what matters
 // is how many bytes are in flight per SM. One warp takes one row (two for the SwiGLU form) and
-// issues every 16-byte load of a chunk of up to kLoads·256 elements before using any of them — a
-// whole 896- or 4864-wide row in one round trip — and blocks are sized so that even 896 rows spread
-// over every SM. (ncu on the H100, 0.5B shape: the earlier loop with four loads in flight per lane
+// issues every 16-byte load of a chunk of kLoads·256 elements before using any of them, and
+// blocks are sized so that even 896 rows spread over every SM. (ncu on the H100, 0.5B shape: the earlier loop with four loads in flight per lane
 // reached 0.9–1.2 TB/s on these matrices; tools/gpu/NOTES.md has the figures.)
 #include <cstdint>
 #include <string>
@@ -163,19 +162,17 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// Calls f(std::integral_constant<int, kLoads>) with the smallest chunk (in 16-byte loads per lane)
-// that holds a whole row, up to 24 loads (96 registers per row); longer rows loop over chunks.
+// Calls f(std::integral_constant<int, kLoads>) with the chunk (in 16-byte loads per lane): 4 for
+// rows of up to 1024 elements, else 8 with the rows taken in passes. Larger chunks (a whole
+// 4864- or 18944-wide row in flight) were slower: their registers cut the warps per SM (H100, 7B
+// shape under ncu: down 101 µs at 24 loads vs 52–69 µs for 8-load passes measured alone,
+// tools/gpu/NOTES.md).
 template <typename F>
 void with_loads(int64_t k, F&& f) {
-  const int64_t loads = (k + 255) / 256;
-  if (loads <= 4) {
+  if ((k + 255) / 256 <= 4) {
     f(std::integral_constant<int, 4>{});
-  } else if (loads <= 8) {
-    f(std::integral_constant<int, 8>{});
-  } else if (loads <= 16) {
-    f(std::integral_constant<int, 16>{});
   } else {
-    f(std::integral_constant<int, 24>{});
+    f(std::integral_constant<int, 8>{});
   }
 }
 

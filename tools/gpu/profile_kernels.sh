@@ -3,7 +3,8 @@
 # step (graph nodes profiled one by one) and one 512-token prefill, each kernel's duration and DRAM
 # bytes, summed by kernel name, next to the wall-clock step time kiln-bench measures. Answers "where
 # does the step go" before optimising (tools/gpu/NOTES.md keeps the conclusions).
-# usage (GPU machine): bash tools/gpu/profile_kernels.sh PACK.tar.xz   (PACK from pack_cuda_build.sh)
+# usage (GPU machine): [MODEL=DIR SHAPE=7b PROFILE=decode|prefill] bash tools/gpu/profile_kernels.sh PACK.tar.xz
+#   (PACK from pack_cuda_build.sh)
 set -uo pipefail
 root=$(pwd)
 archive=$1
@@ -12,7 +13,9 @@ rm -rf "$work" && mkdir -p "$work" && tar -C "$work" -xJf "$archive"
 pack=$work/cuda-build
 export LD_LIBRARY_PATH="$pack/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 model=${MODEL:-/tmp/qwen05b}
-[ -f "$model/config.json" ] || python3 "$root/tools/bench/make_qwen05b_shape.py" "$model" > /dev/null 2>&1
+# SHAPE=7b profiles the Qwen2.5-7B shape instead (make_qwen05b_shape.py --shape).
+[ -f "$model/config.json" ] ||
+  python3 "$root/tools/bench/make_qwen05b_shape.py" "$model" --shape "${SHAPE:-05b}" > /dev/null 2>&1
 bench=("$pack/bin/kiln-bench" --backend cuda -m "$model")
 "${bench[@]}" -p 512 -n 128 -r 3 2>&1 | grep -E "pp|tg"
 
@@ -51,5 +54,7 @@ for key, (n, ns, by, grid, blk) in sorted(agg.items(), key=lambda kv: -kv[1][1])
     print(f"{key:60s} n={n:4d} {ns/1e3:9.1f} us {ns/1e3/n:7.2f} us/each  {gbps:7.0f} GB/s  grid {grid} block {blk}")
 PY
 }
-profile decode -p 0 -n 3
-profile prefill -p 512 -n 0
+# PROFILE=decode or PROFILE=prefill runs only that one.
+[ "${PROFILE:-decode}" != prefill ] && profile decode -p 0 -n 3
+[ "${PROFILE:-prefill}" != decode ] && profile prefill -p 512 -n 0
+exit 0
