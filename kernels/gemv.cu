@@ -3,8 +3,9 @@
 // 17 MB on a 0.5B model), so each one is bound by memory LATENCY more than bandwidth: what matters
 // is how many bytes are in flight per SM. One warp takes one row (two for the SwiGLU form) and
 // issues every 16-byte load of a chunk of kLoads·256 elements before using any of them, and
-// blocks are sized so that even 896 rows spread over every SM. (ncu on the H100, 0.5B shape: the earlier loop with four loads in flight per lane
-// reached 0.9–1.2 TB/s on these matrices; tools/gpu/NOTES.md has the figures.)
+// blocks are sized so that even 896 rows spread over every SM. (ncu on the H100, 0.5B shape: the
+// earlier loop with four loads in flight per lane reached 0.9–1.2 TB/s on these matrices;
+// tools/gpu/NOTES.md has the figures.)
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -100,6 +101,60 @@ __global__ void __launch_bounds__(256)
   float acc[1];
   dot_rows(rows, x, k, lane, first, acc);
   if (lane == 0) y[row] = beta == 0.0f ? acc[0] : beta * y[row] + acc[0];  // y unread when beta = 0
+}
+
+// Long rows (k >= kSplitMinK): kSplit warps share a row, each taking a contiguous 1/kSplit of it
+// in 8-load passes, and the partial sums are added in shared memory in warp order (deterministic).
+// More warps per row means more bytes in flight per row without more registers per thread
+// (tools/bench/gemv_variants.cu on the H100: 896 × 4864 9.1 → 6.8 µs with 4 warps per row,
+// 3584 × 18944 69 → 52 µs with 8).
+constexpr int64_t kSplitMinK = 2048;
+constexpr int kSplitWarpsPerBlock = 8;
+
+template <int kSplit>
+__global__ void __launch_bounds__(kSplitWarpsPerBlock * 32)
+    gemv_bf16_split_kernel(const bf16* x, const bf16* w, float* y, int64_t k, int64_t n,
+                           float beta) {
+  constexpr int kLoads = 8;
+  __shared__ float partial[kSplitWarpsPerBlock];
+  detail::allow_dependents();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row =
+      static_cast<int64_t>(blockIdx.x) * (kSplitWarpsPerBlock / kSplit) + warp / kSplit;
+  const int slice = warp % kSplit;
+  const int64_t k16 = k / 8;  // 16-byte units
+  const int64_t per = (k16 + kSplit - 1) / kSplit;
+  const int64_t lo = slice * per, hi = min(k16, lo + per);
+  const uint4* w_row = reinterpret_cast<const uint4*>(w + (row < n ? row : 0) * k);
+  const uint4* x16 = reinterpret_cast<const uint4*>(x);
+  float acc = 0.0f;
+  bool waited = false;
+  for (int64_t base = lo; base < hi; base += 32 * kLoads) {
+    uint4 wv[kLoads];
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int64_t idx = base + i * 32 + lane;
+      wv[i] = row < n && idx < hi ? __ldg(w_row + idx) : uint4{};  // weights only
+    }
+    if (!waited) {  // x comes from the previous kernel
+      detail::wait_for_inputs();
+      waited = true;
+    }
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int64_t idx = base + i * 32 + lane;
+      if (row < n && idx < hi) acc += dot8(wv[i], x16[idx]);
+    }
+  }
+  if (!waited) detail::wait_for_inputs();
+  acc = detail::warp_sum(acc);
+  if (lane == 0) partial[warp] = acc;
+  __syncthreads();
+  if (slice != 0 || lane != 0 || row >= n) return;
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kSplit; ++j) sum += partial[warp + j];
+  y[row] = beta == 0.0f ? sum : beta * y[row] + sum;  // y unread when beta = 0
 }
 
 // Any k and alignment: one element per lane at a time.
@@ -206,7 +261,18 @@ void gemv_bf16(const bf16* x, const bf16* w, float* y, int64_t k, int64_t n, flo
   const unsigned blocks = detail::grid_for(n, warps);
   const bool vector = k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                       reinterpret_cast<uintptr_t>(w) % 16 == 0;
-  if (vector) {
+  if (vector && k >= kSplitMinK) {
+    constexpr int kRowsPer8 = kSplitWarpsPerBlock;
+    if (k >= 4 * kSplitMinK) {  // 8 warps per row: one row per block
+      detail::launch_overlapped(gemv_bf16_split_kernel<8>, detail::grid_for(n, kRowsPer8 / 8),
+                                kSplitWarpsPerBlock * 32, 0, stream, "gemv_bf16_split_kernel", x, w,
+                                y, k, n, beta);
+    } else {  // 4 warps per row: two rows per block
+      detail::launch_overlapped(gemv_bf16_split_kernel<4>, detail::grid_for(n, kRowsPer8 / 4),
+                                kSplitWarpsPerBlock * 32, 0, stream, "gemv_bf16_split_kernel", x, w,
+                                y, k, n, beta);
+    }
+  } else if (vector) {
     with_loads(k, [&](auto loads) {
       detail::launch_overlapped(gemv_bf16_kernel<decltype(loads)::value>, blocks, warps * 32, 0,
                                 stream, "gemv_bf16_kernel", x, w, y, k, n, beta);

@@ -153,9 +153,11 @@ TEST_F(CudaKernels, SwiGluOfTheFusedGateUpRows) {
 TEST_F(CudaKernels, LinearBf16MatchesTheProductOfTheRoundedInputs) {
   CublasHandle handle(nullptr);
   // m = 1 runs the gemv kernel (16-byte path when k % 8 == 0, scalar otherwise), m > 1 cuBLAS.
-  // m = 1, k = 7000: rows longer than one chunk of in-flight loads (the chunk loop).
+  // m = 1: k = 4864 and 7000 take 4 warps per row, 18944 8 warps per row (odd row counts leave a
+  // block half used); k = 1000 and 896 one warp per row over passes / one chunk.
   const int64_t shapes[][3] = {{1, 100, 77},  {1, 896, 1153}, {1, 4864, 301}, {1, 7000, 37},
-                               {1, 24, 2500}, {7, 100, 77},   {33, 100, 77},  {5, 896, 130}};
+                               {1, 18944, 9}, {1, 1000, 33},  {1, 24, 2500},  {7, 100, 77},
+                               {33, 100, 77}, {5, 896, 130}};
   for (const auto& [m, k, n] : shapes) {
     const auto x = to_bf16(random_normal(m * k, rng));
     const auto w = to_bf16(random_normal(n * k, rng));
