@@ -40,6 +40,9 @@ struct Variant {
   float partial_rotary = 1.0f;
   Storage storage = Storage::BF16;
   int32_t n_heads = 4, n_kv_heads = 2, head_dim = 16;
+  // 2048 and up: the decode step runs RMSNorm as its own kernel and the products over rows this
+  // long split each row over several warps (kernels/gemv.cu).
+  int32_t hidden = 72, intermediate = 131;
 };
 
 void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
@@ -100,12 +103,12 @@ struct TestModel {
     config.traits = ArchTraits{"TestForCausalLM", v.qkv_bias, v.qk_norm, v.fused, v.fused, true};
     config.qk_norm = v.qk_norm ? QkNormKind::BeforeRopeWeighted : QkNormKind::None;
     config.vocab_size = 61;
-    config.hidden_size = 72;
+    config.hidden_size = v.hidden;
     config.n_layers = 3;
     config.n_heads = v.n_heads;
     config.n_kv_heads = v.n_kv_heads;
     config.head_dim = v.head_dim;
-    config.intermediate_size = 131;
+    config.intermediate_size = v.intermediate;
     config.max_position_embeddings = 1024;
     config.rms_norm_eps = 1e-5f;
     config.rope_theta = 10000.0f;
@@ -238,7 +241,9 @@ INSTANTIATE_TEST_SUITE_P(
         Variant{"f32_storage", true, false, false, false, false, 1.0f, Storage::F32},
         Variant{"f16_storage", false, false, false, false, false, 1.0f, Storage::F16},
         Variant{"gqa7_dim64", true, false, false, false, true, 1.0f, Storage::BF16, 14, 2, 64},
-        Variant{"mha_dim128", false, false, true, false, false, 1.0f, Storage::BF16, 2, 2, 128}),
+        Variant{"mha_dim128", false, false, true, false, false, 1.0f, Storage::BF16, 2, 2, 128},
+        Variant{"wide_hidden", true, false, true, false, false, 1.0f, Storage::BF16, 16, 4, 128,
+                2048, 4104}),
     [](const auto& info) { return std::string(info.param.name); });
 
 class CudaExecutor : public ::testing::Test {
