@@ -38,10 +38,13 @@ KILN_API kiln_status kiln_model_load(kiln_runtime* runtime, const char* path,
     require_non_null(path, "path");
     const kiln_model_load_options o =
         kiln::capi::read_options(options, load_defaults(), "kiln_model_load_options");
-    if (o.precision != KILN_PRECISION_DEFAULT && o.precision != KILN_PRECISION_BF16 &&
-        o.precision != KILN_PRECISION_F32) {
+    // Compared as the raw int: loading an enum lvalue that holds no enumerator is undefined
+    // (UBSan's -fsanitize=enum), and a caller may well pass one.
+    const int precision = kiln::capi::raw_enum(o.precision);
+    if (precision != KILN_PRECISION_DEFAULT && precision != KILN_PRECISION_BF16 &&
+        precision != KILN_PRECISION_F32) {
       fail(KILN_ERR_INVALID_ARGUMENT,
-           "kiln_model_load_options.precision is " + std::to_string(static_cast<int>(o.precision)) +
+           "kiln_model_load_options.precision is " + std::to_string(precision) +
                "; expected KILN_PRECISION_DEFAULT (0), KILN_PRECISION_BF16 (1) or "
                "KILN_PRECISION_F32 (2)");
     }
