@@ -1,6 +1,7 @@
 // Causal grouped-query attention for a batch of queries (prefill) on CUDA cores in float32 — the
 // fallback of attention_prefill (which also dispatches here) where the tensor-core kernel
-// (attention_prefill_mma.cu) does not apply — flash-attention style: each
+// (attention_prefill_mma.cu) does not apply, and the F32 checking precision's kernel (float32
+// cache and output: attention_prefill_f32) — flash-attention style: each
 // block takes 16 consecutive query rows of one head, streams the keys in tiles of 32 through shared
 // memory and keeps an online softmax (running max, running sum, rescaled accumulator) per row, so
 // no tokens × keys matrix exists anywhere. Scores are in log2 units (q pre-scaled by
@@ -11,6 +12,7 @@
 #include "backend/cuda/kernels.hpp"
 #include "common.cuh"
 #include "core/error.hpp"
+#include "element.cuh"
 
 namespace kiln::cuda {
 
@@ -29,10 +31,11 @@ size_t shared_bytes(int head_dim) {
                           static_cast<size_t>(kKeysPerTile) * head_dim);
 }
 
-// kChunks: head_dim / 32 rounded up; each lane owns output dims lane + 32·c.
-template <int kChunks>
+// kChunks: head_dim / 32 rounded up; each lane owns output dims lane + 32·c. T: the cache and
+// output element (bf16, or float for the F32 precision).
+template <int kChunks, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
-    attention_prefill_kernel(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,
+    attention_prefill_kernel(const float* q, const T* k_cache, const T* v_cache, T* out,
                              int n_tokens, int start_pos, int n_heads, int group, int D,
                              float scale_log2) {
   extern __shared__ float smem[];
@@ -77,8 +80,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       float kv = 0.0f, vv = 0.0f;
       if (key < n_keys) {
         const int64_t at = key * kv_stride + kv_head * D + d;
-        kv = __bfloat162float(k_cache[at]);
-        vv = __bfloat162float(v_cache[at]);
+        kv = detail::load_f(k_cache + at);
+        vv = detail::load_f(v_cache + at);
       }
       k_s[j * (D + 1) + d] = kv;
       v_s[j * D + d] = vv;
@@ -126,24 +129,24 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
       const int d = lane + 32 * c;
-      if (d < D) out[t * q_stride + h * D + d] = __float2bfloat16(acc[r][c] * inv_l);
+      if (d < D) detail::store_f(out + t * q_stride + h * D + d, acc[r][c] * inv_l);
     }
   }
 }
 
-template <int kChunks>
-void launch(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out, int n_tokens,
-            int start_pos, int n_heads, int group, int D, cudaStream_t stream) {
+template <int kChunks, typename T>
+void launch(const float* q, const T* k_cache, const T* v_cache, T* out, int n_tokens, int start_pos,
+            int n_heads, int group, int D, cudaStream_t stream) {
   const size_t smem = shared_bytes(D);
   if (smem > 48 * 1024) {
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_kernel<kChunks>,
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_kernel<kChunks, T>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem)));
   }
   const dim3 grid(static_cast<unsigned>((n_tokens + kRowsPerBlock - 1) / kRowsPerBlock),
                   static_cast<unsigned>(n_heads));
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(D));
-  attention_prefill_kernel<kChunks><<<grid, kWarps * 32, smem, stream>>>(
+  attention_prefill_kernel<kChunks, T><<<grid, kWarps * 32, smem, stream>>>(
       q, k_cache, v_cache, out, n_tokens, start_pos, n_heads, group, D, scale_log2);
   check_launch("attention_prefill_kernel");
 }
@@ -155,6 +158,24 @@ void check_prefill_shape(int32_t n_heads, int32_t n_kv_heads, int32_t head_dim) 
          "CUDA prefill attention: head_dim " + std::to_string(head_dim) +
              " (must be a multiple of 8, at most " + std::to_string(kMaxAttentionHeadDim) + "), " +
              std::to_string(n_heads) + " heads over " + std::to_string(n_kv_heads) + " KV heads");
+  }
+}
+
+template <typename T>
+void run_cuda_cores(const float* q, const T* k_cache, const T* v_cache, T* out, int64_t n_tokens,
+                    int64_t start_pos, int32_t n_heads, int32_t n_kv_heads, int32_t head_dim,
+                    cudaStream_t stream) {
+  check_prefill_shape(n_heads, n_kv_heads, head_dim);
+  if (n_tokens == 0) return;
+  const int group = n_heads / n_kv_heads;
+  const auto n = static_cast<int>(n_tokens);
+  const auto start = static_cast<int>(start_pos);
+  if (head_dim <= 64) {
+    launch<2>(q, k_cache, v_cache, out, n, start, n_heads, group, head_dim, stream);
+  } else if (head_dim <= 128) {
+    launch<4>(q, k_cache, v_cache, out, n, start, n_heads, group, head_dim, stream);
+  } else {
+    launch<8>(q, k_cache, v_cache, out, n, start, n_heads, group, head_dim, stream);
   }
 }
 
@@ -179,18 +200,15 @@ void attention_prefill(const float* q, const bf16* k_cache, const bf16* v_cache,
 void attention_prefill_cuda_cores(const float* q, const bf16* k_cache, const bf16* v_cache,
                                   bf16* out, int64_t n_tokens, int64_t start_pos, int32_t n_heads,
                                   int32_t n_kv_heads, int32_t head_dim, cudaStream_t stream) {
-  check_prefill_shape(n_heads, n_kv_heads, head_dim);
-  if (n_tokens == 0) return;
-  const int group = n_heads / n_kv_heads;
-  const auto n = static_cast<int>(n_tokens);
-  const auto start = static_cast<int>(start_pos);
-  if (head_dim <= 64) {
-    launch<2>(q, k_cache, v_cache, out, n, start, n_heads, group, head_dim, stream);
-  } else if (head_dim <= 128) {
-    launch<4>(q, k_cache, v_cache, out, n, start, n_heads, group, head_dim, stream);
-  } else {
-    launch<8>(q, k_cache, v_cache, out, n, start, n_heads, group, head_dim, stream);
-  }
+  run_cuda_cores(q, k_cache, v_cache, out, n_tokens, start_pos, n_heads, n_kv_heads, head_dim,
+                 stream);
+}
+
+void attention_prefill_f32(const float* q, const float* k_cache, const float* v_cache, float* out,
+                           int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
+                           int32_t head_dim, cudaStream_t stream) {
+  run_cuda_cores(q, k_cache, v_cache, out, n_tokens, start_pos, n_heads, n_kv_heads, head_dim,
+                 stream);
 }
 
 }  // namespace kiln::cuda

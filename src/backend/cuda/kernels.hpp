@@ -155,8 +155,8 @@ void attention_prefill_mma(const float* q, const bf16* k_cache, const bf16* v_ca
 void attention_prefill_cuda_cores(const float* q, const bf16* k_cache, const bf16* v_cache,
                                   bf16* out, int64_t n_tokens, int64_t start_pos, int32_t n_heads,
                                   int32_t n_kv_heads, int32_t head_dim, cudaStream_t stream);
-// kernels/attention_prefill_f32.cu — the same for the F32 precision: float32 caches and output
-// (CUDA cores, the scheme above; a separate entry so the BF16 kernel can change on its own).
+// kernels/attention_prefill.cu — the same for the F32 precision: float32 caches and output (the
+// CUDA-core kernel above instantiated for float).
 void attention_prefill_f32(const float* q, const float* k_cache, const float* v_cache, float* out,
                            int64_t n_tokens, int64_t start_pos, int32_t n_heads, int32_t n_kv_heads,
                            int32_t head_dim, cudaStream_t stream);
