@@ -75,6 +75,9 @@ static void usage(FILE* out) {
       "                        and at the end, and DIR/loss.svg\n"
       "      --save-every N    (default: 0 = only at the end)\n"
       "      --export DIR      at the end, write a Hugging Face directory transformers loads\n"
+      "      --export-best DIR after each validation that beats every earlier one of this\n"
+      "                        process, write the weights as a Hugging Face directory (the\n"
+      "                        checkpoint a recipe with early stopping keeps)\n"
       "      --log-jsonl FILE  one JSON line per step: {\"step\", \"loss\", \"lr\", "
       "\"grad_norm\",\n"
       "                        \"tokens_per_s\"} and per validation {\"step\", \"val_loss\"};\n"
@@ -192,9 +195,8 @@ typedef struct data_state {
 } data_state;
 
 /* Validation: the first `n_batches` batches of the validation stream, the same every time. */
-static int validate(kiln_trainer* trainer, const token_data* val, int32_t bos, int32_t B,
-                    int32_t T, long n_batches, int32_t* inputs, int32_t* targets,
-                    double* out_loss) {
+static int validate(kiln_trainer* trainer, const token_data* val, int32_t bos, int32_t B, int32_t T,
+                    long n_batches, int32_t* inputs, int32_t* targets, double* out_loss) {
   token_cursor cursor = {0, 0};
   double weighted = 0, weight = 0;
   for (long i = 0; i < n_batches; ++i) {
@@ -225,7 +227,7 @@ static int save_checkpoint(kiln_trainer* trainer, const char* dir, const data_st
 
 typedef struct args {
   const char *preset, *model_dir, *resume_dir, *tokenizer_dir, *data, *val, *save_dir, *export_dir,
-      *log_path, *plot_path, *optimizer, *schedule, *backend, *windows;
+      *export_best_dir, *log_path, *plot_path, *optimizer, *schedule, *backend, *windows;
   long steps, total_steps, batch, seq, accum, warmup, mtp, seed, eval_every, eval_batches,
       save_every, threads;
   float lr, wd, clip, dropout;
@@ -263,6 +265,8 @@ static int parse_args(int argc, char** argv, args* a) {
       a->save_dir = v;
     else if (!strcmp(k, "--export"))
       a->export_dir = v;
+    else if (!strcmp(k, "--export-best"))
+      a->export_best_dir = v;
     else if (!strcmp(k, "--log-jsonl"))
       a->log_path = v;
     else if (!strcmp(k, "--plot"))
@@ -274,8 +278,7 @@ static int parse_args(int argc, char** argv, args* a) {
     else if (!strcmp(k, "--windows")) {
       a->windows = v;
       bad = strcmp(v, "sequential") && strcmp(v, "random");
-    }
-    else if (!strcmp(k, "--backend")) {
+    } else if (!strcmp(k, "--backend")) {
       a->backend = v;
       bad = strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto");
     } else if (!strcmp(k, "--steps"))
@@ -403,7 +406,7 @@ static int make_trainer(const args* a, kiln_runtime* rt, kiln_trainer** trainer,
     }
     if (got == sizeof saved) {
       *state = saved;
-    } else {  /* an older checkpoint: the cursor of sequential windows without BOS */
+    } else { /* an older checkpoint: the cursor of sequential windows without BOS */
       state->cursor = saved.cursor;
       state->random_windows = 0, state->bos = -1;
     }
@@ -544,6 +547,7 @@ int main(int argc, char** argv) {
   const int64_t tinfo_total = a.total_steps > 0 ? a.total_steps : a.steps;
   const double t_start = now_seconds();
   const long first = (long)tinfo.step;
+  double best_val = INFINITY;
   for (long step = first + 1; step <= a.steps; ++step) {
     if (data.random_windows) {
       token_random_batch(&train, &data.cursor, data.windows_seed, data.bos, (int32_t)a.batch,
@@ -586,6 +590,14 @@ int main(int argc, char** argv) {
       }
       if (!a.quiet)
         fprintf(stderr, "%sstep %ld: validation loss %.4f\n", tty ? "\n" : "", step, vl);
+      if (a.export_best_dir && vl < best_val) {
+        best_val = vl;
+        if (sample_check(kiln_trainer_export_hf(trainer, a.export_best_dir), "exporting the best"))
+          goto done;
+        fprintf(stderr,
+                "kiln-train: step %ld: best validation loss so far (%.6f), exported to %s\n", step,
+                vl, a.export_best_dir);
+      }
     }
     if (a.save_dir && ((a.save_every > 0 && step % a.save_every == 0) || step == a.steps)) {
       if (save_checkpoint(trainer, a.save_dir, &data)) goto done;

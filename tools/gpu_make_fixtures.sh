@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Regenerate the HF reference fixtures (tests/fixtures/hf/) and/or retrain the
-# bundled model (models/kjv-tiny/) on a CUDA machine with python3 + torch +
+# Regenerate the HF reference fixtures (tests/fixtures/hf/) and/or rerun the PyTorch
+# baseline recipe of the bundled model (models/kjv-tiny/train.py, into $OUT/kjv-tiny-pytorch;
+# the bundled weights themselves come from kiln-train: tools/gpu/retrain_kjv.sh) on a CUDA machine with python3 + torch +
 # transformers 5.x + tokenizers + safetensors + numpy.
 #
 #   python3 models/kjv-tiny/prepare_corpus.py      # first, where `bible` (bible-kjv-text) is installed
 #   OUT=/tmp/kiln_out tools/gpu_make_fixtures.sh [all|fixtures|kjv]
 #
 # Both jobs run concurrently (the fixtures need the CPU, training the GPU).
-# Results are written in place and also packed as $OUT/fixtures.tar.gz and
-# $OUT/kjv-tiny.tar.gz (paths relative to the repository root), with logs.
+# Fixtures are written in place and packed as $OUT/fixtures.tar.gz; the PyTorch model as
+# $OUT/kjv-tiny-pytorch.tar.gz (paths relative to the repository root), with logs.
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -28,7 +29,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = fixtures ]; then
   fx_pid=$!
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = kjv ]; then
-  python3 models/kjv-tiny/train.py --corpus "$CORPUS" --out models/kjv-tiny > "$OUT/train.log" 2>&1
+  python3 models/kjv-tiny/train.py --corpus "$CORPUS" --out "$OUT/kjv-tiny-pytorch" > "$OUT/train.log" 2>&1
   echo "train exit $?" >> "$OUT/train.log"
 fi
 [ -n "$fx_pid" ] && wait "$fx_pid"
@@ -37,7 +38,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = fixtures ]; then
   tar czf "$OUT/fixtures.tar.gz" tests/fixtures/hf
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = kjv ]; then
-  tar czf "$OUT/kjv-tiny.tar.gz" models/kjv-tiny
+  tar czf "$OUT/kjv-tiny-pytorch.tar.gz" -C "$OUT" kjv-tiny-pytorch
 fi
 ls -la "$OUT"
 for f in "$OUT/fixtures.log" "$OUT/train.log"; do

@@ -20,15 +20,15 @@ Steps (all in this one script, seeded):
 
 Usage (on a CUDA machine; see README.md):
   python3 models/kjv-tiny/prepare_corpus.py          # where `bible` is installed
-  python3 models/kjv-tiny/train.py --corpus .devcarry/kjv_chapters.txt.gz --out models/kjv-tiny
+  python3 models/kjv-tiny/train.py --corpus .devcarry/kjv_chapters.txt.gz --out DIR [--dropout P]
+(the bundled weights now come from kiln-train: README.md, "Training"; this script is the PyTorch
+baseline they are compared with, and the origin of the tokenizer)
 """
 import argparse
 import gzip
-import hashlib
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -39,6 +39,8 @@ import tokenizers
 import transformers
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+import make_refs  # beside this file
 
 SPLIT_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -75,31 +77,7 @@ HP = {
     "tokenizer_min_frequency": 2,
 }
 
-REF_PROMPT = "And God said, Let there be light: and there was light. And"
-# the prompt alone is 16 ids with BOS; the reference uses the first 24 ids of the prompt continued by Gen 1:4
-REF_TEXT = REF_PROMPT + " God saw the light, that it was good: and God divided the light from the darkness."
-N_IDS, N_NEW = 24, 16
-
-SAMPLES = [
-    {"prompt": "In the beginning", "do_sample": True, "temperature": 0.8, "top_p": 0.95, "seed": 0, "max_new_tokens": 64},
-    {"prompt": "And Jesus said unto them,", "do_sample": True, "temperature": 0.8, "top_p": 0.95, "seed": 0, "max_new_tokens": 64},
-    {"prompt": "The LORD is my shepherd;", "do_sample": True, "temperature": 0.8, "top_p": 0.95, "seed": 0, "max_new_tokens": 64},
-    {"prompt": "In the beginning", "do_sample": False, "max_new_tokens": 48},
-]
-
-TOKENIZER_CASES = [
-    "Hello world",
-    "In the beginning God created the heaven and the earth.",
-    "  leading spaces and  double  spaces",
-    "line one\nline two\r\n\n  indented\n",
-    "numbers 1234567 and 3.14159",
-    "contractions: don't, I'm, we'll, they've, it's, YOU'D",
-    "unicode: caf\u00e9 na\u00efve \u65e5\u672c\u8a9e \U0001F600",
-    "NFC: e\u0301 vs \u00e9",
-    "<|endoftext|>special<|bos|> tokens in text",
-    "",
-]
-
+SAMPLES = make_refs.SAMPLES
 
 def load_chapters(path):
     with gzip.open(path, "rt", encoding="utf-8") as f:
@@ -153,7 +131,7 @@ def normalize_bytelevel_flags(tok):
     for key in ("pre_tokenizer", "post_processor", "decoder"):
         fix(j[key])
     new = Tokenizer.from_str(json.dumps(j))
-    for t in TOKENIZER_CASES:
+    for t in make_refs.TOKENIZER_CASES:
         assert new.encode(t).ids == tok.encode(t).ids, t
         assert new.decode(new.encode(t).ids) == tok.decode(tok.encode(t).ids), t
     return new
@@ -169,13 +147,6 @@ def tokenizer_config(add_bos, max_len):
         "model_max_length": max_len,
         "tokenizer_class": "PreTrainedTokenizerFast",
     }
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read())
-    return h.hexdigest()
 
 
 def add_dropout_hooks(model, p):
@@ -203,26 +174,16 @@ def lr_at(step):
     return HP["peak_lr"] * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-@torch.no_grad()
-def greedy_loop(model, ids, n):
-    seq = list(ids)
-    out, margins = [], []
-    for _ in range(n):
-        logits = model(input_ids=torch.tensor([seq])).logits[0, -1].double()
-        top = torch.topk(logits, 2)
-        margins.append(float(top.values[0] - top.values[1]))
-        out.append(int(top.indices[0]))
-        seq.append(out[-1])
-    return out, margins
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=".devcarry/kjv_chapters.txt.gz")
-    ap.add_argument("--out", default="models/kjv-tiny")
+    ap.add_argument("--out", required=True, help="output directory (not models/kjv-tiny: kiln-train made that)")
     ap.add_argument("--time-limit", type=float, default=None, help="override HP time_limit_s")
     ap.add_argument("--max-steps", type=int, default=None, help="override HP max_steps")
+    ap.add_argument("--dropout", type=float, default=None, help="override HP residual_dropout")
     args = ap.parse_args()
+    if args.dropout is not None:
+        HP["residual_dropout"] = args.dropout
     if args.time_limit is not None:
         HP["time_limit_s"] = args.time_limit
     if args.max_steps is not None:
@@ -394,113 +355,10 @@ def main():
         f"({val_bf16_fp32 / math.log(2):.4f} bits/token, ppl {math.exp(val_bf16_fp32):.2f}, "
         f"{val_bf16_fp32 * n_tok / n_chars / math.log(2):.4f} bits/char)")
 
-    # ---- references (CPU, fp32, eager)
-    ref = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
-    full = tok.encode(REF_TEXT).ids
-    assert full[0] == BOS_ID and full.count(BOS_ID) == 1, full[:4]
-    ids = full[:N_IDS]
-    assert len(ids) == N_IDS
-    with torch.no_grad():
-        logits = ref(input_ids=torch.tensor([ids])).logits[0].float().contiguous()
-    assert logits.shape == (N_IDS, V) and torch.isfinite(logits).all()
-    logits.numpy().astype("<f4").tofile(os.path.join(out, "logits.bin"))
-    greedy, margins = greedy_loop(ref, ids, N_NEW)
-    gc = GenerationConfig(do_sample=False, max_new_tokens=N_NEW, min_new_tokens=N_NEW,
-                          eos_token_id=EOS_ID, pad_token_id=EOS_ID, bos_token_id=BOS_ID)
-    inp = torch.tensor([ids])
-    with torch.no_grad():
-        g_out = ref.generate(input_ids=inp, attention_mask=torch.ones_like(inp), generation_config=gc)[0, N_IDS:].tolist()
-    with torch.no_grad():
-        lg = gm(input_ids=torch.tensor([ids], device=dev)).logits[0].float().cpu()
-    gm_eager = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").to(dev).eval()
-    with torch.no_grad():
-        lge = gm_eager(input_ids=torch.tensor([ids], device=dev)).logits[0].float().cpu()
-    d, de = (lg.double() - logits.double()), (lge.double() - logits.double())
-    cuda = {"device": torch.cuda.get_device_name(0), "tf32": False,
-            "eager": {"max_abs": float(de.abs().max()), "rel_l2": float(de.norm() / logits.double().norm())},
-            "sdpa": {"max_abs": float(d.abs().max()), "rel_l2": float(d.norm() / logits.double().norm())}}
-    del gm, gm_eager
-
-    cases = []
-    for t in TOKENIZER_CASES:
-        e = tok.encode(t)
-        cases.append({"text": t, "ids": e.ids, "decoded_skip_special": tok.decode(e.ids, skip_special_tokens=True)})
-    try:
-        from transformers import AutoTokenizer
-        hft = AutoTokenizer.from_pretrained(out)
-        hf_ids = hft(REF_TEXT)["input_ids"]
-        at_check = {"class": type(hft).__name__, "matches_tokenizers": hf_ids == full,
-                    "autotokenizer_first_ids": hf_ids[:6], "bos_count": hf_ids.count(BOS_ID)}
-    except Exception as e:
-        at_check = {"error": f"{type(e).__name__}: {e}"}
-
-    with open(os.path.join(out, "config.json")) as f:
-        cfg_json = json.load(f)
-    l = logits.double()
-    top = torch.topk(l[-1], 5)
-    refj = {
-        "name": "kjv-tiny",
-        "architecture": "LlamaForCausalLM",
-        "model_type": cfg_json.get("model_type"),
-        "stored_dtype": "bfloat16",
-        "reference_compute": "CPU, float32 (stored BF16 weights upcast), attn_implementation=eager, one forward, no cache",
-        "prompt": REF_PROMPT,
-        "text": REF_TEXT,
-        "ids": ids,
-        "ids_note": f"tokenizer.encode(text) with the BOS the tokenizer's post-processor prepends; first {N_IDS} ids "
-                    f"(the prompt alone is {len(tok.encode(REF_PROMPT).ids)} ids)",
-        "ids_decoded": tok.decode(ids, skip_special_tokens=False),
-        "logits_file": "logits.bin",
-        "logits_shape": [N_IDS, V],
-        "logits_format": "float32 little-endian, row-major [position][vocab]",
-        "logits_sha256": sha256_file(os.path.join(out, "logits.bin")),
-        "logits_stats": {"mean": float(l.mean()), "std": float(l.std()), "min": float(l.min()), "max": float(l.max()),
-                         "abs_sum": float(l.abs().sum()),
-                         "argmax_per_position": [int(v) for v in l.argmax(-1)],
-                         "last_position_top5": {"ids": [int(v) for v in top.indices],
-                                                "values": [float(v) for v in top.values]}},
-        "greedy_ids": greedy,
-        "greedy_decoded": tok.decode(greedy, skip_special_tokens=False),
-        "greedy_method": "argmax loop, full forward per step, CPU float32 eager; cross-checked with "
-                         f"model.generate(do_sample=False, max_new_tokens={N_NEW}, min_new_tokens={N_NEW})",
-        "greedy_generate_ids": g_out,
-        "greedy_generate_matches": g_out == greedy,
-        "greedy_margins": margins,
-        "greedy_min_margin": min(margins),
-        "cuda_check": cuda,
-        "tokenizer_cases": cases,
-        "autotokenizer_check": at_check,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "tokenizers": tokenizers.__version__, "python": platform.python_version()},
-    }
-    with open(os.path.join(out, "ref.json"), "w") as f:
-        json.dump(refj, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    say(f"# ref: ids {ids}\n# greedy {greedy} {tok.decode(greedy)!r}\n# min margin {min(margins):.4g}, "
-        f"generate matches: {g_out == greedy}; cuda check {cuda}; autotokenizer {at_check}")
-
-    # ---- sample generations (CPU, fp32 from the BF16 weights)
-    samples = []
-    for s in SAMPLES:
-        p_ids = tok.encode(s["prompt"]).ids
-        inp = torch.tensor([p_ids])
-        try:
-            if s["do_sample"]:
-                gcs = GenerationConfig(do_sample=True, temperature=s["temperature"], top_p=s["top_p"], top_k=0,
-                                       max_new_tokens=s["max_new_tokens"], eos_token_id=EOS_ID, pad_token_id=EOS_ID)
-            else:
-                gcs = GenerationConfig(do_sample=False, max_new_tokens=s["max_new_tokens"],
-                                       eos_token_id=EOS_ID, pad_token_id=EOS_ID)
-            if s["do_sample"]:
-                torch.manual_seed(s["seed"])
-            with torch.no_grad():
-                o = ref.generate(input_ids=inp, attention_mask=torch.ones_like(inp), generation_config=gcs)[0].tolist()
-        except Exception as e:
-            say(f"# sample {s['prompt']!r} failed: {type(e).__name__}: {e}")
-            continue
-        text = tok.decode(o, skip_special_tokens=True)
-        samples.append(dict(s, output=text, output_ids=o))
-        say(f"# sample {json.dumps({k: v for k, v in s.items()})}: {text!r}")
+    # ---- references (CPU, fp32, eager) and sample generations: make_refs.py
+    del gm
+    refj = make_refs.write_references(out, say)
+    samples = make_refs.sample_generations(out, say)
 
     summary = {
         "hyperparameters": HP, "parameters": n_params,
@@ -512,7 +370,7 @@ def main():
         "best_val_loss_training": best_val, "val_loss_saved_bf16_fp32": val_bf16_fp32,
         "device": torch.cuda.get_device_name(0), "total_script_time_s": time.time() - t_start,
         "safetensors_bytes": os.path.getsize(st), "samples": samples,
-        "tokenizer_sha256": sha256_file(os.path.join(out, "tokenizer.json")),
+        "tokenizer_sha256": make_refs.sha256_file(os.path.join(out, "tokenizer.json")),
         "versions": refj["versions"],
     }
     with open(os.path.join(out, "train_summary.json"), "w") as f:
