@@ -6,12 +6,13 @@
 // the merge kernel.
 #include <string>
 
+#include "attention_decode_tile.cuh"
 #include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "common.cuh"
 #include "core/error.hpp"
-#include "overlapped_launch.cuh"
 #include "element.cuh"
+#include "overlapped_launch.cuh"
 
 namespace kiln::cuda {
 
@@ -19,34 +20,7 @@ namespace {
 
 constexpr int kWarps = 4;
 
-__host__ __device__ int64_t n_splits_for(int64_t n_keys) {
-  return (n_keys + kDecodeSplitKeys - 1) / kDecodeSplitKeys;
-}
-
-// Dot product of the pre-scaled query (shared) with one BF16 key row, 8 elements per load.
-__device__ __forceinline__ float dot_key(const float* q_s, const bf16* key, int D) {
-  float s = 0.0f;
-  for (int d = 0; d < D; d += 8) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(key + d);
-    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 k2 = __bfloat1622float2(pairs[i]);
-      s += q_s[d + 2 * i] * k2.x + q_s[d + 2 * i + 1] * k2.y;
-    }
-  }
-  return s;
-}
-
-// The same with a float32 key row (the F32 precision), 4 elements per load.
-__device__ __forceinline__ float dot_key(const float* q_s, const float* key, int D) {
-  float s = 0.0f;
-  for (int d = 0; d < D; d += 4) {
-    const float4 k4 = *reinterpret_cast<const float4*>(key + d);
-    s += q_s[d] * k4.x + q_s[d + 1] * k4.y + q_s[d + 2] * k4.z + q_s[d + 3] * k4.w;
-  }
-  return s;
-}
+using detail::decode_splits;
 
 // T: the element type of the KV cache and of the output (BF16, or float32 for F32).
 template <int kChunks, typename T>
@@ -55,8 +29,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                             float* partials, const int32_t* position, int n_heads, int group, int D,
                             float scale_log2) {
   __shared__ float q_s[kMaxAttentionHeadDim];
-  __shared__ float m_w[kWarps], l_w[kWarps];
-  __shared__ float acc_w[kWarps][kMaxAttentionHeadDim];
+  __shared__ detail::WarpStates<kWarps> states;
   detail::allow_dependents();
   detail::wait_for_inputs();
 
@@ -65,7 +38,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t kv_stride = static_cast<int64_t>(n_heads / group) * D;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int n_keys = *position + 1;
-  const int n_splits = static_cast<int>(n_splits_for(n_keys));
+  const int n_splits = static_cast<int>(decode_splits(n_keys));
   if (split >= n_splits) return;  // the grid covers the whole context; these keys are not in use
   const int key_begin = split * kDecodeSplitKeys;
   const int key_end = min(key_begin + kDecodeSplitKeys, n_keys);
@@ -73,68 +46,22 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int d = threadIdx.x; d < D; d += blockDim.x) q_s[d] = q[h * D + d] * scale_log2;
   __syncthreads();
 
-  float m = -INFINITY, l = 0.0f, acc[kChunks];
-#pragma unroll
-  for (int c = 0; c < kChunks; ++c) acc[c] = 0.0f;
-
-  for (int tile = key_begin + warp * 32; tile < key_end; tile += kWarps * 32) {
-    const int key = tile + lane;
-    const float score =
-        key < key_end ? dot_key(q_s, k_cache + key * kv_stride + kv_head * D, D) : -INFINITY;
-    const float m_new = fmaxf(m, detail::warp_max(score));  // finite: lane 0's key is valid
-    const float p = exp2f(score - m_new);
-    const float correction = exp2f(m - m_new);
-    l = l * correction + detail::warp_sum(p);
-    m = m_new;
-#pragma unroll
-    for (int c = 0; c < kChunks; ++c) acc[c] *= correction;
-    const int n_valid = min(32, key_end - tile);
-    for (int j = 0; j < n_valid; ++j) {
-      const float pj = __shfl_sync(0xffffffffu, p, j);
-      const T* v_row = v_cache + (tile + j) * kv_stride + kv_head * D;
-#pragma unroll
-      for (int c = 0; c < kChunks; ++c) {
-        const int d = lane + 32 * c;
-        if (d < D) acc[c] += pj * detail::load_f(v_row + d);
-      }
-    }
-  }
-
-  if (lane == 0) {
-    m_w[warp] = m;
-    l_w[warp] = l;
-  }
-#pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    const int d = lane + 32 * c;
-    if (d < D) acc_w[warp][d] = acc[c];
-  }
-  __syncthreads();
-
-  // Merge the warps' states: a warp that saw no key has m = -inf and weight exp2(-inf) = 0.
-  float m_all = -INFINITY;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, m_w[w]);
-  float weight[kWarps], l_all = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    weight[w] = exp2f(m_w[w] - m_all);
-    l_all += l_w[w] * weight[w];
-  }
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float a = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) a += acc_w[w][d] * weight[w];
-    if (n_splits == 1) {
-      detail::store_f(out + h * D + d, a / l_all);
-    } else {
-      partials[(static_cast<int64_t>(h) * n_splits + split) * (D + 2) + d] = a;
-    }
-  }
+  detail::WarpSoftmaxState<kChunks> st;
+  detail::scan_cached_keys<kChunks, kWarps>(st, q_s, k_cache, v_cache, kv_stride,
+                                            static_cast<int64_t>(kv_head) * D, D, key_begin,
+                                            key_end, warp, lane);
+  float* state = partials + (static_cast<int64_t>(h) * n_splits + split) * (D + 2);
+  const float2 ml =
+      detail::merge_warp_states(st, states, D, warp, lane, [&](int d, float a, float l_all) {
+        if (n_splits == 1) {
+          detail::store_f(out + h * D + d, a / l_all);
+        } else {
+          state[d] = a;
+        }
+      });
   if (n_splits > 1 && threadIdx.x == 0) {
-    float* state = partials + (static_cast<int64_t>(h) * n_splits + split) * (D + 2);
-    state[D] = m_all;
-    state[D + 1] = l_all;
+    state[D] = ml.x;
+    state[D + 1] = ml.y;
   }
 }
 
@@ -144,7 +71,7 @@ __global__ void attention_decode_merge_kernel(const float* partials, T* out, int
                                               const int32_t* position) {
   detail::allow_dependents();
   detail::wait_for_inputs();
-  const int n_splits = static_cast<int>(n_splits_for(*position + 1));
+  const int n_splits = static_cast<int>(decode_splits(*position + 1));
   if (n_splits == 1) return;  // the attention kernel wrote the output itself
   const int h = blockIdx.x;
   const float* base = partials + static_cast<int64_t>(h) * n_splits * (D + 2);
@@ -166,7 +93,7 @@ __global__ void attention_decode_merge_kernel(const float* partials, T* out, int
 template <int kChunks, typename T>
 void launch(const float* q, const T* k_cache, const T* v_cache, T* out, const int32_t* position,
             int64_t max_keys, int n_heads, int group, int D, float* partials, cudaStream_t stream) {
-  const auto max_splits = static_cast<unsigned>(n_splits_for(max_keys));
+  const auto max_splits = static_cast<unsigned>(decode_splits(max_keys));
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(D));
   const dim3 grid(static_cast<unsigned>(n_heads), max_splits);
   attention_decode_kernel<kChunks, T><<<grid, kWarps * 32, 0, stream>>>(
@@ -207,7 +134,7 @@ void dispatch(const float* q, const T* k_cache, const T* v_cache, T* out, const 
 }  // namespace
 
 int64_t decode_partials_floats(int32_t n_heads, int32_t head_dim, int64_t max_keys) {
-  return static_cast<int64_t>(n_heads) * n_splits_for(max_keys) * (head_dim + 2);
+  return static_cast<int64_t>(n_heads) * decode_splits(max_keys) * (head_dim + 2);
 }
 
 void attention_decode(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out,

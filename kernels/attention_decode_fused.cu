@@ -12,6 +12,7 @@
 // the result does not depend on which block came last).
 #include <string>
 
+#include "attention_decode_tile.cuh"
 #include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "common.cuh"
@@ -24,9 +25,7 @@ namespace {
 
 constexpr int kWarps = 4;
 
-__host__ __device__ int64_t n_splits_for(int64_t n_keys) {
-  return (n_keys + kDecodeSplitKeys - 1) / kDecodeSplitKeys;
-}
+using detail::decode_splits;
 
 // One warp: out[d] = scale · (RoPE(norm(src + bias)))[d] for one head vector of the projection,
 // as qkv_rope_kernel computes it; `round` rounds to BF16 first (the value a cache row holds).
@@ -62,20 +61,6 @@ __device__ void prepare_head(const float* src, const float* bias, const float* n
   }
 }
 
-__device__ __forceinline__ float dot_key(const float* q_s, const bf16* key, int D) {
-  float s = 0.0f;
-  for (int d = 0; d < D; d += 8) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(key + d);
-    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 k2 = __bfloat1622float2(pairs[i]);
-      s += q_s[d + 2 * i] * k2.x + q_s[d + 2 * i + 1] * k2.y;
-    }
-  }
-  return s;
-}
-
 template <int kChunks>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_decode_fused_kernel(const float* qkv, const float* bias, const float* q_norm,
@@ -85,8 +70,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                                   float scale_log2) {
   __shared__ float q_s[kMaxAttentionHeadDim], k_new[kMaxAttentionHeadDim],
       v_new[kMaxAttentionHeadDim], work[3][kMaxAttentionHeadDim];
-  __shared__ float m_w[kWarps], l_w[kWarps];
-  __shared__ float acc_w[kWarps][kMaxAttentionHeadDim];
+  __shared__ detail::WarpStates<kWarps> states;
   __shared__ bool merges;
   detail::allow_dependents();
   detail::wait_for_inputs();
@@ -96,7 +80,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t kv_stride = static_cast<int64_t>(s.n_kv_heads) * D;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int pos = *position, n_keys = pos + 1;
-  const int n_splits = static_cast<int>(n_splits_for(n_keys));
+  const int n_splits = static_cast<int>(decode_splits(n_keys));
   if (split >= n_splits) return;  // the grid covers the whole context; these keys are not in use
   const bool newest = split == n_splits - 1;  // this chunk holds key `pos`
   const int key_begin = split * kDecodeSplitKeys;
@@ -126,83 +110,39 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   }
 
-  float m = -INFINITY, l = 0.0f, acc[kChunks];
-#pragma unroll
-  for (int c = 0; c < kChunks; ++c) acc[c] = 0.0f;
-  for (int tile = key_begin + warp * 32; tile < cached_end; tile += kWarps * 32) {
-    const int key = tile + lane;
-    const float score =
-        key < cached_end ? dot_key(q_s, k_cache + key * kv_stride + kv_head * D, D) : -INFINITY;
-    const float m_new = fmaxf(m, detail::warp_max(score));  // finite: lane 0's key is valid
-    const float p = exp2f(score - m_new);
-    const float correction = exp2f(m - m_new);
-    l = l * correction + detail::warp_sum(p);
-    m = m_new;
-#pragma unroll
-    for (int c = 0; c < kChunks; ++c) acc[c] *= correction;
-    const int n_valid = min(32, cached_end - tile);
-    for (int j = 0; j < n_valid; ++j) {
-      const float pj = __shfl_sync(0xffffffffu, p, j);
-      const bf16* v_row = v_cache + (tile + j) * kv_stride + kv_head * D;
-#pragma unroll
-      for (int c = 0; c < kChunks; ++c) {
-        const int d = lane + 32 * c;
-        if (d < D) acc[c] += pj * __bfloat162float(v_row[d]);
-      }
-    }
-  }
+  detail::WarpSoftmaxState<kChunks> st;
+  detail::scan_cached_keys<kChunks, kWarps>(st, q_s, k_cache, v_cache, kv_stride,
+                                            static_cast<int64_t>(kv_head) * D, D, key_begin,
+                                            cached_end, warp, lane);
   if (newest && warp == 0) {  // the new key, from shared memory
     float score = 0.0f;
     for (int d = lane; d < D; d += 32) score += q_s[d] * k_new[d];
     score = detail::warp_sum(score);
-    const float m_new = fmaxf(m, score);
+    const float m_new = fmaxf(st.m, score);
     const float p = exp2f(score - m_new);
-    const float correction = exp2f(m - m_new);
-    l = l * correction + p;
-    m = m_new;
+    const float correction = exp2f(st.m - m_new);
+    st.l = st.l * correction + p;
+    st.m = m_new;
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
       const int d = lane + 32 * c;
-      acc[c] = acc[c] * correction + (d < D ? p * v_new[d] : 0.0f);
+      st.acc[c] = st.acc[c] * correction + (d < D ? p * v_new[d] : 0.0f);
     }
   }
 
-  if (lane == 0) {
-    m_w[warp] = m;
-    l_w[warp] = l;
-  }
-#pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    const int d = lane + 32 * c;
-    if (d < D) acc_w[warp][d] = acc[c];
-  }
-  __syncthreads();
-
-  // Merge the warps' states: a warp that saw no key has m = -inf and weight exp2(-inf) = 0.
-  float m_all = -INFINITY;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, m_w[w]);
-  float weight[kWarps], l_all = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    weight[w] = exp2f(m_w[w] - m_all);
-    l_all += l_w[w] * weight[w];
-  }
   float* state = partials + (static_cast<int64_t>(h) * n_splits + split) * (D + 2);
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float a = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) a += acc_w[w][d] * weight[w];
-    if (n_splits == 1) {
-      out[h * D + d] = __float2bfloat16(a / l_all);
-    } else {
-      state[d] = a;
-    }
-  }
+  const float2 ml =
+      detail::merge_warp_states(st, states, D, warp, lane, [&](int d, float a, float l_all) {
+        if (n_splits == 1) {
+          out[h * D + d] = __float2bfloat16(a / l_all);
+        } else {
+          state[d] = a;
+        }
+      });
   if (n_splits == 1) return;
   if (threadIdx.x == 0) {
-    state[D] = m_all;
-    state[D + 1] = l_all;
+    state[D] = ml.x;
+    state[D + 1] = ml.y;
   }
 
   // The last of the head's blocks to get here merges every chunk's state, in chunk order.
@@ -236,7 +176,7 @@ void launch(const float* qkv, const float* bias, const float* q_norm, const floa
             unsigned* counters, cudaStream_t stream) {
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(shape.head_dim));
   const dim3 grid(static_cast<unsigned>(shape.n_heads),
-                  static_cast<unsigned>(n_splits_for(max_keys)));
+                  static_cast<unsigned>(decode_splits(max_keys)));
   detail::launch_overlapped(attention_decode_fused_kernel<kChunks>, grid, kWarps * 32, 0, stream,
                             "attention_decode_fused_kernel", qkv, bias, q_norm, k_norm, eps,
                             inv_freq, position, shape, k_cache, v_cache, out, partials, counters,
