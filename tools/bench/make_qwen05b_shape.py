@@ -6,10 +6,14 @@ of the shapes the benchmarks use:
         theta 1e6, torch.manual_seed(0), default HF init (transformers builds the model).
   7b    the Qwen2.5-7B shape of shared/peers.md: hidden 3584, 28 layers, 28/4 heads, head_dim
         128, ffn 18944, vocab 152064, untied (7,615,616,512 parameters, 15.23 GB).
+  1b    the Llama-3.2-1B shape (LlamaForCausalLM, no biases): hidden 2048, 16 layers, 32/8
+        heads, head_dim 64, ffn 8192, vocab 128256, tied, rope theta 5e5 with llama3 scaling
+        (factor 32, low/high frequency factors 1/4, original context 8192); 1,235,814,400
+        parameters, 2.47 GB.
   tiny  the same layout at hidden 256, 2 layers, 4/2 heads, ffn 512, vocab 1024, untied: a
         plumbing check for the scripts on a machine without a GPU.
 
-7b and tiny are not built through transformers (a 7B model initialised on the CPU takes minutes
+7b, 1b and tiny are not built through transformers (a 7B model initialised on the CPU takes minutes
 and 30 GB): each tensor is drawn on the GPU when torch sees one (else on the CPU; without torch,
 with Python's own generator, which is only quick enough for tiny) and streamed into one
 safetensors file. Matrices and embeddings ~ N(0, std²) (std 0.02, HF's initializer_range, so that
@@ -29,6 +33,9 @@ SHAPES = {
     "7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
                num_key_value_heads=4, head_dim=128, intermediate_size=18944, vocab_size=152064,
                tie_word_embeddings=False),
+    "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, head_dim=64, intermediate_size=8192, vocab_size=128256,
+               tie_word_embeddings=True),
     "tiny": dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=64, intermediate_size=512, vocab_size=1024,
                  tie_word_embeddings=False),
@@ -50,20 +57,18 @@ def make_05b(out_dir: str) -> None:
     print(f"wrote {out_dir}: {n:,} parameters")
 
 
-def tensor_list(c: dict) -> list:
-    """(HF name, shape, kind) in the order HF's Qwen2 module registers them."""
+def tensor_list(c: dict, bias: bool = True) -> list:
+    """(HF name, shape, kind) in the order HF's Qwen2 (bias) or Llama module registers them."""
     h, hd, ffn = c["hidden_size"], c["head_dim"], c["intermediate_size"]
     q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
     out = [("model.embed_tokens.weight", [c["vocab_size"], h], "normal")]
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
+        for proj, rows in (("q", q), ("k", kv), ("v", kv)):
+            out.append((p + f"self_attn.{proj}_proj.weight", [rows, h], "normal"))
+            if bias:
+                out.append((p + f"self_attn.{proj}_proj.bias", [rows], "zero"))
         out += [
-            (p + "self_attn.q_proj.weight", [q, h], "normal"),
-            (p + "self_attn.q_proj.bias", [q], "zero"),
-            (p + "self_attn.k_proj.weight", [kv, h], "normal"),
-            (p + "self_attn.k_proj.bias", [kv], "zero"),
-            (p + "self_attn.v_proj.weight", [kv, h], "normal"),
-            (p + "self_attn.v_proj.bias", [kv], "zero"),
             (p + "self_attn.o_proj.weight", [h, q], "normal"),
             (p + "mlp.gate_proj.weight", [ffn, h], "normal"),
             (p + "mlp.up_proj.weight", [ffn, h], "normal"),
@@ -129,11 +134,21 @@ class PythonValues:
 
 def make_direct(out_dir: str, shape: str, std: float, seed: int) -> None:
     c = dict(SHAPES[shape])
-    cfg = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_act="silu",
-               max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1e6,
-               torch_dtype="bfloat16", initializer_range=std, bos_token_id=None,
-               eos_token_id=0, use_sliding_window=False, attention_dropout=0.0, **c)
-    tensors = tensor_list(c)
+    if shape == "1b":
+        cfg = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_act="silu",
+                   max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=5e5,
+                   rope_scaling=dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0,
+                                     high_freq_factor=4.0,
+                                     original_max_position_embeddings=8192),
+                   torch_dtype="bfloat16", initializer_range=std, bos_token_id=None,
+                   eos_token_id=0, attention_bias=False, mlp_bias=False,
+                   attention_dropout=0.0, **c)
+    else:
+        cfg = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_act="silu",
+                   max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1e6,
+                   torch_dtype="bfloat16", initializer_range=std, bos_token_id=None,
+                   eos_token_id=0, use_sliding_window=False, attention_dropout=0.0, **c)
+    tensors = tensor_list(c, bias=shape != "1b")
     header, offset = {"__metadata__": {"format": "pt"}}, 0
     for name, shp, _ in tensors:
         nbytes = 2 * numel(shp)
@@ -166,7 +181,7 @@ def make_direct(out_dir: str, shape: str, std: float, seed: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir")
-    ap.add_argument("--shape", choices=["05b", "7b", "tiny"], default="05b")
+    ap.add_argument("--shape", choices=["05b", "1b", "7b", "tiny"], default="05b")
     ap.add_argument("--std", type=float, default=0.02)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
