@@ -489,6 +489,7 @@ KILN_STRUCT(kiln_session_options)
 KILN_STRUCT(kiln_sampling_options)
 KILN_STRUCT(kiln_generate_options)
 KILN_STRUCT(kiln_generate_result)
+KILN_STRUCT(kiln_data_parallel_options)
 
 /* kiln_chat_options owns copies of the strings set on it (a Python str's buffer would not outlive
  * the assignment): a set frees the previous copy, the destructor frees them all. Set them after
@@ -556,6 +557,18 @@ KILN_OPTIONS_SIZE(kiln_tokenizer_train_options)
 
 /* The training section's mappings (their own file: one job per file). */
 %include "kiln_train.i"
+
+/* kiln_nccl_id: the target languages cannot assign a C array member, so its bytes are read and
+ * written one at a time through these helpers (once per process: the cost does not matter). */
+%immutable kiln_nccl_id::bytes;
+%inline %{
+int kiln_bind_nccl_id_byte(const kiln_nccl_id *id, int k) {
+  return k >= 0 && k < KILN_NCCL_ID_BYTES ? id->bytes[k] : -1;
+}
+void kiln_bind_nccl_id_set_byte(kiln_nccl_id *id, int k, int value) {
+  if (k >= 0 && k < KILN_NCCL_ID_BYTES) id->bytes[k] = (unsigned char)value;
+}
+%}
 
 /* Go's and C#'s mappings (their own files, as the training section's). */
 #ifdef SWIGGO

@@ -667,6 +667,46 @@ KILN_API kiln_status kiln_trainer_set_progress(kiln_trainer *trainer, kiln_progr
  * directory is created if needed; files are replaced atomically. MTP heads are not exported. */
 KILN_API kiln_status kiln_trainer_export_hf(const kiln_trainer *trainer, const char *directory);
 
+/* ---- Data-parallel training: several processes, one GPU each, over NCCL ------------------------
+ * Recipe: one process creates a group id with kiln_nccl_id_create and hands its bytes to every
+ * process (MPI_Bcast, a file, an environment variable in hex, a Go channel...). Each process
+ * creates its runtime on its own GPU (kiln_runtime_options.device), loads the same model, creates
+ * its trainer with the same options (or loads the same checkpoint) and calls
+ * kiln_trainer_join_data_parallel with its rank before its first step. From then on every rank
+ * calls kiln_train_step (and kiln_eval_loss) together, each with its own batch of the same shape:
+ * the loss is normalised over all ranks' tokens (the global batch), the gradients are summed over
+ * the ranks (NCCL all-reduce) before clipping, and every rank applies the same update, so the
+ * weights stay identical and equal, up to floating-point summation order, to one process training
+ * on the concatenated batch. Residual dropout masks are drawn by global row, as one process would.
+ * The results every rank reports are the global ones. Any rank may save a checkpoint (the state is
+ * replicated): it resumes on any number of ranks. A step cancelled on one rank leaves the others
+ * waiting inside NCCL: cancel every rank. NCCL is loaded at first use (libnccl.so.2):
+ * KILN_ERR_UNSUPPORTED when it is missing, on a CPU runtime, or with Muon. Set
+ * NCCL_NVLS_ENABLE=0 where NVLink multicast must stay off. */
+#define KILN_NCCL_ID_BYTES 128
+typedef struct kiln_nccl_id {
+  unsigned char bytes[KILN_NCCL_ID_BYTES]; /* ncclUniqueId: opaque, copy it as it is             */
+} kiln_nccl_id;
+
+/* A new group id (ncclGetUniqueId; it names the calling host, so create it on rank 0's host). */
+KILN_API kiln_status kiln_nccl_id_create(kiln_runtime *runtime, kiln_nccl_id *out_id);
+
+typedef struct kiln_data_parallel_options {
+  size_t struct_size;
+  int32_t world_size;            /* processes in the group, >= 1; default 1                     */
+  int32_t rank;                  /* this process, 0 .. world_size - 1; default 0                */
+  kiln_nccl_id id;               /* from kiln_nccl_id_create, the same bytes on every rank      */
+} kiln_data_parallel_options;
+
+KILN_API kiln_status kiln_data_parallel_options_default(kiln_data_parallel_options *options,
+                                                        size_t struct_size);
+/* Joins the group; blocks until every rank has joined. Once per trainer; every rank must hold the
+ * same weights and optimizer state when it joins (the same model and options, or the same
+ * checkpoint). world_size 1 is a group of one (the same code path, for tests and uniform launch
+ * scripts). KILN_ERR_INVALID_ARGUMENT for a bad size or rank, or a trainer already in a group. */
+KILN_API kiln_status kiln_trainer_join_data_parallel(kiln_trainer *trainer,
+                                                     const kiln_data_parallel_options *options);
+
 /* ============================================================================================= */
 /* Standalone tokenizer: a tokenizer.json without a model                                        */
 /* ============================================================================================= */

@@ -187,6 +187,30 @@ func TestResidualDropoutReachesKiln(t *testing.T) {
 	f.trainer(t, func(o *TrainerOptions) { o.ResidualDropout = 0.2 })
 }
 
+func TestDataParallelReachesKiln(t *testing.T) {
+	// A CPU runtime has no NCCL group ids and its trainer cannot join a group; a bad rank is named
+	// first, and the trainer keeps working after the refusals.
+	f := newTrainFixture(t)
+	if _, err := f.rt.NcclID(); err == nil || !strings.Contains(err.Error(), "CUDA runtime") {
+		t.Errorf("NcclID on a CPU runtime: got %v, want an error naming the CUDA runtime", err)
+	}
+	tr := f.trainer(t, nil)
+	if err := tr.JoinDataParallel(2, 5, make([]byte, NcclIDBytes)); err == nil ||
+		!strings.Contains(err.Error(), "world_size 2 and rank 5") {
+		t.Errorf("rank 5 of 2: got %v", err)
+	}
+	if err := tr.JoinDataParallel(1, 0, make([]byte, NcclIDBytes)); err == nil ||
+		!strings.Contains(err.Error(), "CUDA trainer") {
+		t.Errorf("join on the CPU: got %v", err)
+	}
+	if err := tr.JoinDataParallel(1, 0, []byte{1, 2}); err == nil {
+		t.Error("a 2-byte id was accepted")
+	}
+	if _, err := tr.Step(context.Background(), f.batch); err != nil {
+		t.Errorf("the trainer no longer trains: %v", err)
+	}
+}
+
 func TestNewTrainerOnAClosedModelFails(t *testing.T) {
 	rt, m := fixture(t)
 	_ = rt

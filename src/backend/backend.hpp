@@ -4,6 +4,7 @@
 // CPU now; CUDA implements the same interface.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -25,6 +26,9 @@ struct TrainState;
 // Progress reporting during load: fraction in [0,1] and a stage label. Returns false to cancel (the
 // loader then throws KILN_ERR_CANCELLED after freeing what it took).
 using ProgressFn = std::function<bool(float fraction, const char* stage)>;
+
+// The id of a data-parallel group (an ncclUniqueId's bytes; kiln_nccl_id).
+using DataParallelId = std::array<uint8_t, 128>;
 
 // Per-session mutable state owned by a backend (KV cache, scratch buffers).
 class SessionState {
@@ -80,6 +84,10 @@ class Backend {
   // bytes) or KILN_ERR_UNSUPPORTED (an option the device engine lacks).
   virtual std::unique_ptr<train::TrainEngine> create_train_engine(
       const train::TrainState& state) const;
+
+  // A new data-parallel group id (kiln_nccl_id_create). KILN_ERR_UNSUPPORTED unless the backend
+  // trains data-parallel (CUDA with NCCL).
+  virtual DataParallelId create_data_parallel_id() const;
 };
 
 // n_threads <= 0: one per core.

@@ -16,6 +16,7 @@
 #include <span>
 #include <vector>
 
+#include "backend/backend.hpp"
 #include "model/config.hpp"
 #include "train/optimizer/optimizer.hpp"
 #include "train/param_layout.hpp"
@@ -64,6 +65,14 @@ class TrainEngine {
   // Host mirror <-> engine (no-ops for the CPU engine, whose state IS the host state).
   virtual void download_state() = 0;
   virtual void upload_state() = 0;
+  // Data-parallel training (kiln_trainer_join_data_parallel): joins the group of `world_size`
+  // processes as `rank` (blocking until all joined). Engines that cannot throw
+  // KILN_ERR_UNSUPPORTED (the default).
+  virtual void join_data_parallel(const DataParallelId& id, int world_size, int rank);
+  // Sums host values (loss normalisers and sums) over the group; nothing outside a group.
+  virtual void all_reduce_host(std::span<double> values) { (void)values; }
+  // Sums the accumulated gradients over the group (before clipping); nothing outside a group.
+  virtual void all_reduce_grads() {}
 };
 
 // The CPU engine (src/train/cpu_engine.cpp).

@@ -134,15 +134,19 @@ class EngineTrainer final : public Trainer {
     const int32_t accum = options_.grad_accum_steps;
     const auto micro = split(batch, accum, "grad_accum_steps");
     engine_->reserve(batch.rows / accum, batch.cols);
-    const std::vector<double> normalisers = weight_totals(micro, batch.cols);
+    std::vector<double> normalisers = weight_totals(micro, batch.cols);
+    engine_->all_reduce_host(normalisers);  // the global batch's totals in a data-parallel group
 
     engine_->zero_grads();
     std::vector<train::HeadLoss> total(static_cast<size_t>(n_heads()));
     for (size_t m = 0; m < micro.size(); ++m) {
       report(static_cast<float>(m) / static_cast<float>(micro.size()), "forward");
       // Masks keyed by the seed and the step (both in checkpoints), indexed over the whole batch.
+      // In a data-parallel group the rows are those of the global batch (this rank's are after
+      // the lower ranks'), so the masks are the ones a single process would draw.
       const train::Dropout dropout{options_.residual_dropout, options_.seed, step_,
-                                   static_cast<int64_t>(m) * (batch.rows / accum)};
+                                   static_cast<int64_t>(dp_rank_) * batch.rows +
+                                       static_cast<int64_t>(m) * (batch.rows / accum)};
       auto losses = run_cancellable([&] {
         return engine_->forward_backward(micro[m], normalisers, options_.mtp_weights, dropout,
                                          &cancel_);
@@ -151,6 +155,8 @@ class EngineTrainer final : public Trainer {
     }
     report(1.0f, "optimizer");
     throw_if_cancelled();
+    engine_->all_reduce_grads();
+    all_reduce_totals(total);
     const double norm = engine_->clip_grads(options_.clip_norm);
     if (!std::isfinite(norm)) {
       fail(KILN_ERR_OUT_OF_RANGE,
@@ -181,6 +187,7 @@ class EngineTrainer final : public Trainer {
       add(total, run_cancellable([&] { return engine_->forward_loss(m, &cancel_); }));
     }
     (void)normalisers;
+    all_reduce_totals(total);
     StepResult r = summarise(total, batch);
     r.learning_rate = options_.optimizer.lr * lr_multiplier(options_.schedule, step_);
     r.step = step_;
@@ -344,6 +351,38 @@ class EngineTrainer final : public Trainer {
     }
   }
 
+  void join_data_parallel(const DataParallelId& id, int32_t world_size, int32_t rank) override {
+    if (dp_world_ > 0) {
+      fail(KILN_ERR_INVALID_ARGUMENT, "the trainer is already in a data-parallel group (rank " +
+                                          std::to_string(dp_rank_) + " of " +
+                                          std::to_string(dp_world_) + ")");
+    }
+    if (world_size < 1 || rank < 0 || rank >= world_size) {
+      fail(KILN_ERR_INVALID_ARGUMENT, "data-parallel world_size " + std::to_string(world_size) +
+                                          " and rank " + std::to_string(rank) +
+                                          ": expected world_size >= 1 and 0 <= rank < world_size");
+    }
+    engine_->join_data_parallel(id, world_size, rank);
+    dp_world_ = world_size;
+    dp_rank_ = rank;
+  }
+
+  // Loss sums, weight sums and token counts of every head, summed over a data-parallel group (the
+  // token counts are exact in doubles up to 2^53).
+  void all_reduce_totals(std::vector<train::HeadLoss>& total) {
+    if (dp_world_ == 0) return;
+    std::vector<double> flat;
+    for (const auto& h : total) {
+      flat.insert(flat.end(), {h.loss_sum, h.weight_sum, static_cast<double>(h.tokens)});
+    }
+    engine_->all_reduce_host(flat);
+    for (size_t h = 0; h < total.size(); ++h) {
+      total[h].loss_sum = flat[3 * h];
+      total[h].weight_sum = flat[3 * h + 1];
+      total[h].tokens = static_cast<int64_t>(flat[3 * h + 2]);
+    }
+  }
+
   static void add(std::vector<train::HeadLoss>& total, const std::vector<train::HeadLoss>& part) {
     for (size_t h = 0; h < total.size() && h < part.size(); ++h) {
       total[h].loss_sum += part[h].loss_sum;
@@ -416,6 +455,7 @@ class EngineTrainer final : public Trainer {
   std::unique_ptr<train::TrainEngine> engine_;  // last: built over the members above
   int64_t step_ = 0;
   std::vector<uint64_t> rng_state_;
+  int32_t dp_world_ = 0, dp_rank_ = 0;  // data-parallel group: 0 = not in one
   std::vector<uint8_t> data_state_;
   ProgressFn progress_;
 };

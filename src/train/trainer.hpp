@@ -85,6 +85,10 @@ class Trainer {
   virtual void set_data_state(std::span<const uint8_t> bytes) = 0;
   virtual const std::vector<uint8_t>& data_state() const = 0;
   virtual void set_progress(ProgressFn progress) = 0;
+  // Joins a data-parallel group (kiln_trainer_join_data_parallel: the semantics are in kiln.h).
+  // Throws KILN_ERR_INVALID_ARGUMENT (sizes, already joined), KILN_ERR_UNSUPPORTED (CPU engine,
+  // no NCCL), KILN_ERR_BACKEND (NCCL errors).
+  virtual void join_data_parallel(const DataParallelId& id, int32_t world_size, int32_t rank) = 0;
   void cancel() { cancel_.store(true); }
 
   // Entered by every call on the trainer; throws KILN_ERR_BUSY when another thread is inside.

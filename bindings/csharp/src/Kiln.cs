@@ -125,6 +125,19 @@ namespace Kiln
             }
         }
 
+        /// <summary>A new data-parallel group id (kiln_nccl_id_create): opaque bytes to hand to every
+        /// rank's <see cref="Trainer.JoinDataParallel"/>. Needs a CUDA runtime and NCCL.</summary>
+        public byte[] NcclId()
+        {
+            using (var id = new kiln_nccl_id())
+            {
+                KilnException.Check(kiln_c.kiln_nccl_id_create(Handle, id));
+                var bytes = new byte[kiln_c.KILN_NCCL_ID_BYTES];
+                for (int k = 0; k < bytes.Length; ++k) bytes[k] = (byte)kiln_c.kiln_bind_nccl_id_byte(id, k);
+                return bytes;
+            }
+        }
+
         /// <summary>Loads a Hugging Face model directory; progress(fraction, stage) returning true cancels;
         /// precision: see <see cref="Precision"/>.</summary>
         public Model LoadModel(string path, Func<float, string, bool> progress = null,

@@ -175,6 +175,24 @@ static class TrainingTests
         }
     }
 
+    static void DataParallelReachesKiln()
+    {
+        // A CPU runtime has no NCCL group ids and its trainer cannot join a group; a bad rank is
+        // named first, and the trainer keeps working after the refusals.
+        using (var rt = Cpu())
+        using (var t = NewTrainer(rt))
+        {
+            var e = Throws<KilnException>(() => rt.NcclId());
+            Check(e.Status == Status.Unsupported && e.KilnMessage.Contains("CUDA runtime"), "NcclId on CPU: " + e.Message);
+            e = Throws<KilnException>(() => t.JoinDataParallel(2, 5, new byte[128]));
+            Check(e.Status == Status.InvalidArgument && e.KilnMessage.Contains("world_size 2 and rank 5"), "rank 5 of 2: " + e.Message);
+            e = Throws<KilnException>(() => t.JoinDataParallel(1, 0, new byte[128]));
+            Check(e.Status == Status.Unsupported && e.KilnMessage.Contains("CUDA trainer"), "join on CPU: " + e.Message);
+            Throws<ArgumentException>(() => t.JoinDataParallel(1, 0, new byte[3]));
+            Check(!double.IsNaN(t.Step(Inputs, Targets, B, T).Loss), "the trainer no longer trains");
+        }
+    }
+
     static void ProgressCallbackCancels()
     {
         using (var rt = Cpu())
@@ -308,7 +326,7 @@ static class TrainingTests
             { "AllZeroMaskIsInvalidArgument", AllZeroMaskIsInvalidArgument },
             { "ProgressCallbackCancels", ProgressCallbackCancels }, { "ForwardSizes", ForwardSizes },
             { "ParamGroupsFreezeAndTrainRoles", ParamGroupsFreezeAndTrainRoles },
-            { "SnapshotAndExport", SnapshotAndExport },
+            { "SnapshotAndExport", SnapshotAndExport }, { "DataParallelReachesKiln", DataParallelReachesKiln },
         };
     }
 }

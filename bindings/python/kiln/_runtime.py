@@ -113,6 +113,13 @@ class Runtime:
         check(c.kiln_runtime_get_info(self.handle, info))
         return RuntimeInfo(Backend(info.backend), info.n_threads, info.device_name)
 
+    def nccl_id(self) -> bytes:
+        """A new data-parallel group id (``kiln_nccl_id_create``): 128 opaque bytes to hand to every
+        rank's ``Trainer.join_data_parallel``. Needs a CUDA runtime and NCCL."""
+        nid = c.kiln_nccl_id()
+        check(c.kiln_nccl_id_create(self.handle, nid))
+        return bytes(c.kiln_bind_nccl_id_byte(nid, k) for k in range(c.KILN_NCCL_ID_BYTES))
+
     def load_model(
         self,
         path: Union[str, "os.PathLike[str]"],

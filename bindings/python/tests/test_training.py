@@ -187,6 +187,20 @@ class TrainingTest(unittest.TestCase):
         step = trainer.step(self.inputs, self.targets)
         self.assertNotEqual(step.loss, before)  # a train step's loss is the thinned model's
 
+    def test_data_parallel_reaches_kiln(self):
+        # A CPU runtime has no NCCL group ids, and its trainer cannot join a group; a bad rank is
+        # named before that, and the trainer keeps working after the refusals.
+        with self.assertRaisesRegex(kiln.UnsupportedError, "CUDA runtime"):
+            self.runtime.nccl_id()
+        trainer = self.trainer()
+        with self.assertRaisesRegex(kiln.InvalidArgumentError, "world_size 2 and rank 5"):
+            trainer.join_data_parallel(2, 5, bytes(128))
+        with self.assertRaisesRegex(kiln.UnsupportedError, "CUDA trainer"):
+            trainer.join_data_parallel(1, 0, bytes(range(128)))
+        with self.assertRaises(ValueError):
+            trainer.join_data_parallel(1, 0, b"short")
+        self.assertTrue(math.isfinite(trainer.step(self.inputs, self.targets).loss))
+
     def test_a_fresh_model_has_the_configured_shape_and_tokenizer(self):
         model = self.fresh_model()
         info = model.info

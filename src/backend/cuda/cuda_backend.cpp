@@ -9,6 +9,7 @@
 #include "backend/backend.hpp"
 #include "backend/cuda/cuda_transformer.hpp"
 #include "backend/cuda/device_memory.hpp"
+#include "backend/cuda/nccl_comm.hpp"
 #include "backend/cuda/train/cuda_engine.hpp"
 #include "backend/cuda_structure.hpp"
 #include "core/error.hpp"
@@ -79,6 +80,8 @@ class CudaBackend final : public Backend {
       const train::TrainState& state) const override {
     return cuda::train::make_cuda_engine(state, allocator_);
   }
+
+  DataParallelId create_data_parallel_id() const override { return cuda::NcclComm::create_id(); }
 
  private:
   std::shared_ptr<cuda::DeviceAllocator> allocator_;

@@ -2,6 +2,7 @@
 
 pub const KILN_ABI_VERSION: u32 = 1;
 pub const KILN_MAX_MTP_HEADS: u32 = 8;
+pub const KILN_NCCL_ID_BYTES: u32 = 128;
 pub const KILN_TOKENIZER_DEFAULT_PATTERN : & [u8 ; 116usize] = b"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+\0" ;
 pub type __uint8_t = ::std::os::raw::c_uchar;
 pub type __int32_t = ::std::os::raw::c_int;
@@ -3116,6 +3117,148 @@ extern "C" {
     pub fn kiln_trainer_export_hf(
         trainer: *const kiln_trainer,
         directory: *const ::std::os::raw::c_char,
+    ) -> kiln_status;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct kiln_nccl_id {
+    pub bytes: [::std::os::raw::c_uchar; 128usize],
+}
+#[test]
+fn bindgen_test_layout_kiln_nccl_id() {
+    assert_eq!(
+        ::std::mem::size_of::<kiln_nccl_id>(),
+        128usize,
+        concat!("Size of: ", stringify!(kiln_nccl_id))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<kiln_nccl_id>(),
+        1usize,
+        concat!("Alignment of ", stringify!(kiln_nccl_id))
+    );
+    fn test_field_bytes() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_nccl_id>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).bytes) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_nccl_id),
+                "::",
+                stringify!(bytes)
+            )
+        );
+    }
+    test_field_bytes();
+}
+extern "C" {
+    pub fn kiln_nccl_id_create(
+        runtime: *mut kiln_runtime,
+        out_id: *mut kiln_nccl_id,
+    ) -> kiln_status;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct kiln_data_parallel_options {
+    pub struct_size: usize,
+    pub world_size: i32,
+    pub rank: i32,
+    pub id: kiln_nccl_id,
+}
+#[test]
+fn bindgen_test_layout_kiln_data_parallel_options() {
+    assert_eq!(
+        ::std::mem::size_of::<kiln_data_parallel_options>(),
+        144usize,
+        concat!("Size of: ", stringify!(kiln_data_parallel_options))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<kiln_data_parallel_options>(),
+        8usize,
+        concat!("Alignment of ", stringify!(kiln_data_parallel_options))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_data_parallel_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_data_parallel_options),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_world_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_data_parallel_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).world_size) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_data_parallel_options),
+                "::",
+                stringify!(world_size)
+            )
+        );
+    }
+    test_field_world_size();
+    fn test_field_rank() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_data_parallel_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).rank) as usize - ptr as usize
+            },
+            12usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_data_parallel_options),
+                "::",
+                stringify!(rank)
+            )
+        );
+    }
+    test_field_rank();
+    fn test_field_id() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_data_parallel_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).id) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_data_parallel_options),
+                "::",
+                stringify!(id)
+            )
+        );
+    }
+    test_field_id();
+}
+extern "C" {
+    pub fn kiln_data_parallel_options_default(
+        options: *mut kiln_data_parallel_options,
+        struct_size: usize,
+    ) -> kiln_status;
+}
+extern "C" {
+    pub fn kiln_trainer_join_data_parallel(
+        trainer: *mut kiln_trainer,
+        options: *const kiln_data_parallel_options,
     ) -> kiln_status;
 }
 #[repr(C)]

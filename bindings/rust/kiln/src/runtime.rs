@@ -167,6 +167,16 @@ impl Runtime {
         })
     }
 
+    /// A new data-parallel group id (`kiln_nccl_id_create`): opaque bytes to hand to every rank's
+    /// [`crate::Trainer::join_data_parallel`]. Needs a CUDA runtime and NCCL.
+    pub fn nccl_id(&self) -> Result<[u8; sys::KILN_NCCL_ID_BYTES as usize]> {
+        let mut id = sys::kiln_nccl_id {
+            bytes: [0; sys::KILN_NCCL_ID_BYTES as usize],
+        };
+        check(unsafe { sys::kiln_nccl_id_create(self.handle.raw, &mut id) })?;
+        Ok(id.bytes)
+    }
+
     pub fn info(&self) -> Result<RuntimeInfo> {
         // SAFETY: zeroed then struct_size set, as kiln.h asks.
         let mut info: sys::kiln_runtime_info = unsafe { std::mem::zeroed() };

@@ -702,6 +702,26 @@ impl Trainer {
         let cdir = c_path(directory.as_ref(), "export directory")?;
         check(unsafe { sys::kiln_trainer_export_hf(self.raw(), cdir.as_ptr()) })
     }
+
+    /// Joins a data-parallel group (`kiln_trainer_join_data_parallel`; kiln.h has the semantics):
+    /// every rank calls it with the same id (from [`Runtime::nccl_id`] on one rank) and
+    /// `world_size` and its own `rank`; blocks until all have joined.
+    pub fn join_data_parallel(
+        &mut self,
+        world_size: i32,
+        rank: i32,
+        id: &[u8; sys::KILN_NCCL_ID_BYTES as usize],
+    ) -> Result<()> {
+        // SAFETY: zeroed then filled by kiln_data_parallel_options_default, as kiln.h asks.
+        let mut o: sys::kiln_data_parallel_options = unsafe { std::mem::zeroed() };
+        check(unsafe {
+            sys::kiln_data_parallel_options_default(&mut o, std::mem::size_of_val(&o))
+        })?;
+        o.world_size = world_size;
+        o.rank = rank;
+        o.id.bytes = *id;
+        check(unsafe { sys::kiln_trainer_join_data_parallel(self.raw(), &o) })
+    }
 }
 
 impl Drop for Trainer {

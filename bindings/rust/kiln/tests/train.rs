@@ -424,3 +424,22 @@ fn snapshot_and_export_run_the_trained_weights() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(rel_l2(&got, &want) < 1e-4);
 }
+
+#[test]
+fn data_parallel_reaches_kiln() {
+    // A CPU runtime has no NCCL group ids and its trainer cannot join a group; a bad rank is named
+    // first, and the trainer keeps working after the refusals.
+    let d = data();
+    let rt = runtime();
+    let e = rt.nccl_id().err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.message().contains("CUDA runtime"), "{}", e);
+    let mut t = d.trainer(&rt, |_| {});
+    let e = t.join_data_parallel(2, 5, &[0u8; 128]).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.message().contains("world_size 2 and rank 5"), "{}", e);
+    let e = t.join_data_parallel(1, 0, &[7u8; 128]).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.message().contains("CUDA trainer"), "{}", e);
+    assert!(t.step(&d.batch()).unwrap().loss.is_finite());
+}

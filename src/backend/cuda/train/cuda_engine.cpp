@@ -19,6 +19,7 @@
 
 #include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/cuda_handles.hpp"
+#include "backend/cuda/nccl_comm.hpp"
 #include "backend/cuda/train/lt_gemm.hpp"
 #include "backend/cuda/train_kernels.hpp"
 #include "core/error.hpp"
@@ -342,6 +343,38 @@ class CudaEngine final : public kiln::train::TrainEngine {
       to_bf16(values_.as<float>() + specs[i].offset, bf16_of_[i], specs[i].numel, stream_.get());
     }
     stream_.synchronize();
+  }
+
+  // ---- data parallel (kiln_trainer_join_data_parallel) ---------------------------------------
+
+  void join_data_parallel(const DataParallelId& id, int world_size, int rank) override {
+    use_device(device_);
+    stream_.synchronize();
+    // The host sums (a few per head) go through this small device buffer, allocated once here.
+    dp_sums_ = alloc_->allocate(kDataParallelSums * sizeof(double), "data-parallel loss sums");
+    comm_ = std::make_unique<NcclComm>(id, world_size, rank);
+  }
+
+  void all_reduce_host(std::span<double> values) override {
+    if (!comm_ || values.empty()) return;
+    if (values.size() > static_cast<size_t>(kDataParallelSums)) {
+      fail(KILN_ERR_INTERNAL, "data-parallel sums: " + n_str(static_cast<int64_t>(values.size())) +
+                                  " values, room for " + n_str(kDataParallelSums));
+    }
+    use_device(device_);
+    const size_t bytes = values.size() * sizeof(double);
+    KILN_CUDA_CHECK(cudaMemcpyAsync(dp_sums_.get(), values.data(), bytes, cudaMemcpyHostToDevice,
+                                    stream_.get()));
+    comm_->all_reduce_sum(dp_sums_.as<double>(), values.size(), stream_.get());
+    KILN_CUDA_CHECK(cudaMemcpyAsync(values.data(), dp_sums_.get(), bytes, cudaMemcpyDeviceToHost,
+                                    stream_.get()));
+    stream_.synchronize();
+  }
+
+  void all_reduce_grads() override {
+    if (!comm_) return;
+    use_device(device_);
+    comm_->all_reduce_sum(grads_.as<float>(), grads_.size() / sizeof(float), stream_.get());
   }
 
  private:
@@ -848,6 +881,10 @@ class CudaEngine final : public kiln::train::TrainEngine {
 
   int64_t cap_rows_ = 0, S_ = 0, chunk_rows_ = 1;
   kiln::train::Dropout drop_;  // the running forward_backward's; inactive otherwise
+  // Data-parallel group (null outside one) and its staging buffer for host sums: 3 per head.
+  static constexpr int64_t kDataParallelSums = 3 * (1 + KILN_MAX_MTP_HEADS);
+  std::unique_ptr<NcclComm> comm_;
+  DeviceBuffer dp_sums_;
   std::vector<BlockActs> acts_;
   std::vector<bf16*> head_y_;
   std::vector<float*> head_mean_, head_rstd_;

@@ -1,0 +1,130 @@
+#include "backend/cuda/nccl_comm.hpp"
+
+#include <dlfcn.h>
+
+#include <cstring>
+#include <string>
+
+#include "backend/cuda/cuda_check.hpp"
+#include "core/error.hpp"
+
+#if __has_include(<nccl.h>)
+#include <nccl.h>
+#define KILN_HAVE_NCCL_HEADER 1
+#endif
+
+namespace kiln::cuda {
+
+#ifdef KILN_HAVE_NCCL_HEADER
+
+static_assert(sizeof(ncclUniqueId) == kNcclIdBytes, "NCCL's unique id is 128 bytes");
+
+// The NCCL entry points kiln uses, resolved from the loaded library.
+struct NcclComm::Library {
+  void* handle = nullptr;
+  decltype(&ncclGetUniqueId) get_unique_id = nullptr;
+  decltype(&ncclCommInitRank) comm_init_rank = nullptr;
+  decltype(&ncclCommDestroy) comm_destroy = nullptr;
+  decltype(&ncclAllReduce) all_reduce = nullptr;
+  decltype(&ncclGetErrorString) error_string = nullptr;
+
+  Library() {
+    // The soname first (what an installed NCCL provides), then the development name.
+    for (const char* name : {"libnccl.so.2", "libnccl.so"}) {
+      handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      if (handle != nullptr) break;
+    }
+    if (handle == nullptr) {
+      const char* why = dlerror();
+      fail(
+          KILN_ERR_UNSUPPORTED,
+          std::string("data-parallel training needs NCCL, and libnccl.so.2 could not be loaded (") +
+              (why ? why : "not found") +
+              "): install NCCL or add its directory to LD_LIBRARY_PATH");
+    }
+    resolve(get_unique_id, "ncclGetUniqueId");
+    resolve(comm_init_rank, "ncclCommInitRank");
+    resolve(comm_destroy, "ncclCommDestroy");
+    resolve(all_reduce, "ncclAllReduce");
+    resolve(error_string, "ncclGetErrorString");
+  }
+  ~Library() {
+    if (handle != nullptr) dlclose(handle);
+  }
+  Library(const Library&) = delete;
+  Library& operator=(const Library&) = delete;
+
+  template <typename Fn>
+  void resolve(Fn& fn, const char* symbol) {
+    fn = reinterpret_cast<Fn>(dlsym(handle, symbol));
+    if (fn == nullptr) {
+      dlclose(handle);
+      handle = nullptr;
+      fail(KILN_ERR_UNSUPPORTED,
+           std::string("the loaded NCCL library has no ") + symbol + " (kiln needs NCCL 2.x)");
+    }
+  }
+
+  void check(ncclResult_t r, const char* call) const {
+    if (r != ncclSuccess) {
+      fail(KILN_ERR_BACKEND, std::string(call) + " failed: " + error_string(r));
+    }
+  }
+};
+
+NcclId NcclComm::create_id() {
+  const Library lib;
+  ncclUniqueId raw;
+  lib.check(lib.get_unique_id(&raw), "ncclGetUniqueId");
+  NcclId id;
+  std::memcpy(id.data(), &raw, kNcclIdBytes);
+  return id;
+}
+
+NcclComm::NcclComm(const NcclId& id, int world_size, int rank)
+    : lib_(std::make_unique<Library>()), world_size_(world_size), rank_(rank) {
+  ncclUniqueId raw;
+  std::memcpy(&raw, id.data(), kNcclIdBytes);
+  ncclComm_t comm = nullptr;
+  lib_->check(lib_->comm_init_rank(&comm, world_size, raw, rank), "ncclCommInitRank");
+  comm_ = comm;
+}
+
+NcclComm::~NcclComm() {
+  if (comm_ != nullptr) lib_->comm_destroy(static_cast<ncclComm_t>(comm_));
+}
+
+void NcclComm::all_reduce_sum(float* data, size_t count, cudaStream_t stream) {
+  lib_->check(lib_->all_reduce(data, data, count, ncclFloat32, ncclSum,
+                               static_cast<ncclComm_t>(comm_), stream),
+              "ncclAllReduce (float32 sum)");
+}
+
+void NcclComm::all_reduce_sum(double* data, size_t count, cudaStream_t stream) {
+  lib_->check(lib_->all_reduce(data, data, count, ncclFloat64, ncclSum,
+                               static_cast<ncclComm_t>(comm_), stream),
+              "ncclAllReduce (float64 sum)");
+}
+
+#else  // built without nccl.h
+
+struct NcclComm::Library {};
+
+namespace {
+[[noreturn]] void no_nccl() {
+  fail(KILN_ERR_UNSUPPORTED,
+       "this kiln was built without NCCL's header (nccl.h), so it cannot train data-parallel");
+}
+}  // namespace
+
+NcclId NcclComm::create_id() { no_nccl(); }
+NcclComm::NcclComm(const NcclId&, int world_size, int rank) : world_size_(world_size), rank_(rank) {
+  no_nccl();
+}
+NcclComm::~NcclComm() = default;
+void NcclComm::all_reduce_sum(float*, size_t, cudaStream_t) { no_nccl(); }
+void NcclComm::all_reduce_sum(double*, size_t, cudaStream_t) { no_nccl(); }
+
+#endif
+
+}  // namespace kiln::cuda
