@@ -50,8 +50,8 @@ enum class NormType { LayerNorm, RmsNorm };
 //          RmsNorm    y = x · rstd · w,              rstd = 1/sqrt(mean(x²) + eps).
 // w null = parameter-free (w = 1); b null = no bias. Writes y as BF16 (and as float32 into y_f32
 // when not null), mean (LayerNorm only; may be null for RmsNorm) and rstd [rows] for backward.
-void norm_forward(NormType type, const float* x, const float* w, const float* b, float eps,
-                  bf16* y, float* y_f32, float* mean, float* rstd, int64_t rows, int64_t dim,
+void norm_forward(NormType type, const float* x, const float* w, const float* b, float eps, bf16* y,
+                  float* y_f32, float* mean, float* rstd, int64_t rows, int64_t dim,
                   cudaStream_t stream);
 
 // Backward of norm_forward given dy (float32). dx: "+=" when accumulate, else "=" (float32);
@@ -60,9 +60,9 @@ void norm_forward(NormType type, const float* x, const float* w, const float* b,
 // partial sums for dw / db, reduced in a fixed order).
 size_t norm_backward_workspace_floats(int64_t rows, int64_t dim);
 void norm_backward(NormType type, const float* dy, const float* x, const float* w,
-                   const float* mean, const float* rstd, float* dx, bool accumulate,
-                   bf16* dx_bf16, float* dw, float* db, int64_t rows, int64_t dim,
-                   float* workspace, cudaStream_t stream);
+                   const float* mean, const float* rstd, float* dx, bool accumulate, bf16* dx_bf16,
+                   float* dw, float* db, int64_t rows, int64_t dim, float* workspace,
+                   cudaStream_t stream);
 
 // ---- kernels/train_activation.cu ----------------------------------------------------------------
 enum class Activation {
@@ -174,14 +174,14 @@ void to_bf16(const float* src, bf16* dst, int64_t n, cudaStream_t stream);
 // *result = Σ x[i]² over n floats, accumulated in double in a fixed order (the global gradient
 // norm). `workspace` holds sum_squares_workspace_doubles(n) doubles; result is device memory.
 size_t sum_squares_workspace_doubles(int64_t n);
-void sum_squares(const float* x, int64_t n, double* workspace, double* result,
-                 cudaStream_t stream);
+void sum_squares(const float* x, int64_t n, double* workspace, double* result, cudaStream_t stream);
 
 // ---- kernels/train_adamw.cu ---------------------------------------------------------------------
 // One AdamW update of n float32 parameters, torch.optim.AdamW's formula (decoupled decay):
 //   g = grad · grad_scale (the clipping factor, read from device memory so no host sync is needed)
 //   m = β1 m + (1-β1) g;  v = β2 v + (1-β2) g²;  p -= lr · wd · p
-//   p -= lr · (m / bias1) / (sqrt(v / bias2) + eps),  bias1 = 1-β1^t, bias2 = 1-β2^t (host-computed)
+//   p -= lr · (m / bias1) / (sqrt(v / bias2) + eps),  bias1 = 1-β1^t, bias2 = 1-β2^t
+//   (host-computed)
 // and p_bf16[i] = bf16(p) when p_bf16 is not null (the compute copy).
 struct AdamWStep {
   float lr, beta1, beta2, eps, weight_decay, bias1, bias2;
@@ -192,5 +192,23 @@ void adamw_update(float* p, bf16* p_bf16, const float* grad, float* m, float* v,
 // norm = sqrt(*sum_squares) also written to *norm (both device memory): torch's clip_grad_norm_.
 void clip_scale(const double* sum_squares, float max_norm, float* scale, double* norm,
                 cudaStream_t stream);
+
+// ---- kernels/train_muon.cu ----------------------------------------------------------------------
+// Muon's elementwise steps (train/optimizer/muon.hpp), float32; the Newton-Schulz matrix products
+// around them are cuBLAS (src/backend/cuda/train/muon_update.hpp).
+// muon_momentum: g = grad · *grad_scale (null: 1); buf = buf + (1 - momentum)(g - buf);
+//   u = nesterov ? g + momentum (buf - g) : buf  (n elements; buf "=" in place, u "=").
+void muon_momentum(const float* grad, const float* grad_scale, float* buf, float* u, int64_t n,
+                   float momentum, bool nesterov, cudaStream_t stream);
+// x = u · float(1 / (sqrt(*sum_squares) + 1e-7)) (sum_squares: device double, Σ u²); u is
+// [rows × cols]; x is [rows × cols], or [cols × rows] = (u · inv)ᵀ when transpose.
+void muon_normalise(const float* u, const double* sum_squares, float* x, int64_t rows, int64_t cols,
+                    bool transpose, cudaStream_t stream);
+// dst [cols × rows] = srcᵀ for src [rows × cols] (float32).
+void transpose(const float* src, float* dst, int64_t rows, int64_t cols, cudaStream_t stream);
+// p [rows × cols] = (decays ? p · decay : p) - alpha · X, X = x [rows × cols], or xᵀ for
+// x [cols × rows] when transposed; p_bf16 (nullable) = bf16(p), the compute copy.
+void muon_apply(float* p, bf16* p_bf16, const float* x, int64_t rows, int64_t cols, bool transposed,
+                float alpha, float decay, bool decays, cudaStream_t stream);
 
 }  // namespace kiln::cuda::train
