@@ -5,8 +5,8 @@
 // so the tolerances are BF16's: losses within 2e-2 relative (the figure), gradient norms
 // within 5e-2 relative (a BF16 gradient's per-element error is ~2⁻⁸ and the norm sums many of them
 // with partly cancelling signs), per-tensor gradients within 3e-2 relative L2. What must be exact
-// is exact: a resumed run is bit-identical, masked targets change nothing. Without a GPU every test
-// skips.
+// is exact: a resumed run is bit-identical, masked targets change nothing. Muon (g-j) follows the
+// CPU trainer's Muon within the same loss bound. Without a GPU every test skips.
 #include <gtest/gtest.h>
 
 #if defined(KILN_HAVE_CUDA)
@@ -610,6 +610,39 @@ TEST_F(CudaTrainer, MuonResumeIsBitIdentical) {
            "from the uninterrupted run's";
     fs::remove_all(tmp);
   }
+}
+
+// (j) A Muon checkpoint is the same file on both devices: saved after 3 steps on one, loaded on
+// the other, the next 3 steps follow the run that stayed within the BF16 bound (both directions).
+TEST_F(CudaTrainer, MuonCheckpointMovesBetweenDevices) {
+  const fs::path dir = family_dir("llama");
+  const auto curve = read_json(dir / "curve.json");
+  const auto steps = curve_steps(curve);
+  const int32_t B = curve.at("batch_size"), T = curve.at("seq_len");
+  auto gpu = runtime(KILN_BACKEND_CUDA);
+  auto cpu = runtime(KILN_BACKEND_CPU);
+  const fs::path tmp = fs::temp_directory_path() / "kiln_cuda_muon_move";
+  fs::create_directories(tmp);
+  for (const bool from_gpu : {true, false}) {
+    kiln_runtime* src = from_gpu ? gpu.get() : cpu.get();
+    kiln_runtime* dst = from_gpu ? cpu.get() : gpu.get();
+    auto model = load(src, dir);
+    ASSERT_TRUE(model);
+    auto stay = make_trainer(model.get(), muon_options(curve));
+    for (int i = 0; i < 3; ++i) step(stay.get(), B, T, steps[i]);
+    const std::string path = (tmp / "moved.ckpt").string();
+    KILN_ASSERT_OK(kiln_checkpoint_save(stay.get(), path.c_str()));
+    kiln_trainer* raw = nullptr;
+    KILN_ASSERT_OK(kiln_checkpoint_load(dst, path.c_str(), &raw));
+    TrainerPtr moved(raw);
+    for (int i = 3; i < 6; ++i) {
+      const double a = step(stay.get(), B, T, steps[i]).loss;
+      const double b = step(moved.get(), B, T, steps[i]).loss;
+      EXPECT_LE(rel(b, a), 2e-2) << (from_gpu ? "GPU -> CPU" : "CPU -> GPU") << " step " << i + 1
+                                 << ": moved " << b << ", stayed " << a;
+    }
+  }
+  fs::remove_all(tmp);
 }
 
 }  // namespace
