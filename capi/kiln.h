@@ -475,8 +475,9 @@ KILN_API kiln_status kiln_chat_render_tokens(const kiln_model *model, const kiln
  *   one. Its memory counts against the runtime's device_memory_limit (KILN_ERR_OUT_OF_MEMORY
  *   names the bytes). Every trainable family trains on CUDA, including those the CUDA backend
  *   cannot run sessions on (GPT-2, NanoChat: such a model loads on a CUDA runtime for training,
- *   and kiln_session_create on it gives KILN_ERR_UNSUPPORTED). Muon is CPU-only for now
- *   (KILN_ERR_UNSUPPORTED on a CUDA runtime). Checkpoints are the same file on both devices. */
+ *   and kiln_session_create on it gives KILN_ERR_UNSUPPORTED). Muon runs on both (its momentum
+ *   float32 on the device, its Newton-Schulz iteration float32 on either). Checkpoints are the
+ *   same file on both devices. */
 
 /* A fresh model from a Hugging Face style config.json text (architectures[0] must be one kiln
  * trains: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine, build-free: unpacks the CUDA build made by pack_cuda_build.sh and runs the
-# CUDA training checks — the training kernels' tests, the attention kernels' tests, the trainer's
-# tests (PyTorch curves and gradients, resume, masks, OOM, MTP) — then the attention peer
+# CUDA training checks — the training kernels' tests, Muon's (cuda_train_muon_test), the attention
+# kernels' tests, the trainer's tests (PyTorch curves and gradients, resume, masks, OOM, MTP,
+# Muon vs the CPU trainer) — then the attention peer
 # (torch SDPA at the same shapes, when tools/bench/attention_torch_peer.py exists) and the GPT-2
 # 124M training benchmark against PyTorch eager and torch.compile. Logs go to $OUT (or ./gpu-out);
 # a summary is printed at the end.
@@ -30,13 +31,13 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 if ldd "$pack"/bin/* | grep "not found"; then echo "missing libraries (above)"; fi
 
 status=0
-for t in cuda_train_kernels_test cuda_train_attention_test cuda_train_test; do
+for t in cuda_train_kernels_test cuda_train_muon_test cuda_train_attention_test cuda_train_test; do
   echo "=== $t"
   if [ ! -x "$pack/bin/$t" ]; then echo "$t is not in the pack"; status=1; continue; fi
   timeout 300 "$pack/bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1 || status=1
   # Failures first (with their messages), then the diagnostics lines the tests print.
   grep -E "^\[  FAILED|Failure|error|Expected|Which is|relative|vs PyTorch|vs CPU|GPU " "$out/$t.log" | head -60
-  grep -E "^\[ (parity|grads|oom|attention bench)|^\[  PASSED|^\[  SKIPPED" "$out/$t.log" | head -40
+  grep -E "^\[ (parity|grads|oom|attention bench|newton-schulz|muon)|^\[  PASSED|^\[  SKIPPED" "$out/$t.log" | head -40
   tail -3 "$out/$t.log"
 done
 
@@ -50,7 +51,7 @@ echo "=== training benchmark: GPT-2 124M, kiln vs PyTorch"
 OUT="$out" "$root/tools/bench/train_gpu_vs_torch.sh" "$pack/bin" 2>&1 | tee "$out/train_bench.log"
 
 echo "=== summary"
-for t in cuda_train_kernels_test cuda_train_attention_test cuda_train_test; do
+for t in cuda_train_kernels_test cuda_train_muon_test cuda_train_attention_test cuda_train_test; do
   printf '%-28s %s\n' "$t" "$(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.log" 2>/dev/null | tr '\n' ' ')"
 done
 exit $status

@@ -193,4 +193,22 @@ void adamw_update(float* p, bf16* p_bf16, const float* grad, float* m, float* v,
 void clip_scale(const double* sum_squares, float max_norm, float* scale, double* norm,
                 cudaStream_t stream);
 
+// ---- kernels/train_muon.cu ----------------------------------------------------------------------
+// Muon's elementwise steps (train/optimizer/muon.hpp), float32; the Newton-Schulz matrix products
+// around them are cuBLAS (src/backend/cuda/train/muon_update.hpp).
+// muon_momentum: g = grad · *grad_scale (null: 1); buf = buf + (1 - momentum)(g - buf);
+//   u = nesterov ? g + momentum (buf - g) : buf  (n elements; buf "=" in place, u "=").
+void muon_momentum(const float* grad, const float* grad_scale, float* buf, float* u, int64_t n,
+                   float momentum, bool nesterov, cudaStream_t stream);
+// x = u · float(1 / (sqrt(*sum_squares) + 1e-7)) (sum_squares: device double, Σ u²); u is
+// [rows × cols]; x is [rows × cols], or [cols × rows] = (u · inv)ᵀ when transpose.
+void muon_normalise(const float* u, const double* sum_squares, float* x, int64_t rows, int64_t cols,
+                    bool transpose, cudaStream_t stream);
+// dst [cols × rows] = srcᵀ for src [rows × cols] (float32).
+void transpose(const float* src, float* dst, int64_t rows, int64_t cols, cudaStream_t stream);
+// p [rows × cols] = (decays ? p · decay : p) - alpha · X, X = x [rows × cols], or xᵀ for
+// x [cols × rows] when transposed; p_bf16 (nullable) = bf16(p), the compute copy.
+void muon_apply(float* p, bf16* p_bf16, const float* x, int64_t rows, int64_t cols, bool transposed,
+                float alpha, float decay, bool decays, cudaStream_t stream);
+
 }  // namespace kiln::cuda::train

@@ -21,6 +21,7 @@
 #include "backend/cuda/cuda_handles.hpp"
 #include "backend/cuda/nccl_comm.hpp"
 #include "backend/cuda/train/lt_gemm.hpp"
+#include "backend/cuda/train/muon_update.hpp"
 #include "backend/cuda/train_kernels.hpp"
 #include "core/error.hpp"
 #include "train/dropout_mask.hpp"
@@ -85,11 +86,6 @@ class CudaEngine final : public kiln::train::TrainEngine {
         c_(state.config),
         alloc_(std::move(allocator)),
         device_((use_device(alloc_->device()), alloc_->device())) {
-    if (s_.options.optimizer.kind != OptimizerKind::AdamW) {
-      fail(KILN_ERR_UNSUPPORTED,
-           "Muon on the CUDA trainer is not implemented yet; use optimizer AdamW on a CUDA "
-           "runtime, or train with Muon on a CPU runtime");
-    }
     H_ = c_.hidden_size, V_ = c_.vocab_size, nh_ = c_.n_heads, nkv_ = c_.n_kv_heads,
     hd_ = c_.head_dim, I_ = c_.intermediate_size;
     qd_ = nh_ * hd_, kvd_ = nkv_ * hd_, qkv_ = qd_ + 2 * kvd_;
@@ -112,6 +108,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
     KILN_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, fbytes, stream_.get()));
     KILN_CUDA_CHECK(cudaMemsetAsync(adam_m_.get(), 0, fbytes, stream_.get()));
     KILN_CUDA_CHECK(cudaMemsetAsync(adam_v_.get(), 0, fbytes, stream_.get()));
+    if (s_.options.optimizer.kind == OptimizerKind::Muon) create_muon(fbytes);
     carve_weights();
     if (c_.positions == PositionKind::Rope) {
       const std::vector<float> inv = rope_inverse_frequencies(c_);
@@ -289,6 +286,19 @@ class CudaEngine final : public kiln::train::TrainEngine {
     const auto& specs = s_.layout.specs();
     for (size_t i = 0; i < specs.size(); ++i) {
       const ParamSpec& sp = specs[i];
+      if (uses_muon(o.kind, sp.role)) {
+        // Per ParamLayout tensor (q, k, v, gate, up separately, as the CPU optimizer does), on
+        // the float32 master; the BF16 pointer is that tensor's rows inside the fused copy.
+        MuonStep m;
+        m.lr = static_cast<double>(o.muon.lr) * lr_multiplier;
+        m.momentum = o.muon.momentum;
+        m.nesterov = o.muon.nesterov;
+        m.ns_steps = o.muon.ns_steps;
+        m.weight_decay = o.muon.weight_decay;
+        muon_->update(values_.as<float>() + sp.offset, bf16_of_[i], grads_.as<float>() + sp.offset,
+                      clip_scale_, muon_m_.as<float>() + sp.offset, sp.shape[0], sp.shape[1], m);
+        continue;
+      }
       AdamWStep st{};
       st.lr = static_cast<float>(static_cast<double>(o.lr_for(sp.role)) * lr_multiplier);
       st.beta1 = o.beta1, st.beta2 = o.beta2, st.eps = o.eps;
@@ -386,7 +396,26 @@ class CudaEngine final : public kiln::train::TrainEngine {
   float* moment(TensorKind kind) const {
     if (kind == TensorKind::AdamM) return adam_m_.as<float>();
     if (kind == TensorKind::AdamV) return adam_v_.as<float>();
+    if (kind == TensorKind::MuonMomentum && muon_m_.get() != nullptr) return muon_m_.as<float>();
     fail(KILN_ERR_INTERNAL, "the CUDA trainer holds no optimizer state of this kind");
+  }
+
+  // Muon mode: the momentum buffer (zero, in the ParamLayout like the Adam moments; upload_state
+  // fills it from a checkpoint) and the Newton-Schulz scratch, sized for the largest Muon-updated
+  // matrix so that no step allocates.
+  void create_muon(size_t fbytes) {
+    muon_m_ = alloc_->allocate(fbytes, "Muon momentum buffers");
+    KILN_CUDA_CHECK(cudaMemsetAsync(muon_m_.get(), 0, fbytes, stream_.get()));
+    int64_t max_numel = 1, max_short = 1;
+    for (const ParamSpec& sp : s_.layout.specs()) {
+      if (!uses_muon(s_.options.optimizer.kind, sp.role)) continue;
+      if (sp.shape.size() != 2) {  // the host Optimizer in s_ has refused this already
+        fail(KILN_ERR_INVALID_ARGUMENT, "Muon updates 2-D matrices; '" + sp.name + "' is not");
+      }
+      max_numel = std::max(max_numel, sp.numel);
+      max_short = std::max(max_short, std::min(sp.shape[0], sp.shape[1]));
+    }
+    muon_ = std::make_unique<MuonUpdater>(*alloc_, max_numel, max_short, stream_.get());
   }
 
   // The BF16 weight copies and the small persistent buffers; fills bf16_of_ (one pointer per
@@ -869,6 +898,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
   int64_t off_embed_ = -1, off_pos_ = -1, off_final_w_ = -1, off_final_b_ = -1, off_unembed_ = -1;
 
   DeviceBuffer values_, grads_, adam_m_, adam_v_, weights_bf16_, acts_buf_;
+  DeviceBuffer muon_m_;                // Muon mode only: the momentum of Muon-updated tensors
+  std::unique_ptr<MuonUpdater> muon_;  // Muon mode only
   PinnedBuffer pinned_;
   std::unique_ptr<LtGemm> gemm_;
   CublasHandle blas_{stream_.get()};  // only for the bias fallback in linear()
