@@ -206,8 +206,10 @@ __global__ __launch_bounds__(kThreads) void filter_draw_kernel(const uint32_t* k
         sh, m, prob, [target](double c) { return c >= target; }, &mass);
     if (hit >= 0) keep = hit + 1;
   } else {
-    first_reaching(
-        sh, m, prob, [](double) { return false; }, &mass);
+    // No prefix search needed: a plain block sum (one pass, no scan per chunk).
+    double mass_part = 0.0;
+    for (int32_t i = threadIdx.x; i < m; i += kThreads) mass_part += prob(i);
+    mass = block_sum_broadcast(sh, mass_part);
   }
 
   // The draw over the renormalised kept probabilities, in rank order.

@@ -68,7 +68,9 @@ class ModelExecutor {
   // (session/sampler.hpp) gives for the same logits, request and u. nullopt (the default: an
   // executor whose logits live in host memory anyway) means nothing ran and the caller should use
   // forward() and sample on the host. Throws KILN_ERR_INVALID_ARGUMENT, with sample_token's
-  // message, when temperature > 0 and every logit is NaN.
+  // message, when temperature > 0 and every logit is NaN (the forward pass has then completed:
+  // the ids are in the cache); after any other error the cache holds only positions before
+  // start_pos, as after forward().
   virtual std::optional<int32_t> forward_sample(SessionState& state, std::span<const int32_t> ids,
                                                 int32_t start_pos, const DeviceSampleRequest& req,
                                                 const std::atomic<bool>* cancel) const {
