@@ -170,7 +170,12 @@ std::optional<int32_t> Session::forward_sample_on_device(std::span<const int32_t
     return std::nullopt;
   }
   tokens_.insert(tokens_.end(), chunk.begin(), chunk.end());
-  throw_if_cancelled();
+  try {
+    throw_if_cancelled();
+  } catch (const Error&) {
+    rng_ = rng_before;  // a cancel after the forward stops the host path before its draw
+    throw;
+  }
   return id;
 }
 

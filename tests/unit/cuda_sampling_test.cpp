@@ -191,9 +191,10 @@ TEST_F(CudaSampling, DeviceIdsEqualHostSampler) {
   EXPECT_EQ(mismatches, 0u) << "first mismatch: " << first_mismatch;
 }
 
-// The inverse CDF's ends: u = 0 takes the first kept candidate, u just below 1 the last kept
-// (where the running sum may stay below u by rounding, the host takes the last kept too).
-TEST_F(CudaSampling, ExtremeDrawsMatchHost) {
+// Given draws, including the inverse CDF's ends (u = 0: the first kept candidate; u just below 1:
+// the last kept, also where the running sum stays below u by rounding), against the rule written
+// out independently in float64.
+TEST_F(CudaSampling, GivenDrawsMatchAFloat64Reference) {
   std::mt19937 rng(7);
   const size_t vocab = 1000;
   const std::vector<float> logits = make_logits(vocab, Pattern::TiesAndSpecials, rng);
@@ -204,8 +205,7 @@ TEST_F(CudaSampling, ExtremeDrawsMatchHost) {
       SamplingParams p;
       p.temperature = 1.0f;
       p.top_k = k;
-      std::vector<float> host_logits = logits;
-      // sample_token draws its own u: reproduce this u on the host through the kept set.
+      const std::vector<float>& host_logits = logits;  // temperature 1: scaling changes nothing
       d_logits.upload(logits);
       DeviceSampleRequest req;
       req.temperature = p.temperature;
@@ -214,9 +214,9 @@ TEST_F(CudaSampling, ExtremeDrawsMatchHost) {
       req.min_p = p.min_p;
       req.u = u;
       const int32_t device = sampler.sample(d_logits.get(), req, stream_->get());
-      // The host's draw written out from its documented rule over filter_candidates' output is
-      // what sample_token does; here the reference is the CPU ranking by hand: the candidates
-      // sorted by (logit desc, id asc) after scaling, top-k, softmax, min-p, top-p.
+      // sample_token cannot be given a u, so the reference here is the documented rule written
+      // out in float64: rank by (logit desc, id asc), top-k, softmax, min-p, top-p, then the
+      // first kept candidate whose cumulative renormalised probability exceeds u.
       std::vector<std::pair<float, int32_t>> c;
       for (size_t i = 0; i < vocab; ++i) {
         if (!std::isnan(host_logits[i])) c.push_back({host_logits[i], static_cast<int32_t>(i)});
@@ -247,18 +247,15 @@ TEST_F(CudaSampling, ExtremeDrawsMatchHost) {
           break;
         }
       }
-      int32_t expected = c[keep - 1].second;
-      if (u == 0.0) expected = c[0].second;
-      if (u == 0.5) {
-        double mass = 0;
-        for (size_t i = 0; i < keep; ++i) mass += w[i] / total;
-        double run = 0;
-        for (size_t i = 0; i < keep; ++i) {
-          run += (w[i] / total) / mass;
-          if (u < run) {
-            expected = c[i].second;
-            break;
-          }
+      double mass = 0;
+      for (size_t i = 0; i < keep; ++i) mass += w[i] / total;
+      int32_t expected = c[keep - 1].second;  // when the running sum stays below u
+      double run = 0;
+      for (size_t i = 0; i < keep; ++i) {
+        run += (w[i] / total) / mass;
+        if (u < run) {
+          expected = c[i].second;
+          break;
         }
       }
       EXPECT_EQ(device, expected) << "u " << u << " top_k " << k;
