@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -37,6 +38,20 @@ class SessionState {
   virtual int32_t context_length() const = 0;
 };
 
+// One token to draw from the last row's logits, for an executor that samples on its device
+// (ModelExecutor::forward_sample). The fields mean what SamplingParams' do (session/sampler.hpp);
+// the caller has already turned the penalty window into distinct ids in [0, vocab) with their
+// counts, and drawn `u` (uniform in [0, 1)) from the session's RNG when temperature > 0, so that
+// the RNG stream is the host sampler's.
+struct DeviceSampleRequest {
+  float temperature = 0.0f;  // <= 0: greedy (u unused)
+  int32_t top_k = 0;
+  float top_p = 1.0f, min_p = 0.0f;
+  float repetition_penalty = 1.0f, presence_penalty = 0.0f, frequency_penalty = 0.0f;
+  std::span<const int32_t> penalty_ids, penalty_counts;  // same length; ids distinct
+  double u = 0.0;
+};
+
 class ModelExecutor {
  public:
   virtual ~ModelExecutor() = default;
@@ -51,6 +66,21 @@ class ModelExecutor {
   virtual void forward(SessionState& state, std::span<const int32_t> ids, int32_t start_pos,
                        float* logits, bool all_positions,
                        const std::atomic<bool>* cancel) const = 0;
+
+  // forward() of `ids` followed by drawing one token from the last row's logits where they were
+  // computed, so that only the chosen id leaves the device; the result is the id sample_token()
+  // (session/sampler.hpp) gives for the same logits, request and u. nullopt (the default: an
+  // executor whose logits live in host memory anyway) means nothing ran and the caller should use
+  // forward() and sample on the host. Throws KILN_ERR_INVALID_ARGUMENT, with sample_token's
+  // message, when temperature > 0 and every logit is NaN (the forward pass has then completed:
+  // the ids are in the cache); after any other error the cache holds only positions before
+  // start_pos, as after forward().
+  virtual std::optional<int32_t> forward_sample(SessionState& state, std::span<const int32_t> ids,
+                                                int32_t start_pos, const DeviceSampleRequest& req,
+                                                const std::atomic<bool>* cancel) const {
+    (void)state, (void)ids, (void)start_pos, (void)req, (void)cancel;
+    return std::nullopt;
+  }
 
   virtual int64_t n_parameters() const = 0;
 };

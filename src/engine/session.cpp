@@ -118,6 +118,67 @@ int32_t Session::sample(std::span<float> logits, const SamplingParams& params) {
   return sample_token(logits, tokens_, params, rng_);
 }
 
+int32_t Session::forward_and_sample(std::span<const int32_t> ids, const SamplingParams& params,
+                                    std::span<float> logits) {
+  const size_t last_off = (ids.size() - 1) / kPrefillChunk * kPrefillChunk;
+  if (last_off > 0) forward_chunked(ids.first(last_off), nullptr);
+  const auto last = ids.subspan(last_off);
+  if (const auto id = forward_sample_on_device(last, params)) return *id;
+  forward_chunked(last, logits.data());
+  return sample(logits, params);
+}
+
+std::optional<int32_t> Session::forward_sample_on_device(std::span<const int32_t> chunk,
+                                                         const SamplingParams& params) {
+  // The host sampler sees the history with the chunk appended; so does the device's window.
+  const size_t before = tokens_.size();
+  tokens_.insert(tokens_.end(), chunk.begin(), chunk.end());
+  penalty_counts(tokens_, params, static_cast<size_t>(model_->config.vocab_size), penalty_ids_,
+                 penalty_counts_);
+  tokens_.resize(before);
+
+  DeviceSampleRequest req;
+  req.temperature = params.temperature;
+  req.top_k = params.top_k;
+  req.top_p = params.top_p;
+  req.min_p = params.min_p;
+  req.repetition_penalty = params.repetition_penalty;
+  req.presence_penalty = params.presence_penalty;
+  req.frequency_penalty = params.frequency_penalty;
+  req.penalty_ids = penalty_ids_;
+  req.penalty_counts = penalty_counts_;
+  // sample_token draws exactly once when temperature > 0, after the candidates are known to be
+  // non-empty; drawn here up front, and given back below wherever sample_token would not draw.
+  const Rng rng_before = rng_;
+  if (params.temperature > 0.0f) req.u = rng_.next_double();
+
+  std::optional<int32_t> id;
+  try {
+    id = model_->executor->forward_sample(*state_, chunk, n_past(), req, &cancel_);
+  } catch (const Error& e) {
+    rng_ = rng_before;
+    if (e.status() == KILN_ERR_CANCELLED) cancel_.store(false);
+    // All logits NaN: the forward pass itself completed (the chunk is in the cache), as when
+    // sample_token throws after forward_chunked on the host path.
+    if (e.status() == KILN_ERR_INVALID_ARGUMENT) {
+      tokens_.insert(tokens_.end(), chunk.begin(), chunk.end());
+    }
+    throw;
+  }
+  if (!id) {
+    rng_ = rng_before;
+    return std::nullopt;
+  }
+  tokens_.insert(tokens_.end(), chunk.begin(), chunk.end());
+  try {
+    throw_if_cancelled();
+  } catch (const Error&) {
+    rng_ = rng_before;  // a cancel after the forward stops the host path before its draw
+    throw;
+  }
+  return id;
+}
+
 GenerateStats Session::generate(std::span<const int32_t> prompt, const GenerateParams& params) {
   if (params.max_tokens < 0) {
     fail(KILN_ERR_INVALID_ARGUMENT, "kiln_generate_options.max_tokens is " +
@@ -135,15 +196,27 @@ GenerateStats Session::generate(std::span<const int32_t> prompt, const GenerateP
   const size_t vocab = static_cast<size_t>(model_->config.vocab_size);
   std::vector<float> logits(vocab);
 
+  // The next token is drawn together with the forward pass that produces its logits (on the
+  // device where the executor samples there), but only when the loop below will take it: the RNG
+  // then advances exactly as when sampling at the top of each iteration.
+  int32_t next = -1;
+  auto advance = [&](std::span<const int32_t> ids) {
+    if (stats.n_generated < params.max_tokens) {
+      next = forward_and_sample(ids, params.sampling, logits);
+    } else {
+      forward_chunked(ids, nullptr);
+    }
+  };
+
   auto t0 = Clock::now();
   if (prompt.empty()) {
     // Continue from the cache: recompute the last position's logits by re-running its token.
     // (The cache keeps K/V, not logits.) Pop it and feed it again.
     const int32_t last = tokens_.back();
     tokens_.pop_back();
-    forward_chunked(std::span<const int32_t>(&last, 1), logits.data());
+    advance(std::span<const int32_t>(&last, 1));
   } else {
-    forward_chunked(prompt, logits.data());
+    advance(prompt);
   }
   stats.prefill_seconds = seconds_since(t0);
 
@@ -162,7 +235,7 @@ GenerateStats Session::generate(std::span<const int32_t> prompt, const GenerateP
       stats.stop_reason = KILN_STOP_MAX_TOKENS;
       break;
     }
-    const int32_t id = sample(logits, params.sampling);
+    const int32_t id = next;
     if (params.output_ids && static_cast<size_t>(stats.n_generated) < params.output_ids_capacity) {
       params.output_ids[stats.n_generated] = id;
     }
@@ -188,7 +261,7 @@ GenerateStats Session::generate(std::span<const int32_t> prompt, const GenerateP
       stats.stop_reason = KILN_STOP_CONTEXT_FULL;
       break;
     }
-    forward_chunked(std::span<const int32_t>(&id, 1), logits.data());
+    advance(std::span<const int32_t>(&id, 1));
   }
   stats.decode_seconds = seconds_since(t0);
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -72,12 +73,23 @@ class Session {
   void throw_if_cancelled();
   void forward_chunked(std::span<const int32_t> ids, float* logits_last_row);
   void run_backend(std::span<const int32_t> chunk, float* logits, bool all_positions);
+  // Runs ids (non-empty) as forward_chunked does and draws the next token from the last row: on
+  // the device when the executor samples there (only the id comes back), else from `logits` on
+  // the host. Both give the same id and consume the RNG alike.
+  int32_t forward_and_sample(std::span<const int32_t> ids, const SamplingParams& params,
+                             std::span<float> logits);
+  // The device half of that for the last chunk; nullopt (nothing run) when the executor does not
+  // sample on its device.
+  std::optional<int32_t> forward_sample_on_device(std::span<const int32_t> chunk,
+                                                  const SamplingParams& params);
 
   std::shared_ptr<const Model> model_;
   std::unique_ptr<SessionState> state_;
   std::vector<int32_t> tokens_;
   uint64_t seed_;
   Rng rng_;
+  // The penalty window as (id, count) pairs for the device sampler; kept to reuse their storage.
+  std::vector<int32_t> penalty_ids_, penalty_counts_;
   std::atomic<bool> cancel_{false};
   mutable std::atomic<bool> busy_{false};
 };

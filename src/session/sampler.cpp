@@ -23,26 +23,18 @@ uint64_t splitmix64_next(uint64_t& x) {
 
 uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-// CTRL repetition penalty once per distinct id, then presence and frequency (llama.cpp order),
-// over the last penalty_last_n ids of history.
+// CTRL repetition penalty once per distinct id, then presence and frequency (llama.cpp order).
 void apply_penalties(std::span<float> logits, std::span<const int32_t> history,
                      const SamplingParams& p) {
-  const bool neutral =
-      p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f;
-  if (neutral || p.penalty_last_n == 0 || history.empty()) return;
-  size_t window = history.size();
-  if (p.penalty_last_n > 0) window = std::min(window, static_cast<size_t>(p.penalty_last_n));
-  std::unordered_map<int32_t, int32_t> counts;
-  for (int32_t id : history.last(window)) {
-    if (id >= 0 && static_cast<size_t>(id) < logits.size()) ++counts[id];
-  }
-  for (const auto& [id, count] : counts) {
-    float& l = logits[static_cast<size_t>(id)];
+  std::vector<int32_t> ids, counts;
+  penalty_counts(history, p, logits.size(), ids, counts);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    float& l = logits[static_cast<size_t>(ids[i])];
     if (p.repetition_penalty != 1.0f) {
       l = l > 0.0f ? l / p.repetition_penalty : l * p.repetition_penalty;
     }
     l -= p.presence_penalty;
-    l -= p.frequency_penalty * static_cast<float>(count);
+    l -= p.frequency_penalty * static_cast<float>(counts[i]);
   }
 }
 
@@ -55,6 +47,27 @@ int32_t argmax_lowest_id(std::span<const float> logits) {
 }
 
 }  // namespace
+
+void penalty_counts(std::span<const int32_t> history, const SamplingParams& p, size_t vocab,
+                    std::vector<int32_t>& ids, std::vector<int32_t>& counts) {
+  ids.clear();
+  counts.clear();
+  const bool neutral =
+      p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f;
+  if (neutral || p.penalty_last_n == 0 || history.empty()) return;
+  size_t window = history.size();
+  if (p.penalty_last_n > 0) window = std::min(window, static_cast<size_t>(p.penalty_last_n));
+  std::unordered_map<int32_t, int32_t> seen;
+  for (int32_t id : history.last(window)) {
+    if (id >= 0 && static_cast<size_t>(id) < vocab) ++seen[id];
+  }
+  ids.reserve(seen.size());
+  counts.reserve(seen.size());
+  for (const auto& [id, count] : seen) {
+    ids.push_back(id);
+    counts.push_back(count);
+  }
+}
 
 Rng::Rng(uint64_t seed) { this->seed(seed); }
 

@@ -9,10 +9,10 @@
 namespace kiln {
 
 struct SamplingParams {
-  float temperature = 0.8f;  // <= 0 → greedy
-  int32_t top_k = 40;        // <= 0 → off
-  float top_p = 0.95f;       // >= 1 → off
-  float min_p = 0.05f;       // <= 0 → off
+  float temperature = 0.8f;         // <= 0 → greedy
+  int32_t top_k = 40;               // <= 0 → off
+  float top_p = 0.95f;              // >= 1 → off
+  float min_p = 0.05f;              // <= 0 → off
   float repetition_penalty = 1.0f;  // CTRL: logit > 0 ? logit / p : logit * p, once per distinct id
   float presence_penalty = 0.0f;    // logit -= presence if id occurred
   float frequency_penalty = 0.0f;   // logit -= frequency * count
@@ -30,6 +30,14 @@ class Rng {
  private:
   uint64_t s_[4];
 };
+
+// The penalty window's distinct in-vocabulary ids (ids outside [0, vocab) are ignored) and how
+// often each occurs in it: the last penalty_last_n ids of history (all of it when penalty_last_n <
+// 0). Both vectors are cleared first; they stay empty when the penalties are neutral (nothing to
+// do). Order unspecified (each id is penalised once, so order does not matter). Shared by the CPU
+// sampler and the device samplers, which apply the same per-id rule.
+void penalty_counts(std::span<const int32_t> history, const SamplingParams& params, size_t vocab,
+                    std::vector<int32_t>& ids, std::vector<int32_t>& counts);
 
 // Applies penalties (using the last penalty_last_n ids of history) and samples. `logits` is
 // modified in place (penalties, temperature). Ties in greedy pick the lowest id.

@@ -158,6 +158,34 @@ TEST(SamplerPenalties, WindowAllAndNone) {
   EXPECT_EQ(none, original);
 }
 
+// The (id, count) pairs the device samplers are given: the window's distinct in-range ids, counted
+// by hand here; nothing when the penalties are neutral or the window is empty.
+TEST(SamplerPenalties, CountsAreTheWindowsDistinctInRangeIds) {
+  const std::vector<int32_t> history = {9, 4, -1, 4, 7, 12, 4, 0, 7};  // vocab 10: -1, 12 ignored
+  SamplingParams p = greedy_params();
+  p.frequency_penalty = 0.5f;
+  std::vector<int32_t> ids = {99}, counts = {99};  // cleared first
+  auto as_map = [&] {
+    std::map<int32_t, int32_t> m;
+    EXPECT_EQ(ids.size(), counts.size());
+    for (size_t i = 0; i < ids.size(); ++i) EXPECT_TRUE(m.emplace(ids[i], counts[i]).second);
+    return m;
+  };
+  p.penalty_last_n = 6;  // 4, 7, 12, 4, 0, 7
+  penalty_counts(history, p, 10, ids, counts);
+  EXPECT_EQ(as_map(), (std::map<int32_t, int32_t>{{0, 1}, {4, 2}, {7, 2}}));
+  p.penalty_last_n = -1;  // all
+  penalty_counts(history, p, 10, ids, counts);
+  EXPECT_EQ(as_map(), (std::map<int32_t, int32_t>{{0, 1}, {4, 3}, {7, 2}, {9, 1}}));
+  p.penalty_last_n = 0;  // off
+  penalty_counts(history, p, 10, ids, counts);
+  EXPECT_TRUE(ids.empty() && counts.empty());
+  p.penalty_last_n = 64;
+  p.frequency_penalty = 0.0f;  // neutral
+  penalty_counts(history, p, 10, ids, counts);
+  EXPECT_TRUE(ids.empty() && counts.empty());
+}
+
 TEST(SamplerPenalties, RepetitionPenaltyCanChangeTheGreedyChoice) {
   std::vector<float> logits = {2.0f, 1.9f};
   SamplingParams p = greedy_params();

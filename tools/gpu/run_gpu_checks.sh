@@ -30,10 +30,11 @@ if ldd "$pack"/bin/* | grep "not found"; then echo "missing libraries (above)"; 
 
 status=0
 for t in cuda_kernels_test cuda_attention_prefill_test cuda_model_test cuda_hf_parity_test \
-    cuda_quant_test cuda_quant_model_test cuda_gguf_test; do
+    cuda_quant_test cuda_quant_model_test cuda_gguf_test cuda_sampling_test \
+    cuda_device_sampling_test; do
   echo "=== $t"
   "$pack/bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1 || status=1
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[ parity|^\[ (gguf|quant)|^\[  FAILED|^\[prefill attention|^  tokens" \
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |differ between device|^device sampler|^\[ parity|^\[ (gguf|quant)|^\[  FAILED|^\[prefill attention|^  tokens" \
     "$out/$t.log" | head -40
 done
 echo "=== compute-sanitizer memcheck: cuda_kernels_test"
@@ -51,6 +52,13 @@ timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 \
   "$pack/bin/cuda_attention_prefill_test" --gtest_filter='*EveryBlockSize*' > "$out/racecheck_prefill.log" 2>&1
 echo "racecheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/racecheck_prefill.log") clean summaries)"
 tail -2 "$out/racecheck_prefill.log"
+
+echo "=== compute-sanitizer memcheck + racecheck: cuda_sampling_test (the small cases)"
+for tool in memcheck racecheck; do
+  timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 "$pack/bin/cuda_sampling_test" \
+    --gtest_filter='*GivenDraws*:*AllNaN*' > "$out/${tool}_sampling.log" 2>&1
+  echo "$tool exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/${tool}_sampling.log") clean summaries)"
+done
 
 echo "=== benchmark: Qwen2.5-0.5B shape"
 model=/tmp/qwen05b

@@ -1,8 +1,10 @@
 #include "backend/cuda/cuda_transformer.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 
 #include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/gemm.hpp"
@@ -186,6 +188,9 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
     : allocator_(std::move(allocator)),
       eps_(config.rms_norm_eps),
       qk_norm_(config.qk_norm == QkNormKind::BeforeRopeWeighted) {
+  // Read once here: the escape hatch to host sampling for tests and benchmarks.
+  const char* host_sampling = std::getenv("KILN_CUDA_HOST_SAMPLING");
+  host_sampling_ = host_sampling != nullptr && std::string_view(host_sampling) == "1";
   require_cuda_structure(config);
   dims_.vocab = config.vocab_size;
   dims_.hidden = config.hidden_size;
@@ -307,16 +312,42 @@ void CudaTransformer::compute_logits(CudaSessionState& s, int64_t first_row, int
                           ptr<float>(s.logits_) + r0, rows, dims_.hidden, tile, dims_.vocab, 0.0f);
     }
   }
+  if (out == nullptr) return;
   KILN_CUDA_CHECK(cudaMemcpyAsync(out, s.logits_.get(),
                                   static_cast<size_t>(rows * dims_.vocab) * sizeof(float),
                                   cudaMemcpyDeviceToHost, stream));
 }
 
+namespace {
+CudaSessionState& cuda_state(SessionState& base_state) {
+  auto* s = dynamic_cast<CudaSessionState*>(&base_state);
+  if (s == nullptr) fail(KILN_ERR_INTERNAL, "CUDA forward given another backend's state");
+  return *s;
+}
+}  // namespace
+
 void CudaTransformer::forward(SessionState& base_state, std::span<const int32_t> ids,
                               int32_t start_pos, float* logits, bool all_positions,
                               const std::atomic<bool>* cancel) const {
-  auto* s = dynamic_cast<CudaSessionState*>(&base_state);
-  if (s == nullptr) fail(KILN_ERR_INTERNAL, "CUDA forward given another backend's state");
+  run(cuda_state(base_state), ids, start_pos, logits, all_positions, false, cancel);
+}
+
+std::optional<int32_t> CudaTransformer::forward_sample(SessionState& base_state,
+                                                       std::span<const int32_t> ids,
+                                                       int32_t start_pos,
+                                                       const DeviceSampleRequest& req,
+                                                       const std::atomic<bool>* cancel) const {
+  if (host_sampling_ || ids.empty()) return std::nullopt;
+  CudaSessionState& s = cuda_state(base_state);
+  run(s, ids, start_pos, nullptr, false, true, cancel);
+  if (!s.sampler_) s.sampler_ = std::make_unique<DeviceSampler>(allocator_, dims_.vocab);
+  return s.sampler_->sample(ptr<float>(s.logits_), req, s.stream_.get());
+}
+
+void CudaTransformer::run(CudaSessionState& state, std::span<const int32_t> ids, int32_t start_pos,
+                          float* logits, bool all_positions, bool keep_logits,
+                          const std::atomic<bool>* cancel) const {
+  CudaSessionState* s = &state;
   const auto n = static_cast<int64_t>(ids.size());
   if (n == 0) return;
   // The caller has validated these; checked again because a slip would corrupt device memory.
@@ -335,17 +366,27 @@ void CudaTransformer::forward(SessionState& base_state, std::span<const int32_t>
 
   use_device(allocator_->device());
   const int64_t V = dims_.vocab;
+  const bool want_logits = logits != nullptr || keep_logits;
   const int64_t logit_rows =
-      logits == nullptr ? 0 : (all_positions ? std::min(n, kLogitRowsPerPass) : 1);
+      !want_logits ? 0 : (all_positions && !keep_logits ? std::min(n, kLogitRowsPerPass) : 1);
   s->reserve(n, logit_rows);
   // The pinned staging is free: the previous forward on this session ended synchronised.
   int32_t* staged = s->ids_host_.as<int32_t>();
   staged[0] = start_pos;
   std::memcpy(staged + 1, ids.data(), static_cast<size_t>(n) * sizeof(int32_t));
   const cudaStream_t stream = s->stream_.get();
+  // The last row's logits in logits_ to the caller's host buffer (the pinned staging first).
+  auto copy_out_last_row = [&] {
+    KILN_CUDA_CHECK(cudaMemcpyAsync(s->logits_host_.as<float>(), s->logits_.get(),
+                                    static_cast<size_t>(V) * sizeof(float), cudaMemcpyDeviceToHost,
+                                    stream));
+    s->stream_.synchronize();
+    std::memcpy(logits, s->logits_host_.as<float>(), static_cast<size_t>(V) * sizeof(float));
+  };
 
-  if (n == 1 && logits != nullptr) {
-    // Decode: one graph launch replays the captured step (copy-in, layers, head, copy-out).
+  if (n == 1 && want_logits) {
+    // Decode: one graph launch replays the captured step (copy-in, layers, head); the logits stay
+    // on the device unless the caller wants them (the device sampler reads them there).
     if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
       fail(KILN_ERR_CANCELLED, "forward pass cancelled");
     }
@@ -353,7 +394,7 @@ void CudaTransformer::forward(SessionState& base_state, std::span<const int32_t>
       KILN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
       try {
         enqueue_layers(*s, 1, start_pos, nullptr);
-        compute_logits(*s, 0, 1, s->logits_host_.as<float>());
+        compute_logits(*s, 0, 1, nullptr);
       } catch (...) {
         GraphExec::abandon_capture(stream);
         throw;
@@ -361,8 +402,7 @@ void CudaTransformer::forward(SessionState& base_state, std::span<const int32_t>
       s->decode_step_.end_capture(stream);
     }
     s->decode_step_.launch(stream);
-    s->stream_.synchronize();
-    std::memcpy(logits, s->logits_host_.as<float>(), static_cast<size_t>(V) * sizeof(float));
+    if (logits != nullptr) copy_out_last_row();
     return;
   }
 
@@ -372,10 +412,9 @@ void CudaTransformer::forward(SessionState& base_state, std::span<const int32_t>
       compute_logits(*s, r0, std::min(kLogitRowsPerPass, n - r0), logits + r0 * V);
     }
     s->stream_.synchronize();
-  } else if (logits != nullptr) {
-    compute_logits(*s, n - 1, 1, s->logits_host_.as<float>());
-    s->stream_.synchronize();
-    std::memcpy(logits, s->logits_host_.as<float>(), static_cast<size_t>(V) * sizeof(float));
+  } else if (want_logits) {
+    compute_logits(*s, n - 1, 1, nullptr);
+    if (logits != nullptr) copy_out_last_row();
   } else {
     s->stream_.synchronize();
   }

@@ -19,6 +19,7 @@
 #include "backend/backend.hpp"
 #include "backend/cuda/cuda_handles.hpp"
 #include "backend/cuda/device_memory.hpp"
+#include "backend/cuda/device_sampler.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/weight_upload.hpp"
 #include "model/config.hpp"
@@ -80,7 +81,8 @@ class CudaSessionState final : public SessionState {
   int64_t token_capacity_ = 0, logit_row_capacity_ = 0;
   DeviceBuffer ids_, x_, normed_, qkv_, q_, attn_, gate_up_, act_, logits_, quant_scratch_;
   PinnedBuffer ids_host_, logits_host_;
-  GraphExec decode_step_;
+  GraphExec decode_step_;  // ends with the logits in logits_ (copied out only when asked for)
+  std::unique_ptr<DeviceSampler> sampler_;  // made at the first forward_sample
 };
 
 class CudaTransformer final : public ModelExecutor {
@@ -96,6 +98,11 @@ class CudaTransformer final : public ModelExecutor {
   std::unique_ptr<SessionState> create_state(int32_t context_length) const override;
   void forward(SessionState& state, std::span<const int32_t> ids, int32_t start_pos, float* logits,
                bool all_positions, const std::atomic<bool>* cancel) const override;
+  // Draws on the device (device_sampler.hpp) unless KILN_CUDA_HOST_SAMPLING=1 was set when this
+  // executor was made (then nullopt: the session samples on the host, for tests and benchmarks).
+  std::optional<int32_t> forward_sample(SessionState& state, std::span<const int32_t> ids,
+                                        int32_t start_pos, const DeviceSampleRequest& req,
+                                        const std::atomic<bool>* cancel) const override;
   int64_t n_parameters() const override { return n_parameters_; }
 
   // The layers' projection matrices (q/k/v, o, gate/up, down): their weights and the device bytes
@@ -115,10 +122,15 @@ class CudaTransformer final : public ModelExecutor {
   void linear(CudaSessionState& s, const DeviceMatrix& w, const bf16* x, float* y, int64_t n,
               float beta) const;
   void validate(const ModelConfig& config, const TransformerWeights& w) const;
+  // forward() with the last row's logits either copied to host_logits (when not null) or, with
+  // keep_logits, left in the session's logits_ buffer for the device sampler.
+  void run(CudaSessionState& s, std::span<const int32_t> ids, int32_t start_pos, float* host_logits,
+           bool all_positions, bool keep_logits, const std::atomic<bool>* cancel) const;
   // Enqueues the copy of the staged [start_pos, ids] and the embedding and layers for n tokens.
   void enqueue_layers(CudaSessionState& s, int64_t n, int32_t start_pos,
                       const std::atomic<bool>* cancel) const;
-  // The final norm and the head over `rows` rows of x starting at row `first_row`, into `out`.
+  // The final norm and the head over `rows` rows of x starting at row `first_row` into logits_,
+  // then copied to `out` (host memory) unless it is null.
   void compute_logits(CudaSessionState& s, int64_t first_row, int64_t rows, float* out) const;
   // The F32 precision's forms of the two above (cuda_transformer_f32.cpp): no fused kernels,
   // cuBLAS for every product.
@@ -140,6 +152,7 @@ class CudaTransformer final : public ModelExecutor {
   std::vector<Layer> layers_;
   int64_t n_parameters_ = 0;
   LayerMatrixStorage storage_;
+  bool host_sampling_ = false;  // KILN_CUDA_HOST_SAMPLING=1 at construction
 };
 
 }  // namespace kiln::cuda

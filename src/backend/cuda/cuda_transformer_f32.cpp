@@ -90,6 +90,7 @@ void CudaTransformer::compute_logits_f32(CudaSessionState& s, int64_t first_row,
   rms_norm(f32(s.x_) + first_row * dims_.hidden, nullptr, f32(final_norm_), f32(s.normed_), rows,
            dims_.hidden, eps_, stream);
   linear_matrix(s.cublas_.get(), lm_head(), f32(s.normed_), f32(s.logits_), rows, 0.0f);
+  if (out == nullptr) return;
   KILN_CUDA_CHECK(cudaMemcpyAsync(out, s.logits_.get(),
                                   static_cast<size_t>(rows * dims_.vocab) * sizeof(float),
                                   cudaMemcpyDeviceToHost, stream));

@@ -189,4 +189,37 @@ void attention_decode_fused(const float* qkv, const float* bias, const float* q_
                             bf16* k_cache, bf16* v_cache, bf16* out, float* partials,
                             unsigned* counters, cudaStream_t stream);
 
+// kernels/sampling.cu — drawing the next token from one row of n float32 logits on the device
+// with the host sampler's semantics (src/session/sampler.cpp): the same ids for the same logits,
+// options and uniform draw u. Deterministic (fixed reduction orders); `out` is device memory.
+//
+// logits[ids[i]] gets the CTRL repetition penalty, then - presence - frequency · counts[i]
+// (ids distinct and in [0, vocab)), with the host's float operations.
+struct PenaltyParams {
+  float repetition, presence, frequency;
+};
+void apply_penalties(float* logits, const int32_t* ids, const int32_t* counts, int32_t n,
+                     PenaltyParams params, cudaStream_t stream);
+// Greedy: the lowest id among the largest non-NaN logits; the last id when every one is NaN (what
+// the host's loop returns then).
+void argmax_lowest_id(const float* logits, int32_t n, int32_t* out, cudaStream_t stream);
+// temperature > 0: logits / temperature ranked (higher first, lower id on ties, NaN dropped), then
+// top-k (<= 0 off) → softmax in double → min-p (<= 0 off) → top-p (>= 1 off) → renormalise →
+// the first candidate whose cumulative probability exceeds u (the last kept when none does).
+// Writes -1 when every logit is NaN. The workspace holds four arrays of n elements and
+// sampling_workspace_bytes(n) bytes of sort storage.
+struct SampleFilter {
+  int32_t top_k;
+  float top_p, min_p;
+};
+struct SamplingWorkspace {
+  uint32_t *keys, *sorted_keys;
+  int32_t *ids, *sorted_ids;
+  void* temp;
+  size_t temp_bytes;
+};
+size_t sampling_workspace_bytes(int32_t n);
+void sample_filtered(const float* logits, int32_t n, float temperature, SampleFilter filter,
+                     double u, SamplingWorkspace ws, int32_t* out, cudaStream_t stream);
+
 }  // namespace kiln::cuda
