@@ -5,7 +5,8 @@
 # same GPU in the same run — on the Qwen2.5-0.5B-shaped model, then prints a table with ratios
 # and the memory-bound decode limit. Logs go to $OUT (or ./gpu-out).
 #
-# usage: run_gpu_checks.sh ARCHIVE [BUILD_SOURCE_DIR]
+# usage: [SKIP_SANITIZERS=1] [SKIP_BENCH=1] run_gpu_checks.sh ARCHIVE [BUILD_SOURCE_DIR]
+#   (the two switches split the checks over several device calls when time is short)
 #   ARCHIVE           cuda-build.tar.xz from pack_cuda_build.sh
 #   BUILD_SOURCE_DIR  the source path the binaries were built from (their fixture paths point
 #                     there); linked to this checkout when it does not exist here
@@ -37,6 +38,7 @@ for t in cuda_kernels_test cuda_attention_prefill_test cuda_model_test cuda_hf_p
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |differ between device|^device sampler|^\[ parity|^\[ (gguf|quant)|^\[  FAILED|^\[prefill attention|^  tokens" \
     "$out/$t.log" | head -40
 done
+if [ "${SKIP_SANITIZERS:-0}" != 1 ]; then
 echo "=== compute-sanitizer memcheck: cuda_kernels_test"
 timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$pack/bin/cuda_kernels_test" \
   > "$out/memcheck.log" 2>&1
@@ -59,6 +61,9 @@ for tool in memcheck racecheck; do
     --gtest_filter='*GivenDraws*:*AllNaN*' > "$out/${tool}_sampling.log" 2>&1
   echo "$tool exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/${tool}_sampling.log") clean summaries)"
 done
+
+fi  # SKIP_SANITIZERS
+[ "${SKIP_BENCH:-0}" = 1 ] && exit $status
 
 echo "=== benchmark: Qwen2.5-0.5B shape"
 model=/tmp/qwen05b
