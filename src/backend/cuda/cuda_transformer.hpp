@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "backend/backend.hpp"
@@ -88,10 +89,13 @@ class CudaTransformer final : public ModelExecutor {
   // Validates every weight shape against the config (KILN_ERR_FORMAT naming the tensor) and
   // uploads them (KILN_ERR_OUT_OF_MEMORY under the allocator's cap or the device's memory, with
   // every partial allocation freed). `inv_freq`: the RoPE inverse frequencies. `f32`: the F32
-  // checking precision (every matrix float32, GGUF blocks dequantised at upload).
+  // checking precision (every matrix float32, GGUF blocks dequantised at upload). `quant_dot`: the
+  // decode step's arithmetic on quantised matrices (kernels.hpp); by default KILN_CUDA_QUANT_DOT
+  // ("int8", the default, or "float"; anything else is KILN_ERR_INVALID_ARGUMENT).
   CudaTransformer(const ModelConfig& config, const TransformerWeights& weights,
                   const std::vector<float>& inv_freq, std::shared_ptr<DeviceAllocator> allocator,
-                  const ProgressFn& progress = {}, bool f32 = false);
+                  const ProgressFn& progress = {}, bool f32 = false,
+                  std::optional<QuantDot> quant_dot = std::nullopt);
 
   std::unique_ptr<SessionState> create_state(int32_t context_length) const override;
   void forward(SessionState& state, std::span<const int32_t> ids, int32_t start_pos, float* logits,
@@ -130,6 +134,8 @@ class CudaTransformer final : public ModelExecutor {
   ModelDims dims_{};
   float eps_;
   bool qk_norm_;
+  // The one-row quantised products' arithmetic (KILN_CUDA_QUANT_DOT at load; kInt8 by default).
+  QuantDot quant_dot_;
   const DeviceMatrix& lm_head() const { return tied_ ? embed_ : lm_head_; }
 
   DeviceMatrix embed_, lm_head_;  // lm_head_ empty when tied
