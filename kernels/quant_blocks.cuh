@@ -40,6 +40,32 @@ __device__ __forceinline__ void ld32_aligned2(const uint8_t* p, uint32_t* words)
   for (int i = 0; i < 8; ++i) words[i] = __funnelshift_r(v[i], v[i + 1], shift);
 }
 
+// The N-byte block at the 2-byte-aligned address p (N = 18, 20, 22 or 24: a legacy block) as
+// (N + 3) / 4 little-endian words starting at p, from aligned 4-byte loads that never leave the
+// block except to read the 2 bytes before it when p is not 4-aligned (the previous block's: the
+// first block of a matrix is 16-byte aligned); the 2-byte remainder at either end is read as a
+// 2-byte load. Lanes of different alignment run the same instructions.
+template <int N>
+__device__ __forceinline__ void ld_block_words(const uint8_t* p, uint32_t* words) {
+  constexpr int kWords = (N + 3) / 4;
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  const auto* w = reinterpret_cast<const uint32_t*>(a & ~uintptr_t{3});
+  const bool odd = (a & 2u) != 0;
+  uint32_t v[kWords + 1];
+#pragma unroll
+  for (int i = 0; i < kWords - 1; ++i) v[i] = w[i];
+  if constexpr (N % 4 == 0) {
+    v[kWords - 1] = w[kWords - 1];
+    v[kWords] = odd ? static_cast<uint32_t>(ld16(p + N - 2)) : 0u;
+  } else {
+    v[kWords - 1] = odd ? w[kWords - 1] : static_cast<uint32_t>(ld16(p + N - 2));
+    v[kWords] = 0u;
+  }
+  const unsigned shift = odd ? 16u : 0u;
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) words[i] = __funnelshift_r(v[i], v[i + 1], shift);
+}
+
 __device__ __forceinline__ int byte_of(const uint32_t* words, int i) {
   return static_cast<int>((words[i / 4] >> (8 * (i % 4))) & 0xFFu);
 }

@@ -11,7 +11,7 @@
 //    Q4_K/Q5_K quants (16-byte aligned within their 144/176-byte blocks) are read as uint4.
 //  - the fused forms stage bf16(norm_w ⊙ x / rms(x)) in shared memory first, with the same
 //    arithmetic as rms_norm_kernel (so fused and unfused decode steps agree bit for bit).
-//  - QuantDot::kInt8 (the decode default for Q8_0, Q4_K and Q6_K): instead of dequantising to
+//  - QuantDot::kInt8 (the decode default, every format): instead of dequantising to
 //    float, each block quantises its x (normalised first in the fused forms, the same BF16 values)
 //    to int8 per 32 elements in shared memory and dots the chunks' integers with it by __dp4a
 //    (quant_dot_int8.cuh: ~1.5 ALU operations per weight instead of ~7). Its result is the exact
@@ -251,16 +251,27 @@ __device__ __forceinline__ float row_dot_int8(const uint8_t* w, size_t row_bytes
 
 enum class Mode { kPlain, kNorm, kNormSwiglu };
 
-// The value the product's x holds at element i, as float: the BF16 input (kPlain) or
+// Elements 8g .. 8g + 7 of the product's x as float: the BF16 input (kPlain; 16-byte aligned) or
 // bf16(norm_w ⊙ x / rms(x)) with rms_norm_kernel's arithmetic (so fused and unfused decode steps
 // agree bit for bit).
 template <Mode M>
-__device__ __forceinline__ float x_value(const bf16* x, const float* x_f32, const float* norm_w,
-                                         float inv_rms, int64_t i) {
+__device__ __forceinline__ void x_values_8(const bf16* x, const float* x_f32, const float* norm_w,
+                                           float inv_rms, int64_t g, float* v) {
   if constexpr (M == Mode::kPlain) {
-    return __bfloat162float(x[i]);
+    const uint4 raw = *reinterpret_cast<const uint4*>(x + 8 * g);
+    const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 f = __bfloat1622float2(x2[j]);
+      v[2 * j] = f.x;
+      v[2 * j + 1] = f.y;
+    }
   } else {
-    return __bfloat162float(__float2bfloat16(norm_w[i] * (x_f32[i] * inv_rms)));
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int64_t i = 8 * g + j;
+      v[j] = __bfloat162float(__float2bfloat16(norm_w[i] * (x_f32[i] * inv_rms)));
+    }
   }
 }
 
@@ -274,6 +285,19 @@ __global__ void __launch_bounds__(kWarps * 32)
     quant_gemv_kernel(const bf16* x, const float* x_f32, const float* norm_w, float eps,
                       const uint8_t* w, size_t row_bytes, float* y, bf16* act, int64_t k,
                       int64_t n_rows, float beta) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if constexpr (kInt8) {
+    // The weights are read by nothing else of the step: their fetch into L2 may start before the
+    // inputs are ready and overlaps the quantisation of x below.
+    if (row < n_rows) {
+      quant_detail::prefetch_l2(w + static_cast<size_t>(row) * row_bytes, row_bytes, lane);
+      if constexpr (M == Mode::kNormSwiglu) {
+        quant_detail::prefetch_l2(w + static_cast<size_t>(n_rows + row) * row_bytes, row_bytes,
+                                  lane);
+      }
+    }
+  }
   detail::allow_dependents();
   detail::wait_for_inputs();
   extern __shared__ uint4 smem_raw[];
@@ -286,9 +310,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   [[maybe_unused]] Int8X xs{};
   if constexpr (kInt8) {
     xs = quant_detail::int8_x_layout(smem_raw, k);
-    const int lane = threadIdx.x % 32;
-    for (int64_t b = threadIdx.x / 32; b < k / kChunk; b += kWarps) {
-      quant_detail::quantize_block(x_value<M>(x, x_f32, norm_w, inv_rms, b * kChunk + lane), b, xs);
+    // 8 elements per thread; a warp runs while its first lane has elements (whole 32-element
+    // blocks per 4 lanes, so the shuffles inside a block see only lanes with data or only without).
+    const int64_t groups = k / 8;
+    for (int64_t g = threadIdx.x; g - threadIdx.x % 32 < groups; g += kWarps * 32) {
+      float v[8] = {};
+      const bool in = g < groups;
+      if (in) x_values_8<M>(x, x_f32, norm_w, inv_rms, g, v);
+      quant_detail::quantize_8(v, g, in, xs);
     }
     __syncthreads();
   } else if constexpr (M != Mode::kPlain) {
@@ -299,8 +328,6 @@ __global__ void __launch_bounds__(kWarps * 32)
     __syncthreads();
     x = staged;
   }
-  const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (row >= n_rows) return;
   const int64_t chunks = k / kChunk;
   auto dot = [&](int64_t r) {
@@ -432,9 +459,7 @@ struct GemvLaunch {
 
   template <QuantFormat F>
   void run() const {
-    if constexpr (quant_detail::has_int8_dot(F)) {
-      if (dot == QuantDot::kInt8 && quant_dot_int8_supported(F, w.k)) return launch<F, true>();
-    }
+    if (dot == QuantDot::kInt8 && quant_dot_int8_supported(F, w.k)) return launch<F, true>();
     launch<F, false>();
   }
 };
@@ -515,8 +540,7 @@ size_t quant_row_bytes(QuantFormat f, int64_t k) {
 bool quant_dot_int8_supported(QuantFormat f, int64_t k) {
   // The default limit of dynamic shared memory per block, which needs no opt-in.
   constexpr size_t kSharedLimit = 48 * 1024;
-  return quant_detail::has_int8_dot(f) && k > 0 && k % kChunk == 0 &&
-         quant_detail::int8_x_bytes(k) <= kSharedLimit;
+  return k > 0 && k % quant_block_elements(f) == 0 && quant_detail::int8_x_bytes(k) <= kSharedLimit;
 }
 
 void quant_gemv(const QuantMatrixView& w, const bf16* x, float* y, float beta, QuantDot dot,

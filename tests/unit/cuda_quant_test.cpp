@@ -4,7 +4,11 @@
 // bit for bit against llama.cpp's own dequantisation of llama.cpp-written files), then dotted in
 // double. Awkward shapes: row counts that are not a multiple of the kernels' 8 rows per block, k a
 // few blocks or a long row. Outputs start poisoned (NaN) with guard elements past the end that
-// must stay poisoned. Without a GPU (CI) every test skips.
+// must stay poisoned. The integer path (QuantDot::kInt8: x quantised to int8) is checked twice
+// over: against float64 with the same int8 quantisation of x, written here from its
+// specification (agreement to float rounding: the integer arithmetic is exact), and against the
+// unquantised x within the rounding bound of that quantisation (relative L2 printed, with its
+// prediction). Without a GPU (CI) every test skips.
 #include <gtest/gtest.h>
 
 #if defined(KILN_HAVE_CUDA)
@@ -271,8 +275,8 @@ TEST_P(QuantKernels, FusedRmsNormGemvAndSwigluMatchFloat64Reference) {
 // The integer path (QuantDot::kInt8, kernels/quant_dot_int8.cuh).
 
 // x quantised as the integer path specifies it, written from that specification: per 32-element
-// block d = RN(max|x| / 127) in float, xi = round-half-even(RN(x / d)) (0 when d = 0). xhat = d ·
-// xi exactly (in double); scale = each element's block d.
+// block d = RN(max|x| / 127) in float, xi = round-half-even(RN(x · RN(127 / max|x|))) (both 0
+// when max|x| < 2^-100). xhat = d · xi exactly (in double); scale = each element's block d.
 struct Int8X {
   std::vector<double> xhat, scale;
 };
@@ -282,9 +286,11 @@ Int8X int8_quantise(const std::vector<float>& x) {
   for (size_t b = 0; b < x.size(); b += 32) {
     float amax = 0.0f;
     for (size_t i = b; i < b + 32; ++i) amax = std::max(amax, std::fabs(x[i]));
-    const float d = amax / 127.0f;
+    const bool zero = amax < 0x1p-100f;
+    const float d = zero ? 0.0f : amax / 127.0f;
+    const float inv = zero ? 0.0f : 127.0f / amax;
     for (size_t i = b; i < b + 32; ++i) {
-      const float ratio = d == 0.0f ? 0.0f : x[i] / d;
+      const float ratio = x[i] * inv;
       q.xhat[i] = static_cast<double>(d) * std::nearbyint(ratio);
       q.scale[i] = d;
     }
@@ -294,8 +300,9 @@ Int8X int8_quantise(const std::vector<float>& x) {
 
 // Per row of a product with the exactly dequantised weights: the product with the unquantised x,
 // with x̂, Σ|w·x̂| (the scale of float rounding), the worst case of the int8 rounding, Σ|w|·d/2
-// (|x̂ − x| <= d/2 up to the float division's rounding, hence the 1e-6), and its variance when the
-// rounding errors are independent and uniform, Σ w²·d²/12.
+// (|x̂ − x| <= d/2 + 3·2^-24·|x| from the roundings of d, 127 / max|x| and the product: < d/2 ·
+// (1 + 5e-5), hence the 1e-4),
+// and its variance when the rounding errors are independent and uniform, Σ w²·d²/12.
 struct RowRefs {
   std::vector<double> exact, quantised, magnitude, worst, variance;
 };
@@ -310,7 +317,7 @@ RowRefs row_refs(const QuantMatrix& m, int64_t rows, int64_t k, const std::vecto
       exact += w * x[i];
       quantised += w * q.xhat[i];
       magnitude += std::fabs(w * q.xhat[i]);
-      worst += std::fabs(w) * q.scale[i] * 0.5 * (1 + 1e-6);
+      worst += std::fabs(w) * q.scale[i] * 0.5 * (1 + 1e-4);
       variance += w * w * q.scale[i] * q.scale[i] / 12;
     }
     r.exact.push_back(exact);
@@ -323,8 +330,8 @@ RowRefs row_refs(const QuantMatrix& m, int64_t rows, int64_t k, const std::vecto
 }
 
 // Float rounding of the integer path relative to Σ|w·x̂|: the chunk's scales applied in 2-4 float
-// operations (for Q4_K two products of up to 4x the chunk's Σ|w·x̂| that may cancel), then at most
-// 19 additions per lane and 5 across the warp: < 30 · 4 · 2^-24 ≈ 7e-6.
+// operations (for the formats with a min, two products of up to ~4x the chunk's Σ|w·x̂| that may
+// cancel), then at most 19 additions per lane and 5 across the warp: < 30 · 4 · 2^-24 ≈ 7e-6.
 constexpr double kInt8FloatRounding = 2e-5;
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b, size_t n) {
@@ -362,10 +369,7 @@ TEST_P(QuantKernels, Int8GemvIsExactOnTheQuantisedXAndWithinItsRoundingOfTheUnqu
       ASSERT_CUDA_OK(cudaDeviceSynchronize());
       EXPECT_TRUE(same_bits(y, d_y.download(), rows)) << "two runs differ";
       for (int64_t g = 0; g < kGuard; ++g) EXPECT_TRUE(is_poison(y[rows + g])) << "guard " << g;
-      if (!quant_dot_int8_supported(f.format, k)) {
-        EXPECT_TRUE(same_bits(y, y_float, rows)) << "no integer path: the float path's result";
-        continue;
-      }
+      ASSERT_TRUE(quant_dot_int8_supported(f.format, k));
 
       const RowRefs ref = row_refs(m, rows, k, xf, int8_quantise(xf));
       double err2 = 0, float_err2 = 0, ref2 = 0, predicted2 = 0;
@@ -409,9 +413,6 @@ TEST_P(QuantKernels, Int8FusedNormGemvAndSwigluAreTheUnfusedStepsAndMatchTheRefe
   KILN_SKIP_WITHOUT_CUDA();
   const Format& f = GetParam();
   const int64_t block = quant_block_elements(f.format);
-  if (!quant_dot_int8_supported(f.format, block == 32 ? 896 : 768)) {
-    GTEST_SKIP() << f.name << " has no integer path (covered by the float-path tests)";
-  }
   std::mt19937 rng(23);
   const int64_t inter = 45;
   const float eps = 1e-6f;
@@ -461,13 +462,14 @@ TEST_P(QuantKernels, Int8FusedNormGemvAndSwigluAreTheUnfusedStepsAndMatchTheRefe
       ASSERT_NEAR(y[r], exact[r], err[r]) << "row " << r;
     }
 
-    // SwiGLU: out = bf16(silu(g) · u) of the same dots (one BF16 rounding, an ulp or two of
-    // expf), and within the propagated bounds of the float64 reference.
+    // SwiGLU: out = bf16(silu(g) · u) of the same dots (one BF16 rounding, at most 2^-8 of the
+    // value, and an ulp or two of expf), and within the propagated bounds of the float64
+    // reference.
     const std::vector<float> act = test::from_bf16(d_act.download());
     for (int64_t i = 0; i < inter; ++i) {
       const float g = y[i], u = y[inter + i];
       const float same = g / (1.0f + std::exp(-g)) * u;
-      ASSERT_NEAR(act[i], same, std::fabs(same) / 128 + 1e-30) << "SwiGLU element " << i;
+      ASSERT_NEAR(act[i], same, std::fabs(same) / 250 + 1e-30) << "SwiGLU element " << i;
       const double eg = exact[i], eu = exact[inter + i];
       const double silu = eg / (1.0 + std::exp(-eg)), want = silu * eu;
       const double tol = 1.1 * err[i] * std::fabs(eu) + std::fabs(silu) * err[inter + i] +
@@ -482,16 +484,14 @@ TEST_P(QuantKernels, Int8FusedNormGemvAndSwigluAreTheUnfusedStepsAndMatchTheRefe
   }
 }
 
-TEST(QuantKernelsShape, Int8PathCoversQ8_0Q4_KAndQ6_KWhileXFitsSharedMemory) {
-  for (const QuantFormat f : {QuantFormat::Q8_0, QuantFormat::Q4_K, QuantFormat::Q6_K}) {
-    EXPECT_TRUE(quant_dot_int8_supported(f, 4864));
-    EXPECT_TRUE(quant_dot_int8_supported(f, 18944));   // 7B down_proj
-    EXPECT_FALSE(quant_dot_int8_supported(f, 65536));  // 88 KiB of int8 x, scales and sums
-  }
-  EXPECT_TRUE(quant_dot_int8_supported(QuantFormat::Q8_0, 896));
-  for (const QuantFormat f : {QuantFormat::Q4_0, QuantFormat::Q4_1, QuantFormat::Q5_0,
-                              QuantFormat::Q5_1, QuantFormat::Q5_K}) {
-    EXPECT_FALSE(quant_dot_int8_supported(f, 4864));
+TEST(QuantKernelsShape, Int8PathTakesWholeBlocksWhileXFitsSharedMemory) {
+  for (const Format& f : formats()) {
+    const int64_t block = quant_block_elements(f.format);
+    EXPECT_TRUE(quant_dot_int8_supported(f.format, block * 19)) << f.name;
+    EXPECT_TRUE(quant_dot_int8_supported(f.format, 18944)) << f.name;   // 7B down_proj
+    EXPECT_FALSE(quant_dot_int8_supported(f.format, 65536)) << f.name;  // 88 KiB of x in shared
+    EXPECT_FALSE(quant_dot_int8_supported(f.format, block * 3 + block / 2)) << f.name;
+    EXPECT_FALSE(quant_dot_int8_supported(f.format, 0)) << f.name;
   }
 }
 

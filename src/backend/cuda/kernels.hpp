@@ -110,8 +110,9 @@ struct QuantMatrixView {
 //  - kInt8: x quantised per 32-element block to int8 (scale max|x| / 127, round to nearest), the
 //    weights' integers dotted with it by __dp4a and the block scales applied per chunk (llama.cpp
 //    MMVQ's approximation): x carries a relative error of up to 1/254 of its block's largest value
-//    per element. For Q8_0, Q4_K and Q6_K with quant_dot_int8_supported(format, k); any other
-//    product asked for kInt8 takes kFloat. kernels/quant_dot_int8.cuh has the arithmetic.
+//    per element; the weights stay exact. Every format, when quant_dot_int8_supported(format, k)
+//    (x of k elements fits the blocks' shared memory); otherwise kInt8 takes kFloat.
+//    kernels/quant_dot_int8.cuh has the arithmetic.
 enum class QuantDot { kFloat, kInt8 };
 bool quant_dot_int8_supported(QuantFormat f, int64_t k);
 
