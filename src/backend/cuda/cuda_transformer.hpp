@@ -3,7 +3,8 @@
 // memory as BF16 (norm weights and biases float32), activations in float32, matrix products in
 // cuBLAS (BF16 in, float32 accumulate) and the KV cache in BF16 on the device. GGUF layer matrices
 // in Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K stay in that format on the device: decode
-// multiplies them with fused dequantise-and-dot kernels (kernels/quant_gemv.cu), prefill
+// multiplies them with fused kernels (kernels/quant_gemv.cu; by default dotting the integers with
+// an int8 copy of x, see QuantDot in kernels.hpp), prefill
 // dequantises one matrix at a time into a per-session BF16 scratch buffer for cuBLAS. A quantised
 // embedding table (and lm_head) stays quantised too: rows are gathered by a dequantising kernel,
 // the decode step's logits come from the fused kernel, and many-row logits dequantise the lm_head
