@@ -193,6 +193,11 @@ if [ "$with_05b" = 1 ]; then
       echo "$type: $(stat -c %s "$gguf") bytes; $(python3 "$root/tools/bench/gguf_types.py" "$gguf")"
       step 60 "bench05b_$type.log" "$bin/kiln-bench" --backend "$backend" -m "$gguf" -p 512 -n 128 -r 3 || true
       grep -E "^(load|pp|tg)" "$out/bench05b_$type.log" || true
+      if [ "$ab_float" = 1 ]; then
+        step 40 "bench05b_${type}_float.log" env KILN_CUDA_QUANT_DOT=float "$bin/kiln-bench" \
+          --backend "$backend" -m "$gguf" -p 0 -n 128 -r 3 || true
+        echo "KILN_CUDA_QUANT_DOT=float: $(grep -E "^tg" "$out/bench05b_${type}_float.log" || true)"
+      fi
       echo "(llama.cpp 0.5B $type: pp512 $([ $type = q8_0 ] && echo '~53,000, tg128 ~793' || echo '~40,600, tg128 ~795'))"
     done
   fi
