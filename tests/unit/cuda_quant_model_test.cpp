@@ -12,6 +12,7 @@
 #if defined(KILN_HAVE_CUDA)
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <random>
@@ -21,6 +22,7 @@
 #include "backend/cpu/cpu_transformer.hpp"
 #include "backend/cuda/cuda_transformer.hpp"
 #include "backend/cuda/device_memory.hpp"
+#include "core/error.hpp"
 #include "cuda_test_util.hpp"
 #include "formats/quant/ggml_type.hpp"
 #include "formats/quant/quantize.hpp"
@@ -291,6 +293,25 @@ TEST_P(CudaQuantModel, LogitsMatchTheCpuExecutorOnTheDequantisedWeights) {
     EXPECT_LE(decode_err, int8 ? kInt8DecodeBound : 1e-2);
     EXPECT_FALSE(std::isnan(prefill_err) || std::isnan(decode_err));
   }
+}
+
+// KILN_CUDA_QUANT_DOT is read when the model is built, before anything touches the device (so this
+// runs without a GPU too): an unknown value is refused by name, not taken for a default.
+TEST(CudaQuantDot, AnUnknownKilnCudaQuantDotValueIsAnInvalidArgument) {
+  QuantTestModel m(Mix{"q8_0", GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0,
+                       GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0,
+                       GgmlType::Q8_0});
+  ASSERT_EQ(setenv("KILN_CUDA_QUANT_DOT", "fast", 1), 0);
+  try {
+    const CudaTransformer gpu(m.config, m.quantised, m.inv_freq,
+                              DeviceAllocator::create(0, 0, "test GPU"));
+    ADD_FAILURE() << "KILN_CUDA_QUANT_DOT=fast was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), KILN_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("KILN_CUDA_QUANT_DOT is \"fast\""), std::string::npos)
+        << e.what();
+  }
+  unsetenv("KILN_CUDA_QUANT_DOT");
 }
 
 INSTANTIATE_TEST_SUITE_P(
