@@ -11,13 +11,13 @@
 //    Q4_K/Q5_K quants (16-byte aligned within their 144/176-byte blocks) are read as uint4.
 //  - the fused forms stage bf16(norm_w ⊙ x / rms(x)) in shared memory first, with the same
 //    arithmetic as rms_norm_kernel (so fused and unfused decode steps agree bit for bit).
-//  - QuantDot::kInt8 (the decode default, every format): instead of dequantising to
-//    float, each block quantises its x (normalised first in the fused forms, the same BF16 values)
-//    to int8 per 32 elements in shared memory and dots the chunks' integers with it by __dp4a
-//    (quant_dot_int8.cuh: ~1.5 ALU operations per weight instead of ~7). Its result is the exact
-//    product of the weights with the int8-rounded x up to float rounding; x itself moves by up to
-//    max|x| / 254 of its 32-element block per element (llama.cpp MMVQ's q8_1 approximation).
-//    Lanes still take chunks l, l + 32, ..., two per loop iteration.
+//  - QuantDot::kInt8 (the decode default, every format): instead of dequantising to float, each
+//    block quantises its x (normalised first in the fused forms, the same BF16 values) to int8 per
+//    32 elements in shared memory and dots the chunks' integers with it by __dp4a
+//    (quant_dot_int8.cuh: ~2-3 instructions per weight, x staging included, instead of ~7). Its
+//    result is the exact product of the weights with the int8-rounded x up to float rounding; x
+//    itself moves by up to max|x| / 254 of its 32-element block per element (llama.cpp MMVQ's q8_1
+//    approximation). Lanes still take chunks l, l + 32, ..., two per loop iteration.
 //  - prefill: quant_dequantize_bf16 writes the matrix as BF16 (one thread per chunk, four 16-byte
 //    stores) for cuBLAS.
 #include <cuda_fp16.h>
