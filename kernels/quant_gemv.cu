@@ -11,6 +11,13 @@
 //    Q4_K/Q5_K quants (16-byte aligned within their 144/176-byte blocks) are read as uint4.
 //  - the fused forms stage bf16(norm_w ⊙ x / rms(x)) in shared memory first, with the same
 //    arithmetic as rms_norm_kernel (so fused and unfused decode steps agree bit for bit).
+//  - QuantDot::kInt8 (the decode default, every format): instead of dequantising to float, each
+//    block quantises its x (normalised first in the fused forms, the same BF16 values) to int8 per
+//    32 elements in shared memory and dots the chunks' integers with it by __dp4a
+//    (quant_dot_int8.cuh: ~2-3 instructions per weight, x staging included, instead of ~7). Its
+//    result is the exact product of the weights with the int8-rounded x up to float rounding; x
+//    itself moves by up to max|x| / 254 of its 32-element block per element (llama.cpp MMVQ's q8_1
+//    approximation). Lanes still take chunks l, l + 32, ..., two per loop iteration.
 //  - prefill: quant_dequantize_bf16 writes the matrix as BF16 (one thread per chunk, four 16-byte
 //    stores) for cuBLAS.
 #include <cuda_fp16.h>
@@ -23,6 +30,8 @@
 #include "common.cuh"
 #include "core/error.hpp"
 #include "overlapped_launch.cuh"
+#include "quant_blocks.cuh"
+#include "quant_dot_int8.cuh"
 
 namespace kiln::cuda {
 
@@ -31,41 +40,17 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kChunk = 32;
 
-__device__ __forceinline__ float half_bits(uint16_t h) { return __half2float(__ushort_as_half(h)); }
-
-__device__ __forceinline__ uint16_t ld16(const uint8_t* p) {
-  return *reinterpret_cast<const uint16_t*>(p);
-}
-
-// N bytes from a 2-byte-aligned address as N / 4 little-endian words.
-template <int N>
-__device__ __forceinline__ void ld_words(const uint8_t* p, uint32_t* words) {
-#pragma unroll
-  for (int i = 0; i < N / 4; ++i) {
-    words[i] =
-        static_cast<uint32_t>(ld16(p + 4 * i)) | (static_cast<uint32_t>(ld16(p + 4 * i + 2)) << 16);
-  }
-}
-
-__device__ __forceinline__ int byte_of(const uint32_t* words, int i) {
-  return static_cast<int>((words[i / 4] >> (8 * (i % 4))) & 0xFFu);
-}
+using quant_detail::byte_of;
+using quant_detail::half_bits;
+using quant_detail::Int8X;
+using quant_detail::ld16;
+using quant_detail::ld_words;
+using quant_detail::scale_min_k4;
 
 // q * d + m with one rounding per operation (no contraction into an FMA): the CPU reference's
 // arithmetic.
 __device__ __forceinline__ float affine(int q, float d, float m) {
   return __fadd_rn(__fmul_rn(static_cast<float>(q), d), m);
-}
-
-// K-quant 6-bit scale and min of sub-block j (kiln::quant::scale_min_k4).
-__device__ __forceinline__ void scale_min_k4(int j, const uint8_t* s, int& sc, int& mn) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    mn = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-    mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
 }
 
 // Chunk `c` of a row starting at `row` (device memory), dequantised into v[32].
@@ -253,40 +238,111 @@ __device__ __forceinline__ float row_dot(const uint8_t* w, size_t row_bytes, int
   return detail::warp_sum(acc);
 }
 
+// The integer form: two chunks per iteration so that each lane has both chunks' loads in flight.
+template <QuantFormat F>
+__device__ __forceinline__ float row_dot_int8(const uint8_t* w, size_t row_bytes, int64_t row,
+                                              int64_t chunks, const Int8X& xs, int lane) {
+  const uint8_t* r = w + static_cast<size_t>(row) * row_bytes;
+  float acc = 0.0f;
+#pragma unroll 2
+  for (int64_t c = lane; c < chunks; c += 32) acc += quant_detail::chunk_dot_int8<F>(r, c, xs);
+  return detail::warp_sum(acc);
+}
+
 enum class Mode { kPlain, kNorm, kNormSwiglu };
 
-// kPlain: x is BF16 in global memory. kNorm / kNormSwiglu: x_f32 is normalised into shared memory
-// first (rms_norm_kernel's arithmetic; 256 threads). kNormSwiglu: rows i and n_rows + i are gate
-// and up, out[i] = bf16(silu(gate) · up).
-template <QuantFormat F, Mode M>
+// Elements 8g .. 8g + 7 of the product's x as float: the BF16 input (kPlain; 16-byte aligned) or
+// bf16(norm_w ⊙ x / rms(x)) with rms_norm_kernel's arithmetic (so fused and unfused decode steps
+// agree bit for bit).
+template <Mode M>
+__device__ __forceinline__ void x_values_8(const bf16* x, const float* x_f32, const float* norm_w,
+                                           float inv_rms, int64_t g, float* v) {
+  if constexpr (M == Mode::kPlain) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(x + 8 * g);
+    const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 f = __bfloat1622float2(x2[j]);
+      v[2 * j] = f.x;
+      v[2 * j + 1] = f.y;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int64_t i = 8 * g + j;
+      v[j] = __bfloat162float(__float2bfloat16(norm_w[i] * (x_f32[i] * inv_rms)));
+    }
+  }
+}
+
+// kPlain: x is BF16 in global memory. kNorm / kNormSwiglu: x_f32 is normalised first
+// (rms_norm_kernel's arithmetic; 256 threads). kNormSwiglu: rows i and n_rows + i are gate and up,
+// out[i] = bf16(silu(gate) · up). kInt8: x is quantised into shared memory (quant_dot_int8.cuh)
+// and dotted with __dp4a; otherwise the normalised x is staged there as BF16 (kPlain reads x from
+// global memory) and dotted with the exactly dequantised weights in float32.
+template <QuantFormat F, Mode M, bool kInt8>
 __global__ void __launch_bounds__(kWarps * 32)
     quant_gemv_kernel(const bf16* x, const float* x_f32, const float* norm_w, float eps,
                       const uint8_t* w, size_t row_bytes, float* y, bf16* act, int64_t k,
                       int64_t n_rows, float beta) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if constexpr (kInt8) {
+    // The weights are read by nothing else of the step: their fetch into L2 may start before the
+    // inputs are ready and overlaps the quantisation of x below.
+    if (row < n_rows) {
+      quant_detail::prefetch_l2(w + static_cast<size_t>(row) * row_bytes, row_bytes, lane);
+      if constexpr (M == Mode::kNormSwiglu) {
+        quant_detail::prefetch_l2(w + static_cast<size_t>(n_rows + row) * row_bytes, row_bytes,
+                                  lane);
+      }
+    }
+  }
   detail::allow_dependents();
   detail::wait_for_inputs();
   extern __shared__ uint4 smem_raw[];
+  float inv_rms = 0.0f;
   if constexpr (M != Mode::kPlain) {
-    bf16* xs = reinterpret_cast<bf16*>(smem_raw);
     float sum_sq = 0.0f;
     for (int64_t i = threadIdx.x; i < k; i += blockDim.x) sum_sq += x_f32[i] * x_f32[i];
-    const float inv_rms = rsqrtf(detail::block_sum(sum_sq) / static_cast<float>(k) + eps);
-    for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
-      xs[i] = __float2bfloat16(norm_w[i] * (x_f32[i] * inv_rms));
+    inv_rms = rsqrtf(detail::block_sum(sum_sq) / static_cast<float>(k) + eps);
+  }
+  [[maybe_unused]] Int8X xs{};
+  if constexpr (kInt8) {
+    xs = quant_detail::int8_x_layout(smem_raw, k);
+    // 8 elements per thread; a warp runs while its first lane has elements (whole 32-element
+    // blocks per 4 lanes, so the shuffles inside a block see only lanes with data or only without).
+    const int64_t groups = k / 8;
+    for (int64_t g = threadIdx.x; g - threadIdx.x % 32 < groups; g += kWarps * 32) {
+      float v[8] = {};
+      const bool in = g < groups;
+      if (in) x_values_8<M>(x, x_f32, norm_w, inv_rms, g, v);
+      quant_detail::quantize_8(v, g, in, xs);
     }
     __syncthreads();
-    x = xs;
+  } else if constexpr (M != Mode::kPlain) {
+    bf16* staged = reinterpret_cast<bf16*>(smem_raw);
+    for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
+      staged[i] = __float2bfloat16(norm_w[i] * (x_f32[i] * inv_rms));
+    }
+    __syncthreads();
+    x = staged;
   }
-  const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (row >= n_rows) return;
   const int64_t chunks = k / kChunk;
+  auto dot = [&](int64_t r) {
+    if constexpr (kInt8) {
+      return row_dot_int8<F>(w, row_bytes, r, chunks, xs, lane);
+    } else {
+      return row_dot<F>(w, row_bytes, r, chunks, x, lane);
+    }
+  };
   if constexpr (M == Mode::kNormSwiglu) {
-    const float g = row_dot<F>(w, row_bytes, row, chunks, x, lane);
-    const float u = row_dot<F>(w, row_bytes, n_rows + row, chunks, x, lane);
+    const float g = dot(row);
+    const float u = dot(n_rows + row);
     if (lane == 0) act[row] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
   } else {
-    const float acc = row_dot<F>(w, row_bytes, row, chunks, x, lane);
+    const float acc = dot(row);
     if (lane == 0) y[row] = beta == 0.0f ? acc : beta * y[row] + acc;  // y unread when beta = 0
   }
 }
@@ -384,15 +440,27 @@ struct GemvLaunch {
   bf16* act;
   int64_t n_rows;
   float beta;
+  QuantDot dot;
   cudaStream_t stream;
+
+  template <QuantFormat F, bool kInt8>
+  void launch() const {
+    size_t smem = 0;
+    if (kInt8) {
+      smem = quant_detail::int8_x_bytes(w.k);
+    } else if (M != Mode::kPlain) {
+      smem = static_cast<size_t>(w.k) * sizeof(bf16);
+    }
+    smem = (smem + 15) / 16 * 16;
+    detail::launch_overlapped(quant_gemv_kernel<F, M, kInt8>, detail::grid_for(n_rows, kWarps),
+                              kWarps * 32, smem, stream, "quant_gemv_kernel", x, x_f32, norm_w, eps,
+                              w.data, w.row_bytes, y, act, w.k, n_rows, beta);
+  }
 
   template <QuantFormat F>
   void run() const {
-    const size_t smem =
-        M == Mode::kPlain ? 0 : (static_cast<size_t>(w.k) * sizeof(bf16) + 15) / 16 * 16;
-    detail::launch_overlapped(quant_gemv_kernel<F, M>, detail::grid_for(n_rows, kWarps),
-                              kWarps * 32, smem, stream, "quant_gemv_kernel", x, x_f32, norm_w, eps,
-                              w.data, w.row_bytes, y, act, w.k, n_rows, beta);
+    if (dot == QuantDot::kInt8 && quant_dot_int8_supported(F, w.k)) return launch<F, true>();
+    launch<F, false>();
   }
 };
 
@@ -469,32 +537,39 @@ size_t quant_row_bytes(QuantFormat f, int64_t k) {
   return static_cast<size_t>(k / quant_block_elements(f)) * quant_block_bytes(f);
 }
 
-void quant_gemv(const QuantMatrixView& w, const bf16* x, float* y, float beta,
+bool quant_dot_int8_supported(QuantFormat f, int64_t k) {
+  // The default limit of dynamic shared memory per block, which needs no opt-in.
+  constexpr size_t kSharedLimit = 48 * 1024;
+  return k > 0 && k % quant_block_elements(f) == 0 && quant_detail::int8_x_bytes(k) <= kSharedLimit;
+}
+
+void quant_gemv(const QuantMatrixView& w, const bf16* x, float* y, float beta, QuantDot dot,
                 cudaStream_t stream) {
   check_shape(w, "quant_gemv");
-  launch_gemv(
-      GemvLaunch<Mode::kPlain>{w, x, nullptr, nullptr, 0.0f, y, nullptr, w.rows, beta, stream});
+  launch_gemv(GemvLaunch<Mode::kPlain>{w, x, nullptr, nullptr, 0.0f, y, nullptr, w.rows, beta, dot,
+                                       stream});
 }
 
 void rms_norm_quant_gemv(const float* x, const float* norm_w, float eps, const QuantMatrixView& w,
-                         float* y, float beta, cudaStream_t stream) {
+                         float* y, float beta, QuantDot dot, cudaStream_t stream) {
   check_shape(w, "rms_norm_quant_gemv");
   if (!rms_norm_gemv_supported(w.k)) {
     fail(KILN_ERR_INTERNAL, "rms_norm_quant_gemv: k = " + std::to_string(w.k) + " too large");
   }
   launch_gemv(
-      GemvLaunch<Mode::kNorm>{w, nullptr, x, norm_w, eps, y, nullptr, w.rows, beta, stream});
+      GemvLaunch<Mode::kNorm>{w, nullptr, x, norm_w, eps, y, nullptr, w.rows, beta, dot, stream});
 }
 
 void rms_norm_quant_gemv_swiglu(const float* x, const float* norm_w, float eps,
-                                const QuantMatrixView& w_gate_up, bf16* out, cudaStream_t stream) {
+                                const QuantMatrixView& w_gate_up, bf16* out, QuantDot dot,
+                                cudaStream_t stream) {
   check_shape(w_gate_up, "rms_norm_quant_gemv_swiglu");
   if (!rms_norm_gemv_supported(w_gate_up.k) || w_gate_up.rows % 2 != 0) {
     fail(KILN_ERR_INTERNAL, "rms_norm_quant_gemv_swiglu: k = " + std::to_string(w_gate_up.k) +
                                 ", rows = " + std::to_string(w_gate_up.rows));
   }
   launch_gemv(GemvLaunch<Mode::kNormSwiglu>{w_gate_up, nullptr, x, norm_w, eps, nullptr, out,
-                                            w_gate_up.rows / 2, 0.0f, stream});
+                                            w_gate_up.rows / 2, 0.0f, dot, stream});
 }
 
 void quant_embedding_gather(const int32_t* ids, const QuantMatrixView& table, float* out,

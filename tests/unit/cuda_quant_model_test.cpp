@@ -12,6 +12,7 @@
 #if defined(KILN_HAVE_CUDA)
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <random>
@@ -21,6 +22,7 @@
 #include "backend/cpu/cpu_transformer.hpp"
 #include "backend/cuda/cuda_transformer.hpp"
 #include "backend/cuda/device_memory.hpp"
+#include "core/error.hpp"
 #include "cuda_test_util.hpp"
 #include "formats/quant/ggml_type.hpp"
 #include "formats/quant/quantize.hpp"
@@ -239,16 +241,17 @@ class CudaQuantModel : public ::testing::TestWithParam<Mix> {
   void SetUp() override { KILN_SKIP_WITHOUT_CUDA(); }
 };
 
+// Decode bound of the integer path (QuantDot::kInt8), whose one-row products take x quantised to
+// int8 per 32 elements: an error of standard deviation d/sqrt(12), d = max|x|/127 over the block
+// (about 2.4 σ/127 for 32 normal values), i.e. ~5.5e-3 σ against BF16's ~1.1e-3 σ; so at most ~5x
+// the 2-4e-3 that BF16 rounding costs on this model (less: attention and the KV cache stay BF16).
+// A dropped MLP or a shifted v costs over 7e-2.
+constexpr double kInt8DecodeBound = 3e-2;
+
 TEST_P(CudaQuantModel, LogitsMatchTheCpuExecutorOnTheDequantisedWeights) {
   const Mix& mix = GetParam();
   QuantTestModel m(mix);
   const cpu::CpuTransformer cpu(m.config, m.reference, m.inv_freq, 2);
-  const CudaTransformer gpu(m.config, m.quantised, m.inv_freq,
-                            DeviceAllocator::create(0, 0, "test GPU"));
-  const CudaTransformer::LayerMatrixStorage storage = gpu.layer_matrix_storage();
-  // Every layer matrix stays quantised, except those in a format without a CUDA kernel (Q3_K).
-  const int64_t bf16_weights = mix.down == GgmlType::Q3_K ? int64_t{2} * 256 * 512 : 0;
-  EXPECT_EQ(storage.quantized_weights, storage.weights - bf16_weights);
 
   std::mt19937 gen(3);
   std::uniform_int_distribution<int32_t> d(0, m.config.vocab_size - 1);
@@ -256,28 +259,59 @@ TEST_P(CudaQuantModel, LogitsMatchTheCpuExecutorOnTheDequantisedWeights) {
   for (auto& id : ids) id = d(gen);
   const int32_t V = m.config.vocab_size;
   const size_t prompt = 11;
-
-  // CPU: everything in one prefill. CUDA: the first `prompt` ids in one prefill, then one at a
-  // time (the captured decode step), each step's last-row logits.
   auto cs = cpu.create_state(64);
   std::vector<float> want(ids.size() * V, NAN);
   cpu.forward(*cs, ids, 0, want.data(), true, nullptr);
-  auto gs = gpu.create_state(64);
-  std::vector<float> got(ids.size() * V, NAN);
-  gpu.forward(*gs, std::span(ids).first(prompt), 0, got.data(), true, nullptr);
-  for (size_t t = prompt; t < ids.size(); ++t) {
-    gpu.forward(*gs, std::span(ids).subspan(t, 1), static_cast<int32_t>(t), got.data() + t * V,
-                false, nullptr);
+
+  for (const QuantDot dot : {QuantDot::kFloat, QuantDot::kInt8}) {
+    const bool int8 = dot == QuantDot::kInt8;
+    SCOPED_TRACE(int8 ? "int8 products" : "float products");
+    const CudaTransformer gpu(m.config, m.quantised, m.inv_freq,
+                              DeviceAllocator::create(0, 0, "test GPU"), {}, false, dot);
+    const CudaTransformer::LayerMatrixStorage storage = gpu.layer_matrix_storage();
+    // Every layer matrix stays quantised, except those in a format without a CUDA kernel (Q3_K).
+    const int64_t bf16_weights = mix.down == GgmlType::Q3_K ? int64_t{2} * 256 * 512 : 0;
+    EXPECT_EQ(storage.quantized_weights, storage.weights - bf16_weights);
+
+    // CPU: everything in one prefill. CUDA: the first `prompt` ids in one prefill, then one at a
+    // time (the captured decode step), each step's last-row logits.
+    auto gs = gpu.create_state(64);
+    std::vector<float> got(ids.size() * V, NAN);
+    gpu.forward(*gs, std::span(ids).first(prompt), 0, got.data(), true, nullptr);
+    for (size_t t = prompt; t < ids.size(); ++t) {
+      gpu.forward(*gs, std::span(ids).subspan(t, 1), static_cast<int32_t>(t), got.data() + t * V,
+                  false, nullptr);
+    }
+    const double prefill_err = relative_l2(got.data(), want.data(), prompt * V);
+    const double decode_err =
+        relative_l2(got.data() + prompt * V, want.data() + prompt * V, (ids.size() - prompt) * V);
+    std::printf("[ quant    ] %-14s %-5s prefill rel L2 %.3e, decode rel L2 %.3e\n", mix.name,
+                int8 ? "int8" : "float", prefill_err, decode_err);
+    // Exact weights; BF16 matrix inputs and KV cache (the bound of the BF16 executor tests). The
+    // prefill dequantises to BF16 for cuBLAS on either path.
+    EXPECT_LE(prefill_err, 1e-2);
+    EXPECT_LE(decode_err, int8 ? kInt8DecodeBound : 1e-2);
+    EXPECT_FALSE(std::isnan(prefill_err) || std::isnan(decode_err));
   }
-  const double prefill_err = relative_l2(got.data(), want.data(), prompt * V);
-  const double decode_err =
-      relative_l2(got.data() + prompt * V, want.data() + prompt * V, (ids.size() - prompt) * V);
-  std::printf("[ quant    ] %-14s prefill rel L2 %.3e, decode rel L2 %.3e\n", mix.name, prefill_err,
-              decode_err);
-  // Exact weights; BF16 matrix inputs and KV cache (the bound of the BF16 executor tests).
-  EXPECT_LE(prefill_err, 1e-2);
-  EXPECT_LE(decode_err, 1e-2);
-  EXPECT_FALSE(std::isnan(prefill_err) || std::isnan(decode_err));
+}
+
+// KILN_CUDA_QUANT_DOT is read when the model is built, before anything touches the device (so this
+// runs without a GPU too): an unknown value is refused by name, not taken for a default.
+TEST(CudaQuantDot, AnUnknownKilnCudaQuantDotValueIsAnInvalidArgument) {
+  QuantTestModel m(Mix{"q8_0", GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0,
+                       GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0,
+                       GgmlType::Q8_0});
+  ASSERT_EQ(setenv("KILN_CUDA_QUANT_DOT", "fast", 1), 0);
+  try {
+    const CudaTransformer gpu(m.config, m.quantised, m.inv_freq,
+                              DeviceAllocator::create(0, 0, "test GPU"));
+    ADD_FAILURE() << "KILN_CUDA_QUANT_DOT=fast was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), KILN_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("KILN_CUDA_QUANT_DOT is \"fast\""), std::string::npos)
+        << e.what();
+  }
+  unsetenv("KILN_CUDA_QUANT_DOT");
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -4,12 +4,18 @@
 // bit for bit against llama.cpp's own dequantisation of llama.cpp-written files), then dotted in
 // double. Awkward shapes: row counts that are not a multiple of the kernels' 8 rows per block, k a
 // few blocks or a long row. Outputs start poisoned (NaN) with guard elements past the end that
-// must stay poisoned. Without a GPU (CI) every test skips.
+// must stay poisoned. The integer path (QuantDot::kInt8: x quantised to int8) is checked twice
+// over: against float64 with the same int8 quantisation of x, written here from its
+// specification (agreement to float rounding: the integer arithmetic is exact), and against the
+// unquantised x within the rounding bound of that quantisation (relative L2 printed, with its
+// prediction). Without a GPU (CI) every test skips.
 #include <gtest/gtest.h>
 
 #if defined(KILN_HAVE_CUDA)
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -123,7 +129,7 @@ TEST_P(QuantKernels, GemvMatchesFloat64ReferenceWithAndWithoutAccumulation) {
         ref[r] = acc;
         scale[r] = abs_acc;
       }
-      quant_gemv(w, d_x.get(), d_y.get(), 0.0f, nullptr);
+      quant_gemv(w, d_x.get(), d_y.get(), 0.0f, QuantDot::kFloat, nullptr);
       ASSERT_CUDA_OK(cudaDeviceSynchronize());
       std::vector<float> y = d_y.download();
       for (int64_t r = 0; r < rows; ++r) {
@@ -135,7 +141,7 @@ TEST_P(QuantKernels, GemvMatchesFloat64ReferenceWithAndWithoutAccumulation) {
       std::vector<float> y0(static_cast<size_t>(rows + kGuard));
       for (auto& v : y0) v = std::uniform_real_distribution<float>(-2, 2)(rng);
       d_y.upload(y0);
-      quant_gemv(w, d_x.get(), d_y.get(), 1.0f, nullptr);
+      quant_gemv(w, d_x.get(), d_y.get(), 1.0f, QuantDot::kFloat, nullptr);
       ASSERT_CUDA_OK(cudaDeviceSynchronize());
       y = d_y.download();
       for (int64_t r = 0; r < rows; ++r) {
@@ -237,7 +243,7 @@ TEST_P(QuantKernels, FusedRmsNormGemvAndSwigluMatchFloat64Reference) {
   constexpr int64_t kGuard = 3;
   DeviceArray<float> d_y(static_cast<size_t>(2 * inter + kGuard));
   rms_norm_quant_gemv(d_x.get(), d_norm.get(), eps, view_of(f, d_w, 2 * inter, k, m.row_bytes),
-                      d_y.get(), 0.0f, nullptr);
+                      d_y.get(), 0.0f, QuantDot::kFloat, nullptr);
   ASSERT_CUDA_OK(cudaDeviceSynchronize());
   const std::vector<float> y = d_y.download();
   for (int64_t r = 0; r < 2 * inter; ++r) ASSERT_NEAR(y[r], ref[r], err[r]) << "row " << r;
@@ -245,7 +251,8 @@ TEST_P(QuantKernels, FusedRmsNormGemvAndSwigluMatchFloat64Reference) {
 
   DeviceArray<__nv_bfloat16> d_act(static_cast<size_t>(inter + kGuard));
   rms_norm_quant_gemv_swiglu(d_x.get(), d_norm.get(), eps,
-                             view_of(f, d_w, 2 * inter, k, m.row_bytes), d_act.get(), nullptr);
+                             view_of(f, d_w, 2 * inter, k, m.row_bytes), d_act.get(),
+                             QuantDot::kFloat, nullptr);
   ASSERT_CUDA_OK(cudaDeviceSynchronize());
   const std::vector<float> act = test::from_bf16(d_act.download());
   for (int64_t i = 0; i < inter; ++i) {
@@ -261,6 +268,230 @@ TEST_P(QuantKernels, FusedRmsNormGemvAndSwigluMatchFloat64Reference) {
   for (int64_t g = 0; g < kGuard; ++g) {
     const __nv_bfloat16_raw raw = raw_act[inter + g];
     EXPECT_EQ(raw.x, 0xFFFF) << "guard " << g;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The integer path (QuantDot::kInt8, kernels/quant_dot_int8.cuh).
+
+// x quantised as the integer path specifies it, written from that specification: per 32-element
+// block d = RN(max|x| / 127) in float, xi = round-half-even(RN(x · RN(127 / max|x|))) (both 0
+// when max|x| < 2^-100). xhat = d · xi exactly (in double); scale = each element's block d.
+struct Int8X {
+  std::vector<double> xhat, scale;
+};
+
+Int8X int8_quantise(const std::vector<float>& x) {
+  Int8X q{std::vector<double>(x.size()), std::vector<double>(x.size())};
+  for (size_t b = 0; b < x.size(); b += 32) {
+    float amax = 0.0f;
+    for (size_t i = b; i < b + 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const bool zero = amax < 0x1p-100f;
+    const float d = zero ? 0.0f : amax / 127.0f;
+    const float inv = zero ? 0.0f : 127.0f / amax;
+    for (size_t i = b; i < b + 32; ++i) {
+      const float ratio = x[i] * inv;
+      q.xhat[i] = static_cast<double>(d) * std::nearbyint(ratio);
+      q.scale[i] = d;
+    }
+  }
+  return q;
+}
+
+// Per row of a product with the exactly dequantised weights: the product with the unquantised x,
+// with x̂, Σ|w·x̂| (the scale of float rounding), the worst case of the int8 rounding, Σ|w|·d/2
+// (|x̂ − x| <= d/2 + 3·2^-24·|x| from the roundings of d, 127 / max|x| and the product: < d/2 ·
+// (1 + 5e-5), hence the 1e-4),
+// and its variance when the rounding errors are independent and uniform, Σ w²·d²/12.
+struct RowRefs {
+  std::vector<double> exact, quantised, magnitude, worst, variance;
+};
+
+RowRefs row_refs(const QuantMatrix& m, int64_t rows, int64_t k, const std::vector<float>& x,
+                 const Int8X& q) {
+  RowRefs r;
+  for (int64_t row = 0; row < rows; ++row) {
+    double exact = 0, quantised = 0, magnitude = 0, worst = 0, variance = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      const double w = m.values[row * k + i];
+      exact += w * x[i];
+      quantised += w * q.xhat[i];
+      magnitude += std::fabs(w * q.xhat[i]);
+      worst += std::fabs(w) * q.scale[i] * 0.5 * (1 + 1e-4);
+      variance += w * w * q.scale[i] * q.scale[i] / 12;
+    }
+    r.exact.push_back(exact);
+    r.quantised.push_back(quantised);
+    r.magnitude.push_back(magnitude);
+    r.worst.push_back(worst);
+    r.variance.push_back(variance);
+  }
+  return r;
+}
+
+// Float rounding of the integer path relative to Σ|w·x̂|: the chunk's scales applied in 2-4 float
+// operations (for the formats with a min, two products of up to ~4x the chunk's Σ|w·x̂| that may
+// cancel), then at most 19 additions per lane and 5 across the warp: < 30 · 4 · 2^-24 ≈ 7e-6.
+constexpr double kInt8FloatRounding = 2e-5;
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b, size_t n) {
+  return std::memcmp(a.data(), b.data(), n * sizeof(float)) == 0;
+}
+
+TEST_P(QuantKernels, Int8GemvIsExactOnTheQuantisedXAndWithinItsRoundingOfTheUnquantisedX) {
+  KILN_SKIP_WITHOUT_CUDA();
+  const Format& f = GetParam();
+  const int64_t block = quant_block_elements(f.format);
+  std::mt19937 rng(17);
+  const std::vector<int64_t> ks = block == 32 ? std::vector<int64_t>{96, 896, 3584, 4864}
+                                              : std::vector<int64_t>{768, 3584, 4864};
+  for (const int64_t k : ks) {
+    for (const int64_t rows : {int64_t{1}, int64_t{37}, int64_t{200}}) {
+      SCOPED_TRACE("k = " + std::to_string(k) + ", rows = " + std::to_string(rows));
+      const QuantMatrix m = random_matrix(f, rows, k, rng);
+      std::vector<float> xf = test::random_normal(k, rng);
+      // Outliers, as real activations have: blocks with one large value get a coarse grid.
+      for (int64_t i = 0; i < k; i += 53) xf[i] *= 16.0f;
+      for (auto& v : xf) v = test::round_to_bf16(v);
+      const auto d_w = upload_bytes(m.bytes);
+      DeviceArray<__nv_bfloat16> d_x(test::to_bf16(xf));
+      constexpr int64_t kGuard = 5;
+      DeviceArray<float> d_y(static_cast<size_t>(rows + kGuard));
+      const QuantMatrixView w = view_of(f, d_w, rows, k, m.row_bytes);
+
+      quant_gemv(w, d_x.get(), d_y.get(), 0.0f, QuantDot::kFloat, nullptr);
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      const std::vector<float> y_float = d_y.download();
+      quant_gemv(w, d_x.get(), d_y.get(), 0.0f, QuantDot::kInt8, nullptr);
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      const std::vector<float> y = d_y.download();
+      quant_gemv(w, d_x.get(), d_y.get(), 0.0f, QuantDot::kInt8, nullptr);
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      EXPECT_TRUE(same_bits(y, d_y.download(), rows)) << "two runs differ";
+      for (int64_t g = 0; g < kGuard; ++g) EXPECT_TRUE(is_poison(y[rows + g])) << "guard " << g;
+      ASSERT_TRUE(quant_dot_int8_supported(f.format, k));
+
+      const RowRefs ref = row_refs(m, rows, k, xf, int8_quantise(xf));
+      double err2 = 0, float_err2 = 0, ref2 = 0, predicted2 = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        ASSERT_NEAR(y[r], ref.quantised[r], kInt8FloatRounding * ref.magnitude[r] + 1e-30)
+            << "row " << r << ": not the product with the int8 x";
+        ASSERT_NEAR(y[r], ref.exact[r], ref.worst[r] + kInt8FloatRounding * ref.magnitude[r])
+            << "row " << r << ": beyond the int8 rounding of x";
+        err2 += (y[r] - ref.exact[r]) * (y[r] - ref.exact[r]);
+        float_err2 += (y_float[r] - ref.exact[r]) * (y_float[r] - ref.exact[r]);
+        ref2 += ref.exact[r] * ref.exact[r];
+        predicted2 += ref.variance[r];
+      }
+      const double rel = std::sqrt(err2 / ref2), predicted = std::sqrt(predicted2 / ref2);
+      std::printf(
+          "[ int8     ] %-5s k = %4lld, rows = %3lld: rel L2 vs the unquantised x %.3e "
+          "(predicted %.3e; float path %.3e)\n",
+          f.name, static_cast<long long>(k), static_cast<long long>(rows), rel, predicted,
+          std::sqrt(float_err2 / ref2));
+      // A sum of many independent roundings: 4 standard deviations.
+      EXPECT_LE(rel, 4 * predicted);
+
+      // beta = 1 accumulates into y.
+      std::vector<float> y0(static_cast<size_t>(rows + kGuard));
+      for (auto& v : y0) v = std::uniform_real_distribution<float>(-2, 2)(rng);
+      d_y.upload(y0);
+      quant_gemv(w, d_x.get(), d_y.get(), 1.0f, QuantDot::kInt8, nullptr);
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      const std::vector<float> y1 = d_y.download();
+      for (int64_t r = 0; r < rows; ++r) {
+        ASSERT_NEAR(y1[r], y0[r] + ref.quantised[r],
+                    kInt8FloatRounding * ref.magnitude[r] + 4e-7 * std::fabs(y0[r]))
+            << "row " << r << " (beta 1)";
+      }
+      for (int64_t g = 0; g < kGuard; ++g) EXPECT_EQ(y1[rows + g], y0[rows + g]);
+    }
+  }
+}
+
+TEST_P(QuantKernels, Int8FusedNormGemvAndSwigluAreTheUnfusedStepsAndMatchTheReference) {
+  KILN_SKIP_WITHOUT_CUDA();
+  const Format& f = GetParam();
+  const int64_t block = quant_block_elements(f.format);
+  std::mt19937 rng(23);
+  const int64_t inter = 45;
+  const float eps = 1e-6f;
+  for (const int64_t k :
+       block == 32 ? std::vector<int64_t>{896, 4864} : std::vector<int64_t>{768, 4864}) {
+    SCOPED_TRACE("k = " + std::to_string(k));
+    const std::vector<float> x = test::random_normal(k, rng, 3.0f);
+    std::vector<float> norm_w = test::random_normal(k, rng, 0.1f);
+    for (auto& v : norm_w) v += 1.0f;
+    DeviceArray<float> d_x(x), d_norm(norm_w);
+    const QuantMatrix m = random_matrix(f, 2 * inter, k, rng);
+    const auto d_w = upload_bytes(m.bytes);
+    const QuantMatrixView w = view_of(f, d_w, 2 * inter, k, m.row_bytes);
+
+    // The unfused steps: rms_norm to BF16, then the product.
+    DeviceArray<__nv_bfloat16> d_normed(static_cast<size_t>(k));
+    rms_norm(d_x.get(), nullptr, d_norm.get(), d_normed.get(), 1, k, eps, nullptr);
+    DeviceArray<float> d_unfused(static_cast<size_t>(2 * inter));
+    quant_gemv(w, d_normed.get(), d_unfused.get(), 0.0f, QuantDot::kInt8, nullptr);
+    constexpr int64_t kGuard = 3;
+    DeviceArray<float> d_y(static_cast<size_t>(2 * inter + kGuard));
+    rms_norm_quant_gemv(d_x.get(), d_norm.get(), eps, w, d_y.get(), 0.0f, QuantDot::kInt8, nullptr);
+    DeviceArray<__nv_bfloat16> d_act(static_cast<size_t>(inter + kGuard));
+    rms_norm_quant_gemv_swiglu(d_x.get(), d_norm.get(), eps, w, d_act.get(), QuantDot::kInt8,
+                               nullptr);
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<float> y = d_y.download();
+    EXPECT_TRUE(same_bits(y, d_unfused.download(), 2 * inter)) << "fused != rms_norm + gemv";
+    for (int64_t g = 0; g < kGuard; ++g) EXPECT_TRUE(is_poison(y[2 * inter + g]));
+
+    // Against float64: exactly the product with the int8 quantisation of the BF16 normalised x
+    // the GPU computed, and within BF16 + int8 rounding of the unrounded normalised x.
+    const std::vector<float> normed = test::from_bf16(d_normed.download());
+    const RowRefs ref = row_refs(m, 2 * inter, k, normed, int8_quantise(normed));
+    const std::vector<double> xn = rms_normed(x, norm_w, eps);
+    std::vector<double> exact(2 * inter), err(2 * inter);
+    for (int64_t r = 0; r < 2 * inter; ++r) {
+      double acc = 0, abs_acc = 0;
+      for (int64_t i = 0; i < k; ++i) {
+        acc += m.values[r * k + i] * xn[i];
+        abs_acc += std::fabs(m.values[r * k + i] * xn[i]);
+      }
+      exact[r] = acc;
+      err[r] = abs_acc * (1.0 / 256 + 1e-4) + ref.worst[r] + 1e-6;  // BF16 of x, then int8
+      ASSERT_NEAR(y[r], ref.quantised[r], kInt8FloatRounding * ref.magnitude[r] + 1e-30)
+          << "row " << r;
+      ASSERT_NEAR(y[r], exact[r], err[r]) << "row " << r;
+    }
+
+    // SwiGLU: out = bf16(silu(g) · u) of the same dots (one BF16 rounding, at most 2^-8 of the
+    // value, and an ulp or two of expf), and within the propagated bounds of the float64
+    // reference.
+    const std::vector<float> act = test::from_bf16(d_act.download());
+    for (int64_t i = 0; i < inter; ++i) {
+      const float g = y[i], u = y[inter + i];
+      const float same = g / (1.0f + std::exp(-g)) * u;
+      ASSERT_NEAR(act[i], same, std::fabs(same) / 250 + 1e-30) << "SwiGLU element " << i;
+      const double eg = exact[i], eu = exact[inter + i];
+      const double silu = eg / (1.0 + std::exp(-eg)), want = silu * eu;
+      const double tol = 1.1 * err[i] * std::fabs(eu) + std::fabs(silu) * err[inter + i] +
+                         1.1 * err[i] * err[inter + i] + std::fabs(want) / 128 + 1e-6;
+      ASSERT_NEAR(act[i], want, tol) << "SwiGLU element " << i;
+    }
+    const std::vector<__nv_bfloat16> raw_act = d_act.download();
+    for (int64_t g = 0; g < kGuard; ++g) {
+      const __nv_bfloat16_raw raw = raw_act[inter + g];
+      EXPECT_EQ(raw.x, 0xFFFF) << "guard " << g;
+    }
+  }
+}
+
+TEST(QuantKernelsShape, Int8PathTakesWholeBlocksWhileXFitsSharedMemory) {
+  for (const Format& f : formats()) {
+    const int64_t block = quant_block_elements(f.format);
+    EXPECT_TRUE(quant_dot_int8_supported(f.format, block * 19)) << f.name;
+    EXPECT_TRUE(quant_dot_int8_supported(f.format, 18944)) << f.name;   // 7B down_proj
+    EXPECT_FALSE(quant_dot_int8_supported(f.format, 65536)) << f.name;  // 88 KiB of x in shared
+    EXPECT_FALSE(quant_dot_int8_supported(f.format, block * 3 + block / 2)) << f.name;
+    EXPECT_FALSE(quant_dot_int8_supported(f.format, 0)) << f.name;
   }
 }
 

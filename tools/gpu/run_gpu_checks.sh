@@ -35,8 +35,8 @@ for t in cuda_kernels_test cuda_attention_prefill_test cuda_model_test cuda_hf_p
     cuda_device_sampling_test; do
   echo "=== $t"
   "$pack/bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1 || status=1
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |differ between device|^device sampler|^\[ parity|^\[ (gguf|quant)|^\[  FAILED|^\[prefill attention|^  tokens" \
-    "$out/$t.log" | head -40
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |differ between device|^device sampler|^\[ parity|^\[ (gguf|quant|int8)|^\[  FAILED|^\[prefill attention|^  tokens" \
+    "$out/$t.log" | head -120
 done
 if [ "${SKIP_SANITIZERS:-0}" != 1 ]; then
 echo "=== compute-sanitizer memcheck: cuda_kernels_test"
@@ -49,6 +49,15 @@ timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
   "$pack/bin/cuda_attention_prefill_test" --gtest_filter='-*Timing*' > "$out/memcheck_prefill.log" 2>&1
 echo "memcheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/memcheck_prefill.log") clean summaries)"
 tail -2 "$out/memcheck_prefill.log"
+echo "=== compute-sanitizer memcheck + racecheck: cuda_quant_test (integer-path GEMVs)"
+# The integer path reads Q8_0 / legacy blocks as aligned words reaching up to 2 bytes before a
+# block (never past a matrix's end) and stages x in shared memory: both checked here.
+for tool in memcheck racecheck; do
+  timeout 240 compute-sanitizer --tool $tool --error-exitcode 9 "$pack/bin/cuda_quant_test" \
+    --gtest_filter='*Int8*' > "$out/${tool}_quant.log" 2>&1
+  echo "$tool exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/${tool}_quant.log") clean summaries)"
+  tail -2 "$out/${tool}_quant.log"
+done
 echo "=== compute-sanitizer racecheck: cuda_attention_prefill_test (block sizes / head dims)"
 timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 \
   "$pack/bin/cuda_attention_prefill_test" --gtest_filter='*EveryBlockSize*' > "$out/racecheck_prefill.log" 2>&1

@@ -12,6 +12,8 @@
 #   5. a table beside llama.cpp's figures from shared/peers.md with ratios, and the memory-bound
 #      decode limit (weight bytes / measured copy bandwidth).
 # --with-05b also reruns the Qwen2.5-0.5B quantised bench (run_quant_gpu.sh's model and table).
+# --ab-float also runs tg128 of both GGUFs with KILN_CUDA_QUANT_DOT=float (the exact dequantise-
+# and-dot decode kernels) beside the default int8 ones, in the same call.
 # Disk: at most ~28 GB at once (BF16 15.2 + Q8_0 8.1 + Q4_K_M 4.7); all removed at the end.
 #
 # usage: run_quant_7b.sh ARCHIVE [--with-05b]
@@ -29,14 +31,15 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-$(pwd)/gpu-out}
 mkdir -p "$out"
 
-archive="" bin="" shape=7b backend=cuda with_05b=0
+archive="" bin="" shape=7b backend=cuda with_05b=0 ab_float=0
 while [ $# -gt 0 ]; do
   case $1 in
     --bin) bin=$(realpath "$2"); shift ;;
     --shape) shape=$2; shift ;;
     --backend) backend=$2; shift ;;
     --with-05b) with_05b=1 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --ab-float) ab_float=1 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) archive=$1 ;;
   esac
   shift
@@ -126,6 +129,17 @@ for name in bf16 q8_0 q4_k_m; do
   grep -E "^(load|pp|tg)" "$out/bench_$name.log" || true
 done
 
+if [ "$ab_float" = 1 ]; then
+  for name in q8_0 q4_k_m; do
+    path=$work/qwen-$shape-$name.gguf
+    [ -e "$path" ] || continue
+    echo "=== kiln-bench --backend $backend $name, KILN_CUDA_QUANT_DOT=float (tg only)"
+    step 90 "bench_${name}_float.log" env KILN_CUDA_QUANT_DOT=float "$bin/kiln-bench" \
+      --backend "$backend" -m "$path" -p 0 -n 128 -r 3 || true
+    grep -E "^tg" "$out/bench_${name}_float.log" || true
+  done
+fi
+
 # Sizes for the memory-bound limits, before the files go.
 for name in bf16 q8_0 q4_k_m; do
   path=$work/qwen-$shape-$name.gguf
@@ -179,6 +193,11 @@ if [ "$with_05b" = 1 ]; then
       echo "$type: $(stat -c %s "$gguf") bytes; $(python3 "$root/tools/bench/gguf_types.py" "$gguf")"
       step 60 "bench05b_$type.log" "$bin/kiln-bench" --backend "$backend" -m "$gguf" -p 512 -n 128 -r 3 || true
       grep -E "^(load|pp|tg)" "$out/bench05b_$type.log" || true
+      if [ "$ab_float" = 1 ]; then
+        step 40 "bench05b_${type}_float.log" env KILN_CUDA_QUANT_DOT=float "$bin/kiln-bench" \
+          --backend "$backend" -m "$gguf" -p 0 -n 128 -r 3 || true
+        echo "KILN_CUDA_QUANT_DOT=float: $(grep -E "^tg" "$out/bench05b_${type}_float.log" || true)"
+      fi
       echo "(llama.cpp 0.5B $type: pp512 $([ $type = q8_0 ] && echo '~53,000, tg128 ~793' || echo '~40,600, tg128 ~795'))"
     done
   fi

@@ -34,6 +34,17 @@ bool same_block(const WeightRef& a, const WeightRef& b) {
 
 int64_t elements(const WeightRef& ref) { return ref.tensor ? ref.rows * ref.cols : 0; }
 
+// KILN_CUDA_QUANT_DOT selects how decode multiplies GGUF-quantised matrices (kernels.hpp,
+// QuantDot): "int8" (the default) or "float" (the exact dequantise-and-dot path), so that both can
+// be compared in one process tree; read once, when a model is loaded.
+QuantDot quant_dot_from_environment() {
+  const char* env = std::getenv("KILN_CUDA_QUANT_DOT");
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "int8") == 0) return QuantDot::kInt8;
+  if (std::strcmp(env, "float") == 0) return QuantDot::kFloat;
+  fail(KILN_ERR_INVALID_ARGUMENT,
+       std::string("KILN_CUDA_QUANT_DOT is \"") + env + "\"; expected \"int8\" or \"float\"");
+}
+
 template <typename T>
 T* ptr(const DeviceBuffer& b) {
   return b.as<T>();
@@ -184,10 +195,12 @@ void CudaTransformer::validate(const ModelConfig& config, const TransformerWeigh
 CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWeights& w,
                                  const std::vector<float>& inv_freq,
                                  std::shared_ptr<DeviceAllocator> allocator,
-                                 const ProgressFn& progress, bool f32)
+                                 const ProgressFn& progress, bool f32,
+                                 std::optional<QuantDot> quant_dot)
     : allocator_(std::move(allocator)),
       eps_(config.rms_norm_eps),
-      qk_norm_(config.qk_norm == QkNormKind::BeforeRopeWeighted) {
+      qk_norm_(config.qk_norm == QkNormKind::BeforeRopeWeighted),
+      quant_dot_(quant_dot ? *quant_dot : quant_dot_from_environment()) {
   // Read once here: the escape hatch to host sampling for tests and benchmarks.
   const char* host_sampling = std::getenv("KILN_CUDA_HOST_SAMPLING");
   host_sampling_ = host_sampling != nullptr && std::string_view(host_sampling) == "1";
@@ -295,7 +308,8 @@ void CudaTransformer::compute_logits(CudaSessionState& s, int64_t first_row, int
     linear_bf16(s.cublas_.get(), ptr<bf16>(s.normed_), head.bf16_ptr(), ptr<float>(s.logits_), rows,
                 dims_.hidden, dims_.vocab, 0.0f);
   } else if (rows == 1) {
-    quant_gemv(head.segments[0].view, ptr<bf16>(s.normed_), ptr<float>(s.logits_), 0.0f, stream);
+    quant_gemv(head.segments[0].view, ptr<bf16>(s.normed_), ptr<float>(s.logits_), 0.0f, quant_dot_,
+               stream);
   } else {
     // A tile of vocabulary rows at a time through the scratch, into the logits' columns.
     const QuantMatrixView& all = head.segments[0].view;
@@ -429,7 +443,7 @@ void CudaTransformer::linear(CudaSessionState& s, const DeviceMatrix& w, const b
   const cudaStream_t stream = s.stream_.get();
   if (n == 1) {
     for (const DeviceMatrix::Segment& seg : w.segments) {
-      quant_gemv(seg.view, x, y + seg.first_row, beta, stream);
+      quant_gemv(seg.view, x, y + seg.first_row, beta, quant_dot_, stream);
     }
     return;
   }
@@ -482,7 +496,7 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
     if (fuse_norms && L.wqkv.quantized()) {
       for (const DeviceMatrix::Segment& seg : L.wqkv.segments) {
         rms_norm_quant_gemv(x, ptr<float>(L.attn_norm), eps_, seg.view,
-                            ptr<float>(s->qkv_) + seg.first_row, 0.0f, stream);
+                            ptr<float>(s->qkv_) + seg.first_row, 0.0f, quant_dot_, stream);
       }
     } else if (fuse_norms) {
       rms_norm_gemv_bf16(x, ptr<float>(L.attn_norm), eps_, L.wqkv.bf16_ptr(), ptr<float>(s->qkv_),
@@ -513,7 +527,7 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
     if (fuse_norms && (!L.w_gate_up.quantized() || quant_swiglu)) {
       if (quant_swiglu) {
         rms_norm_quant_gemv_swiglu(x, ptr<float>(L.ffn_norm), eps_, L.w_gate_up.segments[0].view,
-                                   ptr<bf16>(s->act_), stream);
+                                   ptr<bf16>(s->act_), quant_dot_, stream);
       } else {
         rms_norm_gemv_swiglu_bf16(x, ptr<float>(L.ffn_norm), eps_, L.w_gate_up.bf16_ptr(),
                                   ptr<bf16>(s->act_), d.hidden, d.intermediate, stream);

@@ -3,7 +3,8 @@
 // memory as BF16 (norm weights and biases float32), activations in float32, matrix products in
 // cuBLAS (BF16 in, float32 accumulate) and the KV cache in BF16 on the device. GGUF layer matrices
 // in Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K stay in that format on the device: decode
-// multiplies them with fused dequantise-and-dot kernels (kernels/quant_gemv.cu), prefill
+// multiplies them with fused kernels (kernels/quant_gemv.cu; by default dotting the integers with
+// an int8 copy of x, see QuantDot in kernels.hpp), prefill
 // dequantises one matrix at a time into a per-session BF16 scratch buffer for cuBLAS. A quantised
 // embedding table (and lm_head) stays quantised too: rows are gathered by a dequantising kernel,
 // the decode step's logits come from the fused kernel, and many-row logits dequantise the lm_head
@@ -14,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "backend/backend.hpp"
@@ -90,10 +92,13 @@ class CudaTransformer final : public ModelExecutor {
   // Validates every weight shape against the config (KILN_ERR_FORMAT naming the tensor) and
   // uploads them (KILN_ERR_OUT_OF_MEMORY under the allocator's cap or the device's memory, with
   // every partial allocation freed). `inv_freq`: the RoPE inverse frequencies. `f32`: the F32
-  // checking precision (every matrix float32, GGUF blocks dequantised at upload).
+  // checking precision (every matrix float32, GGUF blocks dequantised at upload). `quant_dot`: the
+  // decode step's arithmetic on quantised matrices (kernels.hpp); by default KILN_CUDA_QUANT_DOT
+  // ("int8", the default, or "float"; anything else is KILN_ERR_INVALID_ARGUMENT).
   CudaTransformer(const ModelConfig& config, const TransformerWeights& weights,
                   const std::vector<float>& inv_freq, std::shared_ptr<DeviceAllocator> allocator,
-                  const ProgressFn& progress = {}, bool f32 = false);
+                  const ProgressFn& progress = {}, bool f32 = false,
+                  std::optional<QuantDot> quant_dot = std::nullopt);
 
   std::unique_ptr<SessionState> create_state(int32_t context_length) const override;
   void forward(SessionState& state, std::span<const int32_t> ids, int32_t start_pos, float* logits,
@@ -142,6 +147,8 @@ class CudaTransformer final : public ModelExecutor {
   ModelDims dims_{};
   float eps_;
   bool qk_norm_;
+  // The one-row quantised products' arithmetic (KILN_CUDA_QUANT_DOT at load; kInt8 by default).
+  QuantDot quant_dot_;
   const DeviceMatrix& lm_head() const { return tied_ ? embed_ : lm_head_; }
 
   DeviceMatrix embed_, lm_head_;  // lm_head_ empty when tied

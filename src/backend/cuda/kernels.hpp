@@ -103,16 +103,31 @@ struct QuantMatrixView {
   size_t row_bytes;
 };
 
-// y[rows] = W · x + beta · y, x BF16 [k] (16-byte aligned), y float32 (unread when beta = 0):
-// the blocks are dequantised in registers (the format's exact values) and dotted in float32.
-void quant_gemv(const QuantMatrixView& w, const bf16* x, float* y, float beta, cudaStream_t stream);
+// How the one-row products below dot a weight row with x:
+//  - kFloat: every weight dequantised in registers to its exact float value (as the CPU
+//    dequantiser computes it) and multiplied with the BF16 x in float32; ~7 ALU operations per
+//    weight. The reference, and the path of formats without an integer one.
+//  - kInt8: x quantised per 32-element block to int8 (scale max|x| / 127, round to nearest), the
+//    weights' integers dotted with it by __dp4a and the block scales applied per chunk (llama.cpp
+//    MMVQ's approximation): x carries a relative error of up to 1/254 of its block's largest value
+//    per element; the weights stay exact. Every format, when quant_dot_int8_supported(format, k)
+//    (x of k elements fits the blocks' shared memory); otherwise kInt8 takes kFloat.
+//    kernels/quant_dot_int8.cuh has the arithmetic.
+enum class QuantDot { kFloat, kInt8 };
+bool quant_dot_int8_supported(QuantFormat f, int64_t k);
+
+// y[rows] = W · x + beta · y, x BF16 [k] (16-byte aligned), y float32 (unread when beta = 0).
+void quant_gemv(const QuantMatrixView& w, const bf16* x, float* y, float beta, QuantDot dot,
+                cudaStream_t stream);
 // The same after the decode step's RMSNorm, as rms_norm_gemv_bf16 (x float32 [k]); the swiglu form
 // takes the fused gate/up matrix (2·inter rows, gate first) and writes out[i] = bf16(silu(gate_i) ·
-// up_i). Both need rms_norm_gemv_supported(k).
+// up_i). Both need rms_norm_gemv_supported(k). Each equals rms_norm() followed by quant_gemv()
+// with the same `dot`, bit for bit.
 void rms_norm_quant_gemv(const float* x, const float* norm_w, float eps, const QuantMatrixView& w,
-                         float* y, float beta, cudaStream_t stream);
+                         float* y, float beta, QuantDot dot, cudaStream_t stream);
 void rms_norm_quant_gemv_swiglu(const float* x, const float* norm_w, float eps,
-                                const QuantMatrixView& w_gate_up, bf16* out, cudaStream_t stream);
+                                const QuantMatrixView& w_gate_up, bf16* out, QuantDot dot,
+                                cudaStream_t stream);
 // out[t, :] = float(table[ids[t], :]) for the n_tokens ids (validated in [0, rows)); the
 // quantised form of embedding_gather.
 void quant_embedding_gather(const int32_t* ids, const QuantMatrixView& table, float* out,
