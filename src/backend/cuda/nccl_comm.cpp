@@ -30,8 +30,10 @@ struct NcclComm::Library {
 
   Library() {
     // The soname first (what an installed NCCL provides), then the development name.
+    // RTLD_NODELETE: ncclGetUniqueId starts NCCL's bootstrap thread, which keeps running inside
+    // the library after the call returns; the library must stay mapped after the last dlclose.
     for (const char* name : {"libnccl.so.2", "libnccl.so"}) {
-      handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      handle = dlopen(name, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
       if (handle != nullptr) break;
     }
     if (handle == nullptr) {

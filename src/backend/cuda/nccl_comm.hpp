@@ -2,7 +2,9 @@
 // (kiln_trainer_join_data_parallel). NCCL is loaded with dlopen when a group is first used
 // (libnccl.so.2 from the library path or the CUDA install): a kiln build runs, and everything
 // but data-parallel training works, on machines without NCCL. Each communicator holds its own
-// reference to the library (dlopen counts them), so there is no process-wide state.
+// reference to the library (dlopen counts them), so kiln keeps no process-wide state; the library
+// itself stays mapped once loaded (RTLD_NODELETE), because NCCL's bootstrap thread outlives the
+// calls that start it.
 #pragma once
 
 #include <cuda_runtime.h>
