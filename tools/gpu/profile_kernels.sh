@@ -13,8 +13,9 @@ rm -rf "$work" && mkdir -p "$work" && tar -C "$work" -xJf "$archive"
 pack=$work/cuda-build
 export LD_LIBRARY_PATH="$pack/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 model=${MODEL:-/tmp/qwen05b}
-# SHAPE=7b profiles the Qwen2.5-7B shape instead (make_qwen05b_shape.py --shape).
-[ -f "$model/config.json" ] ||
+# SHAPE=7b profiles the Qwen2.5-7B shape instead (make_qwen05b_shape.py --shape); MODEL may also
+# name an existing model directory or GGUF file (e.g. a kiln-quantize output).
+[ -e "$model" ] ||
   python3 "$root/tools/bench/make_qwen05b_shape.py" "$model" --shape "${SHAPE:-05b}" > /dev/null 2>&1
 bench=("$pack/bin/kiln-bench" --backend cuda -m "$model")
 "${bench[@]}" -p 512 -n 128 -r 3 2>&1 | grep -E "pp|tg"
