@@ -252,41 +252,51 @@ class CudaTrainer : public ::testing::Test {
   void SetUp() override { KILN_SKIP_WITHOUT_CUDA(); }
 };
 
+// 4 steps == 2 steps + save + load + 2 steps on a CUDA runtime, to the bit: the losses (the
+// interrupted run's first two too) and the final checkpoint files. `what` names the state the
+// checkpoint holds, for the failure message.
+void expect_resume_bit_identical(const char* family, const kiln_trainer_options& options,
+                                 const std::string& tag, const char* what) {
+  const fs::path dir = family_dir(family);
+  const auto curve = read_json(dir / "curve.json");
+  const auto steps = curve_steps(curve);
+  const int32_t B = curve.at("batch_size"), T = curve.at("seq_len");
+  auto rt = runtime(KILN_BACKEND_CUDA);
+  auto model = load(rt.get(), dir);
+  ASSERT_TRUE(model);
+  const fs::path tmp = fs::temp_directory_path() / ("kiln_cuda_" + tag + "_" + family);
+  fs::create_directories(tmp);
+
+  auto a = make_trainer(model.get(), options);
+  std::vector<double> full;
+  for (int i = 0; i < 4; ++i) full.push_back(step(a.get(), B, T, steps[i]).loss);
+  KILN_ASSERT_OK(kiln_checkpoint_save(a.get(), (tmp / "full.ckpt").string().c_str()));
+
+  auto b = make_trainer(model.get(), options);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(step(b.get(), B, T, steps[i]).loss, full[i]) << family << ": not deterministic";
+  }
+  KILN_ASSERT_OK(kiln_checkpoint_save(b.get(), (tmp / "half.ckpt").string().c_str()));
+  b.reset();
+  kiln_trainer* raw = nullptr;
+  KILN_ASSERT_OK(kiln_checkpoint_load(rt.get(), (tmp / "half.ckpt").string().c_str(), &raw));
+  TrainerPtr c(raw);
+  for (int i = 2; i < 4; ++i) {
+    const double loss = step(c.get(), B, T, steps[i]).loss;
+    EXPECT_EQ(loss, full[i]) << family << " step " << i << " after resume";
+  }
+  KILN_ASSERT_OK(kiln_checkpoint_save(c.get(), (tmp / "resumed.ckpt").string().c_str()));
+  EXPECT_TRUE(file_bytes(tmp / "full.ckpt") == file_bytes(tmp / "resumed.ckpt"))
+      << family << ": the resumed run's checkpoint (" << what
+      << ") differs from the uninterrupted run's";
+  fs::remove_all(tmp);
+}
+
 // (c) 4 steps == 2 steps + save + load + 2 steps, to the bit: losses and the final checkpoint.
 TEST_F(CudaTrainer, ResumeIsBitIdentical) {
   for (const char* family : {"llama", "gpt2"}) {
-    const fs::path dir = family_dir(family);
-    const auto curve = read_json(dir / "curve.json");
-    const auto steps = curve_steps(curve);
-    const int32_t B = curve.at("batch_size"), T = curve.at("seq_len");
-    auto rt = runtime(KILN_BACKEND_CUDA);
-    auto model = load(rt.get(), dir);
-    ASSERT_TRUE(model);
-    const fs::path tmp = fs::temp_directory_path() / ("kiln_cuda_resume_" + std::string(family));
-    fs::create_directories(tmp);
-
-    auto a = make_trainer(model.get(), curve_options(curve));
-    std::vector<double> full;
-    for (int i = 0; i < 4; ++i) full.push_back(step(a.get(), B, T, steps[i]).loss);
-    KILN_ASSERT_OK(kiln_checkpoint_save(a.get(), (tmp / "full.ckpt").string().c_str()));
-
-    auto b = make_trainer(model.get(), curve_options(curve));
-    for (int i = 0; i < 2; ++i) step(b.get(), B, T, steps[i]);
-    KILN_ASSERT_OK(kiln_checkpoint_save(b.get(), (tmp / "half.ckpt").string().c_str()));
-    b.reset();
-    kiln_trainer* raw = nullptr;
-    KILN_ASSERT_OK(kiln_checkpoint_load(rt.get(), (tmp / "half.ckpt").string().c_str(), &raw));
-    TrainerPtr c(raw);
-    for (int i = 2; i < 4; ++i) {
-      const double loss = step(c.get(), B, T, steps[i]).loss;
-      EXPECT_EQ(loss, full[i]) << family << " step " << i << " after resume";
-    }
-    KILN_ASSERT_OK(kiln_checkpoint_save(c.get(), (tmp / "resumed.ckpt").string().c_str()));
-    EXPECT_TRUE(file_bytes(tmp / "full.ckpt") == file_bytes(tmp / "resumed.ckpt"))
-        << family
-        << ": the resumed run's checkpoint (values + AdamW moments) differs from the "
-           "uninterrupted run's";
-    fs::remove_all(tmp);
+    const auto curve = read_json(family_dir(family) / "curve.json");
+    expect_resume_bit_identical(family, curve_options(curve), "resume", "values + AdamW moments");
   }
 }
 
@@ -574,41 +584,9 @@ TEST_F(CudaTrainer, MuonAloneFollowsTheCpuTrainer) {
 // checkpoint (values, the AdamW moments of the AdamW-updated tensors, the Muon momentum buffers).
 TEST_F(CudaTrainer, MuonResumeIsBitIdentical) {
   for (const char* family : {"llama", "nanochat"}) {
-    const fs::path dir = family_dir(family);
-    const auto curve = read_json(dir / "curve.json");
-    const auto steps = curve_steps(curve);
-    const int32_t B = curve.at("batch_size"), T = curve.at("seq_len");
-    auto rt = runtime(KILN_BACKEND_CUDA);
-    auto model = load(rt.get(), dir);
-    ASSERT_TRUE(model);
-    const fs::path tmp =
-        fs::temp_directory_path() / ("kiln_cuda_muon_resume_" + std::string(family));
-    fs::create_directories(tmp);
-
-    auto a = make_trainer(model.get(), muon_options(curve));
-    std::vector<double> full;
-    for (int i = 0; i < 4; ++i) full.push_back(step(a.get(), B, T, steps[i]).loss);
-    KILN_ASSERT_OK(kiln_checkpoint_save(a.get(), (tmp / "full.ckpt").string().c_str()));
-
-    auto b = make_trainer(model.get(), muon_options(curve));
-    for (int i = 0; i < 2; ++i) {
-      EXPECT_EQ(step(b.get(), B, T, steps[i]).loss, full[i]) << family << ": not deterministic";
-    }
-    KILN_ASSERT_OK(kiln_checkpoint_save(b.get(), (tmp / "half.ckpt").string().c_str()));
-    b.reset();
-    kiln_trainer* raw = nullptr;
-    KILN_ASSERT_OK(kiln_checkpoint_load(rt.get(), (tmp / "half.ckpt").string().c_str(), &raw));
-    TrainerPtr c(raw);
-    for (int i = 2; i < 4; ++i) {
-      const double loss = step(c.get(), B, T, steps[i]).loss;
-      EXPECT_EQ(loss, full[i]) << family << " step " << i << " after resume";
-    }
-    KILN_ASSERT_OK(kiln_checkpoint_save(c.get(), (tmp / "resumed.ckpt").string().c_str()));
-    EXPECT_TRUE(file_bytes(tmp / "full.ckpt") == file_bytes(tmp / "resumed.ckpt"))
-        << family
-        << ": the resumed Muon run's checkpoint (values + AdamW moments + Muon momentum) differs "
-           "from the uninterrupted run's";
-    fs::remove_all(tmp);
+    const auto curve = read_json(family_dir(family) / "curve.json");
+    expect_resume_bit_identical(family, muon_options(curve), "muon_resume",
+                                "values + AdamW moments + Muon momentum");
   }
 }
 

@@ -74,58 +74,7 @@ done
 fi  # SKIP_SANITIZERS
 [ "${SKIP_BENCH:-0}" = 1 ] && exit $status
 
-echo "=== benchmark: Qwen2.5-0.5B shape"
-model=/tmp/qwen05b
-python3 "$root/tools/bench/make_qwen05b_shape.py" "$model" > "$out/make_model.log" 2>&1 ||
-  python3 "$here/make_qwen05b_shape.py" "$model" >> "$out/make_model.log" 2>&1
-tail -1 "$out/make_model.log"
-"$pack/bin/kiln-bench" --backend cuda -m "$model" -p 512 -n 128 -r 5 2>&1 | tee "$out/bench_kiln.log"
-PYTHONUNBUFFERED=1 timeout 300 python3 "$here/hf_gpu_peer.py" "$model" 512 128 --static 2>&1 |
-  grep -v Warning | tee "$out/bench_hf.log"
-
-if [ "${KILN_GPU_PROFILE:-0}" = 1 ]; then
-  # Per-kernel durations of one layer's worth of launches in pp512 and in decode (graph nodes).
-  for mode in "-p 512 -n 0" "-p 0 -n 6"; do
-    echo "=== ncu: kiln-bench $mode"
-    timeout 150 ncu --launch-skip 300 --launch-count 24 --section SpeedOfLight \
-      "$pack/bin/kiln-bench" --backend cuda -m "$model" $mode -r 1 > "$out/ncu.log" 2>&1
-    grep -E "^  [a-zA-Z_].*\(|Duration|Memory Throughput|Compute \(SM\) Throughput" "$out/ncu.log" |
-      paste - - - - | sed -E 's/ +/ /g' | cut -c1-200
-  done
-fi
-
-python3 - "$out" "$model" <<'PY'
-import json, os, re, sys
-out, model = sys.argv[1], sys.argv[2]
-def grab(path, pat):
-    try:
-        m = re.search(pat, open(os.path.join(out, path)).read())
-        return float(m.group(1)) if m else None
-    except OSError:
-        return None
-kp = grab("bench_kiln.log", r"pp512\s+([\d.]+)")
-kt = grab("bench_kiln.log", r"tg128\s+([\d.]+)")
-hp = grab("bench_hf.log", r"hf_eager_pp ([\d.]+)")
-ht = grab("bench_hf.log", r"hf_eager_tg ([\d.]+)")
-hs = grab("bench_hf.log", r"hf_static_tg ([\d.]+)")
-bw = grab("bench_hf.log", r"copy_bw_Bps ([\d.e+]+)")
-cfg = json.load(open(os.path.join(model, "config.json")))
-weight_bytes = sum(os.path.getsize(os.path.join(model, f)) for f in os.listdir(model) if f.endswith(".safetensors"))
-kv_dim = cfg["num_key_value_heads"] * cfg["hidden_size"] // cfg["num_attention_heads"]
-kv_bytes = 2 * cfg["num_hidden_layers"] * kv_dim * 2 * 64  # BF16 K+V read per step, mean context 64
-limit = bw / (weight_bytes + kv_bytes) if bw else None
-llama = {"pp": 67000.0, "tg": 737.0}  # shared/peers.md, F16 + flash attn, same H100 model
-def f(x, d=1): return "n/a" if x is None else f"{x:,.{d}f}"
-def r(a, b): return "n/a" if a is None or b is None else f"{a / b:.2f}x"
-rows = [
-  ("pp512 tok/s", kp, hp, None, llama["pp"], None),
-  ("tg128 tok/s", kt, ht, hs, llama["tg"], limit),
-]
-print("\n| test | kiln CUDA | HF eager (same run) | HF static+compile (same run) | llama.cpp F16 FA (peers.md) | kiln/HF eager | kiln/HF static | kiln/llama.cpp | memory-bound limit | kiln % of limit |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for name, k, h, s, l, lim in rows:
-    print(f"| {name} | {f(k)} | {f(h)} | {f(s)} | {f(l,0)} | {r(k,h)} | {r(k,s)} | {r(k,l)} | {f(lim,0)} | "
-          + ("n/a" if lim is None or k is None else f"{100 * k / lim:.1f} %") + " |")
-print(f"\nweights {weight_bytes:,} bytes; copy bandwidth {f(bw and bw / 1e12, 3)} TB/s (read + write)")
-PY
+echo "=== benchmark: Qwen2.5-0.5B shape (bench_shape.sh: kiln-bench and HF transformers in one table)"
+bash "$here/bench_shape.sh" "$archive" 05b 2>&1 | tee "$out/bench.log"
+# Per-kernel times of a decode step and a prefill: tools/gpu/profile_kernels.sh.
 exit $status

@@ -79,6 +79,16 @@ bool uses_muon(OptimizerKind kind, ParamRole role) {
   return kind == OptimizerKind::Muon && role == ParamRole::Matrix;
 }
 
+MuonStep muon_step(const OptimizerOptions& options, double lr_multiplier) {
+  MuonStep m;
+  m.lr = static_cast<double>(options.muon.lr) * lr_multiplier;
+  m.momentum = options.muon.momentum;
+  m.nesterov = options.muon.nesterov;
+  m.ns_steps = options.muon.ns_steps;
+  m.weight_decay = options.muon.weight_decay;
+  return m;
+}
+
 Optimizer::Optimizer(ParamLayout layout, const OptimizerOptions& options, int n_threads)
     : layout_(std::move(layout)), options_(options), n_threads_(n_threads) {
   validate_optimizer_options(options_);
@@ -115,14 +125,8 @@ void Optimizer::step(float* values, const float* grads, double lr_multiplier) {
     float* p = values + s.offset;
     const float* g = grads + s.offset;
     if (uses_muon(options_.kind, s.role)) {
-      MuonStep m;
-      m.lr = static_cast<double>(options_.muon.lr) * lr_multiplier;
-      m.momentum = options_.muon.momentum;
-      m.nesterov = options_.muon.nesterov;
-      m.ns_steps = options_.muon.ns_steps;
-      m.weight_decay = options_.muon.weight_decay;
-      muon_update(p, g, muon_momentum_.data() + s.offset, s.shape[0], s.shape[1], m, scratch_,
-                  n_threads_);
+      muon_update(p, g, muon_momentum_.data() + s.offset, s.shape[0], s.shape[1],
+                  muon_step(options_, lr_multiplier), scratch_, n_threads_);
     } else {
       AdamWStep a;
       a.lr = static_cast<double>(options_.lr_for(s.role)) * lr_multiplier;

@@ -69,6 +69,10 @@ void validate_optimizer_options(const OptimizerOptions& options);
 // Which optimizer updates a tensor of `role` in `kind` mode.
 bool uses_muon(OptimizerKind kind, ParamRole role);
 
+// The Muon settings of one update at lr_multiplier × the peak learning rate (the CPU optimizer and
+// the CUDA engine both step with this).
+MuonStep muon_step(const OptimizerOptions& options, double lr_multiplier);
+
 // One named state tensor: the buffer `kind` of parameter `param` (param->numel floats).
 struct OptimizerState {
   const ParamSpec* param;

@@ -289,14 +289,9 @@ class CudaEngine final : public kiln::train::TrainEngine {
       if (uses_muon(o.kind, sp.role)) {
         // Per ParamLayout tensor (q, k, v, gate, up separately, as the CPU optimizer does), on
         // the float32 master; the BF16 pointer is that tensor's rows inside the fused copy.
-        MuonStep m;
-        m.lr = static_cast<double>(o.muon.lr) * lr_multiplier;
-        m.momentum = o.muon.momentum;
-        m.nesterov = o.muon.nesterov;
-        m.ns_steps = o.muon.ns_steps;
-        m.weight_decay = o.muon.weight_decay;
         muon_->update(values_.as<float>() + sp.offset, bf16_of_[i], grads_.as<float>() + sp.offset,
-                      clip_scale_, muon_m_.as<float>() + sp.offset, sp.shape[0], sp.shape[1], m);
+                      clip_scale_, muon_m_.as<float>() + sp.offset, sp.shape[0], sp.shape[1],
+                      muon_step(o, lr_multiplier));
         continue;
       }
       AdamWStep st{};
