@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <utility>
 #include <vector>
@@ -222,6 +223,47 @@ TEST_F(CudaKernels, FusedRmsNormGemvMatchesNormThenProduct) {
       want_act[i] = g / (1.0 + std::exp(-g)) * u;
     }
     expect_bf16_close(from_bf16(d_act.download()), want_act, 2e-2, "rms_norm_gemv_swiglu");
+  }
+}
+
+// The wide-model decode form of gate/up + SwiGLU: against float64 silu(g)·u, and bit for bit
+// against the unfused pair it replaces (gemv_bf16 over all 2·inter rows, then swiglu).
+TEST_F(CudaKernels, GemvSwigluMatchesProductThenSwiglu) {
+  {
+    DeviceArray<bf16> d_x(2048), d_w(2 * 2048);
+    EXPECT_FALSE(gemv_swiglu_supported(d_x.get(), d_w.get(), 1024));      // below the split form
+    EXPECT_FALSE(gemv_swiglu_supported(d_x.get(), d_w.get(), 2044));      // k % 8 != 0
+    EXPECT_FALSE(gemv_swiglu_supported(d_x.get() + 1, d_w.get(), 2048));  // x misaligned
+    EXPECT_TRUE(gemv_swiglu_supported(d_x.get(), d_w.get(), 2048));
+  }
+  // 2056: a pass of 8 loads per lane does not divide the slices; 18944: 8-load passes over long
+  // slices; odd inter sizes.
+  for (const auto& [k, inter] :
+       {std::pair<int64_t, int64_t>{2048, 37}, {2056, 301}, {3584, 129}, {18944, 7}}) {
+    const auto x = to_bf16(random_normal(k, rng));
+    const auto w = to_bf16(random_normal(2 * inter * k, rng, 0.05f));
+    const auto xf = from_bf16(x), wf = from_bf16(w);
+    DeviceArray<bf16> d_x(x), d_w(w), d_act(inter), d_ref(inter);
+    DeviceArray<float> d_gu(2 * inter);
+    d_act.upload(std::vector<bf16>(inter, to_bf16({1e30f})[0]));  // poison
+    gemv_swiglu_bf16(d_x.get(), d_w.get(), d_act.get(), k, inter, nullptr);
+    gemv_bf16(d_x.get(), d_w.get(), d_gu.get(), k, 2 * inter, 0.0f, nullptr);
+    swiglu(d_gu.get(), d_ref.get(), 1, inter, nullptr);
+    const auto got = d_act.download(), ref = d_ref.download();
+    std::vector<double> want(inter);
+    for (int64_t i = 0; i < inter; ++i) {
+      double g = 0, u = 0;
+      for (int64_t l = 0; l < k; ++l) {
+        g += double(wf[i * k + l]) * xf[l];
+        u += double(wf[(inter + i) * k + l]) * xf[l];
+      }
+      want[i] = g / (1.0 + std::exp(-g)) * u;
+    }
+    expect_bf16_close(from_bf16(got), want, 2e-2, "gemv_swiglu_bf16");
+    for (int64_t i = 0; i < inter; ++i) {
+      ASSERT_EQ(std::memcmp(&got[i], &ref[i], sizeof(bf16)), 0)
+          << "k " << k << " element " << i << " differs from gemv_bf16 + swiglu";
+    }
   }
 }
 

@@ -6,6 +6,8 @@
 # shape, and the memory-bound decode limit (weights + mean-context KV bytes over the measured
 # copy bandwidth).
 # usage: bench_shape.sh PACK.tar.xz SHAPE   (SHAPE: 05b | 1b | 7b; a pack holding kiln-bench)
+#   KILN_ONLY=1   skips the HF peer (copy bandwidth still measured): a quick kiln-vs-limit check
+#   BENCH_ENV="K=V ..."   environment for a second kiln-bench run in the same call (an A/B switch)
 set -uo pipefail
 root=$(pwd)
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,7 +20,12 @@ model=/tmp/model-$shape
 [ -f "$model/config.json" ] ||
   python3 "$root/tools/bench/make_qwen05b_shape.py" "$model" --shape "$shape" | tail -1
 "$pack/bin/kiln-bench" --backend cuda -m "$model" -p 512 -n 128 -r 5 2>&1 | tee "$work/kiln.log"
-PYTHONUNBUFFERED=1 timeout 400 python3 "$here/hf_gpu_peer.py" "$model" 512 128 --static 2>&1 |
+if [ -n "${BENCH_ENV:-}" ]; then
+  echo "=== kiln-bench with $BENCH_ENV"
+  env $BENCH_ENV "$pack/bin/kiln-bench" --backend cuda -m "$model" -p 512 -n 128 -r 5 2>&1
+fi
+PYTHONUNBUFFERED=1 timeout 400 python3 "$here/hf_gpu_peer.py" "$model" 512 128 --static \
+  ${KILN_ONLY:+--bw-only} 2>&1 |
   grep -v Warning | tee "$work/hf.log"
 python3 - "$work" "$model" "$shape" <<'PY'
 import json, os, re, sys

@@ -4,7 +4,7 @@ tg = (n - 1) / (t(n) - t(1)) with greedy generate, min_new_tokens = max_new_toke
 timed runs after warm-ups. Also measures the device-to-device copy bandwidth (bytes read +
 written) for the memory-bound limit.
 
-usage: python3 hf_gpu_peer.py MODEL_DIR N_PROMPT N_GEN [--static]
+usage: python3 hf_gpu_peer.py MODEL_DIR N_PROMPT N_GEN [--static] [--bw-only]
 Prints 'key value' lines: copy_bw_Bps, hf_eager_pp, hf_eager_tg, hf_static_tg.
 """
 import statistics
@@ -37,8 +37,10 @@ def copy_bandwidth():
     return 2 * n / t
 
 
-def main(model_dir, n_prompt, n_gen, static):
+def main(model_dir, n_prompt, n_gen, static, bw_only):
     print(f"copy_bw_Bps {copy_bandwidth():.4e}", flush=True)
+    if bw_only:  # kiln alone against the bandwidth limit (a quick check; no peer figures)
+        return
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16,
                                                  attn_implementation="sdpa").cuda().eval()
     g = torch.Generator().manual_seed(0)
@@ -68,4 +70,4 @@ def main(model_dir, n_prompt, n_gen, static):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), "--static" in sys.argv[4:])
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), "--static" in sys.argv[4:], "--bw-only" in sys.argv[4:])

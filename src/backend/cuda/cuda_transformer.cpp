@@ -532,6 +532,12 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
         rms_norm_gemv_swiglu_bf16(x, ptr<float>(L.ffn_norm), eps_, L.w_gate_up.bf16_ptr(),
                                   ptr<bf16>(s->act_), d.hidden, d.intermediate, stream);
       }
+    } else if (n == 1 && !L.w_gate_up.quantized() &&
+               gemv_swiglu_supported(normed, L.w_gate_up.bf16_ptr(), d.hidden)) {
+      // Wide models' decode: the norm on its own, the SwiGLU in the split GEMV's epilogue.
+      rms_norm(x, nullptr, ptr<float>(L.ffn_norm), normed, n, d.hidden, eps_, stream);
+      gemv_swiglu_bf16(normed, L.w_gate_up.bf16_ptr(), ptr<bf16>(s->act_), d.hidden, d.intermediate,
+                       stream);
     } else {
       rms_norm(x, nullptr, ptr<float>(L.ffn_norm), normed, n, d.hidden, eps_, stream);
       linear(*s, L.w_gate_up, normed, ptr<float>(s->gate_up_), n, 0.0f);

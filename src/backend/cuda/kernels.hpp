@@ -65,6 +65,15 @@ void qkv_rope(const float* qkv, const float* bias, const float* q_norm, const fl
 void gemv_bf16(const bf16* x, const bf16* w, float* y, int64_t k, int64_t n, float beta,
                cudaStream_t stream);
 
+// kernels/gemv.cu — the one-token fused gate/up product with its SwiGLU: out[i] = bf16(silu(g_i) ·
+// u_i) where g = W[0:inter] · x and u = W[inter:2·inter] · x, bit-identical to gemv_bf16 over the
+// 2·inter rows followed by swiglu(). For rows long enough to be split over warps: needs
+// gemv_swiglu_supported (k ≥ 2048, k % 8 == 0, 16-byte aligned x and W); the decode step uses it
+// where the norm is not fused into the product (hidden ≥ 2048).
+bool gemv_swiglu_supported(const bf16* x, const bf16* w_gate_up, int64_t k);
+void gemv_swiglu_bf16(const bf16* x, const bf16* w_gate_up, bf16* out, int64_t k, int64_t inter,
+                      cudaStream_t stream);
+
 // kernels/gemv.cu — the decode step's RMSNorm fused into the one-row product after it: y[n] =
 // W[n × k] · bf16(norm_w ⊙ x / rms(x)) + beta · y, with x float32 [k] and the normalised vector
 // rounded exactly as rms_norm() rounds it. The swiglu form takes the fused gate/up matrix
