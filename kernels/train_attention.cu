@@ -45,18 +45,25 @@ using mma::mma_pair;
 using mma::tile_bytes;
 
 // ---- forward ------------------------------------------------------------------------------------
-constexpr int kFwdWarps = 4;
-constexpr int kFwdRows = 16 * kFwdWarps;
+// The forward's tuning: warps per block (16 query rows each), key tile, the blocks per SM the
+// register allocation must allow (__launch_bounds__' second argument; 1 leaves it to the
+// compiler), and whether each warp keeps its Q fragments in registers instead of reloading them
+// from shared memory for every key tile. attention_forward_variant() runs the others (bench).
+struct FwdTuning {
+  int warps, key_tile, min_blocks;
+  bool q_in_registers;
+};
 
 // Loads are pipelined as in FlashAttention-2: V of a key tile streams in while the scores are
 // computed from K, and the next K while P·V runs; one buffer each for Q, K and V.
-template <int kD, int kBc>
-__global__ void __launch_bounds__(kFwdWarps * 32)
+template <int kD, int kBc, int kFwdWarps, int kMinBlocks, bool kQRegs>
+__global__ void __launch_bounds__(kFwdWarps * 32, kMinBlocks)
     attention_forward_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
                              const bf16* __restrict__ v, bf16* __restrict__ o,
                              float* __restrict__ lse, int T, int H, int group, int D,
                              float scale_log2) {
   constexpr int kLd = kD + 8;
+  constexpr int kFwdRows = 16 * kFwdWarps;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* q_s = reinterpret_cast<bf16*>(smem_raw);
   bf16* k_s = q_s + kFwdRows * kLd;
@@ -85,9 +92,18 @@ __global__ void __launch_bounds__(kFwdWarps * 32)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
   const int last_row = min(q0 + kFwdRows, T) - 1;
+  uint32_t q_frag[kQRegs ? kD / 16 : 1][4];
   for (int k0 = 0; k0 <= last_row; k0 += kBc) {
     cp_async_wait_all();  // K of this tile (and Q, the first time)
     __syncthreads();      // ... visible to all; every warp is done with the previous V
+    if constexpr (kQRegs) {
+      if (k0 == 0) {
+#pragma unroll
+        for (int kk = 0; kk < kD / 16; ++kk) {
+          if (kk < k_steps) load_a(q_frag[kk], q_s, kLd, warp * 16, kk * 16, lane);
+        }
+      }
+    }
     load_tile<kBc, kD>(v_s, v_bh, D, k0, T, D);
     cp_async_commit();
     // Warp-uniform: causal, the whole tile may lie after this warp's rows.
@@ -101,7 +117,12 @@ __global__ void __launch_bounds__(kFwdWarps * 32)
       for (int kk = 0; kk < kD / 16; ++kk) {
         if (kk >= k_steps) break;
         uint32_t a[4];
-        load_a(a, q_s, kLd, warp * 16, kk * 16, lane);
+        if constexpr (kQRegs) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) a[e] = q_frag[kk][e];
+        } else {
+          load_a(a, q_s, kLd, warp * 16, kk * 16, lane);
+        }
 #pragma unroll
         for (int n = 0; n < kBc / 8; n += 2) {
           uint32_t bb[4];
@@ -560,15 +581,17 @@ size_t max_shared_per_block() {
 
 unsigned tiles(int n, int tile) { return static_cast<unsigned>((n + tile - 1) / tile); }
 
-template <int kD, int kBc>
+template <int kD, int kBc, int kWarps = 4, int kMinBlocks = 1, bool kQRegs = false>
 void launch_forward(const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse,
                     const QkvShape& s, float scale, cudaStream_t stream) {
-  const size_t smem = tile_bytes<kD>(kFwdRows + 2 * kBc);
-  allow_shared(attention_forward_kernel<kD, kBc>, smem);
-  const dim3 grid(tiles(s.seq, kFwdRows), static_cast<unsigned>(s.n_heads),
+  constexpr int kRows = 16 * kWarps;
+  const size_t smem = tile_bytes<kD>(kRows + 2 * kBc);
+  const auto kernel = attention_forward_kernel<kD, kBc, kWarps, kMinBlocks, kQRegs>;
+  allow_shared(kernel, smem);
+  const dim3 grid(tiles(s.seq, kRows), static_cast<unsigned>(s.n_heads),
                   static_cast<unsigned>(s.batch));
-  attention_forward_kernel<kD, kBc><<<grid, kFwdWarps * 32, smem, stream>>>(
-      q, k, v, o, lse, s.seq, s.n_heads, s.n_heads / s.n_kv_heads, s.head_dim, scale * kLog2e);
+  kernel<<<grid, kWarps * 32, smem, stream>>>(q, k, v, o, lse, s.seq, s.n_heads,
+                                              s.n_heads / s.n_kv_heads, s.head_dim, scale * kLog2e);
   check_launch("attention_forward_kernel");
 }
 
@@ -634,6 +657,38 @@ void attention_forward(const bf16* q, const bf16* k, const bf16* v, bf16* o, flo
     launch_forward<128, 64>(q, k, v, o, lse, shape, scale, stream);
   } else {
     launch_forward<256, 32>(q, k, v, o, lse, shape, scale, stream);
+  }
+}
+
+int attention_forward_variants() { return 8; }
+
+void attention_forward_variant(int variant, const bf16* q, const bf16* k, const bf16* v, bf16* o,
+                               float* lse, QkvShape shape, float scale, cudaStream_t stream) {
+  check_shape(shape, "CUDA attention_forward_variant");
+  if (shape.head_dim > 64) {
+    fail(KILN_ERR_UNSUPPORTED, "attention_forward_variant: head_dim <= 64 only");
+  }
+  if (shape.batch == 0 || shape.seq == 0) return;
+  switch (variant) {  // (key tile, warps, min blocks per SM, Q in registers)
+    case 0:
+      return launch_forward<64, 64>(q, k, v, o, lse, shape, scale, stream);  // production
+    case 1:
+      return launch_forward<64, 64, 4, 5>(q, k, v, o, lse, shape, scale, stream);
+    case 2:
+      return launch_forward<64, 64, 4, 6>(q, k, v, o, lse, shape, scale, stream);
+    case 3:
+      return launch_forward<64, 64, 4, 1, true>(q, k, v, o, lse, shape, scale, stream);
+    case 4:
+      return launch_forward<64, 64, 4, 5, true>(q, k, v, o, lse, shape, scale, stream);
+    case 5:
+      return launch_forward<64, 128, 4, 1>(q, k, v, o, lse, shape, scale, stream);
+    case 6:
+      return launch_forward<64, 64, 8, 1>(q, k, v, o, lse, shape, scale, stream);
+    case 7:
+      return launch_forward<64, 64, 8, 2, true>(q, k, v, o, lse, shape, scale, stream);
+    default:
+      fail(KILN_ERR_INVALID_ARGUMENT,
+           "attention_forward_variant: no variant " + std::to_string(variant));
   }
 }
 

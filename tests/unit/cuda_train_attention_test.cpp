@@ -359,11 +359,67 @@ TEST(CudaTrainAttentionBench, PrintsTflops) {
   }
 }
 
-}  // namespace
-}  // namespace kiln::cuda::train
 
 #else
 
 TEST(CudaTrainAttention, NotBuilt) { GTEST_SKIP() << "built without CUDA (KILN_CUDA=OFF)"; }
 
 #endif
+
+// The forward's tuning variants on the GPT-2 124M shape: time of each, and its output against
+// variant 0 (the production kernel): identical bits where only the block shape or the register
+// budget differ, float rounding where the key tile differs.
+TEST(CudaTrainAttentionBench, ForwardVariants) {
+  KILN_SKIP_WITHOUT_CUDA();
+  const int B = 16, H = 12, T = 1024, D = 64;
+  const size_t n = static_cast<size_t>(B) * H * T * D;
+  const QkvShape shape{B, T, H, H, D, D};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  DeviceArray<bf16> q(hashed_bf16(n, 1)), k(hashed_bf16(n, 2)), v(hashed_bf16(n, 3)), o(n);
+  DeviceArray<float> lse(static_cast<size_t>(B) * H * T);
+  cudaEvent_t start, stop;
+  ASSERT_CUDA_OK(cudaEventCreate(&start));
+  ASSERT_CUDA_OK(cudaEventCreate(&stop));
+  std::vector<float> o0, lse0;
+  for (int variant = 0; variant < attention_forward_variants(); ++variant) {
+    const auto run = [&] {
+      attention_forward_variant(variant, q.get(), k.get(), v.get(), o.get(), lse.get(), shape,
+                                scale, nullptr);
+    };
+    for (int i = 0; i < 3; ++i) run();
+    std::vector<float> ms;
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_CUDA_OK(cudaEventRecord(start, nullptr));
+      run();
+      ASSERT_CUDA_OK(cudaEventRecord(stop, nullptr));
+      ASSERT_CUDA_OK(cudaEventSynchronize(stop));
+      float t = 0;
+      ASSERT_CUDA_OK(cudaEventElapsedTime(&t, start, stop));
+      ms.push_back(t);
+    }
+    const std::vector<float> got_o = from_bf16(o.download()), got_lse = lse.download();
+    if (variant == 0) {
+      o0 = got_o;
+      lse0 = got_lse;
+    }
+    double max_o = 0, max_lse = 0;
+    for (size_t i = 0; i < got_o.size(); ++i)
+      max_o = std::max(max_o, double(std::abs(got_o[i] - o0[i])));
+    for (size_t i = 0; i < got_lse.size(); ++i) {
+      max_lse = std::max(max_lse, double(std::abs(got_lse[i] - lse0[i])));
+    }
+    const float t = median_ms(ms);
+    const double flops = 4.0 * B * H * static_cast<double>(T) * T * D / 2;
+    std::printf(
+        "[attention forward variant %d] %.3f ms = %.1f TFLOP/s; vs variant 0: max |do| %.3g, "
+        "max |dlse| %.3g\n",
+        variant, t, flops / (t * 1e-3) / 1e12, max_o, max_lse);
+    EXPECT_LT(max_o, 2e-2) << "variant " << variant;
+    EXPECT_LT(max_lse, 1e-3) << "variant " << variant;
+  }
+  (void)cudaEventDestroy(start);
+  (void)cudaEventDestroy(stop);
+}
+
+}  // namespace
+}  // namespace kiln::cuda::train

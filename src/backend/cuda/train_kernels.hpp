@@ -50,8 +50,8 @@ enum class NormType { LayerNorm, RmsNorm };
 //          RmsNorm    y = x · rstd · w,              rstd = 1/sqrt(mean(x²) + eps).
 // w null = parameter-free (w = 1); b null = no bias. Writes y as BF16 (and as float32 into y_f32
 // when not null), mean (LayerNorm only; may be null for RmsNorm) and rstd [rows] for backward.
-void norm_forward(NormType type, const float* x, const float* w, const float* b, float eps,
-                  bf16* y, float* y_f32, float* mean, float* rstd, int64_t rows, int64_t dim,
+void norm_forward(NormType type, const float* x, const float* w, const float* b, float eps, bf16* y,
+                  float* y_f32, float* mean, float* rstd, int64_t rows, int64_t dim,
                   cudaStream_t stream);
 
 // Backward of norm_forward given dy (float32). dx: "+=" when accumulate, else "=" (float32);
@@ -60,9 +60,9 @@ void norm_forward(NormType type, const float* x, const float* w, const float* b,
 // partial sums for dw / db, reduced in a fixed order).
 size_t norm_backward_workspace_floats(int64_t rows, int64_t dim);
 void norm_backward(NormType type, const float* dy, const float* x, const float* w,
-                   const float* mean, const float* rstd, float* dx, bool accumulate,
-                   bf16* dx_bf16, float* dw, float* db, int64_t rows, int64_t dim,
-                   float* workspace, cudaStream_t stream);
+                   const float* mean, const float* rstd, float* dx, bool accumulate, bf16* dx_bf16,
+                   float* dw, float* db, int64_t rows, int64_t dim, float* workspace,
+                   cudaStream_t stream);
 
 // ---- kernels/train_activation.cu ----------------------------------------------------------------
 enum class Activation {
@@ -127,6 +127,12 @@ void qkv_backward(const float* dq, const float* dk, const float* dv, const bf16*
 // ~13 % of GPT-2 124M's training FLOPs, too much to leave on the CUDA cores.
 void attention_forward(const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse,
                        QkvShape shape, float scale, cudaStream_t stream);
+// Tuning variants of attention_forward for head_dim <= 64 (block shape, register budget, Q held
+// in registers): the same arithmetic in the same order, so the same bits; variant 0 is what
+// attention_forward runs. For the benchmark that picks the production shape.
+int attention_forward_variants();
+void attention_forward_variant(int variant, const bf16* q, const bf16* k, const bf16* v, bf16* o,
+                               float* lse, QkvShape shape, float scale, cudaStream_t stream);
 // Backward: do (BF16, o's layout) → dq, dk, dv (float32, attention layout; "="). Deterministic
 // (dk/dv of a kv head summed over its query heads and query tiles in a fixed order).
 // `workspace` holds attention_backward_workspace_floats(shape) floats.
@@ -174,14 +180,14 @@ void to_bf16(const float* src, bf16* dst, int64_t n, cudaStream_t stream);
 // *result = Σ x[i]² over n floats, accumulated in double in a fixed order (the global gradient
 // norm). `workspace` holds sum_squares_workspace_doubles(n) doubles; result is device memory.
 size_t sum_squares_workspace_doubles(int64_t n);
-void sum_squares(const float* x, int64_t n, double* workspace, double* result,
-                 cudaStream_t stream);
+void sum_squares(const float* x, int64_t n, double* workspace, double* result, cudaStream_t stream);
 
 // ---- kernels/train_adamw.cu ---------------------------------------------------------------------
 // One AdamW update of n float32 parameters, torch.optim.AdamW's formula (decoupled decay):
 //   g = grad · grad_scale (the clipping factor, read from device memory so no host sync is needed)
 //   m = β1 m + (1-β1) g;  v = β2 v + (1-β2) g²;  p -= lr · wd · p
-//   p -= lr · (m / bias1) / (sqrt(v / bias2) + eps),  bias1 = 1-β1^t, bias2 = 1-β2^t (host-computed)
+//   p -= lr · (m / bias1) / (sqrt(v / bias2) + eps),  bias1 = 1-β1^t, bias2 = 1-β2^t
+//   (host-computed)
 // and p_bf16[i] = bf16(p) when p_bf16 is not null (the compute copy).
 struct AdamWStep {
   float lr, beta1, beta2, eps, weight_decay, bias1, bias2;
