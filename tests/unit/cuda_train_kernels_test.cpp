@@ -15,13 +15,17 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <numbers>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "backend/cuda/device_memory.hpp"
+#include "backend/cuda/train/lt_gemm.hpp"
 #include "backend/cuda/train_kernels.hpp"
+#include "core/error.hpp"
 #include "cuda_test_util.hpp"
 #include "train/dropout_mask.hpp"
 
@@ -957,6 +961,246 @@ TEST_F(CudaTrainKernels, ClipScaleIsTorchClipGradNorm) {
     EXPECT_NEAR(scale.download()[0], c.want_scale, 1e-7 * c.want_scale)
         << "sum_squares " << c.sum_squares << " max_norm " << c.max_norm;
   }
+}
+
+// ---- cuBLASLt training epilogues (src/backend/cuda/train/lt_gemm.hpp) -------------------------
+// Products of BF16 inputs are exact in float64, so each reference is the formula on the same
+// BF16 values; derivatives by central differences of the float64 GELU-tanh.
+
+double gelu_erf(double h) { return 0.5 * h * (1.0 + std::erf(h / std::numbers::sqrt2)); }
+
+class CudaTrainEpilogues : public CudaTrainKernels {
+ protected:
+  void SetUp() override {
+    CudaTrainKernels::SetUp();
+    if (IsSkipped()) return;
+    gemm_ = std::make_unique<LtGemm>(DeviceAllocator::create(0, 0, "test GPU"), size_t{32} << 20);
+  }
+  std::unique_ptr<LtGemm> gemm_;
+};
+
+// Row-major float64 product of [m × k] (or its transpose, stored [k × m]) by [k × n].
+std::vector<double> product(const std::vector<float>& a, bool trans_a, const std::vector<float>& b,
+                            int64_t m, int64_t n, int64_t k) {
+  std::vector<double> d(m * n, 0.0);
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t j = 0; j < k; ++j) {
+      const double av = trans_a ? a[j * m + r] : a[r * k + j];
+      for (int64_t c = 0; c < n; ++c) d[r * n + c] += av * static_cast<double>(b[j * n + c]);
+    }
+  }
+  return d;
+}
+
+// The forward of a GELU MLP's up projection: D = gelu_tanh(x · Wᵀ + bias), aux = the
+// pre-activation; rows that are not a multiple of 64, with and without a bias, twice (bitwise).
+TEST_F(CudaTrainEpilogues, GeluAuxBiasMatchesFloat64GeluTanh) {
+  for (const int64_t m : {67, 130}) {
+    for (const bool with_bias : {true, false}) {
+      const int64_t n = 200, k = 40;  // n: the aux ld, a multiple of 8
+      const auto x = rounded(random_normal(m * k, rng));
+      const auto w = rounded(random_normal(n * k, rng, 0.3f));  // [n × k]: used transposed
+      const auto bias = rounded(random_normal(n, rng));
+      std::vector<float> wt(k * n);
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < k; ++j) wt[j * n + i] = w[i * k + j];
+      }
+      auto pre = product(x, false, wt, m, n, k);
+      std::vector<double> want(m * n);
+      for (int64_t i = 0; i < m * n; ++i) {
+        if (with_bias) pre[i] += bias[i % n];
+        want[i] = gelu_tanh(pre[i]);
+      }
+      DeviceArray<bf16> d_x(to_bf16(x)), d_w(to_bf16(w)), d_bias(to_bf16(bias));
+      std::vector<bf16> got[2], got_aux;
+      for (int run = 0; run < 2; ++run) {
+        DeviceArray<bf16> d(m * n), aux(m * n);
+        RowGemm g;
+        g.trans_b = true;
+        g.m = m, g.n = n, g.k = k;
+        g.a = d_x.get(), g.lda = k, g.b = d_w.get(), g.ldb = k;
+        g.d = d.get(), g.ldd = n, g.out = OutType::BF16;
+        g.bias = with_bias ? d_bias.get() : nullptr;
+        g.epilogue = Epilogue::kGeluAux, g.aux = aux.get(), g.ld_aux = n;
+        ASSERT_TRUE(gemm_->supported(g)) << "cuBLASLt has no GELU_AUX epilogue for BF16";
+        gemm_->run(g, nullptr);
+        sync_ok();
+        got[run] = d.download();
+        if (run == 0) got_aux = aux.download();
+      }
+      const std::string what =
+          "GELU_AUX" + std::string(with_bias ? "_BIAS" : "") + " m " + std::to_string(m);
+      expect_close(got[0], want, kBf16Rel, 1e-4, what + " D");
+      expect_close(got_aux, pre, kBf16Rel, 1e-4, what + " aux (pre-activation)");
+      expect_bit_identical(got[0], got[1], what + " D");
+    }
+  }
+}
+
+// cuBLASLt documents its GELU as the tanh approximation; float32 output tells it apart from the
+// erf form (they differ by up to ~5e-4 near |h| = 2, far above float32 rounding).
+TEST_F(CudaTrainEpilogues, GeluEpilogueIsTheTanhForm) {
+  const int64_t m = 96, n = 8, k = 8;
+  // x · B with B's first row 1 and the rest 0: the pre-activations are x's first column, exact.
+  std::vector<float> x(m * k, 0.0f), b(k * n, 0.0f);
+  for (int64_t r = 0; r < m; ++r) x[r * k] = round_to_bf16(-4.0f + 8.0f * r / (m - 1));
+  for (int64_t c = 0; c < n; ++c) b[c] = 1.0f;
+  std::vector<double> want(m * n), erf_form(m * n), pre(m * n);
+  double max_gap = 0.0;
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t c = 0; c < n; ++c) {
+      pre[r * n + c] = x[r * k];
+      want[r * n + c] = gelu_tanh(x[r * k]);
+      max_gap = std::max(max_gap, std::abs(want[r * n + c] - gelu_erf(x[r * k])));
+    }
+  }
+  ASSERT_GT(max_gap, 3e-4) << "the sample points do not separate the two GELU forms";
+  DeviceArray<bf16> d_x(to_bf16(x)), d_b(to_bf16(b));
+  DeviceArray<float> d(m * n), aux(m * n);
+  RowGemm g;
+  g.m = m, g.n = n, g.k = k;
+  g.a = d_x.get(), g.lda = k, g.b = d_b.get(), g.ldb = n;
+  g.d = d.get(), g.ldd = n, g.out = OutType::F32;
+  g.epilogue = Epilogue::kGeluAux, g.aux = aux.get(), g.ld_aux = n;
+  ASSERT_TRUE(gemm_->supported(g)) << "cuBLASLt has no float32 GELU_AUX epilogue";
+  gemm_->run(g, nullptr);
+  sync_ok();
+  // The epilogue may evaluate tanh approximately (~1e-4 here): close to the tanh form, and much
+  // closer to it than to the erf form over the points.
+  const auto got = d.download();
+  expect_close(got, want, 0.0, 2e-4, "float32 GELU epilogue vs float64 GELU-tanh");
+  expect_close(aux.download(), pre, 0.0, 0.0, "float32 GELU aux");
+  double off_tanh = 0.0, off_erf = 0.0;
+  for (int64_t i = 0; i < m * n; ++i) {
+    off_tanh += std::abs(got[i] - want[i]);
+    off_erf += std::abs(got[i] - gelu_erf(pre[i]));
+  }
+  EXPECT_LT(off_tanh, 0.25 * off_erf) << "the epilogue's GELU is not (clearly) the tanh form";
+  std::printf("  GELU epilogue: Σ|err| vs tanh form %.3g, vs erf form %.3g (max gap %.3g)\n",
+              off_tanh, off_erf, max_gap);
+}
+
+// The backward of the same MLP: dH = (dY · W_down) ⊙ gelu_tanh'(aux), and the up projection's
+// bias gradient Σ_rows dH in float32 where cuBLASLt offers it (the engine's other path sums dH
+// itself, covered by cuda_train_test).
+TEST_F(CudaTrainEpilogues, DGeluBiasGradMatchesFloat64) {
+  for (const int64_t m : {67, 130}) {
+    const int64_t n = 200, k = 40;  // m tokens, n = inter (aux ld), k = hidden
+    const auto dy = rounded(random_normal(m * k, rng));
+    const auto w = rounded(random_normal(k * n, rng, 0.3f));  // W_down [hidden × inter]
+    const auto h = rounded(random_normal(m * n, rng, 2.0f));  // the pre-activation
+    const auto prod = product(dy, false, w, m, n, k);
+    std::vector<double> want(m * n), want_db(n, 0.0), db_abs(n, 0.0);
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t c = 0; c < n; ++c) {
+        const double v = prod[r * n + c] * derivative(gelu_tanh, h[r * n + c]);
+        want[r * n + c] = v;
+        want_db[c] += v;
+        db_abs[c] += std::abs(v);
+      }
+    }
+    DeviceArray<bf16> d_dy(to_bf16(dy)), d_w(to_bf16(w)), d_h(to_bf16(h));
+    for (const bool with_grad : {false, true}) {
+      std::vector<bf16> got[2];
+      std::vector<float> got_db[2];
+      bool skipped = false;
+      for (int run = 0; run < 2 && !skipped; ++run) {
+        DeviceArray<bf16> d(m * n);
+        DeviceArray<float> db(n);
+        RowGemm g;
+        g.m = m, g.n = n, g.k = k;
+        g.a = d_dy.get(), g.lda = k, g.b = d_w.get(), g.ldb = n;
+        g.d = d.get(), g.ldd = n, g.out = OutType::BF16;
+        g.epilogue = Epilogue::kDGeluBiasGrad, g.aux = d_h.get(), g.ld_aux = n;
+        if (with_grad) g.bias_grad = db.get(), g.bias_grad_type = OutType::F32;
+        if (!gemm_->supported(g)) {
+          ASSERT_TRUE(with_grad) << "cuBLASLt has no DGELU epilogue for BF16";
+          std::printf(
+              "  note: no float32 bias gradient with a BF16 DGELU output here; the "
+              "engine sums dH with column_sum instead\n");
+          skipped = true;
+          break;
+        }
+        gemm_->run(g, nullptr);
+        sync_ok();
+        got[run] = d.download();
+        got_db[run] = db.download();
+      }
+      if (skipped) continue;
+      const std::string what =
+          std::string(with_grad ? "DGELU_BGRAD" : "DGELU") + " m " + std::to_string(m);
+      expect_close(got[0], want, kBf16Rel, 1e-3, what + " dH");
+      expect_bit_identical(got[0], got[1], what + " dH");
+      if (!with_grad) continue;
+      // Whether cuBLASLt sums dH before or after its BF16 rounding, each term is off by at most
+      // 2^-8 of itself.
+      for (int64_t c = 0; c < n; ++c) {
+        const double err = std::abs(static_cast<double>(got_db[0][c]) - want_db[c]);
+        EXPECT_LE(err, db_abs[c] / 256.0 + 1e-4) << what << " bias gradient [" << c << "]: got "
+                                                 << got_db[0][c] << ", want " << want_db[c];
+      }
+      expect_bit_identical(got_db[0], got_db[1], what + " bias gradient");
+    }
+  }
+}
+
+// A linear layer's weight gradient dW += dYᵀ·X (C = D, beta 1) with its bias gradient Σ_rows dY
+// in the same product's epilogue.
+TEST_F(CudaTrainEpilogues, BiasGradOfAMatchesFloat64) {
+  for (const int64_t tokens : {67, 130}) {
+    const int64_t out = 200, in = 40;
+    const auto dy = rounded(random_normal(tokens * out, rng));
+    const auto x = rounded(random_normal(tokens * in, rng));
+    const auto gw0 = random_normal(out * in, rng);
+    auto want = product(dy, true, x, out, in, tokens);
+    for (int64_t i = 0; i < out * in; ++i) want[i] += gw0[i];
+    std::vector<double> want_db(out, 0.0);
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t c = 0; c < out; ++c) want_db[c] += dy[t * out + c];
+    }
+    DeviceArray<bf16> d_dy(to_bf16(dy)), d_x(to_bf16(x));
+    std::vector<float> got[2], got_db[2];
+    for (int run = 0; run < 2; ++run) {
+      DeviceArray<float> gw(gw0), db(out);
+      RowGemm g;
+      g.trans_a = true;
+      g.m = out, g.n = in, g.k = tokens;
+      g.a = d_dy.get(), g.lda = out, g.b = d_x.get(), g.ldb = in;
+      g.d = gw.get(), g.ldd = in, g.out = OutType::F32, g.c = gw.get(), g.beta = 1.0f;
+      g.epilogue = Epilogue::kBiasGradOfA, g.bias_grad = db.get();
+      if (!gemm_->supported(g)) {
+        GTEST_SKIP() << "cuBLASLt has no BGRADB epilogue for this product: the engine keeps its "
+                        "column sums";
+      }
+      gemm_->run(g, nullptr);
+      sync_ok();
+      got[run] = gw.download();
+      got_db[run] = db.download();
+    }
+    const std::string what = "BGRADB tokens " + std::to_string(tokens);
+    expect_close(got[0], want, 1e-5, 1e-4, what + " dW");
+    expect_close(got_db[0], want_db, 1e-5, 1e-4, what + " bias gradient");
+    expect_bit_identical(got[0], got[1], what + " dW");
+    expect_bit_identical(got_db[0], got_db[1], what + " bias gradient");
+  }
+}
+
+TEST_F(CudaTrainEpilogues, BadEpilogueArgumentsAreRejected) {
+  DeviceArray<bf16> a(64 * 64), d(64 * 64), aux(64 * 64);
+  RowGemm g;
+  g.m = 64, g.n = 60, g.k = 64;
+  g.a = a.get(), g.lda = 64, g.b = a.get(), g.ldb = 64;
+  g.d = d.get(), g.ldd = 64, g.out = OutType::BF16;
+  g.epilogue = Epilogue::kGeluAux, g.aux = aux.get(), g.ld_aux = 60;  // not a multiple of 8
+  try {
+    gemm_->run(g, nullptr);
+    ADD_FAILURE() << "an aux ld of 60 was accepted";
+  } catch (const kiln::Error& e) {
+    EXPECT_EQ(e.status(), KILN_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("multiple of 8"), std::string::npos) << e.what();
+  }
+  g.epilogue = Epilogue::kBiasGradOfA, g.aux = nullptr, g.ld_aux = 0;
+  EXPECT_THROW(gemm_->run(g, nullptr), kiln::Error);  // no bias-gradient output
 }
 
 // ---- bandwidth at GPT-2 124M shapes (micro-batch 16 × 1024) -------------------------------------

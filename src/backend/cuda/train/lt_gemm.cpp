@@ -27,6 +27,44 @@ std::string shape(const RowGemm& g) {
          std::to_string(g.k) + " × " + std::to_string(g.n) + (g.trans_b ? " (Bᵀ)" : "");
 }
 
+cublasLtEpilogue_t lt_epilogue(const RowGemm& g) {
+  switch (g.epilogue) {
+    case Epilogue::kNone:
+      return g.bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    case Epilogue::kGeluAux:
+      return g.bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+    case Epilogue::kDGeluBiasGrad:
+      return g.bias_grad != nullptr ? CUBLASLT_EPILOGUE_DGELU_BGRAD : CUBLASLT_EPILOGUE_DGELU;
+    case Epilogue::kBiasGradOfA:
+      // Our A is cuBLASLt's B (see plan()): its bias gradient is over the columns of its D.
+      return CUBLASLT_EPILOGUE_BGRADB;
+  }
+  return CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+cudaDataType_t data_type(OutType t) { return t == OutType::F32 ? CUDA_R_32F : CUDA_R_16BF; }
+
+// The epilogue's own arguments, before any cuBLASLt call (a bad one would otherwise surface as an
+// opaque CUBLAS_STATUS_INVALID_VALUE).
+void check_epilogue(const RowGemm& g) {
+  const bool needs_aux = g.epilogue == Epilogue::kGeluAux || g.epilogue == Epilogue::kDGeluBiasGrad;
+  if (needs_aux && (g.aux == nullptr || g.ld_aux < g.n || g.ld_aux % 8 != 0)) {
+    fail(KILN_ERR_INVALID_ARGUMENT,
+         "training matrix product " + shape(g) +
+             ": the GELU epilogue needs an aux matrix with ld >= " + std::to_string(g.n) +
+             " and a multiple of 8, got " + (g.aux == nullptr ? "none" : std::to_string(g.ld_aux)));
+  }
+  if (g.epilogue == Epilogue::kBiasGradOfA && g.bias_grad == nullptr) {
+    fail(KILN_ERR_INVALID_ARGUMENT,
+         "training matrix product " + shape(g) + ": the bias-gradient epilogue has no output");
+  }
+  if ((g.epilogue == Epilogue::kDGeluBiasGrad || g.epilogue == Epilogue::kBiasGradOfA) &&
+      g.bias != nullptr) {
+    fail(KILN_ERR_INVALID_ARGUMENT,
+         "training matrix product " + shape(g) + ": a bias-gradient epilogue takes no bias input");
+  }
+}
+
 }  // namespace
 
 struct LtGemm::Plan {
@@ -67,14 +105,20 @@ LtGemm::Plan* LtGemm::plan(const RowGemm& g) {
                 alignment(g.a),
                 alignment(g.b),
                 alignment(g.d),
-                g.c ? alignment(g.c) : 256};
+                g.c ? alignment(g.c) : 256,
+                static_cast<int>(g.epilogue),
+                g.ld_aux,
+                g.bias_grad != nullptr,
+                static_cast<int>(g.bias_grad_type),
+                g.aux ? alignment(g.aux) : 256,
+                g.bias_grad ? alignment(g.bias_grad) : 256};
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second.get();
 
   // Column-major view: the row-major D[m × n] is Dᵀ[n × m] = op(B)ᵀ · op(A)ᵀ, so cuBLASLt's A is
   // our B and its B our A; a row-major matrix read column-major is its transpose.
   auto p = std::make_unique<Plan>();
-  const cudaDataType_t out = g.out == OutType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+  const cudaDataType_t out = data_type(g.out);
   KILN_LT_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_a = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -82,14 +126,25 @@ LtGemm::Plan* LtGemm::plan(const RowGemm& g) {
       cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
   KILN_LT_CHECK(
       cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
-  const cublasLtEpilogue_t epilogue =
-      g.bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  const cublasLtEpilogue_t epilogue = lt_epilogue(g);
   KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                                sizeof epilogue));
-  if (g.bias != nullptr) {
-    const cudaDataType_t bias_type = out;
+  // The pointers are set here too: the heuristic reads their alignment from them.
+  const bool grad_epilogue =
+      g.epilogue == Epilogue::kDGeluBiasGrad || g.epilogue == Epilogue::kBiasGradOfA;
+  const void* vector = grad_epilogue ? g.bias_grad : g.bias;
+  if (vector != nullptr) {
+    const cudaDataType_t bias_type = grad_epilogue ? data_type(g.bias_grad_type) : out;
     KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                  &bias_type, sizeof bias_type));
+    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                 &vector, sizeof vector));
+  }
+  if (g.aux != nullptr) {
+    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                                 &g.ld_aux, sizeof g.ld_aux));
+    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                                 &g.aux, sizeof g.aux));
   }
   const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
   // cuBLASLt A = our B: stored column-major as [n × k] (trans_b) ... see the header.
@@ -139,7 +194,10 @@ LtGemm::Plan* LtGemm::plan(const RowGemm& g) {
   return plans_.emplace(key, std::move(p)).first->second.get();
 }
 
-bool LtGemm::supported(const RowGemm& g) { return plan(g) != nullptr; }
+bool LtGemm::supported(const RowGemm& g) {
+  check_epilogue(g);
+  return plan(g) != nullptr;
+}
 
 void LtGemm::run(const RowGemm& g, cudaStream_t stream) {
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
@@ -147,17 +205,26 @@ void LtGemm::run(const RowGemm& g, cudaStream_t stream) {
     fail(KILN_ERR_UNSUPPORTED,
          "training matrix product " + shape(g) + " exceeds cuBLASLt's 32-bit dimensions");
   }
+  check_epilogue(g);
   if (g.m == 0 || g.n == 0) return;
   Plan* found = plan(g);
   if (found == nullptr) {
     fail(KILN_ERR_BACKEND, "cuBLASLt has no algorithm for the training matrix product " + shape(g) +
-                               (g.bias ? " with a bias epilogue" : "") + " into " +
+                               (g.bias ? " with a bias" : "") + " with epilogue " +
+                               std::to_string(static_cast<int>(lt_epilogue(g))) + " into " +
                                (g.out == OutType::F32 ? "float32" : "BF16"));
   }
   Plan& p = *found;
-  if (g.bias != nullptr) {
-    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
-                                                 sizeof g.bias));
+  const bool grad_epilogue =
+      g.epilogue == Epilogue::kDGeluBiasGrad || g.epilogue == Epilogue::kBiasGradOfA;
+  const void* vector = grad_epilogue ? g.bias_grad : g.bias;
+  if (vector != nullptr) {
+    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector,
+                                                 sizeof vector));
+  }
+  if (g.aux != nullptr) {
+    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                                 &g.aux, sizeof g.aux));
   }
   const float alpha = 1.0f;
   const float beta = g.beta;
