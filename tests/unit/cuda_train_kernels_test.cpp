@@ -248,85 +248,89 @@ TEST_F(CudaTrainKernels, NormForwardMatchesTheFormula) {
 
 TEST_F(CudaTrainKernels, NormBackwardMatchesTheFormulaAndIsDeterministic) {
   const double eps = 1e-5;
-  const int64_t rows = 300;  // several 64-row partial chunks, the last one short
-  for (const NormType type : {NormType::LayerNorm, NormType::RmsNorm}) {
-    const bool ln = type == NormType::LayerNorm;
-    // 1, 7, 64, 768: the register-resident path; 771 and 1100: the wide-row path (scalar and
-    // vectorised).
-    for (const int64_t dim : {1, 7, 64, 768, 771, 1100}) {
-      for (int variant = 0; variant < 4; ++variant) {
-        // variant 0: w, dw, db, accumulate, dx_bf16; 1: w, no dw/db, "="; 2: no w (parameter
-        // free), accumulate, dx_bf16; 3: no w, "=", no dx_bf16.
-        const bool has_w = variant < 2, with_dw = variant == 0, accumulate = variant % 2 == 0;
-        const bool want_bf16 = variant != 3;
-        auto x = random_normal(rows * dim, rng, 1.5f);
-        for (auto& v : x) v += 0.5f;
-        auto w = random_normal(dim, rng, 0.3f);
-        for (auto& v : w) v += 1.0f;
-        const auto dy = random_normal(rows * dim, rng);
-        const auto dx0 = random_normal(rows * dim, rng);
-        const auto dw0 = random_normal(dim, rng), db0 = random_normal(dim, rng);
-        const auto fwd = norm_reference(type, x, nullptr, nullptr, eps, rows, dim);
-        std::vector<float> mean_f(rows), rstd_f(rows);
-        for (int64_t i = 0; i < rows; ++i) {
-          mean_f[i] = static_cast<float>(fwd.mean[i]);
-          rstd_f[i] = static_cast<float>(fwd.rstd[i]);
-        }
-        // dx = rstd (g - mean(g) - x̂ mean(g x̂)), g = dy w (RMSNorm: no mean(g) term).
-        std::vector<double> want_dx(rows * dim), want_dw = widen(dw0), want_db = widen(db0);
-        for (int64_t i = 0; i < rows; ++i) {
-          double sg = 0.0, sgx = 0.0;
-          for (int64_t c = 0; c < dim; ++c) {
-            const double xhat = (x[i * dim + c] - fwd.mean[i]) * fwd.rstd[i];
-            const double g = dy[i * dim + c] * (has_w ? w[c] : 1.0);
-            sg += g;
-            sgx += g * xhat;
-            want_dw[c] += dy[i * dim + c] * xhat;
-            want_db[c] += dy[i * dim + c];
+  // 300: several 64-row partial chunks (wide path) and 32-row blocks (fused path), the last one
+  // short with whole warps past the end; 5: one block, most of it empty.
+  for (const int64_t rows : {int64_t{300}, int64_t{5}}) {
+    for (const NormType type : {NormType::LayerNorm, NormType::RmsNorm}) {
+      const bool ln = type == NormType::LayerNorm;
+      // 1, 7, 64, 768: the register-resident path; 771 and 1100: the wide-row path (scalar and
+      // vectorised).
+      for (const int64_t dim : {1, 7, 64, 768, 771, 1100}) {
+        for (int variant = 0; variant < 4; ++variant) {
+          // variant 0: w, dw, db, accumulate, dx_bf16; 1: w, no dw/db, "="; 2: no w (parameter
+          // free), accumulate, dx_bf16; 3: no w, "=", no dx_bf16.
+          const bool has_w = variant < 2, with_dw = variant == 0, accumulate = variant % 2 == 0;
+          const bool want_bf16 = variant != 3;
+          auto x = random_normal(rows * dim, rng, 1.5f);
+          for (auto& v : x) v += 0.5f;
+          auto w = random_normal(dim, rng, 0.3f);
+          for (auto& v : w) v += 1.0f;
+          const auto dy = random_normal(rows * dim, rng);
+          const auto dx0 = random_normal(rows * dim, rng);
+          const auto dw0 = random_normal(dim, rng), db0 = random_normal(dim, rng);
+          const auto fwd = norm_reference(type, x, nullptr, nullptr, eps, rows, dim);
+          std::vector<float> mean_f(rows), rstd_f(rows);
+          for (int64_t i = 0; i < rows; ++i) {
+            mean_f[i] = static_cast<float>(fwd.mean[i]);
+            rstd_f[i] = static_cast<float>(fwd.rstd[i]);
           }
-          const double mg = ln ? sg / static_cast<double>(dim) : 0.0;
-          const double mgx = sgx / static_cast<double>(dim);
-          for (int64_t c = 0; c < dim; ++c) {
-            const double xhat = (x[i * dim + c] - fwd.mean[i]) * fwd.rstd[i];
-            const double g = dy[i * dim + c] * (has_w ? w[c] : 1.0);
-            want_dx[i * dim + c] =
-                (accumulate ? dx0[i * dim + c] : 0.0) + fwd.rstd[i] * (g - mg - xhat * mgx);
+          // dx = rstd (g - mean(g) - x̂ mean(g x̂)), g = dy w (RMSNorm: no mean(g) term).
+          std::vector<double> want_dx(rows * dim), want_dw = widen(dw0), want_db = widen(db0);
+          for (int64_t i = 0; i < rows; ++i) {
+            double sg = 0.0, sgx = 0.0;
+            for (int64_t c = 0; c < dim; ++c) {
+              const double xhat = (x[i * dim + c] - fwd.mean[i]) * fwd.rstd[i];
+              const double g = dy[i * dim + c] * (has_w ? w[c] : 1.0);
+              sg += g;
+              sgx += g * xhat;
+              want_dw[c] += dy[i * dim + c] * xhat;
+              want_db[c] += dy[i * dim + c];
+            }
+            const double mg = ln ? sg / static_cast<double>(dim) : 0.0;
+            const double mgx = sgx / static_cast<double>(dim);
+            for (int64_t c = 0; c < dim; ++c) {
+              const double xhat = (x[i * dim + c] - fwd.mean[i]) * fwd.rstd[i];
+              const double g = dy[i * dim + c] * (has_w ? w[c] : 1.0);
+              want_dx[i * dim + c] =
+                  (accumulate ? dx0[i * dim + c] : 0.0) + fwd.rstd[i] * (g - mg - xhat * mgx);
+            }
           }
-        }
-        DeviceArray<float> d_x(x), d_w(w), d_dy(dy), d_mean(mean_f), d_rstd(rstd_f);
-        DeviceArray<float> workspace(norm_backward_workspace_floats(rows, dim));
-        std::vector<float> got_dx[2], got_dw[2], got_db[2];
-        std::vector<bf16> got_bf16;
-        for (int run = 0; run < 2; ++run) {
-          DeviceArray<float> dx(rows * dim), dw(dw0), db(db0);
-          if (accumulate) dx.upload(dx0);
-          DeviceArray<bf16> dx_bf16(rows * dim);
-          workspace.poison();
-          norm_backward(type, d_dy.get(), d_x.get(), has_w ? d_w.get() : nullptr,
-                        ln ? d_mean.get() : nullptr, d_rstd.get(), dx.get(), accumulate,
-                        want_bf16 ? dx_bf16.get() : nullptr, with_dw ? dw.get() : nullptr,
-                        with_dw ? db.get() : nullptr, rows, dim, workspace.get(), nullptr);
-          sync_ok();
-          got_dx[run] = dx.download();
-          got_dw[run] = dw.download();
-          got_db[run] = db.download();
-          if (run == 0) got_bf16 = dx_bf16.download();
-        }
-        const std::string what = std::string(norm_name(type)) + " backward dim " +
-                                 std::to_string(dim) + " variant " + std::to_string(variant);
-        expect_close(got_dx[0], want_dx, 1e-4, 1e-4, what + " dx");
-        if (want_bf16) expect_close(got_bf16, want_dx, kBf16Rel, 1e-4, what + " dx_bf16");
-        if (with_dw) {
-          expect_close(got_dw[0], want_dw, 1e-4, 2e-4, what + " dw");
-          if (ln) {
-            expect_close(got_db[0], want_db, 1e-4, 2e-4, what + " db");
-          } else {
-            expect_close(got_db[0], widen(db0), 0.0, 0.0, what + " db untouched (RmsNorm)");
+          DeviceArray<float> d_x(x), d_w(w), d_dy(dy), d_mean(mean_f), d_rstd(rstd_f);
+          DeviceArray<float> workspace(norm_backward_workspace_floats(rows, dim));
+          std::vector<float> got_dx[2], got_dw[2], got_db[2];
+          std::vector<bf16> got_bf16;
+          for (int run = 0; run < 2; ++run) {
+            DeviceArray<float> dx(rows * dim), dw(dw0), db(db0);
+            if (accumulate) dx.upload(dx0);
+            DeviceArray<bf16> dx_bf16(rows * dim);
+            workspace.poison();
+            norm_backward(type, d_dy.get(), d_x.get(), has_w ? d_w.get() : nullptr,
+                          ln ? d_mean.get() : nullptr, d_rstd.get(), dx.get(), accumulate,
+                          want_bf16 ? dx_bf16.get() : nullptr, with_dw ? dw.get() : nullptr,
+                          with_dw ? db.get() : nullptr, rows, dim, workspace.get(), nullptr);
+            sync_ok();
+            got_dx[run] = dx.download();
+            got_dw[run] = dw.download();
+            got_db[run] = db.download();
+            if (run == 0) got_bf16 = dx_bf16.download();
           }
-          expect_bit_identical(got_dw[0], got_dw[1], what + " dw");
-          expect_bit_identical(got_db[0], got_db[1], what + " db");
+          const std::string what = std::string(norm_name(type)) + " backward rows " +
+                                   std::to_string(rows) + " dim " + std::to_string(dim) +
+                                   " variant " + std::to_string(variant);
+          expect_close(got_dx[0], want_dx, 1e-4, 1e-4, what + " dx");
+          if (want_bf16) expect_close(got_bf16, want_dx, kBf16Rel, 1e-4, what + " dx_bf16");
+          if (with_dw) {
+            expect_close(got_dw[0], want_dw, 1e-4, 2e-4, what + " dw");
+            if (ln) {
+              expect_close(got_db[0], want_db, 1e-4, 2e-4, what + " db");
+            } else {
+              expect_close(got_db[0], widen(db0), 0.0, 0.0, what + " db untouched (RmsNorm)");
+            }
+            expect_bit_identical(got_dw[0], got_dw[1], what + " dw");
+            expect_bit_identical(got_db[0], got_db[1], what + " db");
+          }
+          expect_bit_identical(got_dx[0], got_dx[1], what + " dx");
         }
-        expect_bit_identical(got_dx[0], got_dx[1], what + " dx");
       }
     }
   }
@@ -1271,6 +1275,52 @@ TEST_F(CudaTrainKernels, DISABLED_Gpt2ShapesBandwidth) {
                                  nullptr);
            }),
            n * 8);
+  }
+  {
+    // The GELU MLP's up projection and its dX: product + kernels vs the cuBLASLt epilogues.
+    LtGemm gemm(DeviceAllocator::create(0, 0, "test GPU"), size_t{32} << 20);
+    DeviceArray<bf16> n2(rows * dim), w_fc(inter * dim), b_fc(inter), h(rows * inter),
+        a(rows * inter), g(rows * dim), w_proj(dim * inter), dh(rows * inter);
+    DeviceArray<float> da(rows * inter), db(inter), cws(column_sum_workspace_floats(rows, inter));
+    for (auto* x : {&n2, &w_fc, &b_fc, &g, &w_proj}) zero(*x);
+    RowGemm up;
+    up.trans_b = true;
+    up.m = rows, up.n = inter, up.k = dim;
+    up.a = n2.get(), up.lda = dim, up.b = w_fc.get(), up.ldb = dim;
+    up.d = h.get(), up.ldd = inter, up.out = OutType::BF16, up.bias = b_fc.get();
+    RowGemm up_fused = up;
+    up_fused.d = a.get(), up_fused.epilogue = Epilogue::kGeluAux;
+    up_fused.aux = h.get(), up_fused.ld_aux = inter;
+    RowGemm down;
+    down.m = rows, down.n = inter, down.k = dim;
+    down.a = g.get(), down.lda = dim, down.b = w_proj.get(), down.ldb = inter;
+    down.d = da.get(), down.ldd = inter, down.out = OutType::F32;
+    RowGemm down_fused = down;
+    down_fused.d = dh.get(), down_fused.out = OutType::BF16;
+    down_fused.epilogue = Epilogue::kDGeluBiasGrad, down_fused.aux = h.get();
+    down_fused.ld_aux = inter, down_fused.bias_grad = db.get();
+    const bool bgrad_f32 = gemm.supported(down_fused);
+    if (!bgrad_f32) down_fused.bias_grad = nullptr;
+    const double flops = 2.0 * static_cast<double>(rows * inter * dim);
+    const auto tflops = [&](const char* name, double us) {
+      std::printf("  %-34s %9.1f us  %7.0f TFLOP/s\n", name, us, flops / (us * 1e-6) / 1e12);
+    };
+    tflops("fc product + bias, then gelu kernel", time_us([&] {
+             gemm.run(up, nullptr);
+             activation_forward(Activation::GeluTanh, h.get(), a.get(), rows, inter, nullptr);
+           }));
+    tflops("fc product, GELU_AUX_BIAS epilogue", time_us([&] { gemm.run(up_fused, nullptr); }));
+    tflops("dH product + dgelu + bias column sum", time_us([&] {
+             gemm.run(down, nullptr);
+             activation_backward(Activation::GeluTanh, h.get(), da.get(), dh.get(), rows, inter,
+                                 nullptr);
+             column_sum(dh.get(), db.get(), rows, inter, cws.get(), nullptr);
+           }));
+    tflops(bgrad_f32 ? "dH product, DGELU_BGRAD epilogue" : "dH product, DGELU (+ column sum)",
+           time_us([&] {
+             gemm.run(down_fused, nullptr);
+             if (!bgrad_f32) column_sum(dh.get(), db.get(), rows, inter, cws.get(), nullptr);
+           }));
   }
   {
     DeviceArray<bf16> qkv(rows * width), q(rows * dim), k(rows * dim), v(rows * dim),
