@@ -1034,7 +1034,8 @@ TEST_F(CudaTrainEpilogues, GeluAuxBiasMatchesFloat64GeluTanh) {
       }
       const std::string what =
           "GELU_AUX" + std::string(with_bias ? "_BIAS" : "") + " m " + std::to_string(m);
-      expect_close(got[0], want, kBf16Rel, 1e-4, what + " D");
+      // 1e-3: room for an approximate tanh in the epilogue (≤ 2^-11 relative on tanh).
+      expect_close(got[0], want, kBf16Rel, 1e-3, what + " D");
       expect_close(got_aux, pre, kBf16Rel, 1e-4, what + " aux (pre-activation)");
       expect_bit_identical(got[0], got[1], what + " D");
     }
@@ -1069,17 +1070,18 @@ TEST_F(CudaTrainEpilogues, GeluEpilogueIsTheTanhForm) {
   ASSERT_TRUE(gemm_->supported(g)) << "cuBLASLt has no float32 GELU_AUX epilogue";
   gemm_->run(g, nullptr);
   sync_ok();
-  // The epilogue may evaluate tanh approximately (~1e-4 here): close to the tanh form, and much
-  // closer to it than to the erf form over the points.
+  // The epilogue may evaluate tanh approximately (tanh.approx: ≤ 2^-11 relative, so up to
+  // ~1e-3 on GELU at |h| = 4): within that of the tanh form, and closer to it than to the erf
+  // form over the points (an erf GELU would sit at the gap from the tanh form everywhere).
   const auto got = d.download();
-  expect_close(got, want, 0.0, 2e-4, "float32 GELU epilogue vs float64 GELU-tanh");
+  expect_close(got, want, 0.0, 1.2e-3, "float32 GELU epilogue vs float64 GELU-tanh");
   expect_close(aux.download(), pre, 0.0, 0.0, "float32 GELU aux");
   double off_tanh = 0.0, off_erf = 0.0;
   for (int64_t i = 0; i < m * n; ++i) {
     off_tanh += std::abs(got[i] - want[i]);
     off_erf += std::abs(got[i] - gelu_erf(pre[i]));
   }
-  EXPECT_LT(off_tanh, 0.25 * off_erf) << "the epilogue's GELU is not (clearly) the tanh form";
+  EXPECT_LT(off_tanh, off_erf) << "the epilogue's GELU is not (clearly) the tanh form";
   std::printf("  GELU epilogue: Σ|err| vs tanh form %.3g, vs erf form %.3g (max gap %.3g)\n",
               off_tanh, off_erf, max_gap);
 }
@@ -1094,13 +1096,14 @@ TEST_F(CudaTrainEpilogues, DGeluBiasGradMatchesFloat64) {
     const auto w = rounded(random_normal(k * n, rng, 0.3f));  // W_down [hidden × inter]
     const auto h = rounded(random_normal(m * n, rng, 2.0f));  // the pre-activation
     const auto prod = product(dy, false, w, m, n, k);
-    std::vector<double> want(m * n), want_db(n, 0.0), db_abs(n, 0.0);
+    std::vector<double> want(m * n), want_db(n, 0.0), db_abs(n, 0.0), prod_abs(n, 0.0);
     for (int64_t r = 0; r < m; ++r) {
       for (int64_t c = 0; c < n; ++c) {
         const double v = prod[r * n + c] * derivative(gelu_tanh, h[r * n + c]);
         want[r * n + c] = v;
         want_db[c] += v;
         db_abs[c] += std::abs(v);
+        prod_abs[c] += std::abs(prod[r * n + c]);
       }
     }
     DeviceArray<bf16> d_dy(to_bf16(dy)), d_w(to_bf16(w)), d_h(to_bf16(h));
@@ -1117,7 +1120,7 @@ TEST_F(CudaTrainEpilogues, DGeluBiasGradMatchesFloat64) {
         g.d = d.get(), g.ldd = n, g.out = OutType::BF16;
         g.epilogue = Epilogue::kDGeluBiasGrad, g.aux = d_h.get(), g.ld_aux = n;
         if (with_grad) g.bias_grad = db.get(), g.bias_grad_type = OutType::F32;
-        if (!gemm_->supported(g)) {
+        if (!gemm_->try_run(g, nullptr)) {
           ASSERT_TRUE(with_grad) << "cuBLASLt has no DGELU epilogue for BF16";
           std::printf(
               "  note: no float32 bias gradient with a BF16 DGELU output here; the "
@@ -1125,7 +1128,6 @@ TEST_F(CudaTrainEpilogues, DGeluBiasGradMatchesFloat64) {
           skipped = true;
           break;
         }
-        gemm_->run(g, nullptr);
         sync_ok();
         got[run] = d.download();
         got_db[run] = db.download();
@@ -1133,15 +1135,17 @@ TEST_F(CudaTrainEpilogues, DGeluBiasGradMatchesFloat64) {
       if (skipped) continue;
       const std::string what =
           std::string(with_grad ? "DGELU_BGRAD" : "DGELU") + " m " + std::to_string(m);
-      expect_close(got[0], want, kBf16Rel, 1e-3, what + " dH");
+      // 5e-3: room for an approximate tanh in gelu' (≤ ~1.5e-3 on it) times |dY·W| ≲ 3.
+      expect_close(got[0], want, kBf16Rel, 5e-3, what + " dH");
       expect_bit_identical(got[0], got[1], what + " dH");
       if (!with_grad) continue;
       // Whether cuBLASLt sums dH before or after its BF16 rounding, each term is off by at most
-      // 2^-8 of itself.
+      // 2^-8 of itself, plus an approximate tanh's error in gelu' (≤ 2e-3) times |dY·W|.
       for (int64_t c = 0; c < n; ++c) {
         const double err = std::abs(static_cast<double>(got_db[0][c]) - want_db[c]);
-        EXPECT_LE(err, db_abs[c] / 256.0 + 1e-4) << what << " bias gradient [" << c << "]: got "
-                                                 << got_db[0][c] << ", want " << want_db[c];
+        EXPECT_LE(err, db_abs[c] / 256.0 + 2e-3 * prod_abs[c] + 1e-4)
+            << what << " bias gradient [" << c << "]: got " << got_db[0][c] << ", want "
+            << want_db[c];
       }
       expect_bit_identical(got_db[0], got_db[1], what + " bias gradient");
     }
@@ -1172,11 +1176,10 @@ TEST_F(CudaTrainEpilogues, BiasGradOfAMatchesFloat64) {
       g.a = d_dy.get(), g.lda = out, g.b = d_x.get(), g.ldb = in;
       g.d = gw.get(), g.ldd = in, g.out = OutType::F32, g.c = gw.get(), g.beta = 1.0f;
       g.epilogue = Epilogue::kBiasGradOfA, g.bias_grad = db.get();
-      if (!gemm_->supported(g)) {
+      if (!gemm_->try_run(g, nullptr)) {
         GTEST_SKIP() << "cuBLASLt has no BGRADB epilogue for this product: the engine keeps its "
                         "column sums";
       }
-      gemm_->run(g, nullptr);
       sync_ok();
       got[run] = gw.download();
       got_db[run] = db.download();
@@ -1299,7 +1302,7 @@ TEST_F(CudaTrainKernels, DISABLED_Gpt2ShapesBandwidth) {
     down_fused.d = dh.get(), down_fused.out = OutType::BF16;
     down_fused.epilogue = Epilogue::kDGeluBiasGrad, down_fused.aux = h.get();
     down_fused.ld_aux = inter, down_fused.bias_grad = db.get();
-    const bool bgrad_f32 = gemm.supported(down_fused);
+    const bool bgrad_f32 = gemm.try_run(down_fused, nullptr);
     if (!bgrad_f32) down_fused.bias_grad = nullptr;
     const double flops = 2.0 * static_cast<double>(rows * inter * dim);
     const auto tflops = [&](const char* name, double us) {

@@ -667,8 +667,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
       RowGemm with_grad = g;
       with_grad.epilogue = Epilogue::kBiasGradOfA;
       with_grad.bias_grad = bias_scratch_;  // "=": added to gb below
-      if (gemm_->supported(with_grad)) {
-        gemm_->run(with_grad, stream_.get());
+      if (gemm_->try_run(with_grad, stream_.get())) {
         column_sum(bias_scratch_, gb, 1, out, workspace_, stream_.get());
         return;
       }
@@ -690,9 +689,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
     g.d = a.a, g.ldd = I_, g.out = OutType::BF16;
     g.bias = b.b_gu;
     g.epilogue = Epilogue::kGeluAux, g.aux = a.h, g.ld_aux = I_;
-    if (!gemm_->supported(g)) return false;
-    gemm_->run(g, stream_.get());
-    return true;
+    return gemm_->try_run(g, stream_.get());
   }
 
   enum class GeluBackward { kNotFused, kFused, kWithBiasGrad };
@@ -710,16 +707,13 @@ class CudaEngine final : public kiln::train::TrainEngine {
     if (gb != nullptr && kBiasGradEpilogue) {
       RowGemm with_grad = g;
       with_grad.bias_grad = bias_scratch_, with_grad.bias_grad_type = OutType::F32;
-      if (gemm_->supported(with_grad)) {
-        gemm_->run(with_grad, stream_.get());
+      if (gemm_->try_run(with_grad, stream_.get())) {
         column_sum(bias_scratch_, gb, 1, I_, workspace_, stream_.get());
         return GeluBackward::kWithBiasGrad;
       }
     }
     // A BF16 bias gradient (all cuBLASLt may offer) would round the sum: the caller sums dh_.
-    if (!gemm_->supported(g)) return GeluBackward::kNotFused;
-    gemm_->run(g, stream_.get());
-    return GeluBackward::kFused;
+    return gemm_->try_run(g, stream_.get()) ? GeluBackward::kFused : GeluBackward::kNotFused;
   }
 
   void block_forward(size_t bi, int64_t rows) {

@@ -89,29 +89,33 @@ LtGemm::~LtGemm() {
   if (handle_) cublasLtDestroy(handle_);
 }
 
+LtGemm::Key LtGemm::key_of(const RowGemm& g) {
+  return Key{g.trans_a,
+             g.trans_b,
+             g.m,
+             g.n,
+             g.k,
+             g.lda,
+             g.ldb,
+             g.ldd,
+             static_cast<int>(g.out),
+             g.bias != nullptr,
+             g.beta != 0.0f,
+             g.c == g.d,
+             alignment(g.a),
+             alignment(g.b),
+             alignment(g.d),
+             g.c ? alignment(g.c) : 256,
+             static_cast<int>(g.epilogue),
+             g.ld_aux,
+             g.bias_grad != nullptr,
+             static_cast<int>(g.bias_grad_type),
+             g.aux ? alignment(g.aux) : 256,
+             g.bias_grad ? alignment(g.bias_grad) : 256};
+}
+
 LtGemm::Plan* LtGemm::plan(const RowGemm& g) {
-  const Key key{g.trans_a,
-                g.trans_b,
-                g.m,
-                g.n,
-                g.k,
-                g.lda,
-                g.ldb,
-                g.ldd,
-                static_cast<int>(g.out),
-                g.bias != nullptr,
-                g.beta != 0.0f,
-                g.c == g.d,
-                alignment(g.a),
-                alignment(g.b),
-                alignment(g.d),
-                g.c ? alignment(g.c) : 256,
-                static_cast<int>(g.epilogue),
-                g.ld_aux,
-                g.bias_grad != nullptr,
-                static_cast<int>(g.bias_grad_type),
-                g.aux ? alignment(g.aux) : 256,
-                g.bias_grad ? alignment(g.bias_grad) : 256};
+  const Key key = key_of(g);
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second.get();
 
@@ -199,22 +203,16 @@ bool LtGemm::supported(const RowGemm& g) {
   return plan(g) != nullptr;
 }
 
-void LtGemm::run(const RowGemm& g, cudaStream_t stream) {
+void LtGemm::check_dims(const RowGemm& g) {
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
   if (g.m > kMax || g.n > kMax || g.k > kMax) {
     fail(KILN_ERR_UNSUPPORTED,
          "training matrix product " + shape(g) + " exceeds cuBLASLt's 32-bit dimensions");
   }
   check_epilogue(g);
-  if (g.m == 0 || g.n == 0) return;
-  Plan* found = plan(g);
-  if (found == nullptr) {
-    fail(KILN_ERR_BACKEND, "cuBLASLt has no algorithm for the training matrix product " + shape(g) +
-                               (g.bias ? " with a bias" : "") + " with epilogue " +
-                               std::to_string(static_cast<int>(lt_epilogue(g))) + " into " +
-                               (g.out == OutType::F32 ? "float32" : "BF16"));
-  }
-  Plan& p = *found;
+}
+
+cublasStatus_t LtGemm::launch(Plan& p, const RowGemm& g, cudaStream_t stream) {
   const bool grad_epilogue =
       g.epilogue == Epilogue::kDGeluBiasGrad || g.epilogue == Epilogue::kBiasGradOfA;
   const void* vector = grad_epilogue ? g.bias_grad : g.bias;
@@ -229,8 +227,37 @@ void LtGemm::run(const RowGemm& g, cudaStream_t stream) {
   const float alpha = 1.0f;
   const float beta = g.beta;
   const void* c = g.c != nullptr ? g.c : g.d;
-  KILN_LT_CHECK(cublasLtMatmul(handle_, p.desc, &alpha, g.b, p.a, g.a, p.b, &beta, c, p.cd, g.d,
-                               p.cd, &p.algo, workspace_.get(), workspace_.size(), stream));
+  return cublasLtMatmul(handle_, p.desc, &alpha, g.b, p.a, g.a, p.b, &beta, c, p.cd, g.d, p.cd,
+                        &p.algo, workspace_.get(), workspace_.size(), stream);
+}
+
+void LtGemm::run(const RowGemm& g, cudaStream_t stream) {
+  check_dims(g);
+  if (g.m == 0 || g.n == 0) return;
+  Plan* found = plan(g);
+  if (found == nullptr) {
+    fail(KILN_ERR_BACKEND, "cuBLASLt has no algorithm for the training matrix product " + shape(g) +
+                               (g.bias ? " with a bias" : "") + " with epilogue " +
+                               std::to_string(static_cast<int>(lt_epilogue(g))) + " into " +
+                               (g.out == OutType::F32 ? "float32" : "BF16"));
+  }
+  lt_check(launch(*found, g, stream), "cublasLtMatmul");
+}
+
+bool LtGemm::try_run(const RowGemm& g, cudaStream_t stream) {
+  check_dims(g);
+  if (g.m == 0 || g.n == 0) return true;
+  Plan* found = plan(g);
+  if (found == nullptr) return false;
+  const cublasStatus_t st = launch(*found, g, stream);
+  if (st == CUBLAS_STATUS_INVALID_VALUE || st == CUBLAS_STATUS_NOT_SUPPORTED) {
+    // Rejected before launching anything (an epilogue/type mix the heuristic let through):
+    // remembered, so supported() says no from now on.
+    plans_[key_of(g)] = nullptr;
+    return false;
+  }
+  lt_check(st, "cublasLtMatmul");
+  return true;
 }
 
 }  // namespace kiln::cuda::train

@@ -77,13 +77,20 @@ class LtGemm {
   // Whether cuBLASLt has an algorithm for `g` (its shape, types, epilogue and alignments); the
   // answer is cached like a plan.
   bool supported(const RowGemm& g);
+  // run() where cuBLASLt can: false, with nothing enqueued, when it has no algorithm or rejects
+  // the call's epilogue/type combination (then supported() says no from now on). For the
+  // optional epilogues, whose support the heuristic alone does not always settle.
+  bool try_run(const RowGemm& g, cudaStream_t stream);
 
  private:
   struct Plan;
   using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int,
                          bool, bool, bool, int, int, int, int, int, int64_t, bool, int, int, int>;
+  static Key key_of(const RowGemm& g);
   // Null when cuBLASLt has no algorithm (remembered, so asking again costs a lookup).
   Plan* plan(const RowGemm& g);
+  static void check_dims(const RowGemm& g);
+  cublasStatus_t launch(Plan& p, const RowGemm& g, cudaStream_t stream);
 
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer workspace_;
