@@ -779,8 +779,10 @@ class CudaEngine final : public kiln::train::TrainEngine {
 
   // ---- backward ------------------------------------------------------------------------------
 
-  // d: the gradient of block bi's output in, of its input out (float32, in place).
-  void block_backward(size_t bi, float* d, int64_t rows) {
+  // d: the gradient of block bi's output in, of its input out (float32, in place). g_bf16_ holds
+  // bf16(d) on the way in when `d_bf16_ready` (the norm backward that wrote d also wrote it: one
+  // to_bf16 pass fewer per block), and always on the way out.
+  void block_backward(size_t bi, float* d, int64_t rows, bool d_bf16_ready) {
     const BlockWeights& b = blocks_[bi];
     const BlockOffsets& o = b.o;
     BlockActs& a = acts_[bi];
@@ -796,7 +798,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
                     nullptr, d_n_, g_bf16_, n * H_, st);
       d_down = d_n_;
     } else {
-      to_bf16(d, g_bf16_, n * H_, st);
+      if (!d_bf16_ready) to_bf16(d, g_bf16_, n * H_, st);
     }
     const GeluBackward gelu = gelu_down_dx_fused(b, a, n, G(o.b_up));
     if (gelu == GeluBackward::kNotFused) {
@@ -844,7 +846,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
     linear_dw(dqkv_ + qd_, qkv_, a.n1, n, H_, kvd_, G(o.wk));
     linear_dw(dqkv_ + qd_ + kvd_, qkv_, a.n1, n, H_, kvd_, G(o.wv));
     norm_backward(norm_type_, d_n_, block_input(bi), W(o.attn_norm_w), a.mean1, a.rstd1, d, true,
-                  nullptr, G(o.attn_norm_w), G(o.attn_norm_b), n, H_, workspace_, st);
+                  g_bf16_, G(o.attn_norm_w), G(o.attn_norm_b), n, H_, workspace_, st);
   }
 
   // Per-head targets and loss scales of a micro-batch (head K at token r learns targets[r + K]
@@ -896,15 +898,16 @@ class CudaEngine final : public kiln::train::TrainEngine {
       const size_t hb = head_block(h);
       float* d = h == 0 ? d_trunk_ : d_tmp_;
       norm_backward(norm_type_, d_head_y_, acts_[hb].out, W(off_final_w_), head_mean_[h],
-                    head_rstd_[h], d, false, nullptr, G(off_final_w_), G(off_final_b_), n, H_,
+                    head_rstd_[h], d, false, g_bf16_, G(off_final_w_), G(off_final_b_), n, H_,
                     workspace_, st);
-      block_backward(hb, d, rows);
+      block_backward(hb, d, rows, true);
       if (h > 0) column_sum(d_tmp_, d_trunk_, 1, n * H_, workspace_, st);
     }
     if (backward) {
       for (int32_t l = L_ - 2; l >= 0; --l) {
         check_cancel(cancel);
-        block_backward(static_cast<size_t>(l), d_trunk_, rows);
+        // After MTP heads, d_trunk_ has had their gradients added since g_bf16_ was written.
+        block_backward(static_cast<size_t>(l), d_trunk_, rows, l < L_ - 2 || n_heads_ == 1);
       }
       if (drop_.active()) {
         dropout_apply(dropout_site(kiln::train::kDropoutSiteEmbedding), d_trunk_, nullptr, d_trunk_,
