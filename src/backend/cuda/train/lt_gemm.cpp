@@ -130,25 +130,39 @@ LtGemm::Plan* LtGemm::plan(const RowGemm& g) {
       cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
   KILN_LT_CHECK(
       cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
+  // The epilogue's attributes: a value this cuBLASLt refuses makes the product unsupported (the
+  // engine then keeps its kernels), not an error. The pointers are set here too: the heuristic
+  // reads their alignment from them.
   const cublasLtEpilogue_t epilogue = lt_epilogue(g);
-  KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
-                                               sizeof epilogue));
-  // The pointers are set here too: the heuristic reads their alignment from them.
+  cublasStatus_t set = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                      &epilogue, sizeof epilogue);
   const bool grad_epilogue =
       g.epilogue == Epilogue::kDGeluBiasGrad || g.epilogue == Epilogue::kBiasGradOfA;
   const void* vector = grad_epilogue ? g.bias_grad : g.bias;
   if (vector != nullptr) {
     const cudaDataType_t bias_type = grad_epilogue ? data_type(g.bias_grad_type) : out;
-    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                                 &bias_type, sizeof bias_type));
-    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                 &vector, sizeof vector));
+    if (set == CUBLAS_STATUS_SUCCESS) {
+      set = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                           sizeof bias_type);
+    }
+    if (set == CUBLAS_STATUS_SUCCESS) {
+      set = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector,
+                                           sizeof vector);
+    }
   }
   if (g.aux != nullptr) {
-    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
-                                                 &g.ld_aux, sizeof g.ld_aux));
-    KILN_LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
-                                                 &g.aux, sizeof g.aux));
+    if (set == CUBLAS_STATUS_SUCCESS) {
+      set = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &g.ld_aux,
+                                           sizeof g.ld_aux);
+    }
+    if (set == CUBLAS_STATUS_SUCCESS) {
+      set = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                           &g.aux, sizeof g.aux);
+    }
+  }
+  if (set != CUBLAS_STATUS_SUCCESS) {
+    plans_.emplace(key, nullptr);
+    return nullptr;
   }
   const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
   // cuBLASLt A = our B: stored column-major as [n × k] (trans_b) ... see the header.
