@@ -22,14 +22,17 @@ struct alignas(16) Bf16x8 {
   __nv_bfloat162 h[4];
 };
 
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[8]) {
-  const Bf16x8 word = *reinterpret_cast<const Bf16x8*>(p);
+__device__ __forceinline__ void unpack8(const Bf16x8& word, float (&v)[8]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const float2 f = __bfloat1622float2(word.h[i]);
     v[2 * i] = f.x;
     v[2 * i + 1] = f.y;
   }
+}
+
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[8]) {
+  unpack8(*reinterpret_cast<const Bf16x8*>(p), v);
 }
 
 __device__ __forceinline__ void store8(__nv_bfloat16* p, const float (&v)[8]) {

@@ -1,6 +1,8 @@
 // Cross-entropy over the BF16 logits, one block per row: one read pass keeps an online (max, sum
-// of exp) per thread, merged across the block; with write_grad a second pass (the row is still in
-// L2) overwrites the logits with their gradient. Optional tanh soft-cap (NanoChat).
+// of exp) per thread, merged across the block; with write_grad a second pass overwrites the logits
+// with their gradient. Rows of up to kMaxStagedBytes are kept in shared memory by the first pass
+// and the second reads them there: with 4 blocks of 100 KB rows per SM in flight the rows did not
+// all stay in L2 (50 MB), so the second pass went back to DRAM. Optional tanh soft-cap (NanoChat).
 #include <cmath>
 
 #include "backend/cuda/cuda_check.hpp"
@@ -12,6 +14,8 @@ namespace kiln::cuda::train {
 namespace {
 
 constexpr int kThreads = 512;
+// Two blocks per SM (228 KB of shared memory, 1 KB of it reserved per block): vocab ≤ 57344.
+constexpr size_t kMaxStagedBytes = size_t{112} << 10;
 
 struct MaxSum {
   float max, sum;  // sum of exp(z - max)
@@ -57,10 +61,14 @@ __device__ __forceinline__ void store_row(bf16* p, const float (&v)[V]) {
   }
 }
 
-template <int V>
+// kStaged (V == 8 only): the first pass copies the row into dynamic shared memory (vocab BF16
+// values), which the second pass reads instead of the logits.
+template <int V, bool kStaged>
 __global__ void __launch_bounds__(kThreads)
     cross_entropy_kernel(bf16* logits, const int32_t* targets, const float* scale, float softcap,
                          float* row_loss, int64_t vocab, bool write_grad) {
+  extern __shared__ __align__(16) unsigned char staged_bytes[];
+  bf16* staged = reinterpret_cast<bf16*>(staged_bytes);
   const int64_t row = blockIdx.x;
   bf16* x = logits + row * vocab;
   const int32_t target = targets[row];
@@ -68,9 +76,17 @@ __global__ void __launch_bounds__(kThreads)
   const float z_target = target >= 0 ? cap(__bfloat162float(x[target]), softcap) : 0.0f;
 
   MaxSum acc{-INFINITY, 0.0f};
+  // Unrolled so that several 16-byte loads per thread are in flight (2 blocks per SM when staged).
+#pragma unroll 4
   for (int64_t c = static_cast<int64_t>(threadIdx.x) * V; c < vocab; c += kThreads * V) {
     float z[V];
-    load_row<V>(x + c, z);
+    if constexpr (kStaged) {
+      const detail::Bf16x8 word = *reinterpret_cast<const detail::Bf16x8*>(x + c);
+      *reinterpret_cast<detail::Bf16x8*>(staged + c) = word;
+      detail::unpack8(word, z);
+    } else {
+      load_row<V>(x + c, z);
+    }
 #pragma unroll
     for (int k = 0; k < V; ++k) z[k] = cap(z[k], softcap);
     accumulate<V>(acc, z);
@@ -96,7 +112,7 @@ __global__ void __launch_bounds__(kThreads)
   const float s = scale[row];
   for (int64_t c = static_cast<int64_t>(threadIdx.x) * V; c < vocab; c += kThreads * V) {
     float g[V];
-    load_row<V>(x + c, g);
+    load_row<V>(kStaged ? staged + c : x + c, g);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       const float z = cap(g[k], softcap);
@@ -119,12 +135,19 @@ void cross_entropy(bf16* logits, const int32_t* targets, const float* scale, flo
                    cudaStream_t stream) {
   if (rows <= 0 || vocab <= 0) return;
   const auto blocks = static_cast<unsigned>(rows);
-  if (vocab % 8 == 0 && detail::aligned16(logits)) {
-    cross_entropy_kernel<8><<<blocks, kThreads, 0, stream>>>(logits, targets, scale, softcap,
-                                                             row_loss, vocab, write_grad);
+  const size_t row_bytes = static_cast<size_t>(vocab) * sizeof(bf16);
+  if (vocab % 8 == 0 && detail::aligned16(logits) && write_grad && row_bytes <= kMaxStagedBytes) {
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(cross_entropy_kernel<8, true>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(kMaxStagedBytes)));
+    cross_entropy_kernel<8, true><<<blocks, kThreads, row_bytes, stream>>>(
+        logits, targets, scale, softcap, row_loss, vocab, write_grad);
+  } else if (vocab % 8 == 0 && detail::aligned16(logits)) {
+    cross_entropy_kernel<8, false><<<blocks, kThreads, 0, stream>>>(logits, targets, scale, softcap,
+                                                                    row_loss, vocab, write_grad);
   } else {
-    cross_entropy_kernel<1><<<blocks, kThreads, 0, stream>>>(logits, targets, scale, softcap,
-                                                             row_loss, vocab, write_grad);
+    cross_entropy_kernel<1, false><<<blocks, kThreads, 0, stream>>>(logits, targets, scale, softcap,
+                                                                    row_loss, vocab, write_grad);
   }
   check_launch("cross_entropy_kernel");
 }

@@ -187,48 +187,90 @@ __global__ void norm_param_partial_kernel(bool layer_norm, const float* dy, cons
 }
 
 // The fused backward for rows that fit in registers (dim ≤ 32 · V · ITER): each warp reads its
-// kRowsPerWarp rows of x and dy once, writes dx, and keeps the dw / db column sums of those rows
-// in registers, written at the end as the warp's partial row (zeros for warps past the last row,
-// so that every partial the second pass reads is written).
-constexpr int64_t kRowsPerWarp = 16;
+// kRowsPerWarp rows of x, dy (and dx when accumulating: all three loads of a row are in flight
+// together, one memory latency per row) once, writes dx, and keeps the dw / db column sums of
+// those rows in registers. The block adds its warps' sums in shared memory in warp order and
+// writes one partial row (zeros from warps past the last row included), so the second pass reads
+// one row per block rather than per warp. Blocks of kFusedWarps warps: at the ~160 registers a
+// thread needs for dim 768, small blocks let an SM hold more warps than 256-thread blocks do
+// (wider rows are held to 2 blocks per SM, where they do not spill).
+constexpr int64_t kRowsPerWarp = 8;
+constexpr int kFusedWarps = 4;
+constexpr int kFusedThreads = kFusedWarps * 32;
 constexpr int kMaxIter = 8;
+constexpr int kMaxFusedDim = 32 * 4 * kMaxIter;
+
+// out[0 .. dim) = Σ over the block's warps (in warp order) of their acc rows.
+template <int V, int ITER>
+__device__ __forceinline__ void write_block_partial(const float (&acc)[ITER][V],
+                                                    float (*stage)[kMaxFusedDim], int64_t dim,
+                                                    float* out) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int k = 0; k < ITER; ++k) {
+    const int64_t c = (static_cast<int64_t>(k) * 32 + lane) * V;
+    if (c < dim) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) stage[warp][c + j] = acc[k][j];
+    }
+  }
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < dim; c += kFusedThreads) {
+    float sum = stage[0][c];
+#pragma unroll
+    for (int w = 1; w < kFusedWarps; ++w) sum += stage[w][c];
+    out[c] = sum;
+  }
+  __syncthreads();  // before stage is written again
+}
 
 template <int V, int ITER>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kFusedThreads, ITER <= 6 ? 3 : 2)
     norm_backward_fused_kernel(bool layer_norm, const float* dy, const float* x, const float* w,
                                const float* mean, const float* rstd, float* dx, bool accumulate,
                                bf16* dx_bf16, int64_t rows, int64_t dim, float* partials,
                                int64_t groups, bool want_db) {
   const int lane = threadIdx.x % 32;
-  const int64_t group = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  const int64_t r0 = group * kRowsPerWarp;
+  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kFusedWarps + threadIdx.x / 32;
+  const int64_t r0 = warp * kRowsPerWarp;
   const int64_t r1 = r0 + kRowsPerWarp < rows ? r0 + kRowsPerWarp : rows;
   const float inv_dim = 1.0f / static_cast<float>(dim);
-  float wv[ITER][V], adw[ITER][V], adb[ITER][V];
+  float adw[ITER][V], adb[ITER][V];
 #pragma unroll
   for (int k = 0; k < ITER; ++k) {
-    const int64_t c = (static_cast<int64_t>(k) * 32 + lane) * V;
 #pragma unroll
-    for (int j = 0; j < V; ++j) wv[k][j] = 1.0f, adw[k][j] = 0.0f, adb[k][j] = 0.0f;
-    if (c < dim && w != nullptr) load_v<V>(w + c, wv[k]);
+    for (int j = 0; j < V; ++j) adw[k][j] = 0.0f, adb[k][j] = 0.0f;
   }
   for (int64_t row = r0; row < r1; ++row) {
     const float mu = layer_norm ? mean[row] : 0.0f;
     const float r = rstd[row];
-    float xv[ITER][V], gv[ITER][V];
+    // Registers live across the row's reductions: x̂, g = dy · w and dx only. The weight is
+    // re-read per row (an L1 hit), and dw / db take dy before it becomes g, which keeps the
+    // kernel near 160 registers at dim 768 (3 blocks of kFusedWarps per SM).
+    float xv[ITER][V], gv[ITER][V], out[ITER][V];
     float sum_g = 0.0f, sum_gx = 0.0f;
 #pragma unroll
     for (int k = 0; k < ITER; ++k) {
       const int64_t c = (static_cast<int64_t>(k) * 32 + lane) * V;
       if (c < dim) {
+        float wv[V];
         load_v<V>(x + row * dim + c, xv[k]);
         load_v<V>(dy + row * dim + c, gv[k]);
+        load_or_one<V>(w != nullptr ? w + c : nullptr, wv);
+        if (accumulate) {
+          load_v<V>(dx + row * dim + c, out[k]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < V; ++j) out[k][j] = 0.0f;
+        }
 #pragma unroll
         for (int j = 0; j < V; ++j) {
           xv[k][j] = (xv[k][j] - mu) * r;  // x̂ from here on
-          const float g = gv[k][j] * wv[k][j];
-          sum_g += g;
-          sum_gx += g * xv[k][j];
+          adw[k][j] += gv[k][j] * xv[k][j];
+          adb[k][j] += gv[k][j];
+          gv[k][j] *= wv[j];  // g from here on
+          sum_g += gv[k][j];
+          sum_gx += gv[k][j] * xv[k][j];
         }
       }
     }
@@ -238,33 +280,18 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < ITER; ++k) {
       const int64_t c = (static_cast<int64_t>(k) * 32 + lane) * V;
       if (c < dim) {
-        float out[V];
-        if (accumulate) {
-          load_v<V>(dx + row * dim + c, out);
-        } else {
 #pragma unroll
-          for (int j = 0; j < V; ++j) out[j] = 0.0f;
-        }
-#pragma unroll
-        for (int j = 0; j < V; ++j) {
-          out[j] += r * (gv[k][j] * wv[k][j] - mean_g - xv[k][j] * mean_gx);
-          adw[k][j] += gv[k][j] * xv[k][j];
-          adb[k][j] += gv[k][j];
-        }
-        store_v<V>(dx + row * dim + c, out);
-        if (dx_bf16 != nullptr) store_v<V>(dx_bf16 + row * dim + c, out);
+        for (int j = 0; j < V; ++j) out[k][j] += r * (gv[k][j] - mean_g - xv[k][j] * mean_gx);
+        store_v<V>(dx + row * dim + c, out[k]);
+        if (dx_bf16 != nullptr) store_v<V>(dx_bf16 + row * dim + c, out[k]);
       }
     }
   }
-  if (partials == nullptr) return;
-#pragma unroll
-  for (int k = 0; k < ITER; ++k) {
-    const int64_t c = (static_cast<int64_t>(k) * 32 + lane) * V;
-    if (c < dim) {
-      store_v<V>(partials + group * dim + c, adw[k]);
-      if (want_db) store_v<V>(partials + (groups + group) * dim + c, adb[k]);
-    }
-  }
+  if (partials == nullptr) return;  // the same for every thread of the launch
+  __shared__ float stage[kFusedWarps][kMaxFusedDim];
+  write_block_partial<V, ITER>(adw, stage, dim, partials + blockIdx.x * dim);
+  if (want_db)
+    write_block_partial<V, ITER>(adb, stage, dim, partials + (groups + blockIdx.x) * dim);
 }
 
 // Launches the fused kernel with the smallest ITER that covers dim; false when dim is too wide.
@@ -282,16 +309,17 @@ bool launch_fused_backward(unsigned blocks, cudaStream_t stream, bool layer_norm
                                                 groups, want_db);
     }
     norm_backward_fused_kernel<V, ITER>
-        <<<blocks, kThreads, 0, stream>>>(layer_norm, dy, x, w, mean, rstd, dx, accumulate, dx_bf16,
-                                          rows, dim, partials, groups, want_db);
+        <<<blocks, kFusedThreads, 0, stream>>>(layer_norm, dy, x, w, mean, rstd, dx, accumulate,
+                                               dx_bf16, rows, dim, partials, groups, want_db);
     check_launch("norm_backward_fused_kernel");
     return true;
   }
 }
 
+// Blocks of the fused kernel = partial rows it writes per parameter.
 int64_t fused_groups(int64_t rows) {
-  const int64_t rows_per_block = kRowsPerWarp * kWarpsPerBlock;
-  return (rows + rows_per_block - 1) / rows_per_block * kWarpsPerBlock;
+  const int64_t rows_per_block = kRowsPerWarp * kFusedWarps;
+  return (rows + rows_per_block - 1) / rows_per_block;
 }
 
 }  // namespace
@@ -338,7 +366,7 @@ void norm_backward(NormType type, const float* dy, const float* x, const float* 
 
   // Rows that fit in registers: one pass, dw / db from per-warp partials.
   const int64_t groups = fused_groups(rows);
-  const auto fused_blocks = static_cast<unsigned>(groups / kWarpsPerBlock);
+  const auto fused_blocks = static_cast<unsigned>(groups);
   float* partials = want_params ? workspace : nullptr;
   const bool fused =
       vec ? launch_fused_backward<4>(fused_blocks, stream, layer_norm, dy, x, w, mean, rstd, dx,

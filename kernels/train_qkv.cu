@@ -246,6 +246,74 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The forward without RoPE or q/k norm (GPT-2, whose bias is in the product's epilogue): + bias
+// and a scatter to the attention layout, 8 elements per thread with 16-byte accesses (the
+// conditions of qkv_backward_plain_kernel below).
+__global__ void __launch_bounds__(kThreads)
+    qkv_forward_plain_kernel(QkvShape s, int64_t tokens, int64_t width, const bf16* qkv,
+                             const float* bias, bf16* q, bf16* k, bf16* v) {
+  const int hd = s.head_dim;
+  const int groups = hd / 8;
+  const int group = threadIdx.x % groups;
+  const int32_t hv = blockIdx.y;
+  const HeadOf ho = head_of(s, hv);
+  bf16* dst = ho.part == Part::Q ? q : (ho.part == Part::K ? k : v);
+  const int32_t heads = ho.part == Part::Q ? s.n_heads : s.n_kv_heads;
+  const int64_t col = static_cast<int64_t>(hv) * hd + group * 8;
+  float b[8] = {};
+  if (bias != nullptr) detail::load8(bias + col, b);
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kChunkTokens;
+  const int64_t last = first + kChunkTokens < tokens ? first + kChunkTokens : tokens;
+  for (int64_t token = first + threadIdx.x / groups; token < last; token += kThreads / groups) {
+    float x[8];
+    detail::load8(qkv + token * width + col, x);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) x[j] += b[j];
+    detail::store8(dst + attention_offset(s, token, heads, ho.head) + group * 8, x);
+  }
+}
+
+// The backward without RoPE or q/k norm (GPT-2): a layout change plus the bias column sums, so
+// no shared-memory head vector and no warp syncs. Each thread moves 8 consecutive elements of its
+// head vector (two 16-byte loads, one 16-byte store) for every (kThreads / (head_dim / 8))-th
+// token of the chunk, summing them in registers; the block then adds its token lanes in order
+// into the same per-chunk bias partials as qkv_backward_kernel. Needs head_dim / 8 to divide
+// kThreads and 16-byte aligned rows.
+__global__ void __launch_bounds__(kThreads)
+    qkv_backward_plain_kernel(QkvShape s, int64_t tokens, int64_t width, const float* dq,
+                              const float* dk, const float* dv, bf16* dqkv, float* bias_partials) {
+  __shared__ float stage[kThreads * 8];
+  const int hd = s.head_dim;
+  const int groups = hd / 8;
+  const int group = threadIdx.x % groups;
+  const int token_lanes = kThreads / groups;
+  const int32_t hv = blockIdx.y;
+  const HeadOf ho = head_of(s, hv);
+  const float* src = ho.part == Part::Q ? dq : (ho.part == Part::K ? dk : dv);
+  const int32_t heads = ho.part == Part::Q ? s.n_heads : s.n_kv_heads;
+  float acc[8] = {};
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kChunkTokens;
+  const int64_t last = first + kChunkTokens < tokens ? first + kChunkTokens : tokens;
+  for (int64_t token = first + threadIdx.x / groups; token < last; token += token_lanes) {
+    float v[8];
+    detail::load8(src + attention_offset(s, token, heads, ho.head) + group * 8, v);
+    detail::store8(dqkv + token * width + static_cast<int64_t>(hv) * hd + group * 8, v);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[j] += v[j];
+  }
+  if (bias_partials == nullptr) return;  // the same for every thread of the launch
+    // Thread t's sums are columns group·8 .. +8 of token lane t / groups: stage[lane · hd + col].
+#pragma unroll
+  for (int j = 0; j < 8; ++j) stage[threadIdx.x * 8 + j] = acc[j];
+  __syncthreads();
+  for (int d = threadIdx.x; d < hd; d += kThreads) {
+    float sum = stage[d];
+    for (int i = 1; i < token_lanes; ++i) sum += stage[i * hd + d];
+    bias_partials[static_cast<int64_t>(blockIdx.x) * width + static_cast<int64_t>(hv) * hd + d] =
+        sum;
+  }
+}
+
 QkvArgs make_args(const bf16* qkv, const float* bias, QkvShape shape, const QkNorm& norm,
                   const float* inv_freq, bool rope_reversed) {
   if (shape.head_dim <= 0 || shape.head_dim > kMaxHeadDim || shape.rot_dim < 0 ||
@@ -270,6 +338,15 @@ QkvArgs make_args(const bf16* qkv, const float* bias, QkvShape shape, const QkNo
   return a;
 }
 
+// Whether the plain kernels apply: no RoPE, no q/k norm, head_dim / 8 dividing kThreads, every
+// row 16-byte aligned.
+template <class A, class B>
+bool plain_layout(const QkvArgs& a, const A* token_major, const B* q, const B* k, const B* v) {
+  const int hd = a.shape.head_dim;
+  return !a.qk_norm && a.shape.rot_dim == 0 && hd % 8 == 0 && kThreads % (hd / 8) == 0 &&
+         detail::aligned16(token_major) && detail::aligned16(q, k, v);
+}
+
 }  // namespace
 
 void qkv_forward(const bf16* qkv, const float* bias, QkvShape shape, const QkNorm& norm,
@@ -279,6 +356,12 @@ void qkv_forward(const bf16* qkv, const float* bias, QkvShape shape, const QkNor
   if (g.tokens <= 0 || g.head_vectors <= 0) return;
   const QkvArgs a = make_args(qkv, bias, shape, norm, inv_freq, rope_reversed);
   const dim3 grid(static_cast<unsigned>(g.n_chunks), static_cast<unsigned>(g.head_vectors));
+  if (plain_layout(a, qkv, q, k, v) && (bias == nullptr || detail::aligned16(bias))) {
+    qkv_forward_plain_kernel<<<grid, kThreads, 0, stream>>>(a.shape, g.tokens, g.width, qkv, bias,
+                                                            q, k, v);
+    check_launch("qkv_forward_plain_kernel");
+    return;
+  }
   qkv_forward_kernel<<<grid, kThreads, 0, stream>>>(a, g.tokens, g.width, q, k, v, q_rstd, k_rstd);
   check_launch("qkv_forward_kernel");
 }
@@ -301,10 +384,16 @@ void qkv_backward(const float* dq, const float* dk, const float* dv, const bf16*
   float* bias_partials = dbias != nullptr ? workspace : nullptr;
   float* weight_partials = want_weights ? workspace + g.n_chunks * g.width : nullptr;
   const dim3 grid(static_cast<unsigned>(g.n_chunks), static_cast<unsigned>(g.head_vectors));
-  qkv_backward_kernel<<<grid, kThreads, 0, stream>>>(a, g.tokens, g.width, g.n_chunks, dq, dk, dv,
-                                                     q_rstd, k_rstd, dqkv, bias_partials,
-                                                     weight_partials);
-  check_launch("qkv_backward_kernel");
+  if (plain_layout(a, dqkv, dq, dk, dv)) {
+    qkv_backward_plain_kernel<<<grid, kThreads, 0, stream>>>(a.shape, g.tokens, g.width, dq, dk, dv,
+                                                             dqkv, bias_partials);
+    check_launch("qkv_backward_plain_kernel");
+  } else {
+    qkv_backward_kernel<<<grid, kThreads, 0, stream>>>(a, g.tokens, g.width, g.n_chunks, dq, dk, dv,
+                                                       q_rstd, k_rstd, dqkv, bias_partials,
+                                                       weight_partials);
+    check_launch("qkv_backward_kernel");
+  }
   if (dbias != nullptr) {
     detail::add_partial_sums(bias_partials, g.n_chunks, g.width, g.width, dbias, stream);
   }

@@ -70,10 +70,31 @@ __global__ void column_partial_kernel(const T* x, float* partials, int64_t rows,
   for (int i = 0; i < V; ++i) dst[i] = acc[i];
 }
 
+// out[c] += x[c]: column_sum of one row, one launch (the epilogues' bias gradients land in scratch
+// and are added this way, several times per layer).
+template <class T>
+__global__ void add_row_kernel(const T* x, float* out, int64_t cols) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  if constexpr (sizeof(T) == 2) {
+    out[c] += __bfloat162float(x[c]);
+  } else {
+    out[c] += x[c];
+  }
+}
+
 template <class T>
 void column_sum_impl(const T* x, float* out, int64_t rows, int64_t cols, float* workspace,
                      cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
+  if (rows == 1) {
+    constexpr int kThreads = 256;
+    add_row_kernel<T>
+        <<<static_cast<unsigned>((cols + kThreads - 1) / kThreads), kThreads, 0, stream>>>(x, out,
+                                                                                           cols);
+    check_launch("add_row_kernel");
+    return;
+  }
   const int64_t chunks = (rows + kColumnChunkRows - 1) / kColumnChunkRows;
   const bool vec = cols % 8 == 0 && detail::aligned16(x);
   const int64_t per_thread = vec ? 8 : 1;

@@ -15,13 +15,17 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <numbers>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "backend/cuda/device_memory.hpp"
+#include "backend/cuda/train/lt_gemm.hpp"
 #include "backend/cuda/train_kernels.hpp"
+#include "core/error.hpp"
 #include "cuda_test_util.hpp"
 #include "train/dropout_mask.hpp"
 
@@ -244,85 +248,89 @@ TEST_F(CudaTrainKernels, NormForwardMatchesTheFormula) {
 
 TEST_F(CudaTrainKernels, NormBackwardMatchesTheFormulaAndIsDeterministic) {
   const double eps = 1e-5;
-  const int64_t rows = 300;  // several 64-row partial chunks, the last one short
-  for (const NormType type : {NormType::LayerNorm, NormType::RmsNorm}) {
-    const bool ln = type == NormType::LayerNorm;
-    // 1, 7, 64, 768: the register-resident path; 771 and 1100: the wide-row path (scalar and
-    // vectorised).
-    for (const int64_t dim : {1, 7, 64, 768, 771, 1100}) {
-      for (int variant = 0; variant < 4; ++variant) {
-        // variant 0: w, dw, db, accumulate, dx_bf16; 1: w, no dw/db, "="; 2: no w (parameter
-        // free), accumulate, dx_bf16; 3: no w, "=", no dx_bf16.
-        const bool has_w = variant < 2, with_dw = variant == 0, accumulate = variant % 2 == 0;
-        const bool want_bf16 = variant != 3;
-        auto x = random_normal(rows * dim, rng, 1.5f);
-        for (auto& v : x) v += 0.5f;
-        auto w = random_normal(dim, rng, 0.3f);
-        for (auto& v : w) v += 1.0f;
-        const auto dy = random_normal(rows * dim, rng);
-        const auto dx0 = random_normal(rows * dim, rng);
-        const auto dw0 = random_normal(dim, rng), db0 = random_normal(dim, rng);
-        const auto fwd = norm_reference(type, x, nullptr, nullptr, eps, rows, dim);
-        std::vector<float> mean_f(rows), rstd_f(rows);
-        for (int64_t i = 0; i < rows; ++i) {
-          mean_f[i] = static_cast<float>(fwd.mean[i]);
-          rstd_f[i] = static_cast<float>(fwd.rstd[i]);
-        }
-        // dx = rstd (g - mean(g) - x̂ mean(g x̂)), g = dy w (RMSNorm: no mean(g) term).
-        std::vector<double> want_dx(rows * dim), want_dw = widen(dw0), want_db = widen(db0);
-        for (int64_t i = 0; i < rows; ++i) {
-          double sg = 0.0, sgx = 0.0;
-          for (int64_t c = 0; c < dim; ++c) {
-            const double xhat = (x[i * dim + c] - fwd.mean[i]) * fwd.rstd[i];
-            const double g = dy[i * dim + c] * (has_w ? w[c] : 1.0);
-            sg += g;
-            sgx += g * xhat;
-            want_dw[c] += dy[i * dim + c] * xhat;
-            want_db[c] += dy[i * dim + c];
+  // 300: several 64-row partial chunks (wide path) and 32-row blocks (fused path), the last one
+  // short with whole warps past the end; 5: one block, most of it empty.
+  for (const int64_t rows : {int64_t{300}, int64_t{5}}) {
+    for (const NormType type : {NormType::LayerNorm, NormType::RmsNorm}) {
+      const bool ln = type == NormType::LayerNorm;
+      // 1, 7, 64, 768: the register-resident path; 771 and 1100: the wide-row path (scalar and
+      // vectorised).
+      for (const int64_t dim : {1, 7, 64, 768, 771, 1100}) {
+        for (int variant = 0; variant < 4; ++variant) {
+          // variant 0: w, dw, db, accumulate, dx_bf16; 1: w, no dw/db, "="; 2: no w (parameter
+          // free), accumulate, dx_bf16; 3: no w, "=", no dx_bf16.
+          const bool has_w = variant < 2, with_dw = variant == 0, accumulate = variant % 2 == 0;
+          const bool want_bf16 = variant != 3;
+          auto x = random_normal(rows * dim, rng, 1.5f);
+          for (auto& v : x) v += 0.5f;
+          auto w = random_normal(dim, rng, 0.3f);
+          for (auto& v : w) v += 1.0f;
+          const auto dy = random_normal(rows * dim, rng);
+          const auto dx0 = random_normal(rows * dim, rng);
+          const auto dw0 = random_normal(dim, rng), db0 = random_normal(dim, rng);
+          const auto fwd = norm_reference(type, x, nullptr, nullptr, eps, rows, dim);
+          std::vector<float> mean_f(rows), rstd_f(rows);
+          for (int64_t i = 0; i < rows; ++i) {
+            mean_f[i] = static_cast<float>(fwd.mean[i]);
+            rstd_f[i] = static_cast<float>(fwd.rstd[i]);
           }
-          const double mg = ln ? sg / static_cast<double>(dim) : 0.0;
-          const double mgx = sgx / static_cast<double>(dim);
-          for (int64_t c = 0; c < dim; ++c) {
-            const double xhat = (x[i * dim + c] - fwd.mean[i]) * fwd.rstd[i];
-            const double g = dy[i * dim + c] * (has_w ? w[c] : 1.0);
-            want_dx[i * dim + c] =
-                (accumulate ? dx0[i * dim + c] : 0.0) + fwd.rstd[i] * (g - mg - xhat * mgx);
+          // dx = rstd (g - mean(g) - x̂ mean(g x̂)), g = dy w (RMSNorm: no mean(g) term).
+          std::vector<double> want_dx(rows * dim), want_dw = widen(dw0), want_db = widen(db0);
+          for (int64_t i = 0; i < rows; ++i) {
+            double sg = 0.0, sgx = 0.0;
+            for (int64_t c = 0; c < dim; ++c) {
+              const double xhat = (x[i * dim + c] - fwd.mean[i]) * fwd.rstd[i];
+              const double g = dy[i * dim + c] * (has_w ? w[c] : 1.0);
+              sg += g;
+              sgx += g * xhat;
+              want_dw[c] += dy[i * dim + c] * xhat;
+              want_db[c] += dy[i * dim + c];
+            }
+            const double mg = ln ? sg / static_cast<double>(dim) : 0.0;
+            const double mgx = sgx / static_cast<double>(dim);
+            for (int64_t c = 0; c < dim; ++c) {
+              const double xhat = (x[i * dim + c] - fwd.mean[i]) * fwd.rstd[i];
+              const double g = dy[i * dim + c] * (has_w ? w[c] : 1.0);
+              want_dx[i * dim + c] =
+                  (accumulate ? dx0[i * dim + c] : 0.0) + fwd.rstd[i] * (g - mg - xhat * mgx);
+            }
           }
-        }
-        DeviceArray<float> d_x(x), d_w(w), d_dy(dy), d_mean(mean_f), d_rstd(rstd_f);
-        DeviceArray<float> workspace(norm_backward_workspace_floats(rows, dim));
-        std::vector<float> got_dx[2], got_dw[2], got_db[2];
-        std::vector<bf16> got_bf16;
-        for (int run = 0; run < 2; ++run) {
-          DeviceArray<float> dx(rows * dim), dw(dw0), db(db0);
-          if (accumulate) dx.upload(dx0);
-          DeviceArray<bf16> dx_bf16(rows * dim);
-          workspace.poison();
-          norm_backward(type, d_dy.get(), d_x.get(), has_w ? d_w.get() : nullptr,
-                        ln ? d_mean.get() : nullptr, d_rstd.get(), dx.get(), accumulate,
-                        want_bf16 ? dx_bf16.get() : nullptr, with_dw ? dw.get() : nullptr,
-                        with_dw ? db.get() : nullptr, rows, dim, workspace.get(), nullptr);
-          sync_ok();
-          got_dx[run] = dx.download();
-          got_dw[run] = dw.download();
-          got_db[run] = db.download();
-          if (run == 0) got_bf16 = dx_bf16.download();
-        }
-        const std::string what = std::string(norm_name(type)) + " backward dim " +
-                                 std::to_string(dim) + " variant " + std::to_string(variant);
-        expect_close(got_dx[0], want_dx, 1e-4, 1e-4, what + " dx");
-        if (want_bf16) expect_close(got_bf16, want_dx, kBf16Rel, 1e-4, what + " dx_bf16");
-        if (with_dw) {
-          expect_close(got_dw[0], want_dw, 1e-4, 2e-4, what + " dw");
-          if (ln) {
-            expect_close(got_db[0], want_db, 1e-4, 2e-4, what + " db");
-          } else {
-            expect_close(got_db[0], widen(db0), 0.0, 0.0, what + " db untouched (RmsNorm)");
+          DeviceArray<float> d_x(x), d_w(w), d_dy(dy), d_mean(mean_f), d_rstd(rstd_f);
+          DeviceArray<float> workspace(norm_backward_workspace_floats(rows, dim));
+          std::vector<float> got_dx[2], got_dw[2], got_db[2];
+          std::vector<bf16> got_bf16;
+          for (int run = 0; run < 2; ++run) {
+            DeviceArray<float> dx(rows * dim), dw(dw0), db(db0);
+            if (accumulate) dx.upload(dx0);
+            DeviceArray<bf16> dx_bf16(rows * dim);
+            workspace.poison();
+            norm_backward(type, d_dy.get(), d_x.get(), has_w ? d_w.get() : nullptr,
+                          ln ? d_mean.get() : nullptr, d_rstd.get(), dx.get(), accumulate,
+                          want_bf16 ? dx_bf16.get() : nullptr, with_dw ? dw.get() : nullptr,
+                          with_dw ? db.get() : nullptr, rows, dim, workspace.get(), nullptr);
+            sync_ok();
+            got_dx[run] = dx.download();
+            got_dw[run] = dw.download();
+            got_db[run] = db.download();
+            if (run == 0) got_bf16 = dx_bf16.download();
           }
-          expect_bit_identical(got_dw[0], got_dw[1], what + " dw");
-          expect_bit_identical(got_db[0], got_db[1], what + " db");
+          const std::string what = std::string(norm_name(type)) + " backward rows " +
+                                   std::to_string(rows) + " dim " + std::to_string(dim) +
+                                   " variant " + std::to_string(variant);
+          expect_close(got_dx[0], want_dx, 1e-4, 1e-4, what + " dx");
+          if (want_bf16) expect_close(got_bf16, want_dx, kBf16Rel, 1e-4, what + " dx_bf16");
+          if (with_dw) {
+            expect_close(got_dw[0], want_dw, 1e-4, 2e-4, what + " dw");
+            if (ln) {
+              expect_close(got_db[0], want_db, 1e-4, 2e-4, what + " db");
+            } else {
+              expect_close(got_db[0], widen(db0), 0.0, 0.0, what + " db untouched (RmsNorm)");
+            }
+            expect_bit_identical(got_dw[0], got_dw[1], what + " dw");
+            expect_bit_identical(got_db[0], got_db[1], what + " db");
+          }
+          expect_bit_identical(got_dx[0], got_dx[1], what + " dx");
         }
-        expect_bit_identical(got_dx[0], got_dx[1], what + " dx");
       }
     }
   }
@@ -467,6 +475,22 @@ const std::vector<QkvCase>& qkv_cases() {
        false,
        false},
       {"llama gqa rope", {2, 37, 4, 2, 40, 40}, false, false, QkOrder::NormThenRope, false, false},
+      // No RoPE, no norm: the vectorised backward (head_dim 64, 128), and head_dim 40 (not a
+      // divisor of the block's lanes × 8: the general kernel).
+      {"plain gqa head_dim 128",
+       {1, 70, 4, 2, 128, 0},
+       false,
+       false,
+       QkOrder::NormThenRope,
+       false,
+       false},
+      {"plain bias head_dim 40",
+       {2, 37, 2, 1, 40, 0},
+       true,
+       false,
+       QkOrder::NormThenRope,
+       false,
+       false},
       {"qwen3 norm then rope",
        {2, 37, 4, 2, 64, 64},
        false,
@@ -677,7 +701,8 @@ TEST_F(CudaTrainKernels, QkvBackwardMatchesCentralDifferencesAndIsDeterministic)
 // ---- cross-entropy ----------------------------------------------------------------------------
 
 TEST_F(CudaTrainKernels, CrossEntropyLossAndInPlaceGradient) {
-  for (const int64_t vocab : {1, 77, 1000, 50304}) {
+  // 1000, 50304: the row staged in shared memory; 60000: too wide for it (read twice).
+  for (const int64_t vocab : {1, 77, 1000, 50304, 60000}) {
     for (const float softcap : {0.0f, 15.0f}) {
       const int64_t rows = 9;
       auto x = rounded(random_normal(rows * vocab, rng, 3.0f));
@@ -959,6 +984,249 @@ TEST_F(CudaTrainKernels, ClipScaleIsTorchClipGradNorm) {
   }
 }
 
+// ---- cuBLASLt training epilogues (src/backend/cuda/train/lt_gemm.hpp) -------------------------
+// Products of BF16 inputs are exact in float64, so each reference is the formula on the same
+// BF16 values; derivatives by central differences of the float64 GELU-tanh.
+
+double gelu_erf(double h) { return 0.5 * h * (1.0 + std::erf(h / std::numbers::sqrt2)); }
+
+class CudaTrainEpilogues : public CudaTrainKernels {
+ protected:
+  void SetUp() override {
+    CudaTrainKernels::SetUp();
+    if (IsSkipped()) return;
+    gemm_ = std::make_unique<LtGemm>(DeviceAllocator::create(0, 0, "test GPU"), size_t{32} << 20);
+  }
+  std::unique_ptr<LtGemm> gemm_;
+};
+
+// Row-major float64 product of [m × k] (or its transpose, stored [k × m]) by [k × n].
+std::vector<double> product(const std::vector<float>& a, bool trans_a, const std::vector<float>& b,
+                            int64_t m, int64_t n, int64_t k) {
+  std::vector<double> d(m * n, 0.0);
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t j = 0; j < k; ++j) {
+      const double av = trans_a ? a[j * m + r] : a[r * k + j];
+      for (int64_t c = 0; c < n; ++c) d[r * n + c] += av * static_cast<double>(b[j * n + c]);
+    }
+  }
+  return d;
+}
+
+// The forward of a GELU MLP's up projection: D = gelu_tanh(x · Wᵀ + bias), aux = the
+// pre-activation; rows that are not a multiple of 64, with and without a bias, twice (bitwise).
+TEST_F(CudaTrainEpilogues, GeluAuxBiasMatchesFloat64GeluTanh) {
+  for (const int64_t m : {67, 130}) {
+    for (const bool with_bias : {true, false}) {
+      const int64_t n = 200, k = 40;  // n: the aux ld, a multiple of 8
+      const auto x = rounded(random_normal(m * k, rng));
+      const auto w = rounded(random_normal(n * k, rng, 0.3f));  // [n × k]: used transposed
+      const auto bias = rounded(random_normal(n, rng));
+      std::vector<float> wt(k * n);
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < k; ++j) wt[j * n + i] = w[i * k + j];
+      }
+      auto pre = product(x, false, wt, m, n, k);
+      std::vector<double> want(m * n);
+      for (int64_t i = 0; i < m * n; ++i) {
+        if (with_bias) pre[i] += bias[i % n];
+        want[i] = gelu_tanh(pre[i]);
+      }
+      DeviceArray<bf16> d_x(to_bf16(x)), d_w(to_bf16(w)), d_bias(to_bf16(bias));
+      std::vector<bf16> got[2], got_aux;
+      for (int run = 0; run < 2; ++run) {
+        DeviceArray<bf16> d(m * n), aux(m * n);
+        RowGemm g;
+        g.trans_b = true;
+        g.m = m, g.n = n, g.k = k;
+        g.a = d_x.get(), g.lda = k, g.b = d_w.get(), g.ldb = k;
+        g.d = d.get(), g.ldd = n, g.out = OutType::BF16;
+        g.bias = with_bias ? d_bias.get() : nullptr;
+        g.epilogue = Epilogue::kGeluAux, g.aux = aux.get(), g.ld_aux = n;
+        ASSERT_TRUE(gemm_->supported(g)) << "cuBLASLt has no GELU_AUX epilogue for BF16";
+        gemm_->run(g, nullptr);
+        sync_ok();
+        got[run] = d.download();
+        if (run == 0) got_aux = aux.download();
+      }
+      const std::string what =
+          "GELU_AUX" + std::string(with_bias ? "_BIAS" : "") + " m " + std::to_string(m);
+      // 1e-3: room for an approximate tanh in the epilogue (≤ 2^-11 relative on tanh).
+      expect_close(got[0], want, kBf16Rel, 1e-3, what + " D");
+      expect_close(got_aux, pre, kBf16Rel, 1e-4, what + " aux (pre-activation)");
+      expect_bit_identical(got[0], got[1], what + " D");
+    }
+  }
+}
+
+// cuBLASLt documents its GELU as the tanh approximation; float32 output tells it apart from the
+// erf form (they differ by up to ~5e-4 near |h| = 2, far above float32 rounding).
+TEST_F(CudaTrainEpilogues, GeluEpilogueIsTheTanhForm) {
+  const int64_t m = 96, n = 8, k = 8;
+  // x · B with B's first row 1 and the rest 0: the pre-activations are x's first column, exact.
+  std::vector<float> x(m * k, 0.0f), b(k * n, 0.0f);
+  for (int64_t r = 0; r < m; ++r) x[r * k] = round_to_bf16(-4.0f + 8.0f * r / (m - 1));
+  for (int64_t c = 0; c < n; ++c) b[c] = 1.0f;
+  std::vector<double> want(m * n), erf_form(m * n), pre(m * n);
+  double max_gap = 0.0;
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t c = 0; c < n; ++c) {
+      pre[r * n + c] = x[r * k];
+      want[r * n + c] = gelu_tanh(x[r * k]);
+      max_gap = std::max(max_gap, std::abs(want[r * n + c] - gelu_erf(x[r * k])));
+    }
+  }
+  ASSERT_GT(max_gap, 3e-4) << "the sample points do not separate the two GELU forms";
+  DeviceArray<bf16> d_x(to_bf16(x)), d_b(to_bf16(b));
+  DeviceArray<float> d(m * n), aux(m * n);
+  RowGemm g;
+  g.m = m, g.n = n, g.k = k;
+  g.a = d_x.get(), g.lda = k, g.b = d_b.get(), g.ldb = n;
+  g.d = d.get(), g.ldd = n, g.out = OutType::F32;
+  g.epilogue = Epilogue::kGeluAux, g.aux = aux.get(), g.ld_aux = n;
+  ASSERT_TRUE(gemm_->supported(g)) << "cuBLASLt has no float32 GELU_AUX epilogue";
+  gemm_->run(g, nullptr);
+  sync_ok();
+  // The epilogue may evaluate tanh approximately (tanh.approx: ≤ 2^-11 relative, so up to
+  // ~1e-3 on GELU at |h| = 4): within that of the tanh form, and closer to it than to the erf
+  // form over the points (an erf GELU would sit at the gap from the tanh form everywhere).
+  const auto got = d.download();
+  expect_close(got, want, 0.0, 1.2e-3, "float32 GELU epilogue vs float64 GELU-tanh");
+  expect_close(aux.download(), pre, 0.0, 0.0, "float32 GELU aux");
+  double off_tanh = 0.0, off_erf = 0.0;
+  for (int64_t i = 0; i < m * n; ++i) {
+    off_tanh += std::abs(got[i] - want[i]);
+    off_erf += std::abs(got[i] - gelu_erf(pre[i]));
+  }
+  EXPECT_LT(off_tanh, off_erf) << "the epilogue's GELU is not (clearly) the tanh form";
+  std::printf("  GELU epilogue: Σ|err| vs tanh form %.3g, vs erf form %.3g (max gap %.3g)\n",
+              off_tanh, off_erf, max_gap);
+}
+
+// The backward of the same MLP: dH = (dY · W_down) ⊙ gelu_tanh'(aux), and the up projection's
+// bias gradient Σ_rows dH in float32 where cuBLASLt offers it (the engine's other path sums dH
+// itself, covered by cuda_train_test).
+TEST_F(CudaTrainEpilogues, DGeluBiasGradMatchesFloat64) {
+  for (const int64_t m : {67, 130}) {
+    const int64_t n = 200, k = 40;  // m tokens, n = inter (aux ld), k = hidden
+    const auto dy = rounded(random_normal(m * k, rng));
+    const auto w = rounded(random_normal(k * n, rng, 0.3f));  // W_down [hidden × inter]
+    const auto h = rounded(random_normal(m * n, rng, 2.0f));  // the pre-activation
+    const auto prod = product(dy, false, w, m, n, k);
+    std::vector<double> want(m * n), want_db(n, 0.0), db_abs(n, 0.0), prod_abs(n, 0.0);
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t c = 0; c < n; ++c) {
+        const double v = prod[r * n + c] * derivative(gelu_tanh, h[r * n + c]);
+        want[r * n + c] = v;
+        want_db[c] += v;
+        db_abs[c] += std::abs(v);
+        prod_abs[c] += std::abs(prod[r * n + c]);
+      }
+    }
+    DeviceArray<bf16> d_dy(to_bf16(dy)), d_w(to_bf16(w)), d_h(to_bf16(h));
+    for (const bool with_grad : {false, true}) {
+      std::vector<bf16> got[2];
+      std::vector<float> got_db[2];
+      bool skipped = false;
+      for (int run = 0; run < 2 && !skipped; ++run) {
+        DeviceArray<bf16> d(m * n);
+        DeviceArray<float> db(n);
+        RowGemm g;
+        g.m = m, g.n = n, g.k = k;
+        g.a = d_dy.get(), g.lda = k, g.b = d_w.get(), g.ldb = n;
+        g.d = d.get(), g.ldd = n, g.out = OutType::BF16;
+        g.epilogue = Epilogue::kDGeluBiasGrad, g.aux = d_h.get(), g.ld_aux = n;
+        if (with_grad) g.bias_grad = db.get(), g.bias_grad_type = OutType::F32;
+        if (!gemm_->try_run(g, nullptr)) {
+          ASSERT_TRUE(with_grad) << "cuBLASLt has no DGELU epilogue for BF16";
+          std::printf(
+              "  note: no float32 bias gradient with a BF16 DGELU output here; the "
+              "engine sums dH with column_sum instead\n");
+          skipped = true;
+          break;
+        }
+        sync_ok();
+        got[run] = d.download();
+        got_db[run] = db.download();
+      }
+      if (skipped) continue;
+      const std::string what =
+          std::string(with_grad ? "DGELU_BGRAD" : "DGELU") + " m " + std::to_string(m);
+      // 5e-3: room for an approximate tanh in gelu' (≤ ~1.5e-3 on it) times |dY·W| ≲ 3.
+      expect_close(got[0], want, kBf16Rel, 5e-3, what + " dH");
+      expect_bit_identical(got[0], got[1], what + " dH");
+      if (!with_grad) continue;
+      // Whether cuBLASLt sums dH before or after its BF16 rounding, each term is off by at most
+      // 2^-8 of itself, plus an approximate tanh's error in gelu' (≤ 2e-3) times |dY·W|.
+      for (int64_t c = 0; c < n; ++c) {
+        const double err = std::abs(static_cast<double>(got_db[0][c]) - want_db[c]);
+        EXPECT_LE(err, db_abs[c] / 256.0 + 2e-3 * prod_abs[c] + 1e-4)
+            << what << " bias gradient [" << c << "]: got " << got_db[0][c] << ", want "
+            << want_db[c];
+      }
+      expect_bit_identical(got_db[0], got_db[1], what + " bias gradient");
+    }
+  }
+}
+
+// A linear layer's weight gradient dW += dYᵀ·X (C = D, beta 1) with its bias gradient Σ_rows dY
+// in the same product's epilogue.
+TEST_F(CudaTrainEpilogues, BiasGradOfAMatchesFloat64) {
+  for (const int64_t tokens : {67, 130}) {
+    const int64_t out = 200, in = 40;
+    const auto dy = rounded(random_normal(tokens * out, rng));
+    const auto x = rounded(random_normal(tokens * in, rng));
+    const auto gw0 = random_normal(out * in, rng);
+    auto want = product(dy, true, x, out, in, tokens);
+    for (int64_t i = 0; i < out * in; ++i) want[i] += gw0[i];
+    std::vector<double> want_db(out, 0.0);
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t c = 0; c < out; ++c) want_db[c] += dy[t * out + c];
+    }
+    DeviceArray<bf16> d_dy(to_bf16(dy)), d_x(to_bf16(x));
+    std::vector<float> got[2], got_db[2];
+    for (int run = 0; run < 2; ++run) {
+      DeviceArray<float> gw(gw0), db(out);
+      RowGemm g;
+      g.trans_a = true;
+      g.m = out, g.n = in, g.k = tokens;
+      g.a = d_dy.get(), g.lda = out, g.b = d_x.get(), g.ldb = in;
+      g.d = gw.get(), g.ldd = in, g.out = OutType::F32, g.c = gw.get(), g.beta = 1.0f;
+      g.epilogue = Epilogue::kBiasGradOfA, g.bias_grad = db.get();
+      if (!gemm_->try_run(g, nullptr)) {
+        GTEST_SKIP() << "cuBLASLt has no BGRADB epilogue for this product: the engine keeps its "
+                        "column sums";
+      }
+      sync_ok();
+      got[run] = gw.download();
+      got_db[run] = db.download();
+    }
+    const std::string what = "BGRADB tokens " + std::to_string(tokens);
+    expect_close(got[0], want, 1e-5, 1e-4, what + " dW");
+    expect_close(got_db[0], want_db, 1e-5, 1e-4, what + " bias gradient");
+    expect_bit_identical(got[0], got[1], what + " dW");
+    expect_bit_identical(got_db[0], got_db[1], what + " bias gradient");
+  }
+}
+
+TEST_F(CudaTrainEpilogues, BadEpilogueArgumentsAreRejected) {
+  DeviceArray<bf16> a(64 * 64), d(64 * 64), aux(64 * 64);
+  RowGemm g;
+  g.m = 64, g.n = 60, g.k = 64;
+  g.a = a.get(), g.lda = 64, g.b = a.get(), g.ldb = 64;
+  g.d = d.get(), g.ldd = 64, g.out = OutType::BF16;
+  g.epilogue = Epilogue::kGeluAux, g.aux = aux.get(), g.ld_aux = 60;  // not a multiple of 8
+  try {
+    gemm_->run(g, nullptr);
+    ADD_FAILURE() << "an aux ld of 60 was accepted";
+  } catch (const kiln::Error& e) {
+    EXPECT_EQ(e.status(), KILN_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("multiple of 8"), std::string::npos) << e.what();
+  }
+  g.epilogue = Epilogue::kBiasGradOfA, g.aux = nullptr, g.ld_aux = 0;
+  EXPECT_THROW(gemm_->run(g, nullptr), kiln::Error);  // no bias-gradient output
+}
+
 // ---- bandwidth at GPT-2 124M shapes (micro-batch 16 × 1024) -------------------------------------
 // Not a correctness test: prints each kernel's time and effective bandwidth for the performance
 // notes. Run with --gtest_also_run_disabled_tests --gtest_filter='*Gpt2Shapes*'.
@@ -1027,6 +1295,52 @@ TEST_F(CudaTrainKernels, DISABLED_Gpt2ShapesBandwidth) {
                                  nullptr);
            }),
            n * 8);
+  }
+  {
+    // The GELU MLP's up projection and its dX: product + kernels vs the cuBLASLt epilogues.
+    LtGemm gemm(DeviceAllocator::create(0, 0, "test GPU"), size_t{32} << 20);
+    DeviceArray<bf16> n2(rows * dim), w_fc(inter * dim), b_fc(inter), h(rows * inter),
+        a(rows * inter), g(rows * dim), w_proj(dim * inter), dh(rows * inter);
+    DeviceArray<float> da(rows * inter), db(inter), cws(column_sum_workspace_floats(rows, inter));
+    for (auto* x : {&n2, &w_fc, &b_fc, &g, &w_proj}) zero(*x);
+    RowGemm up;
+    up.trans_b = true;
+    up.m = rows, up.n = inter, up.k = dim;
+    up.a = n2.get(), up.lda = dim, up.b = w_fc.get(), up.ldb = dim;
+    up.d = h.get(), up.ldd = inter, up.out = OutType::BF16, up.bias = b_fc.get();
+    RowGemm up_fused = up;
+    up_fused.d = a.get(), up_fused.epilogue = Epilogue::kGeluAux;
+    up_fused.aux = h.get(), up_fused.ld_aux = inter;
+    RowGemm down;
+    down.m = rows, down.n = inter, down.k = dim;
+    down.a = g.get(), down.lda = dim, down.b = w_proj.get(), down.ldb = inter;
+    down.d = da.get(), down.ldd = inter, down.out = OutType::F32;
+    RowGemm down_fused = down;
+    down_fused.d = dh.get(), down_fused.out = OutType::BF16;
+    down_fused.epilogue = Epilogue::kDGeluBiasGrad, down_fused.aux = h.get();
+    down_fused.ld_aux = inter, down_fused.bias_grad = db.get();
+    const bool bgrad_f32 = gemm.try_run(down_fused, nullptr);
+    if (!bgrad_f32) down_fused.bias_grad = nullptr;
+    const double flops = 2.0 * static_cast<double>(rows * inter * dim);
+    const auto tflops = [&](const char* name, double us) {
+      std::printf("  %-34s %9.1f us  %7.0f TFLOP/s\n", name, us, flops / (us * 1e-6) / 1e12);
+    };
+    tflops("fc product + bias, then gelu kernel", time_us([&] {
+             gemm.run(up, nullptr);
+             activation_forward(Activation::GeluTanh, h.get(), a.get(), rows, inter, nullptr);
+           }));
+    tflops("fc product, GELU_AUX_BIAS epilogue", time_us([&] { gemm.run(up_fused, nullptr); }));
+    tflops("dH product + dgelu + bias column sum", time_us([&] {
+             gemm.run(down, nullptr);
+             activation_backward(Activation::GeluTanh, h.get(), da.get(), dh.get(), rows, inter,
+                                 nullptr);
+             column_sum(dh.get(), db.get(), rows, inter, cws.get(), nullptr);
+           }));
+    tflops(bgrad_f32 ? "dH product, DGELU_BGRAD epilogue" : "dH product, DGELU (+ column sum)",
+           time_us([&] {
+             gemm.run(down_fused, nullptr);
+             if (!bgrad_f32) column_sum(dh.get(), db.get(), rows, inter, cws.get(), nullptr);
+           }));
   }
   {
     DeviceArray<bf16> qkv(rows * width), q(rows * dim), k(rows * dim), v(rows * dim),

@@ -2,7 +2,8 @@
 # On the GPU machine, build-free: unpacks the CUDA build made by pack_cuda_build.sh and runs the
 # CUDA training checks — the training kernels' tests, Muon's (cuda_train_muon_test), the attention
 # kernels' tests, the trainer's tests (PyTorch curves and gradients, resume, masks, OOM, MTP,
-# Muon vs the CPU trainer) — then the attention peer
+# Muon vs the CPU trainer), the kernels' bandwidth report at GPT-2 shapes, the time Muon adds to
+# a GPT-2 step — then the attention peer
 # (torch SDPA at the same shapes, when tools/bench/attention_torch_peer.py exists) and the GPT-2
 # 124M training benchmark against PyTorch eager and torch.compile. Logs go to $OUT (or ./gpu-out);
 # a summary is printed at the end.
@@ -46,6 +47,13 @@ if [ -f "$root/tools/bench/attention_torch_peer.py" ]; then
   PYTHONUNBUFFERED=1 timeout 120 python3 "$root/tools/bench/attention_torch_peer.py" 2>&1 |
     grep -v Warning | tee "$out/attention_peer.log"
 fi
+
+echo "=== training kernels at GPT-2 124M shapes (bandwidth report)"
+timeout 120 "$pack/bin/cuda_train_kernels_test" --gtest_also_run_disabled_tests \
+  --gtest_filter='*Gpt2Shapes*' 2>&1 | grep -E "^  |training kernels" | tee "$out/train_kernels_bw.log"
+
+echo "=== Muon's cost on a GPT-2 124M step (kiln-train-gpu-bench --muon, 5 + 10 steps each)"
+timeout 200 "$pack/bin/kiln-train-gpu-bench" --muon 16 1024 5 10 2>&1 | tee "$out/train_bench_muon.log"
 
 echo "=== training benchmark: GPT-2 124M, kiln vs PyTorch"
 OUT="$out" "$root/tools/bench/train_gpu_vs_torch.sh" "$pack/bin" 2>&1 | tee "$out/train_bench.log"

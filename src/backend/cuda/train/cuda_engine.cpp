@@ -38,6 +38,9 @@ using kiln::train::TrainBatch;
 using kiln::train::TrainState;
 
 constexpr size_t kLtWorkspace = size_t{32} << 20;
+// Bias gradients in the epilogues of the products that already read the output gradient (one
+// pass over it fewer per bias); off, they come from column sums of the float32 gradient.
+constexpr bool kBiasGradEpilogue = true;
 // The logits of one chunk of rows are at most this many bytes (BF16): 16 k tokens × 50 k vocab
 // would otherwise take 1.6 GB.
 constexpr size_t kLogitChunkBytes = size_t{256} << 20;
@@ -650,15 +653,67 @@ class CudaEngine final : public kiln::train::TrainEngine {
     g.d = dx, g.ldd = in, g.out = type;
     gemm_->run(g, stream_.get());
   }
-  // gw[out × in] += dy[n × out]ᵀ (ld ldy) · x[n × in]
+  // gw[out × in] += dy[n × out]ᵀ (ld ldy) · x[n × in], and, when gb is not null, gb[out] += Σ
+  // over rows of dy: in the product's epilogue (from the BF16 dy, as torch.autocast does) where
+  // cuBLASLt has it, else from dy_f32 [n × out] (ld out) by a column sum.
   void linear_dw(const bf16* dy, int64_t ldy, const bf16* x, int64_t n, int64_t in, int64_t out,
-                 float* gw) {
+                 float* gw, const float* dy_f32 = nullptr, float* gb = nullptr) {
     RowGemm g;
     g.trans_a = true;
     g.m = out, g.n = in, g.k = n;
     g.a = dy, g.lda = ldy, g.b = x, g.ldb = in;
     g.d = gw, g.ldd = in, g.out = OutType::F32, g.c = gw, g.beta = 1.0f;
+    if (gb != nullptr && kBiasGradEpilogue && out <= std::max(qkv_, gu_ * I_)) {
+      RowGemm with_grad = g;
+      with_grad.epilogue = Epilogue::kBiasGradOfA;
+      with_grad.bias_grad = bias_scratch_;  // "=": added to gb below
+      if (gemm_->try_run(with_grad, stream_.get())) {
+        column_sum(bias_scratch_, gb, 1, out, workspace_, stream_.get());
+        return;
+      }
+    }
     gemm_->run(g, stream_.get());
+    if (gb != nullptr) column_sum(dy_f32, gb, n, out, workspace_, stream_.get());
+  }
+
+  // GELU MLP forward in one product: the up projection's epilogue adds the bias, keeps the
+  // pre-activation in a.h (what the backward reads) and writes a.a = gelu_tanh(h), instead of a
+  // product writing h and an activation kernel reading it back. False, with nothing done, for
+  // other activations or where cuBLASLt lacks the epilogue.
+  bool gelu_up_fused(const BlockWeights& b, BlockActs& a, int64_t n) {
+    if (act_ != Activation::GeluTanh || I_ % 8 != 0) return false;
+    RowGemm g;
+    g.trans_b = true;
+    g.m = n, g.n = I_, g.k = H_;
+    g.a = a.n2, g.lda = H_, g.b = b.w_gu, g.ldb = H_;
+    g.d = a.a, g.ldd = I_, g.out = OutType::BF16;
+    g.bias = b.b_gu;
+    g.epilogue = Epilogue::kGeluAux, g.aux = a.h, g.ld_aux = I_;
+    return gemm_->try_run(g, stream_.get());
+  }
+
+  enum class GeluBackward { kNotFused, kFused, kWithBiasGrad };
+  // GELU MLP backward: dh_ = (dy · W_down) ⊙ gelu_tanh'(a.h) in the dX product's epilogue (no
+  // float32 dA round trip, no activation kernel), and the up projection's bias gradient
+  // (gb, "+=") from the same epilogue where cuBLASLt can give it in float32. a.h holds the
+  // pre-activation whichever forward path wrote it.
+  GeluBackward gelu_down_dx_fused(const BlockWeights& b, const BlockActs& a, int64_t n, float* gb) {
+    if (act_ != Activation::GeluTanh || I_ % 8 != 0) return GeluBackward::kNotFused;
+    RowGemm g;
+    g.m = n, g.n = I_, g.k = H_;
+    g.a = g_bf16_, g.lda = H_, g.b = b.w_down, g.ldb = I_;
+    g.d = dh_, g.ldd = I_, g.out = OutType::BF16;
+    g.epilogue = Epilogue::kDGeluBiasGrad, g.aux = a.h, g.ld_aux = I_;
+    if (gb != nullptr && kBiasGradEpilogue) {
+      RowGemm with_grad = g;
+      with_grad.bias_grad = bias_scratch_, with_grad.bias_grad_type = OutType::F32;
+      if (gemm_->try_run(with_grad, stream_.get())) {
+        column_sum(bias_scratch_, gb, 1, I_, workspace_, stream_.get());
+        return GeluBackward::kWithBiasGrad;
+      }
+    }
+    // A BF16 bias gradient (all cuBLASLt may offer) would round the sum: the caller sums dh_.
+    return gemm_->try_run(g, stream_.get()) ? GeluBackward::kFused : GeluBackward::kNotFused;
   }
 
   void block_forward(size_t bi, int64_t rows) {
@@ -683,8 +738,10 @@ class CudaEngine final : public kiln::train::TrainEngine {
     }
     norm_forward(norm_type_, a.x_mid, W(o.mlp_norm_w), W(o.mlp_norm_b), eps(), a.n2, nullptr,
                  a.mean2, a.rstd2, n, H_, st);
-    linear(a.n2, b.w_gu, n, H_, gu_ * I_, a.h, OutType::BF16, b.b_gu);
-    activation_forward(act_, a.h, a.a, n, I_, st);
+    if (!gelu_up_fused(b, a, n)) {
+      linear(a.n2, b.w_gu, n, H_, gu_ * I_, a.h, OutType::BF16, b.b_gu);
+      activation_forward(act_, a.h, a.a, n, I_, st);
+    }
     linear(a.a, b.w_down, n, I_, H_, a.out, OutType::F32, W(o.b_down), drop ? nullptr : a.x_mid);
     if (drop) {
       dropout_apply(dropout_site(kiln::train::dropout_site_mlp(static_cast<int64_t>(bi))), a.out,
@@ -722,8 +779,10 @@ class CudaEngine final : public kiln::train::TrainEngine {
 
   // ---- backward ------------------------------------------------------------------------------
 
-  // d: the gradient of block bi's output in, of its input out (float32, in place).
-  void block_backward(size_t bi, float* d, int64_t rows) {
+  // d: the gradient of block bi's output in, of its input out (float32, in place). g_bf16_ holds
+  // bf16(d) on the way in when `d_bf16_ready` (the norm backward that wrote d also wrote it: one
+  // to_bf16 pass fewer per block), and always on the way out.
+  void block_backward(size_t bi, float* d, int64_t rows, bool d_bf16_ready) {
     const BlockWeights& b = blocks_[bi];
     const BlockOffsets& o = b.o;
     BlockActs& a = acts_[bi];
@@ -739,16 +798,18 @@ class CudaEngine final : public kiln::train::TrainEngine {
                     nullptr, d_n_, g_bf16_, n * H_, st);
       d_down = d_n_;
     } else {
-      to_bf16(d, g_bf16_, n * H_, st);
+      if (!d_bf16_ready) to_bf16(d, g_bf16_, n * H_, st);
     }
-    linear_dx(g_bf16_, H_, b.w_down, n, I_, H_, d_a_, OutType::F32);
-    linear_dw(g_bf16_, H_, a.a, n, I_, H_, G(o.w_down));
-    if (o.b_down >= 0) column_sum(d_down, G(o.b_down), n, H_, workspace_, st);
-    activation_backward(act_, a.h, d_a_, dh_, n, I_, st);
+    const GeluBackward gelu = gelu_down_dx_fused(b, a, n, G(o.b_up));
+    if (gelu == GeluBackward::kNotFused) {
+      linear_dx(g_bf16_, H_, b.w_down, n, I_, H_, d_a_, OutType::F32);
+    }
+    linear_dw(g_bf16_, H_, a.a, n, I_, H_, G(o.w_down), d_down, G(o.b_down));
+    if (gelu == GeluBackward::kNotFused) activation_backward(act_, a.h, d_a_, dh_, n, I_, st);
     linear_dx(dh_, gi, b.w_gu, n, H_, gi, d_n_, OutType::F32);
     if (o.w_gate >= 0) linear_dw(dh_, gi, a.n2, n, H_, I_, G(o.w_gate));
     linear_dw(dh_ + (gu_ - 1) * I_, gi, a.n2, n, H_, I_, G(o.w_up));
-    if (o.b_up >= 0) {
+    if (o.b_up >= 0 && gelu != GeluBackward::kWithBiasGrad) {
       KILN_CUDA_CHECK(cudaMemsetAsync(bias_scratch_, 0, static_cast<size_t>(gi) * 4, st));
       column_sum(dh_, bias_scratch_, n, gi, workspace_, st);
       if (o.b_gate >= 0) column_sum(bias_scratch_, G(o.b_gate), 1, I_, workspace_, st);
@@ -764,8 +825,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
       d_attn = d_n_;
     }
     linear_dx(g_bf16_, H_, b.w_o, n, qd_, H_, d_o_, OutType::BF16);
-    linear_dw(g_bf16_, H_, a.o, n, qd_, H_, G(o.wo));
-    if (o.bo >= 0) column_sum(d_attn, G(o.bo), n, H_, workspace_, st);
+    linear_dw(g_bf16_, H_, a.o, n, qd_, H_, G(o.wo), d_attn, G(o.bo));
     attention_backward(a.q, a.k, a.v, a.o, a.lse, d_o_, dq_, dk_, dv_, shape(rows), attn_scale(),
                        workspace_, st);
     float* dbias = nullptr;
@@ -786,7 +846,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
     linear_dw(dqkv_ + qd_, qkv_, a.n1, n, H_, kvd_, G(o.wk));
     linear_dw(dqkv_ + qd_ + kvd_, qkv_, a.n1, n, H_, kvd_, G(o.wv));
     norm_backward(norm_type_, d_n_, block_input(bi), W(o.attn_norm_w), a.mean1, a.rstd1, d, true,
-                  nullptr, G(o.attn_norm_w), G(o.attn_norm_b), n, H_, workspace_, st);
+                  g_bf16_, G(o.attn_norm_w), G(o.attn_norm_b), n, H_, workspace_, st);
   }
 
   // Per-head targets and loss scales of a micro-batch (head K at token r learns targets[r + K]
@@ -838,15 +898,16 @@ class CudaEngine final : public kiln::train::TrainEngine {
       const size_t hb = head_block(h);
       float* d = h == 0 ? d_trunk_ : d_tmp_;
       norm_backward(norm_type_, d_head_y_, acts_[hb].out, W(off_final_w_), head_mean_[h],
-                    head_rstd_[h], d, false, nullptr, G(off_final_w_), G(off_final_b_), n, H_,
+                    head_rstd_[h], d, false, g_bf16_, G(off_final_w_), G(off_final_b_), n, H_,
                     workspace_, st);
-      block_backward(hb, d, rows);
+      block_backward(hb, d, rows, true);
       if (h > 0) column_sum(d_tmp_, d_trunk_, 1, n * H_, workspace_, st);
     }
     if (backward) {
       for (int32_t l = L_ - 2; l >= 0; --l) {
         check_cancel(cancel);
-        block_backward(static_cast<size_t>(l), d_trunk_, rows);
+        // After MTP heads, d_trunk_ has had their gradients added since g_bf16_ was written.
+        block_backward(static_cast<size_t>(l), d_trunk_, rows, l < L_ - 2 || n_heads_ == 1);
       }
       if (drop_.active()) {
         dropout_apply(dropout_site(kiln::train::kDropoutSiteEmbedding), d_trunk_, nullptr, d_trunk_,
