@@ -263,11 +263,22 @@ TEST_P(CudaQuantModel, LogitsMatchTheCpuExecutorOnTheDequantisedWeights) {
   std::vector<float> want(ids.size() * V, NAN);
   cpu.forward(*cs, ids, 0, want.data(), true, nullptr);
 
-  for (const QuantDot dot : {QuantDot::kFloat, QuantDot::kInt8}) {
+  // The int8 products twice: x quantised once per product (the default) and in every block of
+  // the product (KILN_CUDA_QGEMV=old, read when the executor is made).
+  struct Path {
+    QuantDot dot;
+    const char* qgemv;
+  };
+  for (const Path path : {Path{QuantDot::kFloat, "new"}, Path{QuantDot::kInt8, "new"},
+                          Path{QuantDot::kInt8, "old"}}) {
+    const QuantDot dot = path.dot;
     const bool int8 = dot == QuantDot::kInt8;
-    SCOPED_TRACE(int8 ? "int8 products" : "float products");
+    SCOPED_TRACE(int8 ? std::string("int8 products, KILN_CUDA_QGEMV=") + path.qgemv
+                      : std::string("float products"));
+    ASSERT_EQ(setenv("KILN_CUDA_QGEMV", path.qgemv, 1), 0);
     const CudaTransformer gpu(m.config, m.quantised, m.inv_freq,
                               DeviceAllocator::create(0, 0, "test GPU"), {}, false, dot);
+    unsetenv("KILN_CUDA_QGEMV");
     const CudaTransformer::LayerMatrixStorage storage = gpu.layer_matrix_storage();
     // Every layer matrix stays quantised, except those in a format without a CUDA kernel (Q3_K).
     const int64_t bf16_weights = mix.down == GgmlType::Q3_K ? int64_t{2} * 256 * 512 : 0;
@@ -285,8 +296,9 @@ TEST_P(CudaQuantModel, LogitsMatchTheCpuExecutorOnTheDequantisedWeights) {
     const double prefill_err = relative_l2(got.data(), want.data(), prompt * V);
     const double decode_err =
         relative_l2(got.data() + prompt * V, want.data() + prompt * V, (ids.size() - prompt) * V);
-    std::printf("[ quant    ] %-14s %-5s prefill rel L2 %.3e, decode rel L2 %.3e\n", mix.name,
-                int8 ? "int8" : "float", prefill_err, decode_err);
+    std::printf("[ quant    ] %-14s %-9s prefill rel L2 %.3e, decode rel L2 %.3e\n", mix.name,
+                int8 ? (std::strcmp(path.qgemv, "new") == 0 ? "int8" : "int8 old") : "float",
+                prefill_err, decode_err);
     // Exact weights; BF16 matrix inputs and KV cache (the bound of the BF16 executor tests). The
     // prefill dequantises to BF16 for cuBLAS on either path.
     EXPECT_LE(prefill_err, 1e-2);
@@ -312,6 +324,23 @@ TEST(CudaQuantDot, AnUnknownKilnCudaQuantDotValueIsAnInvalidArgument) {
         << e.what();
   }
   unsetenv("KILN_CUDA_QUANT_DOT");
+}
+
+TEST(CudaQuantDot, AnUnknownKilnCudaQgemvValueIsAnInvalidArgument) {
+  QuantTestModel m(Mix{"q8_0", GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0,
+                       GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0,
+                       GgmlType::Q8_0});
+  ASSERT_EQ(setenv("KILN_CUDA_QGEMV", "newest", 1), 0);
+  try {
+    const CudaTransformer gpu(m.config, m.quantised, m.inv_freq,
+                              DeviceAllocator::create(0, 0, "test GPU"));
+    ADD_FAILURE() << "KILN_CUDA_QGEMV=newest was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), KILN_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("KILN_CUDA_QGEMV is \"newest\""), std::string::npos)
+        << e.what();
+  }
+  unsetenv("KILN_CUDA_QGEMV");
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -45,6 +45,18 @@ QuantDot quant_dot_from_environment() {
        std::string("KILN_CUDA_QUANT_DOT is \"") + env + "\"; expected \"int8\" or \"float\"");
 }
 
+// KILN_CUDA_QGEMV selects the kernels of the int8 one-row products: "new" (the default: x
+// quantised once per product, kernels/quant_gemv_prequant.cu) or "old" (every block of the product
+// quantises x itself, kernels/quant_gemv.cu), so that both can be compared in one process tree;
+// read once, when a model is loaded.
+bool prequantize_x_from_environment() {
+  const char* env = std::getenv("KILN_CUDA_QGEMV");
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "new") == 0) return true;
+  if (std::strcmp(env, "old") == 0) return false;
+  fail(KILN_ERR_INVALID_ARGUMENT,
+       std::string("KILN_CUDA_QGEMV is \"") + env + "\"; expected \"new\" or \"old\"");
+}
+
 template <typename T>
 T* ptr(const DeviceBuffer& b) {
   return b.as<T>();
@@ -83,6 +95,11 @@ CudaSessionState::CudaSessionState(std::shared_ptr<DeviceAllocator> allocator,
       cudaMemsetAsync(decode_counters_.get(), 0, decode_counters_.size(), stream_.get()));
   logits_host_ = PinnedBuffer(static_cast<size_t>(dims.vocab) * sizeof(float), "logits");
   cublas_workspace_ = allocator_->allocate(kCublasWorkspaceBytes, "the cuBLAS workspace" + ctx);
+  if (dims.quant_x_elements > 0) {
+    quant_x_ = allocator_->allocate(quantized_x_bytes(dims.quant_x_elements),
+                                    "the int8 copy of a decode product's input (" +
+                                        std::to_string(dims.quant_x_elements) + " elements)");
+  }
   KILN_CUDA_CHECK(
       cublasSetWorkspace(cublas_.get(), cublas_workspace_.get(), cublas_workspace_.size()));
 }
@@ -200,7 +217,8 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
     : allocator_(std::move(allocator)),
       eps_(config.rms_norm_eps),
       qk_norm_(config.qk_norm == QkNormKind::BeforeRopeWeighted),
-      quant_dot_(quant_dot ? *quant_dot : quant_dot_from_environment()) {
+      quant_dot_(quant_dot ? *quant_dot : quant_dot_from_environment()),
+      prequantize_x_(prequantize_x_from_environment()) {
   // Read once here: the escape hatch to host sampling for tests and benchmarks.
   const char* host_sampling = std::getenv("KILN_CUDA_HOST_SAMPLING");
   host_sampling_ = host_sampling != nullptr && std::string_view(host_sampling) == "1";
@@ -276,6 +294,7 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
       if (m->quantized()) {
         storage_.quantized_weights += weights;
         dims_.quant_scratch_elements = std::max(dims_.quant_scratch_elements, weights);
+        dims_.quant_x_elements = std::max(dims_.quant_x_elements, m->cols);
       }
     }
     layers_.push_back(std::move(L));
@@ -288,7 +307,9 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
         dims_.vocab, std::max(kLogitTileRows, dims_.quant_scratch_elements / dims_.hidden));
     logit_tile_rows_ = rows;
     dims_.quant_scratch_elements = std::max(dims_.quant_scratch_elements, rows * dims_.hidden);
+    dims_.quant_x_elements = std::max(dims_.quant_x_elements, dims_.hidden);
   }
+  if (f32 || quant_dot_ != QuantDot::kInt8 || !prequantize_x_) dims_.quant_x_elements = 0;
   up.finish();
 }
 
@@ -308,8 +329,7 @@ void CudaTransformer::compute_logits(CudaSessionState& s, int64_t first_row, int
     linear_bf16(s.cublas_.get(), ptr<bf16>(s.normed_), head.bf16_ptr(), ptr<float>(s.logits_), rows,
                 dims_.hidden, dims_.vocab, 0.0f);
   } else if (rows == 1) {
-    quant_gemv(head.segments[0].view, ptr<bf16>(s.normed_), ptr<float>(s.logits_), 0.0f, quant_dot_,
-               stream);
+    quant_linear_one_row(s, head, ptr<bf16>(s.normed_), ptr<float>(s.logits_), 0.0f);
   } else {
     // A tile of vocabulary rows at a time through the scratch, into the logits' columns.
     const QuantMatrixView& all = head.segments[0].view;
@@ -441,12 +461,7 @@ void CudaTransformer::linear(CudaSessionState& s, const DeviceMatrix& w, const b
     return;
   }
   const cudaStream_t stream = s.stream_.get();
-  if (n == 1) {
-    for (const DeviceMatrix::Segment& seg : w.segments) {
-      quant_gemv(seg.view, x, y + seg.first_row, beta, quant_dot_, stream);
-    }
-    return;
-  }
+  if (n == 1) return quant_linear_one_row(s, w, x, y, beta);
   // The segments' rows land one after another: the scratch holds the whole matrix as BF16.
   bf16* scratch = s.quant_scratch();
   if (scratch == nullptr || w.rows * w.cols > dims_.quant_scratch_elements) {
@@ -456,6 +471,22 @@ void CudaTransformer::linear(CudaSessionState& s, const DeviceMatrix& w, const b
     quant_dequantize_bf16(seg.view, scratch + seg.first_row * w.cols, stream);
   }
   linear_bf16(s.cublas_.get(), x, scratch, y, n, w.cols, w.rows, beta);
+}
+
+void CudaTransformer::quant_linear_one_row(CudaSessionState& s, const DeviceMatrix& w,
+                                           const bf16* x, float* y, float beta) const {
+  const cudaStream_t stream = s.stream_.get();
+  if (s.quant_x() != nullptr && w.cols <= dims_.quant_x_elements) {
+    // One quantisation of x serves every segment (q/k/v in two formats, say).
+    quantize_x_int8(x, w.cols, s.quant_x(), stream);
+    for (const DeviceMatrix::Segment& seg : w.segments) {
+      quant_gemv_prequantized(seg.view, s.quant_x(), y + seg.first_row, beta, stream);
+    }
+    return;
+  }
+  for (const DeviceMatrix::Segment& seg : w.segments) {
+    quant_gemv(seg.view, x, y + seg.first_row, beta, quant_dot_, stream);
+  }
 }
 
 void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t start_pos,
