@@ -63,12 +63,16 @@ __global__ void __launch_bounds__(kQuantizeThreads)
   quant_detail::quantize_8(v, g, in, xs);
 }
 
-template <QuantFormat F, int S, int R>
+// Per thread: the chunks t, t + 32·S, ... of the group's rows. kSharedX: each of those chunk
+// indices of the first row, dotted with the same chunk of every row of the group (one load of x
+// per chunk for R rows: rows past the matrix read row 0 again and are not stored, so the R dots
+// are branch-free and their x loads are one). Otherwise the R·(k/32) chunks as one flat sequence.
+template <QuantFormat F, int S, int R, bool kSharedX>
 __global__ void __launch_bounds__(kWarps * 32)
     quant_gemv_prequant_kernel(const uint8_t* __restrict__ w, size_t row_bytes,
                                const uint8_t* __restrict__ xq, float* y, int64_t k, int64_t n_rows,
                                float beta, int prefetch_lines) {
-  static_assert(kWarps % S == 0 && (R == 1 || R == 2), "layout");
+  static_assert(kWarps % S == 0 && (R == 1 || R == 2 || (R == 4 && kSharedX)), "layout");
   constexpr int kGroups = kWarps / S;
   constexpr int kThreads = 32 * S;  // threads of a row group
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -87,22 +91,35 @@ __global__ void __launch_bounds__(kWarps * 32)
   detail::wait_for_inputs();
   const Int8X xs = quant_detail::int8_x_layout(const_cast<uint8_t*>(xq), k);
   const int chunks = static_cast<int>(k / kChunk);
-  const int total = rows_here * chunks;
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  if constexpr (kSharedX) {
+    const uint8_t* rows[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      rows[r] = base + static_cast<size_t>(r < rows_here ? r : 0) * row_bytes;
+    const int end = rows_here > 0 ? chunks : 0;
 #pragma unroll 2
-  for (int f = t; f < total; f += kThreads) {
-    if constexpr (R == 1) {
-      acc[0] += quant_detail::chunk_dot_int8<F>(base, f, xs);
-    } else {
-      const int second = f >= chunks ? 1 : 0;
-      const float v =
-          quant_detail::chunk_dot_int8<F>(base + second * row_bytes, f - second * chunks, xs);
-      if (second) {
-        acc[1] += v;
+    for (int c = t; c < end; c += kThreads) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[r] += quant_detail::chunk_dot_int8<F>(rows[r], c, xs);
+    }
+  } else {
+    const int total = rows_here * chunks;
+#pragma unroll 2
+    for (int f = t; f < total; f += kThreads) {
+      if constexpr (R == 1) {
+        acc[0] += quant_detail::chunk_dot_int8<F>(base, f, xs);
       } else {
-        acc[0] += v;
+        const int second = f >= chunks ? 1 : 0;
+        const float v =
+            quant_detail::chunk_dot_int8<F>(base + second * row_bytes, f - second * chunks, xs);
+        if (second) {
+          acc[1] += v;
+        } else {
+          acc[0] += v;
+        }
       }
     }
   }
@@ -168,10 +185,10 @@ struct PrequantLaunch {
   QuantGemvLayout layout;
   cudaStream_t stream;
 
-  template <QuantFormat F, int S, int R>
+  template <QuantFormat F, int S, int R, bool kSharedX>
   void launch() const {
     const int64_t rows_per_block = static_cast<int64_t>(kWarps / S) * R;
-    detail::launch_overlapped(quant_gemv_prequant_kernel<F, S, R>,
+    detail::launch_overlapped(quant_gemv_prequant_kernel<F, S, R, kSharedX>,
                               detail::grid_for(w.rows, static_cast<int>(rows_per_block)),
                               kWarps * 32, 0, stream, "quant_gemv_prequant_kernel", w.data,
                               w.row_bytes, static_cast<const uint8_t*>(xq), y, w.k, w.rows, beta,
@@ -180,8 +197,10 @@ struct PrequantLaunch {
 
   template <QuantFormat F, int S>
   void with_rows() const {
-    if (layout.rows_per_group == 2) return launch<F, S, 2>();
-    launch<F, S, 1>();
+    if (layout.rows_per_group == 4) return launch<F, S, 4, true>();
+    if (layout.rows_per_group == 2 && layout.shared_x) return launch<F, S, 2, true>();
+    if (layout.rows_per_group == 2) return launch<F, S, 2, false>();
+    launch<F, S, 1, false>();
   }
 
   template <QuantFormat F>
@@ -202,13 +221,15 @@ struct PrequantLaunch {
 bool valid_layout(QuantGemvLayout l) {
   const bool s_ok =
       l.warps_per_row == 1 || l.warps_per_row == 2 || l.warps_per_row == 4 || l.warps_per_row == 8;
-  return s_ok && (l.rows_per_group == 1 || l.rows_per_group == 2) && l.prefetch_lines >= 0 &&
-         l.prefetch_lines <= 64;
+  const bool r_ok =
+      l.rows_per_group == 1 || l.rows_per_group == 2 || (l.rows_per_group == 4 && l.shared_x);
+  return s_ok && r_ok && l.prefetch_lines >= 0 && l.prefetch_lines <= 64;
 }
 
 std::string layout_name(QuantGemvLayout l) {
   return std::to_string(l.warps_per_row) + " warps per row, " + std::to_string(l.rows_per_group) +
-         " rows per group, " + std::to_string(l.prefetch_lines) + " prefetch lines";
+         " rows per group" + (l.shared_x ? " sharing x" : "") + ", " +
+         std::to_string(l.prefetch_lines) + " prefetch lines";
 }
 
 void check_prequant_shape(const QuantMatrixView& w, const void* xq) {
@@ -247,8 +268,8 @@ void quantize_x_int8(const bf16* x, int64_t k, void* xq, cudaStream_t stream) {
 QuantGemvLayout quant_gemv_layout(QuantFormat format, int64_t rows, int64_t k) {
   (void)format;
   constexpr int64_t kMinBlocks = 2 * 132;
-  QuantGemvLayout l{1, 2, 1};
-  if (k >= 8192) l = QuantGemvLayout{4, 1, 1};
+  QuantGemvLayout l{1, 2, 1, false};
+  if (k >= 8192) l = QuantGemvLayout{4, 1, 1, false};
   const auto blocks = [&](QuantGemvLayout c) {
     return rows * c.warps_per_row / (static_cast<int64_t>(kWarps) * c.rows_per_group);
   };

@@ -518,8 +518,11 @@ void expect_quantised_x_matches_the_specification(const std::vector<float>& xf,
 std::vector<QuantGemvLayout> every_layout() {
   std::vector<QuantGemvLayout> layouts;
   for (int s : {1, 2, 4, 8}) {
-    for (int r : {1, 2}) {
-      for (int p : {0, 3}) layouts.push_back(QuantGemvLayout{s, r, p});
+    for (int p : {0, 3}) {
+      layouts.push_back(QuantGemvLayout{s, 1, p, false});
+      layouts.push_back(QuantGemvLayout{s, 2, p, false});
+      layouts.push_back(QuantGemvLayout{s, 2, p, true});
+      layouts.push_back(QuantGemvLayout{s, 4, p, true});
     }
   }
   return layouts;
@@ -566,8 +569,9 @@ TEST_P(QuantKernels, PrequantisedGemvIsTheProductWithTheInt8XInEveryLayout) {
       const bool table = li + 1 == layouts.size();
       SCOPED_TRACE(std::string(table ? "the table's layout: " : "layout ") +
                    std::to_string(l.warps_per_row) + " warps per row, " +
-                   std::to_string(l.rows_per_group) + " rows per group, " +
-                   std::to_string(l.prefetch_lines) + " prefetch lines");
+                   std::to_string(l.rows_per_group) + " rows per group" +
+                   (l.shared_x ? " sharing x, " : ", ") + std::to_string(l.prefetch_lines) +
+                   " prefetch lines");
       d_y.poison();
       if (table) {
         quant_gemv_prequantized(w, d_xq.get(), d_y.get(), 0.0f, nullptr);
@@ -603,6 +607,49 @@ TEST_P(QuantKernels, PrequantisedGemvIsTheProductWithTheInt8XInEveryLayout) {
   }
 }
 
+// The producers of the decode step's x that quantise it in their own kernel: the same BF16
+// output as the plain kernel, bit for bit, and the same buffer as quantize_x_int8 of that output,
+// which is the specification's quantisation of it.
+TEST(QuantKernelsShape, NormAndSwigluQuantiseTheirOutputsAsQuantizeXInt8Would) {
+  KILN_SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(31);
+  for (const int64_t dim : {int64_t{896}, int64_t{3584}, int64_t{8192}, int64_t{18944}}) {
+    SCOPED_TRACE("dim = " + std::to_string(dim));
+    std::vector<float> x = test::random_normal(dim, rng, 3.0f);
+    for (int64_t i = 0; i < dim; i += 61) x[i] *= 20.0f;
+    std::vector<float> norm_w = test::random_normal(dim, rng, 0.1f);
+    for (auto& v : norm_w) v += 1.0f;
+    DeviceArray<float> d_x(x), d_norm(norm_w);
+    DeviceArray<__nv_bfloat16> d_plain(static_cast<size_t>(dim)), d_out(static_cast<size_t>(dim));
+    DeviceArray<uint8_t> d_xq(quantized_x_bytes(dim)), d_xq_ref(quantized_x_bytes(dim));
+
+    rms_norm(d_x.get(), nullptr, d_norm.get(), d_plain.get(), 1, dim, 1e-6f, nullptr);
+    rms_norm_quantize_x(d_x.get(), d_norm.get(), d_out.get(), d_xq.get(), dim, 1e-6f, nullptr);
+    quantize_x_int8(d_plain.get(), dim, d_xq_ref.get(), nullptr);
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<__nv_bfloat16> plain = d_plain.download(), out = d_out.download();
+    EXPECT_EQ(std::memcmp(plain.data(), out.data(), plain.size() * 2), 0) << "rms_norm output";
+    const std::vector<uint8_t> xq = d_xq.download();
+    EXPECT_TRUE(xq == d_xq_ref.download()) << "rms_norm_quantize_x != quantize_x_int8";
+    expect_quantised_x_matches_the_specification(test::from_bf16(out), xq);
+
+    // SwiGLU of one row of [gate | up].
+    std::vector<float> gate_up = test::random_normal(2 * dim, rng, 2.0f);
+    DeviceArray<float> d_gate_up(gate_up);
+    d_plain.poison();
+    d_out.poison();
+    swiglu(d_gate_up.get(), d_plain.get(), 1, dim, nullptr);
+    swiglu_quantize_x(d_gate_up.get(), d_out.get(), d_xq.get(), dim, nullptr);
+    quantize_x_int8(d_plain.get(), dim, d_xq_ref.get(), nullptr);
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<__nv_bfloat16> plain_act = d_plain.download(), act = d_out.download();
+    EXPECT_EQ(std::memcmp(plain_act.data(), act.data(), act.size() * 2), 0) << "SwiGLU output";
+    const std::vector<uint8_t> act_q = d_xq.download();
+    EXPECT_TRUE(act_q == d_xq_ref.download()) << "swiglu_quantize_x != quantize_x_int8";
+    expect_quantised_x_matches_the_specification(test::from_bf16(act), act_q);
+  }
+}
+
 TEST(QuantKernelsShape, PrequantisedPathRefusesUnalignedXAndLayoutsWithoutAKernel) {
   KILN_SKIP_WITHOUT_CUDA();
   DeviceArray<__nv_bfloat16> d_x(64);
@@ -618,7 +665,8 @@ TEST(QuantKernelsShape, PrequantisedPathRefusesUnalignedXAndLayoutsWithoutAKerne
   const QuantMatrixView w{d_w.get(), QuantFormat::Q8_0, 2, 64,
                           quant_row_bytes(QuantFormat::Q8_0, 64)};
   for (const QuantGemvLayout l :
-       {QuantGemvLayout{3, 1, 0}, QuantGemvLayout{1, 4, 0}, QuantGemvLayout{1, 1, -1}}) {
+       {QuantGemvLayout{3, 1, 0, false}, QuantGemvLayout{1, 4, 0, false},
+        QuantGemvLayout{1, 1, -1, false}, QuantGemvLayout{1, 3, 0, true}}) {
     try {
       quant_gemv_prequantized(w, d_xq.get(), nullptr, 0.0f, l, nullptr);
       ADD_FAILURE() << "layout " << l.warps_per_row << "/" << l.rows_per_group << "/"

@@ -7,7 +7,8 @@
 //                quantises x itself), called through the production entry point
 //   new          quantize_x_int8 + quant_gemv_prequantized with the production layout table
 //                (quant_gemv_layout), both kernels timed: what the decode step runs
-//   SxR/pP       the same with S warps per row group, R rows per group, P prefetch lines
+//   SxR[s]/pP    the same with S warps per row group, R rows per group (s: sharing each load of
+//                x), P prefetch lines
 //   (quantize_x_int8 alone is timed per k too.)
 // Every variant's output is compared with the old kernel's (same int8 x, so only float rounding
 // order differs): max |y − y_old| / rms(y_old) is printed and must stay below 1e-4, else the
@@ -125,9 +126,10 @@ double max_err(const std::vector<float>& y, const std::vector<float>& ref) {
   return worst;
 }
 
+// S x R (s: the R rows share each load of x) / P prefetch lines
 std::string layout_name(QuantGemvLayout l) {
-  return std::to_string(l.warps_per_row) + "x" + std::to_string(l.rows_per_group) + "/p" +
-         std::to_string(l.prefetch_lines);
+  return std::to_string(l.warps_per_row) + "x" + std::to_string(l.rows_per_group) +
+         (l.shared_x ? "s" : "") + "/p" + std::to_string(l.prefetch_lines);
 }
 
 int run(int reps) {
@@ -139,8 +141,11 @@ int run(int reps) {
       q8{QuantFormat::Q8_0, "q8_0", {0}}, q5{QuantFormat::Q5_0, "q5_0", {0}};
   std::vector<QuantGemvLayout> layouts;
   for (int s : {1, 2, 4, 8}) {
-    for (int r : {1, 2}) {
-      for (int p : {0, 1, 4}) layouts.push_back(QuantGemvLayout{s, r, p});
+    for (int p : {0, 1, 4}) {
+      layouts.push_back(QuantGemvLayout{s, 1, p, false});
+      layouts.push_back(QuantGemvLayout{s, 2, p, false});
+      layouts.push_back(QuantGemvLayout{s, 2, p, true});
+      layouts.push_back(QuantGemvLayout{s, 4, p, true});
     }
   }
   cudaDeviceProp prop{};

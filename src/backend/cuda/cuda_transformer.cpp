@@ -473,16 +473,24 @@ void CudaTransformer::linear(CudaSessionState& s, const DeviceMatrix& w, const b
   linear_bf16(s.cublas_.get(), x, scratch, y, n, w.cols, w.rows, beta);
 }
 
+bool CudaTransformer::prequantised_one_row(const CudaSessionState& s, const DeviceMatrix& w) const {
+  return s.quant_x() != nullptr && w.quantized() && w.cols <= dims_.quant_x_elements;
+}
+
+void CudaTransformer::quant_linear_prequantised(CudaSessionState& s, const DeviceMatrix& w,
+                                                float* y, float beta) const {
+  // One quantisation of x serves every segment (q/k/v in two formats, say).
+  for (const DeviceMatrix::Segment& seg : w.segments) {
+    quant_gemv_prequantized(seg.view, s.quant_x(), y + seg.first_row, beta, s.stream_.get());
+  }
+}
+
 void CudaTransformer::quant_linear_one_row(CudaSessionState& s, const DeviceMatrix& w,
                                            const bf16* x, float* y, float beta) const {
   const cudaStream_t stream = s.stream_.get();
-  if (s.quant_x() != nullptr && w.cols <= dims_.quant_x_elements) {
-    // One quantisation of x serves every segment (q/k/v in two formats, say).
+  if (prequantised_one_row(s, w)) {
     quantize_x_int8(x, w.cols, s.quant_x(), stream);
-    for (const DeviceMatrix::Segment& seg : w.segments) {
-      quant_gemv_prequantized(seg.view, s.quant_x(), y + seg.first_row, beta, stream);
-    }
-    return;
+    return quant_linear_prequantised(s, w, y, beta);
   }
   for (const DeviceMatrix::Segment& seg : w.segments) {
     quant_gemv(seg.view, x, y + seg.first_row, beta, quant_dot_, stream);
@@ -532,6 +540,10 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
     } else if (fuse_norms) {
       rms_norm_gemv_bf16(x, ptr<float>(L.attn_norm), eps_, L.wqkv.bf16_ptr(), ptr<float>(s->qkv_),
                          d.hidden, d.qkv_dim(), 0.0f, stream);
+    } else if (n == 1 && prequantised_one_row(*s, L.wqkv)) {
+      // The norm's kernel quantises its output for the product (one launch fewer).
+      rms_norm_quantize_x(x, ptr<float>(L.attn_norm), normed, s->quant_x(), d.hidden, eps_, stream);
+      quant_linear_prequantised(*s, L.wqkv, ptr<float>(s->qkv_), 0.0f);
     } else {
       rms_norm(x, nullptr, ptr<float>(L.attn_norm), normed, n, d.hidden, eps_, stream);
       linear(*s, L.wqkv, normed, ptr<float>(s->qkv_), n, 0.0f);
@@ -555,6 +567,7 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
 
     // Gate and up in one quantised segment fuse with the SwiGLU; in two formats they do not.
     const bool quant_swiglu = L.w_gate_up.segments.size() == 1;
+    bool act_quantised = false;  // the SwiGLU output is in s->quant_x() for down_proj
     if (fuse_norms && (!L.w_gate_up.quantized() || quant_swiglu)) {
       if (quant_swiglu) {
         rms_norm_quant_gemv_swiglu(x, ptr<float>(L.ffn_norm), eps_, L.w_gate_up.segments[0].view,
@@ -563,12 +576,27 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
         rms_norm_gemv_swiglu_bf16(x, ptr<float>(L.ffn_norm), eps_, L.w_gate_up.bf16_ptr(),
                                   ptr<bf16>(s->act_), d.hidden, d.intermediate, stream);
       }
+    } else if (n == 1 && prequantised_one_row(*s, L.w_gate_up)) {
+      // The norm and the SwiGLU kernels quantise their outputs for the products after them.
+      rms_norm_quantize_x(x, ptr<float>(L.ffn_norm), normed, s->quant_x(), d.hidden, eps_, stream);
+      quant_linear_prequantised(*s, L.w_gate_up, ptr<float>(s->gate_up_), 0.0f);
+      act_quantised = prequantised_one_row(*s, L.w_down);
+      if (act_quantised) {
+        swiglu_quantize_x(ptr<float>(s->gate_up_), ptr<bf16>(s->act_), s->quant_x(), d.intermediate,
+                          stream);
+      } else {
+        swiglu(ptr<float>(s->gate_up_), ptr<bf16>(s->act_), n, d.intermediate, stream);
+      }
     } else {
       rms_norm(x, nullptr, ptr<float>(L.ffn_norm), normed, n, d.hidden, eps_, stream);
       linear(*s, L.w_gate_up, normed, ptr<float>(s->gate_up_), n, 0.0f);
       swiglu(ptr<float>(s->gate_up_), ptr<bf16>(s->act_), n, d.intermediate, stream);
     }
-    linear(*s, L.w_down, ptr<bf16>(s->act_), x, n, 1.0f);
+    if (act_quantised) {
+      quant_linear_prequantised(*s, L.w_down, x, 1.0f);
+    } else {
+      linear(*s, L.w_down, ptr<bf16>(s->act_), x, n, 1.0f);
+    }
   }
   if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
     s->stream_.synchronize();

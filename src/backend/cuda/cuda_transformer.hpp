@@ -132,9 +132,14 @@ class CudaTransformer final : public ModelExecutor {
   // fused kernels when n = 1, else dequantise into the session's scratch and cuBLAS.
   void linear(CudaSessionState& s, const DeviceMatrix& w, const bf16* x, float* y, int64_t n,
               float beta) const;
-  // The one-row product with a quantised W (every segment), by the kernels quant_path_ picks.
+  // The one-row product with a quantised W (every segment): x quantised once into the session's
+  // buffer and the prequantised kernels when prequantised_one_row(s, w), else quant_gemv.
   void quant_linear_one_row(CudaSessionState& s, const DeviceMatrix& w, const bf16* x, float* y,
                             float beta) const;
+  bool prequantised_one_row(const CudaSessionState& s, const DeviceMatrix& w) const;
+  // The product with the x already quantised into s.quant_x() (by the kernel that produced x).
+  void quant_linear_prequantised(CudaSessionState& s, const DeviceMatrix& w, float* y,
+                                 float beta) const;
   void validate(const ModelConfig& config, const TransformerWeights& w) const;
   // forward() with the last row's logits either copied to host_logits (when not null) or, with
   // keep_logits, left in the session's logits_ buffer for the device sampler.
