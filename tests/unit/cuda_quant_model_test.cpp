@@ -150,6 +150,9 @@ struct Mix {
   bool fused = false;  // Phi3: qkv and gate/up as row slices of one tensor (formats q and gate)
   bool tied = false;
   int32_t vocab = 67;  // > 8192: the lm_head is dequantised in two tiles for many-row logits
+  // >= 2048: the decode step runs each RMSNorm as its own kernel (as on the 7B shape), which with
+  // the int8 products quantises x for the product after it, and so does the SwiGLU kernel.
+  int64_t hidden = 256;
 };
 void PrintTo(const Mix& m, std::ostream* os) { *os << m.name; }
 
@@ -164,7 +167,7 @@ struct QuantTestModel {
     config.traits = ArchTraits{"TestForCausalLM", true, false, mix.fused, mix.fused, true};
     config.qk_norm = QkNormKind::None;
     config.vocab_size = mix.vocab;
-    config.hidden_size = 256;  // whole K-quant super-blocks
+    config.hidden_size = mix.hidden;  // whole K-quant super-blocks
     config.n_layers = 2;
     config.n_heads = 4;
     config.n_kv_heads = 2;
@@ -177,7 +180,7 @@ struct QuantTestModel {
     for (int64_t i = 0; i < 32; ++i) {
       inv_freq.push_back(static_cast<float>(1.0 / std::pow(1e4, 2.0 * double(i) / 64.0)));
     }
-    const int64_t H = 256, I = 512, V = mix.vocab, qd = 256, kvd = 128;
+    const int64_t H = mix.hidden, I = 512, V = mix.vocab, qd = 256, kvd = 128;
     auto both = [&](WeightRef& qref, WeightRef& fref, const std::string& name, int64_t rows,
                     int64_t cols, GgmlType t) {
       const auto [q, f] = pool.matrix(name, rows, cols, t);
@@ -363,7 +366,12 @@ INSTANTIATE_TEST_SUITE_P(
         // A format without a CUDA kernel (Q3_K, down_proj and the embedding) is dequantised to
         // BF16 at upload; the rest stays quantised.
         Mix{"q6_k_with_q3_k", GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q6_K,
-            GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q3_K, GgmlType::Q3_K, GgmlType::Q6_K}),
+            GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q3_K, GgmlType::Q3_K, GgmlType::Q6_K},
+        // The Q4_K_M pattern at hidden 2048: the 7B shape's unfused decode step (RMSNorm and
+        // SwiGLU kernels writing the int8 x of the products after them).
+        Mix{"q4_k_m_like_wide", GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_K,
+            GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q6_K, false,
+            false, 67, 2048}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
