@@ -169,7 +169,8 @@ struct QuantTestModel {
     config.vocab_size = mix.vocab;
     config.hidden_size = mix.hidden;  // whole K-quant super-blocks
     config.n_layers = 2;
-    config.n_heads = 4;
+    // Wide: q_dim = hidden, so that o_proj's x (k = 2048) is quantised by its own kernel.
+    config.n_heads = mix.hidden >= 2048 ? static_cast<int32_t>(mix.hidden / 64) : 4;
     config.n_kv_heads = 2;
     config.head_dim = 64;
     config.intermediate_size = 512;
@@ -180,7 +181,8 @@ struct QuantTestModel {
     for (int64_t i = 0; i < 32; ++i) {
       inv_freq.push_back(static_cast<float>(1.0 / std::pow(1e4, 2.0 * double(i) / 64.0)));
     }
-    const int64_t H = mix.hidden, I = 512, V = mix.vocab, qd = 256, kvd = 128;
+    const int64_t H = mix.hidden, I = 512, V = mix.vocab, qd = config.n_heads * int64_t{64},
+                  kvd = 128;
     auto both = [&](WeightRef& qref, WeightRef& fref, const std::string& name, int64_t rows,
                     int64_t cols, GgmlType t) {
       const auto [q, f] = pool.matrix(name, rows, cols, t);

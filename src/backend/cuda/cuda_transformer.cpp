@@ -27,6 +27,12 @@ constexpr size_t kCublasWorkspaceBytes = size_t{4} << 20;
 // Hidden sizes from which the decode step runs RMSNorm as its own kernel instead of inside every
 // block of the product after it (see enqueue_layers).
 constexpr int64_t kFusedNormMaxHidden = 2048;
+// Shortest rows for which a one-row quantised product whose x no kernel before it quantised gets
+// a quantize_x_int8 launch of its own (then the prequantised kernel) rather than v12's kernel,
+// whose blocks each quantise x: an extra launch in the graph (~2 µs) against k elements of
+// quantisation per 8 rows. A first guess (tools/gpu/NOTES.md, v13): on the 0.5B shape o_proj
+// (k = 896) keeps v12's kernel, down_proj (k = 4864) and the 7B shape's o_proj take the new one.
+constexpr int64_t kQuantizeKernelMinK = 2048;
 
 bool same_block(const WeightRef& a, const WeightRef& b) {
   return a.tensor == b.tensor && a.row_begin == b.row_begin && a.rows == b.rows && a.cols == b.cols;
@@ -322,10 +328,20 @@ void CudaTransformer::compute_logits(CudaSessionState& s, int64_t first_row, int
                                      float* out) const {
   if (dims_.f32) return compute_logits_f32(s, first_row, rows, out);
   const cudaStream_t stream = s.stream_.get();
-  rms_norm(ptr<float>(s.x_) + first_row * dims_.hidden, nullptr, ptr<float>(final_norm_),
-           ptr<bf16>(s.normed_), rows, dims_.hidden, eps_, stream);
   const DeviceMatrix& head = lm_head();
-  if (!head.quantized()) {
+  float* x = ptr<float>(s.x_) + first_row * dims_.hidden;
+  const bool prequantised = rows == 1 && prequantised_one_row(s, head);
+  if (prequantised) {
+    // The norm's kernel quantises its output for the head's product.
+    rms_norm_quantize_x(x, ptr<float>(final_norm_), ptr<bf16>(s.normed_), s.quant_x(), dims_.hidden,
+                        eps_, stream);
+  } else {
+    rms_norm(x, nullptr, ptr<float>(final_norm_), ptr<bf16>(s.normed_), rows, dims_.hidden, eps_,
+             stream);
+  }
+  if (prequantised) {
+    quant_linear_prequantised(s, head, ptr<float>(s.logits_), 0.0f);
+  } else if (!head.quantized()) {
     linear_bf16(s.cublas_.get(), ptr<bf16>(s.normed_), head.bf16_ptr(), ptr<float>(s.logits_), rows,
                 dims_.hidden, dims_.vocab, 0.0f);
   } else if (rows == 1) {
@@ -488,7 +504,7 @@ void CudaTransformer::quant_linear_prequantised(CudaSessionState& s, const Devic
 void CudaTransformer::quant_linear_one_row(CudaSessionState& s, const DeviceMatrix& w,
                                            const bf16* x, float* y, float beta) const {
   const cudaStream_t stream = s.stream_.get();
-  if (prequantised_one_row(s, w)) {
+  if (prequantised_one_row(s, w) && w.cols >= kQuantizeKernelMinK) {
     quantize_x_int8(x, w.cols, s.quant_x(), stream);
     return quant_linear_prequantised(s, w, y, beta);
   }
