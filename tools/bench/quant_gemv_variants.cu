@@ -26,6 +26,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/kernels.hpp"
