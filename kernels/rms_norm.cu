@@ -14,6 +14,7 @@
 #include "common.cuh"
 #include "element.cuh"
 #include "overlapped_launch.cuh"
+#include "quant_dot_int8.cuh"
 
 namespace kiln::cuda {
 
@@ -47,10 +48,13 @@ __global__ void rms_norm_kernel(float* x, const float* residual, const float* we
 
 constexpr int kMaxPerThread = 16;
 
+// xq (one row, T = bf16, dim a multiple of 32; null otherwise): the BF16 outputs are also
+// quantised there as quantize_x_int8 would quantise them (quant_dot_int8.cuh), through shared
+// memory, since a thread holds strided elements and the quantisation wants 8 consecutive ones.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     rms_norm_registers_kernel(float* x, const float* residual, const float* weight, T* out,
-                              int64_t dim, float eps) {
+                              int64_t dim, float eps, uint8_t* xq) {
   detail::allow_dependents();
   detail::wait_for_inputs();
   const int64_t row = blockIdx.x;
@@ -82,6 +86,28 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
     if (i < dim) detail::store_f(outr + i, w[j] * (v[j] * inv_rms));
   }
+  if constexpr (sizeof(T) == sizeof(bf16)) {
+    if (xq == nullptr) return;
+    __shared__ float staged[kThreads * kMaxPerThread];
+#pragma unroll
+    for (int j = 0; j < kMaxPerThread; ++j) {
+      const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+      if (i < dim) staged[i] = __bfloat162float(__float2bfloat16(w[j] * (v[j] * inv_rms)));
+    }
+    __syncthreads();
+    const quant_detail::Int8X xs = quant_detail::int8_x_layout(xq, dim);
+    const int64_t groups = dim / 8;
+    // A warp runs while its first lane has elements (whole 32-element blocks per 4 lanes).
+    for (int64_t g = threadIdx.x; g - threadIdx.x % 32 < groups; g += kThreads) {
+      float q[8] = {};
+      const bool in = g < groups;
+      if (in) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) q[j] = staged[8 * g + j];
+      }
+      quant_detail::quantize_8(q, g, in, xs);
+    }
+  }
 }
 
 template <typename T>
@@ -89,8 +115,8 @@ void launch(float* x, const float* residual, const float* weight, T* out, int64_
             float eps, cudaStream_t stream) {
   if (rows == 0) return;
   if (dim <= static_cast<int64_t>(kThreads) * kMaxPerThread) {
-    rms_norm_registers_kernel<T>
-        <<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, residual, weight, out, dim, eps);
+    rms_norm_registers_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+        x, residual, weight, out, dim, eps, nullptr);
     check_launch("rms_norm_registers_kernel");
     return;
   }
@@ -109,6 +135,18 @@ void rms_norm(float* x, const float* residual, const float* weight, bf16* out, i
 void rms_norm(float* x, const float* residual, const float* weight, float* out, int64_t rows,
               int64_t dim, float eps, cudaStream_t stream) {
   launch(x, residual, weight, out, rows, dim, eps, stream);
+}
+
+void rms_norm_quantize_x(float* x, const float* weight, bf16* out, void* xq, int64_t dim, float eps,
+                         cudaStream_t stream) {
+  if (dim > static_cast<int64_t>(kThreads) * kMaxPerThread || dim % 32 != 0) {
+    launch(x, static_cast<const float*>(nullptr), weight, out, 1, dim, eps, stream);
+    quantize_x_int8(out, dim, xq, stream);
+    return;
+  }
+  rms_norm_registers_kernel<bf16>
+      <<<1, kThreads, 0, stream>>>(x, nullptr, weight, out, dim, eps, static_cast<uint8_t*>(xq));
+  check_launch("rms_norm_registers_kernel");
 }
 
 }  // namespace kiln::cuda

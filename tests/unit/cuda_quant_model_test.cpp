@@ -150,6 +150,9 @@ struct Mix {
   bool fused = false;  // Phi3: qkv and gate/up as row slices of one tensor (formats q and gate)
   bool tied = false;
   int32_t vocab = 67;  // > 8192: the lm_head is dequantised in two tiles for many-row logits
+  // >= 2048: the decode step runs each RMSNorm as its own kernel (as on the 7B shape), which with
+  // the int8 products quantises x for the product after it, and so does the SwiGLU kernel.
+  int64_t hidden = 256;
 };
 void PrintTo(const Mix& m, std::ostream* os) { *os << m.name; }
 
@@ -164,9 +167,10 @@ struct QuantTestModel {
     config.traits = ArchTraits{"TestForCausalLM", true, false, mix.fused, mix.fused, true};
     config.qk_norm = QkNormKind::None;
     config.vocab_size = mix.vocab;
-    config.hidden_size = 256;  // whole K-quant super-blocks
+    config.hidden_size = mix.hidden;  // whole K-quant super-blocks
     config.n_layers = 2;
-    config.n_heads = 4;
+    // Wide: q_dim = hidden, so that o_proj's x (k = 2048) is quantised by its own kernel.
+    config.n_heads = mix.hidden >= 2048 ? static_cast<int32_t>(mix.hidden / 64) : 4;
     config.n_kv_heads = 2;
     config.head_dim = 64;
     config.intermediate_size = 512;
@@ -177,7 +181,8 @@ struct QuantTestModel {
     for (int64_t i = 0; i < 32; ++i) {
       inv_freq.push_back(static_cast<float>(1.0 / std::pow(1e4, 2.0 * double(i) / 64.0)));
     }
-    const int64_t H = 256, I = 512, V = mix.vocab, qd = 256, kvd = 128;
+    const int64_t H = mix.hidden, I = 512, V = mix.vocab, qd = config.n_heads * int64_t{64},
+                  kvd = 128;
     auto both = [&](WeightRef& qref, WeightRef& fref, const std::string& name, int64_t rows,
                     int64_t cols, GgmlType t) {
       const auto [q, f] = pool.matrix(name, rows, cols, t);
@@ -263,11 +268,22 @@ TEST_P(CudaQuantModel, LogitsMatchTheCpuExecutorOnTheDequantisedWeights) {
   std::vector<float> want(ids.size() * V, NAN);
   cpu.forward(*cs, ids, 0, want.data(), true, nullptr);
 
-  for (const QuantDot dot : {QuantDot::kFloat, QuantDot::kInt8}) {
+  // The int8 products twice: x quantised once per product (the default) and in every block of
+  // the product (KILN_CUDA_QGEMV=old, read when the executor is made).
+  struct Path {
+    QuantDot dot;
+    const char* qgemv;
+  };
+  for (const Path path : {Path{QuantDot::kFloat, "new"}, Path{QuantDot::kInt8, "new"},
+                          Path{QuantDot::kInt8, "old"}}) {
+    const QuantDot dot = path.dot;
     const bool int8 = dot == QuantDot::kInt8;
-    SCOPED_TRACE(int8 ? "int8 products" : "float products");
+    SCOPED_TRACE(int8 ? std::string("int8 products, KILN_CUDA_QGEMV=") + path.qgemv
+                      : std::string("float products"));
+    ASSERT_EQ(setenv("KILN_CUDA_QGEMV", path.qgemv, 1), 0);
     const CudaTransformer gpu(m.config, m.quantised, m.inv_freq,
                               DeviceAllocator::create(0, 0, "test GPU"), {}, false, dot);
+    unsetenv("KILN_CUDA_QGEMV");
     const CudaTransformer::LayerMatrixStorage storage = gpu.layer_matrix_storage();
     // Every layer matrix stays quantised, except those in a format without a CUDA kernel (Q3_K).
     const int64_t bf16_weights = mix.down == GgmlType::Q3_K ? int64_t{2} * 256 * 512 : 0;
@@ -285,8 +301,9 @@ TEST_P(CudaQuantModel, LogitsMatchTheCpuExecutorOnTheDequantisedWeights) {
     const double prefill_err = relative_l2(got.data(), want.data(), prompt * V);
     const double decode_err =
         relative_l2(got.data() + prompt * V, want.data() + prompt * V, (ids.size() - prompt) * V);
-    std::printf("[ quant    ] %-14s %-5s prefill rel L2 %.3e, decode rel L2 %.3e\n", mix.name,
-                int8 ? "int8" : "float", prefill_err, decode_err);
+    std::printf("[ quant    ] %-14s %-9s prefill rel L2 %.3e, decode rel L2 %.3e\n", mix.name,
+                int8 ? (std::strcmp(path.qgemv, "new") == 0 ? "int8" : "int8 old") : "float",
+                prefill_err, decode_err);
     // Exact weights; BF16 matrix inputs and KV cache (the bound of the BF16 executor tests). The
     // prefill dequantises to BF16 for cuBLAS on either path.
     EXPECT_LE(prefill_err, 1e-2);
@@ -314,6 +331,23 @@ TEST(CudaQuantDot, AnUnknownKilnCudaQuantDotValueIsAnInvalidArgument) {
   unsetenv("KILN_CUDA_QUANT_DOT");
 }
 
+TEST(CudaQuantDot, AnUnknownKilnCudaQgemvValueIsAnInvalidArgument) {
+  QuantTestModel m(Mix{"q8_0", GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0,
+                       GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0,
+                       GgmlType::Q8_0});
+  ASSERT_EQ(setenv("KILN_CUDA_QGEMV", "newest", 1), 0);
+  try {
+    const CudaTransformer gpu(m.config, m.quantised, m.inv_freq,
+                              DeviceAllocator::create(0, 0, "test GPU"));
+    ADD_FAILURE() << "KILN_CUDA_QGEMV=newest was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), KILN_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("KILN_CUDA_QGEMV is \"newest\""), std::string::npos)
+        << e.what();
+  }
+  unsetenv("KILN_CUDA_QGEMV");
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Mixes, CudaQuantModel,
     ::testing::Values(
@@ -334,7 +368,12 @@ INSTANTIATE_TEST_SUITE_P(
         // A format without a CUDA kernel (Q3_K, down_proj and the embedding) is dequantised to
         // BF16 at upload; the rest stays quantised.
         Mix{"q6_k_with_q3_k", GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q6_K,
-            GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q3_K, GgmlType::Q3_K, GgmlType::Q6_K}),
+            GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q3_K, GgmlType::Q3_K, GgmlType::Q6_K},
+        // The Q4_K_M pattern at hidden 2048: the 7B shape's unfused decode step (RMSNorm and
+        // SwiGLU kernels writing the int8 x of the products after them).
+        Mix{"q4_k_m_like_wide", GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_K,
+            GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q6_K, GgmlType::Q6_K, false,
+            false, 67, 2048}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

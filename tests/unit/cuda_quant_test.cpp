@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "backend/cuda/kernels.hpp"
+#include "core/error.hpp"
 #include "cuda_test_util.hpp"
 #include "formats/quant/ggml_type.hpp"
 
@@ -481,6 +482,205 @@ TEST_P(QuantKernels, Int8FusedNormGemvAndSwigluAreTheUnfusedStepsAndMatchTheRefe
       const __nv_bfloat16_raw raw = raw_act[inter + g];
       EXPECT_EQ(raw.x, 0xFFFF) << "guard " << g;
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The prequantised path (kernels/quant_gemv_prequant.cu): x quantised once into a device buffer,
+// then the product in every layout the kernels have.
+
+// The buffer against the specification (int8_quantise above): the int8 values, then one float
+// scale per 32 elements, then one int sum per 16 elements (quant_dot_int8.cuh's layout).
+void expect_quantised_x_matches_the_specification(const std::vector<float>& xf,
+                                                  const std::vector<uint8_t>& buffer) {
+  const size_t k = xf.size();
+  ASSERT_EQ(buffer.size(), quantized_x_bytes(static_cast<int64_t>(k)));
+  const Int8X spec = int8_quantise(xf);
+  std::vector<float> d(k / 32);
+  std::vector<int32_t> sums(k / 16);
+  std::memcpy(d.data(), buffer.data() + k, d.size() * sizeof(float));
+  std::memcpy(sums.data(), buffer.data() + k + d.size() * sizeof(float), sums.size() * 4);
+  for (size_t b = 0; b < k / 32; ++b) {
+    ASSERT_EQ(d[b], static_cast<float>(spec.scale[32 * b])) << "scale of block " << b;
+  }
+  for (size_t h = 0; h < k / 16; ++h) {
+    int32_t sum = 0;
+    for (size_t i = 16 * h; i < 16 * h + 16; ++i) {
+      const auto q = static_cast<int8_t>(buffer[i]);
+      const double want = spec.scale[i] == 0 ? 0.0 : spec.xhat[i] / spec.scale[i];
+      ASSERT_EQ(static_cast<double>(q), want) << "element " << i;
+      sum += q;
+    }
+    ASSERT_EQ(sums[h], sum) << "sum of half-block " << h;
+  }
+}
+
+std::vector<QuantGemvLayout> every_layout() {
+  std::vector<QuantGemvLayout> layouts;
+  for (int s : {1, 2, 4, 8}) {
+    for (int p : {0, 3}) {
+      layouts.push_back(QuantGemvLayout{s, 1, p, false});
+      layouts.push_back(QuantGemvLayout{s, 2, p, false});
+      layouts.push_back(QuantGemvLayout{s, 2, p, true});
+      layouts.push_back(QuantGemvLayout{s, 4, p, true});
+    }
+  }
+  return layouts;
+}
+
+// Awkward shapes: row counts that are not multiples of any layout's rows per block (1, 3, 37,
+// 203), a few blocks of k, the 7B down_proj's k = 18944 with few rows (a row group longer than
+// its threads many times over), and k = 65536, beyond the per-block path's shared memory.
+TEST_P(QuantKernels, PrequantisedGemvIsTheProductWithTheInt8XInEveryLayout) {
+  KILN_SKIP_WITHOUT_CUDA();
+  const Format& f = GetParam();
+  const int64_t block = quant_block_elements(f.format);
+  std::mt19937 rng(29);
+  struct Case {
+    int64_t k, rows;
+  };
+  const std::vector<Case> cases = {{block * 3, 1}, {block * 3, 37}, {block == 32 ? 896 : 768, 203},
+                                   {3584, 3},      {18944, 1},      {18944, 13},
+                                   {65536, 2}};
+  for (const Case& c : cases) {
+    const int64_t k = c.k, rows = c.rows;
+    SCOPED_TRACE("k = " + std::to_string(k) + ", rows = " + std::to_string(rows));
+    const QuantMatrix m = random_matrix(f, rows, k, rng);
+    std::vector<float> xf = test::random_normal(k, rng);
+    for (int64_t i = 0; i < k; i += 53) xf[i] *= 16.0f;
+    for (int64_t i = 64; i < std::min<int64_t>(k, 96); ++i) xf[i] = 0.0f;  // an all-zero block
+    for (auto& v : xf) v = test::round_to_bf16(v);
+    const auto d_w = upload_bytes(m.bytes);
+    DeviceArray<__nv_bfloat16> d_x(test::to_bf16(xf));
+    DeviceArray<uint8_t> d_xq(quantized_x_bytes(k));
+    constexpr int64_t kGuard = 5;
+    DeviceArray<float> d_y(static_cast<size_t>(rows + kGuard));
+    const QuantMatrixView w = view_of(f, d_w, rows, k, m.row_bytes);
+
+    quantize_x_int8(d_x.get(), k, d_xq.get(), nullptr);
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());
+    expect_quantised_x_matches_the_specification(xf, d_xq.download());
+    const RowRefs ref = row_refs(m, rows, k, xf, int8_quantise(xf));
+
+    std::vector<QuantGemvLayout> layouts = every_layout();
+    layouts.push_back(quant_gemv_layout(f.format, rows, k));
+    for (size_t li = 0; li < layouts.size(); ++li) {
+      const QuantGemvLayout l = layouts[li];
+      const bool table = li + 1 == layouts.size();
+      SCOPED_TRACE(std::string(table ? "the table's layout: " : "layout ") +
+                   std::to_string(l.warps_per_row) + " warps per row, " +
+                   std::to_string(l.rows_per_group) + " rows per group" +
+                   (l.shared_x ? " sharing x, " : ", ") + std::to_string(l.prefetch_lines) +
+                   " prefetch lines");
+      d_y.poison();
+      if (table) {
+        quant_gemv_prequantized(w, d_xq.get(), d_y.get(), 0.0f, nullptr);
+      } else {
+        quant_gemv_prequantized(w, d_xq.get(), d_y.get(), 0.0f, l, nullptr);
+      }
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      const std::vector<float> y = d_y.download();
+      for (int64_t r = 0; r < rows; ++r) {
+        ASSERT_NEAR(y[r], ref.quantised[r], kInt8FloatRounding * ref.magnitude[r] + 1e-30)
+            << "row " << r << ": not the product with the int8 x";
+      }
+      for (int64_t g = 0; g < kGuard; ++g) EXPECT_TRUE(is_poison(y[rows + g])) << "guard " << g;
+      // Deterministic: the same layout gives the same bits (the table's through both overloads).
+      quant_gemv_prequantized(w, d_xq.get(), d_y.get(), 0.0f, l, nullptr);
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      EXPECT_TRUE(same_bits(y, d_y.download(), rows)) << "two runs differ";
+
+      // beta = 1 accumulates into y (the residual add of o_proj / down_proj).
+      std::vector<float> y0(static_cast<size_t>(rows + kGuard));
+      for (auto& v : y0) v = std::uniform_real_distribution<float>(-2, 2)(rng);
+      d_y.upload(y0);
+      quant_gemv_prequantized(w, d_xq.get(), d_y.get(), 1.0f, l, nullptr);
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      const std::vector<float> y1 = d_y.download();
+      for (int64_t r = 0; r < rows; ++r) {
+        ASSERT_NEAR(y1[r], y0[r] + ref.quantised[r],
+                    kInt8FloatRounding * ref.magnitude[r] + 4e-7 * std::fabs(y0[r]))
+            << "row " << r << " (beta 1)";
+      }
+      for (int64_t g = 0; g < kGuard; ++g) EXPECT_EQ(y1[rows + g], y0[rows + g]);
+    }
+  }
+}
+
+// The producers of the decode step's x that quantise it in their own kernel: the same BF16
+// output as the plain kernel, bit for bit, and the same buffer as quantize_x_int8 of that output,
+// which is the specification's quantisation of it.
+TEST(QuantKernelsShape, NormAndSwigluQuantiseTheirOutputsAsQuantizeXInt8Would) {
+  KILN_SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(31);
+  for (const int64_t dim : {int64_t{896}, int64_t{3584}, int64_t{8192}, int64_t{18944}}) {
+    SCOPED_TRACE("dim = " + std::to_string(dim));
+    std::vector<float> x = test::random_normal(dim, rng, 3.0f);
+    for (int64_t i = 0; i < dim; i += 61) x[i] *= 20.0f;
+    std::vector<float> norm_w = test::random_normal(dim, rng, 0.1f);
+    for (auto& v : norm_w) v += 1.0f;
+    DeviceArray<float> d_x(x), d_norm(norm_w);
+    DeviceArray<__nv_bfloat16> d_plain(static_cast<size_t>(dim)), d_out(static_cast<size_t>(dim));
+    DeviceArray<uint8_t> d_xq(quantized_x_bytes(dim)), d_xq_ref(quantized_x_bytes(dim));
+
+    rms_norm(d_x.get(), nullptr, d_norm.get(), d_plain.get(), 1, dim, 1e-6f, nullptr);
+    rms_norm_quantize_x(d_x.get(), d_norm.get(), d_out.get(), d_xq.get(), dim, 1e-6f, nullptr);
+    quantize_x_int8(d_plain.get(), dim, d_xq_ref.get(), nullptr);
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<__nv_bfloat16> plain = d_plain.download(), out = d_out.download();
+    EXPECT_EQ(std::memcmp(plain.data(), out.data(), plain.size() * 2), 0) << "rms_norm output";
+    const std::vector<uint8_t> xq = d_xq.download();
+    EXPECT_TRUE(xq == d_xq_ref.download()) << "rms_norm_quantize_x != quantize_x_int8";
+    expect_quantised_x_matches_the_specification(test::from_bf16(out), xq);
+
+    // SwiGLU of one row of [gate | up].
+    std::vector<float> gate_up = test::random_normal(2 * dim, rng, 2.0f);
+    DeviceArray<float> d_gate_up(gate_up);
+    d_plain.poison();
+    d_out.poison();
+    swiglu(d_gate_up.get(), d_plain.get(), 1, dim, nullptr);
+    swiglu_quantize_x(d_gate_up.get(), d_out.get(), d_xq.get(), dim, nullptr);
+    quantize_x_int8(d_plain.get(), dim, d_xq_ref.get(), nullptr);
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<__nv_bfloat16> plain_act = d_plain.download(), act = d_out.download();
+    EXPECT_EQ(std::memcmp(plain_act.data(), act.data(), act.size() * 2), 0) << "SwiGLU output";
+    const std::vector<uint8_t> act_q = d_xq.download();
+    EXPECT_TRUE(act_q == d_xq_ref.download()) << "swiglu_quantize_x != quantize_x_int8";
+    expect_quantised_x_matches_the_specification(test::from_bf16(act), act_q);
+  }
+}
+
+TEST(QuantKernelsShape, PrequantisedPathRefusesUnalignedXAndLayoutsWithoutAKernel) {
+  KILN_SKIP_WITHOUT_CUDA();
+  DeviceArray<__nv_bfloat16> d_x(64);
+  DeviceArray<uint8_t> d_xq(quantized_x_bytes(64) + 16);
+  try {
+    quantize_x_int8(d_x.get(), 48, d_xq.get(), nullptr);
+    ADD_FAILURE() << "k = 48 (not whole 32-element blocks) was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), KILN_ERR_INTERNAL);
+    EXPECT_NE(std::string(e.what()).find("k = 48"), std::string::npos) << e.what();
+  }
+  DeviceArray<uint8_t> d_w(quant_row_bytes(QuantFormat::Q8_0, 64) * 2);
+  const QuantMatrixView w{d_w.get(), QuantFormat::Q8_0, 2, 64,
+                          quant_row_bytes(QuantFormat::Q8_0, 64)};
+  for (const QuantGemvLayout l :
+       {QuantGemvLayout{3, 1, 0, false}, QuantGemvLayout{1, 4, 0, false},
+        QuantGemvLayout{1, 1, -1, false}, QuantGemvLayout{1, 3, 0, true}}) {
+    try {
+      quant_gemv_prequantized(w, d_xq.get(), nullptr, 0.0f, l, nullptr);
+      ADD_FAILURE() << "layout " << l.warps_per_row << "/" << l.rows_per_group << "/"
+                    << l.prefetch_lines << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), KILN_ERR_INTERNAL);
+      EXPECT_NE(std::string(e.what()).find("no kernel for"), std::string::npos) << e.what();
+    }
+  }
+  try {
+    quant_gemv_prequantized(w, d_xq.get() + 4, nullptr, 0.0f, nullptr);
+    ADD_FAILURE() << "an unaligned x buffer was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), KILN_ERR_INTERNAL);
   }
 }
 

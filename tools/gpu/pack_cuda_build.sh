@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs the CUDA build (build-gpu/: every CUDA test binary, the concurrency and data-parallel
 # tests, kiln-generate, kiln-bench,
-# kiln-quantize, kiln-soak, kiln-train-gpu-bench, libkiln.so) with the non-CUDA shared libraries
+# kiln-quantize, kiln-soak, kiln-train-gpu-bench, quant_gemv_variants, libkiln.so) with the non-CUDA shared libraries
 # they need into one archive for the GPU machine, which cannot install packages. cuBLAS (hundreds
 # of MB) is not carried: the GPU machine has it under its CUDA install. Binaries a build lacks are
 # named and skipped, so older builds still pack. The scripts that use the pack: run_gpu_checks.sh
@@ -17,7 +17,7 @@ build=${BUILD:-build-gpu}  # a CUDA build directory (e.g. the CI run's build/)
 stage=$(mktemp -d)
 mkdir -p "$stage/cuda-build/bin" "$stage/cuda-build/lib" "$dest"
 for t in "$build"/tests/cuda_*_test tests/concurrency_test tests/data_parallel_test bin/kiln-generate bin/kiln-bench bin/kiln-quantize bin/kiln-train bin/kiln-tokenize \
-         bin/kiln-soak bin/kiln-train-gpu-bench; do
+         bin/kiln-soak bin/kiln-train-gpu-bench bin/quant_gemv_variants; do
   case $t in /*|"$build"/*) path=$t ;; *) path=$build/$t ;; esac
   if [ -n "${PACK_ONLY:-}" ] && [[ " $PACK_ONLY " != *" $(basename "$t") "* ]]; then continue; fi
   if [ -x "$path" ]; then cp "$path" "$stage/cuda-build/bin/"; else echo "not built: $t"; fi

@@ -14,11 +14,15 @@
 # --with-05b also reruns the Qwen2.5-0.5B quantised bench (run_quant_gpu.sh's model and table).
 # --ab-float also runs tg128 of both GGUFs with KILN_CUDA_QUANT_DOT=float (the exact dequantise-
 # and-dot decode kernels) beside the default int8 ones, in the same call.
+# --ab-qgemv also runs tg128 of both GGUFs (and the 0.5B ones with --with-05b) with
+# KILN_CUDA_QGEMV=old (v12's per-block quantisation of x) beside the default v13 kernels.
+# --variants first runs quant_gemv_variants from the archive (the GEMV layouts alone, ~1 minute).
 # Disk: at most ~28 GB at once (BF16 15.2 + Q8_0 8.1 + Q4_K_M 4.7); all removed at the end.
 #
 # usage: run_quant_7b.sh ARCHIVE [--with-05b]
 #            ARCHIVE: the pack of tools/gpu/pack_cuda_build.sh; only kiln-quantize and kiln-bench
-#            are used: PACK_ONLY="kiln-quantize kiln-bench" BUILD=build-cuda \
+#            are used (and quant_gemv_variants with --variants):
+#            PACK_ONLY="kiln-quantize kiln-bench quant_gemv_variants" BUILD=build-cuda \
 #            tools/gpu/pack_cuda_build.sh DIR keeps it small enough to carry
 #        run_quant_7b.sh --bin DIR [--shape tiny] [--backend cpu]
 #            a dry run of the plumbing on a machine without a GPU: DIR holds kiln-quantize and
@@ -31,7 +35,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-$(pwd)/gpu-out}
 mkdir -p "$out"
 
-archive="" bin="" shape=7b backend=cuda with_05b=0 ab_float=0
+archive="" bin="" shape=7b backend=cuda with_05b=0 ab_float=0 ab_qgemv=0 variants=0
 while [ $# -gt 0 ]; do
   case $1 in
     --bin) bin=$(realpath "$2"); shift ;;
@@ -39,7 +43,9 @@ while [ $# -gt 0 ]; do
     --backend) backend=$2; shift ;;
     --with-05b) with_05b=1 ;;
     --ab-float) ab_float=1 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    --ab-qgemv) ab_qgemv=1 ;;
+    --variants) variants=1 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) archive=$1 ;;
   esac
   shift
@@ -74,6 +80,16 @@ step() {
     echo "FAILED (or over ${limit} s): $*"; tail -15 "$out/$log"; status=1; return 1
   fi
 }
+
+if [ "$variants" = 1 ]; then
+  echo "=== quant_gemv_variants (the quantised decode GEMV layouts alone)"
+  if [ -x "$bin/quant_gemv_variants" ]; then
+    step 120 quant_gemv_variants.log "$bin/quant_gemv_variants" || true
+    grep -E "summary|alone|agrees|FAIL|^device" "$out/quant_gemv_variants.log" || true
+  else
+    echo "not in the archive: quant_gemv_variants"; status=1
+  fi
+fi
 
 echo "=== device-to-device copy bandwidth (torch, 2 GiB, bytes read + written)"
 python3 - > "$out/bandwidth.txt" 2> "$out/bandwidth.log" <<'PY' || true
@@ -128,6 +144,17 @@ for name in bf16 q8_0 q4_k_m; do
   step 150 "bench_$name.log" "$bin/kiln-bench" --backend "$backend" -m "$path" -p 512 -n 128 -r 3 || true
   grep -E "^(load|pp|tg)" "$out/bench_$name.log" || true
 done
+
+if [ "$ab_qgemv" = 1 ]; then
+  for name in q8_0 q4_k_m; do
+    path=$work/qwen-$shape-$name.gguf
+    [ -e "$path" ] || continue
+    echo "=== kiln-bench --backend $backend $name, KILN_CUDA_QGEMV=old (tg only)"
+    step 90 "bench_${name}_qgemv_old.log" env KILN_CUDA_QGEMV=old "$bin/kiln-bench" \
+      --backend "$backend" -m "$path" -p 0 -n 128 -r 3 || true
+    grep -E "^tg" "$out/bench_${name}_qgemv_old.log" || true
+  done
+fi
 
 if [ "$ab_float" = 1 ]; then
   for name in q8_0 q4_k_m; do
@@ -193,6 +220,11 @@ if [ "$with_05b" = 1 ]; then
       echo "$type: $(stat -c %s "$gguf") bytes; $(python3 "$root/tools/bench/gguf_types.py" "$gguf")"
       step 60 "bench05b_$type.log" "$bin/kiln-bench" --backend "$backend" -m "$gguf" -p 512 -n 128 -r 3 || true
       grep -E "^(load|pp|tg)" "$out/bench05b_$type.log" || true
+      if [ "$ab_qgemv" = 1 ]; then
+        step 40 "bench05b_${type}_qgemv_old.log" env KILN_CUDA_QGEMV=old "$bin/kiln-bench" \
+          --backend "$backend" -m "$gguf" -p 0 -n 128 -r 3 || true
+        echo "KILN_CUDA_QGEMV=old: $(grep -E "^tg" "$out/bench05b_${type}_qgemv_old.log" || true)"
+      fi
       if [ "$ab_float" = 1 ]; then
         step 40 "bench05b_${type}_float.log" env KILN_CUDA_QUANT_DOT=float "$bin/kiln-bench" \
           --backend "$backend" -m "$gguf" -p 0 -n 128 -r 3 || true

@@ -27,6 +27,12 @@ constexpr size_t kCublasWorkspaceBytes = size_t{4} << 20;
 // Hidden sizes from which the decode step runs RMSNorm as its own kernel instead of inside every
 // block of the product after it (see enqueue_layers).
 constexpr int64_t kFusedNormMaxHidden = 2048;
+// Shortest rows for which a one-row quantised product whose x no kernel before it quantised gets
+// a quantize_x_int8 launch of its own (then the prequantised kernel) rather than v12's kernel,
+// whose blocks each quantise x: an extra launch in the graph (~2 µs) against k elements of
+// quantisation per 8 rows. A first guess (tools/gpu/NOTES.md, v13): on the 0.5B shape o_proj
+// (k = 896) keeps v12's kernel, down_proj (k = 4864) and the 7B shape's o_proj take the new one.
+constexpr int64_t kQuantizeKernelMinK = 2048;
 
 bool same_block(const WeightRef& a, const WeightRef& b) {
   return a.tensor == b.tensor && a.row_begin == b.row_begin && a.rows == b.rows && a.cols == b.cols;
@@ -43,6 +49,18 @@ QuantDot quant_dot_from_environment() {
   if (std::strcmp(env, "float") == 0) return QuantDot::kFloat;
   fail(KILN_ERR_INVALID_ARGUMENT,
        std::string("KILN_CUDA_QUANT_DOT is \"") + env + "\"; expected \"int8\" or \"float\"");
+}
+
+// KILN_CUDA_QGEMV selects the kernels of the int8 one-row products: "new" (the default: x
+// quantised once per product, kernels/quant_gemv_prequant.cu) or "old" (every block of the product
+// quantises x itself, kernels/quant_gemv.cu), so that both can be compared in one process tree;
+// read once, when a model is loaded.
+bool prequantize_x_from_environment() {
+  const char* env = std::getenv("KILN_CUDA_QGEMV");
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "new") == 0) return true;
+  if (std::strcmp(env, "old") == 0) return false;
+  fail(KILN_ERR_INVALID_ARGUMENT,
+       std::string("KILN_CUDA_QGEMV is \"") + env + "\"; expected \"new\" or \"old\"");
 }
 
 template <typename T>
@@ -83,6 +101,11 @@ CudaSessionState::CudaSessionState(std::shared_ptr<DeviceAllocator> allocator,
       cudaMemsetAsync(decode_counters_.get(), 0, decode_counters_.size(), stream_.get()));
   logits_host_ = PinnedBuffer(static_cast<size_t>(dims.vocab) * sizeof(float), "logits");
   cublas_workspace_ = allocator_->allocate(kCublasWorkspaceBytes, "the cuBLAS workspace" + ctx);
+  if (dims.quant_x_elements > 0) {
+    quant_x_ = allocator_->allocate(quantized_x_bytes(dims.quant_x_elements),
+                                    "the int8 copy of a decode product's input (" +
+                                        std::to_string(dims.quant_x_elements) + " elements)");
+  }
   KILN_CUDA_CHECK(
       cublasSetWorkspace(cublas_.get(), cublas_workspace_.get(), cublas_workspace_.size()));
 }
@@ -200,7 +223,8 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
     : allocator_(std::move(allocator)),
       eps_(config.rms_norm_eps),
       qk_norm_(config.qk_norm == QkNormKind::BeforeRopeWeighted),
-      quant_dot_(quant_dot ? *quant_dot : quant_dot_from_environment()) {
+      quant_dot_(quant_dot ? *quant_dot : quant_dot_from_environment()),
+      prequantize_x_(prequantize_x_from_environment()) {
   // Read once here: the escape hatch to host sampling for tests and benchmarks.
   const char* host_sampling = std::getenv("KILN_CUDA_HOST_SAMPLING");
   host_sampling_ = host_sampling != nullptr && std::string_view(host_sampling) == "1";
@@ -276,6 +300,7 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
       if (m->quantized()) {
         storage_.quantized_weights += weights;
         dims_.quant_scratch_elements = std::max(dims_.quant_scratch_elements, weights);
+        dims_.quant_x_elements = std::max(dims_.quant_x_elements, m->cols);
       }
     }
     layers_.push_back(std::move(L));
@@ -288,7 +313,9 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
         dims_.vocab, std::max(kLogitTileRows, dims_.quant_scratch_elements / dims_.hidden));
     logit_tile_rows_ = rows;
     dims_.quant_scratch_elements = std::max(dims_.quant_scratch_elements, rows * dims_.hidden);
+    dims_.quant_x_elements = std::max(dims_.quant_x_elements, dims_.hidden);
   }
+  if (f32 || quant_dot_ != QuantDot::kInt8 || !prequantize_x_) dims_.quant_x_elements = 0;
   up.finish();
 }
 
@@ -301,15 +328,24 @@ void CudaTransformer::compute_logits(CudaSessionState& s, int64_t first_row, int
                                      float* out) const {
   if (dims_.f32) return compute_logits_f32(s, first_row, rows, out);
   const cudaStream_t stream = s.stream_.get();
-  rms_norm(ptr<float>(s.x_) + first_row * dims_.hidden, nullptr, ptr<float>(final_norm_),
-           ptr<bf16>(s.normed_), rows, dims_.hidden, eps_, stream);
   const DeviceMatrix& head = lm_head();
-  if (!head.quantized()) {
+  float* x = ptr<float>(s.x_) + first_row * dims_.hidden;
+  const bool prequantised = rows == 1 && prequantised_one_row(s, head);
+  if (prequantised) {
+    // The norm's kernel quantises its output for the head's product.
+    rms_norm_quantize_x(x, ptr<float>(final_norm_), ptr<bf16>(s.normed_), s.quant_x(), dims_.hidden,
+                        eps_, stream);
+  } else {
+    rms_norm(x, nullptr, ptr<float>(final_norm_), ptr<bf16>(s.normed_), rows, dims_.hidden, eps_,
+             stream);
+  }
+  if (prequantised) {
+    quant_linear_prequantised(s, head, ptr<float>(s.logits_), 0.0f);
+  } else if (!head.quantized()) {
     linear_bf16(s.cublas_.get(), ptr<bf16>(s.normed_), head.bf16_ptr(), ptr<float>(s.logits_), rows,
                 dims_.hidden, dims_.vocab, 0.0f);
   } else if (rows == 1) {
-    quant_gemv(head.segments[0].view, ptr<bf16>(s.normed_), ptr<float>(s.logits_), 0.0f, quant_dot_,
-               stream);
+    quant_linear_one_row(s, head, ptr<bf16>(s.normed_), ptr<float>(s.logits_), 0.0f);
   } else {
     // A tile of vocabulary rows at a time through the scratch, into the logits' columns.
     const QuantMatrixView& all = head.segments[0].view;
@@ -441,12 +477,7 @@ void CudaTransformer::linear(CudaSessionState& s, const DeviceMatrix& w, const b
     return;
   }
   const cudaStream_t stream = s.stream_.get();
-  if (n == 1) {
-    for (const DeviceMatrix::Segment& seg : w.segments) {
-      quant_gemv(seg.view, x, y + seg.first_row, beta, quant_dot_, stream);
-    }
-    return;
-  }
+  if (n == 1) return quant_linear_one_row(s, w, x, y, beta);
   // The segments' rows land one after another: the scratch holds the whole matrix as BF16.
   bf16* scratch = s.quant_scratch();
   if (scratch == nullptr || w.rows * w.cols > dims_.quant_scratch_elements) {
@@ -456,6 +487,30 @@ void CudaTransformer::linear(CudaSessionState& s, const DeviceMatrix& w, const b
     quant_dequantize_bf16(seg.view, scratch + seg.first_row * w.cols, stream);
   }
   linear_bf16(s.cublas_.get(), x, scratch, y, n, w.cols, w.rows, beta);
+}
+
+bool CudaTransformer::prequantised_one_row(const CudaSessionState& s, const DeviceMatrix& w) const {
+  return s.quant_x() != nullptr && w.quantized() && w.cols <= dims_.quant_x_elements;
+}
+
+void CudaTransformer::quant_linear_prequantised(CudaSessionState& s, const DeviceMatrix& w,
+                                                float* y, float beta) const {
+  // One quantisation of x serves every segment (q/k/v in two formats, say).
+  for (const DeviceMatrix::Segment& seg : w.segments) {
+    quant_gemv_prequantized(seg.view, s.quant_x(), y + seg.first_row, beta, s.stream_.get());
+  }
+}
+
+void CudaTransformer::quant_linear_one_row(CudaSessionState& s, const DeviceMatrix& w,
+                                           const bf16* x, float* y, float beta) const {
+  const cudaStream_t stream = s.stream_.get();
+  if (prequantised_one_row(s, w) && w.cols >= kQuantizeKernelMinK) {
+    quantize_x_int8(x, w.cols, s.quant_x(), stream);
+    return quant_linear_prequantised(s, w, y, beta);
+  }
+  for (const DeviceMatrix::Segment& seg : w.segments) {
+    quant_gemv(seg.view, x, y + seg.first_row, beta, quant_dot_, stream);
+  }
 }
 
 void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t start_pos,
@@ -501,6 +556,10 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
     } else if (fuse_norms) {
       rms_norm_gemv_bf16(x, ptr<float>(L.attn_norm), eps_, L.wqkv.bf16_ptr(), ptr<float>(s->qkv_),
                          d.hidden, d.qkv_dim(), 0.0f, stream);
+    } else if (n == 1 && prequantised_one_row(*s, L.wqkv)) {
+      // The norm's kernel quantises its output for the product (one launch fewer).
+      rms_norm_quantize_x(x, ptr<float>(L.attn_norm), normed, s->quant_x(), d.hidden, eps_, stream);
+      quant_linear_prequantised(*s, L.wqkv, ptr<float>(s->qkv_), 0.0f);
     } else {
       rms_norm(x, nullptr, ptr<float>(L.attn_norm), normed, n, d.hidden, eps_, stream);
       linear(*s, L.wqkv, normed, ptr<float>(s->qkv_), n, 0.0f);
@@ -524,6 +583,7 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
 
     // Gate and up in one quantised segment fuse with the SwiGLU; in two formats they do not.
     const bool quant_swiglu = L.w_gate_up.segments.size() == 1;
+    bool act_quantised = false;  // the SwiGLU output is in s->quant_x() for down_proj
     if (fuse_norms && (!L.w_gate_up.quantized() || quant_swiglu)) {
       if (quant_swiglu) {
         rms_norm_quant_gemv_swiglu(x, ptr<float>(L.ffn_norm), eps_, L.w_gate_up.segments[0].view,
@@ -538,12 +598,27 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
       rms_norm(x, nullptr, ptr<float>(L.ffn_norm), normed, n, d.hidden, eps_, stream);
       gemv_swiglu_bf16(normed, L.w_gate_up.bf16_ptr(), ptr<bf16>(s->act_), d.hidden, d.intermediate,
                        stream);
+    } else if (n == 1 && prequantised_one_row(*s, L.w_gate_up)) {
+      // The norm and the SwiGLU kernels quantise their outputs for the products after them.
+      rms_norm_quantize_x(x, ptr<float>(L.ffn_norm), normed, s->quant_x(), d.hidden, eps_, stream);
+      quant_linear_prequantised(*s, L.w_gate_up, ptr<float>(s->gate_up_), 0.0f);
+      act_quantised = prequantised_one_row(*s, L.w_down);
+      if (act_quantised) {
+        swiglu_quantize_x(ptr<float>(s->gate_up_), ptr<bf16>(s->act_), s->quant_x(), d.intermediate,
+                          stream);
+      } else {
+        swiglu(ptr<float>(s->gate_up_), ptr<bf16>(s->act_), n, d.intermediate, stream);
+      }
     } else {
       rms_norm(x, nullptr, ptr<float>(L.ffn_norm), normed, n, d.hidden, eps_, stream);
       linear(*s, L.w_gate_up, normed, ptr<float>(s->gate_up_), n, 0.0f);
       swiglu(ptr<float>(s->gate_up_), ptr<bf16>(s->act_), n, d.intermediate, stream);
     }
-    linear(*s, L.w_down, ptr<bf16>(s->act_), x, n, 1.0f);
+    if (act_quantised) {
+      quant_linear_prequantised(*s, L.w_down, x, 1.0f);
+    } else {
+      linear(*s, L.w_down, ptr<bf16>(s->act_), x, n, 1.0f);
+    }
   }
   if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
     s->stream_.synchronize();

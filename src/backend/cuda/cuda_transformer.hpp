@@ -34,6 +34,9 @@ struct ModelDims {
   int32_t n_layers;
   // Elements of the largest quantised matrix (0: none): the session's prefill scratch.
   int64_t quant_scratch_elements = 0;
+  // Largest k of a quantised one-row product whose x is quantised once into the session's buffer
+  // (QuantDot::kInt8 with the prequantised kernels; 0: none).
+  int64_t quant_x_elements = 0;
   // The F32 checking precision (KILN_PRECISION_F32): float32 weights, KV cache and matrix inputs,
   // full-float32 cuBLAS; see cuda_transformer_f32.cpp.
   bool f32 = false;
@@ -73,13 +76,16 @@ class CudaSessionState final : public SessionState {
   // The BF16 scratch a quantised matrix is dequantised into for a many-row product (allocated at
   // the first batch of more than one token; null while none).
   bf16* quant_scratch() const { return quant_scratch_.as<bf16>(); }
+  // x of a one-row quantised product quantised to int8 (kernels.hpp, quantize_x_int8): allocated
+  // with the session, so that the captured decode step allocates nothing.
+  void* quant_x() const { return quant_x_.get(); }
 
   std::shared_ptr<DeviceAllocator> allocator_;
   ModelDims dims_;
   int32_t context_length_;
   Stream stream_;
   CublasHandle cublas_;
-  DeviceBuffer k_cache_, v_cache_, decode_partials_, decode_counters_, cublas_workspace_;
+  DeviceBuffer k_cache_, v_cache_, decode_partials_, decode_counters_, cublas_workspace_, quant_x_;
   int64_t token_capacity_ = 0, logit_row_capacity_ = 0;
   DeviceBuffer ids_, x_, normed_, qkv_, q_, attn_, gate_up_, act_, logits_, quant_scratch_;
   PinnedBuffer ids_host_, logits_host_;
@@ -126,6 +132,14 @@ class CudaTransformer final : public ModelExecutor {
   // fused kernels when n = 1, else dequantise into the session's scratch and cuBLAS.
   void linear(CudaSessionState& s, const DeviceMatrix& w, const bf16* x, float* y, int64_t n,
               float beta) const;
+  // The one-row product with a quantised W (every segment): x quantised once into the session's
+  // buffer and the prequantised kernels when prequantised_one_row(s, w), else quant_gemv.
+  void quant_linear_one_row(CudaSessionState& s, const DeviceMatrix& w, const bf16* x, float* y,
+                            float beta) const;
+  bool prequantised_one_row(const CudaSessionState& s, const DeviceMatrix& w) const;
+  // The product with the x already quantised into s.quant_x() (by the kernel that produced x).
+  void quant_linear_prequantised(CudaSessionState& s, const DeviceMatrix& w, float* y,
+                                 float beta) const;
   void validate(const ModelConfig& config, const TransformerWeights& w) const;
   // forward() with the last row's logits either copied to host_logits (when not null) or, with
   // keep_logits, left in the session's logits_ buffer for the device sampler.
@@ -149,6 +163,10 @@ class CudaTransformer final : public ModelExecutor {
   bool qk_norm_;
   // The one-row quantised products' arithmetic (KILN_CUDA_QUANT_DOT at load; kInt8 by default).
   QuantDot quant_dot_;
+  // With kInt8: x quantised once per product into the session's buffer, then the prequantised
+  // GEMV (kernels/quant_gemv_prequant.cu; the default), or the per-block kernels of quant_gemv
+  // (KILN_CUDA_QGEMV=old at load, for A/B in one process tree).
+  bool prequantize_x_ = true;
   const DeviceMatrix& lm_head() const { return tied_ ? embed_ : lm_head_; }
 
   DeviceMatrix embed_, lm_head_;  // lm_head_ empty when tied

@@ -32,6 +32,11 @@ void rms_norm(float* x, const float* residual, const float* weight, bf16* out, i
 void rms_norm(float* x, const float* residual, const float* weight, float* out, int64_t rows,
               int64_t dim, float eps, cudaStream_t stream);
 
+// The one-row form (bf16 out) that also writes `out` quantised to int8 into xq, as
+// quantize_x_int8(out, dim, xq) would (the decode step's input of the prequantised product).
+void rms_norm_quantize_x(float* x, const float* weight, bf16* out, void* xq, int64_t dim, float eps,
+                         cudaStream_t stream);
+
 // kernels/bias_add.cu — x[r, c] += bias[c] for rows × cols.
 void bias_add(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
 
@@ -39,6 +44,8 @@ void bias_add(float* x, const float* bias, int64_t rows, int64_t cols, cudaStrea
 // the fused gate/up projection's output); out[r, i] = silu(gate) · up as BF16.
 void swiglu(const float* gate_up, bf16* out, int64_t rows, int64_t dim, cudaStream_t stream);
 void swiglu(const float* gate_up, float* out, int64_t rows, int64_t dim, cudaStream_t stream);
+// One row, BF16 out, also quantised into xq as quantize_x_int8(out, dim, xq) would.
+void swiglu_quantize_x(const float* gate_up, bf16* out, void* xq, int64_t dim, cudaStream_t stream);
 
 // kernels/qkv_rope.cu — the step between the fused q/k/v projection and attention. qkv is
 // [n_tokens × (q_dim + 2·kv_dim)] (q heads, then k heads, then v heads; q_dim = n_heads·head_dim,
@@ -137,6 +144,29 @@ void rms_norm_quant_gemv(const float* x, const float* norm_w, float eps, const Q
 void rms_norm_quant_gemv_swiglu(const float* x, const float* norm_w, float eps,
                                 const QuantMatrixView& w_gate_up, bf16* out, QuantDot dot,
                                 cudaStream_t stream);
+
+// kernels/quant_gemv_prequant.cu — the decode step's kInt8 product in two kernels: x quantised
+// once into a device buffer (quantized_x_bytes(k) bytes, 16-byte aligned; the same int8 values,
+// scales and sums as the per-block kInt8 path computes), then dotted with the weights by a kernel
+// that reads it from global memory. The result is the same exact product with the int8 x as
+// quant_gemv(..., QuantDot::kInt8, ...) up to float rounding order, for any k of whole blocks (no
+// shared-memory limit). Layout: warps_per_row (S: 1, 2, 4 or 8) warps share a group of
+// rows_per_group (R: 1, 2, or 4 with shared_x) rows, walking its chunks as one sequence, or with
+// shared_x each chunk of x loaded once and dotted with all R rows; prefetch_lines 128-byte lines
+// of the group's weights per thread are asked into L2 first (0 to 64). quant_gemv_layout is the
+// table the decode step uses (per shape; the format is there for measurements to use).
+struct QuantGemvLayout {
+  int warps_per_row, rows_per_group, prefetch_lines;
+  bool shared_x;
+};
+size_t quantized_x_bytes(int64_t k);
+void quantize_x_int8(const bf16* x, int64_t k, void* xq, cudaStream_t stream);
+QuantGemvLayout quant_gemv_layout(QuantFormat format, int64_t rows, int64_t k);
+void quant_gemv_prequantized(const QuantMatrixView& w, const void* xq, float* y, float beta,
+                             cudaStream_t stream);
+void quant_gemv_prequantized(const QuantMatrixView& w, const void* xq, float* y, float beta,
+                             QuantGemvLayout layout, cudaStream_t stream);
+
 // out[t, :] = float(table[ids[t], :]) for the n_tokens ids (validated in [0, rows)); the
 // quantised form of embedding_gather.
 void quant_embedding_gather(const int32_t* ids, const QuantMatrixView& table, float* out,
