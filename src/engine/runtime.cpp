@@ -49,8 +49,9 @@ Runtime::Runtime(const RuntimeOptions& options) : logger_(options.log) {
       }
 #endif
       if (!backend_) {
-        refuse_cpu_tensor_parallel(options.tensor_parallel,
-                                   "KILN_BACKEND_AUTO found no usable CUDA device, or no CUDA in this build");
+        refuse_cpu_tensor_parallel(
+            options.tensor_parallel,
+            "KILN_BACKEND_AUTO found no usable CUDA device, or no CUDA in this build");
         backend_ = make_cpu_backend(options.n_threads);
       }
       break;

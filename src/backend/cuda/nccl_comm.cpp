@@ -39,12 +39,11 @@ struct NcclComm::Library {
     }
     if (handle == nullptr) {
       const char* why = dlerror();
-      fail(
-          KILN_ERR_UNSUPPORTED,
-          std::string("data-parallel training and tensor parallelism need NCCL, and "
-                      "libnccl.so.2 could not be loaded (") +
-              (why ? why : "not found") +
-              "): install NCCL or add its directory to LD_LIBRARY_PATH");
+      fail(KILN_ERR_UNSUPPORTED,
+           std::string("data-parallel training and tensor parallelism need NCCL, and "
+                       "libnccl.so.2 could not be loaded (") +
+               (why ? why : "not found") +
+               "): install NCCL or add its directory to LD_LIBRARY_PATH");
     }
     resolve(get_unique_id, "ncclGetUniqueId");
     resolve(comm_init_rank, "ncclCommInitRank");
