@@ -38,9 +38,9 @@ KILN_API kiln_status kiln_runtime_create(const kiln_runtime_options* options,
     const kiln_runtime_options o =
         kiln::capi::read_options(options, runtime_defaults(), "kiln_runtime_options");
     if (o.n_threads < 0) {
-      fail(KILN_ERR_INVALID_ARGUMENT,
-           "kiln_runtime_options.n_threads is " + std::to_string(o.n_threads) +
-               "; expected 0 (all cores) or a positive count");
+      fail(KILN_ERR_INVALID_ARGUMENT, "kiln_runtime_options.n_threads is " +
+                                          std::to_string(o.n_threads) +
+                                          "; expected 0 (all cores) or a positive count");
     }
     if (o.device_index < 0) {
       fail(KILN_ERR_INVALID_ARGUMENT, "kiln_runtime_options.device_index is " +

@@ -83,6 +83,11 @@ TensorParallelExecutor::TensorParallelExecutor(
   }
 }
 
+TensorParallelExecutor::~TensorParallelExecutor() {
+  std::vector<std::jthread> threads;
+  for (auto& rank : ranks_) threads.emplace_back([&rank] { rank.reset(); });
+}
+
 std::unique_ptr<SessionState> TensorParallelExecutor::create_state(int32_t context_length) const {
   auto s = std::make_unique<TensorParallelState>(context_length);
   for (const auto& rank : ranks_) s->ranks.push_back(rank->create_state(context_length));

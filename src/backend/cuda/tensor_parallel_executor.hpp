@@ -28,6 +28,9 @@ class TensorParallelExecutor final : public ModelExecutor {
                          const std::vector<float>& inv_freq,
                          const std::vector<std::shared_ptr<DeviceAllocator>>& allocators,
                          const ProgressFn& progress);
+  // Frees each rank on a thread of its own: ncclCommDestroy may wait for the group's other
+  // communicators, which one thread destroying them in turn would never reach.
+  ~TensorParallelExecutor() override;
 
   std::unique_ptr<SessionState> create_state(int32_t context_length) const override;
   // `cancel` is checked before the pass starts, not between layers: a rank that stopped alone
