@@ -146,7 +146,10 @@ typedef struct kiln_runtime_options {
    * kiln_runtime_create: negative -> KILN_ERR_INVALID_ARGUMENT; N > 1 on the CPU backend (also
    * AUTO falling back to it) -> KILN_ERR_UNSUPPORTED; N > the devices from device_index on ->
    * KILN_ERR_INVALID_ARGUMENT naming both counts. kiln_model_load: a model whose heads do not
-   * split over N -> KILN_ERR_INVALID_ARGUMENT naming the counts. */
+   * split over N -> KILN_ERR_INVALID_ARGUMENT naming the counts; no loadable NCCL, the F32
+   * precision, or a GGUF o_proj/down_proj whose slice would cut a quantisation block ->
+   * KILN_ERR_UNSUPPORTED. Each forward pass of such a model runs on N - 1 extra threads inside
+   * the call (one per GPU), and a cancel takes effect before a pass, not between its layers. */
   int32_t tensor_parallel;
 } kiln_runtime_options;
 
