@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -124,6 +125,35 @@ TEST_P(CudaTensorParallel, OneRankCollectivePathMatchesThePlainPath) {
   const auto want = run(plain, m.config.vocab_size);
   const auto got = run(*tp, m.config.vocab_size);
   EXPECT_LE(worst_row_error(got, want, "1 rank (collectives) vs plain"), 1e-4);
+}
+
+// Generation samples on the device (forward_sample): greedy ids from rank 0's logits must be the
+// plain executor's ids, step after step, with every rank's decode graph replayed.
+TEST_P(CudaTensorParallel, OneRankDeviceSamplingGivesThePlainGreedyIds) {
+  const Loaded m(dir());
+  std::string skip;
+  const auto tp = make_tp(m, 1, &skip);
+  if (!tp) GTEST_SKIP() << skip;
+  const CudaTransformer plain(m.config, m.resolved, m.inv_freq, allocators(1)[0]);
+  auto greedy = [&](const ModelExecutor& e) {
+    auto state = e.create_state(64);
+    std::vector<int32_t> ids = {1, 17, 200, 33};
+    std::vector<int32_t> out;
+    int32_t pos = 0;
+    std::vector<int32_t> feed = ids;
+    for (int step = 0; step < 12; ++step) {
+      const std::optional<int32_t> t =
+          e.forward_sample(*state, feed, pos, DeviceSampleRequest{}, nullptr);
+      if (!t) return std::vector<int32_t>{};  // KILN_CUDA_HOST_SAMPLING=1: nothing to compare
+      pos += static_cast<int32_t>(feed.size());
+      out.push_back(*t);
+      feed = {*t};
+    }
+    return out;
+  };
+  const std::vector<int32_t> want = greedy(plain);
+  if (want.empty()) GTEST_SKIP() << "KILN_CUDA_HOST_SAMPLING=1: the executors sample on the host";
+  EXPECT_EQ(greedy(*tp), want);
 }
 
 // Two ranks on two GPUs: half the heads and FFN columns each, against the unsplit model.
