@@ -51,6 +51,14 @@ int64_t count_parameters(const ModelConfig& config, const TransformerWeights& w)
   return total;
 }
 
+// Frees every element on a thread of its own: ncclCommDestroy may wait for the group's other
+// communicators, which one thread destroying them in turn would never reach.
+template <typename Ptr>
+void free_in_parallel(std::vector<Ptr>& items) {
+  std::vector<std::jthread> threads;
+  for (auto& item : items) threads.emplace_back([&item] { item.reset(); });
+}
+
 }  // namespace
 
 bool tensor_parallel_forced_by_environment() {
@@ -67,7 +75,27 @@ TensorParallelExecutor::TensorParallelExecutor(
   validate_tensor_parallel(config, tp);
   std::vector<int> devices;
   for (const auto& a : allocators) devices.push_back(a->device());
-  std::vector<std::unique_ptr<NcclComm>> comms = NcclComm::create_local_group(devices);
+  // Shared from here on, so that a rank whose construction fails drops only its reference and
+  // the communicators are destroyed together below.
+  std::vector<std::shared_ptr<NcclComm>> comms;
+  for (auto& c : NcclComm::create_local_group(devices)) comms.push_back(std::move(c));
+  try {
+    build_ranks(config, weights, inv_freq, allocators, progress, comms);
+  } catch (...) {
+    // A failed or cancelled load: the ranks built so far, then the last references to the
+    // communicators.
+    free_in_parallel(ranks_);
+    free_in_parallel(comms);
+    throw;
+  }
+}
+
+void TensorParallelExecutor::build_ranks(
+    const ModelConfig& config, const TransformerWeights& weights,
+    const std::vector<float>& inv_freq,
+    const std::vector<std::shared_ptr<DeviceAllocator>>& allocators, const ProgressFn& progress,
+    const std::vector<std::shared_ptr<NcclComm>>& comms) {
+  const auto tp = static_cast<int32_t>(allocators.size());
   for (int32_t r = 0; r < tp; ++r) {
     const TensorParallelShard shard = plan_tensor_parallel(config, tp, r);
     const ShardedWeights sliced(weights, shard);
@@ -79,14 +107,11 @@ TensorParallelExecutor::TensorParallelExecutor(
     }
     ranks_.push_back(std::make_unique<CudaTransformer>(
         shard_config(config, shard), sliced.weights(), inv_freq, allocators[r], rank_progress,
-        false, std::nullopt, std::shared_ptr<NcclComm>(std::move(comms[r]))));
+        false, std::nullopt, comms[r]));
   }
 }
 
-TensorParallelExecutor::~TensorParallelExecutor() {
-  std::vector<std::jthread> threads;
-  for (auto& rank : ranks_) threads.emplace_back([&rank] { rank.reset(); });
-}
+TensorParallelExecutor::~TensorParallelExecutor() { free_in_parallel(ranks_); }
 
 std::unique_ptr<SessionState> TensorParallelExecutor::create_state(int32_t context_length) const {
   auto s = std::make_unique<TensorParallelState>(context_length);

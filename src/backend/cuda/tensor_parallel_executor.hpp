@@ -49,6 +49,11 @@ class TensorParallelExecutor final : public ModelExecutor {
   // rethrows the first rank's error after all have finished.
   template <typename Fn>
   void on_every_rank(Fn&& fn) const;
+  // The ranks, rank r sharing comms[r].
+  void build_ranks(const ModelConfig& config, const TransformerWeights& weights,
+                   const std::vector<float>& inv_freq,
+                   const std::vector<std::shared_ptr<DeviceAllocator>>& allocators,
+                   const ProgressFn& progress, const std::vector<std::shared_ptr<NcclComm>>& comms);
 
   std::vector<std::unique_ptr<CudaTransformer>> ranks_;
   int64_t n_parameters_ = 0;
