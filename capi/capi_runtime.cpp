@@ -16,6 +16,7 @@ kiln_runtime_options runtime_defaults() {
   o.log_user_data = nullptr;
   o.log_level = KILN_LOG_WARN;
   o.device_memory_limit = 0;
+  o.tensor_parallel = 0;
   return o;
 }
 }  // namespace
@@ -34,16 +35,21 @@ KILN_API kiln_status kiln_runtime_create(const kiln_runtime_options* options,
   return guarded([&] {
     require_non_null(out_runtime, "out_runtime");
     *out_runtime = nullptr;
-    kiln::capi::check_struct_size(options, "kiln_runtime_options");
-    const kiln_runtime_options o = options ? *options : runtime_defaults();
+    const kiln_runtime_options o =
+        kiln::capi::read_options(options, runtime_defaults(), "kiln_runtime_options");
     if (o.n_threads < 0) {
-      fail(KILN_ERR_INVALID_ARGUMENT,
-           "kiln_runtime_options.n_threads is " + std::to_string(o.n_threads) +
-               "; expected 0 (all cores) or a positive count");
+      fail(KILN_ERR_INVALID_ARGUMENT, "kiln_runtime_options.n_threads is " +
+                                          std::to_string(o.n_threads) +
+                                          "; expected 0 (all cores) or a positive count");
     }
     if (o.device_index < 0) {
       fail(KILN_ERR_INVALID_ARGUMENT, "kiln_runtime_options.device_index is " +
                                           std::to_string(o.device_index) + "; expected >= 0");
+    }
+    if (o.tensor_parallel < 0) {
+      fail(KILN_ERR_INVALID_ARGUMENT, "kiln_runtime_options.tensor_parallel is " +
+                                          std::to_string(o.tensor_parallel) +
+                                          "; expected 0 or 1 (off) or a GPU count");
     }
     const kiln_log_level log_level = kiln::capi::checked_enum(
         o.log_level, KILN_LOG_DEBUG, KILN_LOG_NONE, "kiln_runtime_options.log_level");
@@ -54,6 +60,7 @@ KILN_API kiln_status kiln_runtime_create(const kiln_runtime_options* options,
     ro.device_index = o.device_index;
     ro.n_threads = o.n_threads;
     ro.device_memory_limit = o.device_memory_limit;
+    ro.tensor_parallel = o.tensor_parallel <= 1 ? 1 : o.tensor_parallel;
     ro.log.fn = o.log_fn;
     ro.log.user_data = o.log_user_data;
     ro.log.min_level = log_level;

@@ -135,6 +135,22 @@ typedef struct kiln_runtime_options {
   void *log_user_data;
   kiln_log_level log_level;      /* minimum level delivered; default KILN_LOG_WARN             */
   uint64_t device_memory_limit;  /* bytes kiln may take on the device; 0 = no cap (default)    */
+  /* Tensor parallelism (appended in revision 2): the number of GPUs of this host that each model
+   * loaded on the runtime is split across, devices device_index .. device_index + N - 1. 0 or 1
+   * (default) = off: one GPU, no NCCL. N > 1 needs the CUDA backend, N devices and NCCL
+   * (libnccl.so.2): each layer's attention heads and FFN columns are divided among the GPUs
+   * (num_attention_heads must be divisible by N; num_key_value_heads must divide or be divisible
+   * by N; embedding, norms and lm_head are copied to every GPU) and the partial outputs summed
+   * with one NCCL all-reduce after o_proj and one after down_proj per layer. A session still
+   * belongs to one thread at a time; sessions on different threads share the model as before.
+   * kiln_runtime_create: negative -> KILN_ERR_INVALID_ARGUMENT; N > 1 on the CPU backend (also
+   * AUTO falling back to it) -> KILN_ERR_UNSUPPORTED; N > the devices from device_index on ->
+   * KILN_ERR_INVALID_ARGUMENT naming both counts. kiln_model_load: a model whose heads do not
+   * split over N -> KILN_ERR_INVALID_ARGUMENT naming the counts; no loadable NCCL, the F32
+   * precision, or a GGUF o_proj/down_proj whose slice would cut a quantisation block ->
+   * KILN_ERR_UNSUPPORTED. Each forward pass of such a model runs on N - 1 extra threads inside
+   * the call (one per GPU), and a cancel takes effect before a pass, not between its layers. */
+  int32_t tensor_parallel;
 } kiln_runtime_options;
 
 KILN_API kiln_status kiln_runtime_options_default(kiln_runtime_options *options, size_t struct_size);

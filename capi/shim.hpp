@@ -129,6 +129,13 @@ struct OptionsRevisions<kiln_trainer_options> {
                                                    alignof(kiln_trainer_options))};
 };
 
+// Revision 1 had no `tensor_parallel` (appended with tensor parallelism).
+template <>
+struct OptionsRevisions<kiln_runtime_options> {
+  static constexpr size_t older[] = {revision_size(offsetof(kiln_runtime_options, tensor_parallel),
+                                                   alignof(kiln_runtime_options))};
+};
+
 template <typename T>
 bool known_struct_size(size_t size) {
   if (size == sizeof(T)) return true;

@@ -22,6 +22,7 @@ static void usage(FILE* out) {
           "  -t, --threads N     CPU threads (default: all cores)\n"
           "      --backend NAME  auto, cpu or cuda (default: auto)\n"
           "      --precision P   default, bf16 (CUDA) or f32 (CUDA checking mode; the CPU's own)\n"
+          "      --tensor-parallel N  split the model across N CUDA GPUs (default: 1, off)\n"
           "  -h, --help          show this help\n"
           "\n"
           "Output: 'load <s>' (kiln_model_load) and 'first token <s>' (load + session create +\n"
@@ -70,6 +71,11 @@ int main(int argc, char** argv) {
       bad = sample_parse_backend(v, &rt_opts.backend);
     else if (!strcmp(a, "--precision"))
       bad = sample_parse_precision(v, &precision);
+    else if (!strcmp(a, "--tensor-parallel")) {
+      long tp = 1;
+      bad = sample_parse_long(v, 1, 64, &tp);
+      rt_opts.tensor_parallel = (int32_t)tp;
+    }
     else {
       fprintf(stderr, "kiln-bench: unknown option '%s' (see --help)\n", a);
       return 2;

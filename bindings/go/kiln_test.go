@@ -359,6 +359,9 @@ func TestErrorsCarryKilnStatusAndMessage(t *testing.T) {
 	if _, err := NewRuntime(RuntimeOptions{Backend: BackendCPU, NThreads: -3}); !errors.Is(err, &Error{Status: StatusInvalidArgument}) {
 		t.Errorf("bad threads: %v", err)
 	}
+	if _, err := NewRuntime(RuntimeOptions{Backend: BackendCPU, TensorParallel: 2}); !errors.Is(err, &Error{Status: StatusUnsupported}) {
+		t.Errorf("tensor parallel on the CPU: %v", err)
+	}
 	if err := rt.Close(); !errors.Is(err, &Error{Status: StatusInvalidArgument}) {
 		t.Errorf("closing a runtime with open models must fail, got %v", err)
 	}

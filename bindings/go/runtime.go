@@ -49,6 +49,8 @@ type RuntimeOptions struct {
 	Log               func(level LogLevel, message string)
 	LogLevel          LogLevel // minimum level delivered (to Log, or to the process-wide sink)
 	DeviceMemoryLimit uint64   // bytes; 0 = no cap
+	// GPUs each model is split across (devices DeviceIndex..+N-1); 0 or 1 = off (kiln.h).
+	TensorParallel int32
 }
 
 // RuntimeInfo describes a runtime.
@@ -80,6 +82,7 @@ func NewRuntime(opts RuntimeOptions) (*Runtime, error) {
 	copts.SetDevice_index(int(opts.DeviceIndex))
 	copts.SetN_threads(int(opts.NThreads))
 	copts.SetDevice_memory_limit(opts.DeviceMemoryLimit)
+	copts.SetTensor_parallel(int(opts.TensorParallel))
 	copts.SetLog_level(opts.LogLevel.toC(copts.GetLog_level()))
 	r := &Runtime{}
 	if opts.Log != nil {

@@ -18,6 +18,11 @@ constexpr size_t kTrainerOptionsV1 =
     (offsetof(kiln_trainer_options, residual_dropout) + alignof(kiln_trainer_options) - 1) /
     alignof(kiln_trainer_options) * alignof(kiln_trainer_options);
 
+// The first revision of kiln_runtime_options ended before `tensor_parallel` (padded to 8 bytes).
+constexpr size_t kRuntimeOptionsV1 =
+    (offsetof(kiln_runtime_options, tensor_parallel) + alignof(kiln_runtime_options) - 1) /
+    alignof(kiln_runtime_options) * alignof(kiln_runtime_options);
+
 // A caller's struct of `size` bytes followed by guard bytes the library must never touch.
 template <typename T>
 struct OldStruct {
@@ -94,6 +99,25 @@ TEST(OptionsRevisions, AnOlderTrainerOptionsTrainsWithoutDropout) {
   EXPECT_TRUE(old.guard_intact());
 }
 
+TEST(OptionsRevisions, AnOlderRuntimeOptionsCreatesARuntimeWithoutTensorParallelism) {
+  ASSERT_LT(kRuntimeOptionsV1, sizeof(kiln_runtime_options));
+  OldStruct<kiln_runtime_options> old(kRuntimeOptionsV1);
+  KILN_ASSERT_OK(kiln_runtime_options_default(old.get(), kRuntimeOptionsV1));
+  EXPECT_EQ(old.get()->struct_size, kRuntimeOptionsV1);
+  EXPECT_TRUE(old.guard_intact()) << "the default filler wrote past the caller's struct";
+  // Read past its end, the guard bytes would be tensor_parallel = 0xA5A5A5A5 (negative: refused,
+  // or > 1: refused on the CPU); the library must use the default (off) instead.
+  old.get()->backend = KILN_BACKEND_CPU;
+  old.get()->n_threads = 1;
+  kiln_runtime* rt = nullptr;
+  KILN_ASSERT_OK(kiln_runtime_create(old.get(), &rt));
+  RuntimePtr runtime(rt);
+  EXPECT_TRUE(old.guard_intact());
+  kiln_runtime_options now;
+  KILN_ASSERT_OK(kiln_runtime_options_default(&now, sizeof now));
+  EXPECT_EQ(now.tensor_parallel, 0);
+}
+
 TEST(OptionsRevisions, SizesNoRevisionHadAreRefused) {
   OldStruct<kiln_model_load_options> odd(kLoadOptionsV1 + 4);
   EXPECT_EQ(kiln_model_load_options_default(odd.get(), kLoadOptionsV1 + 4),
@@ -109,8 +133,8 @@ TEST(OptionsRevisions, SizesNoRevisionHadAreRefused) {
   EXPECT_EQ(m, nullptr);
   EXPECT_NE(std::string(kiln_last_error()).find("struct_size"), std::string::npos);
   // A struct that never grew still takes only its own size.
-  kiln_runtime_options ro;
-  EXPECT_EQ(kiln_runtime_options_default(&ro, sizeof ro - 8), KILN_ERR_VERSION_MISMATCH);
+  kiln_session_options so;
+  EXPECT_EQ(kiln_session_options_default(&so, sizeof so - 4), KILN_ERR_VERSION_MISMATCH);
 }
 
 }  // namespace

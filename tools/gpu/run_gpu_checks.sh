@@ -32,10 +32,10 @@ if ldd "$pack"/bin/* | grep "not found"; then echo "missing libraries (above)"; 
 status=0
 for t in cuda_kernels_test cuda_attention_prefill_test cuda_model_test cuda_hf_parity_test \
     cuda_quant_test cuda_quant_model_test cuda_gguf_test cuda_sampling_test \
-    cuda_device_sampling_test; do
+    cuda_device_sampling_test cuda_tensor_parallel_test; do
   echo "=== $t"
   "$pack/bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1 || status=1
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |differ between device|^device sampler|^\[ parity|^\[ (gguf|quant|int8)|^\[  FAILED|^\[prefill attention|^  tokens" \
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |differ between device|^device sampler|^\[ parity|^\[ (gguf|quant|int8)|^\[  FAILED|^\[prefill attention|^  tokens|worst relative L2" \
     "$out/$t.log" | head -120
 done
 if [ "${SKIP_SANITIZERS:-0}" != 1 ]; then

@@ -96,7 +96,7 @@ namespace Kiln
         internal readonly RuntimeHandle Handle;
 
         public Runtime(Backend backend = Backend.Auto, int nThreads = 0, Action<LogLevel, string> log = null,
-                       LogLevel logLevel = LogLevel.Warn)
+                       LogLevel logLevel = LogLevel.Warn, int tensorParallel = 0)
         {
             Library.CheckAbi();
             kiln_c.LogFn fn = log == null ? null : Session.LogTrampoline(log);
@@ -108,6 +108,7 @@ namespace Kiln
                 o.n_threads = nThreads;
                 o.log_level = (kiln_log_level)logLevel;
                 o.log_fn = fn;
+                o.tensor_parallel = tensorParallel;
                 KilnException.Check(kiln_c.kiln_runtime_create(o, out raw));
             }
             Handle = new RuntimeHandle(raw) { Log = fn };

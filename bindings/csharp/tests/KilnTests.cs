@@ -265,6 +265,8 @@ static class KilnTests
             using (var small = m.CreateSession(4))
                 Check(Throws<KilnException>(() => small.Forward(new[] { 1, 2, 3, 4, 5 })).Status == Status.ContextFull, "full");
             Check(Throws<KilnException>(() => new Runtime(Backend.Cpu, -3)).Status == Status.InvalidArgument, "threads");
+            Check(Throws<KilnException>(() => new Runtime(Backend.Cpu, 1, null, LogLevel.Warn, 2)).Status == Status.Unsupported,
+                  "tensor parallel on the CPU");
             Check(Throws<KilnException>(() => rt.LoadModel(Tiny, (f, stage) => true)).Status == Status.Cancelled, "cancel load");
             var closed = m.CreateSession();
             closed.Dispose();

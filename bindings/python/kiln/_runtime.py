@@ -78,6 +78,7 @@ class Runtime:
         log: Optional[LogFn] = None,
         log_level: LogLevel = LogLevel.WARN,
         device_memory_limit: int = 0,
+        tensor_parallel: int = 0,
     ) -> None:
         self._handle = None
         self._children: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -88,6 +89,7 @@ class Runtime:
         options.device_index = device_index
         options.log_level = int(log_level)
         options.device_memory_limit = device_memory_limit
+        options.tensor_parallel = tensor_parallel
         # kiln keeps the sink for the runtime's life: so does this object.
         self._log = LogCallback(log) if log is not None else None
         if self._log is not None:

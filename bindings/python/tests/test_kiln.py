@@ -183,6 +183,10 @@ class ModelTest(unittest.TestCase):
             self.assertIn(str(REF["vocab_size"] + 5), cm.exception.message)
         with self.assertRaises(kiln.InvalidArgumentError):
             kiln.Runtime(kiln.Backend.CPU, n_threads=-3)
+        # Tensor parallelism splits models across CUDA GPUs only.
+        with self.assertRaises(kiln.UnsupportedError) as cm:
+            kiln.Runtime(kiln.Backend.CPU, tensor_parallel=2)
+        self.assertIn("tensor_parallel is 2", cm.exception.message)
         with self.assertRaises(kiln.OutOfRangeError):
             self.model.detokenize([10**6])
 

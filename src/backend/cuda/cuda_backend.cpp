@@ -5,15 +5,19 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.hpp"
+#include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/cuda_transformer.hpp"
 #include "backend/cuda/device_memory.hpp"
 #include "backend/cuda/nccl_comm.hpp"
+#include "backend/cuda/tensor_parallel_executor.hpp"
 #include "backend/cuda/train/cuda_engine.hpp"
 #include "backend/cuda_structure.hpp"
 #include "core/error.hpp"
 #include "model/config.hpp"
+#include "model/tensor_parallel_plan.hpp"
 #include "model/transformer_weights.hpp"
 #include "train/model_layout.hpp"
 
@@ -44,8 +48,12 @@ class TrainOnlyExecutor final : public ModelExecutor {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(std::shared_ptr<cuda::DeviceAllocator> allocator, std::string device_name)
-      : allocator_(std::move(allocator)), device_name_(std::move(device_name)) {}
+  // `allocators`: one per tensor-parallel rank (rank 0's is the backend's own); one when off.
+  CudaBackend(std::vector<std::shared_ptr<cuda::DeviceAllocator>> allocators,
+              std::string device_name)
+      : allocator_(allocators.at(0)),
+        rank_allocators_(std::move(allocators)),
+        device_name_(std::move(device_name)) {}
 
   kiln_backend kind() const override { return KILN_BACKEND_CUDA; }
   const std::string& device_name() const override { return device_name_; }
@@ -69,6 +77,15 @@ class CudaBackend final : public Backend {
           e.what(), kiln::train::make_param_layout(plain).n_parameters());
     }
     const TransformerWeights resolved = resolve_transformer_weights(config, *weights);
+    if (rank_allocators_.size() > 1 || cuda::tensor_parallel_forced_by_environment()) {
+      validate_tensor_parallel(config, static_cast<int32_t>(rank_allocators_.size()));
+      if (precision == KILN_PRECISION_F32) {
+        fail(KILN_ERR_UNSUPPORTED,
+             "tensor parallelism runs the BF16 path only; load with the default precision");
+      }
+      return std::make_unique<cuda::TensorParallelExecutor>(
+          config, resolved, rope_inverse_frequencies(config), rank_allocators_, progress);
+    }
     // The weights are copied to the device; the executor keeps nothing of the WeightSet.
     return std::make_unique<cuda::CudaTransformer>(config, resolved,
                                                    rope_inverse_frequencies(config), allocator_,
@@ -85,6 +102,7 @@ class CudaBackend final : public Backend {
 
  private:
   std::shared_ptr<cuda::DeviceAllocator> allocator_;
+  std::vector<std::shared_ptr<cuda::DeviceAllocator>> rank_allocators_;
   std::string device_name_;
 };
 
@@ -97,7 +115,7 @@ std::string gib(size_t bytes) {
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(int device_index, uint64_t memory_limit,
-                                           std::string* why_not) {
+                                           int tensor_parallel, std::string* why_not) {
   auto refuse = [&](const std::string& why) -> std::unique_ptr<Backend> {
     if (why_not != nullptr) *why_not = why;
     return nullptr;
@@ -113,6 +131,13 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, uint64_t memory_lim
   if (device_index < 0 || device_index >= count) {
     return refuse("device index " + std::to_string(device_index) +
                   " is out of range: " + std::to_string(count) + " CUDA device(s) present");
+  }
+  if (tensor_parallel > 1 && device_index + tensor_parallel > count) {
+    fail(KILN_ERR_INVALID_ARGUMENT,
+         "kiln_runtime_options.tensor_parallel " + std::to_string(tensor_parallel) +
+             " needs CUDA devices " + std::to_string(device_index) + ".." +
+             std::to_string(device_index + tensor_parallel - 1) + " but " + std::to_string(count) +
+             " CUDA device(s) are present");
   }
   cudaDeviceProp prop{};
   status = cudaGetDeviceProperties(&prop, device_index);
@@ -130,9 +155,27 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, uint64_t memory_lim
                      std::to_string(device_index) + ", sm_" + std::to_string(prop.major) +
                      std::to_string(prop.minor) + ", " + gib(prop.totalGlobalMem);
   if (memory_limit != 0) name += ", capped at " + std::to_string(memory_limit) + " bytes";
+  if (tensor_parallel > 1) {
+    name += ", tensor parallel over devices " + std::to_string(device_index) + ".." +
+            std::to_string(device_index + tensor_parallel - 1);
+  }
   name += ")";
-  auto allocator = cuda::DeviceAllocator::create(device_index, memory_limit, prop.name);
-  return std::make_unique<CudaBackend>(std::move(allocator), std::move(name));
+  std::vector<std::shared_ptr<cuda::DeviceAllocator>> allocators;
+  allocators.push_back(cuda::DeviceAllocator::create(device_index, memory_limit, prop.name));
+  for (int r = 1; r < tensor_parallel; ++r) {
+    // Every rank's device under the same cap (the cap is per device).
+    cudaDeviceProp rank_prop{};
+    KILN_CUDA_CHECK(cudaGetDeviceProperties(&rank_prop, device_index + r));
+    allocators.push_back(
+        cuda::DeviceAllocator::create(device_index + r, memory_limit, rank_prop.name));
+  }
+  return std::make_unique<CudaBackend>(std::move(allocators), std::move(name));
+}
+
+// Without tensor parallelism (the tests' entry point).
+std::unique_ptr<Backend> make_cuda_backend(int device_index, uint64_t memory_limit,
+                                           std::string* why_not) {
+  return make_cuda_backend(device_index, memory_limit, 1, why_not);
 }
 
 }  // namespace kiln

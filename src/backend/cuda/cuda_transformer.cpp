@@ -151,6 +151,11 @@ void CudaSessionState::reserve(int64_t n_tokens, int64_t logit_rows) {
     attn_ = allocator_->allocate(n * d.q_dim() * in_bytes, "attention outputs" + what);
     gate_up_ = allocator_->allocate(n * 2 * d.intermediate * sizeof(float), "gate/up" + what);
     act_ = allocator_->allocate(n * d.intermediate * in_bytes, "SwiGLU outputs" + what);
+    if (d.collectives) {
+      partial_ = DeviceBuffer();
+      partial_ =
+          allocator_->allocate(n * d.hidden * sizeof(float), "tensor-parallel partial sums" + what);
+    }
     ids_host_ = PinnedBuffer((n + 1) * sizeof(int32_t), "token ids");
     token_capacity_ = cap;
   }
@@ -219,8 +224,10 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
                                  const std::vector<float>& inv_freq,
                                  std::shared_ptr<DeviceAllocator> allocator,
                                  const ProgressFn& progress, bool f32,
-                                 std::optional<QuantDot> quant_dot)
+                                 std::optional<QuantDot> quant_dot,
+                                 std::shared_ptr<NcclComm> collective)
     : allocator_(std::move(allocator)),
+      collective_(std::move(collective)),
       eps_(config.rms_norm_eps),
       qk_norm_(config.qk_norm == QkNormKind::BeforeRopeWeighted),
       quant_dot_(quant_dot ? *quant_dot : quant_dot_from_environment()),
@@ -237,6 +244,11 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
   dims_.intermediate = config.intermediate_size;
   dims_.n_layers = config.n_layers;
   dims_.f32 = f32;
+  dims_.collectives = collective_ != nullptr;
+  if (f32 && collective_) {
+    fail(KILN_ERR_UNSUPPORTED,
+         "tensor parallelism runs the BF16 path only; load with the default precision, not F32");
+  }
   dims_.rot_dim =
       static_cast<int64_t>(static_cast<float>(dims_.head_dim) * config.partial_rotary_factor);
   dims_.rot_dim -= dims_.rot_dim % 2;
@@ -394,6 +406,15 @@ std::optional<int32_t> CudaTransformer::forward_sample(SessionState& base_state,
   return s.sampler_->sample(ptr<float>(s.logits_), req, s.stream_.get());
 }
 
+void CudaTransformer::prepare(CudaSessionState& s, int64_t n, bool host_logits, bool all_positions,
+                              bool keep_logits) const {
+  use_device(allocator_->device());
+  const bool want_logits = host_logits || keep_logits;
+  const int64_t logit_rows =
+      !want_logits ? 0 : (all_positions && !keep_logits ? std::min(n, kLogitRowsPerPass) : 1);
+  s.reserve(n, logit_rows);
+}
+
 void CudaTransformer::run(CudaSessionState& state, std::span<const int32_t> ids, int32_t start_pos,
                           float* logits, bool all_positions, bool keep_logits,
                           const std::atomic<bool>* cancel) const {
@@ -414,12 +435,9 @@ void CudaTransformer::run(CudaSessionState& state, std::span<const int32_t> ids,
     }
   }
 
-  use_device(allocator_->device());
   const int64_t V = dims_.vocab;
   const bool want_logits = logits != nullptr || keep_logits;
-  const int64_t logit_rows =
-      !want_logits ? 0 : (all_positions && !keep_logits ? std::min(n, kLogitRowsPerPass) : 1);
-  s->reserve(n, logit_rows);
+  prepare(*s, n, logits != nullptr, all_positions, keep_logits);
   // The pinned staging is free: the previous forward on this session ended synchronised.
   int32_t* staged = s->ids_host_.as<int32_t>();
   staged[0] = start_pos;
@@ -513,6 +531,21 @@ void CudaTransformer::quant_linear_one_row(CudaSessionState& s, const DeviceMatr
   }
 }
 
+void CudaTransformer::project_into_residual(CudaSessionState& s, const DeviceMatrix& w,
+                                            const bf16* x, float* y, int64_t n) const {
+  if (!collective_) {
+    linear(s, w, x, y, n, 1.0f);
+    return;
+  }
+  // Summing the ranks' products and then adding the residual once keeps x identical on every
+  // rank (each rank adding into its own x would count the residual world_size times).
+  float* partial = ptr<float>(s.partial_);
+  const int64_t count = n * dims_.hidden;
+  linear(s, w, x, partial, n, 0.0f);
+  collective_->all_reduce_sum(partial, static_cast<size_t>(count), s.stream_.get());
+  add_f32(s.cublas_.get(), partial, y, count);
+}
+
 void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t start_pos,
                                      const std::atomic<bool>* cancel) const {
   if (dims_.f32) return enqueue_layers_f32(state, n, start_pos, cancel);
@@ -578,7 +611,7 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
                         shape.n_heads, shape.n_kv_heads, shape.head_dim, stream);
     }
     // The residual adds happen in the products' epilogues (beta = 1 accumulates into x).
-    linear(*s, L.wo, ptr<bf16>(s->attn_), x, n, 1.0f);
+    project_into_residual(*s, L.wo, ptr<bf16>(s->attn_), x, n);
     if (L.bo) bias_add(x, ptr<float>(L.bo), n, d.hidden, stream);
 
     // Gate and up in one quantised segment fuse with the SwiGLU; in two formats they do not.
@@ -614,10 +647,10 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
       linear(*s, L.w_gate_up, normed, ptr<float>(s->gate_up_), n, 0.0f);
       swiglu(ptr<float>(s->gate_up_), ptr<bf16>(s->act_), n, d.intermediate, stream);
     }
-    if (act_quantised) {
+    if (act_quantised && !collective_) {
       quant_linear_prequantised(*s, L.w_down, x, 1.0f);
     } else {
-      linear(*s, L.w_down, ptr<bf16>(s->act_), x, n, 1.0f);
+      project_into_residual(*s, L.w_down, ptr<bf16>(s->act_), x, n);
     }
   }
   if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {

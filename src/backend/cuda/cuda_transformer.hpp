@@ -23,6 +23,7 @@
 #include "backend/cuda/device_memory.hpp"
 #include "backend/cuda/device_sampler.hpp"
 #include "backend/cuda/kernels.hpp"
+#include "backend/cuda/nccl_comm.hpp"
 #include "backend/cuda/weight_upload.hpp"
 #include "model/config.hpp"
 #include "model/transformer_weights.hpp"
@@ -40,6 +41,9 @@ struct ModelDims {
   // The F32 checking precision (KILN_PRECISION_F32): float32 weights, KV cache and matrix inputs,
   // full-float32 cuBLAS; see cuda_transformer_f32.cpp.
   bool f32 = false;
+  // A tensor-parallel rank (tensor_parallel_executor.hpp): o_proj and down_proj write partial
+  // sums into a scratch buffer that is all-reduced across the ranks before the residual add.
+  bool collectives = false;
   // Bytes of one element of the KV cache and of a matrix product's input buffer.
   size_t element_bytes() const { return f32 ? sizeof(float) : sizeof(bf16); }
   int64_t q_dim() const { return n_heads * head_dim; }
@@ -62,6 +66,7 @@ class CudaSessionState final : public SessionState {
 
  private:
   friend class CudaTransformer;
+  friend class TensorParallelExecutor;
   // Grows the activation buffers to hold `n_tokens` rows and `logit_rows` rows of logits (which
   // drops the captured decode step: its pointers would be stale).
   void reserve(int64_t n_tokens, int64_t logit_rows);
@@ -88,6 +93,7 @@ class CudaSessionState final : public SessionState {
   DeviceBuffer k_cache_, v_cache_, decode_partials_, decode_counters_, cublas_workspace_, quant_x_;
   int64_t token_capacity_ = 0, logit_row_capacity_ = 0;
   DeviceBuffer ids_, x_, normed_, qkv_, q_, attn_, gate_up_, act_, logits_, quant_scratch_;
+  DeviceBuffer partial_;  // [n × hidden] float: a rank's share of o_proj / down_proj (collectives)
   PinnedBuffer ids_host_, logits_host_;
   GraphExec decode_step_;  // ends with the logits in logits_ (copied out only when asked for)
   std::unique_ptr<DeviceSampler> sampler_;  // made at the first forward_sample
@@ -104,7 +110,8 @@ class CudaTransformer final : public ModelExecutor {
   CudaTransformer(const ModelConfig& config, const TransformerWeights& weights,
                   const std::vector<float>& inv_freq, std::shared_ptr<DeviceAllocator> allocator,
                   const ProgressFn& progress = {}, bool f32 = false,
-                  std::optional<QuantDot> quant_dot = std::nullopt);
+                  std::optional<QuantDot> quant_dot = std::nullopt,
+                  std::shared_ptr<NcclComm> collective = nullptr);
 
   std::unique_ptr<SessionState> create_state(int32_t context_length) const override;
   void forward(SessionState& state, std::span<const int32_t> ids, int32_t start_pos, float* logits,
@@ -115,6 +122,7 @@ class CudaTransformer final : public ModelExecutor {
                                         int32_t start_pos, const DeviceSampleRequest& req,
                                         const std::atomic<bool>* cancel) const override;
   int64_t n_parameters() const override { return n_parameters_; }
+  int device() const { return allocator_->device(); }
 
   // The layers' projection matrices (q/k/v, o, gate/up, down): their weights and the device bytes
   // they take (block-quantised ones as stored: e.g. 0.5625 bytes per weight for Q4_K).
@@ -141,6 +149,15 @@ class CudaTransformer final : public ModelExecutor {
   void quant_linear_prequantised(CudaSessionState& s, const DeviceMatrix& w, float* y,
                                  float beta) const;
   void validate(const ModelConfig& config, const TransformerWeights& w) const;
+  // y[n × hidden] += x · Wᵀ: in the product's epilogue, or, on a tensor-parallel rank, as the
+  // all-reduced sum of every rank's x · Wᵀ (partial_ then one add; biases come after, once).
+  void project_into_residual(CudaSessionState& s, const DeviceMatrix& w, const bf16* x, float* y,
+                             int64_t n) const;
+  // Selects the device and grows the session's buffers for run() with these arguments (run does
+  // it too; a tensor-parallel executor calls it first on every rank so that running out of
+  // memory cannot stop one rank while the others wait in a collective).
+  void prepare(CudaSessionState& s, int64_t n, bool host_logits, bool all_positions,
+               bool keep_logits) const;
   // forward() with the last row's logits either copied to host_logits (when not null) or, with
   // keep_logits, left in the session's logits_ buffer for the device sampler.
   void run(CudaSessionState& s, std::span<const int32_t> ids, int32_t start_pos, float* host_logits,
@@ -157,7 +174,10 @@ class CudaTransformer final : public ModelExecutor {
                           const std::atomic<bool>* cancel) const;
   void compute_logits_f32(CudaSessionState& s, int64_t first_row, int64_t rows, float* out) const;
 
+  friend class TensorParallelExecutor;  // runs each rank's run() on the rank's own thread
+
   std::shared_ptr<DeviceAllocator> allocator_;
+  std::shared_ptr<NcclComm> collective_;  // set on a tensor-parallel rank
   ModelDims dims_{};
   float eps_;
   bool qk_norm_;

@@ -66,4 +66,10 @@ void linear_f32(cublasHandle_t handle, const float* x, const float* w, float* y,
                                CUBLAS_GEMM_DEFAULT));
 }
 
+void add_f32(cublasHandle_t handle, const float* x, float* y, int64_t count) {
+  check_dims(count, 1, 1, 1);
+  const float one = 1.0f;
+  KILN_CUDA_CHECK(cublasSaxpy(handle, static_cast<int>(count), &one, x, 1, y, 1));
+}
+
 }  // namespace kiln::cuda

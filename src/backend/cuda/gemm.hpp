@@ -28,4 +28,8 @@ void linear_bf16_strided(cublasHandle_t handle, const bf16* x, const bf16* w, fl
 void linear_f32(cublasHandle_t handle, const float* x, const float* w, float* y, int64_t m,
                 int64_t k, int64_t n, int64_t ldy, float beta);
 
+// y[count] += x[count] (cublasSaxpy on the handle's stream): a tensor-parallel rank adds the
+// all-reduced sum of the ranks' partial products into the residual stream.
+void add_f32(cublasHandle_t handle, const float* x, float* y, int64_t count);
+
 }  // namespace kiln::cuda

@@ -24,6 +24,7 @@ struct NcclComm::Library {
   void* handle = nullptr;
   decltype(&ncclGetUniqueId) get_unique_id = nullptr;
   decltype(&ncclCommInitRank) comm_init_rank = nullptr;
+  decltype(&ncclCommInitAll) comm_init_all = nullptr;
   decltype(&ncclCommDestroy) comm_destroy = nullptr;
   decltype(&ncclAllReduce) all_reduce = nullptr;
   decltype(&ncclGetErrorString) error_string = nullptr;
@@ -38,14 +39,15 @@ struct NcclComm::Library {
     }
     if (handle == nullptr) {
       const char* why = dlerror();
-      fail(
-          KILN_ERR_UNSUPPORTED,
-          std::string("data-parallel training needs NCCL, and libnccl.so.2 could not be loaded (") +
-              (why ? why : "not found") +
-              "): install NCCL or add its directory to LD_LIBRARY_PATH");
+      fail(KILN_ERR_UNSUPPORTED,
+           std::string("data-parallel training and tensor parallelism need NCCL, and "
+                       "libnccl.so.2 could not be loaded (") +
+               (why ? why : "not found") +
+               "): install NCCL or add its directory to LD_LIBRARY_PATH");
     }
     resolve(get_unique_id, "ncclGetUniqueId");
     resolve(comm_init_rank, "ncclCommInitRank");
+    resolve(comm_init_all, "ncclCommInitAll");
     resolve(comm_destroy, "ncclCommDestroy");
     resolve(all_reduce, "ncclAllReduce");
     resolve(error_string, "ncclGetErrorString");
@@ -92,6 +94,26 @@ NcclComm::NcclComm(const NcclId& id, int world_size, int rank)
   comm_ = comm;
 }
 
+NcclComm::NcclComm(std::unique_ptr<Library> lib, void* comm, int world_size, int rank)
+    : lib_(std::move(lib)), comm_(comm), world_size_(world_size), rank_(rank) {}
+
+std::vector<std::unique_ptr<NcclComm>> NcclComm::create_local_group(
+    const std::vector<int>& devices) {
+  const int n = static_cast<int>(devices.size());
+  // Each communicator holds its own reference to the library (dlopen counts them); all are taken
+  // before any communicator exists, so nothing can fail between ncclCommInitAll and the wrappers.
+  std::vector<std::unique_ptr<Library>> libs;
+  for (int r = 0; r < n; ++r) libs.push_back(std::make_unique<Library>());
+  std::vector<ncclComm_t> raw(devices.size(), nullptr);
+  libs[0]->check(libs[0]->comm_init_all(raw.data(), n, devices.data()), "ncclCommInitAll");
+  std::vector<std::unique_ptr<NcclComm>> comms;
+  comms.reserve(devices.size());
+  for (int r = 0; r < n; ++r) {
+    comms.push_back(std::unique_ptr<NcclComm>(new NcclComm(std::move(libs[r]), raw[r], n, r)));
+  }
+  return comms;
+}
+
 NcclComm::~NcclComm() {
   if (comm_ != nullptr) lib_->comm_destroy(static_cast<ncclComm_t>(comm_));
 }
@@ -115,12 +137,18 @@ struct NcclComm::Library {};
 namespace {
 [[noreturn]] void no_nccl() {
   fail(KILN_ERR_UNSUPPORTED,
-       "this kiln was built without NCCL's header (nccl.h), so it cannot train data-parallel");
+       "this kiln was built without NCCL's header (nccl.h), so it cannot train data-parallel or "
+       "split a model across GPUs (tensor parallelism)");
 }
 }  // namespace
 
 NcclId NcclComm::create_id() { no_nccl(); }
 NcclComm::NcclComm(const NcclId&, int world_size, int rank) : world_size_(world_size), rank_(rank) {
+  no_nccl();
+}
+NcclComm::NcclComm(std::unique_ptr<Library> lib, void* comm, int world_size, int rank)
+    : lib_(std::move(lib)), comm_(comm), world_size_(world_size), rank_(rank) {}
+std::vector<std::unique_ptr<NcclComm>> NcclComm::create_local_group(const std::vector<int>&) {
   no_nccl();
 }
 NcclComm::~NcclComm() = default;

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace kiln::cuda {
 
@@ -29,6 +30,11 @@ class NcclComm {
   // Joins the group as `rank` of `world_size` on the current CUDA device; blocks until every
   // rank has joined (ncclCommInitRank). Errors as create_id.
   NcclComm(const NcclId& id, int world_size, int rank);
+  // One communicator per device of `devices` (rank i on devices[i]), for ranks driven from one
+  // process (tensor parallelism; ncclCommInitAll). Each rank's calls must then come from its own
+  // thread (or inside one ncclGroupStart/End). Errors as create_id.
+  static std::vector<std::unique_ptr<NcclComm>> create_local_group(const std::vector<int>& devices);
+
   ~NcclComm();
   NcclComm(const NcclComm&) = delete;
   NcclComm& operator=(const NcclComm&) = delete;
@@ -42,6 +48,7 @@ class NcclComm {
 
  private:
   struct Library;
+  NcclComm(std::unique_ptr<Library> lib, void* comm, int world_size, int rank);
   std::unique_ptr<Library> lib_;
   void* comm_ = nullptr;  // ncclComm_t
   int world_size_, rank_;

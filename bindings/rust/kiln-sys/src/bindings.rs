@@ -92,12 +92,13 @@ pub struct kiln_runtime_options {
     pub log_user_data: *mut ::std::os::raw::c_void,
     pub log_level: kiln_log_level,
     pub device_memory_limit: u64,
+    pub tensor_parallel: i32,
 }
 #[test]
 fn bindgen_test_layout_kiln_runtime_options() {
     assert_eq!(
         ::std::mem::size_of::<kiln_runtime_options>(),
-        56usize,
+        64usize,
         concat!("Size of: ", stringify!(kiln_runtime_options))
     );
     assert_eq!(
@@ -241,6 +242,23 @@ fn bindgen_test_layout_kiln_runtime_options() {
         );
     }
     test_field_device_memory_limit();
+    fn test_field_tensor_parallel() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_runtime_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).tensor_parallel) as usize - ptr as usize
+            },
+            56usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_runtime_options),
+                "::",
+                stringify!(tensor_parallel)
+            )
+        );
+    }
+    test_field_tensor_parallel();
 }
 extern "C" {
     pub fn kiln_runtime_options_default(

@@ -65,6 +65,8 @@ pub struct RuntimeOptions {
     pub log_level: LogLevel,
     /// Bytes kiln may take on the device; 0 = no cap.
     pub device_memory_limit: u64,
+    /// GPUs each model is split across (devices device_index..+N-1); 0 or 1 = off (kiln.h).
+    pub tensor_parallel: i32,
 }
 
 impl Default for RuntimeOptions {
@@ -76,6 +78,7 @@ impl Default for RuntimeOptions {
             n_threads: raw.n_threads,
             log_level: LogLevel::from_raw(raw.log_level),
             device_memory_limit: raw.device_memory_limit,
+            tensor_parallel: raw.tensor_parallel,
         }
     }
 }
@@ -152,6 +155,7 @@ impl Runtime {
         raw.n_threads = options.n_threads;
         raw.log_level = options.log_level.to_raw();
         raw.device_memory_limit = options.device_memory_limit;
+        raw.tensor_parallel = options.tensor_parallel;
         if let Some(sink) = &log {
             raw.log_fn = Some(log_trampoline);
             raw.log_user_data = &**sink as *const Box<LogFn> as *mut c_void;

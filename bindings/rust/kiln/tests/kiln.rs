@@ -377,6 +377,15 @@ fn errors_carry_kiln_status_and_message() {
         Runtime::new(&RuntimeOptions::cpu(-3)).err().unwrap().kind(),
         ErrorKind::InvalidArgument
     );
+    // Tensor parallelism splits models across CUDA GPUs only.
+    let tp = RuntimeOptions {
+        tensor_parallel: 2,
+        ..RuntimeOptions::cpu(1)
+    };
+    assert_eq!(
+        Runtime::new(&tp).err().unwrap().kind(),
+        ErrorKind::Unsupported
+    );
 }
 
 #[test]
