@@ -220,6 +220,11 @@ class EngineTrainer final : public Trainer {
   }
 
   void save_checkpoint(const std::filesystem::path& path) const override {
+    if (dp_sharded_) {
+      // Only this rank's slice of the optimizer state is here: every rank writes its own.
+      save_checkpoint_shard(path, dp_rank_, dp_world_);
+      return;
+    }
     engine_->download_state();
     CheckpointContents c = checkpoint_header();
     for (const ConstOptimizerState& st : std::as_const(optimizer_).state()) {
@@ -363,7 +368,8 @@ class EngineTrainer final : public Trainer {
     }
   }
 
-  void join_data_parallel(const DataParallelId& id, int32_t world_size, int32_t rank) override {
+  void join_data_parallel(const DataParallelId& id, int32_t world_size, int32_t rank,
+                          bool shard_optimizer_state) override {
     if (dp_world_ > 0) {
       fail(KILN_ERR_INVALID_ARGUMENT, "the trainer is already in a data-parallel group (rank " +
                                           std::to_string(dp_rank_) + " of " +
@@ -374,9 +380,15 @@ class EngineTrainer final : public Trainer {
                                           " and rank " + std::to_string(rank) +
                                           ": expected world_size >= 1 and 0 <= rank < world_size");
     }
-    engine_->join_data_parallel(id, world_size, rank);
+    if (shard_optimizer_state && options_.optimizer.kind == OptimizerKind::Muon) {
+      // Muon orthogonalises whole matrices, which a flat slice of the state cuts apart.
+      fail(KILN_ERR_UNSUPPORTED,
+           "shard_optimizer_state needs the AdamW optimizer: Muon's state is not sharded");
+    }
+    engine_->join_data_parallel(id, world_size, rank, shard_optimizer_state);
     dp_world_ = world_size;
     dp_rank_ = rank;
+    dp_sharded_ = shard_optimizer_state;
   }
 
   // Loss sums, weight sums and token counts of every head, summed over a data-parallel group (the
@@ -484,6 +496,7 @@ class EngineTrainer final : public Trainer {
   int64_t step_ = 0;
   std::vector<uint64_t> rng_state_;
   int32_t dp_world_ = 0, dp_rank_ = 0;  // data-parallel group: 0 = not in one
+  bool dp_sharded_ = false;             // ZeRO-1: the engine holds this rank's optimizer slice
   std::vector<uint8_t> data_state_;
   ProgressFn progress_;
 };
@@ -509,6 +522,11 @@ std::unique_ptr<Trainer> Trainer::load_checkpoint(const std::filesystem::path& p
   const auto ckpt = LoadedCheckpoint::open(path);
   const CheckpointContents& c = ckpt->contents();
   const std::string origin = "checkpoint '" + path.string() + "'";
+  if (c.shard) {
+    fail(KILN_ERR_FORMAT, origin +
+                              " is an optimizer shard file, not a checkpoint: load the "
+                              "checkpoint it belongs to");
+  }
   ModelConfig config = parse_model_config(c.config_json, "", origin + " config");
   validate_trainer_options(c.options);
   // Every tensor the config describes must be in the file, with its shape, before anything is
@@ -556,11 +574,6 @@ std::unique_ptr<Trainer> Trainer::load_checkpoint(const std::filesystem::path& p
     for (int64_t d : ct.shape) n *= d;
     t->optimizer().restore_state(ct.name, ct.kind, reinterpret_cast<const float*>(ct.data), n);
     ++n_state;
-  }
-  if (c.shard) {
-    fail(KILN_ERR_FORMAT, origin +
-                              " is an optimizer shard file, not a checkpoint: load the "
-                              "checkpoint it belongs to");
   }
   if (c.optimizer_world > 0) {
     // ZeRO-1: the whole flat state, assembled from every shard (the host state is not sharded).

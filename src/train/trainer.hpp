@@ -98,7 +98,10 @@ class Trainer {
   // Joins a data-parallel group (kiln_trainer_join_data_parallel: the semantics are in kiln.h).
   // Throws KILN_ERR_INVALID_ARGUMENT (sizes, already joined), KILN_ERR_UNSUPPORTED (CPU engine,
   // no NCCL), KILN_ERR_BACKEND (NCCL errors).
-  virtual void join_data_parallel(const DataParallelId& id, int32_t world_size, int32_t rank) = 0;
+  // shard_optimizer_state: ZeRO-1 (each rank keeps and checkpoints its slice of the optimizer
+  // state; KILN_ERR_UNSUPPORTED with Muon).
+  virtual void join_data_parallel(const DataParallelId& id, int32_t world_size, int32_t rank,
+                                  bool shard_optimizer_state) = 0;
   void cancel() { cancel_.store(true); }
 
   // Entered by every call on the trainer; throws KILN_ERR_BUSY when another thread is inside.

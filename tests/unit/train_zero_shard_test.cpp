@@ -360,7 +360,7 @@ TEST(ShardedOptimizer, TrainerSavedByThreeRanksResumesWithoutAGroupExactly) {
   EXPECT_FAILS(Trainer::load_checkpoint(dir / "sharded", &rt.backend()), KILN_ERR_NOT_FOUND,
                rank2.string());
   EXPECT_FAILS(Trainer::load_checkpoint(optimizer_shard_path(dir / "sharded", 0, 3), &rt.backend()),
-               KILN_ERR_FORMAT, "shard");
+               KILN_ERR_FORMAT, "is an optimizer shard file");
   EXPECT_FAILS(trainer->save_checkpoint_shard(dir / "x", 3, 3), KILN_ERR_INVALID_ARGUMENT,
                "rank 3");
 }

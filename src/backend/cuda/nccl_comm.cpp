@@ -26,6 +26,8 @@ struct NcclComm::Library {
   decltype(&ncclCommInitRank) comm_init_rank = nullptr;
   decltype(&ncclCommDestroy) comm_destroy = nullptr;
   decltype(&ncclAllReduce) all_reduce = nullptr;
+  decltype(&ncclReduceScatter) reduce_scatter = nullptr;
+  decltype(&ncclAllGather) all_gather = nullptr;
   decltype(&ncclGetErrorString) error_string = nullptr;
 
   Library() {
@@ -48,6 +50,8 @@ struct NcclComm::Library {
     resolve(comm_init_rank, "ncclCommInitRank");
     resolve(comm_destroy, "ncclCommDestroy");
     resolve(all_reduce, "ncclAllReduce");
+    resolve(reduce_scatter, "ncclReduceScatter");
+    resolve(all_gather, "ncclAllGather");
     resolve(error_string, "ncclGetErrorString");
   }
   ~Library() {
@@ -108,6 +112,22 @@ void NcclComm::all_reduce_sum(double* data, size_t count, cudaStream_t stream) {
               "ncclAllReduce (float64 sum)");
 }
 
+// In-place forms, as NCCL documents them: the receive buffer of a reduce-scatter and the send
+// buffer of an all-gather are this rank's shard of the full buffer.
+void NcclComm::reduce_scatter_sum(float* data, size_t shard_count, cudaStream_t stream) {
+  float* mine = data + static_cast<size_t>(rank_) * shard_count;
+  lib_->check(lib_->reduce_scatter(data, mine, shard_count, ncclFloat32, ncclSum,
+                                   static_cast<ncclComm_t>(comm_), stream),
+              "ncclReduceScatter (float32 sum)");
+}
+
+void NcclComm::all_gather(float* data, size_t shard_count, cudaStream_t stream) {
+  const float* mine = data + static_cast<size_t>(rank_) * shard_count;
+  lib_->check(lib_->all_gather(mine, data, shard_count, ncclFloat32, static_cast<ncclComm_t>(comm_),
+                               stream),
+              "ncclAllGather (float32)");
+}
+
 #else  // built without nccl.h
 
 struct NcclComm::Library {};
@@ -126,6 +146,8 @@ NcclComm::NcclComm(const NcclId&, int world_size, int rank) : world_size_(world_
 NcclComm::~NcclComm() = default;
 void NcclComm::all_reduce_sum(float*, size_t, cudaStream_t) { no_nccl(); }
 void NcclComm::all_reduce_sum(double*, size_t, cudaStream_t) { no_nccl(); }
+void NcclComm::reduce_scatter_sum(float*, size_t, cudaStream_t) { no_nccl(); }
+void NcclComm::all_gather(float*, size_t, cudaStream_t) { no_nccl(); }
 
 #endif
 
