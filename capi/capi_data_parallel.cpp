@@ -2,6 +2,7 @@
 // data-parallel group of the CUDA trainer (semantics in kiln.h; NCCL in
 // src/backend/cuda/nccl_comm.cpp).
 #include <cstring>
+#include <string>
 
 #include "shim.hpp"
 
@@ -15,6 +16,7 @@ kiln_data_parallel_options data_parallel_defaults() {
   o.struct_size = sizeof o;
   o.world_size = 1;
   o.rank = 0;
+  o.shard_optimizer_state = 0;
   return o;
 }
 
@@ -48,6 +50,11 @@ KILN_API kiln_status kiln_trainer_join_data_parallel(kiln_trainer* trainer,
     kiln::DataParallelId id;
     std::memcpy(id.data(), o.id.bytes, id.size());
     kiln::Trainer::Guard guard(*trainer->impl);
-    trainer->impl->join_data_parallel(id, o.world_size, o.rank);
+    if (o.shard_optimizer_state != 0 && o.shard_optimizer_state != 1) {
+      kiln::fail(KILN_ERR_INVALID_ARGUMENT, "kiln_data_parallel_options.shard_optimizer_state is " +
+                                                std::to_string(o.shard_optimizer_state) +
+                                                " (expected 0 or 1)");
+    }
+    trainer->impl->join_data_parallel(id, o.world_size, o.rank, o.shard_optimizer_state == 1);
   });
 }

@@ -696,7 +696,8 @@ KILN_API kiln_status kiln_trainer_export_hf(const kiln_trainer *trainer, const c
  * weights stay identical and equal, up to floating-point summation order, to one process training
  * on the concatenated batch. Residual dropout masks are drawn by global row, as one process would.
  * The results every rank reports are the global ones. Any rank may save a checkpoint (the state is
- * replicated): it resumes on any number of ranks. A step cancelled on one rank leaves the others
+ * replicated; with shard_optimizer_state, below, every rank saves together): it resumes on any
+ * number of ranks. A step cancelled on one rank leaves the others
  * waiting inside NCCL: cancel every rank. NCCL is loaded at first use (libnccl.so.2):
  * KILN_ERR_UNSUPPORTED when it is missing, on a CPU runtime, or with Muon. Set
  * NCCL_NVLS_ENABLE=0 where NVLink multicast must stay off. */
@@ -713,6 +714,19 @@ typedef struct kiln_data_parallel_options {
   int32_t world_size;            /* processes in the group, >= 1; default 1                     */
   int32_t rank;                  /* this process, 0 .. world_size - 1; default 0                */
   kiln_nccl_id id;               /* from kiln_nccl_id_create, the same bytes on every rank      */
+  /* Appended (a struct_size that ends before it means 0). 1: ZeRO-1, each rank keeps only its
+   * 1/world_size slice of the AdamW moments (the optimizer memory divided by the ranks): the
+   * gradients are reduce-scattered instead of all-reduced, the clipping norm is the global one,
+   * each rank updates its slice of the float32 weights and the slices are all-gathered, so every
+   * rank still holds the whole model and the results are those of the unsharded group. Every
+   * rank must then call kiln_checkpoint_save together, with the same path: rank 0 writes `path`
+   * (weights, step, options: no optimizer state) and rank R writes its slice to
+   * "<path>.optimizer-rank-R-of-W"; kiln_checkpoint_load reads them all back and resumes on any
+   * number of ranks, sharded or not, or in no group at all (a missing shard file:
+   * KILN_ERR_NOT_FOUND naming it). KILN_ERR_UNSUPPORTED with Muon (it orthogonalises whole
+   * matrices). 0 (default): every rank keeps the whole state. Values other than 0 and 1:
+   * KILN_ERR_INVALID_ARGUMENT. */
+  int32_t shard_optimizer_state;
 } kiln_data_parallel_options;
 
 KILN_API kiln_status kiln_data_parallel_options_default(kiln_data_parallel_options *options,

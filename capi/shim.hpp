@@ -136,6 +136,14 @@ struct OptionsRevisions<kiln_runtime_options> {
                                                    alignof(kiln_runtime_options))};
 };
 
+// Revision 1 had no `shard_optimizer_state` (appended with ZeRO-1).
+template <>
+struct OptionsRevisions<kiln_data_parallel_options> {
+  static constexpr size_t older[] = {
+      revision_size(offsetof(kiln_data_parallel_options, shard_optimizer_state),
+                    alignof(kiln_data_parallel_options))};
+};
+
 template <typename T>
 bool known_struct_size(size_t size) {
   if (size == sizeof(T)) return true;

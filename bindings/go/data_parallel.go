@@ -34,6 +34,12 @@ func (r *Runtime) NcclID() ([]byte, error) {
 // semantics): every rank calls it with the same id (from Runtime.NcclID on one rank) and
 // worldSize and its own rank; it blocks until all have joined.
 func (t *Trainer) JoinDataParallel(worldSize, rank int32, id []byte) error {
+	return t.JoinDataParallelSharded(worldSize, rank, id, false)
+}
+
+// JoinDataParallelSharded is JoinDataParallel with shardOptimizerState (ZeRO-1): each rank keeps
+// (and checkpoints) its slice of the AdamW state; every rank then calls SaveCheckpoint together.
+func (t *Trainer) JoinDataParallelSharded(worldSize, rank int32, id []byte, shardOptimizerState bool) error {
 	if len(id) != NcclIDBytes {
 		return fmt.Errorf("kiln: the NCCL id holds %d bytes, expected %d", len(id), NcclIDBytes)
 	}
@@ -44,6 +50,9 @@ func (t *Trainer) JoinDataParallel(worldSize, rank int32, id []byte) error {
 	}
 	o.SetWorld_size(int(worldSize))
 	o.SetRank(int(rank))
+	if shardOptimizerState {
+		o.SetShard_optimizer_state(1)
+	}
 	nid := o.GetId() // a view into o
 	for k, b := range id {
 		raw.Kiln_bind_nccl_id_set_byte(nid, k, int(b))

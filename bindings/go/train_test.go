@@ -206,6 +206,12 @@ func TestDataParallelReachesKiln(t *testing.T) {
 	if err := tr.JoinDataParallel(1, 0, []byte{1, 2}); err == nil {
 		t.Error("a 2-byte id was accepted")
 	}
+	// shardOptimizerState reaches kiln: with Muon it is refused by name, before the engine.
+	muon := f.trainer(t, func(o *TrainerOptions) { o.Optimizer = OptimizerMuon })
+	if err := muon.JoinDataParallelSharded(1, 0, make([]byte, NcclIDBytes), true); err == nil ||
+		!strings.Contains(err.Error(), "Muon") {
+		t.Errorf("sharded join with Muon: got %v", err)
+	}
 	if _, err := tr.Step(context.Background(), f.batch); err != nil {
 		t.Errorf("the trainer no longer trains: %v", err)
 	}

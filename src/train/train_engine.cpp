@@ -5,7 +5,7 @@
 
 namespace kiln::train {
 
-void TrainEngine::join_data_parallel(const DataParallelId&, int, int) {
+void TrainEngine::join_data_parallel(const DataParallelId&, int, int, bool) {
   fail(KILN_ERR_UNSUPPORTED,
        "data-parallel training needs the CUDA trainer (a CUDA runtime); this trainer runs on the "
        "CPU");

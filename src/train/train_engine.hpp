@@ -66,12 +66,18 @@ class TrainEngine {
   virtual void download_state() = 0;
   virtual void upload_state() = 0;
   // Data-parallel training (kiln_trainer_join_data_parallel): joins the group of `world_size`
-  // processes as `rank` (blocking until all joined). Engines that cannot throw
-  // KILN_ERR_UNSUPPORTED (the default).
-  virtual void join_data_parallel(const DataParallelId& id, int world_size, int rank);
+  // processes as `rank` (blocking until all joined). With shard_optimizer_state (ZeRO-1,
+  // train/data_parallel/shard_plan.hpp) the engine keeps only its rank's slice of the optimizer
+  // moments: all_reduce_grads then reduce-scatters, clip_grads all-reduces the sum of squares,
+  // optimizer_step updates the slice and all-gathers the weights, download_state fills only the
+  // slice of the host moments and download_grads is meaningful only in the slice after the
+  // reduce. Engines that cannot throw KILN_ERR_UNSUPPORTED (the default).
+  virtual void join_data_parallel(const DataParallelId& id, int world_size, int rank,
+                                  bool shard_optimizer_state);
   // Sums host values (loss normalisers and sums) over the group; nothing outside a group.
   virtual void all_reduce_host(std::span<double> values) { (void)values; }
-  // Sums the accumulated gradients over the group (before clipping); nothing outside a group.
+  // Sums the accumulated gradients over the group (before clipping; with sharding, each rank's
+  // shard only); nothing outside a group.
   virtual void all_reduce_grads() {}
 };
 

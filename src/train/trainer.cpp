@@ -17,6 +17,8 @@
 #include "engine/model_factory.hpp"
 #include "model/config_writer.hpp"
 #include "train/checkpoint/checkpoint.hpp"
+#include "train/checkpoint/sharded_optimizer.hpp"
+#include "train/data_parallel/shard_plan.hpp"
 #include "train/hf_export.hpp"
 #include "train/import.hpp"
 #include "train/init.hpp"
@@ -218,22 +220,37 @@ class EngineTrainer final : public Trainer {
   }
 
   void save_checkpoint(const std::filesystem::path& path) const override {
-    engine_->download_state();
-    CheckpointContents c;
-    c.config_json = config_json();
-    c.tokenizer_json = texts_.tokenizer_json;
-    c.tokenizer_config_json = texts_.tokenizer_config_json;
-    c.options = options_;
-    c.step = step_;
-    c.rng_state = rng_state_;
-    c.data_state = data_state_;
-    for (const ParamSpec& s : layout_.specs()) {
-      c.tensors.push_back(tensor(s, TensorKind::Value, values_.data() + s.offset));
+    if (dp_sharded_) {
+      // Only this rank's slice of the optimizer state is here: every rank writes its own.
+      save_checkpoint_shard(path, dp_rank_, dp_world_);
+      return;
     }
+    engine_->download_state();
+    CheckpointContents c = checkpoint_header();
     for (const ConstOptimizerState& st : std::as_const(optimizer_).state()) {
       c.tensors.push_back(tensor(*st.param, st.kind, st.data));
     }
     kiln::save_checkpoint(path, c);
+  }
+
+  void save_checkpoint_shard(const std::filesystem::path& path, int32_t rank,
+                             int32_t world) const override {
+    const train::ShardPlan plan(layout_.total(), world);
+    const train::ShardRange owned = plan.owned(rank);  // checks the rank
+    engine_->download_state();
+    if (rank == 0) {
+      CheckpointContents c = checkpoint_header();
+      c.optimizer_world = world;
+      c.optimizer_layout_total = layout_.total();
+      kiln::save_checkpoint(path, c);
+    }
+    std::vector<FlatStateSlice> slices;
+    for (TensorKind kind : optimizer_.flat_kinds()) {
+      slices.push_back(
+          {kind, optimizer_.flat_state(kind).subspan(static_cast<size_t>(owned.begin),
+                                                     static_cast<size_t>(owned.size()))});
+    }
+    save_optimizer_shard(path, plan, rank, step_, slices);
   }
 
   void export_hf(const std::filesystem::path& directory) const override {
@@ -351,7 +368,8 @@ class EngineTrainer final : public Trainer {
     }
   }
 
-  void join_data_parallel(const DataParallelId& id, int32_t world_size, int32_t rank) override {
+  void join_data_parallel(const DataParallelId& id, int32_t world_size, int32_t rank,
+                          bool shard_optimizer_state) override {
     if (dp_world_ > 0) {
       fail(KILN_ERR_INVALID_ARGUMENT, "the trainer is already in a data-parallel group (rank " +
                                           std::to_string(dp_rank_) + " of " +
@@ -362,9 +380,15 @@ class EngineTrainer final : public Trainer {
                                           " and rank " + std::to_string(rank) +
                                           ": expected world_size >= 1 and 0 <= rank < world_size");
     }
-    engine_->join_data_parallel(id, world_size, rank);
+    if (shard_optimizer_state && options_.optimizer.kind == OptimizerKind::Muon) {
+      // Muon orthogonalises whole matrices, which a flat slice of the state cuts apart.
+      fail(KILN_ERR_UNSUPPORTED,
+           "shard_optimizer_state needs the AdamW optimizer: Muon's state is not sharded");
+    }
+    engine_->join_data_parallel(id, world_size, rank, shard_optimizer_state);
     dp_world_ = world_size;
     dp_rank_ = rank;
+    dp_sharded_ = shard_optimizer_state;
   }
 
   // Loss sums, weight sums and token counts of every head, summed over a data-parallel group (the
@@ -412,6 +436,22 @@ class EngineTrainer final : public Trainer {
     return s > 0 ? static_cast<double>(b.rows) * b.cols / s : 0.0;
   }
 
+  // Everything a checkpoint's main file holds but the optimizer state.
+  CheckpointContents checkpoint_header() const {
+    CheckpointContents c;
+    c.config_json = config_json();
+    c.tokenizer_json = texts_.tokenizer_json;
+    c.tokenizer_config_json = texts_.tokenizer_config_json;
+    c.options = options_;
+    c.step = step_;
+    c.rng_state = rng_state_;
+    c.data_state = data_state_;
+    for (const ParamSpec& s : layout_.specs()) {
+      c.tensors.push_back(tensor(s, TensorKind::Value, values_.data() + s.offset));
+    }
+    return c;
+  }
+
   static CheckpointTensor tensor(const ParamSpec& s, TensorKind kind, const float* data) {
     CheckpointTensor t;
     t.name = s.name;
@@ -456,6 +496,7 @@ class EngineTrainer final : public Trainer {
   int64_t step_ = 0;
   std::vector<uint64_t> rng_state_;
   int32_t dp_world_ = 0, dp_rank_ = 0;  // data-parallel group: 0 = not in one
+  bool dp_sharded_ = false;             // ZeRO-1: the engine holds this rank's optimizer slice
   std::vector<uint8_t> data_state_;
   ProgressFn progress_;
 };
@@ -481,6 +522,11 @@ std::unique_ptr<Trainer> Trainer::load_checkpoint(const std::filesystem::path& p
   const auto ckpt = LoadedCheckpoint::open(path);
   const CheckpointContents& c = ckpt->contents();
   const std::string origin = "checkpoint '" + path.string() + "'";
+  if (c.shard) {
+    fail(KILN_ERR_FORMAT, origin +
+                              " is an optimizer shard file, not a checkpoint: load the "
+                              "checkpoint it belongs to");
+  }
   ModelConfig config = parse_model_config(c.config_json, "", origin + " config");
   validate_trainer_options(c.options);
   // Every tensor the config describes must be in the file, with its shape, before anything is
@@ -516,6 +562,11 @@ std::unique_ptr<Trainer> Trainer::load_checkpoint(const std::filesystem::path& p
       }
       continue;
     }
+    if (c.optimizer_world > 0) {
+      fail(KILN_ERR_FORMAT, origin + " holds optimizer state '" + ct.name +
+                                "' although it says its state is in " +
+                                std::to_string(c.optimizer_world) + " shard files");
+    }
     if (ct.dtype != DType::F32) {
       fail(KILN_ERR_FORMAT, origin + ": optimizer state '" + ct.name + "' is not float32");
     }
@@ -524,11 +575,28 @@ std::unique_ptr<Trainer> Trainer::load_checkpoint(const std::filesystem::path& p
     t->optimizer().restore_state(ct.name, ct.kind, reinterpret_cast<const float*>(ct.data), n);
     ++n_state;
   }
-  const size_t expected = std::as_const(t->optimizer()).state().size();
-  if (n_state != expected) {
-    fail(KILN_ERR_FORMAT, origin + " holds " + std::to_string(n_state) +
-                              " optimizer state tensors; its options need " +
-                              std::to_string(expected));
+  if (c.optimizer_world > 0) {
+    // ZeRO-1: the whole flat state, assembled from every shard (the host state is not sharded).
+    const int64_t total = t->layout().total();
+    if (c.optimizer_layout_total != total) {
+      fail(KILN_ERR_FORMAT, origin + ": its optimizer shards cut a buffer of " +
+                                std::to_string(c.optimizer_layout_total) +
+                                " elements; the model its config describes has " +
+                                std::to_string(total));
+    }
+    std::vector<FlatStateTarget> targets;
+    for (TensorKind kind : t->optimizer().flat_kinds()) {
+      targets.push_back({kind, t->optimizer().flat_state(kind)});
+    }
+    load_optimizer_shards(path, train::ShardPlan(total, c.optimizer_world), c.step, {0, total},
+                          targets);
+  } else {
+    const size_t expected = std::as_const(t->optimizer()).state().size();
+    if (n_state != expected) {
+      fail(KILN_ERR_FORMAT, origin + " holds " + std::to_string(n_state) +
+                                " optimizer state tensors; its options need " +
+                                std::to_string(expected));
+    }
   }
   t->set_step(c.step);
   t->set_rng_state(c.rng_state);

@@ -72,7 +72,17 @@ class Trainer {
   virtual void forward(std::span<const int32_t> inputs, int32_t rows, int32_t cols,
                        TrainerOutput what, std::span<float> out) = 0;
 
+  // In a group joined with sharded optimizer state, every rank must call this together with the
+  // same path: rank 0 writes the main file and each rank its shard (save_checkpoint_shard).
   virtual void save_checkpoint(const std::filesystem::path& path) const = 0;
+  // Writes rank `rank`'s part of a ZeRO-1 sharded checkpoint of `world` shards at `path`
+  // (train/checkpoint/sharded_optimizer.hpp) from this trainer's host state: the main file when
+  // rank is 0, then the shard file with the rank's slice of the optimizer state. The sharded
+  // data-parallel save calls it with the group's rank; nothing here talks to other ranks, so one
+  // trainer may write every rank's part. Throws KILN_ERR_INVALID_ARGUMENT (rank outside
+  // [0, world)) and what save_checkpoint throws.
+  virtual void save_checkpoint_shard(const std::filesystem::path& path, int32_t rank,
+                                     int32_t world) const = 0;
   virtual void export_hf(const std::filesystem::path& directory) const = 0;
   // The current weights as an immutable model on `runtime`'s backend.
   virtual std::shared_ptr<const Model> snapshot(const Runtime& runtime) const = 0;
@@ -88,7 +98,10 @@ class Trainer {
   // Joins a data-parallel group (kiln_trainer_join_data_parallel: the semantics are in kiln.h).
   // Throws KILN_ERR_INVALID_ARGUMENT (sizes, already joined), KILN_ERR_UNSUPPORTED (CPU engine,
   // no NCCL), KILN_ERR_BACKEND (NCCL errors).
-  virtual void join_data_parallel(const DataParallelId& id, int32_t world_size, int32_t rank) = 0;
+  // shard_optimizer_state: ZeRO-1 (each rank keeps and checkpoints its slice of the optimizer
+  // state; KILN_ERR_UNSUPPORTED with Muon).
+  virtual void join_data_parallel(const DataParallelId& id, int32_t world_size, int32_t rank,
+                                  bool shard_optimizer_state) = 0;
   void cancel() { cancel_.store(true); }
 
   // Entered by every call on the trainer; throws KILN_ERR_BUSY when another thread is inside.

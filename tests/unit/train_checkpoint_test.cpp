@@ -288,7 +288,7 @@ fs::path write_manifest(const fs::path& path, uint32_t version, uint8_t kind, in
 TEST(Checkpoint, VersionEnumAndShapeChecks) {
   const fs::path dir = test::temp_dir("ckpt-fields");
   EXPECT_EQ(open_result(write_manifest(dir / "ok", 1, 0, 1)).first, KILN_OK);
-  expect_rejected(write_manifest(dir / "v2", 2, 0, 1), KILN_ERR_UNSUPPORTED, "format_version is 2");
+  expect_rejected(write_manifest(dir / "v3", 3, 0, 1), KILN_ERR_UNSUPPORTED, "format_version is 3");
   expect_rejected(write_manifest(dir / "v0", 0, 0, 1), KILN_ERR_FORMAT, "format_version is 0");
   expect_rejected(write_manifest(dir / "kind", 1, 9, 1), KILN_ERR_UNSUPPORTED, "kind is 9");
   expect_rejected(write_manifest(dir / "dim", 1, 0, -1), KILN_ERR_FORMAT, "shape[0]");

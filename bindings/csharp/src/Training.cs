@@ -417,8 +417,10 @@ namespace Kiln
 
         /// <summary>Joins a data-parallel group (kiln_trainer_join_data_parallel; kiln.h has the
         /// semantics): every rank calls it with the same id (from <see cref="Runtime.NcclId"/> on one
-        /// rank) and worldSize and its own rank; blocks until all have joined.</summary>
-        public void JoinDataParallel(int worldSize, int rank, byte[] ncclId)
+        /// rank) and worldSize and its own rank; blocks until all have joined. shardOptimizerState:
+        /// ZeRO-1, each rank keeps (and checkpoints) its slice of the AdamW state; every rank then
+        /// calls SaveCheckpoint together.</summary>
+        public void JoinDataParallel(int worldSize, int rank, byte[] ncclId, bool shardOptimizerState = false)
         {
             if (ncclId == null || ncclId.Length != kiln_c.KILN_NCCL_ID_BYTES)
                 throw new ArgumentException("the NCCL id must hold " + kiln_c.KILN_NCCL_ID_BYTES + " bytes", nameof(ncclId));
@@ -427,6 +429,7 @@ namespace Kiln
                 KilnException.Check(kiln_c.kiln_data_parallel_options_default(o));
                 o.world_size = worldSize;
                 o.rank = rank;
+                o.shard_optimizer_state = shardOptimizerState ? 1 : 0;
                 kiln_nccl_id id = o.id; // a view into o
                 for (int k = 0; k < ncclId.Length; ++k) kiln_c.kiln_bind_nccl_id_set_byte(id, k, ncclId[k]);
                 KilnException.Check(kiln_c.kiln_trainer_join_data_parallel(Handle, o));

@@ -189,6 +189,12 @@ static class TrainingTests
             e = Throws<KilnException>(() => t.JoinDataParallel(1, 0, new byte[128]));
             Check(e.Status == Status.Unsupported && e.KilnMessage.Contains("CUDA trainer"), "join on CPU: " + e.Message);
             Throws<ArgumentException>(() => t.JoinDataParallel(1, 0, new byte[3]));
+            using (var muon = NewTrainer(rt, o => o.Optimizer = Optimizer.Muon))
+            {
+                // shardOptimizerState reaches kiln: with Muon it is refused by name, before the engine.
+                e = Throws<KilnException>(() => muon.JoinDataParallel(1, 0, new byte[128], true));
+                Check(e.Status == Status.Unsupported && e.KilnMessage.Contains("Muon"), "sharded join with Muon: " + e.Message);
+            }
             Check(!double.IsNaN(t.Step(Inputs, Targets, B, T).Loss), "the trainer no longer trains");
         }
     }

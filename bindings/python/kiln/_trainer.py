@@ -394,15 +394,19 @@ class Trainer:
         float32, config.json, tokenizer files) that transformers and kiln.Runtime.load_model load."""
         check(c.kiln_trainer_export_hf(self.handle, os.fspath(directory)))
 
-    def join_data_parallel(self, world_size: int, rank: int, nccl_id: bytes) -> None:
+    def join_data_parallel(self, world_size: int, rank: int, nccl_id: bytes,
+                           shard_optimizer_state: bool = False) -> None:
         """Joins a data-parallel group (``kiln_trainer_join_data_parallel``; kiln.h has the
         semantics): every rank calls it with the same ``nccl_id`` (from ``Runtime.nccl_id`` on one
-        rank) and ``world_size`` and its own ``rank``; blocks until all have joined."""
+        rank) and ``world_size`` and its own ``rank``; blocks until all have joined.
+        ``shard_optimizer_state``: ZeRO-1, each rank keeps (and checkpoints) its slice of the AdamW
+        state; every rank then calls ``save_checkpoint`` together."""
         if len(nccl_id) != c.KILN_NCCL_ID_BYTES:
             raise ValueError(f"nccl_id holds {len(nccl_id)} bytes, expected {c.KILN_NCCL_ID_BYTES}")
         o = c.kiln_data_parallel_options()
         check(c.kiln_data_parallel_options_default(o))
         o.world_size, o.rank = world_size, rank
+        o.shard_optimizer_state = 1 if shard_optimizer_state else 0
         for k, b in enumerate(nccl_id):
             c.kiln_bind_nccl_id_set_byte(o.id, k, b)  # o.id is a view into o
         check(c.kiln_trainer_join_data_parallel(self.handle, o))

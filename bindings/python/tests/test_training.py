@@ -199,6 +199,12 @@ class TrainingTest(unittest.TestCase):
             trainer.join_data_parallel(1, 0, bytes(range(128)))
         with self.assertRaises(ValueError):
             trainer.join_data_parallel(1, 0, b"short")
+        # shard_optimizer_state reaches kiln: with Muon it is refused by name, before the engine.
+        muon = self.trainer(optimizer=kiln.Optimizer.MUON)
+        with self.assertRaisesRegex(kiln.UnsupportedError, "Muon"):
+            muon.join_data_parallel(1, 0, bytes(128), shard_optimizer_state=True)
+        with self.assertRaisesRegex(kiln.UnsupportedError, "CUDA trainer"):
+            muon.join_data_parallel(1, 0, bytes(128), shard_optimizer_state=False)
         self.assertTrue(math.isfinite(trainer.step(self.inputs, self.targets).loss))
 
     def test_a_fresh_model_has_the_configured_shape_and_tokenizer(self):

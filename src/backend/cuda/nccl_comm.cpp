@@ -27,6 +27,8 @@ struct NcclComm::Library {
   decltype(&ncclCommInitAll) comm_init_all = nullptr;
   decltype(&ncclCommDestroy) comm_destroy = nullptr;
   decltype(&ncclAllReduce) all_reduce = nullptr;
+  decltype(&ncclReduceScatter) reduce_scatter = nullptr;
+  decltype(&ncclAllGather) all_gather = nullptr;
   decltype(&ncclGetErrorString) error_string = nullptr;
 
   Library() {
@@ -50,6 +52,8 @@ struct NcclComm::Library {
     resolve(comm_init_all, "ncclCommInitAll");
     resolve(comm_destroy, "ncclCommDestroy");
     resolve(all_reduce, "ncclAllReduce");
+    resolve(reduce_scatter, "ncclReduceScatter");
+    resolve(all_gather, "ncclAllGather");
     resolve(error_string, "ncclGetErrorString");
   }
   ~Library() {
@@ -130,6 +134,22 @@ void NcclComm::all_reduce_sum(double* data, size_t count, cudaStream_t stream) {
               "ncclAllReduce (float64 sum)");
 }
 
+// In-place forms, as NCCL documents them: the receive buffer of a reduce-scatter and the send
+// buffer of an all-gather are this rank's shard of the full buffer.
+void NcclComm::reduce_scatter_sum(float* data, size_t shard_count, cudaStream_t stream) {
+  float* mine = data + static_cast<size_t>(rank_) * shard_count;
+  lib_->check(lib_->reduce_scatter(data, mine, shard_count, ncclFloat32, ncclSum,
+                                   static_cast<ncclComm_t>(comm_), stream),
+              "ncclReduceScatter (float32 sum)");
+}
+
+void NcclComm::all_gather(float* data, size_t shard_count, cudaStream_t stream) {
+  const float* mine = data + static_cast<size_t>(rank_) * shard_count;
+  lib_->check(lib_->all_gather(mine, data, shard_count, ncclFloat32, static_cast<ncclComm_t>(comm_),
+                               stream),
+              "ncclAllGather (float32)");
+}
+
 #else  // built without nccl.h
 
 struct NcclComm::Library {};
@@ -154,6 +174,8 @@ std::vector<std::unique_ptr<NcclComm>> NcclComm::create_local_group(const std::v
 NcclComm::~NcclComm() = default;
 void NcclComm::all_reduce_sum(float*, size_t, cudaStream_t) { no_nccl(); }
 void NcclComm::all_reduce_sum(double*, size_t, cudaStream_t) { no_nccl(); }
+void NcclComm::reduce_scatter_sum(float*, size_t, cudaStream_t) { no_nccl(); }
+void NcclComm::all_gather(float*, size_t, cudaStream_t) { no_nccl(); }
 
 #endif
 

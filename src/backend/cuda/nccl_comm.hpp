@@ -45,6 +45,12 @@ class NcclComm {
   // In-place sums over the ranks, enqueued on `stream` (device pointers).
   void all_reduce_sum(float* data, size_t count, cudaStream_t stream);
   void all_reduce_sum(double* data, size_t count, cudaStream_t stream);
+  // ZeRO-1 (train/data_parallel/shard_plan.hpp): `data` holds world_size * shard_count floats.
+  // reduce_scatter_sum leaves at data + rank * shard_count the sum over the ranks of that shard
+  // (ncclReduceScatter, in place); all_gather fills every other rank's shard from its owner
+  // (ncclAllGather, in place). Enqueued on `stream`.
+  void reduce_scatter_sum(float* data, size_t shard_count, cudaStream_t stream);
+  void all_gather(float* data, size_t shard_count, cudaStream_t stream);
 
  private:
   struct Library;

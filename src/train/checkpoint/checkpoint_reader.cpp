@@ -249,6 +249,30 @@ std::unique_ptr<LoadedCheckpoint> LoadedCheckpoint::open(const std::filesystem::
   if (m.data_state() != nullptr)
     c.data_state.assign(m.data_state()->begin(), m.data_state()->end());
   c.tensors = reader.tensors(*m.tensors());
+  c.optimizer_world = m.optimizer_world();
+  c.optimizer_layout_total = m.optimizer_layout_total();
+  if (c.optimizer_world < 0) {
+    reader.bad("optimizer_world", "is " + std::to_string(c.optimizer_world) + " (< 0)");
+  }
+  if (c.optimizer_world > 0 && c.optimizer_layout_total < 1) {
+    reader.bad("optimizer_layout_total", "is " + std::to_string(c.optimizer_layout_total) +
+                                             " with the state in " +
+                                             std::to_string(c.optimizer_world) + " shards");
+  }
+  if (const ckpt::OptimizerShard* s = m.shard()) {
+    CheckpointShard shard{s->world(), s->rank(), s->layout_total(), s->begin(), s->end()};
+    if (shard.world < 1 || shard.rank < 0 || shard.rank >= shard.world) {
+      reader.bad("shard", "names rank " + std::to_string(shard.rank) + " of a world of " +
+                              std::to_string(shard.world));
+    }
+    if (shard.layout_total < 1 || shard.begin < 0 || shard.end < shard.begin ||
+        shard.end > shard.layout_total) {
+      reader.bad("shard", "holds [" + std::to_string(shard.begin) + ", " +
+                              std::to_string(shard.end) + ") of " +
+                              std::to_string(shard.layout_total) + " elements (out of range)");
+    }
+    c.shard = shard;
+  }
   return ckpt;
 }
 

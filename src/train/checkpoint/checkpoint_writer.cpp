@@ -46,6 +46,22 @@ void validate(const std::filesystem::path& path, const CheckpointContents& c) {
     }
     if (t.data == nullptr) bad(where + " has no data");
   }
+  if (c.optimizer_world < 0) {
+    bad("optimizer_world is " + std::to_string(c.optimizer_world) + " (< 0)");
+  }
+  if (c.optimizer_world > 0 && c.optimizer_layout_total < 1) {
+    bad("optimizer_layout_total is " + std::to_string(c.optimizer_layout_total) +
+        " with the state in " + std::to_string(c.optimizer_world) + " shards");
+  }
+  if (c.shard) {
+    const CheckpointShard& s = *c.shard;
+    if (s.world < 1 || s.rank < 0 || s.rank >= s.world || s.layout_total < 1 || s.begin < 0 ||
+        s.end < s.begin || s.end > s.layout_total) {
+      bad("shard rank " + std::to_string(s.rank) + " of " + std::to_string(s.world) + " holds [" +
+          std::to_string(s.begin) + ", " + std::to_string(s.end) + ") of " +
+          std::to_string(s.layout_total) + " elements (out of range)");
+    }
+  }
 }
 
 flatbuffers::Offset<ckpt::TrainerOptions> build_options(flatbuffers::FlatBufferBuilder& b,
@@ -108,8 +124,14 @@ flatbuffers::DetachedBuffer build_manifest(const CheckpointContents& c,
                                                &t.shape, offsets[i], t.nbytes));
   }
   const auto tensors_vec = b.CreateVector(tensors);
+  flatbuffers::Offset<ckpt::OptimizerShard> shard;
+  if (c.shard) {
+    shard = ckpt::CreateOptimizerShard(b, c.shard->world, c.shard->rank, c.shard->layout_total,
+                                       c.shard->begin, c.shard->end);
+  }
+  const bool sharded = c.optimizer_world > 0 || c.shard.has_value();
   ckpt::ManifestBuilder m(b);
-  m.add_format_version(kCheckpointFormatVersion);
+  m.add_format_version(sharded ? kCheckpointFormatVersion : kCheckpointUnshardedVersion);
   m.add_config_json(config);
   if (!c.tokenizer_json.empty()) m.add_tokenizer_json(tokenizer);
   if (!c.tokenizer_config_json.empty()) m.add_tokenizer_config_json(tokenizer_config);
@@ -118,6 +140,11 @@ flatbuffers::DetachedBuffer build_manifest(const CheckpointContents& c,
   m.add_rng_state(rng);
   m.add_data_state(data_state);
   m.add_tensors(tensors_vec);
+  if (sharded) {
+    m.add_optimizer_world(c.optimizer_world);
+    m.add_optimizer_layout_total(c.optimizer_layout_total);
+    if (c.shard) m.add_shard(shard);
+  }
   ckpt::FinishManifestBuffer(b, m.Finish());
   return b.Release();
 }

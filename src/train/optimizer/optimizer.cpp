@@ -156,6 +156,24 @@ float* Optimizer::buffer(TensorKind kind) {
   return nullptr;
 }
 
+std::vector<TensorKind> Optimizer::flat_kinds() const {
+  if (muon_momentum_.empty()) return {TensorKind::AdamM, TensorKind::AdamV};
+  return {TensorKind::AdamM, TensorKind::AdamV, TensorKind::MuonMomentum};
+}
+
+std::span<float> Optimizer::flat_state(TensorKind kind) {
+  float* data = buffer(kind);
+  if (data == nullptr) {
+    fail(KILN_ERR_INTERNAL, std::string("optimizer: no flat ") + tensor_kind_name(kind) +
+                                " buffer in " + optimizer_kind_name(options_.kind) + " mode");
+  }
+  return {data, static_cast<size_t>(layout_.total())};
+}
+
+std::span<const float> Optimizer::flat_state(TensorKind kind) const {
+  return const_cast<Optimizer&>(*this).flat_state(kind);
+}
+
 template <class State, class Self>
 std::vector<State> Optimizer::collect_state(Self& self) {
   std::vector<State> out;

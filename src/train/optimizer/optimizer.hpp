@@ -16,6 +16,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -108,6 +109,14 @@ class Optimizer {
   // when no such state exists in this mode, or when numel disagrees with the parameter's.
   void restore_state(std::string_view param_name, TensorKind kind, const float* data,
                      int64_t numel);
+
+  // The flat state buffers (layout.total() floats each, alignment padding included) that exist
+  // in this mode: adam_m and adam_v, and muon_momentum in Muon mode. What ZeRO-1 shards and
+  // sharded checkpoints slice (train/data_parallel/shard_plan.hpp).
+  std::vector<TensorKind> flat_kinds() const;
+  // Throws KILN_ERR_INTERNAL for a kind not in flat_kinds().
+  std::span<float> flat_state(TensorKind kind);
+  std::span<const float> flat_state(TensorKind kind) const;
 
   const ParamLayout& layout() const { return layout_; }
   const OptimizerOptions& options() const { return options_; }

@@ -3185,12 +3185,13 @@ pub struct kiln_data_parallel_options {
     pub world_size: i32,
     pub rank: i32,
     pub id: kiln_nccl_id,
+    pub shard_optimizer_state: i32,
 }
 #[test]
 fn bindgen_test_layout_kiln_data_parallel_options() {
     assert_eq!(
         ::std::mem::size_of::<kiln_data_parallel_options>(),
-        144usize,
+        152usize,
         concat!("Size of: ", stringify!(kiln_data_parallel_options))
     );
     assert_eq!(
@@ -3266,6 +3267,23 @@ fn bindgen_test_layout_kiln_data_parallel_options() {
         );
     }
     test_field_id();
+    fn test_field_shard_optimizer_state() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<kiln_data_parallel_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).shard_optimizer_state) as usize - ptr as usize
+            },
+            144usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(kiln_data_parallel_options),
+                "::",
+                stringify!(shard_optimizer_state)
+            )
+        );
+    }
+    test_field_shard_optimizer_state();
 }
 extern "C" {
     pub fn kiln_data_parallel_options_default(

@@ -712,6 +712,19 @@ impl Trainer {
         rank: i32,
         id: &[u8; sys::KILN_NCCL_ID_BYTES as usize],
     ) -> Result<()> {
+        self.join_data_parallel_sharded(world_size, rank, id, false)
+    }
+
+    /// [`Trainer::join_data_parallel`] with `shard_optimizer_state` (ZeRO-1): each rank keeps (and
+    /// checkpoints) its slice of the AdamW state; every rank then calls `save_checkpoint`
+    /// together.
+    pub fn join_data_parallel_sharded(
+        &mut self,
+        world_size: i32,
+        rank: i32,
+        id: &[u8; sys::KILN_NCCL_ID_BYTES as usize],
+        shard_optimizer_state: bool,
+    ) -> Result<()> {
         // SAFETY: zeroed then filled by kiln_data_parallel_options_default, as kiln.h asks.
         let mut o: sys::kiln_data_parallel_options = unsafe { std::mem::zeroed() };
         check(unsafe {
@@ -719,6 +732,7 @@ impl Trainer {
         })?;
         o.world_size = world_size;
         o.rank = rank;
+        o.shard_optimizer_state = i32::from(shard_optimizer_state);
         o.id.bytes = *id;
         check(unsafe { sys::kiln_trainer_join_data_parallel(self.raw(), &o) })
     }

@@ -441,5 +441,10 @@ fn data_parallel_reaches_kiln() {
     let e = t.join_data_parallel(1, 0, &[7u8; 128]).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(e.message().contains("CUDA trainer"), "{}", e);
+    // shard_optimizer_state reaches kiln: with Muon it is refused by name, before the engine.
+    let mut muon = d.trainer(&rt, |o| o.optimizer = Optimizer::Muon);
+    let e = muon.join_data_parallel_sharded(1, 0, &[7u8; 128], true).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.message().contains("Muon"), "{}", e);
     assert!(t.step(&d.batch()).unwrap().loss.is_finite());
 }

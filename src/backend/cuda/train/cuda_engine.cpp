@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "backend/cuda/train/muon_update.hpp"
 #include "backend/cuda/train_kernels.hpp"
 #include "core/error.hpp"
+#include "train/data_parallel/shard_plan.hpp"
 #include "train/dropout_mask.hpp"
 #include "train/model_layout.hpp"
 
@@ -271,7 +273,19 @@ class CudaEngine final : public kiln::train::TrainEngine {
 
   double clip_grads(float clip_norm) override {
     use_device(device_);
-    sum_squares(grads_.as<float>(), s_.layout.total(), sumsq_ws_, sumsq_, stream_.get());
+    if (zero_) {
+      // ZeRO-1: this rank holds the reduced gradient of its shard only; the global norm is the
+      // sum over the ranks of each shard's sum of squares.
+      if (owned_.size() > 0) {
+        sum_squares(grads_.as<float>() + owned_.begin, owned_.size(), sumsq_ws_, sumsq_,
+                    stream_.get());
+      } else {
+        KILN_CUDA_CHECK(cudaMemsetAsync(sumsq_, 0, sizeof(double), stream_.get()));
+      }
+      comm_->all_reduce_sum(sumsq_, 1, stream_.get());
+    } else {
+      sum_squares(grads_.as<float>(), s_.layout.total(), sumsq_ws_, sumsq_, stream_.get());
+    }
     clip_scale(sumsq_, clip_norm, clip_scale_, norm_, stream_.get());
     double norm = 0.0;
     KILN_CUDA_CHECK(
@@ -287,6 +301,11 @@ class CudaEngine final : public kiln::train::TrainEngine {
     const double bc1 = 1.0 - std::pow(static_cast<double>(o.beta1), static_cast<double>(t));
     const double bc2 = 1.0 - std::pow(static_cast<double>(o.beta2), static_cast<double>(t));
     const auto& specs = s_.layout.specs();
+    if (zero_) {
+      zero_adamw_step(lr_multiplier, bc1, bc2);
+      s_.optimizer.set_steps_taken(t);
+      return;
+    }
     for (size_t i = 0; i < specs.size(); ++i) {
       const ParamSpec& sp = specs[i];
       if (uses_muon(o.kind, sp.role)) {
@@ -310,23 +329,35 @@ class CudaEngine final : public kiln::train::TrainEngine {
   }
 
   void download_grads(std::span<float> out) override {
-    if (out.size() * sizeof(float) != grads_.size()) {
+    if (static_cast<int64_t>(out.size()) != s_.layout.total()) {
       fail(KILN_ERR_INVALID_ARGUMENT, "gradient output holds " +
                                           n_str(static_cast<int64_t>(out.size())) +
                                           " floats, the layout " + n_str(s_.layout.total()));
     }
     use_device(device_);
     stream_.synchronize();
-    KILN_CUDA_CHECK(cudaMemcpyAsync(out.data(), grads_.get(), grads_.size(), cudaMemcpyDeviceToHost,
-                                    stream_.get()));
+    KILN_CUDA_CHECK(cudaMemcpyAsync(out.data(), grads_.get(), out.size() * sizeof(float),
+                                    cudaMemcpyDeviceToHost, stream_.get()));
     stream_.synchronize();
   }
 
   void download_state() override {
     use_device(device_);
     stream_.synchronize();
-    KILN_CUDA_CHECK(cudaMemcpyAsync(s_.values.data(), values_.get(), values_.size(),
+    KILN_CUDA_CHECK(cudaMemcpyAsync(s_.values.data(), values_.get(), host_bytes(),
                                     cudaMemcpyDeviceToHost, stream_.get()));
+    if (zero_) {
+      // Only this rank's slice of the moments exists here; the rest of the host mirror is stale
+      // (a sharded checkpoint saves only the slice: Trainer::save_checkpoint_shard).
+      for (TensorKind kind : s_.optimizer.flat_kinds()) {
+        KILN_CUDA_CHECK(cudaMemcpyAsync(s_.optimizer.flat_state(kind).data() + owned_.begin,
+                                        moment(kind),
+                                        static_cast<size_t>(owned_.size()) * sizeof(float),
+                                        cudaMemcpyDeviceToHost, stream_.get()));
+      }
+      stream_.synchronize();
+      return;
+    }
     for (const OptimizerState& st : s_.optimizer.state()) {
       KILN_CUDA_CHECK(cudaMemcpyAsync(st.data, moment(st.kind) + st.param->offset,
                                       static_cast<size_t>(st.param->numel) * sizeof(float),
@@ -338,12 +369,21 @@ class CudaEngine final : public kiln::train::TrainEngine {
   void upload_state() override {
     use_device(device_);
     stream_.synchronize();
-    KILN_CUDA_CHECK(cudaMemcpyAsync(values_.get(), s_.values.data(), values_.size(),
+    KILN_CUDA_CHECK(cudaMemcpyAsync(values_.get(), s_.values.data(), host_bytes(),
                                     cudaMemcpyHostToDevice, stream_.get()));
-    for (const ConstOptimizerState& st : std::as_const(s_.optimizer).state()) {
-      KILN_CUDA_CHECK(cudaMemcpyAsync(moment(st.kind) + st.param->offset, st.data,
-                                      static_cast<size_t>(st.param->numel) * sizeof(float),
-                                      cudaMemcpyHostToDevice, stream_.get()));
+    if (zero_) {
+      for (TensorKind kind : s_.optimizer.flat_kinds()) {
+        KILN_CUDA_CHECK(cudaMemcpyAsync(
+            moment(kind), std::as_const(s_.optimizer).flat_state(kind).data() + owned_.begin,
+            static_cast<size_t>(owned_.size()) * sizeof(float), cudaMemcpyHostToDevice,
+            stream_.get()));
+      }
+    } else {
+      for (const ConstOptimizerState& st : std::as_const(s_.optimizer).state()) {
+        KILN_CUDA_CHECK(cudaMemcpyAsync(moment(st.kind) + st.param->offset, st.data,
+                                        static_cast<size_t>(st.param->numel) * sizeof(float),
+                                        cudaMemcpyHostToDevice, stream_.get()));
+      }
     }
     const auto& specs = s_.layout.specs();
     for (size_t i = 0; i < specs.size(); ++i) {
@@ -355,12 +395,17 @@ class CudaEngine final : public kiln::train::TrainEngine {
 
   // ---- data parallel (kiln_trainer_join_data_parallel) ---------------------------------------
 
-  void join_data_parallel(const DataParallelId& id, int world_size, int rank) override {
+  void join_data_parallel(const DataParallelId& id, int world_size, int rank,
+                          bool shard_optimizer_state) override {
     use_device(device_);
     stream_.synchronize();
+    if (shard_optimizer_state && s_.options.optimizer.kind == OptimizerKind::Muon) {
+      fail(KILN_ERR_INTERNAL, "ZeRO-1 with Muon reached the CUDA engine");  // the trainer refuses
+    }
     // The host sums (a few per head) go through this small device buffer, allocated once here.
     dp_sums_ = alloc_->allocate(kDataParallelSums * sizeof(double), "data-parallel loss sums");
     comm_ = std::make_unique<NcclComm>(id, world_size, rank);
+    if (shard_optimizer_state) shard_optimizer(world_size, rank);
   }
 
   void all_reduce_host(std::span<double> values) override {
@@ -382,7 +427,89 @@ class CudaEngine final : public kiln::train::TrainEngine {
   void all_reduce_grads() override {
     if (!comm_) return;
     use_device(device_);
-    comm_->all_reduce_sum(grads_.as<float>(), grads_.size() / sizeof(float), stream_.get());
+    if (zero_) {
+      // Each rank receives the sum of its own shard only: the shard it updates.
+      comm_->reduce_scatter_sum(grads_.as<float>(), static_cast<size_t>(zero_->shard_size()),
+                                stream_.get());
+    } else {
+      comm_->all_reduce_sum(grads_.as<float>(), static_cast<size_t>(s_.layout.total()),
+                            stream_.get());
+    }
+  }
+
+ private:
+  // ---- ZeRO-1 (train/data_parallel/shard_plan.hpp) -------------------------------------------
+
+  size_t host_bytes() const { return static_cast<size_t>(s_.layout.total()) * sizeof(float); }
+
+  // Pads the weight and gradient buffers to world × shard size (NCCL's reduce-scatter and
+  // all-gather move equal counts) and keeps only this rank's slice of the Adam moments.
+  void shard_optimizer(int world_size, int rank) {
+    zero_.emplace(s_.layout.total(), world_size);
+    owned_ = zero_->owned(rank);
+    const size_t padded = static_cast<size_t>(zero_->padded_total()) * sizeof(float);
+    const size_t shard = static_cast<size_t>(zero_->shard_size()) * sizeof(float);
+    const size_t owned = static_cast<size_t>(owned_.size()) * sizeof(float);
+    DeviceBuffer values = alloc_->allocate(padded, "training weights (float32, ZeRO-1 padded)");
+    DeviceBuffer grads = alloc_->allocate(padded, "training gradients (float32, ZeRO-1 padded)");
+    DeviceBuffer m = alloc_->allocate(shard, "AdamW first moments (ZeRO-1 shard)");
+    DeviceBuffer v = alloc_->allocate(shard, "AdamW second moments (ZeRO-1 shard)");
+    cudaStream_t st = stream_.get();
+    KILN_CUDA_CHECK(cudaMemsetAsync(values.get(), 0, padded, st));
+    KILN_CUDA_CHECK(cudaMemsetAsync(grads.get(), 0, padded, st));
+    KILN_CUDA_CHECK(cudaMemsetAsync(m.get(), 0, shard, st));
+    KILN_CUDA_CHECK(cudaMemsetAsync(v.get(), 0, shard, st));
+    KILN_CUDA_CHECK(
+        cudaMemcpyAsync(values.get(), values_.get(), host_bytes(), cudaMemcpyDeviceToDevice, st));
+    KILN_CUDA_CHECK(cudaMemcpyAsync(m.get(), adam_m_.as<float>() + owned_.begin, owned,
+                                    cudaMemcpyDeviceToDevice, st));
+    KILN_CUDA_CHECK(cudaMemcpyAsync(v.get(), adam_v_.as<float>() + owned_.begin, owned,
+                                    cudaMemcpyDeviceToDevice, st));
+    stream_.synchronize();
+    values_ = std::move(values);
+    grads_ = std::move(grads);
+    adam_m_ = std::move(m);
+    adam_v_ = std::move(v);
+  }
+
+  // AdamW on this rank's slice of every tensor (the moments are indexed from the slice's start),
+  // then every rank's updated float32 slice to every rank, and the BF16 copies of the parts this
+  // rank did not update. A slice edge is a multiple of ParamLayout::kAlign from the tensor's
+  // start, so the kernels' vector alignment is that of the unsharded step. With one rank the
+  // slice is the whole buffer: the same kernel calls on the same data as the unsharded step.
+  void zero_adamw_step(double lr_multiplier, double bc1, double bc2) {
+    const OptimizerOptions& o = s_.options.optimizer;
+    const auto& specs = s_.layout.specs();
+    float* values = values_.as<float>();
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const ParamSpec& sp = specs[i];
+      const int64_t lo = std::max(sp.offset, owned_.begin);
+      const int64_t hi = std::min(sp.offset + sp.numel, owned_.end);
+      if (hi <= lo) continue;
+      AdamWStep st{};
+      st.lr = static_cast<float>(static_cast<double>(o.lr_for(sp.role)) * lr_multiplier);
+      st.beta1 = o.beta1, st.beta2 = o.beta2, st.eps = o.eps;
+      st.weight_decay = o.weight_decay_for(sp.role);
+      st.bias1 = static_cast<float>(bc1), st.bias2 = static_cast<float>(bc2);
+      bf16* half = bf16_of_[i] != nullptr ? bf16_of_[i] + (lo - sp.offset) : nullptr;
+      adamw_update(
+          values + lo, half, grads_.as<float>() + lo, adam_m_.as<float>() + (lo - owned_.begin),
+          adam_v_.as<float>() + (lo - owned_.begin), hi - lo, st, clip_scale_, stream_.get());
+    }
+    comm_->all_gather(values, static_cast<size_t>(zero_->shard_size()), stream_.get());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (bf16_of_[i] == nullptr) continue;
+      const ParamSpec& sp = specs[i];
+      const int64_t end = sp.offset + sp.numel;
+      const int64_t mine_lo = std::clamp(owned_.begin, sp.offset, end);
+      const int64_t mine_hi = std::clamp(owned_.end, mine_lo, end);
+      if (mine_lo > sp.offset)
+        to_bf16(values + sp.offset, bf16_of_[i], mine_lo - sp.offset, stream_.get());
+      if (end > mine_hi) {
+        to_bf16(values + mine_hi, bf16_of_[i] + (mine_hi - sp.offset), end - mine_hi,
+                stream_.get());
+      }
+    }
   }
 
  private:
@@ -972,6 +1099,10 @@ class CudaEngine final : public kiln::train::TrainEngine {
   static constexpr int64_t kDataParallelSums = 3 * (1 + KILN_MAX_MTP_HEADS);
   std::unique_ptr<NcclComm> comm_;
   DeviceBuffer dp_sums_;
+  // ZeRO-1 (joined with shard_optimizer_state): the plan and this rank's slice; adam_m_ / adam_v_
+  // then hold only the slice, values_ and grads_ are padded to zero_->padded_total().
+  std::optional<kiln::train::ShardPlan> zero_;
+  kiln::train::ShardRange owned_;
   std::vector<BlockActs> acts_;
   std::vector<bf16*> head_y_;
   std::vector<float*> head_mean_, head_rstd_;
