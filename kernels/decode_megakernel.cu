@@ -145,6 +145,29 @@ __device__ void grid_product(const bf16* w, int64_t n_rows, int64_t k, int64_t s
   }
 }
 
+// Asks L2 to fetch the rows this block's warps will take in a later grid_product with the same
+// arguments (each warp its slice of each of its rows, one 128-byte line per lane at a time), so
+// that a phase with little work of its own (attention) streams the next phases' weights.
+__device__ void prefetch_rows(const bf16* w, int64_t n_rows, int64_t k, int64_t second, int split,
+                              int n_row_sets) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int rows_per_group = kWarps / split;
+  const int64_t bytes = k * static_cast<int64_t>(sizeof(bf16));
+  const int64_t per = (bytes + split - 1) / split;
+  const int64_t lo = min(bytes, (warp % split) * per), hi = min(bytes, lo + per);
+  for (int64_t first = static_cast<int64_t>(blockIdx.x) * rows_per_group; first < n_rows;
+       first += static_cast<int64_t>(gridDim.x) * rows_per_group) {
+    const int64_t row = first + warp / split;
+    if (row >= n_rows) continue;
+    for (int set = 0; set < n_row_sets; ++set) {
+      const char* base = reinterpret_cast<const char*>(w + (set * second + row) * k);
+      for (int64_t off = lo + int64_t{lane} * 128; off < hi; off += 32 * 128) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(base + off));
+      }
+    }
+  }
+}
+
 // xs = bf16(norm_w ⊙ x / rms(x)), as rms_norm_gemv_kernel computes it (x written by other blocks
 // before the last barrier: read through L2).
 __device__ void norm_into_shared(const float* x, const float* norm_w, float eps, int64_t k,
@@ -284,6 +307,10 @@ __global__ void __launch_bounds__(kMegakernelThreads, 2)
       float* state = a.partials + (static_cast<int64_t>(h) * max_splits + split) * (s.head_dim + 2);
       attention_chunk<kChunks>(a, L, h, split, n_splits, pos, scale_log2, sh, state);
     }
+    if (a.prefetch) {  // most blocks have no attention chunk: stream the o and gate/up rows
+      prefetch_rows(L.wo, H, q_dim, 0, a.splits.o, 1);
+      prefetch_rows(L.w_gate_up, I, H, I, a.splits.gate_up, 2);
+    }
     grid_barrier(a.barrier);
     // (3) merge + o product + residual (+ o bias): x += Wo · attn (+ bo), x row by its one owner.
     merge_attention(a.partials, s, n_splits, max_splits, xs);
@@ -301,6 +328,12 @@ __global__ void __launch_bounds__(kMegakernelThreads, 2)
                       const float g = acc[0], up = acc[1];
                       a.act[row] = __float2bfloat16(g / (1.0f + expf(-g)) * up);
                     });
+    if (a.prefetch) {  // while waiting for the slowest block: the down rows, the next q/k/v rows
+      prefetch_rows(L.w_down, H, I, 0, a.splits.down, 1);
+      if (li + 1 < a.n_layers) {
+        prefetch_rows(a.layers[li + 1].wqkv, qkv_dim, H, 0, a.splits.qkv, 1);
+      }
+    }
     grid_barrier(a.barrier);
     // (5) down + residual, act staged in shared memory first.
     const uint4* act16 = reinterpret_cast<const uint4*>(a.act);

@@ -370,6 +370,7 @@ void CudaTransformer::prepare_megakernel(CudaSessionState& s) const {
   a.inv_freq = ptr<float>(inv_freq_);
   a.context_length = s.context_length();
   a.blocks = megakernel_blocks_;
+  a.prefetch = megakernel_prefetch_from_environment();
   a.splits = MegakernelSplits{megakernel_row_split(d.qkv_dim(), d.hidden, a.blocks),
                               megakernel_row_split(d.hidden, d.q_dim(), a.blocks),
                               megakernel_row_split(d.intermediate, d.hidden, a.blocks),

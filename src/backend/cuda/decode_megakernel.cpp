@@ -9,12 +9,21 @@
 
 namespace kiln::cuda {
 
-bool megakernel_from_environment() {
-  const char* env = std::getenv("KILN_CUDA_MEGAKERNEL");
+namespace {
+// An on/off switch that is on unless set to "0".
+bool switch_from_environment(const char* name) {
+  const char* env = std::getenv(name);
   if (env == nullptr || env[0] == '\0' || std::strcmp(env, "1") == 0) return true;
   if (std::strcmp(env, "0") == 0) return false;
   fail(KILN_ERR_INVALID_ARGUMENT,
-       std::string("KILN_CUDA_MEGAKERNEL is \"") + env + "\"; expected \"0\" or \"1\"");
+       std::string(name) + " is \"" + env + "\"; expected \"0\" or \"1\"");
+}
+}  // namespace
+
+bool megakernel_from_environment() { return switch_from_environment("KILN_CUDA_MEGAKERNEL"); }
+
+bool megakernel_prefetch_from_environment() {
+  return switch_from_environment("KILN_CUDA_MEGAKERNEL_PREFETCH");
 }
 
 int32_t megakernel_blocks(int64_t hidden, int64_t intermediate, QkvShape shape) {

@@ -17,6 +17,11 @@ namespace kiln::cuda {
 // a model is loaded.
 bool megakernel_from_environment();
 
+// KILN_CUDA_MEGAKERNEL_PREFETCH: "0" turns off the megakernel's L2 prefetch of later phases'
+// weights (MegakernelArgs::prefetch; on by default), for measuring it; read when a session makes
+// its megakernel state. Anything but unset, "", "0" or "1" is KILN_ERR_INVALID_ARGUMENT.
+bool megakernel_prefetch_from_environment();
+
 // Whether a model of these dimensions runs its decode step in the megakernel on this device (the
 // shape within decode_megakernel_supported, a cooperative-launch-capable GPU with a resident grid).
 // 0 when not, else the grid size.

@@ -242,6 +242,9 @@ struct MegakernelArgs {
   unsigned* barrier;  // two unsigned ints, zero before the first launch (left reusable)
   MegakernelSplits splits;
   int32_t blocks;  // grid size: every block resident at once
+  // Whether idle phases ask L2 for the weights of the phases after them (prefetch.global.L2): the
+  // o and gate/up rows during attention, the down and next q/k/v rows after gate/up.
+  bool prefetch;
 };
 // Whether the kernel takes these dimensions: every row length a multiple of 8 (16-byte loads),
 // head_dim a multiple of 8 up to kMaxAttentionHeadDim, the widest vector (hidden, q_dim or
