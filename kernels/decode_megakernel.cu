@@ -403,8 +403,12 @@ int32_t megakernel_max_blocks(int64_t hidden, int64_t intermediate, QkvShape sha
   const size_t smem = dynamic_shared_bytes(hidden, intermediate, shape);
   int per_sm = 0;
   with_kernel(shape.head_dim, [&](auto kernel) {
+    // The most any supported shape needs, not this model's: another model loaded later must not
+    // lower the limit under this one's launches.
+    const size_t most =
+        dynamic_shared_bytes(kMegakernelMaxVector, kMegakernelMaxVector, QkvShape{});
     KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem)));
+                                         static_cast<int>(most)));
     KILN_CUDA_CHECK(
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kMegakernelThreads, smem));
   });
