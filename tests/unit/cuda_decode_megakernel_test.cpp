@@ -17,6 +17,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -289,13 +290,16 @@ TEST_F(MegakernelExecutor, TimingOnTheQwen05bShape) {
     DeviceSampleRequest greedy;
     int32_t next = prompt.back();
     int32_t pos = static_cast<int32_t>(prompt.size());
-    for (int w = 0; w < 8; ++w) {  // capture the graph, warm up
-      next = *exec->forward_sample(*s, std::span(&next, 1), pos++, greedy, nullptr);
-    }
+    auto step = [&] {
+      const auto drawn = exec->forward_sample(*s, std::span(&next, 1), pos++, greedy, nullptr);
+      if (!drawn) throw std::runtime_error("no device sampling (KILN_CUDA_HOST_SAMPLING=1?)");
+      next = *drawn;
+    };
+    for (int w = 0; w < 8; ++w) step();  // capture the graph, warm up
     unsetenv("KILN_CUDA_MEGAKERNEL_PREFETCH");
     const auto t0 = std::chrono::steady_clock::now();
     for (int t = 0; t < tokens; ++t) {
-      next = *exec->forward_sample(*s, std::span(&next, 1), pos++, greedy, nullptr);
+      step();
       generated[path].push_back(next);
     }
     const auto t1 = std::chrono::steady_clock::now();
