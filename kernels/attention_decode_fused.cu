@@ -26,7 +26,40 @@ namespace {
 constexpr int kWarps = 4;
 
 using detail::decode_splits;
-using detail::prepare_head;
+
+// One warp: out[d] = scale · (RoPE(norm(src + bias)))[d] for one head vector of the projection,
+// as qkv_rope_kernel computes it; `round` rounds to BF16 first (the value a cache row holds).
+__device__ void prepare_head(const float* src, const float* bias, const float* norm, float eps,
+                             const float* inv_freq, int pos, int D, int rot_dim, bool rotate,
+                             bool round, float scale, float* work, float* out) {
+  const int lane = threadIdx.x % 32;
+  float sum_sq = 0.0f;
+  for (int d = lane; d < D; d += 32) {
+    float v = src[d];
+    if (bias != nullptr) v += bias[d];
+    work[d] = v;
+    sum_sq += v * v;
+  }
+  if (norm != nullptr) {
+    const float inv_rms = rsqrtf(detail::warp_sum(sum_sq) / static_cast<float>(D) + eps);
+    for (int d = lane; d < D; d += 32) work[d] = norm[d] * (work[d] * inv_rms);
+  }
+  __syncwarp();  // RoPE reads the partner element, written by another lane
+  const int half = rot_dim / 2;
+  for (int d = lane; d < D; d += 32) {
+    float o = work[d];
+    if (rotate && d < rot_dim) {
+      const int i = d < half ? d : d - half;
+      const float angle = static_cast<float>(pos) * inv_freq[i];
+      float sin_a, cos_a;
+      sincosf(angle, &sin_a, &cos_a);
+      o = d < half ? work[d] * cos_a - work[d + half] * sin_a
+                   : work[d] * cos_a + work[d - half] * sin_a;
+    }
+    if (round) o = __bfloat162float(__float2bfloat16(o));
+    out[d] = o * scale;
+  }
+}
 
 template <int kChunks>
 __global__ void __launch_bounds__(kWarps * 32)

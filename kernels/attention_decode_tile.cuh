@@ -1,8 +1,8 @@
-// The pieces the decode attention kernels share (attention_decode.cu: q prepared by qkv_rope;
-// attention_decode_fused.cu and decode_megakernel.cu: q/k/v prepared in the same kernel): how many
-// key chunks a context has, the query·key dot product, one warp's online-softmax pass over 32-key
-// tiles of the cache, and the merge of the block's warp states. One definition, so that the fused
-// and unfused decode steps compute attention with the same arithmetic.
+// The pieces both decode attention kernels share (attention_decode.cu: q prepared by qkv_rope;
+// attention_decode_fused.cu: q/k/v prepared in the same kernel): how many key chunks a context
+// has, the query·key dot product, one warp's online-softmax pass over 32-key tiles of the cache,
+// and the merge of the block's warp states. One definition, so that the fused and unfused decode
+// steps compute attention with the same arithmetic.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -18,40 +18,6 @@ namespace kiln::cuda::detail {
 // Key chunks of kDecodeSplitKeys (one block each) for a context of n_keys.
 __host__ __device__ inline int64_t decode_splits(int64_t n_keys) {
   return (n_keys + kDecodeSplitKeys - 1) / kDecodeSplitKeys;
-}
-
-// One warp: out[d] = scale · (RoPE(norm(src + bias)))[d] for one head vector of the projection,
-// as qkv_rope_kernel computes it; `round` rounds to BF16 first (the value a cache row holds).
-__device__ inline void prepare_head(const float* src, const float* bias, const float* norm,
-                                    float eps, const float* inv_freq, int pos, int D, int rot_dim,
-                                    bool rotate, bool round, float scale, float* work, float* out) {
-  const int lane = threadIdx.x % 32;
-  float sum_sq = 0.0f;
-  for (int d = lane; d < D; d += 32) {
-    float v = src[d];
-    if (bias != nullptr) v += bias[d];
-    work[d] = v;
-    sum_sq += v * v;
-  }
-  if (norm != nullptr) {
-    const float inv_rms = rsqrtf(warp_sum(sum_sq) / static_cast<float>(D) + eps);
-    for (int d = lane; d < D; d += 32) work[d] = norm[d] * (work[d] * inv_rms);
-  }
-  __syncwarp();  // RoPE reads the partner element, written by another lane
-  const int half = rot_dim / 2;
-  for (int d = lane; d < D; d += 32) {
-    float o = work[d];
-    if (rotate && d < rot_dim) {
-      const int i = d < half ? d : d - half;
-      const float angle = static_cast<float>(pos) * inv_freq[i];
-      float sin_a, cos_a;
-      sincosf(angle, &sin_a, &cos_a);
-      o = d < half ? work[d] * cos_a - work[d + half] * sin_a
-                   : work[d] * cos_a + work[d - half] * sin_a;
-    }
-    if (round) o = __bfloat162float(__float2bfloat16(o));
-    out[d] = o * scale;
-  }
 }
 
 // Dot product of the pre-scaled query (shared) with one BF16 key row, 8 elements per load.

@@ -34,21 +34,6 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(v);
 }
 
-// Dot product of 8 BF16 weights with 8 BF16 inputs (one 16-byte load each), float32 products
-// added in element order.
-__device__ __forceinline__ float dot8(const uint4& wv, const uint4& xv) {
-  const auto* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv);
-  const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
-  float acc = 0.0f;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const float2 a = __bfloat1622float2(w2[j]);
-    const float2 b = __bfloat1622float2(x2[j]);
-    acc += a.x * b.x + a.y * b.y;
-  }
-  return acc;
-}
-
 inline unsigned grid_for(int64_t n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
 }

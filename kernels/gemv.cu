@@ -23,7 +23,18 @@ namespace {
 // Fewer warps per block when the rows are few, so that the blocks still cover the GPU's SMs.
 int warps_per_block(int64_t rows) { return rows >= 2048 ? 8 : 4; }
 
-using detail::dot8;
+__device__ __forceinline__ float dot8(const uint4& wv, const uint4& xv) {
+  const auto* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv);
+  const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
+  float acc = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 a = __bfloat1622float2(w2[j]);
+    const float2 b = __bfloat1622float2(x2[j]);
+    acc += a.x * b.x + a.y * b.y;
+  }
+  return acc;
+}
 
 // kRows rows' loads for one chunk [base, base + kLoads·256) of k, held in registers.
 template <int kRows, int kLoads>

@@ -317,19 +317,6 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
     }
     layers_.push_back(std::move(L));
   }
-  if (!f32 && !collective_ && megakernel_from_environment()) {  // not per tensor-parallel rank
-    bool bf16_layers = true;
-    for (const Layer& L : layers_) {
-      for (const DeviceMatrix* m : {&L.wqkv, &L.wo, &L.w_gate_up, &L.w_down}) {
-        bf16_layers = bf16_layers && !m->quantized();
-      }
-    }
-    const QkvShape shape{static_cast<int32_t>(dims_.n_heads),
-                         static_cast<int32_t>(dims_.n_kv_heads),
-                         static_cast<int32_t>(dims_.head_dim), static_cast<int32_t>(dims_.rot_dim)};
-    if (bf16_layers)
-      megakernel_blocks_ = megakernel_blocks(dims_.hidden, dims_.intermediate, shape);
-  }
   if (lm_head().quantized()) {
     // Many-row logits: at least kLogitTileRows vocabulary rows per dequantised tile (fewer GEMMs),
     // more when the layers' scratch is larger anyway.
@@ -401,53 +388,6 @@ CudaSessionState& cuda_state(SessionState& base_state) {
 }
 }  // namespace
 
-bool CudaTransformer::decode_megakernel_active(const SessionState& state) const {
-  const auto* s = dynamic_cast<const CudaSessionState*>(&state);
-  return s != nullptr && s->megakernel_ != nullptr;
-}
-
-void CudaTransformer::prepare_megakernel(CudaSessionState& s) const {
-  if (megakernel_blocks_ == 0 || s.megakernel_ || s.megakernel_failed_) return;
-  const ModelDims& d = dims_;
-  MegakernelArgs a{};
-  a.hidden = static_cast<int32_t>(d.hidden);
-  a.intermediate = static_cast<int32_t>(d.intermediate);
-  a.shape = QkvShape{static_cast<int32_t>(d.n_heads), static_cast<int32_t>(d.n_kv_heads),
-                     static_cast<int32_t>(d.head_dim), static_cast<int32_t>(d.rot_dim)};
-  a.eps = eps_;
-  a.inv_freq = ptr<float>(inv_freq_);
-  a.context_length = s.context_length();
-  a.blocks = megakernel_blocks_;
-  a.prefetch = megakernel_prefetch_from_environment();
-  a.splits = MegakernelSplits{megakernel_row_split(d.qkv_dim(), d.hidden, a.blocks),
-                              megakernel_row_split(d.hidden, d.q_dim(), a.blocks),
-                              megakernel_row_split(d.intermediate, d.hidden, a.blocks),
-                              megakernel_row_split(d.hidden, d.intermediate, a.blocks)};
-  std::vector<MegakernelLayer> table;
-  table.reserve(layers_.size());
-  for (int32_t li = 0; li < d.n_layers; ++li) {
-    const Layer& L = layers_[li];
-    table.push_back(MegakernelLayer{
-        L.wqkv.bf16_ptr(), L.wo.bf16_ptr(), L.w_gate_up.bf16_ptr(), L.w_down.bf16_ptr(),
-        ptr<float>(L.attn_norm), ptr<float>(L.bqkv), ptr<float>(L.bo), ptr<float>(L.q_norm),
-        ptr<float>(L.k_norm), ptr<float>(L.ffn_norm), s.k_cache(li), s.v_cache(li)});
-  }
-  s.megakernel_ = std::make_unique<DecodeMegakernel>(allocator_, a, table, s.stream_.get());
-}
-
-void CudaTransformer::capture_decode_step(CudaSessionState& s, int32_t start_pos) const {
-  const cudaStream_t stream = s.stream_.get();
-  KILN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  try {
-    enqueue_layers(s, 1, start_pos, nullptr);
-    compute_logits(s, 0, 1, nullptr);
-  } catch (...) {
-    GraphExec::abandon_capture(stream);
-    throw;
-  }
-  s.decode_step_.end_capture(stream);
-}
-
 void CudaTransformer::forward(SessionState& base_state, std::span<const int32_t> ids,
                               int32_t start_pos, float* logits, bool all_positions,
                               const std::atomic<bool>* cancel) const {
@@ -473,7 +413,6 @@ void CudaTransformer::prepare(CudaSessionState& s, int64_t n, bool host_logits, 
   const int64_t logit_rows =
       !want_logits ? 0 : (all_positions && !keep_logits ? std::min(n, kLogitRowsPerPass) : 1);
   s.reserve(n, logit_rows);
-  if (n == 1) prepare_megakernel(s);
 }
 
 void CudaTransformer::run(CudaSessionState& state, std::span<const int32_t> ids, int32_t start_pos,
@@ -520,17 +459,15 @@ void CudaTransformer::run(CudaSessionState& state, std::span<const int32_t> ids,
       fail(KILN_ERR_CANCELLED, "forward pass cancelled");
     }
     if (!s->decode_step_.ready()) {
+      KILN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
       try {
-        capture_decode_step(*s, start_pos);
-      } catch (const Error&) {
-        if (!s->megakernel_) throw;
-        // The cooperative launch did not capture (or instantiate): this session keeps the
-        // per-kernel step instead.
-        (void)cudaGetLastError();
-        s->megakernel_.reset();
-        s->megakernel_failed_ = true;
-        capture_decode_step(*s, start_pos);
+        enqueue_layers(*s, 1, start_pos, nullptr);
+        compute_logits(*s, 0, 1, nullptr);
+      } catch (...) {
+        GraphExec::abandon_capture(stream);
+        throw;
       }
+      s->decode_step_.end_capture(stream);
     }
     s->decode_step_.launch(stream);
     if (logits != nullptr) copy_out_last_row();
@@ -629,13 +566,6 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
     embedding_gather(s->token_ids(), embed_.bf16_ptr(), x, n, d.hidden, stream);
   }
 
-  if (n == 1 && s->megakernel_) {
-    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
-      fail(KILN_ERR_CANCELLED, "forward pass cancelled");
-    }
-    s->megakernel_->enqueue(x, ptr<float>(s->qkv_), ptr<bf16>(s->act_), s->position(), stream);
-    return;  // one kernel: nothing to cancel between layers
-  }
   for (int32_t li = 0; li < d.n_layers; ++li) {
     if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
       s->stream_.synchronize();

@@ -20,7 +20,6 @@
 
 #include "backend/backend.hpp"
 #include "backend/cuda/cuda_handles.hpp"
-#include "backend/cuda/decode_megakernel.hpp"
 #include "backend/cuda/device_memory.hpp"
 #include "backend/cuda/device_sampler.hpp"
 #include "backend/cuda/kernels.hpp"
@@ -98,11 +97,6 @@ class CudaSessionState final : public SessionState {
   PinnedBuffer ids_host_, logits_host_;
   GraphExec decode_step_;  // ends with the logits in logits_ (copied out only when asked for)
   std::unique_ptr<DeviceSampler> sampler_;  // made at the first forward_sample
-  // The decode step's layers in one kernel (decode_megakernel.hpp): made before the first
-  // one-token forward when the model supports it; dropped for good (megakernel_failed_) if its
-  // cooperative launch could not be captured, the per-kernel step taking over.
-  std::unique_ptr<DecodeMegakernel> megakernel_;
-  bool megakernel_failed_ = false;
 };
 
 class CudaTransformer final : public ModelExecutor {
@@ -136,12 +130,6 @@ class CudaTransformer final : public ModelExecutor {
     int64_t weights = 0, device_bytes = 0, quantized_weights = 0;
   };
   LayerMatrixStorage layer_matrix_storage() const { return storage_; }
-
-  // Whether one-token forwards run the layers in the decode megakernel (KILN_CUDA_MEGAKERNEL at
-  // load, BF16 layer matrices, dimensions decode_megakernel_supported takes, a device with
-  // cooperative launch), and whether `state` has actually run them so (it fell back otherwise).
-  bool uses_decode_megakernel() const { return megakernel_blocks_ > 0; }
-  bool decode_megakernel_active(const SessionState& state) const;
 
  private:
   struct Layer {
@@ -180,11 +168,6 @@ class CudaTransformer final : public ModelExecutor {
   // The final norm and the head over `rows` rows of x starting at row `first_row` into logits_,
   // then copied to `out` (host memory) unless it is null.
   void compute_logits(CudaSessionState& s, int64_t first_row, int64_t rows, float* out) const;
-  // Makes the session's megakernel state (when this model uses it and the session has none yet);
-  // outside any capture.
-  void prepare_megakernel(CudaSessionState& s) const;
-  // Records the one-token step with logits (copy-in, layers, head) as the session's graph.
-  void capture_decode_step(CudaSessionState& s, int32_t start_pos) const;
   // The F32 precision's forms of the two above (cuda_transformer_f32.cpp): no fused kernels,
   // cuBLAS for every product.
   void enqueue_layers_f32(CudaSessionState& s, int64_t n, int32_t start_pos,
@@ -214,8 +197,7 @@ class CudaTransformer final : public ModelExecutor {
   std::vector<Layer> layers_;
   int64_t n_parameters_ = 0;
   LayerMatrixStorage storage_;
-  bool host_sampling_ = false;     // KILN_CUDA_HOST_SAMPLING=1 at construction
-  int32_t megakernel_blocks_ = 0;  // the decode megakernel's grid; 0: the per-kernel step
+  bool host_sampling_ = false;  // KILN_CUDA_HOST_SAMPLING=1 at construction
 };
 
 }  // namespace kiln::cuda

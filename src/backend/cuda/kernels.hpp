@@ -243,61 +243,6 @@ void attention_decode_fused(const float* qkv, const float* bias, const float* q_
                             bf16* k_cache, bf16* v_cache, bf16* out, float* partials,
                             unsigned* counters, cudaStream_t stream);
 
-// kernels/decode_megakernel.cu — every transformer layer of one decode token (BF16 weights, BF16
-// KV cache) in ONE persistent kernel whose blocks all stay resident (a cooperative launch) and
-// meet at a grid-wide barrier between the phases of a layer: (1) RMSNorm + fused q/k/v product,
-// (2) bias, q/k norm, RoPE, the new K/V row into the cache and attention over key chunks of
-// kMegakernelSplitKeys, (3) the chunks' merge + o product + residual (+ o bias), (4) RMSNorm +
-// gate/up product + SwiGLU, (5) down product + residual. It replaces ~5 kernels per layer whose
-// time is mostly a fixed launch/drain latency (tools/gpu/NOTES.md). x ([hidden] float32) holds the
-// embedded token on entry and the residual stream after the last layer on exit. Deterministic:
-// every sum has a fixed order (no float atomics).
-struct MegakernelLayer {
-  const bf16 *wqkv, *wo, *w_gate_up, *w_down;  // row-major, rows as CudaTransformer stacks them
-  const float *attn_norm, *bqkv, *bo, *q_norm, *k_norm, *ffn_norm;  // nullable: bqkv bo q/k_norm
-  bf16 *k_cache, *v_cache;                                          // [context × kv_dim]
-};
-constexpr int kMegakernelThreads = 256;
-// Keys per attention chunk: one 32-key tile per warp of a block, so a chunk costs one tile's
-// latency, and the fewest chunks (and partial states to merge) for that latency.
-constexpr int kMegakernelSplitKeys = kMegakernelThreads;
-// Warps that share one row of each product (1, 2, 4 or 8; chosen by megakernel_row_split).
-struct MegakernelSplits {
-  int32_t qkv, o, gate_up, down;
-};
-struct MegakernelArgs {
-  const MegakernelLayer* layers;  // device array of n_layers
-  int32_t n_layers;
-  int32_t hidden, intermediate;
-  QkvShape shape;
-  float eps;
-  const float* inv_freq;
-  const int32_t* position;  // device memory: the token's position (graph replays read it)
-  int32_t context_length;
-  float* x;           // [hidden]
-  float* qkv;         // [q_dim + 2·kv_dim]
-  bf16* act;          // [intermediate]
-  float* partials;    // megakernel_partials_floats(...)
-  unsigned* barrier;  // two unsigned ints, zero before the first launch (left reusable)
-  MegakernelSplits splits;
-  int32_t blocks;  // grid size: every block resident at once
-  // Whether idle phases ask L2 for the weights of the phases after them (prefetch.global.L2): the
-  // o and gate/up rows during attention, the down and next q/k/v rows after gate/up.
-  bool prefetch;
-};
-// Whether the kernel takes these dimensions: every row length a multiple of 8 (16-byte loads),
-// head_dim a multiple of 8 up to kMaxAttentionHeadDim, the widest vector (hidden, q_dim or
-// intermediate) within kMegakernelMaxVector BF16 elements of shared memory.
-constexpr int64_t kMegakernelMaxVector = 24576;
-bool decode_megakernel_supported(int64_t hidden, int64_t intermediate, QkvShape shape);
-int64_t megakernel_partials_floats(QkvShape shape, int64_t context_length);
-// Warps per row for an n × k product over `blocks` blocks of kMegakernelThreads: the split with the
-// fewest sequential 8-load passes per warp (ties: fewer warps per row).
-int32_t megakernel_row_split(int64_t n, int64_t k, int32_t blocks);
-// The co-resident grid (0 when the device cannot launch cooperatively).
-int32_t megakernel_max_blocks(int64_t hidden, int64_t intermediate, QkvShape shape);
-void decode_megakernel(const MegakernelArgs& args, cudaStream_t stream);
-
 // kernels/sampling.cu — drawing the next token from one row of n float32 logits on the device
 // with the host sampler's semantics (src/session/sampler.cpp): the same ids for the same logits,
 // options and uniform draw u. Deterministic (fixed reduction orders); `out` is device memory.
