@@ -264,10 +264,22 @@ void quantize_x_int8(const bf16* x, int64_t k, void* xq, cudaStream_t stream) {
 //  - shorter rows: two rows per warp (twice the bytes in flight per warp, no idle lanes at the end
 //    of a 112-chunk row), one row per warp when that leaves fewer than 2 blocks per SM.
 QuantGemvLayout quant_gemv_layout(QuantFormat format, int64_t rows, int64_t k) {
-  (void)format;
+  // Rows of k >= 2048: the fastest layouts of tools/bench/quant_gemv_variants.cu on the H100
+  // (2026-11-25, 7B shapes; µs vs v12's kernel): q/k/v 4608 × 3584 Q4_K 7.50 vs 9.88, gate/up
+  // 37888 × 3584 Q4_K 31.6 vs 39.5, Q6_K 47.3 vs 58.6, Q8_0 49.5 vs 54.0; down 3584 × 18944
+  // Q4_K 19.0 vs 27.2, Q6_K 28.5 vs 36.6, Q8_0 27.4 vs 36.8.
+  if (k >= 8192) {
+    if (format == QuantFormat::Q8_0) return QuantGemvLayout{8, 1, 0, false};
+    if (format == QuantFormat::Q6_K) return QuantGemvLayout{4, 2, 0, true};
+    return QuantGemvLayout{4, 1, 0, false};
+  }
+  if (k >= 2048) {
+    if (format == QuantFormat::Q8_0) return QuantGemvLayout{8, 2, 1, true};
+    if (format == QuantFormat::Q6_K) return QuantGemvLayout{4, 2, 1, true};
+    return QuantGemvLayout{4, 4, 1, true};
+  }
   constexpr int64_t kMinBlocks = 2 * 132;
   QuantGemvLayout l{1, 2, 1, false};
-  if (k >= 8192) l = QuantGemvLayout{4, 1, 1, false};
   const auto blocks = [&](QuantGemvLayout c) {
     return rows * c.warps_per_row / (static_cast<int64_t>(kWarps) * c.rows_per_group);
   };

@@ -1152,8 +1152,23 @@ TEST_F(CudaTrainEpilogues, DGeluBiasGradMatchesFloat64) {
       if (skipped) continue;
       const std::string what =
           std::string(with_grad ? "DGELU_BGRAD" : "DGELU") + " m " + std::to_string(m);
-      // 5e-3: room for an approximate tanh in gelu' (≤ ~1.5e-3 on it) times |dY·W| ≲ 3.
-      expect_close(got[0], want, kBf16Rel, 5e-3, what + " dH");
+      // Measured on the H100 (cuBLASLt 13): 40 of 26,000 elements differ from float64 by up to
+      // 0.62 % — one BF16 rounding inside the epilogue (of the product before gelu') besides the
+      // output's, plus an approximate tanh in gelu' (≤ 2e-3 of it) times |dY·W|. The bound:
+      // two BF16 roundings (2 · 2^-8) of |dH| plus 2e-3 · |dY·W|.
+      {
+        const std::vector<float> got_f = from_bf16(got[0]);
+        size_t bad = 0;
+        for (size_t i = 0; i < got_f.size(); ++i) {
+          const double err = std::abs(static_cast<double>(got_f[i]) - want[i]);
+          const double tol = 2 * kBf16Rel * std::abs(want[i]) + 2e-3 * std::abs(prod[i]) + 1e-4;
+          if (!(err <= tol) && ++bad <= 5) {
+            ADD_FAILURE() << what << " dH[" << i << "]: got " << got_f[i] << ", want " << want[i]
+                          << " (|err| " << err << " > tol " << tol << ")";
+          }
+        }
+        EXPECT_EQ(bad, 0u) << what << " dH: elements out of tolerance";
+      }
       expect_bit_identical(got[0], got[1], what + " dH");
       if (!with_grad) continue;
       // Whether cuBLASLt sums dH before or after its BF16 rounding, each term is off by at most

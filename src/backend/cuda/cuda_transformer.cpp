@@ -30,9 +30,12 @@ constexpr int64_t kFusedNormMaxHidden = 2048;
 // Shortest rows for which a one-row quantised product whose x no kernel before it quantised gets
 // a quantize_x_int8 launch of its own (then the prequantised kernel) rather than v12's kernel,
 // whose blocks each quantise x: an extra launch in the graph (~2 µs) against k elements of
-// quantisation per 8 rows. A first guess (tools/gpu/NOTES.md, v13): on the 0.5B shape o_proj
-// (k = 896) keeps v12's kernel, down_proj (k = 4864) and the 7B shape's o_proj take the new one.
-constexpr int64_t kQuantizeKernelMinK = 2048;
+// quantisation per 8 rows. Measured on the H100 (quant_gemv_variants, 2026-11-25): the separate
+// quantisation costs 3.5–5.6 µs, more than the new kernel saves on any product that needs it
+// (7B o_proj 8.5 µs with v12's kernel against 6.7 + 5.6; 0.5B down_proj 6.3 against 4.6 + 4.8),
+// so no shape takes it: only products whose x a fused norm or SwiGLU kernel quantised use the
+// new kernel. Kept as a threshold for GPUs where the balance differs.
+constexpr int64_t kQuantizeKernelMinK = int64_t{1} << 40;
 
 bool same_block(const WeightRef& a, const WeightRef& b) {
   return a.tensor == b.tensor && a.row_begin == b.row_begin && a.rows == b.rows && a.cols == b.cols;
