@@ -320,7 +320,10 @@ void expect_same_tensors(const fs::path& a, const fs::path& b) {
 
 TEST(ShardedOptimizer, TrainerSavedByThreeRanksResumesWithoutAGroupExactly) {
   const fs::path dir = test::temp_dir("zero-trainer");
-  Runtime rt(RuntimeOptions{KILN_BACKEND_CPU, 0, 1, 0, {}});
+  RuntimeOptions ro;
+  ro.backend = KILN_BACKEND_CPU;
+  ro.n_threads = 1;
+  Runtime rt(ro);
   const auto model = create_model(rt, kTinyLlama, 3, "");
   TrainerOptions o;
   o.optimizer.lr = 3e-3f;
