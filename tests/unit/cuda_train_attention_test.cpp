@@ -359,13 +359,6 @@ TEST(CudaTrainAttentionBench, PrintsTflops) {
   }
 }
 
-
-#else
-
-TEST(CudaTrainAttention, NotBuilt) { GTEST_SKIP() << "built without CUDA (KILN_CUDA=OFF)"; }
-
-#endif
-
 // The forward's tuning variants on the GPT-2 124M shape: time of each, and its output against
 // variant 0 (the production kernel): identical bits where only the block shape or the register
 // budget differ, float rounding where the key tile differs.
@@ -423,3 +416,9 @@ TEST(CudaTrainAttentionBench, ForwardVariants) {
 
 }  // namespace
 }  // namespace kiln::cuda::train
+
+#else
+
+TEST(CudaTrainAttention, NotBuilt) { GTEST_SKIP() << "built without CUDA (KILN_CUDA=OFF)"; }
+
+#endif
