@@ -17,6 +17,12 @@
 # --ab-qgemv also runs tg128 of both GGUFs (and the 0.5B ones with --with-05b) with
 # KILN_CUDA_QGEMV=old (v12's per-block quantisation of x) beside the default v13 kernels.
 # --variants first runs quant_gemv_variants from the archive (the GEMV layouts alone, ~1 minute).
+# --ab "K=V ..." runs tg128 of every model (BF16 and both GGUFs; the 0.5B ones, BF16 included,
+# with --with-05b) twice with the environment K=V and twice without, alternating, in the same
+# call: an A/B of a switch whose effect is near the run-to-run spread.
+# --nsys times one decode step's kernels in place (Nsight Systems, CUDA graph nodes traced) for
+# the 7B Q4_K_M GGUF and the 0.5B BF16 model: the sum of kernel times against the wall-clock step,
+# i.e. how much of the step is spent between kernels.
 # Disk: at most ~28 GB at once (BF16 15.2 + Q8_0 8.1 + Q4_K_M 4.7); all removed at the end.
 #
 # usage: run_quant_7b.sh ARCHIVE [--with-05b]
@@ -35,7 +41,8 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-$(pwd)/gpu-out}
 mkdir -p "$out"
 
-archive="" bin="" shape=7b backend=cuda with_05b=0 ab_float=0 ab_qgemv=0 variants=0
+archive="" bin="" shape=7b backend=cuda with_05b=0 ab_float=0 ab_qgemv=0 variants=0 ab_env=""
+nsys_on=0
 while [ $# -gt 0 ]; do
   case $1 in
     --bin) bin=$(realpath "$2"); shift ;;
@@ -45,7 +52,9 @@ while [ $# -gt 0 ]; do
     --ab-float) ab_float=1 ;;
     --ab-qgemv) ab_qgemv=1 ;;
     --variants) variants=1 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    --ab) ab_env=$2; shift ;;
+    --nsys) nsys_on=1 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) archive=$1 ;;
   esac
   shift
@@ -79,6 +88,35 @@ step() {
   if ! timeout "$limit" "$@" > "$out/$log" 2>&1; then
     echo "FAILED (or over ${limit} s): $*"; tail -15 "$out/$log"; status=1; return 1
   fi
+}
+
+# ab_tg LABEL MODEL: tg128 without and with $ab_env, twice each, alternating (--ab).
+ab_tg() {
+  local label=$1 path=$2 round setting log
+  for round in 1 2; do
+    for setting in base variant; do
+      log="ab_${label}_${setting}_${round}.log"
+      if [ "$setting" = base ]; then
+        step 60 "$log" "$bin/kiln-bench" --backend "$backend" -m "$path" -p 0 -n 128 -r 3 || true
+      else
+        step 60 "$log" env $ab_env "$bin/kiln-bench" --backend "$backend" -m "$path" -p 0 -n 128 \
+          -r 3 || true
+      fi
+      echo "$label $setting round $round: $(grep -E "^tg" "$out/$log" || echo none)"
+    done
+  done
+}
+
+# nsys_step LABEL MODEL: per-kernel times of decode steps in place, and the gaps between them.
+nsys_step() {
+  local label=$1 path=$2
+  command -v nsys > /dev/null || { echo "nsys: not on this machine"; return 0; }
+  step 120 "nsys_$label.log" nsys profile --cuda-graph-trace=node -t cuda -o "$work/nsys_$label" \
+    -f true "$bin/kiln-bench" --backend "$backend" -m "$path" -p 0 -n 32 -r 1 || return 0
+  step 120 "nsys_${label}_stats.log" nsys stats -q --report cuda_gpu_trace --format csv \
+    --output "$work/nsys_${label}" "$work/nsys_$label.nsys-rep" || return 0
+  python3 "$root/tools/gpu/nsys_decode_gaps.py" "$work/nsys_${label}_cuda_gpu_trace.csv" | \
+    tee "$out/nsys_${label}_summary.txt"
 }
 
 if [ "$variants" = 1 ]; then
@@ -156,6 +194,18 @@ if [ "$ab_qgemv" = 1 ]; then
   done
 fi
 
+if [ -n "$ab_env" ]; then
+  echo "=== A/B: $ab_env (tg128, alternating)"
+  ab_tg bf16 "$model"
+  for name in q8_0 q4_k_m; do
+    [ -e "$work/qwen-$shape-$name.gguf" ] && ab_tg "$name" "$work/qwen-$shape-$name.gguf"
+  done
+fi
+if [ "$nsys_on" = 1 ] && [ -e "$work/qwen-$shape-q4_k_m.gguf" ]; then
+  echo "=== nsys: 7B Q4_K_M decode steps in place"
+  nsys_step q4_k_m "$work/qwen-$shape-q4_k_m.gguf"
+fi
+
 if [ "$ab_float" = 1 ]; then
   for name in q8_0 q4_k_m; do
     path=$work/qwen-$shape-$name.gguf
@@ -214,6 +264,14 @@ if [ "$with_05b" = 1 ]; then
   echo "=== Qwen2.5-0.5B shape (--with-05b), as run_quant_gpu.sh"
   m05=$work/qwen05b
   if step 120 make_05b.log python3 "$root/tools/bench/make_qwen05b_shape.py" "$m05"; then
+    if [ -n "$ab_env" ]; then
+      echo "=== 0.5B BF16 A/B: $ab_env"
+      ab_tg 05b_bf16 "$m05"
+    fi
+    if [ "$nsys_on" = 1 ]; then
+      echo "=== nsys: 0.5B BF16 decode steps in place"
+      nsys_step 05b_bf16 "$m05"
+    fi
     for type in q8_0 q4_k_m; do
       gguf=$work/qwen05b-$type.gguf
       step 60 "quantize05b_$type.log" "$bin/kiln-quantize" "$m05" "$gguf" "$type" -t "$threads" || continue
@@ -225,6 +283,7 @@ if [ "$with_05b" = 1 ]; then
           --backend "$backend" -m "$gguf" -p 0 -n 128 -r 3 || true
         echo "KILN_CUDA_QGEMV=old: $(grep -E "^tg" "$out/bench05b_${type}_qgemv_old.log" || true)"
       fi
+      [ -n "$ab_env" ] && ab_tg "05b_$type" "$gguf"
       if [ "$ab_float" = 1 ]; then
         step 40 "bench05b_${type}_float.log" env KILN_CUDA_QUANT_DOT=float "$bin/kiln-bench" \
           --backend "$backend" -m "$gguf" -p 0 -n 128 -r 3 || true
