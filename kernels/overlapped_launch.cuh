@@ -1,5 +1,5 @@
-// Programmatic dependent launch (Hopper and later), opt-in (KILN_CUDA_OVERLAP=1, see
-// overlap_allowed): a kernel launched with launch_overlapped() may start while the kernel before
+// Programmatic dependent launch (Hopper and later), on by default (KILN_CUDA_OVERLAP, see
+// overlap_mode): a kernel launched with launch_overlapped() may start while the kernel before
 // it on the stream is still finishing, so its launch latency and its weight loads overlap the
 // previous kernel's tail. A decode step is a chain of ~120 small kernels whose run times (2–15 µs)
 // are mostly fixed latency, which is what this is meant to hide.
@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdlib>
+#include <string_view>
 #include <utility>
 
 #include "backend/cuda/cuda_check.hpp"
@@ -36,14 +37,34 @@ __device__ __forceinline__ void allow_dependents() {
 #endif
 }
 
-// Whether `kernel` is launched overlapped: only when KILN_CUDA_OVERLAP=1 (measured on the H100,
-// 0.5B shape, it did not pay yet: tg128 826/880 tok/s with it, 872/871 without, same call — see
-// tools/gpu/NOTES.md), and only if its code came from PTX for sm_90 or later (so the griddepcontrol
-// instructions are in it).
-template <typename Kernel>
-bool overlap_allowed(Kernel kernel) {
+// Which kernels are launched overlapped (KILN_CUDA_OVERLAP; H100 measurements in
+// tools/gpu/NOTES.md):
+//   unset or "1" — every kernel launched through launch_overlapped(): the default since session 7
+//     (tg128, alternating A/B in one call: 0.5B BF16 +7.5 %, 7B Q4_K_M +3.5 %, 7B BF16 and Q8_0
+//     within the spread);
+//   "all" — also those launched through launch_overlapped_opt_in(), the per-block quantised GEMV
+//     of quant_gemv.cu, which then also lets its own dependents in early; after it, early
+//     dependents measured slower (0.5B Q8_0, whose every product is that kernel: −4.5 %);
+//   "0" — none: the A/B switch, and a way out should a driver misbehave.
+enum class OverlapMode { kNone, kDefault, kAll };
+
+inline OverlapMode overlap_mode() {
   const char* env = std::getenv("KILN_CUDA_OVERLAP");
-  if (env == nullptr || env[0] != '1') return false;
+  if (env == nullptr || env[0] == '\0' || (env[0] == '1' && env[1] == '\0')) {
+    return OverlapMode::kDefault;
+  }
+  if (env[0] == '0' && env[1] == '\0') return OverlapMode::kNone;
+  if (std::string_view(env) == "all") return OverlapMode::kAll;
+  return OverlapMode::kDefault;  // an unknown value keeps the default rather than failing a launch
+}
+
+// Whether `kernel` is launched overlapped: by the mode above, and only if its code came from PTX
+// for sm_90 or later (so the griddepcontrol instructions are in it; on older GPUs the attribute
+// would be accepted and the kernel would run unsynchronised).
+template <typename Kernel>
+bool overlap_allowed(Kernel kernel, bool opt_in_only) {
+  const OverlapMode mode = overlap_mode();
+  if (mode == OverlapMode::kNone || (opt_in_only && mode != OverlapMode::kAll)) return false;
   cudaFuncAttributes attr{};
   if (cudaFuncGetAttributes(&attr, reinterpret_cast<const void*>(kernel)) != cudaSuccess) {
     (void)cudaGetLastError();  // not fatal: launch it the ordinary way
@@ -53,8 +74,9 @@ bool overlap_allowed(Kernel kernel) {
 }
 
 template <typename... Params, typename... Args>
-void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
-                       cudaStream_t stream, const char* name, Args&&... args) {
+void launch_with_overlap(bool opt_in_only, void (*kernel)(Params...), dim3 grid, dim3 block,
+                         size_t shared_bytes, cudaStream_t stream, const char* name,
+                         Args&&... args) {
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -64,9 +86,25 @@ void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t 
   config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
   config.attrs = &attribute;
-  config.numAttrs = overlap_allowed(kernel) ? 1 : 0;
+  config.numAttrs = overlap_allowed(kernel, opt_in_only) ? 1 : 0;
   check(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), name);
   check_launch(name);
+}
+
+template <typename... Params, typename... Args>
+void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+                       cudaStream_t stream, const char* name, Args&&... args) {
+  launch_with_overlap(false, kernel, grid, block, shared_bytes, stream, name,
+                      std::forward<Args>(args)...);
+}
+
+// Overlapped only under KILN_CUDA_OVERLAP=all: kernels that keep the contract but measured slower
+// overlapped.
+template <typename... Params, typename... Args>
+void launch_overlapped_opt_in(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+                              cudaStream_t stream, const char* name, Args&&... args) {
+  launch_with_overlap(true, kernel, grid, block, shared_bytes, stream, name,
+                      std::forward<Args>(args)...);
 }
 
 }  // namespace kiln::cuda::detail

@@ -17,9 +17,9 @@
 # --ab-qgemv also runs tg128 of both GGUFs (and the 0.5B ones with --with-05b) with
 # KILN_CUDA_QGEMV=old (v12's per-block quantisation of x) beside the default v13 kernels.
 # --variants first runs quant_gemv_variants from the archive (the GEMV layouts alone, ~1 minute).
-# --ab "K=V ..." runs tg128 of every model (BF16 and both GGUFs; the 0.5B ones, BF16 included,
-# with --with-05b) twice with the environment K=V and twice without, alternating, in the same
-# call: an A/B of a switch whose effect is near the run-to-run spread.
+# --ab "K=V ...[|K=V ...]" runs tg128 of every model (BF16 and both GGUFs; the 0.5B ones, BF16
+# included, with --with-05b) twice with each environment and twice without, alternating, in the
+# same call: an A/B of a switch whose effect is near the run-to-run spread.
 # --nsys times one decode step's kernels in place (Nsight Systems, CUDA graph nodes traced) for
 # the 7B Q4_K_M GGUF and the 0.5B BF16 model: the sum of kernel times against the wall-clock step,
 # i.e. how much of the step is spent between kernels.
@@ -71,7 +71,7 @@ fi
 [ -x "$bin/kiln-quantize" ] && [ -x "$bin/kiln-bench" ] ||
   { echo "usage: run_quant_7b.sh ARCHIVE | --bin DIR (see --help)"; exit 2; }
 threads=$(nproc)
-budget=530  # seconds: the device call's limit is 600; the table and cleanup need the rest
+budget=${BUDGET:-530}  # seconds: the device call's limit is 600; the table and cleanup need the rest
 status=0
 left() { echo $((budget - (SECONDS - start))); }
 # step LIMIT LOG CMD...: runs CMD under min(LIMIT, time left), its output in $out/LOG; on failure
@@ -90,19 +90,20 @@ step() {
   fi
 }
 
-# ab_tg LABEL MODEL: tg128 without and with $ab_env, twice each, alternating (--ab).
+# ab_tg LABEL MODEL: tg128 without and with each variant of $ab_env ("K=V ...", several separated
+# by '|'), twice each, alternating (--ab).
 ab_tg() {
-  local label=$1 path=$2 round setting log
+  local label=$1 path=$2 round v log variants
+  IFS='|' read -r -a variants <<< "$ab_env"
   for round in 1 2; do
-    for setting in base variant; do
-      log="ab_${label}_${setting}_${round}.log"
-      if [ "$setting" = base ]; then
-        step 60 "$log" "$bin/kiln-bench" --backend "$backend" -m "$path" -p 0 -n 128 -r 3 || true
-      else
-        step 60 "$log" env $ab_env "$bin/kiln-bench" --backend "$backend" -m "$path" -p 0 -n 128 \
-          -r 3 || true
-      fi
-      echo "$label $setting round $round: $(grep -E "^tg" "$out/$log" || echo none)"
+    log="ab_${label}_base_${round}.log"
+    step 60 "$log" "$bin/kiln-bench" --backend "$backend" -m "$path" -p 0 -n 128 -r 3 || true
+    echo "$label base round $round: $(grep -E "^tg" "$out/$log" || echo none)"
+    for v in "${!variants[@]}"; do
+      log="ab_${label}_v${v}_${round}.log"
+      step 60 "$log" env ${variants[$v]} "$bin/kiln-bench" --backend "$backend" -m "$path" -p 0 \
+        -n 128 -r 3 || true
+      echo "$label ${variants[$v]} round $round: $(grep -E "^tg" "$out/$log" || echo none)"
     done
   done
 }
