@@ -188,6 +188,12 @@ class CudaEngine final : public kiln::train::TrainEngine {
     // Consumed whatever happens below: a refused call must not leave the next micro-batch (a
     // first one, maybe) releasing buckets.
     const bool overlap = std::exchange(overlap_next_, false);
+    if (bucketed_step_) {
+      // It would add to gradients already handed to (or summed by) the all-reduce.
+      fail(KILN_ERR_INTERNAL,
+           "gradient buckets: a micro-batch after the one that released the step's gradients "
+           "(only the step's last micro-batch may be announced)");
+    }
     if (!(dropout.p >= 0.0f && dropout.p < 1.0f)) {
       fail(KILN_ERR_INVALID_ARGUMENT,
            "residual dropout " + std::to_string(dropout.p) + " outside [0, 1)");
@@ -216,7 +222,6 @@ class CudaEngine final : public kiln::train::TrainEngine {
     // the all-reduce as soon as it is final.
     overlapping_ = overlap;
     if (overlapping_) bucket_cursor_->start();
-    bucketed_step_ = false;
     try {
       auto losses = run(batch, scales, true, cancel);
       if (overlapping_ && !bucket_cursor_->finished()) {
@@ -481,9 +486,16 @@ class CudaEngine final : public kiln::train::TrainEngine {
       // Each rank receives the sum of its own shard only: the shard it updates.
       comm_->reduce_scatter_sum(grads_.as<float>(), static_cast<size_t>(zero_->shard_size()),
                                 stream_.get());
-    } else if (std::exchange(bucketed_step_, false)) {
+    } else if (bucket_plan_) {
       // Every bucket was enqueued on the comm stream during the last backward pass: clipping and
-      // the update wait for them.
+      // the update wait for them. A step whose last micro-batch released nothing means the
+      // trainer did not announce it: refused rather than reduced whole, so that a group of one
+      // (where either way gives the same numbers) cannot hide an overlap that never happens.
+      if (!std::exchange(bucketed_step_, false)) {
+        fail(KILN_ERR_INTERNAL,
+             "gradient buckets: the gradients of this step were not reduced during its last "
+             "backward pass (overlap_grad_reduce_with_next_backward was not called)");
+      }
       join_comm_stream();
     } else {
       comm_->all_reduce_sum(grads_.as<float>(), static_cast<size_t>(s_.layout.total()),
