@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <map>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "train/data_parallel/grad_buckets.hpp"
 #include "train/model_layout.hpp"
 #include "train/param_layout.hpp"
+#include "train/train_graph.hpp"
 
 namespace kiln {
 namespace {
@@ -360,6 +362,81 @@ TEST(GradBuckets, ATensorOverTheCapIsABucketAlone) {
   EXPECT_GT(q.end_param - q.first_param, 1);
   EXPECT_LE(q.bytes(), 4096);
   EXPECT_FAILS(GradBucketPlan(c, layout, 0), KILN_ERR_INVALID_ARGUMENT, "target size is 0");
+}
+
+// ---- against a real backward pass ------------------------------------------------------------
+
+// The CPU TrainGraph walks the backward pass in the CUDA engine's order and reports each point
+// right after its writes (train_graph.hpp). Snapshots of the gradient buffer at every point show,
+// for every tensor alone in its bucket (1-byte cap), that its gradient is final at its bucket's
+// release point (never changes afterwards) and not final at the point before (the release is
+// not later than needed), and that the graph reaches the points in the plan's order.
+void expect_release_points_match_the_writes(const ModelConfig& c) {
+  const ParamLayout layout = train::make_param_layout(c);
+  const GradBucketPlan plan(c, layout, 1);
+  constexpr int64_t kRows = 2, kSeq = 8;
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> params(static_cast<size_t>(layout.total()), 0.0f);
+  for (const ParamSpec& sp : layout.specs()) {
+    for (int64_t i = 0; i < sp.numel; ++i) {
+      params[sp.offset + i] = sp.role == ParamRole::Norm ? 1.0f + 0.2f * u(gen) : 0.4f * u(gen);
+    }
+  }
+  std::vector<int32_t> ids, targets;
+  for (int64_t i = 0; i < kRows * kSeq; ++i) {
+    ids.push_back(static_cast<int32_t>(gen() % c.vocab_size));
+    targets.push_back(static_cast<int32_t>(gen() % c.vocab_size));
+  }
+  train::TrainBatch batch;
+  batch.inputs = ids;
+  batch.targets = targets;
+  const std::vector<double> norms = train::loss_weight_totals(c, batch, kSeq);
+
+  train::TrainGraph<float> graph(c, kRows, kSeq);
+  std::vector<float> grads(params.size(), 0.0f);
+  std::vector<GradPoint> reached;
+  std::vector<std::vector<float>> at_point;
+  const train::GradPointObserver observe = [&](const GradPoint& p) {
+    reached.push_back(p);
+    at_point.push_back(grads);
+  };
+  graph.forward_backward(params, grads, batch, norms, {}, nullptr, {}, &observe);
+  ASSERT_EQ(reached, plan.points());
+
+  const std::vector<float> zeros(grads.size(), 0.0f);
+  for (const GradBucket& b : plan.buckets()) {
+    const std::string& name = layout.specs()[b.first_param].name;
+    const auto range = [&](const std::vector<float>& v) {
+      return std::vector<float>(v.begin() + b.begin, v.begin() + b.end);
+    };
+    const std::vector<float> final_grad = range(grads);
+    EXPECT_EQ(range(at_point[b.ready_point]), final_grad) << name << " changes after its release";
+    const std::vector<float>& before = b.ready_point > 0 ? at_point[b.ready_point - 1] : zeros;
+    EXPECT_NE(range(before), final_grad) << name << " was final a point earlier";
+  }
+}
+
+TEST(GradBuckets, ReleasePointsMatchTheWritesOfABackwardPass) {
+  ModelConfig with_biases = llama(3, 16, 24, 40);
+  with_biases.attention_bias = true;
+  ModelConfig gpt2_mtp = gpt2(2, 16, 40, 32);
+  gpt2_mtp.n_mtp_heads = 1;
+  ModelConfig nanochat_mtp = nanochat(2, 16, 40);
+  nanochat_mtp.n_mtp_heads = 2;
+  ModelConfig weighted_embed_norm = llama(2, 16, 24, 40);
+  weighted_embed_norm.embed_norm = true;
+  weighted_embed_norm.tie_word_embeddings = true;
+  ModelConfig qwen3 = llama(2, 16, 24, 40);
+  qwen3.architecture = "Qwen3ForCausalLM";
+  qwen3.traits = *find_arch_traits(qwen3.architecture);
+  qwen3.qk_norm = QkNormKind::BeforeRopeWeighted;
+  for (const ModelConfig* c : std::vector<const ModelConfig*>{
+           &with_biases, &gpt2_mtp, &nanochat_mtp, &weighted_embed_norm, &qwen3}) {
+    SCOPED_TRACE(c->architecture + " mtp " + std::to_string(c->n_mtp_heads) +
+                 (c->embed_norm ? " embed_norm" : "") + (c->tie_word_embeddings ? " tied" : ""));
+    expect_release_points_match_the_writes(*c);
+  }
 }
 
 // ---- the cursor -------------------------------------------------------------------------------
