@@ -456,6 +456,57 @@ TEST(DataParallelCuda, BucketedAllReduceTrainsBitForBitAsOneAllReduceAndAsNoGrou
       << "the weights after six steps differ from no group's";
 }
 
+// The other layouts whose release order differs: GPT-2 (tied head written by every head first and
+// by the embedding last, learned positions, LayerNorm and biases: bias gradients from cuBLASLt
+// epilogues) with one MTP head, and NanoChat (embedding norm, no norm weights, untied head) with
+// two, each with buckets of 0.01 MiB (nearly every tensor alone). The CUDA engine's
+// backward pass must reach the plan's points in order (else the step fails) and train bit for bit
+// as no group.
+TEST(DataParallelCuda, BucketedAllReduceFollowsMtpTiedAndEmbedNormLayouts) {
+  std::string skip;
+  RuntimePtr rt = cuda_runtime(skip);
+  if (!rt) GTEST_SKIP() << "no CUDA runtime: " << skip;
+  if (const auto why = why_no_group(rt.get())) GTEST_SKIP() << *why;
+
+  for (const auto& [family, mtp] : {std::pair{"gpt2", 1}, std::pair{"nanochat", 2}}) {
+    SCOPED_TRACE(family);
+    std::ifstream in(fixtures() / "hf" / family / "config.json");
+    ASSERT_TRUE(in) << family;
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string config = text.str();
+    ModelPtr m = create_model(rt.get(), config.c_str());
+    ASSERT_TRUE(m);
+    kiln_trainer_options o = trainer_options();
+    o.n_mtp_heads = mtp;
+    kiln_trainer *ra = nullptr, *rb = nullptr;
+    ASSERT_EQ(kiln_trainer_create(m.get(), &o, &ra), KILN_OK) << kiln_last_error();
+    TrainerPtr alone(ra);
+    ASSERT_EQ(kiln_trainer_create(m.get(), &o, &rb), KILN_OK) << kiln_last_error();
+    TrainerPtr bucketed(rb);
+    ASSERT_TRUE(join_alone(rt.get(), bucketed.get(), "0.01"));
+    for (uint32_t step = 0; step < 4; ++step) {
+      const Batch b = batch(300 + step);
+      const kiln_batch v = b.view();
+      kiln_train_result x, y;
+      x.struct_size = y.struct_size = sizeof x;
+      ASSERT_EQ(kiln_train_step(alone.get(), &v, &x), KILN_OK) << kiln_last_error();
+      ASSERT_EQ(kiln_train_step(bucketed.get(), &v, &y), KILN_OK) << kiln_last_error();
+      EXPECT_EQ(y.loss, x.loss) << "step " << step;
+      EXPECT_EQ(y.objective, x.objective) << "step " << step;
+      EXPECT_EQ(y.grad_norm, x.grad_norm) << "step " << step;
+      std::printf(
+          "[ buckets ] %s + %d MTP step %u: objective %.9g / %.9g grad norm %.9g / %.9g "
+          "(bucketed / no group)\n",
+          family, mtp, step, y.objective, x.objective, y.grad_norm, x.grad_norm);
+    }
+    const std::vector<float> la = logits_of(alone.get()), lb = logits_of(bucketed.get());
+    ASSERT_EQ(la.size(), lb.size());
+    EXPECT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)))
+        << "the weights after four steps differ";
+  }
+}
+
 // A 160 M-parameter Llama (640 MB of float32 gradients; at the default 25 MiB, 27 buckets: each
 // MLP half cut in two (its norm + gate + up, then down), each attention half one, the head and the
 // embedding alone; at 1 MiB, 75 buckets) trained with the
