@@ -77,8 +77,16 @@ class TrainEngine {
   // Sums host values (loss normalisers and sums) over the group; nothing outside a group.
   virtual void all_reduce_host(std::span<double> values) { (void)values; }
   // Sums the accumulated gradients over the group (before clipping; with sharding, each rank's
-  // shard only); nothing outside a group.
+  // shard only); nothing outside a group. After a backward pass that already reduced its
+  // gradients in buckets (below), it only waits for those reductions.
   virtual void all_reduce_grads() {}
+  // The next forward_backward is the step's last micro-batch: an engine that overlaps the
+  // gradient all-reduce with the backward pass (the CUDA engine in a group, without ZeRO-1;
+  // train/data_parallel/grad_buckets.hpp) may then start reducing each bucket of gradients as
+  // soon as that backward pass has written it for the last time. Earlier micro-batches must not
+  // reduce: their sums are partial. Applies to the next forward_backward only (zero_grads also
+  // clears it); nothing by default.
+  virtual void overlap_grad_reduce_with_next_backward() {}
 };
 
 // The CPU engine (src/train/cpu_engine.cpp).

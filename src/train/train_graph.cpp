@@ -163,6 +163,11 @@ struct TrainGraph<T>::Impl {
   std::vector<T> logit_buf, dlogit_buf, row_scale, row_loss;
   // The dropout of the running forward_backward (inactive for every other call).
   Dropout drop;
+  // The running forward_backward's observer (null otherwise).
+  const GradPointObserver* on_final = nullptr;
+  void grads_final(GradPointKind kind, int32_t block) const {
+    if (on_final != nullptr) (*on_final)(GradPoint{kind, block});
+  }
   std::vector<int32_t> row_target;
   // Backward scratch, shared by all blocks.
   std::vector<T> d_head_y, d_x, d_trunk, d_next, d_mid, d_n, d_attn, dq, dk, dv, dq_tmp, dk_tmp,
@@ -405,6 +410,7 @@ struct TrainGraph<T>::Impl {
     }
     norm_bwd(d_n.data(), a.x_mid.data(), param(p, o.mlp_norm_w), a.mean2.data(), a.rstd2.data(),
              d_mid.data(), param(g, o.mlp_norm_w), param(g, o.mlp_norm_b), n, H);
+    grads_final(GradPointKind::BlockMlp, static_cast<int32_t>(bi));
 
     const T* d_o = d_mid.data();
     if (drop.active()) {
@@ -429,6 +435,7 @@ struct TrainGraph<T>::Impl {
     for (int64_t i = 0; i < n * H; ++i) dx[i] += d_mid[i];
     norm_bwd(d_n.data(), x, param(p, o.attn_norm_w), a.mean1.data(), a.rstd1.data(), dx,
              param(g, o.attn_norm_w), param(g, o.attn_norm_b), n, H);
+    grads_final(GradPointKind::BlockAttention, static_cast<int32_t>(bi));
   }
 
   // ---- whole model -----------------------------------------------------------------------
@@ -566,6 +573,7 @@ struct TrainGraph<T>::Impl {
       std::fill(d_x.begin(), d_x.begin() + n * H, T(0));
       norm_bwd(d_head_y.data(), acts[bi].out.data(), param(p, off_final_w), head_mean[h].data(),
                head_rstd[h].data(), d_x.data(), param(g, off_final_w), param(g, off_final_b), n, H);
+      if (h == n_heads - 1) grads_final(GradPointKind::HeadOutputs, -1);
       block_backward(p, g, bi, block_input(bi), d_x.data(), d_trunk.data(), rows);
     }
     if (g == nullptr) return losses;
@@ -588,6 +596,7 @@ struct TrainGraph<T>::Impl {
     }
     if (off_pos >= 0) positions_backward<T>(d_embed, g + off_pos, rows, S, H, nt);
     embedding_backward<T>(d_embed, batch.inputs.data(), g + off_embed, n, H, nt, c.padding_idx);
+    grads_final(GradPointKind::Embedding, -1);
     return losses;
   }
 
@@ -625,15 +634,22 @@ int64_t TrainGraph<T>::seq() const {
 }
 
 template <class T>
-std::vector<HeadLoss> TrainGraph<T>::forward_backward(std::span<const T> params, std::span<T> grads,
-                                                      const TrainBatch& batch,
-                                                      std::span<const double> normalisers,
-                                                      std::span<const float> mtp_weights,
-                                                      const std::atomic<bool>* cancel,
-                                                      const Dropout& dropout) {
+std::vector<HeadLoss> TrainGraph<T>::forward_backward(
+    std::span<const T> params, std::span<T> grads, const TrainBatch& batch,
+    std::span<const double> normalisers, std::span<const float> mtp_weights,
+    const std::atomic<bool>* cancel, const Dropout& dropout, const GradPointObserver* on_final) {
   impl_->check_params(params, "parameter buffer");
   impl_->check_params(grads, "gradient buffer");
-  return impl_->run(params.data(), grads.data(), batch, normalisers, mtp_weights, cancel, dropout);
+  impl_->on_final = on_final;
+  try {
+    auto losses =
+        impl_->run(params.data(), grads.data(), batch, normalisers, mtp_weights, cancel, dropout);
+    impl_->on_final = nullptr;
+    return losses;
+  } catch (...) {
+    impl_->on_final = nullptr;
+    throw;
+  }
 }
 
 template <class T>

@@ -34,11 +34,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
 
 #include "model/config.hpp"
+#include "train/data_parallel/grad_buckets.hpp"
 #include "train/dropout_mask.hpp"
 #include "train/param_layout.hpp"
 
@@ -65,6 +67,11 @@ struct HeadLoss {
 // forward_backward.
 std::vector<double> loss_weight_totals(const ModelConfig& config, const TrainBatch& batch,
                                        int64_t seq);
+
+// Told, during a backward pass, each GradPoint (data_parallel/grad_buckets.hpp) right after the
+// last write of the gradients it names: the order the CUDA engine releases all-reduce buckets in,
+// which tests check against this graph's actual writes.
+using GradPointObserver = std::function<void(const GradPoint&)>;
 
 // Optional outputs of TrainGraph::forward_logits (empty spans are skipped).
 template <class T>
@@ -100,12 +107,14 @@ class TrainGraph {
   // *cancel turns true (checked between blocks; `grads` then holds a partial sum and must be
   // discarded). `dropout` (dropout_mask.hpp) drops the residual-branch outputs of this forward
   // and the same elements of their gradients; the returned losses are those of the dropped model.
+  // `on_final`, when given, is called at each GradPoint of the backward pass.
   std::vector<HeadLoss> forward_backward(std::span<const T> params, std::span<T> grads,
                                          const TrainBatch& batch,
                                          std::span<const double> normalisers,
                                          std::span<const float> mtp_weights,
                                          const std::atomic<bool>* cancel = nullptr,
-                                         const Dropout& dropout = {});
+                                         const Dropout& dropout = {},
+                                         const GradPointObserver* on_final = nullptr);
 
   // Forward only (never drops): each head's loss over this batch.
   std::vector<HeadLoss> forward_loss(std::span<const T> params, const TrainBatch& batch,

@@ -149,6 +149,7 @@ class EngineTrainer final : public Trainer {
       const train::Dropout dropout{options_.residual_dropout, options_.seed, step_,
                                    static_cast<int64_t>(dp_rank_) * batch.rows +
                                        static_cast<int64_t>(m) * (batch.rows / accum)};
+      if (m + 1 == micro.size()) engine_->overlap_grad_reduce_with_next_backward();
       auto losses = run_cancellable([&] {
         return engine_->forward_backward(micro[m], normalisers, options_.mtp_weights, dropout,
                                          &cancel_);

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -25,6 +26,7 @@
 #include "backend/cuda/train/muon_update.hpp"
 #include "backend/cuda/train_kernels.hpp"
 #include "core/error.hpp"
+#include "train/data_parallel/grad_buckets.hpp"
 #include "train/data_parallel/shard_plan.hpp"
 #include "train/dropout_mask.hpp"
 #include "train/model_layout.hpp"
@@ -35,6 +37,8 @@ namespace {
 
 using kiln::train::BlockOffsets;
 using kiln::train::ForwardOutputs;
+using kiln::train::GradPoint;
+using kiln::train::GradPointKind;
 using kiln::train::HeadLoss;
 using kiln::train::TrainBatch;
 using kiln::train::TrainState;
@@ -132,6 +136,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
   ~CudaEngine() override {
     // Work still queued reads the buffers about to be freed.
     cudaStreamSynchronize(stream_.get());
+    if (comm_stream_) cudaStreamSynchronize(comm_stream_->get());
   }
 
   // ---- TrainEngine ---------------------------------------------------------------------------
@@ -170,6 +175,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
 
   void zero_grads() override {
     use_device(device_);
+    join_comm_stream();  // a bucket of the last step may still be reducing in place
+    overlap_next_ = bucketed_step_ = false;
     KILN_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, grads_.size(), stream_.get()));
   }
 
@@ -178,6 +185,15 @@ class CudaEngine final : public kiln::train::TrainEngine {
                                          std::span<const float> mtp_weights,
                                          const kiln::train::Dropout& dropout,
                                          const std::atomic<bool>* cancel) override {
+    // Consumed whatever happens below: a refused call must not leave the next micro-batch (a
+    // first one, maybe) releasing buckets.
+    const bool overlap = std::exchange(overlap_next_, false);
+    if (bucketed_step_) {
+      // It would add to gradients already handed to (or summed by) the all-reduce.
+      fail(KILN_ERR_INTERNAL,
+           "gradient buckets: a micro-batch after the one that released the step's gradients "
+           "(only the step's last micro-batch may be announced)");
+    }
     if (!(dropout.p >= 0.0f && dropout.p < 1.0f)) {
       fail(KILN_ERR_INVALID_ARGUMENT,
            "residual dropout " + std::to_string(dropout.p) + " outside [0, 1)");
@@ -202,12 +218,28 @@ class CudaEngine final : public kiln::train::TrainEngine {
       scales[h] = norm > 0.0 ? coef / norm : 0.0;
     }
     drop_ = dropout;
+    // The step's last micro-batch (the trainer said so): its backward pass hands each bucket to
+    // the all-reduce as soon as it is final.
+    overlapping_ = overlap;
+    if (overlapping_) bucket_cursor_->start();
     try {
       auto losses = run(batch, scales, true, cancel);
+      if (overlapping_ && !bucket_cursor_->finished()) {
+        fail(KILN_ERR_INTERNAL,
+             "gradient buckets: the backward pass ended before every bucket "
+             "was released");
+      }
+      bucketed_step_ = overlapping_;
+      overlapping_ = false;
       drop_ = {};
       return losses;
     } catch (...) {
       drop_ = {};  // forward_loss and forward_logits never drop
+      if (overlapping_) {
+        overlapping_ = false;
+        use_device(device_);
+        join_comm_stream();  // nothing may touch the gradients before the released buckets
+      }
       throw;
     }
   }
@@ -335,6 +367,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
                                           " floats, the layout " + n_str(s_.layout.total()));
     }
     use_device(device_);
+    join_comm_stream();
     stream_.synchronize();
     KILN_CUDA_CHECK(cudaMemcpyAsync(out.data(), grads_.get(), out.size() * sizeof(float),
                                     cudaMemcpyDeviceToHost, stream_.get()));
@@ -402,10 +435,31 @@ class CudaEngine final : public kiln::train::TrainEngine {
     if (shard_optimizer_state && s_.options.optimizer.kind == OptimizerKind::Muon) {
       fail(KILN_ERR_INTERNAL, "ZeRO-1 with Muon reached the CUDA engine");  // the trainer refuses
     }
+    // KILN_DP_BUCKET_MB: read (and refused when malformed) before the group is joined. ZeRO-1
+    // keeps its single reduce-scatter: its per-rank shards cut across any bucket boundaries.
+    const int64_t bucket_bytes =
+        shard_optimizer_state
+            ? 0
+            : kiln::train::grad_bucket_bytes_from_env(std::getenv("KILN_DP_BUCKET_MB"));
+    std::unique_ptr<kiln::train::GradBucketPlan> plan;
+    if (bucket_bytes > 0) {
+      plan = std::make_unique<kiln::train::GradBucketPlan>(c_, s_.layout, bucket_bytes);
+    }
     // The host sums (a few per head) go through this small device buffer, allocated once here.
     dp_sums_ = alloc_->allocate(kDataParallelSums * sizeof(double), "data-parallel loss sums");
     comm_ = std::make_unique<NcclComm>(id, world_size, rank);
     if (shard_optimizer_state) shard_optimizer(world_size, rank);
+    if (plan) {
+      comm_stream_.emplace();
+      grads_ready_.emplace();
+      grads_reduced_.emplace();
+      bucket_plan_ = std::move(plan);
+      bucket_cursor_ = std::make_unique<kiln::train::GradBucketCursor>(*bucket_plan_);
+    }
+  }
+
+  void overlap_grad_reduce_with_next_backward() override {
+    overlap_next_ = bucket_plan_ != nullptr;
   }
 
   void all_reduce_host(std::span<double> values) override {
@@ -415,6 +469,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
                                   " values, room for " + n_str(kDataParallelSums));
     }
     use_device(device_);
+    join_comm_stream();  // one collective at a time on the communicator (see join_comm_stream)
     const size_t bytes = values.size() * sizeof(double);
     KILN_CUDA_CHECK(cudaMemcpyAsync(dp_sums_.get(), values.data(), bytes, cudaMemcpyHostToDevice,
                                     stream_.get()));
@@ -431,6 +486,17 @@ class CudaEngine final : public kiln::train::TrainEngine {
       // Each rank receives the sum of its own shard only: the shard it updates.
       comm_->reduce_scatter_sum(grads_.as<float>(), static_cast<size_t>(zero_->shard_size()),
                                 stream_.get());
+    } else if (bucket_plan_) {
+      // Every bucket was enqueued on the comm stream during the last backward pass: clipping and
+      // the update wait for them. A step whose last micro-batch released nothing means the
+      // trainer did not announce it: refused rather than reduced whole, so that a group of one
+      // (where either way gives the same numbers) cannot hide an overlap that never happens.
+      if (!std::exchange(bucketed_step_, false)) {
+        fail(KILN_ERR_INTERNAL,
+             "gradient buckets: the gradients of this step were not reduced during its last "
+             "backward pass (overlap_grad_reduce_with_next_backward was not called)");
+      }
+      join_comm_stream();
     } else {
       comm_->all_reduce_sum(grads_.as<float>(), static_cast<size_t>(s_.layout.total()),
                             stream_.get());
@@ -438,6 +504,35 @@ class CudaEngine final : public kiln::train::TrainEngine {
   }
 
  private:
+  // ---- bucketed all-reduce (train/data_parallel/grad_buckets.hpp) ----------------------------
+
+  // The backward pass reached `point`: the buckets it releases are all-reduced on the comm
+  // stream, after everything the compute stream has enqueued so far (their last writers among
+  // it), while the compute stream goes on. Nothing outside the step's last backward pass.
+  void grads_final(const GradPoint& point) {
+    if (!overlapping_) return;
+    const auto [first, end] = bucket_cursor_->reach(point);
+    if (first == end) return;
+    KILN_CUDA_CHECK(cudaEventRecord(grads_ready_->get(), stream_.get()));
+    KILN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_->get(), grads_ready_->get(), 0));
+    const auto& buckets = bucket_plan_->buckets();
+    for (int32_t b = first; b < end; ++b) {
+      comm_->all_reduce_sum(grads_.as<float>() + buckets[b].begin,
+                            static_cast<size_t>(buckets[b].end - buckets[b].begin),
+                            comm_stream_->get());
+    }
+  }
+
+  // The compute stream waits for everything enqueued on the comm stream. Called before anything
+  // reads or rewrites the gradients after a bucketed backward pass (clipping, zeroing, download)
+  // and before a collective on the compute stream: NCCL does not promise that two collectives of
+  // one communicator on two streams make progress concurrently, so they never overlap here.
+  void join_comm_stream() {
+    if (!comm_stream_) return;
+    KILN_CUDA_CHECK(cudaEventRecord(grads_reduced_->get(), comm_stream_->get()));
+    KILN_CUDA_CHECK(cudaStreamWaitEvent(stream_.get(), grads_reduced_->get(), 0));
+  }
+
   // ---- ZeRO-1 (train/data_parallel/shard_plan.hpp) -------------------------------------------
 
   size_t host_bytes() const { return static_cast<size_t>(s_.layout.total()) * sizeof(float); }
@@ -516,7 +611,14 @@ class CudaEngine final : public kiln::train::TrainEngine {
   // ---- buffers -------------------------------------------------------------------------------
 
   float* W(int64_t off) const { return off < 0 ? nullptr : values_.as<float>() + off; }
-  float* G(int64_t off) const { return off < 0 ? nullptr : grads_.as<float>() + off; }
+  // The gradient at `off` for a write (every caller enqueues one). While the backward pass hands
+  // buckets to the all-reduce, a write into a released bucket would race with it (and reduce a
+  // partial sum): refused, so a misplaced grads_final() fails loudly even in a group of one.
+  float* G(int64_t off) const {
+    if (off < 0) return nullptr;
+    if (overlapping_) bucket_cursor_->check_writable(off);
+    return grads_.as<float>() + off;
+  }
   float eps() const { return c_.rms_norm_eps; }
   float* moment(TensorKind kind) const {
     if (kind == TensorKind::AdamM) return adam_m_.as<float>();
@@ -944,6 +1046,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
     }
     norm_backward(norm_type_, d_n_, a.x_mid, W(o.mlp_norm_w), a.mean2, a.rstd2, d, true, g_bf16_,
                   G(o.mlp_norm_w), G(o.mlp_norm_b), n, H_, workspace_, st);
+    grads_final({GradPointKind::BlockMlp, static_cast<int32_t>(bi)});
     // attention (d_n_ is free again: the norm's backward has read it)
     const float* d_attn = d;
     if (drop) {
@@ -974,6 +1077,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
     linear_dw(dqkv_ + qd_ + kvd_, qkv_, a.n1, n, H_, kvd_, G(o.wv));
     norm_backward(norm_type_, d_n_, block_input(bi), W(o.attn_norm_w), a.mean1, a.rstd1, d, true,
                   g_bf16_, G(o.attn_norm_w), G(o.attn_norm_b), n, H_, workspace_, st);
+    grads_final({GradPointKind::BlockAttention, static_cast<int32_t>(bi)});
   }
 
   // Per-head targets and loss scales of a micro-batch (head K at token r learns targets[r + K]
@@ -1027,6 +1131,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
       norm_backward(norm_type_, d_head_y_, acts_[hb].out, W(off_final_w_), head_mean_[h],
                     head_rstd_[h], d, false, g_bf16_, G(off_final_w_), G(off_final_b_), n, H_,
                     workspace_, st);
+      // Every head has written the unembedding and the final norm (unless embed_norm).
+      if (h == n_heads_ - 1) grads_final({GradPointKind::HeadOutputs, -1});
       block_backward(hb, d, rows, true);
       if (h > 0) column_sum(d_tmp_, d_trunk_, 1, n * H_, workspace_, st);
     }
@@ -1049,6 +1155,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
       }
       embedding_backward(ids_, d_embed, G(off_embed_), G(off_pos_), n, S_, H_, c_.padding_idx,
                          workspace_, st);
+      grads_final({GradPointKind::Embedding, -1});
     }
     KILN_CUDA_CHECK(cudaMemcpyAsync(h_loss_, row_loss_, hn * 4, cudaMemcpyDeviceToHost, st));
     stream_.synchronize();
@@ -1099,6 +1206,16 @@ class CudaEngine final : public kiln::train::TrainEngine {
   static constexpr int64_t kDataParallelSums = 3 * (1 + KILN_MAX_MTP_HEADS);
   std::unique_ptr<NcclComm> comm_;
   DeviceBuffer dp_sums_;
+  // Bucketed all-reduce (joined without ZeRO-1 and KILN_DP_BUCKET_MB != 0; null/empty otherwise):
+  // the plan, where the running backward pass is in it, the stream the buckets are reduced on,
+  // and the events ordering it with stream_. Declared after comm_: destroyed before it.
+  std::unique_ptr<kiln::train::GradBucketPlan> bucket_plan_;
+  std::unique_ptr<kiln::train::GradBucketCursor> bucket_cursor_;
+  std::optional<Stream> comm_stream_;
+  std::optional<Event> grads_ready_, grads_reduced_;
+  bool overlap_next_ = false;   // the trainer announced the step's last micro-batch
+  bool overlapping_ = false;    // that micro-batch's forward_backward is running
+  bool bucketed_step_ = false;  // its buckets are enqueued; all_reduce_grads only waits for them
   // ZeRO-1 (joined with shard_optimizer_state): the plan and this rank's slice; adam_m_ / adam_v_
   // then hold only the slice, values_ and grads_ are padded to zero_->padded_total().
   std::optional<kiln::train::ShardPlan> zero_;
