@@ -9,7 +9,10 @@
 // blocks never read a cache row another block of this step writes. The first query head of each
 // KV group writes the new row into the cache for the steps that follow. Chunks are merged by the
 // last block of each head to finish (an atomic counter per head; the merge runs in chunk order, so
-// the result does not depend on which block came last).
+// the result does not depend on which block came last). With `out_q`, the block that writes a
+// head's output also quantises it for a quantised o_proj (quant_gemv_prequant.cu): a head of a
+// multiple of 32 values is whole int8 blocks, so no other block's values are needed, and o_proj
+// needs neither a quantisation launch nor v12's per-block quantisation of x.
 #include <string>
 
 #include "attention_decode_tile.cuh"
@@ -18,6 +21,7 @@
 #include "common.cuh"
 #include "core/error.hpp"
 #include "overlapped_launch.cuh"
+#include "quant_dot_int8.cuh"
 
 namespace kiln::cuda {
 
@@ -61,13 +65,36 @@ __device__ void prepare_head(const float* src, const float* bias, const float* n
   }
 }
 
+// Warp 0 quantises head h's BF16 output (this block's own writes, made visible by the barrier)
+// into out_q, laid out as quantize_x_int8 lays out the whole q_dim-long vector: lane i takes
+// elements 8i .. 8i + 7 of the head (D / 8 <= 32 lanes), four lanes per 32-element block.
+__device__ void quantize_head_output(const bf16* out, int h, int D, int q_dim, uint8_t* out_q) {
+  __syncthreads();
+  if (threadIdx.x >= 32) return;
+  const int lane = threadIdx.x;
+  const bool in = lane < D / 8;
+  float v[8] = {};
+  if (in) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(out + static_cast<int64_t>(h) * D + 8 * lane);
+    const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 f = __bfloat1622float2(x2[j]);
+      v[2 * j] = f.x;
+      v[2 * j + 1] = f.y;
+    }
+  }
+  const quant_detail::Int8X xs = quant_detail::int8_x_layout(out_q, q_dim);
+  quant_detail::quantize_8(v, static_cast<int64_t>(h) * D / 8 + lane, in, xs);
+}
+
 template <int kChunks>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_decode_fused_kernel(const float* qkv, const float* bias, const float* q_norm,
                                   const float* k_norm, float eps, const float* inv_freq,
                                   const int32_t* position, QkvShape s, bf16* k_cache, bf16* v_cache,
-                                  bf16* out, float* partials, unsigned* counters,
-                                  float scale_log2) {
+                                  bf16* out, float* partials, unsigned* counters, float scale_log2,
+                                  uint8_t* out_q) {
   __shared__ float q_s[kMaxAttentionHeadDim], k_new[kMaxAttentionHeadDim],
       v_new[kMaxAttentionHeadDim], work[3][kMaxAttentionHeadDim];
   __shared__ detail::WarpStates<kWarps> states;
@@ -139,7 +166,10 @@ __global__ void __launch_bounds__(kWarps * 32)
           state[d] = a;
         }
       });
-  if (n_splits == 1) return;
+  if (n_splits == 1) {
+    if (out_q != nullptr) quantize_head_output(out, h, D, q_dim, out_q);
+    return;
+  }
   if (threadIdx.x == 0) {
     state[D] = ml.x;
     state[D + 1] = ml.y;
@@ -167,20 +197,21 @@ __global__ void __launch_bounds__(kWarps * 32)
     out[h * D + d] = __float2bfloat16(a / l_sum);
   }
   if (threadIdx.x == 0) counters[h] = 0;  // ready for the next layer and step
+  if (out_q != nullptr) quantize_head_output(out, h, D, q_dim, out_q);
 }
 
 template <int kChunks>
 void launch(const float* qkv, const float* bias, const float* q_norm, const float* k_norm,
             float eps, const float* inv_freq, const int32_t* position, int64_t max_keys,
             QkvShape shape, bf16* k_cache, bf16* v_cache, bf16* out, float* partials,
-            unsigned* counters, cudaStream_t stream) {
+            unsigned* counters, void* out_q, cudaStream_t stream) {
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(shape.head_dim));
   const dim3 grid(static_cast<unsigned>(shape.n_heads),
                   static_cast<unsigned>(decode_splits(max_keys)));
   detail::launch_overlapped(attention_decode_fused_kernel<kChunks>, grid, kWarps * 32, 0, stream,
                             "attention_decode_fused_kernel", qkv, bias, q_norm, k_norm, eps,
                             inv_freq, position, shape, k_cache, v_cache, out, partials, counters,
-                            scale_log2);
+                            scale_log2, static_cast<uint8_t*>(out_q));
 }
 
 }  // namespace
@@ -189,7 +220,7 @@ void attention_decode_fused(const float* qkv, const float* bias, const float* q_
                             const float* k_norm, float eps, const float* inv_freq,
                             const int32_t* position, int64_t max_keys, QkvShape shape,
                             bf16* k_cache, bf16* v_cache, bf16* out, float* partials,
-                            unsigned* counters, cudaStream_t stream) {
+                            unsigned* counters, void* out_q, cudaStream_t stream) {
   const int D = shape.head_dim;
   if (D <= 0 || D % 8 != 0 || D > kMaxAttentionHeadDim || shape.n_kv_heads <= 0 ||
       shape.n_heads % shape.n_kv_heads != 0 || shape.rot_dim % 2 != 0 || shape.rot_dim > D) {
@@ -200,16 +231,23 @@ void attention_decode_fused(const float* qkv, const float* bias, const float* q_
                                    std::to_string(shape.n_heads) + " heads over " +
                                    std::to_string(shape.n_kv_heads) + " KV heads");
   }
+  if (out_q != nullptr && (D % 32 != 0 || reinterpret_cast<uintptr_t>(out_q) % 16 != 0 ||
+                           reinterpret_cast<uintptr_t>(out) % 16 != 0)) {
+    fail(KILN_ERR_INTERNAL,
+         "CUDA fused decode attention: a quantised output needs head_dim a "
+         "multiple of 32 (got " +
+             std::to_string(D) + ") and 16-byte aligned buffers");
+  }
   if (max_keys <= 0) return;
   if (D <= 64) {
     launch<2>(qkv, bias, q_norm, k_norm, eps, inv_freq, position, max_keys, shape, k_cache, v_cache,
-              out, partials, counters, stream);
+              out, partials, counters, out_q, stream);
   } else if (D <= 128) {
     launch<4>(qkv, bias, q_norm, k_norm, eps, inv_freq, position, max_keys, shape, k_cache, v_cache,
-              out, partials, counters, stream);
+              out, partials, counters, out_q, stream);
   } else {
     launch<8>(qkv, bias, q_norm, k_norm, eps, inv_freq, position, max_keys, shape, k_cache, v_cache,
-              out, partials, counters, stream);
+              out, partials, counters, out_q, stream);
   }
 }
 

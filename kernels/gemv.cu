@@ -110,6 +110,9 @@ __global__ void __launch_bounds__(256)
 // 3584 × 18944 69 → 52 µs with 8).
 constexpr int64_t kSplitMinK = 2048;
 constexpr int kSplitWarpsPerBlock = 8;
+// gemv_swiglu_bf16 takes rows from this length (4 warps per row need a few 16-byte loads each);
+// from kSplitMinK on its sums are gemv_bf16's, bit for bit.
+constexpr int64_t kSwigluMinK = 256;
 
 //
 // kSwiglu: w is the fused gate/up matrix [2·n × k] and block i takes the pair of rows i (gate, the
@@ -305,7 +308,7 @@ void gemv_bf16(const bf16* x, const bf16* w, float* y, int64_t k, int64_t n, flo
 }
 
 bool gemv_swiglu_supported(const bf16* x, const bf16* w_gate_up, int64_t k) {
-  return k >= kSplitMinK && k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+  return k >= kSwigluMinK && k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(w_gate_up) % 16 == 0;
 }
 
@@ -313,7 +316,8 @@ void gemv_swiglu_bf16(const bf16* x, const bf16* w_gate_up, bf16* out, int64_t k
                       cudaStream_t stream) {
   if (!gemv_swiglu_supported(x, w_gate_up, k)) {
     fail(KILN_ERR_INTERNAL, "gemv_swiglu_bf16: k = " + std::to_string(k) +
-                                " is below the split form's minimum, not a multiple of 8, or the "
+                                " is below the split form's minimum (256), not a multiple of 8, "
+                                "or the "
                                 "operands are not 16-byte aligned");
   }
   if (inter == 0) return;

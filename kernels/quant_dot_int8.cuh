@@ -256,6 +256,41 @@ __device__ __forceinline__ float chunk_dot_int8<QuantFormat::Q4_K>(const uint8_t
   return chunk_dot_k45<false>(row, c, xs);
 }
 
+// Q4_K, two chunks per call ("wide" layouts of quant_gemv_prequant.cu): sub-blocks 2j and 2j + 1
+// of a super-block are the low and high nibbles of the same 32 quant bytes, so pair p (chunks 2p
+// and 2p + 1, j = p % 4) loads those bytes, d/dmin and the scales once for 64 elements instead of
+// twice. Each chunk's term is chunk_dot_k45's; their sum is rounded once more than two calls.
+__device__ __forceinline__ float pair_dot_q4k(const uint8_t* row, int64_t p, const Int8X& xs) {
+  const uint8_t* b = row + (p / 4) * 144;
+  const int j = static_cast<int>(p % 4);
+  const uint32_t dm = *reinterpret_cast<const uint32_t*>(b);
+  uint32_t sw[3];
+#pragma unroll
+  for (int i = 0; i < 3; ++i) sw[i] = reinterpret_cast<const uint32_t*>(b + 4)[i];
+  int sc0 = 0, mn0 = 0, sc1 = 0, mn1 = 0;
+  scale_min_k4(2 * j, sw, sc0, mn0);
+  scale_min_k4(2 * j + 1, sw, sc1, mn1);
+  const auto* qs = reinterpret_cast<const uint4*>(b + 16 + 32 * j);
+  const uint4 q0 = qs[0], q1 = qs[1];
+  const uint32_t q[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+  const int64_t c0 = 2 * p, c1 = 2 * p + 1;
+  int xw0[8], xw1[8];
+  x_words(xs, c0, xw0);
+  x_words(xs, c1, xw1);
+  int sum0 = 0, sum1 = 0;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    sum0 = __dp4a(static_cast<int>(q[i] & 0x0F0F0F0Fu), xw0[i], sum0);
+    sum1 = __dp4a(static_cast<int>((q[i] >> 4) & 0x0F0F0F0Fu), xw1[i], sum1);
+  }
+  const float d = half_bits(static_cast<uint16_t>(dm & 0xFFFFu));
+  const float dmin = half_bits(static_cast<uint16_t>(dm >> 16));
+  return xs.d[c0] *
+             (d * static_cast<float>(sc0 * sum0) - dmin * static_cast<float>(mn0 * x_sum(xs, c0))) +
+         xs.d[c1] *
+             (d * static_cast<float>(sc1 * sum1) - dmin * static_cast<float>(mn1 * x_sum(xs, c1)));
+}
+
 // Q5_K: as Q4_K with the fifth bit of element l in bit s of qh[l] (176-byte blocks); |sc·Σ q·xi|
 // <= 63·31·127·32 < 2^24.
 template <>

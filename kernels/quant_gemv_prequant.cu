@@ -17,6 +17,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "backend/cuda/cuda_check.hpp"
@@ -65,7 +66,23 @@ __global__ void __launch_bounds__(kQuantizeThreads)
 // indices of the first row, dotted with the same chunk of every row of the group (one load of x
 // per chunk for R rows: rows past the matrix read row 0 again and are not stored, so the R dots
 // are branch-free and their x loads are one). Otherwise the R·(k/32) chunks as one flat sequence.
-template <QuantFormat F, int S, int R, bool kSharedX>
+// The weight-side unit of work: one 32-element chunk, or (kWide, Q4_K) a pair of chunks.
+template <QuantFormat F, bool kWide>
+struct ChunkDot {
+  static constexpr int kElements = 32;
+  static __device__ __forceinline__ float dot(const uint8_t* row, int64_t c, const Int8X& xs) {
+    return quant_detail::chunk_dot_int8<F>(row, c, xs);
+  }
+};
+template <>
+struct ChunkDot<QuantFormat::Q4_K, true> {
+  static constexpr int kElements = 64;
+  static __device__ __forceinline__ float dot(const uint8_t* row, int64_t p, const Int8X& xs) {
+    return quant_detail::pair_dot_q4k(row, p, xs);
+  }
+};
+
+template <QuantFormat F, int S, int R, bool kSharedX, bool kWide>
 __global__ void __launch_bounds__(kWarps * 32)
     quant_gemv_prequant_kernel(const uint8_t* __restrict__ w, size_t row_bytes,
                                const uint8_t* __restrict__ xq, float* y, int64_t k, int64_t n_rows,
@@ -88,7 +105,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   detail::allow_dependents();
   detail::wait_for_inputs();
   const Int8X xs = quant_detail::int8_x_layout(const_cast<uint8_t*>(xq), k);
-  const int chunks = static_cast<int>(k / kChunk);
+  using Dot = ChunkDot<F, kWide>;
+  const int chunks = static_cast<int>(k / Dot::kElements);
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
@@ -101,18 +119,17 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll 2
     for (int c = t; c < end; c += kThreads) {
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[r] += quant_detail::chunk_dot_int8<F>(rows[r], c, xs);
+      for (int r = 0; r < R; ++r) acc[r] += Dot::dot(rows[r], c, xs);
     }
   } else {
     const int total = rows_here * chunks;
 #pragma unroll 2
     for (int f = t; f < total; f += kThreads) {
       if constexpr (R == 1) {
-        acc[0] += quant_detail::chunk_dot_int8<F>(base, f, xs);
+        acc[0] += Dot::dot(base, f, xs);
       } else {
         const int second = f >= chunks ? 1 : 0;
-        const float v =
-            quant_detail::chunk_dot_int8<F>(base + second * row_bytes, f - second * chunks, xs);
+        const float v = Dot::dot(base + second * row_bytes, f - second * chunks, xs);
         if (second) {
           acc[1] += v;
         } else {
@@ -185,8 +202,16 @@ struct PrequantLaunch {
 
   template <QuantFormat F, int S, int R, bool kSharedX>
   void launch() const {
+    if constexpr (F == QuantFormat::Q4_K) {
+      if (layout.wide_chunks) return launch_kernel<F, S, R, kSharedX, true>();
+    }
+    launch_kernel<F, S, R, kSharedX, false>();
+  }
+
+  template <QuantFormat F, int S, int R, bool kSharedX, bool kWide>
+  void launch_kernel() const {
     const int64_t rows_per_block = static_cast<int64_t>(kWarps / S) * R;
-    detail::launch_overlapped(quant_gemv_prequant_kernel<F, S, R, kSharedX>,
+    detail::launch_overlapped(quant_gemv_prequant_kernel<F, S, R, kSharedX, kWide>,
                               detail::grid_for(w.rows, static_cast<int>(rows_per_block)),
                               kWarps * 32, 0, stream, "quant_gemv_prequant_kernel", w.data,
                               w.row_bytes, static_cast<const uint8_t*>(xq), y, w.k, w.rows, beta,
@@ -226,8 +251,9 @@ bool valid_layout(QuantGemvLayout l) {
 
 std::string layout_name(QuantGemvLayout l) {
   return std::to_string(l.warps_per_row) + " warps per row, " + std::to_string(l.rows_per_group) +
-         " rows per group" + (l.shared_x ? " sharing x" : "") + ", " +
-         std::to_string(l.prefetch_lines) + " prefetch lines";
+         " rows per group" + (l.shared_x ? " sharing x" : "") +
+         (l.wide_chunks ? ", chunk pairs" : "") + ", " + std::to_string(l.prefetch_lines) +
+         " prefetch lines";
 }
 
 void check_prequant_shape(const QuantMatrixView& w, const void* xq) {
@@ -257,17 +283,12 @@ void quantize_x_int8(const bf16* x, int64_t k, void* xq, cudaStream_t stream) {
                             static_cast<uint8_t*>(xq));
 }
 
-// The layout table (H100 decode, one token). The first guesses, argued in tools/gpu/NOTES.md ("v13
-// quant prediction"); edit after tools/bench/quant_gemv_variants.cu has measured them:
-//  - long rows (≥ 8192 elements: the 7B down_proj) over 4 warps, as v10 measured best for BF16
-//    rows of 4864 (a Q4_K row of 18944 is ~10.6 KB, a BF16 row of ~5300);
-//  - shorter rows: two rows per warp (twice the bytes in flight per warp, no idle lanes at the end
-//    of a 112-chunk row), one row per warp when that leaves fewer than 2 blocks per SM.
-QuantGemvLayout quant_gemv_layout(QuantFormat format, int64_t rows, int64_t k) {
-  // Rows of k >= 2048: the fastest layouts of tools/bench/quant_gemv_variants.cu on the H100
-  // (2026-11-25, 7B shapes; µs vs v12's kernel): q/k/v 4608 × 3584 Q4_K 7.50 vs 9.88, gate/up
-  // 37888 × 3584 Q4_K 31.6 vs 39.5, Q6_K 47.3 vs 58.6, Q8_0 49.5 vs 54.0; down 3584 × 18944
-  // Q4_K 19.0 vs 27.2, Q6_K 28.5 vs 36.6, Q8_0 27.4 vs 36.8.
+// The layout table (H100 decode, one token), chosen from tools/bench/quant_gemv_variants.cu's
+// measurements (tools/gpu/NOTES.md keeps them and the first guesses).
+namespace {
+
+// Session 6's table (KILN_CUDA_QGEMV_TABLE=v13, for A/B in one process tree).
+QuantGemvLayout v13_layout(QuantFormat format, int64_t rows, int64_t k) {
   if (k >= 8192) {
     if (format == QuantFormat::Q8_0) return QuantGemvLayout{8, 1, 0, false};
     if (format == QuantFormat::Q6_K) return QuantGemvLayout{4, 2, 0, true};
@@ -284,7 +305,46 @@ QuantGemvLayout quant_gemv_layout(QuantFormat format, int64_t rows, int64_t k) {
     return rows * c.warps_per_row / (static_cast<int64_t>(kWarps) * c.rows_per_group);
   };
   if (l.rows_per_group == 2 && blocks(l) < kMinBlocks) l.rows_per_group = 1;
-  if (l.warps_per_row == 1 && blocks(l) < kMinBlocks && k >= 2048) l.warps_per_row = 2;
+  return l;
+}
+
+// KILN_CUDA_QGEMV_TABLE (read per launch; launches are captured once per decode graph):
+// "v13" — session 6's table; "wide" — this table with Q4_K chunk pairs at 2048 <= k < 8192;
+// unset — this table.
+enum class TableChoice { kCurrent, kV13, kWide };
+TableChoice table_from_environment() {
+  const char* env = std::getenv("KILN_CUDA_QGEMV_TABLE");
+  if (env == nullptr) return TableChoice::kCurrent;
+  if (std::string(env) == "v13") return TableChoice::kV13;
+  if (std::string(env) == "wide") return TableChoice::kWide;
+  return TableChoice::kCurrent;
+}
+
+}  // namespace
+
+QuantGemvLayout quant_gemv_layout(QuantFormat format, int64_t rows, int64_t k) {
+  const TableChoice choice = table_from_environment();
+  if (choice == TableChoice::kV13) return v13_layout(format, rows, k);
+  // Q8_0 at 2048 <= k < 8192: 8 warps × 2 rows, each row's own x, prefetch 4 (H100, 2026-11-25,
+  // quant_gemv_variants alone: 7B q/k/v 7.25 µs against 8×2s's 7.37, gate/up 47.2 against 47.3;
+  // end to end, alternating A/B in one call: 7B Q8_0 tg128 290.7 / 292.6 against 288.9 / 286.3).
+  // The K-quants keep session 6's layouts: Q4_K chunk pairs (2 warps × 4 rows sharing x) and
+  // 8-warp rows for k >= 8192 were faster alone (gate/up 28.2 against 29.1 µs, down 16.5 against
+  // 17.3) but slower end to end (7B Q4_K_M 372.3 / 369.9 against 379.0 / 377.0 tok/s).
+  if (format == QuantFormat::Q8_0 && k >= 2048 && k < 8192) return QuantGemvLayout{8, 2, 4, false};
+  if (choice == TableChoice::kWide && format == QuantFormat::Q4_K && k >= 2048 && k < 8192) {
+    return QuantGemvLayout{2, 4, 1, true, true};
+  }
+  if (k >= 2048) return v13_layout(format, rows, k);
+  // Short rows (the 0.5B shape's o_proj, 896 × 896, whose x the attention kernel quantises): one
+  // row per warp, two warps per row when that still leaves fewer than 2 blocks per SM.
+  constexpr int64_t kMinBlocks = 2 * 132;
+  QuantGemvLayout l{1, 2, 1, false};
+  const auto blocks = [&](QuantGemvLayout c) {
+    return rows * c.warps_per_row / (static_cast<int64_t>(kWarps) * c.rows_per_group);
+  };
+  if (l.rows_per_group == 2 && blocks(l) < kMinBlocks) l.rows_per_group = 1;
+  if (l.warps_per_row == 1 && blocks(l) < kMinBlocks) l.warps_per_row = 2;
   return l;
 }
 

@@ -515,14 +515,18 @@ void expect_quantised_x_matches_the_specification(const std::vector<float>& xf,
   }
 }
 
-std::vector<QuantGemvLayout> every_layout() {
+// Every layout, and for Q4_K each of them again with chunk pairs (pair_dot_q4k).
+std::vector<QuantGemvLayout> every_layout(QuantFormat format) {
   std::vector<QuantGemvLayout> layouts;
-  for (int s : {1, 2, 4, 8}) {
-    for (int p : {0, 3}) {
-      layouts.push_back(QuantGemvLayout{s, 1, p, false});
-      layouts.push_back(QuantGemvLayout{s, 2, p, false});
-      layouts.push_back(QuantGemvLayout{s, 2, p, true});
-      layouts.push_back(QuantGemvLayout{s, 4, p, true});
+  for (bool wide : {false, true}) {
+    if (wide && format != QuantFormat::Q4_K) break;
+    for (int s : {1, 2, 4, 8}) {
+      for (int p : {0, 3}) {
+        layouts.push_back(QuantGemvLayout{s, 1, p, false, wide});
+        layouts.push_back(QuantGemvLayout{s, 2, p, false, wide});
+        layouts.push_back(QuantGemvLayout{s, 2, p, true, wide});
+        layouts.push_back(QuantGemvLayout{s, 4, p, true, wide});
+      }
     }
   }
   return layouts;
@@ -562,7 +566,7 @@ TEST_P(QuantKernels, PrequantisedGemvIsTheProductWithTheInt8XInEveryLayout) {
     expect_quantised_x_matches_the_specification(xf, d_xq.download());
     const RowRefs ref = row_refs(m, rows, k, xf, int8_quantise(xf));
 
-    std::vector<QuantGemvLayout> layouts = every_layout();
+    std::vector<QuantGemvLayout> layouts = every_layout(f.format);
     layouts.push_back(quant_gemv_layout(f.format, rows, k));
     for (size_t li = 0; li < layouts.size(); ++li) {
       const QuantGemvLayout l = layouts[li];
@@ -570,8 +574,8 @@ TEST_P(QuantKernels, PrequantisedGemvIsTheProductWithTheInt8XInEveryLayout) {
       SCOPED_TRACE(std::string(table ? "the table's layout: " : "layout ") +
                    std::to_string(l.warps_per_row) + " warps per row, " +
                    std::to_string(l.rows_per_group) + " rows per group" +
-                   (l.shared_x ? " sharing x, " : ", ") + std::to_string(l.prefetch_lines) +
-                   " prefetch lines");
+                   (l.shared_x ? " sharing x, " : ", ") + (l.wide_chunks ? "chunk pairs, " : "") +
+                   std::to_string(l.prefetch_lines) + " prefetch lines");
       d_y.poison();
       if (table) {
         quant_gemv_prequantized(w, d_xq.get(), d_y.get(), 0.0f, nullptr);

@@ -7,8 +7,8 @@
 //                quantises x itself), called through the production entry point
 //   new          quantize_x_int8 + quant_gemv_prequantized with the production layout table
 //                (quant_gemv_layout), both kernels timed: what the decode step runs
-//   SxR[s]/pP    the same with S warps per row group, R rows per group (s: sharing each load of
-//                x), P prefetch lines
+//   SxR[s][w]/pP the same with S warps per row group, R rows per group (s: sharing each load of
+//                x; w: Q4_K chunk pairs, pair_dot_q4k), P prefetch lines
 //   (quantize_x_int8 alone is timed per k too.)
 // Every variant's output is compared with the old kernel's (same int8 x, so only float rounding
 // order differs): max |y − y_old| / rms(y_old) is printed and must stay below 1e-4, else the
@@ -130,7 +130,8 @@ double max_err(const std::vector<float>& y, const std::vector<float>& ref) {
 // S x R (s: the R rows share each load of x) / P prefetch lines
 std::string layout_name(QuantGemvLayout l) {
   return std::to_string(l.warps_per_row) + "x" + std::to_string(l.rows_per_group) +
-         (l.shared_x ? "s" : "") + "/p" + std::to_string(l.prefetch_lines);
+         (l.shared_x ? "s" : "") + (l.wide_chunks ? "w" : "") + "/p" +
+         std::to_string(l.prefetch_lines);
 }
 
 int run(int reps) {
@@ -147,6 +148,10 @@ int run(int reps) {
       layouts.push_back(QuantGemvLayout{s, 2, p, false});
       layouts.push_back(QuantGemvLayout{s, 2, p, true});
       layouts.push_back(QuantGemvLayout{s, 4, p, true});
+      for (int r : {1, 2, 4}) {  // chunk pairs: Q4_K only (skipped for the other formats below)
+        layouts.push_back(QuantGemvLayout{s, r, p, r == 4, true});
+        if (r == 2) layouts.push_back(QuantGemvLayout{s, r, p, true, true});
+      }
     }
   }
   cudaDeviceProp prop{};
@@ -230,6 +235,7 @@ int run(int reps) {
       float best_us = 1e30f;
       QuantGemvLayout best{};
       for (const QuantGemvLayout& l : layouts) {
+        if (l.wide_chunks && f.format != QuantFormat::Q4_K) continue;
         const auto [us, err] = run_new(l, false);
         report("  " + layout_name(l), us, err);
         if (us < best_us) best_us = us, best = l;

@@ -197,7 +197,7 @@ fi
 
 if [ -n "$ab_env" ]; then
   echo "=== A/B: $ab_env (tg128, alternating)"
-  ab_tg bf16 "$model"
+  [ -n "${AB_SKIP_BF16:-}" ] || ab_tg bf16 "$model"  # AB_SKIP_BF16=1: a switch of the GGUF path only
   for name in q8_0 q4_k_m; do
     [ -e "$work/qwen-$shape-$name.gguf" ] && ab_tg "$name" "$work/qwen-$shape-$name.gguf"
   done

@@ -66,6 +66,29 @@ bool prequantize_x_from_environment() {
        std::string("KILN_CUDA_QGEMV is \"") + env + "\"; expected \"new\" or \"old\"");
 }
 
+// KILN_CUDA_ATTN_QX: "1" (the default) — the decode attention kernel writes its output also as the
+// int8 x of a quantised o_proj (kernels/attention_decode_fused.cu), "0" — o_proj quantises x
+// itself (quant_gemv.cu); read once, when a model is loaded.
+bool attention_quantizes_output_from_environment() {
+  const char* env = std::getenv("KILN_CUDA_ATTN_QX");
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "1") == 0) return true;
+  if (std::strcmp(env, "0") == 0) return false;
+  fail(KILN_ERR_INVALID_ARGUMENT,
+       std::string("KILN_CUDA_ATTN_QX is \"") + env + "\"; expected \"0\" or \"1\"");
+}
+
+// KILN_CUDA_FUSED_NORMS: which decode norms of a small-hidden model run inside the product after
+// them — "all" (the default), "qkv" (the FFN's norm on its own, then the split gate/up + SwiGLU
+// product), "none"; read once, when a model is loaded.
+int fused_norms_from_environment() {
+  const char* env = std::getenv("KILN_CUDA_FUSED_NORMS");
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "all") == 0) return 0;
+  if (std::strcmp(env, "qkv") == 0) return 1;
+  if (std::strcmp(env, "none") == 0) return 2;
+  fail(KILN_ERR_INVALID_ARGUMENT, std::string("KILN_CUDA_FUSED_NORMS is \"") + env +
+                                      "\"; expected \"all\", \"qkv\" or \"none\"");
+}
+
 template <typename T>
 T* ptr(const DeviceBuffer& b) {
   return b.as<T>();
@@ -234,7 +257,9 @@ CudaTransformer::CudaTransformer(const ModelConfig& config, const TransformerWei
       eps_(config.rms_norm_eps),
       qk_norm_(config.qk_norm == QkNormKind::BeforeRopeWeighted),
       quant_dot_(quant_dot ? *quant_dot : quant_dot_from_environment()),
-      prequantize_x_(prequantize_x_from_environment()) {
+      prequantize_x_(prequantize_x_from_environment()),
+      attention_quantizes_output_(attention_quantizes_output_from_environment()),
+      fused_norms_(static_cast<FusedNorms>(fused_norms_from_environment())) {
   // Read once here: the escape hatch to host sampling for tests and benchmarks.
   const char* host_sampling = std::getenv("KILN_CUDA_HOST_SAMPLING");
   host_sampling_ = host_sampling != nullptr && std::string_view(host_sampling) == "1";
@@ -584,12 +609,14 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
     // norm + gate/up GEMV ran at 1.8 TB/s, 150 µs, the plain GEMV over the same matrix at 3.0).
     const bool fuse_norms =
         n == 1 && rms_norm_gemv_supported(d.hidden) && d.hidden < kFusedNormMaxHidden;
-    if (fuse_norms && L.wqkv.quantized()) {
+    const bool fuse_qkv_norm = fuse_norms && fused_norms_ != FusedNorms::kNone;
+    const bool fuse_ffn_norm = fuse_norms && fused_norms_ == FusedNorms::kAll;
+    if (fuse_qkv_norm && L.wqkv.quantized()) {
       for (const DeviceMatrix::Segment& seg : L.wqkv.segments) {
         rms_norm_quant_gemv(x, ptr<float>(L.attn_norm), eps_, seg.view,
                             ptr<float>(s->qkv_) + seg.first_row, 0.0f, quant_dot_, stream);
       }
-    } else if (fuse_norms) {
+    } else if (fuse_qkv_norm) {
       rms_norm_gemv_bf16(x, ptr<float>(L.attn_norm), eps_, L.wqkv.bf16_ptr(), ptr<float>(s->qkv_),
                          d.hidden, d.qkv_dim(), 0.0f, stream);
     } else if (n == 1 && prequantised_one_row(*s, L.wqkv)) {
@@ -600,12 +627,15 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
       rms_norm(x, nullptr, ptr<float>(L.attn_norm), normed, n, d.hidden, eps_, stream);
       linear(*s, L.wqkv, normed, ptr<float>(s->qkv_), n, 0.0f);
     }
+    // A quantised o_proj takes its int8 x from the attention kernel (no quantisation of its own).
+    const bool wo_prequantised = n == 1 && attention_quantizes_output_ && !collective_ &&
+                                 d.head_dim % 32 == 0 && prequantised_one_row(*s, L.wo);
     if (n == 1) {
       attention_decode_fused(ptr<float>(s->qkv_), ptr<float>(L.bqkv), ptr<float>(L.q_norm),
                              ptr<float>(L.k_norm), eps_, ptr<float>(inv_freq_), s->position(),
                              s->context_length(), shape, k_cache, v_cache, ptr<bf16>(s->attn_),
                              ptr<float>(s->decode_partials_), s->decode_counters_.as<unsigned>(),
-                             stream);
+                             wo_prequantised ? s->quant_x() : nullptr, stream);
     } else {
       qkv_rope(ptr<float>(s->qkv_), ptr<float>(L.bqkv), ptr<float>(L.q_norm), ptr<float>(L.k_norm),
                eps_, ptr<float>(inv_freq_), s->position(), n, shape, ptr<float>(s->q_), k_cache,
@@ -614,13 +644,17 @@ void CudaTransformer::enqueue_layers(CudaSessionState& state, int64_t n, int32_t
                         shape.n_heads, shape.n_kv_heads, shape.head_dim, stream);
     }
     // The residual adds happen in the products' epilogues (beta = 1 accumulates into x).
-    project_into_residual(*s, L.wo, ptr<bf16>(s->attn_), x, n);
+    if (wo_prequantised) {
+      quant_linear_prequantised(*s, L.wo, x, 1.0f);
+    } else {
+      project_into_residual(*s, L.wo, ptr<bf16>(s->attn_), x, n);
+    }
     if (L.bo) bias_add(x, ptr<float>(L.bo), n, d.hidden, stream);
 
     // Gate and up in one quantised segment fuse with the SwiGLU; in two formats they do not.
     const bool quant_swiglu = L.w_gate_up.segments.size() == 1;
     bool act_quantised = false;  // the SwiGLU output is in s->quant_x() for down_proj
-    if (fuse_norms && (!L.w_gate_up.quantized() || quant_swiglu)) {
+    if (fuse_ffn_norm && (!L.w_gate_up.quantized() || quant_swiglu)) {
       if (quant_swiglu) {
         rms_norm_quant_gemv_swiglu(x, ptr<float>(L.ffn_norm), eps_, L.w_gate_up.segments[0].view,
                                    ptr<bf16>(s->act_), quant_dot_, stream);

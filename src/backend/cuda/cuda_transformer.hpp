@@ -187,6 +187,13 @@ class CudaTransformer final : public ModelExecutor {
   // GEMV (kernels/quant_gemv_prequant.cu; the default), or the per-block kernels of quant_gemv
   // (KILN_CUDA_QGEMV=old at load, for A/B in one process tree).
   bool prequantize_x_ = true;
+  // The decode attention kernel quantises its output for a quantised o_proj, which then takes the
+  // prequantised GEMV (KILN_CUDA_ATTN_QX=0 at load turns it off, for A/B in one process tree).
+  bool attention_quantizes_output_ = true;
+  // Which of the decode step's norms run inside the product after them while the hidden size is
+  // small (KILN_CUDA_FUSED_NORMS at load: "all", the default; "qkv"; "none"; for A/B).
+  enum class FusedNorms { kAll, kQkv, kNone };
+  FusedNorms fused_norms_ = FusedNorms::kAll;
   const DeviceMatrix& lm_head() const { return tied_ ? embed_ : lm_head_; }
 
   DeviceMatrix embed_, lm_head_;  // lm_head_ empty when tied

@@ -73,10 +73,10 @@ void gemv_bf16(const bf16* x, const bf16* w, float* y, int64_t k, int64_t n, flo
                cudaStream_t stream);
 
 // kernels/gemv.cu — the one-token fused gate/up product with its SwiGLU: out[i] = bf16(silu(g_i) ·
-// u_i) where g = W[0:inter] · x and u = W[inter:2·inter] · x, bit-identical to gemv_bf16 over the
-// 2·inter rows followed by swiglu(). For rows long enough to be split over warps: needs
-// gemv_swiglu_supported (k ≥ 2048, k % 8 == 0, 16-byte aligned x and W); the decode step uses it
-// where the norm is not fused into the product (hidden ≥ 2048).
+// u_i) where g = W[0:inter] · x and u = W[inter:2·inter] · x; for k ≥ 2048 bit-identical to
+// gemv_bf16 over the 2·inter rows followed by swiglu() (shorter rows: the same sums in another
+// order). Rows split over warps: needs gemv_swiglu_supported (k ≥ 256, k % 8 == 0, 16-byte
+// aligned x and W); the decode step uses it where the norm is not fused into the product.
 bool gemv_swiglu_supported(const bf16* x, const bf16* w_gate_up, int64_t k);
 void gemv_swiglu_bf16(const bf16* x, const bf16* w_gate_up, bf16* out, int64_t k, int64_t inter,
                       cudaStream_t stream);
@@ -158,6 +158,9 @@ void rms_norm_quant_gemv_swiglu(const float* x, const float* norm_w, float eps,
 struct QuantGemvLayout {
   int warps_per_row, rows_per_group, prefetch_lines;
   bool shared_x;
+  // Q4_K only (ignored for other formats): a thread takes two 32-element chunks that share their
+  // quant bytes per step (quant_dot_int8.cuh, pair_dot_q4k) — half the weight-side loads.
+  bool wide_chunks = false;
 };
 size_t quantized_x_bytes(int64_t k);
 void quantize_x_int8(const bf16* x, int64_t k, void* xq, cudaStream_t stream);
@@ -236,12 +239,14 @@ void attention_decode_f32(const float* q, const float* k_cache, const float* v_c
 // *position, in one kernel (the decode step's path for a BF16 cache): qkv is the fused projection's
 // float32 output [q_dim + 2·kv_dim] before bias, the new key and value go into the caches' row
 // *position, out as attention_decode. `partials` as attention_decode's; `counters` holds n_heads
-// unsigned ints that are zero before the call and zero again after it.
+// unsigned ints that are zero before the call and zero again after it. `out_q` (optional, head_dim
+// a multiple of 32): out also quantised there, exactly as quantize_x_int8(out, n_heads·head_dim)
+// would, for a quantised o_proj through quant_gemv_prequantized.
 void attention_decode_fused(const float* qkv, const float* bias, const float* q_norm,
                             const float* k_norm, float eps, const float* inv_freq,
                             const int32_t* position, int64_t max_keys, QkvShape shape,
                             bf16* k_cache, bf16* v_cache, bf16* out, float* partials,
-                            unsigned* counters, cudaStream_t stream);
+                            unsigned* counters, void* out_q, cudaStream_t stream);
 
 // kernels/sampling.cu — drawing the next token from one row of n float32 logits on the device
 // with the host sampler's semantics (src/session/sampler.cpp): the same ids for the same logits,
