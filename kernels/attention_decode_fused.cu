@@ -72,20 +72,8 @@ __device__ void quantize_head_output(const bf16* out, int h, int D, int q_dim, u
   __syncthreads();
   if (threadIdx.x >= 32) return;
   const int lane = threadIdx.x;
-  const bool in = lane < D / 8;
-  float v[8] = {};
-  if (in) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(out + static_cast<int64_t>(h) * D + 8 * lane);
-    const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 f = __bfloat1622float2(x2[j]);
-      v[2 * j] = f.x;
-      v[2 * j + 1] = f.y;
-    }
-  }
-  const quant_detail::Int8X xs = quant_detail::int8_x_layout(out_q, q_dim);
-  quant_detail::quantize_8(v, static_cast<int64_t>(h) * D / 8 + lane, in, xs);
+  quant_detail::quantize_bf16_8(out, static_cast<int64_t>(h) * D / 8 + lane, lane < D / 8,
+                                quant_detail::int8_x_layout(out_q, q_dim));
 }
 
 template <int kChunks>

@@ -77,6 +77,27 @@ __device__ __forceinline__ void quantize_8(const float* v, int64_t g, bool store
   if (part == 0) xs.d[g / 4] = d;
 }
 
+// Elements 0 .. 7 at p (BF16, 16-byte aligned) as float, in one 16-byte load.
+__device__ __forceinline__ void load_bf16_8(const bf16* p, float* v) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = __bfloat1622float2(x2[j]);
+    v[2 * j] = f.x;
+    v[2 * j + 1] = f.y;
+  }
+}
+
+// Elements 8g .. 8g + 7 of the BF16 vector x (16-byte aligned) quantised into xs, with
+// quantize_8's contract (every lane of the warp calls it; `in` false past the end).
+__device__ __forceinline__ void quantize_bf16_8(const bf16* x, int64_t g, bool in,
+                                                const Int8X& xs) {
+  float v[8] = {};
+  if (in) load_bf16_8(x + 8 * g, v);
+  quantize_8(v, g, in, xs);
+}
+
 // Asks for the first 4 KiB of the `bytes` bytes at p (a row: whole rows of k up to ~7000 in Q4_K,
 // ~3800 in Q8_0) to be brought into L2, one 128-byte line per lane; the loop's own loads, a
 // chunk or two ahead, cover the rest.

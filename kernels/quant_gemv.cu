@@ -258,14 +258,7 @@ template <Mode M>
 __device__ __forceinline__ void x_values_8(const bf16* x, const float* x_f32, const float* norm_w,
                                            float inv_rms, int64_t g, float* v) {
   if constexpr (M == Mode::kPlain) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(x + 8 * g);
-    const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 f = __bfloat1622float2(x2[j]);
-      v[2 * j] = f.x;
-      v[2 * j + 1] = f.y;
-    }
+    quant_detail::load_bf16_8(x + 8 * g, v);
   } else {
 #pragma unroll
     for (int j = 0; j < 8; ++j) {

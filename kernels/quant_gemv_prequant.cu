@@ -47,19 +47,7 @@ __global__ void __launch_bounds__(kQuantizeThreads)
   detail::wait_for_inputs();
   const Int8X xs = quant_detail::int8_x_layout(xq, k);
   const int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const bool in = g < k / 8;
-  float v[8] = {};
-  if (in) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(x + 8 * g);
-    const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 f = __bfloat1622float2(x2[j]);
-      v[2 * j] = f.x;
-      v[2 * j + 1] = f.y;
-    }
-  }
-  quant_detail::quantize_8(v, g, in, xs);
+  quant_detail::quantize_bf16_8(x, g, g < k / 8, xs);
 }
 
 // Per thread: the chunks t, t + 32·S, ... of the group's rows. kSharedX: each of those chunk
@@ -287,6 +275,12 @@ void quantize_x_int8(const bf16* x, int64_t k, void* xq, cudaStream_t stream) {
 // measurements (tools/gpu/NOTES.md keeps them and the first guesses).
 namespace {
 
+// Blocks of 8 warps a layout gives a matrix of `rows` rows; fewer than 2 per SM leave SMs idle.
+constexpr int64_t kMinBlocks = 2 * 132;
+int64_t blocks_of(int64_t rows, QuantGemvLayout l) {
+  return rows * l.warps_per_row / (static_cast<int64_t>(kWarps) * l.rows_per_group);
+}
+
 // Session 6's table (KILN_CUDA_QGEMV_TABLE=v13, for A/B in one process tree).
 QuantGemvLayout v13_layout(QuantFormat format, int64_t rows, int64_t k) {
   if (k >= 8192) {
@@ -299,12 +293,8 @@ QuantGemvLayout v13_layout(QuantFormat format, int64_t rows, int64_t k) {
     if (format == QuantFormat::Q6_K) return QuantGemvLayout{4, 2, 1, true};
     return QuantGemvLayout{4, 4, 1, true};
   }
-  constexpr int64_t kMinBlocks = 2 * 132;
   QuantGemvLayout l{1, 2, 1, false};
-  const auto blocks = [&](QuantGemvLayout c) {
-    return rows * c.warps_per_row / (static_cast<int64_t>(kWarps) * c.rows_per_group);
-  };
-  if (l.rows_per_group == 2 && blocks(l) < kMinBlocks) l.rows_per_group = 1;
+  if (blocks_of(rows, l) < kMinBlocks) l.rows_per_group = 1;
   return l;
 }
 
@@ -325,26 +315,21 @@ TableChoice table_from_environment() {
 QuantGemvLayout quant_gemv_layout(QuantFormat format, int64_t rows, int64_t k) {
   const TableChoice choice = table_from_environment();
   if (choice == TableChoice::kV13) return v13_layout(format, rows, k);
+  const bool mid_k = k >= 2048 && k < 8192;
   // Q8_0 at 2048 <= k < 8192: 8 warps × 2 rows, each row's own x, prefetch 4 (H100, 2026-11-25,
   // quant_gemv_variants alone: 7B q/k/v 7.25 µs against 8×2s's 7.37, gate/up 47.2 against 47.3;
   // end to end, alternating A/B in one call: 7B Q8_0 tg128 290.7 / 292.6 against 288.9 / 286.3).
   // The K-quants keep session 6's layouts: Q4_K chunk pairs (2 warps × 4 rows sharing x) and
   // 8-warp rows for k >= 8192 were faster alone (gate/up 28.2 against 29.1 µs, down 16.5 against
   // 17.3) but slower end to end (7B Q4_K_M 372.3 / 369.9 against 379.0 / 377.0 tok/s).
-  if (format == QuantFormat::Q8_0 && k >= 2048 && k < 8192) return QuantGemvLayout{8, 2, 4, false};
-  if (choice == TableChoice::kWide && format == QuantFormat::Q4_K && k >= 2048 && k < 8192) {
+  if (format == QuantFormat::Q8_0 && mid_k) return QuantGemvLayout{8, 2, 4, false};
+  if (choice == TableChoice::kWide && format == QuantFormat::Q4_K && mid_k) {
     return QuantGemvLayout{2, 4, 1, true, true};
   }
-  if (k >= 2048) return v13_layout(format, rows, k);
-  // Short rows (the 0.5B shape's o_proj, 896 × 896, whose x the attention kernel quantises): one
-  // row per warp, two warps per row when that still leaves fewer than 2 blocks per SM.
-  constexpr int64_t kMinBlocks = 2 * 132;
-  QuantGemvLayout l{1, 2, 1, false};
-  const auto blocks = [&](QuantGemvLayout c) {
-    return rows * c.warps_per_row / (static_cast<int64_t>(kWarps) * c.rows_per_group);
-  };
-  if (l.rows_per_group == 2 && blocks(l) < kMinBlocks) l.rows_per_group = 1;
-  if (l.warps_per_row == 1 && blocks(l) < kMinBlocks) l.warps_per_row = 2;
+  QuantGemvLayout l = v13_layout(format, rows, k);
+  // Short rows (the 0.5B shape's o_proj, 896 × 896, whose x the attention kernel quantises): two
+  // warps per row when one leaves fewer than 2 blocks per SM.
+  if (k < 2048 && blocks_of(rows, l) < kMinBlocks) l.warps_per_row = 2;
   return l;
 }
 

@@ -179,7 +179,9 @@ TEST(DataParallelCpu, ShardOptimizerStateIsCheckedAndOldCallersGetItOff) {
       << kiln_last_error();
 }
 
-// A CUDA runtime, or the reason there is none.
+// A CUDA runtime, or the reason there is none: only "no usable CUDA device" (KILN_ERR_BACKEND)
+// and "built without CUDA" (KILN_ERR_UNSUPPORTED) are reasons to skip; any other failure to make
+// one is recorded as the test's failure (a test that then skips still reports FAILED).
 RuntimePtr cuda_runtime(std::string& skip) {
   kiln_runtime_options o;
   kiln_runtime_options_default(&o, sizeof o);
@@ -187,6 +189,9 @@ RuntimePtr cuda_runtime(std::string& skip) {
   kiln_runtime* rt = nullptr;
   const kiln_status st = kiln_runtime_create(&o, &rt);
   if (st != KILN_OK) skip = std::string(kiln_status_name(st)) + ": " + kiln_last_error();
+  if (st != KILN_OK && st != KILN_ERR_BACKEND && st != KILN_ERR_UNSUPPORTED) {
+    ADD_FAILURE() << "kiln_runtime_create(CUDA) failed for a reason other than no device: " << skip;
+  }
   return RuntimePtr(rt);
 }
 

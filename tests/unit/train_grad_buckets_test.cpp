@@ -17,6 +17,7 @@
 
 #include "core/error.hpp"
 #include "model/config.hpp"
+#include "test_support.hpp"
 #include "train/data_parallel/grad_buckets.hpp"
 #include "train/model_layout.hpp"
 #include "train/param_layout.hpp"
@@ -31,51 +32,33 @@ using train::GradBucketPlan;
 using train::GradPoint;
 using train::GradPointKind;
 
-template <class F>
-std::pair<kiln_status, std::string> status_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return {e.status(), e.what()};
-  }
-  return {KILN_OK, ""};
-}
-
-#define EXPECT_FAILS(expr, status, needle)                                  \
-  do {                                                                      \
-    const auto [got_, msg_] = status_of([&] { (void)(expr); });             \
-    EXPECT_EQ(got_, status) << msg_;                                        \
-    EXPECT_NE(msg_.find(needle), std::string::npos) << "message: " << msg_; \
-  } while (0)
-
 // ---- configs --------------------------------------------------------------------------------
 
-ModelConfig llama(int32_t layers, int32_t hidden, int32_t inter, int32_t vocab, int32_t mtp = 0) {
+// The fields every family here shares: 4 heads of hidden / 4, a context of 64.
+ModelConfig base(const char* architecture, int32_t layers, int32_t hidden, int32_t inter,
+                 int32_t vocab, int32_t kv_heads) {
   ModelConfig c;
-  c.architecture = "LlamaForCausalLM";
-  c.traits = *find_arch_traits(c.architecture);
+  c.architecture = architecture;
   c.vocab_size = vocab;
   c.hidden_size = hidden;
   c.n_layers = layers;
   c.n_heads = 4;
-  c.n_kv_heads = 2;
+  c.n_kv_heads = kv_heads;
   c.head_dim = hidden / 4;
   c.intermediate_size = inter;
   c.max_position_embeddings = 64;
+  return c;
+}
+
+ModelConfig llama(int32_t layers, int32_t hidden, int32_t inter, int32_t vocab, int32_t mtp = 0) {
+  ModelConfig c = base("LlamaForCausalLM", layers, hidden, inter, vocab, 2);
+  c.traits = *find_arch_traits(c.architecture);
   c.n_mtp_heads = mtp;
   return c;
 }
 
 ModelConfig gpt2(int32_t layers, int32_t hidden, int32_t vocab, int32_t positions) {
-  ModelConfig c;
-  c.architecture = "GPT2LMHeadModel";
-  c.vocab_size = vocab;
-  c.hidden_size = hidden;
-  c.n_layers = layers;
-  c.n_heads = 4;
-  c.n_kv_heads = 4;
-  c.head_dim = hidden / 4;
-  c.intermediate_size = 4 * hidden;
+  ModelConfig c = base("GPT2LMHeadModel", layers, hidden, 4 * hidden, vocab, 4);
   c.max_position_embeddings = positions;
   c.norm = NormKind::LayerNorm;
   c.mlp = MlpKind::GeluTanh;
@@ -87,16 +70,7 @@ ModelConfig gpt2(int32_t layers, int32_t hidden, int32_t vocab, int32_t position
 }
 
 ModelConfig nanochat(int32_t layers, int32_t hidden, int32_t vocab) {
-  ModelConfig c;
-  c.architecture = "NanoChatForCausalLM";
-  c.vocab_size = vocab;
-  c.hidden_size = hidden;
-  c.n_layers = layers;
-  c.n_heads = 4;
-  c.n_kv_heads = 4;
-  c.head_dim = hidden / 4;
-  c.intermediate_size = 4 * hidden;
-  c.max_position_embeddings = 64;
+  ModelConfig c = base("NanoChatForCausalLM", layers, hidden, 4 * hidden, vocab, 4);
   c.norm = NormKind::RmsNormNoWeight;
   c.mlp = MlpKind::ReluSquared;
   c.qk_norm = QkNormKind::AfterRopeNoWeight;

@@ -31,23 +31,6 @@ using train::ShardCopy;
 using train::ShardPlan;
 using train::ShardRange;
 
-template <class F>
-std::pair<kiln_status, std::string> status_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return {e.status(), e.what()};
-  }
-  return {KILN_OK, ""};
-}
-
-#define EXPECT_FAILS(expr, status, needle)                                  \
-  do {                                                                      \
-    const auto [got_, msg_] = status_of([&] { (void)(expr); });             \
-    EXPECT_EQ(got_, status) << msg_;                                        \
-    EXPECT_NE(msg_.find(needle), std::string::npos) << "message: " << msg_; \
-  } while (0)
-
 // ---- the plan ------------------------------------------------------------------------------
 
 TEST(ShardPlan, WorkedExamples) {

@@ -20,9 +20,6 @@
 # --ab "K=V ...[|K=V ...]" runs tg128 of every model (BF16 and both GGUFs; the 0.5B ones, BF16
 # included, with --with-05b) twice with each environment and twice without, alternating, in the
 # same call: an A/B of a switch whose effect is near the run-to-run spread.
-# --nsys times one decode step's kernels in place (Nsight Systems, CUDA graph nodes traced) for
-# the 7B Q4_K_M GGUF and the 0.5B BF16 model: the sum of kernel times against the wall-clock step,
-# i.e. how much of the step is spent between kernels.
 # Disk: at most ~28 GB at once (BF16 15.2 + Q8_0 8.1 + Q4_K_M 4.7); all removed at the end.
 #
 # usage: run_quant_7b.sh ARCHIVE [--with-05b]
@@ -42,7 +39,6 @@ out=${OUT:-$(pwd)/gpu-out}
 mkdir -p "$out"
 
 archive="" bin="" shape=7b backend=cuda with_05b=0 ab_float=0 ab_qgemv=0 variants=0 ab_env=""
-nsys_on=0
 while [ $# -gt 0 ]; do
   case $1 in
     --bin) bin=$(realpath "$2"); shift ;;
@@ -53,8 +49,7 @@ while [ $# -gt 0 ]; do
     --ab-qgemv) ab_qgemv=1 ;;
     --variants) variants=1 ;;
     --ab) ab_env=$2; shift ;;
-    --nsys) nsys_on=1 ;;
-    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) archive=$1 ;;
   esac
   shift
@@ -106,18 +101,6 @@ ab_tg() {
       echo "$label ${variants[$v]} round $round: $(grep -E "^tg" "$out/$log" || echo none)"
     done
   done
-}
-
-# nsys_step LABEL MODEL: per-kernel times of decode steps in place, and the gaps between them.
-nsys_step() {
-  local label=$1 path=$2
-  command -v nsys > /dev/null || { echo "nsys: not on this machine"; return 0; }
-  step 120 "nsys_$label.log" nsys profile --cuda-graph-trace=node -t cuda -o "$work/nsys_$label" \
-    -f true "$bin/kiln-bench" --backend "$backend" -m "$path" -p 0 -n 32 -r 1 || return 0
-  step 120 "nsys_${label}_stats.log" nsys stats -q --report cuda_gpu_trace --format csv \
-    --output "$work/nsys_${label}" "$work/nsys_$label.nsys-rep" || return 0
-  python3 "$root/tools/gpu/nsys_decode_gaps.py" "$work/nsys_${label}_cuda_gpu_trace.csv" | \
-    tee "$out/nsys_${label}_summary.txt"
 }
 
 if [ "$variants" = 1 ]; then
@@ -202,10 +185,6 @@ if [ -n "$ab_env" ]; then
     [ -e "$work/qwen-$shape-$name.gguf" ] && ab_tg "$name" "$work/qwen-$shape-$name.gguf"
   done
 fi
-if [ "$nsys_on" = 1 ] && [ -e "$work/qwen-$shape-q4_k_m.gguf" ]; then
-  echo "=== nsys: 7B Q4_K_M decode steps in place"
-  nsys_step q4_k_m "$work/qwen-$shape-q4_k_m.gguf"
-fi
 
 if [ "$ab_float" = 1 ]; then
   for name in q8_0 q4_k_m; do
@@ -268,10 +247,6 @@ if [ "$with_05b" = 1 ]; then
     if [ -n "$ab_env" ]; then
       echo "=== 0.5B BF16 A/B: $ab_env"
       ab_tg 05b_bf16 "$m05"
-    fi
-    if [ "$nsys_on" = 1 ]; then
-      echo "=== nsys: 0.5B BF16 decode steps in place"
-      nsys_step 05b_bf16 "$m05"
     fi
     for type in q8_0 q4_k_m; do
       gguf=$work/qwen05b-$type.gguf
