@@ -90,6 +90,15 @@ __device__ __forceinline__ void mma_pair(float (&d0)[4], float (&d1)[4], const u
   mma_bf16(d1, a, b1);
 }
 
+// 2^x on the special-function unit with subnormal results flushed to zero (a probability below
+// 2^-126 counts as 0): one MUFU.EX2, where exp2f (ex2.approx without .ftz) adds range fix-ups
+// around it — measurable in attention, which takes one exponential per score.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // 16-byte asynchronous copies global → shared (sm_80+); src_bytes 0 writes zeros.
 __device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src),

@@ -414,6 +414,76 @@ TEST(CudaTrainAttentionBench, ForwardVariants) {
   (void)cudaEventDestroy(stop);
 }
 
+// The backward's tuning variants on the GPT-2 124M shape: the dK/dV and dQ kernels timed
+// alone, and their outputs against variant 0 (production). Every variant accumulates in the same
+// order (16-key / 16-query chunks ascending, query heads in order), so the bits must agree.
+TEST(CudaTrainAttentionBench, BackwardVariants) {
+  KILN_SKIP_WITHOUT_CUDA();
+  const int B = 16, H = 12, T = 1024, D = 64;
+  const size_t n = static_cast<size_t>(B) * H * T * D;
+  const QkvShape shape{B, T, H, H, D, D};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  DeviceArray<bf16> q(hashed_bf16(n, 1)), k(hashed_bf16(n, 2)), v(hashed_bf16(n, 3));
+  DeviceArray<bf16> d_o(hashed_bf16(n, 4)), o(n);
+  DeviceArray<float> lse(static_cast<size_t>(B) * H * T), dq(n), dk(n), dv(n);
+  DeviceArray<float> workspace(attention_backward_workspace_floats(shape));
+  attention_forward(q.get(), k.get(), v.get(), o.get(), lse.get(), shape, scale, nullptr);
+  cudaEvent_t start, stop;
+  ASSERT_CUDA_OK(cudaEventCreate(&start));
+  ASSERT_CUDA_OK(cudaEventCreate(&stop));
+  const auto time_ms = [&](auto&& body) {
+    for (int i = 0; i < 3; ++i) body();
+    std::vector<float> ms;
+    for (int i = 0; i < 20; ++i) {
+      EXPECT_EQ(cudaEventRecord(start, nullptr), cudaSuccess);
+      body();
+      EXPECT_EQ(cudaEventRecord(stop, nullptr), cudaSuccess);
+      EXPECT_EQ(cudaEventSynchronize(stop), cudaSuccess);
+      float t = 0;
+      EXPECT_EQ(cudaEventElapsedTime(&t, start, stop), cudaSuccess);
+      ms.push_back(t);
+    }
+    return median_ms(ms);
+  };
+  const double fwd_flops = 4.0 * B * H * static_cast<double>(T) * T * D / 2;
+  std::vector<float> dq0, dk0, dv0;
+  for (int variant = 0; variant < attention_backward_variants(); ++variant) {
+    const auto run = [&](int dkdv_variant, int dq_variant) {
+      attention_backward_variant(dkdv_variant, dq_variant, q.get(), k.get(), v.get(), o.get(),
+                                 lse.get(), d_o.get(), dq.get(), dk.get(), dv.get(), shape, scale,
+                                 workspace.get(), nullptr);
+    };
+    ASSERT_CUDA_OK(cudaMemset(dq.get(), 0xff, n * sizeof(float)));  // NaN poison
+    ASSERT_CUDA_OK(cudaMemset(dk.get(), 0xff, n * sizeof(float)));
+    ASSERT_CUDA_OK(cudaMemset(dv.get(), 0xff, n * sizeof(float)));
+    // dQ first: it writes the delta row terms that the dK/dV kernel reads.
+    const float dq_ms = time_ms([&] { run(-1, variant); });
+    const float dkdv_ms = time_ms([&] { run(variant, -1); });
+    const auto got_dq = dq.download(), got_dk = dk.download(), got_dv = dv.download();
+    if (variant == 0) {
+      dq0 = got_dq;
+      dk0 = got_dk;
+      dv0 = got_dv;
+    }
+    size_t differ = 0;
+    for (size_t i = 0; i < n; ++i) {
+      differ += std::memcmp(&got_dq[i], &dq0[i], 4) != 0;
+      differ += std::memcmp(&got_dk[i], &dk0[i], 4) != 0;
+      differ += std::memcmp(&got_dv[i], &dv0[i], 4) != 0;
+    }
+    // dK/dV: 2 products recomputed + 2 accumulated (4 fwd-sized); dQ: 2 recomputed + 1 (3),
+    // and the delta pass.
+    std::printf(
+        "[attention backward variant %d] dK/dV %.3f ms = %.1f TFLOP/s, dQ %.3f ms = %.1f "
+        "TFLOP/s; values differing from variant 0: %zu\n",
+        variant, dkdv_ms, 2 * fwd_flops / (dkdv_ms * 1e-3) / 1e12, dq_ms,
+        1.5 * fwd_flops / (dq_ms * 1e-3) / 1e12, differ);
+    EXPECT_EQ(differ, 0u) << "variant " << variant;
+  }
+  (void)cudaEventDestroy(start);
+  (void)cudaEventDestroy(stop);
+}
+
 }  // namespace
 }  // namespace kiln::cuda::train
 

@@ -140,6 +140,16 @@ size_t attention_backward_workspace_floats(QkvShape shape);
 void attention_backward(const bf16* q, const bf16* k, const bf16* v, const bf16* o,
                         const float* lse, const bf16* d_o, float* dq, float* dk, float* dv,
                         QkvShape shape, float scale, float* workspace, cudaStream_t stream);
+// Tuning variants of attention_backward for head_dim <= 64, for the benchmark that picks the
+// production shapes: the dK/dV kernel of variant dkdv_variant and the dQ kernel of variant
+// dq_variant (-1: that kernel not run; the dQ kernel also writes the delta row terms in
+// `workspace` that the dK/dV kernel reads, so it runs first); variant 0 is production. Block
+// shapes change the order of no sum, so every variant gives the same bits.
+int attention_backward_variants();
+void attention_backward_variant(int dkdv_variant, int dq_variant, const bf16* q, const bf16* k,
+                                const bf16* v, const bf16* o, const float* lse, const bf16* d_o,
+                                float* dq, float* dk, float* dv, QkvShape shape, float scale,
+                                float* workspace, cudaStream_t stream);
 
 // ---- kernels/train_cross_entropy.cu -------------------------------------------------------------
 // Per row n of logits (BF16 [rows × vocab], the unembedding's output): z = softcap > 0 ?
