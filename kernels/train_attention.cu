@@ -835,7 +835,7 @@ void attention_forward(const bf16* q, const bf16* k, const bf16* v, bf16* o, flo
   }
 }
 
-int attention_forward_variants() { return 7; }
+int attention_forward_variants() { return 9; }
 
 void attention_forward_variant(int variant, const bf16* q, const bf16* k, const bf16* v, bf16* o,
                                float* lse, QkvShape shape, float scale, cudaStream_t stream) {
@@ -862,6 +862,10 @@ void attention_forward_variant(int variant, const bf16* q, const bf16* k, const 
       return run(Fwd<64, 2, 1, 8, false>{});
     case 6:
       return run(Fwd<64, 8, 1, 2, false>{});
+    case 7:
+      return run(Fwd<32, 4, 1, 1, true>{});
+    case 8:
+      return run(Fwd<32, 4, 1, 4, true>{});
     default:
       fail(KILN_ERR_INVALID_ARGUMENT,
            "attention_forward_variant: no variant " + std::to_string(variant));
@@ -891,7 +895,7 @@ void attention_backward(const bf16* q, const bf16* k, const bf16* v, const bf16*
   }
 }
 
-int attention_backward_variants() { return 7; }
+int attention_backward_variants() { return 9; }
 
 void attention_backward_variant(int dkdv_variant, int dq_variant, const bf16* q, const bf16* k,
                                 const bf16* v, const bf16* o, const float* lse, const bf16* d_o,
@@ -926,6 +930,10 @@ void attention_backward_variant(int dkdv_variant, int dq_variant, const bf16* q,
         return body(Bwd<4, 1, 16, false, 4>{}, Bwd<4, 1, 16, false, 4>{});
       case 6:
         return body(Bwd<2, 1, 64, false, 6>{}, Bwd<8, 1, 64, false, 2>{});
+      case 7:
+        return body(Bwd<4, 1, 32, true, 4>{}, Bwd<4, 1, 32, true, 4>{});
+      case 8:
+        return body(Bwd<4, 1, 32, true, 3>{}, Bwd<4, 1, 32, true, 3>{});
       default:
         return;
     }
