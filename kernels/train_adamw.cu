@@ -1,10 +1,16 @@
 // AdamW (torch.optim.AdamW's decoupled-decay formula) over float32 master weights, refreshing the
 // BF16 compute copy in the same pass, and torch's clip_grad_norm_ factor computed on the device so
 // the step needs no host synchronisation.
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
 
 #include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/train_kernels.hpp"
+#include "core/error.hpp"
 #include "train_common.cuh"
 
 namespace kiln::cuda::train {
@@ -71,6 +77,78 @@ __global__ void adamw_kernel(float* p, bf16* p_bf16, const float* grad, float* m
   }
 }
 
+// The per-step constants, derived in double and rounded once: the single place both entry points
+// take them from, which is what makes adamw_update_multi bit-identical to adamw_update.
+AdamWConsts adamw_consts(const AdamWStep& step) {
+  AdamWConsts c{};
+  c.decay = static_cast<float>(1.0 - static_cast<double>(step.lr) * step.weight_decay);
+  c.step_size = static_cast<float>(static_cast<double>(step.lr) / step.bias1);
+  c.bc2_sqrt = static_cast<float>(std::sqrt(static_cast<double>(step.bias2)));
+  c.b1 = step.beta1;
+  c.b2 = step.beta2;
+  c.one_minus_b1 = static_cast<float>(1.0 - static_cast<double>(step.beta1));
+  c.one_minus_b2 = static_cast<float>(1.0 - static_cast<double>(step.beta2));
+  c.eps = step.eps;
+  return c;
+}
+
+// The constants of every group of one multi-tensor launch, passed by value (kernel parameters):
+// the schedule changes lr every step, and an argument needs neither an upload nor a sync.
+struct AdamWGroupConsts {
+  AdamWConsts c[kAdamWMaxGroups];
+};
+
+// One block per chunk. The vector path needs p/grad/m/v 16-byte aligned and the BF16 copy 8-byte
+// aligned (it is written in pairs); a chunk starts a multiple of kAdamWChunkElems into its
+// segment, so within a segment every chunk takes the same path.
+__global__ void __launch_bounds__(kThreads)
+    adamw_multi_kernel(float* __restrict__ p, const float* __restrict__ grad, float* __restrict__ m,
+                       float* __restrict__ v, const AdamWChunk* __restrict__ chunks,
+                       const __grid_constant__ AdamWGroupConsts groups,
+                       const float* __restrict__ grad_scale) {
+  const AdamWChunk ch = chunks[blockIdx.x];
+  const AdamWConsts c = groups.c[ch.group];
+  const float scale = grad_scale != nullptr ? *grad_scale : 1.0f;
+  float* __restrict__ cp = p + ch.offset;
+  const float* __restrict__ cg = grad + ch.offset;
+  float* __restrict__ cm = m + ch.state_offset;
+  float* __restrict__ cv = v + ch.state_offset;
+  bf16* __restrict__ cb = ch.p_bf16;
+  const int n = ch.numel;
+  const auto addr = [](const void* q) { return reinterpret_cast<uintptr_t>(q); };
+  const bool vec = ((addr(cp) | addr(cg) | addr(cm) | addr(cv)) % 16 == 0) && addr(cb) % 8 == 0;
+  int scalar_from = 0;
+  if (vec) {
+    scalar_from = n & ~3;
+#pragma unroll 2
+    for (int base = threadIdx.x * 4; base < scalar_from; base += kThreads * 4) {
+      float4 pp = *reinterpret_cast<const float4*>(cp + base);
+      const float4 gg = *reinterpret_cast<const float4*>(cg + base);
+      float4 mm = *reinterpret_cast<const float4*>(cm + base);
+      float4 vv = *reinterpret_cast<const float4*>(cv + base);
+      pp.x = adamw_one(pp.x, gg.x * scale, mm.x, vv.x, c);
+      pp.y = adamw_one(pp.y, gg.y * scale, mm.y, vv.y, c);
+      pp.z = adamw_one(pp.z, gg.z * scale, mm.z, vv.z, c);
+      pp.w = adamw_one(pp.w, gg.w * scale, mm.w, vv.w, c);
+      *reinterpret_cast<float4*>(cp + base) = pp;
+      *reinterpret_cast<float4*>(cm + base) = mm;
+      *reinterpret_cast<float4*>(cv + base) = vv;
+      if (cb != nullptr) {
+        *reinterpret_cast<__nv_bfloat162*>(cb + base) = __floats2bfloat162_rn(pp.x, pp.y);
+        *reinterpret_cast<__nv_bfloat162*>(cb + base + 2) = __floats2bfloat162_rn(pp.z, pp.w);
+      }
+    }
+  }
+  for (int j = scalar_from + static_cast<int>(threadIdx.x); j < n; j += kThreads) {
+    float mj = cm[j], vj = cv[j];
+    const float pj = adamw_one(cp[j], cg[j] * scale, mj, vj, c);
+    cp[j] = pj;
+    cm[j] = mj;
+    cv[j] = vj;
+    if (cb != nullptr) cb[j] = __float2bfloat16(pj);
+  }
+}
+
 __global__ void clip_scale_kernel(const double* sum_squares, float max_norm, float* scale,
                                   double* norm) {
   const double total_norm = sqrt(*sum_squares);
@@ -85,15 +163,7 @@ __global__ void clip_scale_kernel(const double* sum_squares, float max_norm, flo
 void adamw_update(float* p, bf16* p_bf16, const float* grad, float* m, float* v, int64_t n,
                   const AdamWStep& step, const float* grad_scale, cudaStream_t stream) {
   if (n <= 0) return;
-  AdamWConsts c{};
-  c.decay = static_cast<float>(1.0 - static_cast<double>(step.lr) * step.weight_decay);
-  c.step_size = static_cast<float>(static_cast<double>(step.lr) / step.bias1);
-  c.bc2_sqrt = static_cast<float>(std::sqrt(static_cast<double>(step.bias2)));
-  c.b1 = step.beta1;
-  c.b2 = step.beta2;
-  c.one_minus_b1 = static_cast<float>(1.0 - static_cast<double>(step.beta1));
-  c.one_minus_b2 = static_cast<float>(1.0 - static_cast<double>(step.beta2));
-  c.eps = step.eps;
+  const AdamWConsts c = adamw_consts(step);
   // The BF16 copy is written in pairs: 4-byte alignment of p_bf16 + base needs 8-byte alignment
   // of p_bf16 itself, which 16-byte alignment of the float32 buffers does not imply.
   const bool vec = detail::aligned16(p, grad, m, v) &&
@@ -106,6 +176,43 @@ void adamw_update(float* p, bf16* p_bf16, const float* grad, float* m, float* v,
     adamw_kernel<false><<<blocks, kThreads, 0, stream>>>(p, p_bf16, grad, m, v, n, c, grad_scale);
   }
   check_launch("adamw_kernel");
+}
+
+std::vector<AdamWChunk> adamw_chunks(const std::vector<AdamWSegment>& segments) {
+  std::vector<AdamWChunk> chunks;
+  for (const AdamWSegment& seg : segments) {
+    if (seg.group < 0 || seg.group >= kAdamWMaxGroups) {
+      fail(KILN_ERR_INVALID_ARGUMENT, "adamw_chunks: group " + std::to_string(seg.group) +
+                                          " outside [0, " + std::to_string(kAdamWMaxGroups) + ")");
+    }
+    for (int64_t at = 0; at < seg.numel; at += kAdamWChunkElems) {
+      AdamWChunk ch{};
+      ch.offset = seg.offset + at;
+      ch.state_offset = seg.state_offset + at;
+      ch.p_bf16 = seg.p_bf16 != nullptr ? seg.p_bf16 + at : nullptr;
+      ch.numel = static_cast<int32_t>(std::min(kAdamWChunkElems, seg.numel - at));
+      ch.group = seg.group;
+      chunks.push_back(ch);
+    }
+  }
+  return chunks;
+}
+
+void adamw_update_multi(float* p, const float* grad, float* m, float* v, const AdamWChunk* chunks,
+                        int64_t n_chunks, const AdamWStep* steps, int n_groups,
+                        const float* grad_scale, cudaStream_t stream) {
+  if (n_chunks <= 0) return;
+  if (n_groups < 0 || n_groups > kAdamWMaxGroups || n_chunks > INT32_MAX) {
+    fail(KILN_ERR_INVALID_ARGUMENT, "adamw_update_multi: " + std::to_string(n_groups) +
+                                        " groups (at most " + std::to_string(kAdamWMaxGroups) +
+                                        "), " + std::to_string(n_chunks) + " chunks");
+  }
+  // Unused groups stay zero: the chunk table was checked against kAdamWMaxGroups, not n_groups.
+  AdamWGroupConsts groups{};
+  for (int gi = 0; gi < n_groups; ++gi) groups.c[gi] = adamw_consts(steps[gi]);
+  adamw_multi_kernel<<<static_cast<unsigned>(n_chunks), kThreads, 0, stream>>>(
+      p, grad, m, v, chunks, groups, grad_scale);
+  check_launch("adamw_multi_kernel");
 }
 
 void clip_scale(const double* sum_squares, float max_norm, float* scale, double* norm,

@@ -962,6 +962,191 @@ TEST_F(CudaTrainKernels, AdamWFollowsTorchOverSeveralSteps) {
   }
 }
 
+// ---- multi-tensor AdamW -----------------------------------------------------------------------
+// Segments laid out in one flat buffer the way the trainer's are, but with every awkwardness the
+// trainer avoids: element offsets not a multiple of 4 (scalar path), moments indexed from a
+// different offset than the values (ZeRO-1 slices), BF16 copies absent, misaligned or aligned,
+// sizes around the chunk size, and one lr / weight decay per segment.
+struct MultiAdamWCase {
+  std::vector<AdamWSegment> segs;  // p_bf16 holds an element offset into the BF16 buffer here
+  int64_t n_values = 0, n_state = 0, n_bf16 = 0;
+  std::vector<AdamWStep> steps;  // per segment (group == segment index); bias1/2 set per t
+};
+
+MultiAdamWCase multi_adamw_case() {
+  struct Shape {
+    int64_t numel;
+    int64_t skew;   // extra elements before the segment: != 0 mod 4 misaligns it
+    int64_t state;  // extra skew of the moments relative to the values
+    int bf16;       // 0: none, 1: aligned copy, 2: copy one element off (2-byte aligned)
+  };
+  const Shape shapes[] = {{1, 0, 0, 1},    {3, 1, 0, 1},     {5, 0, 1, 0},    {1000, 4, 0, 1},
+                          {4097, 0, 0, 2}, {8192, 0, 0, 1},  {8193, 2, 2, 1}, {20000, 0, 4, 0},
+                          {7, 3, 0, 2},    {16389, 0, 0, 1}, {2, 0, 3, 1},    {12, 0, 0, 0}};
+  MultiAdamWCase c;
+  int32_t group = 0;
+  for (const Shape& s : shapes) {
+    AdamWSegment seg;
+    seg.offset = c.n_values + s.skew;
+    seg.state_offset = c.n_state + s.skew + s.state;
+    seg.numel = s.numel;
+    seg.group = group++;
+    if (s.bf16 != 0) {
+      const int64_t at = (c.n_bf16 + 7) / 8 * 8 + (s.bf16 == 2 ? 1 : 0);
+      seg.p_bf16 = reinterpret_cast<bf16*>(static_cast<uintptr_t>(at));
+      c.n_bf16 = at + s.numel + 5;
+    }
+    c.n_values = seg.offset + s.numel + 3;  // gaps that must stay untouched
+    c.n_state = seg.state_offset + s.numel + 2;
+    c.segs.push_back(seg);
+    AdamWStep st{};
+    st.lr = 1e-3f * static_cast<float>(group);
+    st.beta1 = 0.9f, st.beta2 = 0.95f, st.eps = 1e-8f;
+    st.weight_decay = (group % 3 == 0) ? 0.0f : 0.05f * static_cast<float>(group);
+    c.steps.push_back(st);
+  }
+  return c;
+}
+
+// The case's segments with p_bf16 turned into pointers into `base` (null stays null).
+std::vector<AdamWSegment> bind_bf16(std::vector<AdamWSegment> segs, const MultiAdamWCase& c,
+                                    bf16* base) {
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const bool has = c.segs[i].p_bf16 != nullptr;
+    segs[i].p_bf16 = has ? base + reinterpret_cast<uintptr_t>(c.segs[i].p_bf16) : nullptr;
+  }
+  return segs;
+}
+
+void set_bias(std::vector<AdamWStep>& steps, int t) {
+  for (AdamWStep& st : steps) {
+    st.bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(st.beta1), t));
+    st.bias2 = static_cast<float>(1.0 - std::pow(static_cast<double>(st.beta2), t));
+  }
+}
+
+TEST(AdamWChunks, SplitEachSegmentAtTheChunkSize) {
+  // Host-only: runs in a CUDA build without a device too.
+  std::vector<AdamWSegment> segs(3);
+  segs[0].offset = 5, segs[0].state_offset = 1, segs[0].numel = 2 * kAdamWChunkElems + 3;
+  segs[0].group = 2;
+  segs[0].p_bf16 = reinterpret_cast<bf16*>(uintptr_t{64});
+  segs[1].offset = 100000, segs[1].numel = 0;  // empty: no chunk
+  segs[2].offset = 200000, segs[2].state_offset = 7, segs[2].numel = 1;
+  const std::vector<AdamWChunk> chunks = adamw_chunks(segs);
+  ASSERT_EQ(chunks.size(), 4u);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(chunks[k].offset, 5 + k * kAdamWChunkElems);
+    EXPECT_EQ(chunks[k].state_offset, 1 + k * kAdamWChunkElems);
+    EXPECT_EQ(chunks[k].numel, k < 2 ? kAdamWChunkElems : 3);
+    EXPECT_EQ(chunks[k].group, 2);
+    EXPECT_EQ(chunks[k].p_bf16, segs[0].p_bf16 + k * kAdamWChunkElems);
+  }
+  EXPECT_EQ(chunks[3].offset, 200000);
+  EXPECT_EQ(chunks[3].state_offset, 7);
+  EXPECT_EQ(chunks[3].numel, 1);
+  EXPECT_EQ(chunks[3].p_bf16, nullptr);
+  segs[2].group = kAdamWMaxGroups;
+  EXPECT_THROW(adamw_chunks(segs), kiln::Error);
+  segs[2].group = -1;
+  EXPECT_THROW(adamw_chunks(segs), kiln::Error);
+}
+
+// The one launch against the per-tensor adamw_update on a copy of the same state: p, m, v and the
+// BF16 copies (gaps included) must match bit for bit over several steps.
+TEST_F(CudaTrainKernels, AdamWMultiIsBitIdenticalToPerTensor) {
+  MultiAdamWCase c = multi_adamw_case();
+  const auto p0 = random_normal(c.n_values, rng);
+  const auto m0 = random_normal(c.n_state, rng, 0.01f);
+  auto v0 = random_normal(c.n_state, rng, 1e-3f);
+  for (auto& x : v0) x = std::abs(x);
+  DeviceArray<float> p_a(p0), p_b(p0), m_a(m0), m_b(m0), v_a(v0), v_b(v0), g(c.n_values);
+  DeviceArray<float> d_scale(std::vector<float>{0.37f});
+  DeviceArray<bf16> pb_a(c.n_bf16), pb_b(c.n_bf16);  // both poisoned alike
+  const auto segs_a = bind_bf16(c.segs, c, pb_a.get());
+  const auto segs_b = bind_bf16(c.segs, c, pb_b.get());
+  const std::vector<AdamWChunk> chunks = adamw_chunks(segs_a);
+  DeviceArray<AdamWChunk> d_chunks(chunks);
+  for (int t = 1; t <= 3; ++t) {
+    g.upload(random_normal(c.n_values, rng, 0.3f));
+    set_bias(c.steps, t);
+    // Clip scale read from the device, then none (null), as the trainer may pass either.
+    const float* scale = t == 2 ? nullptr : d_scale.get();
+    adamw_update_multi(p_a.get(), g.get(), m_a.get(), v_a.get(), d_chunks.get(),
+                       static_cast<int64_t>(chunks.size()), c.steps.data(),
+                       static_cast<int>(c.steps.size()), scale, nullptr);
+    for (size_t i = 0; i < segs_b.size(); ++i) {
+      const AdamWSegment& s = segs_b[i];
+      adamw_update(p_b.get() + s.offset, s.p_bf16, g.get() + s.offset, m_b.get() + s.state_offset,
+                   v_b.get() + s.state_offset, s.numel, c.steps[i], scale, nullptr);
+    }
+    sync_ok();
+  }
+  const auto got_p = p_a.download();
+  expect_bit_identical(got_p, p_b.download(), "adamw_update_multi p");
+  expect_bit_identical(m_a.download(), m_b.download(), "adamw_update_multi m");
+  expect_bit_identical(v_a.download(), v_b.download(), "adamw_update_multi v");
+  const auto got_pb = pb_a.download(), want_pb = pb_b.download();
+  ASSERT_EQ(got_pb.size(), want_pb.size());
+  EXPECT_EQ(std::memcmp(got_pb.data(), want_pb.data(), got_pb.size() * sizeof(bf16)), 0)
+      << "adamw_update_multi BF16 copies differ from adamw_update's";
+  // Something moved (the comparison is not of two untouched buffers).
+  EXPECT_NE(std::memcmp(got_p.data(), p0.data(), p0.size() * sizeof(float)), 0);
+}
+
+// The one launch against torch.optim.AdamW's formula in float64, per segment with its own lr and
+// weight decay; the gaps between segments (values and moments) must stay as they were.
+TEST_F(CudaTrainKernels, AdamWMultiFollowsTorchPerSegment) {
+  MultiAdamWCase c = multi_adamw_case();
+  const float clip = 0.5f;
+  const auto p0 = random_normal(c.n_values, rng);
+  const std::vector<float> zeros(c.n_state, 0.0f);
+  DeviceArray<float> d_p(p0), d_m(zeros), d_v(zeros), d_g(c.n_values);
+  DeviceArray<float> d_scale(std::vector<float>{clip});
+  DeviceArray<bf16> d_pb(c.n_bf16);
+  const auto segs = bind_bf16(c.segs, c, d_pb.get());
+  const std::vector<AdamWChunk> chunks = adamw_chunks(segs);
+  DeviceArray<AdamWChunk> d_chunks(chunks);
+  std::vector<double> p = widen(p0), m(c.n_state, 0.0), v(c.n_state, 0.0);
+  for (int t = 1; t <= 3; ++t) {
+    const auto g = random_normal(c.n_values, rng, 0.3f);
+    d_g.upload(g);
+    set_bias(c.steps, t);
+    adamw_update_multi(d_p.get(), d_g.get(), d_m.get(), d_v.get(), d_chunks.get(),
+                       static_cast<int64_t>(chunks.size()), c.steps.data(),
+                       static_cast<int>(c.steps.size()), d_scale.get(), nullptr);
+    sync_ok();
+    for (size_t k = 0; k < segs.size(); ++k) {
+      const AdamWSegment& s = segs[k];
+      const AdamWStep& st = c.steps[k];
+      const double b1 = st.beta1, b2 = st.beta2, lr = st.lr, wd = st.weight_decay;
+      for (int64_t e = 0; e < s.numel; ++e) {
+        const int64_t i = s.offset + e, j = s.state_offset + e;
+        const double gi = static_cast<double>(g[i]) * clip;
+        p[i] *= 1.0 - lr * wd;
+        m[j] = b1 * m[j] + (1.0 - b1) * gi;
+        v[j] = b2 * v[j] + (1.0 - b2) * gi * gi;
+        const double denom = std::sqrt(v[j] / (1.0 - std::pow(b2, t))) + st.eps;
+        p[i] -= lr * (m[j] / (1.0 - std::pow(b1, t))) / denom;
+      }
+    }
+  }
+  // The gaps: p keeps its initial values, m and v their zeros (want == initial there).
+  expect_close(d_p.download(), p, 1e-5, 1e-6, "adamw_update_multi p");
+  expect_close(d_m.download(), m, 1e-4, 1e-7, "adamw_update_multi m");
+  expect_close(d_v.download(), v, 1e-4, 1e-9, "adamw_update_multi v");
+  const auto got_p = d_p.download();
+  const auto got_pb = from_bf16(d_pb.download());
+  for (const AdamWSegment& s : segs) {
+    if (s.p_bf16 == nullptr) continue;
+    const int64_t at = s.p_bf16 - d_pb.get();
+    for (int64_t e = 0; e < s.numel; ++e) {
+      ASSERT_EQ(got_pb[at + e], round_to_bf16(got_p[s.offset + e]))
+          << "adamw_update_multi p_bf16 of the segment at " << s.offset << " [" << e << "]";
+    }
+  }
+}
+
 TEST_F(CudaTrainKernels, ClipScaleIsTorchClipGradNorm) {
   struct Case {
     double sum_squares;
@@ -1430,6 +1615,52 @@ TEST_F(CudaTrainKernels, DISABLED_Gpt2ShapesBandwidth) {
            n * 30);
     report("sum_squares",
            time_us([&] { sum_squares(g.get(), n_params, sws.get(), ss.get(), nullptr); }), n * 4);
+  }
+  {
+    // The trainer's optimizer step: GPT-2 124M's 196 tensors (q, k, v separate), per tensor as
+    // before and as one multi-tensor launch. Offsets padded to 64 elements like ParamLayout's.
+    std::vector<int64_t> sizes = {vocab * dim, seq * dim};
+    for (int l = 0; l < 12; ++l) {
+      for (int64_t sz : {dim, dim, dim * dim, dim, dim * dim, dim, dim * dim, dim, dim * dim, dim,
+                         dim, dim, inter * dim, inter, dim * inter, dim}) {
+        sizes.push_back(sz);
+      }
+    }
+    sizes.push_back(dim), sizes.push_back(dim);
+    std::vector<AdamWSegment> segs;
+    int64_t total = 0;
+    for (const int64_t sz : sizes) {
+      AdamWSegment seg;
+      seg.offset = seg.state_offset = total;
+      seg.numel = sz;
+      seg.group = sz >= dim * dim ? 0 : 1;
+      segs.push_back(seg);
+      total += (sz + 63) / 64 * 64;
+    }
+    DeviceArray<float> p(total), g(total), m(total), v(total), clip(1);
+    DeviceArray<bf16> pb(total);
+    for (auto* a : {&p, &g, &m, &v, &clip}) zero(*a);
+    for (AdamWSegment& seg : segs) seg.p_bf16 = pb.get() + seg.offset;
+    const std::vector<AdamWChunk> chunks = adamw_chunks(segs);
+    DeviceArray<AdamWChunk> d_chunks(chunks);
+    AdamWStep steps[2] = {{6e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f},
+                          {6e-4f, 0.9f, 0.95f, 1e-8f, 0.0f, 0.1f, 0.05f}};
+    const double bytes = static_cast<double>(total) * 30;
+    std::printf("  AdamW step over %zu tensors (%lld parameters, %zu chunks):\n", segs.size(),
+                static_cast<long long>(total), chunks.size());
+    report("adamw_update per tensor", time_us([&] {
+             for (const AdamWSegment& seg : segs) {
+               adamw_update(p.get() + seg.offset, seg.p_bf16, g.get() + seg.offset,
+                            m.get() + seg.offset, v.get() + seg.offset, seg.numel, steps[seg.group],
+                            clip.get(), nullptr);
+             }
+           }),
+           bytes);
+    report("adamw_update_multi", time_us([&] {
+             adamw_update_multi(p.get(), g.get(), m.get(), v.get(), d_chunks.get(),
+                                static_cast<int64_t>(chunks.size()), steps, 2, clip.get(), nullptr);
+           }),
+           bytes);
   }
   sync_ok();
 }

@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace kiln::cuda::train {
 
@@ -204,6 +205,40 @@ struct AdamWStep {
 };
 void adamw_update(float* p, bf16* p_bf16, const float* grad, float* m, float* v, int64_t n,
                   const AdamWStep& step, const float* grad_scale, cudaStream_t stream);
+
+// Multi-tensor AdamW: the same update, bit for bit, of many tensors of one flat float32 buffer in
+// one launch (a step of GPT-2 124M is ~200 tensors, most of them small biases and norms whose
+// separate launches cost more than their bytes). A segment is one tensor (or the slice of it one
+// ZeRO-1 rank owns): p/grad from `offset`, m/v from `state_offset`, its own BF16 copy, and a group
+// that picks one of the launch's AdamWSteps (per-role lr and weight decay, which change every step
+// with the schedule and so travel as kernel arguments, never as a device upload).
+inline constexpr int kAdamWMaxGroups = 16;
+// Elements per chunk: one thread block each, so every tensor's tail costs at most one block.
+inline constexpr int64_t kAdamWChunkElems = 8192;
+struct AdamWSegment {
+  int64_t offset = 0;        // first element in p and grad
+  int64_t state_offset = 0;  // first element in m and v
+  int64_t numel = 0;
+  bf16* p_bf16 = nullptr;  // the compute copy of p[offset, offset + numel), or null
+  int32_t group = 0;       // index of the AdamWStep applied (< kAdamWMaxGroups)
+};
+// One block's work: a piece of one segment (at most kAdamWChunkElems elements, starting a
+// multiple of kAdamWChunkElems into it, so a chunk is as aligned as its segment).
+struct AdamWChunk {
+  int64_t offset, state_offset;
+  bf16* p_bf16;  // already advanced to the chunk's first element, or null
+  int32_t numel, group;
+};
+// The chunk table of `segments` (empty segments contribute none), built once on the host and
+// uploaded by the caller; throws KILN_ERR_INVALID_ARGUMENT for a group out of range.
+std::vector<AdamWChunk> adamw_chunks(const std::vector<AdamWSegment>& segments);
+// Every chunk of the device table `chunks` (n_chunks entries) updated as adamw_update would,
+// chunk.group selecting steps[group] (a host array of n_groups <= kAdamWMaxGroups entries; its
+// constants are derived exactly as adamw_update derives them, so results are bit-identical).
+// Chunks must not overlap. 16-byte vector accesses where a chunk's pointers allow, else scalar.
+void adamw_update_multi(float* p, const float* grad, float* m, float* v, const AdamWChunk* chunks,
+                        int64_t n_chunks, const AdamWStep* steps, int n_groups,
+                        const float* grad_scale, cudaStream_t stream);
 // *scale = (max_norm > 0 && norm > max_norm) ? max_norm / (norm + 1e-6) : 1, with
 // norm = sqrt(*sum_squares) also written to *norm (both device memory): torch's clip_grad_norm_.
 void clip_scale(const double* sum_squares, float max_norm, float* scale, double* norm,

@@ -10,6 +10,7 @@
 #include "backend/cuda/train/cuda_engine.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -119,6 +120,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
     KILN_CUDA_CHECK(cudaMemsetAsync(adam_v_.get(), 0, fbytes, stream_.get()));
     if (s_.options.optimizer.kind == OptimizerKind::Muon) create_muon(fbytes);
     carve_weights();
+    build_adamw_chunks(0, total, 0);
     if (c_.positions == PositionKind::Rope) {
       const std::vector<float> inv = rope_inverse_frequencies(c_);
       if (inv.empty() || static_cast<int64_t>(inv.size()) * 2 > hd_) {
@@ -338,6 +340,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
       s_.optimizer.set_steps_taken(t);
       return;
     }
+    adamw_step(lr_multiplier, bc1, bc2);
     for (size_t i = 0; i < specs.size(); ++i) {
       const ParamSpec& sp = specs[i];
       if (uses_muon(o.kind, sp.role)) {
@@ -346,16 +349,7 @@ class CudaEngine final : public kiln::train::TrainEngine {
         muon_->update(values_.as<float>() + sp.offset, bf16_of_[i], grads_.as<float>() + sp.offset,
                       clip_scale_, muon_m_.as<float>() + sp.offset, sp.shape[0], sp.shape[1],
                       muon_step(o, lr_multiplier));
-        continue;
       }
-      AdamWStep st{};
-      st.lr = static_cast<float>(static_cast<double>(o.lr_for(sp.role)) * lr_multiplier);
-      st.beta1 = o.beta1, st.beta2 = o.beta2, st.eps = o.eps;
-      st.weight_decay = o.weight_decay_for(sp.role);
-      st.bias1 = static_cast<float>(bc1), st.bias2 = static_cast<float>(bc2);
-      adamw_update(values_.as<float>() + sp.offset, bf16_of_[i], grads_.as<float>() + sp.offset,
-                   adam_m_.as<float>() + sp.offset, adam_v_.as<float>() + sp.offset, sp.numel, st,
-                   clip_scale_, stream_.get());
     }
     s_.optimizer.set_steps_taken(t);
   }
@@ -533,6 +527,61 @@ class CudaEngine final : public kiln::train::TrainEngine {
     KILN_CUDA_CHECK(cudaStreamWaitEvent(stream_.get(), grads_reduced_->get(), 0));
   }
 
+  // ---- AdamW (one multi-tensor launch per step) ----------------------------------------------
+
+  // One AdamWStep per ParamRole: lr and weight decay are per role, so the role is the group.
+  static constexpr int kRoles = static_cast<int>(kParamRoleCount);
+  static_assert(kRoles <= kAdamWMaxGroups, "a ParamRole without an AdamW group");
+
+  // The chunk table of every AdamW tensor clipped to the flat elements [lo, hi) (all of them, or
+  // this rank's ZeRO-1 slice), moments indexed from state_base. Built and uploaded once (it holds
+  // offsets and the BF16 copy pointers, neither of which moves); the launch takes the buffers'
+  // base pointers and the per-step constants.
+  void build_adamw_chunks(int64_t lo, int64_t hi, int64_t state_base) {
+    const auto& specs = s_.layout.specs();
+    std::vector<AdamWSegment> segments;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const ParamSpec& sp = specs[i];
+      if (uses_muon(s_.options.optimizer.kind, sp.role)) continue;
+      const int64_t a = std::max(sp.offset, lo), b = std::min(sp.offset + sp.numel, hi);
+      if (b <= a) continue;
+      AdamWSegment seg;
+      seg.offset = a;
+      seg.state_offset = a - state_base;
+      seg.numel = b - a;
+      seg.p_bf16 = bf16_of_[i] != nullptr ? bf16_of_[i] + (a - sp.offset) : nullptr;
+      seg.group = static_cast<int32_t>(sp.role);
+      segments.push_back(seg);
+    }
+    const std::vector<AdamWChunk> chunks = adamw_chunks(segments);
+    n_adamw_chunks_ = static_cast<int64_t>(chunks.size());
+    adamw_chunks_ = DeviceBuffer();
+    if (chunks.empty()) return;
+    const size_t bytes = chunks.size() * sizeof(AdamWChunk);
+    adamw_chunks_ = alloc_->allocate(bytes, "AdamW chunk table");
+    KILN_CUDA_CHECK(cudaMemcpyAsync(adamw_chunks_.get(), chunks.data(), bytes,
+                                    cudaMemcpyHostToDevice, stream_.get()));
+    stream_.synchronize();  // `chunks` is pageable and about to go
+  }
+
+  // The AdamW update of every tensor the table covers, one launch. The per-role constants are
+  // computed as the per-tensor path computed them (lr rounded to float from double).
+  void adamw_step(double lr_multiplier, double bc1, double bc2) {
+    const OptimizerOptions& o = s_.options.optimizer;
+    std::array<AdamWStep, kRoles> steps{};
+    for (int r = 0; r < kRoles; ++r) {
+      const auto role = static_cast<ParamRole>(r);
+      AdamWStep& st = steps[static_cast<size_t>(r)];
+      st.lr = static_cast<float>(static_cast<double>(o.lr_for(role)) * lr_multiplier);
+      st.beta1 = o.beta1, st.beta2 = o.beta2, st.eps = o.eps;
+      st.weight_decay = o.weight_decay_for(role);
+      st.bias1 = static_cast<float>(bc1), st.bias2 = static_cast<float>(bc2);
+    }
+    adamw_update_multi(values_.as<float>(), grads_.as<float>(), adam_m_.as<float>(),
+                       adam_v_.as<float>(), adamw_chunks_.as<AdamWChunk>(), n_adamw_chunks_,
+                       steps.data(), kRoles, clip_scale_, stream_.get());
+  }
+
   // ---- ZeRO-1 (train/data_parallel/shard_plan.hpp) -------------------------------------------
 
   size_t host_bytes() const { return static_cast<size_t>(s_.layout.total()) * sizeof(float); }
@@ -565,32 +614,19 @@ class CudaEngine final : public kiln::train::TrainEngine {
     grads_ = std::move(grads);
     adam_m_ = std::move(m);
     adam_v_ = std::move(v);
+    build_adamw_chunks(owned_.begin, owned_.end, owned_.begin);
   }
 
-  // AdamW on this rank's slice of every tensor (the moments are indexed from the slice's start),
-  // then every rank's updated float32 slice to every rank, and the BF16 copies of the parts this
-  // rank did not update. A slice edge is a multiple of ParamLayout::kAlign from the tensor's
-  // start, so the kernels' vector alignment is that of the unsharded step. With one rank the
-  // slice is the whole buffer: the same kernel calls on the same data as the unsharded step.
+  // AdamW on this rank's slice of every tensor (the moments are indexed from the slice's start:
+  // the chunk table was built for the slice), then every rank's updated float32 slice to every
+  // rank, and the BF16 copies of the parts this rank did not update. A slice edge is a multiple
+  // of ParamLayout::kAlign from the tensor's start, so the kernel's vector alignment is that of
+  // the unsharded step. With one rank the slice is the whole buffer: the same launch on the same
+  // data as the unsharded step.
   void zero_adamw_step(double lr_multiplier, double bc1, double bc2) {
-    const OptimizerOptions& o = s_.options.optimizer;
     const auto& specs = s_.layout.specs();
     float* values = values_.as<float>();
-    for (size_t i = 0; i < specs.size(); ++i) {
-      const ParamSpec& sp = specs[i];
-      const int64_t lo = std::max(sp.offset, owned_.begin);
-      const int64_t hi = std::min(sp.offset + sp.numel, owned_.end);
-      if (hi <= lo) continue;
-      AdamWStep st{};
-      st.lr = static_cast<float>(static_cast<double>(o.lr_for(sp.role)) * lr_multiplier);
-      st.beta1 = o.beta1, st.beta2 = o.beta2, st.eps = o.eps;
-      st.weight_decay = o.weight_decay_for(sp.role);
-      st.bias1 = static_cast<float>(bc1), st.bias2 = static_cast<float>(bc2);
-      bf16* half = bf16_of_[i] != nullptr ? bf16_of_[i] + (lo - sp.offset) : nullptr;
-      adamw_update(
-          values + lo, half, grads_.as<float>() + lo, adam_m_.as<float>() + (lo - owned_.begin),
-          adam_v_.as<float>() + (lo - owned_.begin), hi - lo, st, clip_scale_, stream_.get());
-    }
+    adamw_step(lr_multiplier, bc1, bc2);
     comm_->all_gather(values, static_cast<size_t>(zero_->shard_size()), stream_.get());
     for (size_t i = 0; i < specs.size(); ++i) {
       if (bf16_of_[i] == nullptr) continue;
@@ -1190,6 +1226,8 @@ class CudaEngine final : public kiln::train::TrainEngine {
   DeviceBuffer values_, grads_, adam_m_, adam_v_, weights_bf16_, acts_buf_;
   DeviceBuffer muon_m_;                // Muon mode only: the momentum of Muon-updated tensors
   std::unique_ptr<MuonUpdater> muon_;  // Muon mode only
+  DeviceBuffer adamw_chunks_;          // adamw_update_multi's work list (build_adamw_chunks)
+  int64_t n_adamw_chunks_ = 0;
   PinnedBuffer pinned_;
   std::unique_ptr<LtGemm> gemm_;
   CublasHandle blas_{stream_.get()};  // only for the bias fallback in linear()
