@@ -23,12 +23,16 @@ struct AdamWConsts {
   float decay, step_size, bc2_sqrt, b1, b2, one_minus_b1, one_minus_b2, eps;
 };
 
+// Every operation spelled out with its rounding: the compiler may otherwise contract a multiply
+// and an add into an FMA in one kernel and not in another (it did: the per-tensor and the
+// multi-tensor kernels disagreed in the last bit), and both must give the same bits.
 __device__ __forceinline__ float adamw_one(float p, float g, float& m, float& v,
                                            const AdamWConsts& c) {
-  p *= c.decay;
-  m = c.b1 * m + c.one_minus_b1 * g;
-  v = c.b2 * v + c.one_minus_b2 * g * g;
-  return p - c.step_size * (m / (sqrtf(v) / c.bc2_sqrt + c.eps));
+  p = __fmul_rn(p, c.decay);
+  m = __fadd_rn(__fmul_rn(c.b1, m), __fmul_rn(c.one_minus_b1, g));
+  v = __fadd_rn(__fmul_rn(c.b2, v), __fmul_rn(__fmul_rn(c.one_minus_b2, g), g));
+  const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), c.bc2_sqrt), c.eps);
+  return __fsub_rn(p, __fmul_rn(c.step_size, __fdiv_rn(m, denom)));
 }
 
 // VEC: each thread updates 4 adjacent parameters with 16-byte loads (all pointers aligned).
@@ -44,10 +48,10 @@ __global__ void adamw_kernel(float* p, bf16* p_bf16, const float* grad, float* m
       const float4 gg = *reinterpret_cast<const float4*>(grad + base);
       float4 mm = *reinterpret_cast<const float4*>(m + base);
       float4 vv = *reinterpret_cast<const float4*>(v + base);
-      pp.x = adamw_one(pp.x, gg.x * scale, mm.x, vv.x, c);
-      pp.y = adamw_one(pp.y, gg.y * scale, mm.y, vv.y, c);
-      pp.z = adamw_one(pp.z, gg.z * scale, mm.z, vv.z, c);
-      pp.w = adamw_one(pp.w, gg.w * scale, mm.w, vv.w, c);
+      pp.x = adamw_one(pp.x, __fmul_rn(gg.x, scale), mm.x, vv.x, c);
+      pp.y = adamw_one(pp.y, __fmul_rn(gg.y, scale), mm.y, vv.y, c);
+      pp.z = adamw_one(pp.z, __fmul_rn(gg.z, scale), mm.z, vv.z, c);
+      pp.w = adamw_one(pp.w, __fmul_rn(gg.w, scale), mm.w, vv.w, c);
       *reinterpret_cast<float4*>(p + base) = pp;
       *reinterpret_cast<float4*>(m + base) = mm;
       *reinterpret_cast<float4*>(v + base) = vv;
@@ -60,7 +64,7 @@ __global__ void adamw_kernel(float* p, bf16* p_bf16, const float* grad, float* m
     } else {
       for (int64_t j = base; j < n; ++j) {
         float mj = m[j], vj = v[j];
-        const float pj = adamw_one(p[j], grad[j] * scale, mj, vj, c);
+        const float pj = adamw_one(p[j], __fmul_rn(grad[j], scale), mj, vj, c);
         p[j] = pj;
         m[j] = mj;
         v[j] = vj;
@@ -69,7 +73,7 @@ __global__ void adamw_kernel(float* p, bf16* p_bf16, const float* grad, float* m
     }
   } else if (i < n) {
     float mi = m[i], vi = v[i];
-    const float pi = adamw_one(p[i], grad[i] * scale, mi, vi, c);
+    const float pi = adamw_one(p[i], __fmul_rn(grad[i], scale), mi, vi, c);
     p[i] = pi;
     m[i] = mi;
     v[i] = vi;
@@ -126,10 +130,10 @@ __global__ void __launch_bounds__(kThreads)
       const float4 gg = *reinterpret_cast<const float4*>(cg + base);
       float4 mm = *reinterpret_cast<const float4*>(cm + base);
       float4 vv = *reinterpret_cast<const float4*>(cv + base);
-      pp.x = adamw_one(pp.x, gg.x * scale, mm.x, vv.x, c);
-      pp.y = adamw_one(pp.y, gg.y * scale, mm.y, vv.y, c);
-      pp.z = adamw_one(pp.z, gg.z * scale, mm.z, vv.z, c);
-      pp.w = adamw_one(pp.w, gg.w * scale, mm.w, vv.w, c);
+      pp.x = adamw_one(pp.x, __fmul_rn(gg.x, scale), mm.x, vv.x, c);
+      pp.y = adamw_one(pp.y, __fmul_rn(gg.y, scale), mm.y, vv.y, c);
+      pp.z = adamw_one(pp.z, __fmul_rn(gg.z, scale), mm.z, vv.z, c);
+      pp.w = adamw_one(pp.w, __fmul_rn(gg.w, scale), mm.w, vv.w, c);
       *reinterpret_cast<float4*>(cp + base) = pp;
       *reinterpret_cast<float4*>(cm + base) = mm;
       *reinterpret_cast<float4*>(cv + base) = vv;
@@ -141,7 +145,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (int j = scalar_from + static_cast<int>(threadIdx.x); j < n; j += kThreads) {
     float mj = cm[j], vj = cv[j];
-    const float pj = adamw_one(cp[j], cg[j] * scale, mj, vj, c);
+    const float pj = adamw_one(cp[j], __fmul_rn(cg[j], scale), mj, vj, c);
     cp[j] = pj;
     cm[j] = mj;
     cv[j] = vj;
