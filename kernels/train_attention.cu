@@ -41,9 +41,9 @@ constexpr float kLn2 = 0.6931471805599453f;
 // The tensor-core helpers (mma_bf16, ldmatrix fragment loads, cp.async tiles): mma_tiles.cuh.
 using mma::c_to_a;
 using mma::cp_async_commit;
-using mma::fast_exp2;
 using mma::cp_async_wait;
 using mma::cp_async_wait_all;
+using mma::fast_exp2;
 using mma::load_a;
 using mma::load_b2;
 using mma::load_b_trans2;
@@ -97,7 +97,8 @@ __global__ void __launch_bounds__(kFwdWarps * 32, kMinBlocks)
 #pragma unroll
   for (int t = 0; t < kM; ++t) {
 #pragma unroll
-    for (int n = 0; n < kD / 8; ++n) acc[t][n][0] = acc[t][n][1] = acc[t][n][2] = acc[t][n][3] = 0.0f;
+    for (int n = 0; n < kD / 8; ++n)
+      acc[t][n][0] = acc[t][n][1] = acc[t][n][2] = acc[t][n][3] = 0.0f;
     m[t][0] = m[t][1] = -INFINITY;
     l[t][0] = l[t][1] = 0.0f;
   }
@@ -113,7 +114,8 @@ __global__ void __launch_bounds__(kFwdWarps * 32, kMinBlocks)
         for (int t = 0; t < kM; ++t) {
 #pragma unroll
           for (int kk = 0; kk < kD / 16; ++kk) {
-            if (kk < k_steps) load_a(q_frag[t][kk], q_s, kLd, warp * kWarpRows + 16 * t, kk * 16, lane);
+            if (kk < k_steps)
+              load_a(q_frag[t][kk], q_s, kLd, warp * kWarpRows + 16 * t, kk * 16, lane);
           }
         }
       }
@@ -242,8 +244,8 @@ __global__ void __launch_bounds__(kFwdWarps * 32, kMinBlocks)
 #pragma unroll
       for (int n = 0; n < kD / 8; ++n) {
         if (n * 8 >= D) break;
-        *reinterpret_cast<__nv_bfloat162*>(o_row + n * 8 + 2 * c) = __floats2bfloat162_rn(
-            acc[t][n][2 * r] * inv_l[r], acc[t][n][2 * r + 1] * inv_l[r]);
+        *reinterpret_cast<__nv_bfloat162*>(o_row + n * 8 + 2 * c) =
+            __floats2bfloat162_rn(acc[t][n][2 * r] * inv_l[r], acc[t][n][2 * r + 1] * inv_l[r]);
       }
       if (c == 0) {
         lse[(static_cast<int64_t>(b) * H + h) * T + row] =
@@ -480,8 +482,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks)
     attention_dq_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
                         const bf16* __restrict__ v, const bf16* __restrict__ o,
                         const bf16* __restrict__ d_o, const float* __restrict__ lse,
-                        float* __restrict__ delta, float* __restrict__ dq, int T, int H, int group, int D, float scale,
-                        float scale_log2) {
+                        float* __restrict__ delta, float* __restrict__ dq, int T, int H, int group,
+                        int D, float scale, float scale_log2) {
   constexpr int kLd = kD + 8;
   constexpr int kWarpRows = 16 * kM;
   constexpr int kBr = kWarpRows * kWarps;
@@ -560,8 +562,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks)
         const int local = warp * kWarpRows + 16 * t + lane / 2, row = q0 + local;
         float sum = 0.0f;
         if (row < T) {
-          const bf16* o_row = o + (static_cast<int64_t>(b) * T + row) * o_stride +
-                              static_cast<int64_t>(h) * D;
+          const bf16* o_row =
+              o + (static_cast<int64_t>(b) * T + row) * o_stride + static_cast<int64_t>(h) * D;
 #pragma unroll
           for (int col = (lane % 2) * (kD / 2); col < (lane % 2 + 1) * (kD / 2); col += 8) {
             if (col >= D) break;
@@ -762,9 +764,8 @@ void launch_dkdv(Bwd<kWarps, kM, kTile, kRegs, kMinBlocks>, const bf16* q, const
   const int group = s.n_heads / s.n_kv_heads;
   const auto go = [&](auto kernel, size_t smem) {
     allow_shared(kernel, smem);
-    kernel<<<grid, kWarps * 32, smem, stream>>>(q, k, v, d_o, lse, delta, dk, dv, s.seq,
-                                                s.n_heads, group, s.head_dim, scale,
-                                                scale * kLog2e);
+    kernel<<<grid, kWarps * 32, smem, stream>>>(q, k, v, d_o, lse, delta, dk, dv, s.seq, s.n_heads,
+                                                group, s.head_dim, scale, scale * kLog2e);
   };
   if (two_stages <= max_shared_per_block()) {
     go(attention_dkdv_kernel<kD, kWarps, kM, kTile, 2, kRegs, kMinBlocks>, two_stages);
@@ -788,9 +789,8 @@ void launch_dq(Bwd<kWarps, kM, kTile, kRegs, kMinBlocks>, const bf16* q, const b
   const int group = s.n_heads / s.n_kv_heads;
   const auto go = [&](auto kernel, size_t smem) {
     allow_shared(kernel, smem);
-    kernel<<<grid, kWarps * 32, smem, stream>>>(q, k, v, o, d_o, lse, delta, dq, s.seq,
-                                                s.n_heads, group, s.head_dim, scale,
-                                                scale * kLog2e);
+    kernel<<<grid, kWarps * 32, smem, stream>>>(q, k, v, o, d_o, lse, delta, dq, s.seq, s.n_heads,
+                                                group, s.head_dim, scale, scale * kLog2e);
   };
   if (two_stages <= max_shared_per_block()) {
     go(attention_dq_kernel<kD, kWarps, kM, kTile, 2, kRegs, kMinBlocks>, two_stages);
@@ -884,8 +884,8 @@ void attention_backward(const bf16* q, const bf16* k, const bf16* v, const bf16*
   check_shape(shape, "CUDA attention_backward");
   if (shape.batch == 0 || shape.seq == 0) return;
   if (shape.head_dim <= 64) {
-    launch_backward<64>(Dkdv64{}, Dq64{}, q, k, v, o, d_o, lse, dq, dk, dv, shape, scale,
-                        workspace, stream);
+    launch_backward<64>(Dkdv64{}, Dq64{}, q, k, v, o, d_o, lse, dq, dk, dv, shape, scale, workspace,
+                        stream);
   } else if (shape.head_dim <= 128) {
     launch_backward<128>(Bwd128{}, Bwd128{}, q, k, v, o, d_o, lse, dq, dk, dv, shape, scale,
                          workspace, stream);
@@ -920,7 +920,7 @@ void attention_backward_variant(int dkdv_variant, int dq_variant, const bf16* q,
         return body(Dkdv64{}, Dq64{});  // production
       case 1:
         return body(Bwd<4, 2, 16, true>{}, Bwd<4, 2, 32, true>{});  // 2 tiles per warp
-      case 2:  // production before 2026-11-25
+      case 2:                                                       // production before 2026-11-25
         return body(Bwd<4, 1, 64, false, 3>{}, Bwd<4, 1, 64, false>{});
       case 3:
         return body(Bwd<4, 1, 64, false>{}, Bwd<4, 1, 64, false, 3>{});
