@@ -128,9 +128,10 @@ void qkv_backward(const float* dq, const float* dk, const float* dv, const bf16*
 // ~13 % of GPT-2 124M's training FLOPs, too much to leave on the CUDA cores.
 void attention_forward(const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse,
                        QkvShape shape, float scale, cudaStream_t stream);
-// Tuning variants of attention_forward for head_dim <= 64 (block shape, register budget, Q held
-// in registers): the same arithmetic in the same order, so the same bits; variant 0 is what
-// attention_forward runs. For the benchmark that picks the production shape.
+// Tuning variants of attention_forward for head_dim <= 64 (key tile, warps and 16-row tiles per
+// warp, register budget, Q held in registers); variant 0 is what attention_forward runs. Variants
+// with production's key tile give the same bits; another key tile rescales the online softmax at
+// other points (float rounding). For the benchmark that picks the production shape.
 int attention_forward_variants();
 void attention_forward_variant(int variant, const bf16* q, const bf16* k, const bf16* v, bf16* o,
                                float* lse, QkvShape shape, float scale, cudaStream_t stream);
