@@ -13,6 +13,7 @@
 // head's output also quantises it for a quantised o_proj (quant_gemv_prequant.cu): a head of a
 // multiple of 32 values is whole int8 blocks, so no other block's values are needed, and o_proj
 // needs neither a quantisation launch nor v12's per-block quantisation of x.
+#include <cstdlib>
 #include <string>
 
 #include "attention_decode_tile.cuh"
@@ -33,9 +34,12 @@ using detail::decode_splits;
 
 // One warp: out[d] = scale · (RoPE(norm(src + bias)))[d] for one head vector of the projection,
 // as qkv_rope_kernel computes it; `round` rounds to BF16 first (the value a cache row holds).
+// kD: the head size when known at compile time (its loops then unroll), else 0 and D_arg.
+template <int kD>
 __device__ void prepare_head(const float* src, const float* bias, const float* norm, float eps,
-                             const float* inv_freq, int pos, int D, int rot_dim, bool rotate,
+                             const float* inv_freq, int pos, int D_arg, int rot_dim, bool rotate,
                              bool round, float scale, float* work, float* out) {
+  const int D = kD > 0 ? kD : D_arg;
   const int lane = threadIdx.x % 32;
   float sum_sq = 0.0f;
   for (int d = lane; d < D; d += 32) {
@@ -76,7 +80,19 @@ __device__ void quantize_head_output(const bf16* out, int h, int D, int q_dim, u
                                 quant_detail::int8_x_layout(out_q, q_dim));
 }
 
-template <int kChunks>
+// The staged scan's V tiles (kD > 0), none for the generic scan.
+template <int kD>
+struct StagedTiles {
+  typename detail::StagedKeyScan<kD>::VTile v[kWarps];
+};
+template <>
+struct StagedTiles<0> {};
+
+// kD: 0 for the generic scan (any head size up to 32·kChunks), or the head size (64, 128) for the
+// staged one, whose first tile's K and V rows are requested before the kernel waits for the
+// projection it follows (overlapped launch): cache rows before `pos` were written by earlier
+// steps, and `position` by the step's first copy, before any kernel of the step started.
+template <int kChunks, int kD>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_decode_fused_kernel(const float* qkv, const float* bias, const float* q_norm,
                                   const float* k_norm, float eps, const float* inv_freq,
@@ -86,12 +102,12 @@ __global__ void __launch_bounds__(kWarps * 32)
   __shared__ float q_s[kMaxAttentionHeadDim], k_new[kMaxAttentionHeadDim],
       v_new[kMaxAttentionHeadDim], work[3][kMaxAttentionHeadDim];
   __shared__ detail::WarpStates<kWarps> states;
+  __shared__ StagedTiles<kD> tiles;
   __shared__ bool merges;
   detail::allow_dependents();
-  detail::wait_for_inputs();
 
   const int h = blockIdx.x, split = blockIdx.y;
-  const int D = s.head_dim, group = s.n_heads / s.n_kv_heads, kv_head = h / group;
+  const int D = kD > 0 ? kD : s.head_dim, group = s.n_heads / s.n_kv_heads, kv_head = h / group;
   const int64_t kv_stride = static_cast<int64_t>(s.n_kv_heads) * D;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int pos = *position, n_keys = pos + 1;
@@ -100,20 +116,26 @@ __global__ void __launch_bounds__(kWarps * 32)
   const bool newest = split == n_splits - 1;  // this chunk holds key `pos`
   const int key_begin = split * kDecodeSplitKeys;
   const int cached_end = newest ? pos : min(key_begin + kDecodeSplitKeys, n_keys);
+  const int64_t head_offset = static_cast<int64_t>(kv_head) * D;
+  [[maybe_unused]] detail::StagedKeyScan<kD == 0 ? 32 : kD> staged;
+  if constexpr (kD > 0) {
+    staged.load(k_cache, v_cache, kv_stride, head_offset, key_begin + warp * 32 + lane, cached_end);
+  }
+  detail::wait_for_inputs();
 
   const int q_dim = s.n_heads * D;
   const int64_t k_off = q_dim + static_cast<int64_t>(kv_head) * D;
   const int64_t v_off = q_dim + kv_stride + static_cast<int64_t>(kv_head) * D;
   if (warp == 0) {
-    prepare_head(qkv + static_cast<int64_t>(h) * D,
-                 bias ? bias + static_cast<int64_t>(h) * D : nullptr, q_norm, eps, inv_freq, pos, D,
-                 s.rot_dim, true, false, scale_log2, work[0], q_s);
+    prepare_head<kD>(qkv + static_cast<int64_t>(h) * D,
+                     bias ? bias + static_cast<int64_t>(h) * D : nullptr, q_norm, eps, inv_freq,
+                     pos, D, s.rot_dim, true, false, scale_log2, work[0], q_s);
   } else if (warp == 1 && newest) {
-    prepare_head(qkv + k_off, bias ? bias + k_off : nullptr, k_norm, eps, inv_freq, pos, D,
-                 s.rot_dim, true, true, 1.0f, work[1], k_new);
+    prepare_head<kD>(qkv + k_off, bias ? bias + k_off : nullptr, k_norm, eps, inv_freq, pos, D,
+                     s.rot_dim, true, true, 1.0f, work[1], k_new);
   } else if (warp == 2 && newest) {
-    prepare_head(qkv + v_off, bias ? bias + v_off : nullptr, nullptr, eps, inv_freq, pos, D,
-                 s.rot_dim, false, true, 1.0f, work[2], v_new);
+    prepare_head<kD>(qkv + v_off, bias ? bias + v_off : nullptr, nullptr, eps, inv_freq, pos, D,
+                     s.rot_dim, false, true, 1.0f, work[2], v_new);
   }
   __syncthreads();
   if (newest && h % group == 0) {  // one writer per KV head: the row the next steps read
@@ -126,9 +148,13 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 
   detail::WarpSoftmaxState<kChunks> st;
-  detail::scan_cached_keys<kChunks, kWarps>(st, q_s, k_cache, v_cache, kv_stride,
-                                            static_cast<int64_t>(kv_head) * D, D, key_begin,
-                                            cached_end, warp, lane);
+  if constexpr (kD > 0) {
+    staged.template scan<kWarps>(st, q_s, k_cache, v_cache, kv_stride, head_offset, key_begin,
+                                 cached_end, warp, lane, tiles.v[warp]);
+  } else {
+    detail::scan_cached_keys<kChunks, kWarps>(st, q_s, k_cache, v_cache, kv_stride, head_offset, D,
+                                              key_begin, cached_end, warp, lane);
+  }
   if (newest && warp == 0) {  // the new key, from shared memory
     float score = 0.0f;
     for (int d = lane; d < D; d += 32) score += q_s[d] * k_new[d];
@@ -188,7 +214,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   if (out_q != nullptr) quantize_head_output(out, h, D, q_dim, out_q);
 }
 
-template <int kChunks>
+template <int kChunks, int kD = 0>
 void launch(const float* qkv, const float* bias, const float* q_norm, const float* k_norm,
             float eps, const float* inv_freq, const int32_t* position, int64_t max_keys,
             QkvShape shape, bf16* k_cache, bf16* v_cache, bf16* out, float* partials,
@@ -196,10 +222,15 @@ void launch(const float* qkv, const float* bias, const float* q_norm, const floa
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(shape.head_dim));
   const dim3 grid(static_cast<unsigned>(shape.n_heads),
                   static_cast<unsigned>(decode_splits(max_keys)));
-  detail::launch_overlapped(attention_decode_fused_kernel<kChunks>, grid, kWarps * 32, 0, stream,
-                            "attention_decode_fused_kernel", qkv, bias, q_norm, k_norm, eps,
+  detail::launch_overlapped(attention_decode_fused_kernel<kChunks, kD>, grid, kWarps * 32, 0,
+                            stream, "attention_decode_fused_kernel", qkv, bias, q_norm, k_norm, eps,
                             inv_freq, position, shape, k_cache, v_cache, out, partials, counters,
                             scale_log2, static_cast<uint8_t*>(out_q));
+}
+
+bool staged_scan_from_environment() {
+  const char* env = std::getenv("KILN_CUDA_ATTN_STAGED");
+  return env == nullptr || std::string(env) != "0";
 }
 
 }  // namespace
@@ -227,7 +258,14 @@ void attention_decode_fused(const float* qkv, const float* bias, const float* q_
              std::to_string(D) + ") and 16-byte aligned buffers");
   }
   if (max_keys <= 0) return;
-  if (D <= 64) {
+  // The staged scan for the common head sizes (KILN_CUDA_ATTN_STAGED=0: the generic one, for A/B).
+  if (D == 64 && staged_scan_from_environment()) {
+    launch<2, 64>(qkv, bias, q_norm, k_norm, eps, inv_freq, position, max_keys, shape, k_cache,
+                  v_cache, out, partials, counters, out_q, stream);
+  } else if (D == 128 && staged_scan_from_environment()) {
+    launch<4, 128>(qkv, bias, q_norm, k_norm, eps, inv_freq, position, max_keys, shape, k_cache,
+                   v_cache, out, partials, counters, out_q, stream);
+  } else if (D <= 64) {
     launch<2>(qkv, bias, q_norm, k_norm, eps, inv_freq, position, max_keys, shape, k_cache, v_cache,
               out, partials, counters, out_q, stream);
   } else if (D <= 128) {

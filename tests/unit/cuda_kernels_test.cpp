@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <utility>
@@ -466,10 +467,20 @@ TEST_F(CudaKernels, FusedDecodeAttentionMatchesQkvPreparationThenAttention) {
       {{true, false, 64, 64}, 14, 2, 0, 0},     {{true, false, 64, 64}, 14, 2, 30, 0},
       {{true, false, 64, 64}, 14, 2, 255, 700}, {{false, true, 128, 128}, 4, 4, 256, 0},
       {{true, true, 64, 64}, 14, 2, 1000, 300}, {{false, false, 256, 128}, 8, 1, 520, 0},
-      {{true, true, 48, 24}, 6, 3, 3000, 0}};
-  for (const Case& c : cases) {
-    SCOPED_TRACE("pos " + std::to_string(c.pos) + " head_dim " + std::to_string(c.qkv.head_dim) +
-                 " heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads));
+      {{true, true, 48, 24}, 6, 3, 3000, 0},    {{true, true, 128, 128}, 28, 4, 700, 0},
+      {{true, false, 128, 64}, 8, 2, 95, 40},   {{false, false, 64, 64}, 14, 2, 3000, 0}};
+  // Head sizes 64 and 128 take the staged scan by default; KILN_CUDA_ATTN_STAGED=0 the generic.
+  struct RestoreEnvironment {
+    ~RestoreEnvironment() { unsetenv("KILN_CUDA_ATTN_STAGED"); }
+  } restore;
+  constexpr size_t kCases = sizeof(cases) / sizeof(cases[0]);
+  for (size_t i = 0; i < 2 * kCases; ++i) {
+    const char* staged = i < kCases ? "1" : "0";
+    const Case& c = cases[i % kCases];
+    ASSERT_EQ(setenv("KILN_CUDA_ATTN_STAGED", staged, 1), 0);
+    SCOPED_TRACE(std::string("staged scan ") + staged + ", pos " + std::to_string(c.pos) +
+                 " head_dim " + std::to_string(c.qkv.head_dim) + " heads " +
+                 std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads));
     const QkvShape s{c.n_heads, c.n_kv_heads, c.qkv.head_dim, c.qkv.rot_dim};
     const int64_t D = s.head_dim, q_dim = s.n_heads * D, kv_dim = s.n_kv_heads * D;
     const int64_t width = q_dim + 2 * kv_dim, ctx = c.pos + 1 + c.extra_context;

@@ -64,6 +64,19 @@ timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 \
 echo "racecheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/racecheck_prefill.log") clean summaries)"
 tail -2 "$out/racecheck_prefill.log"
 
+echo "=== compute-sanitizer memcheck + racecheck: the fused decode attention (staged and generic scans)"
+for tool in memcheck racecheck; do
+  timeout 240 compute-sanitizer --tool $tool --error-exitcode 9 "$pack/bin/cuda_kernels_test" \
+    --gtest_filter='*FusedDecodeAttention*' > "$out/${tool}_decode_attention.log" 2>&1
+  echo "$tool exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/${tool}_decode_attention.log") clean summaries)"
+done
+echo "=== compute-sanitizer memcheck + racecheck: a short kiln-generate on the GPU (bundled model)"
+for tool in memcheck racecheck; do
+  timeout 240 compute-sanitizer --tool $tool --error-exitcode 9 "$pack/bin/kiln-generate" \
+    --backend cuda -m "$root/models/kjv-tiny" -n 24 --seed 1 > "$out/${tool}_generate.log" 2>&1
+  echo "$tool exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/${tool}_generate.log") clean summaries)"
+done
+
 echo "=== compute-sanitizer memcheck + racecheck: cuda_sampling_test (the small cases)"
 for tool in memcheck racecheck; do
   timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 "$pack/bin/cuda_sampling_test" \
