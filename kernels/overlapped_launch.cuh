@@ -5,7 +5,9 @@
 // are mostly fixed latency, which is what this is meant to hide.
 //
 // The contract, for every kernel launched this way:
-//   - before wait_for_inputs() it reads only memory no kernel of the step writes (weights);
+//   - before wait_for_inputs() it reads only memory no kernel of the step writes (weights; the
+//     decode attention also reads cache rows of earlier steps and the position the step's first
+//     copy wrote);
 //   - it calls wait_for_inputs() before touching anything else (activations, caches, positions);
 //     that returns once the previous grid — and so, transitively, every earlier one — has
 //     completed and its writes are visible;
