@@ -88,8 +88,8 @@ struct StagedTiles {
 template <>
 struct StagedTiles<0> {};
 
-// kD: 0 for the generic scan (any head size up to 32·kChunks), or the head size (64, 128) for the
-// staged one, whose first tile's K and V rows are requested before the kernel waits for the
+// kD: 0 for the generic scan (any head size up to 32·kChunks), or the head size (64, 96, 128) for
+// the staged one, whose first tile's K and V rows are requested before the kernel waits for the
 // projection it follows (overlapped launch): cache rows before `pos` were written by earlier
 // steps, and `position` by the step's first copy, before any kernel of the step started.
 template <int kChunks, int kD>
@@ -261,6 +261,9 @@ void attention_decode_fused(const float* qkv, const float* bias, const float* q_
   // The staged scan for the common head sizes (KILN_CUDA_ATTN_STAGED=0: the generic one, for A/B).
   if (D == 64 && staged_scan_from_environment()) {
     launch<2, 64>(qkv, bias, q_norm, k_norm, eps, inv_freq, position, max_keys, shape, k_cache,
+                  v_cache, out, partials, counters, out_q, stream);
+  } else if (D == 96 && staged_scan_from_environment()) {  // Phi-3
+    launch<3, 96>(qkv, bias, q_norm, k_norm, eps, inv_freq, position, max_keys, shape, k_cache,
                   v_cache, out, partials, counters, out_q, stream);
   } else if (D == 128 && staged_scan_from_environment()) {
     launch<4, 128>(qkv, bias, q_norm, k_norm, eps, inv_freq, position, max_keys, shape, k_cache,

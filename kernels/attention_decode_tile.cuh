@@ -88,7 +88,7 @@ __device__ __forceinline__ void scan_cached_keys(WarpSoftmaxState<kChunks>& st, 
   }
 }
 
-// scan_cached_keys for a BF16 cache and a head size kD known at compile time (64 or 128: the
+// scan_cached_keys for a BF16 cache and a head size kD known at compile time (64, 96 or 128: the
 // models people run), with the same arithmetic in the same order, but with each tile's loads
 // issued all at once: lane i holds key i's K and V rows in registers (kD / 8 16-byte loads each,
 // all in flight together), the V rows go through this warp's shared-memory tile to be read by

@@ -35,6 +35,43 @@ __device__ __forceinline__ float adamw_one(float p, float g, float& m, float& v,
   return __fsub_rn(p, __fmul_rn(c.step_size, __fdiv_rn(m, denom)));
 }
 
+// Parameters i .. i + 3 with 16-byte loads and stores (p, g, m, v 16-byte aligned at i; the BF16
+// copy, when there is one, 8-byte aligned there: it is written in pairs). The one body both
+// kernels use, so that they cannot drift apart.
+__device__ __forceinline__ void adamw_four(float* __restrict__ p, const float* __restrict__ g,
+                                           float* __restrict__ m, float* __restrict__ v,
+                                           bf16* __restrict__ p_bf16, int64_t i, float scale,
+                                           const AdamWConsts& c) {
+  float4 pp = *reinterpret_cast<const float4*>(p + i);
+  const float4 gg = *reinterpret_cast<const float4*>(g + i);
+  float4 mm = *reinterpret_cast<const float4*>(m + i);
+  float4 vv = *reinterpret_cast<const float4*>(v + i);
+  pp.x = adamw_one(pp.x, __fmul_rn(gg.x, scale), mm.x, vv.x, c);
+  pp.y = adamw_one(pp.y, __fmul_rn(gg.y, scale), mm.y, vv.y, c);
+  pp.z = adamw_one(pp.z, __fmul_rn(gg.z, scale), mm.z, vv.z, c);
+  pp.w = adamw_one(pp.w, __fmul_rn(gg.w, scale), mm.w, vv.w, c);
+  *reinterpret_cast<float4*>(p + i) = pp;
+  *reinterpret_cast<float4*>(m + i) = mm;
+  *reinterpret_cast<float4*>(v + i) = vv;
+  if (p_bf16 != nullptr) {
+    *reinterpret_cast<__nv_bfloat162*>(p_bf16 + i) = __floats2bfloat162_rn(pp.x, pp.y);
+    *reinterpret_cast<__nv_bfloat162*>(p_bf16 + i + 2) = __floats2bfloat162_rn(pp.z, pp.w);
+  }
+}
+
+// Parameter i alone (any alignment).
+__device__ __forceinline__ void adamw_single(float* __restrict__ p, const float* __restrict__ g,
+                                             float* __restrict__ m, float* __restrict__ v,
+                                             bf16* __restrict__ p_bf16, int64_t i, float scale,
+                                             const AdamWConsts& c) {
+  float mi = m[i], vi = v[i];
+  const float pi = adamw_one(p[i], __fmul_rn(g[i], scale), mi, vi, c);
+  p[i] = pi;
+  m[i] = mi;
+  v[i] = vi;
+  if (p_bf16 != nullptr) p_bf16[i] = __float2bfloat16(pi);
+}
+
 // VEC: each thread updates 4 adjacent parameters with 16-byte loads (all pointers aligned).
 template <bool VEC>
 __global__ void adamw_kernel(float* p, bf16* p_bf16, const float* grad, float* m, float* v,
@@ -44,40 +81,12 @@ __global__ void adamw_kernel(float* p, bf16* p_bf16, const float* grad, float* m
   if constexpr (VEC) {
     const int64_t base = i * 4;
     if (base + 4 <= n) {
-      float4 pp = *reinterpret_cast<const float4*>(p + base);
-      const float4 gg = *reinterpret_cast<const float4*>(grad + base);
-      float4 mm = *reinterpret_cast<const float4*>(m + base);
-      float4 vv = *reinterpret_cast<const float4*>(v + base);
-      pp.x = adamw_one(pp.x, __fmul_rn(gg.x, scale), mm.x, vv.x, c);
-      pp.y = adamw_one(pp.y, __fmul_rn(gg.y, scale), mm.y, vv.y, c);
-      pp.z = adamw_one(pp.z, __fmul_rn(gg.z, scale), mm.z, vv.z, c);
-      pp.w = adamw_one(pp.w, __fmul_rn(gg.w, scale), mm.w, vv.w, c);
-      *reinterpret_cast<float4*>(p + base) = pp;
-      *reinterpret_cast<float4*>(m + base) = mm;
-      *reinterpret_cast<float4*>(v + base) = vv;
-      if (p_bf16 != nullptr) {
-        __nv_bfloat162 lo = __floats2bfloat162_rn(pp.x, pp.y);
-        __nv_bfloat162 hi = __floats2bfloat162_rn(pp.z, pp.w);
-        *reinterpret_cast<__nv_bfloat162*>(p_bf16 + base) = lo;
-        *reinterpret_cast<__nv_bfloat162*>(p_bf16 + base + 2) = hi;
-      }
+      adamw_four(p, grad, m, v, p_bf16, base, scale, c);
     } else {
-      for (int64_t j = base; j < n; ++j) {
-        float mj = m[j], vj = v[j];
-        const float pj = adamw_one(p[j], __fmul_rn(grad[j], scale), mj, vj, c);
-        p[j] = pj;
-        m[j] = mj;
-        v[j] = vj;
-        if (p_bf16 != nullptr) p_bf16[j] = __float2bfloat16(pj);
-      }
+      for (int64_t j = base; j < n; ++j) adamw_single(p, grad, m, v, p_bf16, j, scale, c);
     }
   } else if (i < n) {
-    float mi = m[i], vi = v[i];
-    const float pi = adamw_one(p[i], __fmul_rn(grad[i], scale), mi, vi, c);
-    p[i] = pi;
-    m[i] = mi;
-    v[i] = vi;
-    if (p_bf16 != nullptr) p_bf16[i] = __float2bfloat16(pi);
+    adamw_single(p, grad, m, v, p_bf16, i, scale, c);
   }
 }
 
@@ -126,30 +135,11 @@ __global__ void __launch_bounds__(kThreads)
     scalar_from = n & ~3;
 #pragma unroll 2
     for (int base = threadIdx.x * 4; base < scalar_from; base += kThreads * 4) {
-      float4 pp = *reinterpret_cast<const float4*>(cp + base);
-      const float4 gg = *reinterpret_cast<const float4*>(cg + base);
-      float4 mm = *reinterpret_cast<const float4*>(cm + base);
-      float4 vv = *reinterpret_cast<const float4*>(cv + base);
-      pp.x = adamw_one(pp.x, __fmul_rn(gg.x, scale), mm.x, vv.x, c);
-      pp.y = adamw_one(pp.y, __fmul_rn(gg.y, scale), mm.y, vv.y, c);
-      pp.z = adamw_one(pp.z, __fmul_rn(gg.z, scale), mm.z, vv.z, c);
-      pp.w = adamw_one(pp.w, __fmul_rn(gg.w, scale), mm.w, vv.w, c);
-      *reinterpret_cast<float4*>(cp + base) = pp;
-      *reinterpret_cast<float4*>(cm + base) = mm;
-      *reinterpret_cast<float4*>(cv + base) = vv;
-      if (cb != nullptr) {
-        *reinterpret_cast<__nv_bfloat162*>(cb + base) = __floats2bfloat162_rn(pp.x, pp.y);
-        *reinterpret_cast<__nv_bfloat162*>(cb + base + 2) = __floats2bfloat162_rn(pp.z, pp.w);
-      }
+      adamw_four(cp, cg, cm, cv, cb, base, scale, c);
     }
   }
   for (int j = scalar_from + static_cast<int>(threadIdx.x); j < n; j += kThreads) {
-    float mj = cm[j], vj = cv[j];
-    const float pj = adamw_one(cp[j], __fmul_rn(cg[j], scale), mj, vj, c);
-    cp[j] = pj;
-    cm[j] = mj;
-    cv[j] = vj;
-    if (cb != nullptr) cb[j] = __float2bfloat16(pj);
+    adamw_single(cp, cg, cm, cv, cb, j, scale, c);
   }
 }
 

@@ -468,8 +468,10 @@ TEST_F(CudaKernels, FusedDecodeAttentionMatchesQkvPreparationThenAttention) {
       {{true, false, 64, 64}, 14, 2, 255, 700}, {{false, true, 128, 128}, 4, 4, 256, 0},
       {{true, true, 64, 64}, 14, 2, 1000, 300}, {{false, false, 256, 128}, 8, 1, 520, 0},
       {{true, true, 48, 24}, 6, 3, 3000, 0},    {{true, true, 128, 128}, 28, 4, 700, 0},
-      {{true, false, 128, 64}, 8, 2, 95, 40},   {{false, false, 64, 64}, 14, 2, 3000, 0}};
-  // Head sizes 64 and 128 take the staged scan by default; KILN_CUDA_ATTN_STAGED=0 the generic.
+      {{true, false, 128, 64}, 8, 2, 95, 40},   {{false, false, 64, 64}, 14, 2, 3000, 0},
+      {{false, false, 96, 96}, 8, 8, 300, 20}};
+  // Head sizes 64, 96 and 128 take the staged scan by default; KILN_CUDA_ATTN_STAGED=0 the
+  // generic one.
   struct RestoreEnvironment {
     ~RestoreEnvironment() { unsetenv("KILN_CUDA_ATTN_STAGED"); }
   } restore;

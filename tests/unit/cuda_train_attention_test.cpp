@@ -297,6 +297,28 @@ float median_ms(std::vector<float> v) {
   return v[v.size() / 2];
 }
 
+// Median of 20 timed runs of body (on the default stream, after 3 warm-up runs), in ms.
+template <typename Body>
+float median_event_ms(Body&& body) {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  EXPECT_EQ(cudaEventCreate(&start), cudaSuccess);
+  EXPECT_EQ(cudaEventCreate(&stop), cudaSuccess);
+  for (int i = 0; i < 3; ++i) body();
+  std::vector<float> ms;
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(cudaEventRecord(start, nullptr), cudaSuccess);
+    body();
+    EXPECT_EQ(cudaEventRecord(stop, nullptr), cudaSuccess);
+    EXPECT_EQ(cudaEventSynchronize(stop), cudaSuccess);
+    float t = 0;
+    EXPECT_EQ(cudaEventElapsedTime(&t, start, stop), cudaSuccess);
+    ms.push_back(t);
+  }
+  (void)cudaEventDestroy(start);
+  (void)cudaEventDestroy(stop);
+  return median_ms(ms);
+}
+
 TEST(CudaTrainAttentionBench, PrintsTflops) {
   KILN_SKIP_WITHOUT_CUDA();
   struct Shape {
@@ -311,9 +333,6 @@ TEST(CudaTrainAttentionBench, PrintsTflops) {
     DeviceArray<bf16> d_o(hashed_bf16(nq, 4)), o(nq);
     DeviceArray<float> lse(static_cast<size_t>(sh.B) * sh.H * sh.T), dq(nq), dk(nkv), dv(nkv);
     DeviceArray<float> workspace(attention_backward_workspace_floats(shape));
-    cudaEvent_t start, stop;
-    ASSERT_CUDA_OK(cudaEventCreate(&start));
-    ASSERT_CUDA_OK(cudaEventCreate(&stop));
     const auto forward = [&] {
       attention_forward(q.get(), k.get(), v.get(), o.get(), lse.get(), shape, scale, nullptr);
     };
@@ -321,22 +340,8 @@ TEST(CudaTrainAttentionBench, PrintsTflops) {
       attention_backward(q.get(), k.get(), v.get(), o.get(), lse.get(), d_o.get(), dq.get(),
                          dk.get(), dv.get(), shape, scale, workspace.get(), nullptr);
     };
-    const auto time_ms = [&](auto&& body) {
-      for (int i = 0; i < 3; ++i) body();  // warm-up
-      std::vector<float> ms;
-      for (int i = 0; i < 20; ++i) {
-        EXPECT_EQ(cudaEventRecord(start, nullptr), cudaSuccess);
-        body();
-        EXPECT_EQ(cudaEventRecord(stop, nullptr), cudaSuccess);
-        EXPECT_EQ(cudaEventSynchronize(stop), cudaSuccess);
-        float t = 0;
-        EXPECT_EQ(cudaEventElapsedTime(&t, start, stop), cudaSuccess);
-        ms.push_back(t);
-      }
-      return median_ms(ms);
-    };
-    const float fwd_ms = time_ms(forward);
-    const float fwd_bwd_ms = time_ms([&] {
+    const float fwd_ms = median_event_ms(forward);
+    const float fwd_bwd_ms = median_event_ms([&] {
       forward();
       backward();
     });
@@ -354,8 +359,6 @@ TEST(CudaTrainAttentionBench, PrintsTflops) {
         std::all_of(lse_host.begin(), lse_host.end(), [](float x) { return std::isfinite(x); }));
     EXPECT_TRUE(
         std::all_of(dv_host.begin(), dv_host.end(), [](float x) { return std::isfinite(x); }));
-    (void)cudaEventDestroy(start);
-    (void)cudaEventDestroy(stop);
   }
 }
 
@@ -370,26 +373,13 @@ TEST(CudaTrainAttentionBench, ForwardVariants) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   DeviceArray<bf16> q(hashed_bf16(n, 1)), k(hashed_bf16(n, 2)), v(hashed_bf16(n, 3)), o(n);
   DeviceArray<float> lse(static_cast<size_t>(B) * H * T);
-  cudaEvent_t start, stop;
-  ASSERT_CUDA_OK(cudaEventCreate(&start));
-  ASSERT_CUDA_OK(cudaEventCreate(&stop));
   std::vector<float> o0, lse0;
   for (int variant = 0; variant < attention_forward_variants(); ++variant) {
     const auto run = [&] {
       attention_forward_variant(variant, q.get(), k.get(), v.get(), o.get(), lse.get(), shape,
                                 scale, nullptr);
     };
-    for (int i = 0; i < 3; ++i) run();
-    std::vector<float> ms;
-    for (int i = 0; i < 20; ++i) {
-      ASSERT_CUDA_OK(cudaEventRecord(start, nullptr));
-      run();
-      ASSERT_CUDA_OK(cudaEventRecord(stop, nullptr));
-      ASSERT_CUDA_OK(cudaEventSynchronize(stop));
-      float t = 0;
-      ASSERT_CUDA_OK(cudaEventElapsedTime(&t, start, stop));
-      ms.push_back(t);
-    }
+    const float t = median_event_ms(run);
     const std::vector<float> got_o = from_bf16(o.download()), got_lse = lse.download();
     if (variant == 0) {
       o0 = got_o;
@@ -401,7 +391,6 @@ TEST(CudaTrainAttentionBench, ForwardVariants) {
     for (size_t i = 0; i < got_lse.size(); ++i) {
       max_lse = std::max(max_lse, double(std::abs(got_lse[i] - lse0[i])));
     }
-    const float t = median_ms(ms);
     const double flops = 4.0 * B * H * static_cast<double>(T) * T * D / 2;
     std::printf(
         "[attention forward variant %d] %.3f ms = %.1f TFLOP/s; vs variant 0: max |do| %.3g, "
@@ -410,8 +399,6 @@ TEST(CudaTrainAttentionBench, ForwardVariants) {
     EXPECT_LT(max_o, 2e-2) << "variant " << variant;
     EXPECT_LT(max_lse, 1e-3) << "variant " << variant;
   }
-  (void)cudaEventDestroy(start);
-  (void)cudaEventDestroy(stop);
 }
 
 // The backward's tuning variants on the GPT-2 124M shape: the dK/dV and dQ kernels timed
@@ -428,23 +415,6 @@ TEST(CudaTrainAttentionBench, BackwardVariants) {
   DeviceArray<float> lse(static_cast<size_t>(B) * H * T), dq(n), dk(n), dv(n);
   DeviceArray<float> workspace(attention_backward_workspace_floats(shape));
   attention_forward(q.get(), k.get(), v.get(), o.get(), lse.get(), shape, scale, nullptr);
-  cudaEvent_t start, stop;
-  ASSERT_CUDA_OK(cudaEventCreate(&start));
-  ASSERT_CUDA_OK(cudaEventCreate(&stop));
-  const auto time_ms = [&](auto&& body) {
-    for (int i = 0; i < 3; ++i) body();
-    std::vector<float> ms;
-    for (int i = 0; i < 20; ++i) {
-      EXPECT_EQ(cudaEventRecord(start, nullptr), cudaSuccess);
-      body();
-      EXPECT_EQ(cudaEventRecord(stop, nullptr), cudaSuccess);
-      EXPECT_EQ(cudaEventSynchronize(stop), cudaSuccess);
-      float t = 0;
-      EXPECT_EQ(cudaEventElapsedTime(&t, start, stop), cudaSuccess);
-      ms.push_back(t);
-    }
-    return median_ms(ms);
-  };
   const double fwd_flops = 4.0 * B * H * static_cast<double>(T) * T * D / 2;
   std::vector<float> dq0, dk0, dv0;
   for (int variant = 0; variant < attention_backward_variants(); ++variant) {
@@ -457,8 +427,8 @@ TEST(CudaTrainAttentionBench, BackwardVariants) {
     ASSERT_CUDA_OK(cudaMemset(dk.get(), 0xff, n * sizeof(float)));
     ASSERT_CUDA_OK(cudaMemset(dv.get(), 0xff, n * sizeof(float)));
     // dQ first: it writes the delta row terms that the dK/dV kernel reads.
-    const float dq_ms = time_ms([&] { run(-1, variant); });
-    const float dkdv_ms = time_ms([&] { run(variant, -1); });
+    const float dq_ms = median_event_ms([&] { run(-1, variant); });
+    const float dkdv_ms = median_event_ms([&] { run(variant, -1); });
     const auto got_dq = dq.download(), got_dk = dk.download(), got_dv = dv.download();
     if (variant == 0) {
       dq0 = got_dq;
@@ -480,8 +450,6 @@ TEST(CudaTrainAttentionBench, BackwardVariants) {
         1.5 * fwd_flops / (dq_ms * 1e-3) / 1e12, differ);
     EXPECT_EQ(differ, 0u) << "variant " << variant;
   }
-  (void)cudaEventDestroy(start);
-  (void)cudaEventDestroy(stop);
 }
 
 }  // namespace
