@@ -9,6 +9,9 @@
 // decode step's kernel time). Both forms add the squares in the same order (thread t: elements
 // t, t + 256, ... in turn, then block_sum), so they give the same bits, and so do the GEMVs that
 // fuse this norm (quant_gemv.cu, gemv.cu follow rms_norm_kernel's arithmetic).
+#include <cstdlib>
+#include <string>
+
 #include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "common.cuh"
@@ -56,17 +59,22 @@ __global__ void __launch_bounds__(kThreads)
     rms_norm_registers_kernel(float* x, const float* residual, const float* weight, T* out,
                               int64_t dim, float eps, uint8_t* xq) {
   detail::allow_dependents();
-  detail::wait_for_inputs();
   const int64_t row = blockIdx.x;
   float* xr = x + row * dim;
   float v[kMaxPerThread], w[kMaxPerThread];
+  // The weights before the wait (overlapped launch: they overlap the previous kernel's tail).
+#pragma unroll
+  for (int j = 0; j < kMaxPerThread; ++j) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
+    if (i < dim) w[j] = weight[i];
+  }
+  detail::wait_for_inputs();
 #pragma unroll
   for (int j = 0; j < kMaxPerThread; ++j) {
     const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kThreads;
     if (i < dim) {
       v[j] = xr[i];
       if (residual != nullptr) v[j] += residual[row * dim + i];
-      w[j] = weight[i];
     }
   }
   float sum_sq = 0.0f;
@@ -110,14 +118,30 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The register form is launched overlapped (its weights load before the wait) unless
+// KILN_CUDA_NORM_OVERLAP=0 (A/B): the 7B decode step runs two of these per layer, each ~3 µs of
+// mostly fixed latency that the plain launch could not hide behind the kernel before.
+template <typename T>
+void launch_registers(float* x, const float* residual, const float* weight, T* out, int64_t rows,
+                      int64_t dim, float eps, uint8_t* xq, cudaStream_t stream) {
+  const char* env = std::getenv("KILN_CUDA_NORM_OVERLAP");
+  if (env != nullptr && std::string(env) == "0") {
+    rms_norm_registers_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+        x, residual, weight, out, dim, eps, xq);
+    check_launch("rms_norm_registers_kernel");
+    return;
+  }
+  detail::launch_overlapped(rms_norm_registers_kernel<T>, static_cast<unsigned>(rows), kThreads, 0,
+                            stream, "rms_norm_registers_kernel", x, residual, weight, out, dim, eps,
+                            xq);
+}
+
 template <typename T>
 void launch(float* x, const float* residual, const float* weight, T* out, int64_t rows, int64_t dim,
             float eps, cudaStream_t stream) {
   if (rows == 0) return;
   if (dim <= static_cast<int64_t>(kThreads) * kMaxPerThread) {
-    rms_norm_registers_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-        x, residual, weight, out, dim, eps, nullptr);
-    check_launch("rms_norm_registers_kernel");
+    launch_registers<T>(x, residual, weight, out, rows, dim, eps, nullptr, stream);
     return;
   }
   rms_norm_kernel<T>
@@ -144,9 +168,7 @@ void rms_norm_quantize_x(float* x, const float* weight, bf16* out, void* xq, int
     quantize_x_int8(out, dim, xq, stream);
     return;
   }
-  rms_norm_registers_kernel<bf16>
-      <<<1, kThreads, 0, stream>>>(x, nullptr, weight, out, dim, eps, static_cast<uint8_t*>(xq));
-  check_launch("rms_norm_registers_kernel");
+  launch_registers<bf16>(x, nullptr, weight, out, 1, dim, eps, static_cast<uint8_t*>(xq), stream);
 }
 
 }  // namespace kiln::cuda
